@@ -1,0 +1,157 @@
+"""Load ``hardware_db/`` and resolve ids to specs.
+
+:func:`load_catalog` reads every file once (cached) and validates it with the pydantic
+models of :mod:`guide_opt.hardware`, :mod:`guide_opt.llm`, :mod:`guide_opt.frameworks`,
+:mod:`guide_opt.quantization` and :mod:`guide_opt.prices`. A broken file raises
+:class:`~guide_opt.errors.InputError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from guide_opt.data_files import data_dir
+from guide_opt.errors import InputError, unknown_id_error
+from guide_opt.frameworks import FrameworkProfile
+from guide_opt.hardware import GpuSpec
+from guide_opt.llm import LlmSpec
+from guide_opt.prices import PriceTable
+from guide_opt.quantization import QuantizationSpec
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+DEFAULT_PRICE_TABLE = "default"
+
+
+def read_yaml(path: Path) -> object:
+    """Parse one YAML file, turning syntax errors into an :class:`InputError` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read the file ({exc.strerror})", "check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(str(path), f"invalid YAML{where}", "fix the syntax") from None
+
+
+def validation_error_to_input_error(source: str, exc: ValidationError) -> InputError:
+    """Turn pydantic's first error into one :class:`InputError` naming the field and a fix."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        problem, fix = "unknown key", "remove it or check its spelling"
+    elif kind == "missing":
+        problem, fix = "required key is missing", "add it"
+    else:
+        problem, fix = err["msg"], f"got {err.get('input')!r}"
+    return InputError(f"{source}: {field}", problem, fix)
+
+
+def load_spec(path: Path, model: type[SpecT]) -> SpecT:
+    """Read and validate one YAML file as ``model``."""
+    data = read_yaml(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error_to_input_error(str(path), exc) from None
+
+
+def _load_folder(folder: Path, model: type[SpecT]) -> dict[str, SpecT]:
+    specs: dict[str, SpecT] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        spec = load_spec(path, model)
+        if spec.id != path.stem:
+            raise InputError(f"{path}: id", f"id '{spec.id}' differs from the file name", f"rename the file or set id: {path.stem}")
+        specs[spec.id] = spec
+    return specs
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything in ``hardware_db/``, keyed by id."""
+
+    gpus: dict[str, GpuSpec]
+    llms: dict[str, LlmSpec]
+    frameworks: dict[str, FrameworkProfile]
+    quantizations: dict[str, QuantizationSpec]
+    price_tables: dict[str, PriceTable]
+
+    def gpu(self, gpu_id: str, field: str = "gpu") -> GpuSpec:
+        """Return the GPU ``gpu_id`` or raise an :class:`InputError` naming ``field``."""
+        try:
+            return self.gpus[gpu_id]
+        except KeyError:
+            raise unknown_id_error(field, gpu_id, list(self.gpus), "GPU") from None
+
+    def llm(self, llm_id_or_path: str, field: str = "model") -> LlmSpec:
+        """Return the LLM with this catalog id, or read it from a local HF ``config.json`` path."""
+        if llm_id_or_path in self.llms:
+            return self.llms[llm_id_or_path]
+        path = Path(llm_id_or_path)
+        if path.suffix == ".json" or path.is_file() or path.is_dir():
+            if path.is_dir():
+                path = path / "config.json"
+            return LlmSpec.from_hf_config(path)
+        raise unknown_id_error(field, llm_id_or_path, list(self.llms), "LLM")
+
+    def framework(self, framework_id: str, field: str = "framework") -> FrameworkProfile:
+        """Return the serving-engine profile ``framework_id``."""
+        try:
+            return self.frameworks[framework_id]
+        except KeyError:
+            raise unknown_id_error(field, framework_id, list(self.frameworks), "framework") from None
+
+    def quantization(self, quantization_id: str, field: str = "quantization") -> QuantizationSpec:
+        """Return the quantization scheme ``quantization_id`` (aliases such as ``fp16`` accepted)."""
+        for spec in self.quantizations.values():
+            if quantization_id == spec.id or quantization_id in spec.aliases:
+                return spec
+        raise unknown_id_error(field, quantization_id, list(self.quantizations), "quantization")
+
+    def price_table(self, table_id: str = DEFAULT_PRICE_TABLE, field: str = "price_table") -> PriceTable:
+        """Return the price table ``table_id``."""
+        try:
+            return self.price_tables[table_id]
+        except KeyError:
+            raise unknown_id_error(field, table_id, list(self.price_tables), "price table") from None
+
+
+def load_catalog_from(root: Path) -> Catalog:
+    """Load and validate a ``hardware_db``-shaped folder at ``root``."""
+    quant_file = root / "quantizations.yaml"
+    raw = read_yaml(quant_file)
+    if not isinstance(raw, list):
+        raise InputError(str(quant_file), "expected a list of quantization schemes", "write one '- id: ...' entry per scheme")
+    quantizations = {}
+    for i, entry in enumerate(raw):
+        try:
+            spec = QuantizationSpec.model_validate(entry)
+        except ValidationError as exc:
+            raise validation_error_to_input_error(f"{quant_file}[{i}]", exc) from None
+        quantizations[spec.id] = spec
+    catalog = Catalog(
+        gpus=_load_folder(root / "gpus", GpuSpec),
+        llms=_load_folder(root / "llms", LlmSpec),
+        frameworks=_load_folder(root / "frameworks", FrameworkProfile),
+        quantizations=quantizations,
+        price_tables=_load_folder(root / "prices", PriceTable),
+    )
+    for table in catalog.price_tables.values():
+        for quote in table.quotes:
+            if quote.gpu not in catalog.gpus:
+                raise InputError(f"{root}/prices/{table.id}.yaml: quotes", f"unknown GPU id '{quote.gpu}'", "use an id from hardware_db/gpus")
+    return catalog
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """Load the bundled ``hardware_db/`` (cached for the life of the process)."""
+    return load_catalog_from(data_dir("hardware_db"))

@@ -1,0 +1,63 @@
+"""Serving-engine profiles (:class:`FrameworkProfile`), one YAML per engine in ``hardware_db/frameworks/``.
+
+A profile holds what the performance model needs to know about an engine: how much device
+memory it lets the KV cache use, its KV block granularity, how it schedules prefill
+(whole prompts, chunked prefill, or DeepSpeed-FastGen's dynamic SplitFuse), its per-step
+scheduler overhead, and its *default* efficiency factors. The defaults are documented
+starting points, not fitted values; calibration (``guide-opt calibrate``) replaces them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class EfficiencyFactors(BaseModel):
+    """Fractions of the hardware peaks an engine reaches, and its fixed per-step costs.
+
+    compute_efficiency: achieved / peak tensor FLOP/s for large GEMMs (0-1].
+    memory_efficiency: achieved / peak HBM bandwidth for streaming weights and KV (0-1].
+    communication_efficiency: achieved / peak link bandwidth for all-reduce (0-1].
+    step_overhead_ms: CPU-side scheduling and launch time added to every engine step.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    compute_efficiency: float = Field(gt=0, le=1)
+    memory_efficiency: float = Field(gt=0, le=1)
+    communication_efficiency: float = Field(gt=0, le=1)
+    step_overhead_ms: float = Field(ge=0)
+
+
+class FrameworkProfile(BaseModel):
+    """A serving engine as the performance model and simulator see it.
+
+    prefill_mode: ``whole`` (each prompt prefilled in one step), ``chunked`` (prompts split
+    into chunks of at most ``max_num_batched_tokens`` tokens per step, mixed with decodes) or
+    ``split_fuse`` (DeepSpeed-FastGen: every step filled to a fixed token budget).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    name: str
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    kv_block_size_tokens: PositiveInt
+    runtime_reserve_gib: float = Field(ge=0)
+    prefill_mode: Literal["whole", "chunked", "split_fuse"]
+    max_num_batched_tokens: PositiveInt
+    max_num_seqs: PositiveInt
+    cuda_graphs: bool
+    efficiency: EfficiencyFactors
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _sourced(self) -> "FrameworkProfile":
+        needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency"}
+        missing = sorted(needed - set(self.sources))
+        if missing:
+            raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")
+        return self
+
