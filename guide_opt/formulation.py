@@ -1,0 +1,180 @@
+"""The CP-SAT model of a deployment problem (:class:`Formulation`) and its decoder.
+
+The reduction, in the manner of CVXPY's ``apply`` / ``invert``:
+
+- :func:`build_formulation` turns a :class:`~guide_opt.space.SearchSpace` into a ``CpModel``.
+  Per LLM and candidate ``c`` (a shape at one batch size) there is a Boolean ``use[c]`` and
+  an integer ``replicas[c]``; exactly one candidate per LLM is used. The batch of LLM m is
+  the integer ``sum_c batch_c x use[c]`` (SOS1 form), so every latency, memory and
+  capacity figure is a piecewise-linear function of it, sampled at the candidate batch
+  sizes from the full performance model -- exact at those breakpoints.
+- :meth:`Formulation.decode` maps solver values back to a :class:`~guide_opt.plan.Plan`.
+
+Every float becomes an integer here and only here (:func:`to_quanta`), with the named
+quanta below; CP-SAT accepts integer coefficients only. Costs are quantized by rounding
+(exact for prices with up to six decimals); times and throughputs are only objective
+coefficients and are re-evaluated exactly when the plan is decoded.
+
+Constraint families carry enforcement literals (``memory``, ``ttft_slo``, ``tpot_slo``,
+``demand`` per LLM; ``budget``, ``inventory[gpu]``, ``max_gpus`` shared) so that
+:mod:`guide_opt.explain` can re-solve with assumptions and name a conflict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from guide_opt.plan import Pick, Plan
+from guide_opt.space import Candidate, SearchSpace, replica_limit
+
+#: One quantum of time (µs) for latency objective coefficients.
+TIME_QUANTUM_US = 10
+#: One quantum of cost ($/h).
+COST_QUANTUM_USD_PER_H = 1e-6
+#: One quantum of throughput (generated tokens/s).
+THROUGHPUT_QUANTUM_TOKENS_PER_S = 1e-3
+
+
+def to_quanta(value: float, quantum: float, rounding: str = "nearest") -> int:
+    """Express ``value`` in integer multiples of ``quantum`` (rounding: nearest, down or up)."""
+    ratio = value / quantum
+    if rounding == "down":
+        return math.floor(ratio + 1e-9)
+    if rounding == "up":
+        return math.ceil(ratio - 1e-9)
+    return round(ratio)
+
+
+@dataclass
+class Formulation:
+    """A CP-SAT model over a search space, with the handles needed to decode and explain it."""
+
+    model: cp_model.CpModel
+    space: SearchSpace
+    objective: str
+    candidates: list[Candidate]
+    use: list[cp_model.IntVar]
+    replicas: list[cp_model.IntVar]
+    by_model: list[list[int]]
+    family_literals: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    cost_expr: cp_model.LinearExpr | None = None
+    objective_expr: cp_model.LinearExpr | None = None
+
+    def decode(self, solver: cp_model.CpSolver) -> Plan:
+        """The plan of the solver's current solution: one pick per LLM."""
+        picks = []
+        for indices in self.by_model:
+            chosen = [i for i in indices if solver.Value(self.use[i])]
+            assert len(chosen) == 1, "exactly one candidate per LLM"
+            i = chosen[0]
+            picks.append(Pick(self.candidates[i], int(solver.Value(self.replicas[i]))))
+        return tuple(picks)
+
+    def forbid_plan_shapes(self, plan: Plan) -> None:
+        """Exclude the combination of shapes used by ``plan`` (for alternatives)."""
+        chosen = {(p.candidate.model_index, p.candidate.shape) for p in plan}
+        same_shape = [self.use[i] for i, c in enumerate(self.candidates) if (c.model_index, c.shape) in chosen]
+        self.model.Add(sum(same_shape) <= len(self.by_model) - 1)  # at least one LLM changes shape
+
+    def forbid_candidate(self, candidate: Candidate) -> None:
+        """Exclude ``candidate`` (a cut after verification found it violating)."""
+        for i, c in enumerate(self.candidates):
+            if c is candidate:
+                self.model.Add(self.use[i] == 0)
+
+    def objective_in_quanta(self, objective: str, plan: Plan) -> int:
+        """The integer objective this model assigns to ``plan``."""
+        return sum(_objective_coefficient(objective, p.candidate) * (1 if objective == "min_latency" else p.replicas) for p in plan)
+
+
+def _objective_coefficient(objective: str, c: Candidate) -> int:
+    if objective == "max_throughput":
+        return to_quanta(c.throughput_per_replica_tokens_per_s, THROUGHPUT_QUANTUM_TOKENS_PER_S, "down")
+    if objective == "min_latency":
+        return to_quanta(c.request_latency_s * 1e6, TIME_QUANTUM_US, "nearest")
+    return to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H)
+
+
+def build_formulation(space: SearchSpace, objective: str, *, explain: bool = False) -> Formulation:
+    """Build the CP-SAT model of ``space`` for ``objective`` (min_cost, max_throughput, min_latency).
+
+    With ``explain=False`` candidates that break a candidate-level constraint are left out
+    and replica domains are tightened by the shared limits (a smaller, faster model). With
+    ``explain=True`` every evaluated candidate is kept and every constraint family is
+    guarded by an enforcement literal, to be passed as assumptions.
+    """
+    problem = space.problem
+    model = cp_model.CpModel()
+    literals: dict[str, cp_model.IntVar] = {}
+
+    def family(name: str):
+        if not explain:
+            return None
+        if name not in literals:
+            literals[name] = model.NewBoolVar(name)
+        return literals[name]
+
+    candidates, use, replicas, by_model = [], [], [], []
+    for ms in space.models:
+        indices = []
+        for c in ms.candidates:
+            if not explain and not c.feasible:
+                continue
+            r_max = problem.search.max_replicas if explain else replica_limit(space, c)
+            r_min = c.replicas_min if c.replicas_min is not None else 1
+            if not explain and r_max < r_min:
+                continue
+            i = len(candidates)
+            candidates.append(c)
+            u = model.NewBoolVar(f"use[{i}]")
+            r = model.NewIntVar(0, max(r_max, 1), f"replicas[{i}]")
+            model.Add(r >= 1).OnlyEnforceIf(u)
+            model.Add(r == 0).OnlyEnforceIf(u.Not())
+            if c.replicas_min is not None and c.replicas_min > 1:
+                lit = family(f"{ms.label}.demand")
+                model.Add(r >= c.replicas_min).OnlyEnforceIf([u] if lit is None else [u, lit])
+            for violated in c.violations:
+                lit = family(f"{ms.label}.{violated}")
+                model.Add(u == 0).OnlyEnforceIf(lit)
+            use.append(u)
+            replicas.append(r)
+            indices.append(i)
+        by_model.append(indices)
+        if indices:
+            model.AddExactlyOne(use[i] for i in indices)
+        else:
+            model.AddBoolOr([])  # no candidate left for this LLM: the model is infeasible
+
+    cost_terms = [replicas[i] * to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H) for i, c in enumerate(candidates)]
+    cost_expr = sum(cost_terms) if cost_terms else 0
+    if problem.budget_per_hour is not None:
+        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down"))
+        if explain:
+            ct.OnlyEnforceIf(family("budget"))
+    gpu_ids = sorted({c.shape.gpu.id for c in candidates})
+    for gpu_id in gpu_ids:
+        limit = problem.hardware.inventory.get(gpu_id)
+        if limit is None:
+            continue
+        used = sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates) if c.shape.gpu.id == gpu_id)
+        ct = model.Add(used <= limit)
+        if explain:
+            ct.OnlyEnforceIf(family(f"inventory[{gpu_id}]"))
+    if problem.hardware.max_gpus is not None:
+        ct = model.Add(sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates)) <= problem.hardware.max_gpus)
+        if explain:
+            ct.OnlyEnforceIf(family("max_gpus"))
+
+    if objective == "min_latency":
+        objective_expr = sum(use[i] * _objective_coefficient(objective, c) for i, c in enumerate(candidates))
+        model.Minimize(objective_expr)
+    elif objective == "max_throughput":
+        objective_expr = sum(replicas[i] * _objective_coefficient(objective, c) for i, c in enumerate(candidates))
+        model.Maximize(objective_expr)
+    else:
+        objective_expr = cost_expr
+        model.Minimize(objective_expr)
+    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr)

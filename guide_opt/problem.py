@@ -1,0 +1,202 @@
+"""The user's intent (:class:`Problem`), read from a YAML problem file.
+
+A problem lists the LLMs to serve (each an :class:`LlmRequirement` with a workload, SLOs and
+a precision tolerance), the hardware to choose from, the serving engines, a budget and an
+objective. Every validation error becomes one :class:`~guide_opt.errors.InputError` naming
+the field (``models[0].slo.ttft_ms``) and the fix. See ``problems/README.md`` for the keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+
+from guide_opt.catalog import read_yaml
+from guide_opt.errors import InputError
+from guide_opt.quantization import PRECISION_TOLERANCES
+
+#: Batch sizes (max concurrent sequences per replica) searched when a problem names none.
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+DEFAULT_TP_DEGREES = (1, 2, 4, 8)
+DEFAULT_PP_DEGREES = (1,)
+
+Objective = Literal["min_cost", "max_throughput", "min_latency", "pareto", "min_makespan"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Workload(_Strict):
+    """Request lengths and demand of one LLM.
+
+    Lengths: ``input_tokens`` and ``output_tokens`` (numbers), or ``preset``
+    (short / long / conversational), ``histogram`` or ``trace`` (see the simulator).
+    Demand, exactly one of: ``request_rate_per_s`` (open loop), ``concurrent_users``
+    (closed loop), or a batch job ``requests`` with ``deadline_h``. With none, one replica
+    meeting the SLOs is enough.
+    """
+
+    input_tokens: PositiveInt | None = None
+    output_tokens: PositiveInt | None = None
+    preset: str | None = None
+    histogram: dict | None = None
+    trace: str | None = None
+    request_rate_per_s: PositiveFloat | None = None
+    concurrent_users: PositiveInt | None = None
+    requests: PositiveInt | None = None
+    deadline_h: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_length_and_one_demand(self) -> "Workload":
+        fixed = self.input_tokens is not None or self.output_tokens is not None
+        kinds = [k for k, on in (("input_tokens/output_tokens", fixed), ("preset", self.preset), ("histogram", self.histogram), ("trace", self.trace)) if on]
+        if len(kinds) != 1:
+            raise ValueError("give the request lengths one way: input_tokens + output_tokens, preset, histogram or trace")
+        if fixed and (self.input_tokens is None or self.output_tokens is None):
+            raise ValueError("input_tokens and output_tokens go together; give both")
+        demands = [k for k in ("request_rate_per_s", "concurrent_users", "requests") if getattr(self, k) is not None]
+        if len(demands) > 1:
+            raise ValueError(f"give one demand, not {' and '.join(demands)}")
+        if (self.requests is None) != (self.deadline_h is None):
+            raise ValueError("a batch job needs both requests and deadline_h")
+        return self
+
+    def token_lengths(self) -> tuple[int, int]:
+        """Mean (input, output) tokens per request used by the static performance model."""
+        if self.input_tokens is not None and self.output_tokens is not None:
+            return self.input_tokens, self.output_tokens
+        from guide_opt.simulate.workloads import workload_from_spec  # lengths from the workload generator
+
+        spec = {k: v for k, v in (("preset", self.preset), ("histogram", self.histogram), ("trace", self.trace)) if v is not None}
+        return workload_from_spec(spec).mean_token_lengths()
+
+
+class Slo(_Strict):
+    """Latency targets. ``percentile`` says which percentile the targets apply to (50, 90 or 99).
+
+    The static model predicts typical (median-like) latencies; with a calibration file the
+    solver widens predictions to the requested percentile (see ``guide-opt calibrate``).
+    """
+
+    ttft_ms: PositiveFloat | None = None
+    tpot_ms: PositiveFloat | None = None
+    percentile: Literal[50, 90, 99] = 50
+
+
+class LlmRequirement(_Strict):
+    """One LLM to serve: catalog id or path to a config.json, workload, SLOs, precision tolerance."""
+
+    id: str
+    workload: Workload
+    slo: Slo = Slo()
+    precision_tolerance: Literal["none", "10%", "20%", "50%"] = "none"
+
+    @field_validator("precision_tolerance", mode="before")
+    @classmethod
+    def _tolerance_text(cls, value):
+        if value is None or value is False:
+            return "none"
+        if isinstance(value, (int, float)):
+            value = f"{value:g}%"
+        if isinstance(value, str) and value not in PRECISION_TOLERANCES:
+            raise ValueError(f"use one of {', '.join(PRECISION_TOLERANCES)}")
+        return value
+
+
+class Hardware(_Strict):
+    """GPUs to choose from, how many exist, and what they cost.
+
+    gpus: GPU ids, or ``all``. inventory: per-type GPU count available (types not listed are
+    unlimited). max_gpus: cap on all GPUs used. price_table: a table in
+    ``hardware_db/prices``. prices: $/GPU-hour overrides per GPU id.
+    """
+
+    gpus: list[str] | Literal["all"] = "all"
+    inventory: dict[str, int] = {}
+    max_gpus: PositiveInt | None = None
+    price_table: str = "default"
+    prices: dict[str, PositiveFloat] = {}
+
+    @field_validator("inventory")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, v in value.items() if v < 0]
+        if bad:
+            raise ValueError(f"inventory counts must be >= 0 (check {', '.join(bad)})")
+        return value
+
+
+class SearchSpace(_Strict):
+    """The discrete choices searched per LLM (defaults cover common deployments)."""
+
+    tp: list[PositiveInt] = list(DEFAULT_TP_DEGREES)
+    pp: list[PositiveInt] = list(DEFAULT_PP_DEGREES)
+    batch_sizes: list[PositiveInt] = list(DEFAULT_BATCH_SIZES)
+    kv_cache_dtypes: list[Literal["fp16", "fp8"]] = ["fp16"]
+    max_replicas: PositiveInt = 64
+
+
+class Problem(_Strict):
+    """A deployment question: serve ``models`` on ``hardware`` with ``frameworks``, optimizing ``objective``."""
+
+    name: str
+    description: str = ""
+    models: list[LlmRequirement] = Field(min_length=1)
+    hardware: Hardware = Hardware()
+    frameworks: list[str] = ["vllm"]
+    quantizations: list[str] | None = None
+    budget_per_hour: PositiveFloat | None = None
+    objective: Objective = "min_cost"
+    search: SearchSpace = SearchSpace()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Problem":
+        """Read and validate a problem file; errors name the field and the fix."""
+        data = read_yaml(Path(path))
+        if not isinstance(data, dict):
+            raise InputError(str(path), "a problem file must be a mapping with keys name, models, hardware, ...", "see problems/README.md")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "problem") -> "Problem":
+        """Validate ``data`` as a problem (``source`` names it in errors)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise problem_error(source, exc) from None
+
+
+def _field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after[_one_length_and_one_demand()]",) or str(part).startswith(("function-", "literal[", "list[", "constrained-")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+_FIXES = {
+    "extra_forbidden": ("unknown key", "remove it or check its spelling (see problems/README.md)"),
+    "missing": ("required key is missing", "add it"),
+    "greater_than": ("must be positive", "give a number above 0"),
+    "literal_error": ("not an allowed value", "use one of the listed values"),
+}
+
+
+def problem_error(source: str, exc: ValidationError) -> InputError:
+    """Turn pydantic's first error into one :class:`InputError` naming the problem field."""
+    err = exc.errors()[0]
+    field = _field_path(err["loc"])
+    problem, fix = _FIXES.get(err["type"], (None, None))
+    if err["type"] == "literal_error":
+        fix = err["msg"].replace("Input should be", "use")
+    if problem is None:
+        msg = err["msg"].removeprefix("Value error, ")
+        problem, fix = (msg, f"got {err.get('input')!r}") if err["type"] != "value_error" else (msg.split("; ")[0], "see problems/README.md")
+    return InputError(f"{source}: {field}", problem, fix)
