@@ -62,6 +62,7 @@ class Formulation:
     family_literals: dict[str, cp_model.IntVar] = field(default_factory=dict)
     cost_expr: cp_model.LinearExpr | None = None
     objective_expr: cp_model.LinearExpr | None = None
+    latency_expr: cp_model.LinearExpr | None = None
 
     def decode(self, solver: cp_model.CpSolver) -> Plan:
         """The plan of the solver's current solution: one pick per LLM."""
@@ -91,6 +92,8 @@ class Formulation:
 
 
 def _objective_coefficient(objective: str, c: Candidate) -> int:
+    if not c.fits:
+        return 0  # never usable: guarded by the memory family (explain mode only)
     if objective == "max_throughput":
         return to_quanta(c.throughput_per_replica_tokens_per_s, THROUGHPUT_QUANTUM_TOKENS_PER_S, "down")
     if objective == "min_latency":
@@ -168,8 +171,9 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         if explain:
             ct.OnlyEnforceIf(family("max_gpus"))
 
+    latency_expr = sum(use[i] * _objective_coefficient("min_latency", c) for i, c in enumerate(candidates)) if candidates else 0
     if objective == "min_latency":
-        objective_expr = sum(use[i] * _objective_coefficient(objective, c) for i, c in enumerate(candidates))
+        objective_expr = latency_expr
         model.Minimize(objective_expr)
     elif objective == "max_throughput":
         objective_expr = sum(replicas[i] * _objective_coefficient(objective, c) for i, c in enumerate(candidates))
@@ -177,4 +181,4 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     else:
         objective_expr = cost_expr
         model.Minimize(objective_expr)
-    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr)
+    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, latency_expr)

@@ -29,9 +29,12 @@ from guide_opt.quantization import QuantizationSpec, allowed_by_tolerance
 CANDIDATE_FAMILIES = ("memory", "ttft_slo", "tpot_slo", "demand")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Shape:
-    """One replica shape of one LLM: ``tp x pp`` GPUs of one type, one engine, one precision."""
+    """One replica shape of one LLM: ``tp x pp`` GPUs of one type, one engine, one precision.
+
+    Shapes compare and hash by :attr:`key` (the ids), not by the specs they hold.
+    """
 
     gpu: GpuSpec
     tp: int
@@ -40,6 +43,17 @@ class Shape:
     quantization: QuantizationSpec
     kv_cache_dtype: str
     usd_per_gpu_hour: float
+
+    @property
+    def key(self) -> tuple[str, int, int, str, str, str]:
+        """(gpu id, tp, pp, framework id, quantization id, KV dtype)."""
+        return (self.gpu.id, self.tp, self.pp, self.framework.id, self.quantization.id, self.kv_cache_dtype)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Shape) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     @property
     def gpus_per_replica(self) -> int:

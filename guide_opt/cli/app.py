@@ -12,6 +12,7 @@ from guide_opt import __version__
 COMMAND_MODULES = (
     "guide_opt.cli.estimate_cmd",
     "guide_opt.cli.catalog_cmd",
+    "guide_opt.cli.solve_cmd",
 )
 
 

@@ -96,20 +96,29 @@ def prefill_schedule(config: ServingConfig) -> list[tuple[StepShape, int]]:
     """
     budget = config.step_token_budget
     prompt, batch = config.input_tokens, config.batch
-    if config.framework.prefill_mode == "whole" or prompt <= budget:
+    if config.framework.prefill_mode == "whole":
         per_step = max(1, budget // prompt)
         steps = []
         for done in range(0, batch, per_step):
             n = min(per_step, batch - done)
             steps.append((StepShape.prefill_chunk(n, prompt), n))
         return steps
+    # Chunked / SplitFuse: every step takes the next `budget` tokens of the concatenated prompts,
+    # so a step may end one prompt and start the next (packing whole prompts instead would let
+    # a longer prompt lower the mean TTFT).
     steps = []
-    for _ in range(batch):  # each prompt is longer than the budget: chunks of one prompt
-        offset = 0
-        while offset < prompt:
-            chunk = min(budget, prompt - offset)
-            offset += chunk
-            steps.append((StepShape.prefill_chunk(1, chunk, offset - chunk), 1 if offset == prompt else 0))
+    request, offset = 0, 0  # the prompt being prefilled and its tokens already done
+    while request < batch:
+        room, new_tokens, sequences, attended, kv_read, finished = budget, 0, 0, 0.0, 0.0, 0
+        while room and request < batch:
+            chunk = min(room, prompt - offset)
+            piece = StepShape.prefill_chunk(1, chunk, offset)
+            new_tokens, sequences = new_tokens + chunk, sequences + 1
+            attended, kv_read = attended + piece.attended_tokens, kv_read + piece.kv_read_tokens
+            room, offset = room - chunk, offset + chunk
+            if offset == prompt:
+                request, offset, finished = request + 1, 0, finished + 1
+        steps.append((StepShape(new_tokens, sequences, attended, kv_read), finished))
     return steps
 
 

@@ -81,10 +81,15 @@ def kv_cache_bytes(config: ServingConfig, batch: int, sequence_tokens: int) -> f
     return batch * kv_tokens_allocated(config, sequence_tokens) * config.kv_bytes_per_token
 
 
+def _activation_tokens(config: ServingConfig) -> int:
+    """Tokens of the largest step: the engine's token budget, or a whole prompt when prompts are not chunked."""
+    return max(config.step_token_budget, config.input_tokens if config.framework.prefill_mode == "whole" else 0)
+
+
 def activation_bytes(config: ServingConfig) -> float:
     """Transient activation workspace of the largest step (the engine's token budget) on one GPU."""
     llm = config.llm
-    tokens = max(config.step_token_budget, config.input_tokens if config.framework.prefill_mode == "whole" else 0)
+    tokens = _activation_tokens(config)
     widest = max((config.heads_per_gpu + 2 * config.kv_heads_per_gpu) * llm.head_dim, 2 * llm.intermediate_size / config.tp)
     hidden_states = tokens * (2 * llm.hidden_size + widest) * config.quantization.activation_bytes
     logits = min(config.batch, tokens) * llm.vocab_size / config.tp * LOGIT_ELEMENT_BYTES
@@ -113,7 +118,15 @@ def kv_budget_bytes(config: ServingConfig) -> float:
 def max_batch(config: ServingConfig) -> int:
     """Largest batch whose KV cache fits at ``input_tokens + output_tokens`` tokens per sequence (GUIDE 3.3.1)."""
     per_sequence = kv_cache_bytes(config, 1, config.input_tokens + config.output_tokens)
-    return max(0, math.floor(kv_budget_bytes(config) / per_sequence))
+    # The logit rows of the activation workspace grow with the batch (up to the step's tokens),
+    # so the budget is taken before them and each sequence pays its row as well as its KV.
+    tokens = _activation_tokens(config)
+    logit_row = config.llm.vocab_size / config.tp * LOGIT_ELEMENT_BYTES
+    budget = kv_budget_bytes(config) + min(config.batch, tokens) * logit_row
+    batch = math.floor(budget / (per_sequence + logit_row))
+    if batch >= tokens:  # past the step's tokens the logit rows stop growing
+        batch = math.floor((budget - tokens * logit_row) / per_sequence)
+    return max(0, batch)
 
 
 def max_sequence_length(config: ServingConfig) -> int:

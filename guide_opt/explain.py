@@ -1,0 +1,313 @@
+"""Why a problem is infeasible, and what binds a feasible one.
+
+Two layers (STYLE.md rule 8):
+
+1. Data pre-checks that are not the solver's job: shapes pruned before evaluation (heads
+   not divisible by TP, weights larger than a GPU, no price, precision not tolerated) and,
+   per LLM, which constraint family rules out each evaluated candidate, with the best
+   value any candidate reaches ("best TPOT 24.1 ms on h100-sxm TP=4 > SLO 20 ms").
+2. The CP-SAT model with every constraint family behind an enforcement literal, re-solved
+   with those literals as assumptions: CP-SAT names a conflicting subset. For each family
+   in it, dropping that family alone and optimizing the quantity it limits gives the
+   smallest relaxation that makes the problem feasible ("budget_per_hour $52.40",
+   "models[0].tpot_ms 62 ms"); the cheapest is the smallest relative change.
+
+For a solved problem :func:`explain_binding` drops each relaxable family in turn and
+reports what relaxing it would gain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from ortools.sat.python import cp_model
+
+from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, to_quanta
+from guide_opt.plan import Plan, objective_value
+from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
+from guide_opt.space import ModelSpace, SearchSpace
+
+_FAMILY_TEXT = {
+    "memory": "does not fit in GPU memory",
+    "ttft_slo": "misses the TTFT SLO",
+    "tpot_slo": "misses the TPOT SLO",
+    "demand": "needs more than search.max_replicas replicas for the demand",
+}
+
+
+def candidate_report(ms: ModelSpace) -> dict:
+    """Per-LLM pre-check: pruned shapes, why candidates fail, and the best values reached."""
+    counts = Counter(v for c in ms.candidates for v in c.violations)
+    fitting = [c for c in ms.candidates if c.fits]
+    report: dict = {
+        "model": ms.label,
+        "shapes_pruned": [{"reason": r, "count": n} for r, n in sorted(ms.pruned.items(), key=lambda kv: -kv[1])],
+        "candidates": len(ms.candidates),
+        "candidates_feasible": sum(c.feasible for c in ms.candidates),
+        "candidates_failing": {family: counts[family] for family in _FAMILY_TEXT if counts[family]},
+    }
+    if fitting:
+        best_ttft = min(fitting, key=lambda c: c.ttft_s)
+        best_tpot = min(fitting, key=lambda c: c.tpot_s)
+        report["best_ttft_ms"] = {"value": best_ttft.ttft_s * 1e3, "at": f"{best_ttft.shape.label()} batch {best_ttft.batch}"}
+        report["best_tpot_ms"] = {"value": best_tpot.tpot_s * 1e3, "at": f"{best_tpot.shape.label()} batch {best_tpot.batch}"}
+    return report
+
+
+def _precheck_reasons(space: SearchSpace) -> list[str]:
+    reasons = []
+    for ms in space.models:
+        if not ms.shapes:
+            pruned = "; ".join(f"{r} ({n} shapes)" for r, n in sorted(ms.pruned.items(), key=lambda kv: -kv[1])[:4])
+            reasons.append(f"{ms.label}: no GPU/TP/PP/engine/precision combination can run it: {pruned}")
+            continue
+        if not any(c.feasible for c in ms.candidates):
+            counts = Counter(v for c in ms.candidates for v in c.violations)
+            parts = [f"{n} of {len(ms.candidates)} candidates {_FAMILY_TEXT[f]}" for f, n in counts.most_common()]
+            fitting = [c for c in ms.candidates if c.fits]
+            slo = ms.requirement.slo
+            if fitting and slo.tpot_ms is not None:
+                best = min(fitting, key=lambda c: c.tpot_s)
+                parts.append(f"the best TPOT is {best.tpot_s * 1e3:.1f} ms ({best.shape.label()}, batch {best.batch}) vs the SLO {slo.tpot_ms:g} ms")
+            if fitting and slo.ttft_ms is not None:
+                best = min(fitting, key=lambda c: c.ttft_s)
+                parts.append(f"the best TTFT is {best.ttft_s * 1e3:.1f} ms ({best.shape.label()}, batch {best.batch}) vs the SLO {slo.ttft_ms:g} ms")
+            reasons.append(f"{ms.label}: " + "; ".join(parts))
+    return reasons
+
+
+def _solver(preset: SolverPreset) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    apply_cp_sat_parameters(solver, preset, time_limit_s=min(preset.time_limit_s, 10.0))
+    return solver
+
+
+def conflicting_families(space: SearchSpace, preset: SolverPreset) -> list[str]:
+    """A minimal set of constraint families that together make the problem infeasible.
+
+    CP-SAT's sufficient assumptions give a conflicting subset; deletion filtering then
+    drops every family whose removal keeps the rest infeasible, so each name reported is
+    necessary to the conflict.
+    """
+    form = build_formulation(space, "min_cost", explain=True)
+    by_index = {v.Index(): name for name, v in form.family_literals.items()}
+
+    def infeasible_under(names: list[str]) -> tuple[bool, list[str]]:
+        form.model.ClearAssumptions()
+        form.model.AddAssumptions([form.family_literals[n] for n in names])
+        solver = _solver(preset)
+        solver.parameters.num_workers = 1  # cores are reported by the single-thread search
+        if solver.Solve(form.model) != cp_model.INFEASIBLE:
+            return False, []
+        return True, sorted(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
+
+    infeasible, core = infeasible_under(sorted(form.family_literals))
+    if not infeasible:
+        return []
+    for name in list(core):
+        trial = [n for n in core if n != name]
+        still, smaller = infeasible_under(trial)
+        if still:
+            core = smaller or trial
+    return core
+
+
+def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset) -> Plan | None:
+    """Optimize the quantity limited by ``dropped`` with every other family enforced."""
+    form = build_formulation(space, "min_cost", explain=True)
+    model = form.model
+    for name, lit in form.family_literals.items():
+        model.Add(lit == (0 if name == dropped else 1))
+    family = dropped.rsplit(".", 1)[-1]
+    if family in ("ttft_slo", "tpot_slo"):
+        m = int(dropped.split("[", 1)[1].split("]", 1)[0])
+        key = "ttft_s" if family == "ttft_slo" else "tpot_s"
+        model.Minimize(sum(form.use[i] * to_quanta(getattr(c, key) * 1e6, TIME_QUANTUM_US, "up")
+                           for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
+        for i, c in enumerate(form.candidates):
+            if c.model_index == m and not c.fits:
+                model.Add(form.use[i] == 0)
+    elif dropped.startswith("inventory["):
+        gpu_id = dropped[len("inventory["):-1]
+        model.Minimize(sum(form.replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(form.candidates) if c.shape.gpu.id == gpu_id))
+    elif dropped == "max_gpus":
+        model.Minimize(sum(form.replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(form.candidates)))
+    elif family == "memory":
+        return None  # physical: no relaxation to offer
+    elif family == "demand":
+        m = int(dropped.split("[", 1)[1].split("]", 1)[0])
+        model.Maximize(sum(form.replicas[i] * _served_quanta(space, c) for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
+    # budget: the cheapest plan (min cost, the formulation's objective) is the right measure
+    solver = _solver(preset)
+    if solver.Solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return form.decode(solver)
+
+
+#: Demand quantum for the "largest servable demand" relaxation (requests/s, users or requests).
+DEMAND_QUANTUM = 1e-3
+
+
+def _served_quanta(space: SearchSpace, c) -> int:
+    """Demand one replica of candidate ``c`` serves, in DEMAND_QUANTUM units (rate, users or job requests)."""
+    w = space.problem.models[c.model_index].workload
+    if w.concurrent_users is not None:
+        served = c.batch
+    elif w.requests is not None:
+        served = c.batch * w.deadline_h * 3600.0 / c.request_latency_s
+    else:
+        served = c.batch / c.request_latency_s
+    return to_quanta(served, DEMAND_QUANTUM, "down")
+
+
+def _relaxation(space: SearchSpace, family: str, plan: Plan) -> dict | None:
+    """Describe the relaxation of ``family`` that ``plan`` needs."""
+    problem = space.problem
+    kind = family.rsplit(".", 1)[-1]
+    if family == "budget":
+        needed = objective_value("min_cost", plan)
+        current = problem.budget_per_hour
+        return {"constraint": "budget_per_hour", "current": current, "needed": needed,
+                "text": f"raise budget_per_hour from ${current:.2f} to ${needed:.2f}/h (+${needed - current:.2f}/h)"}
+    if family == "max_gpus":
+        needed = sum(p.gpus for p in plan)
+        current = problem.hardware.max_gpus
+        return {"constraint": "hardware.max_gpus", "current": current, "needed": needed, "text": f"raise hardware.max_gpus from {current} to {needed}"}
+    if family.startswith("inventory["):
+        gpu_id = family[len("inventory["):-1]
+        needed = sum(p.gpus for p in plan if p.candidate.shape.gpu.id == gpu_id)
+        current = problem.hardware.inventory[gpu_id]
+        return {"constraint": f"hardware.inventory.{gpu_id}", "current": current, "needed": needed,
+                "text": f"have {needed} x {gpu_id} instead of {current}"}
+    m = int(family.split("[", 1)[1].split("]", 1)[0])
+    pick = plan[m]
+    slo = problem.models[m].slo
+    if kind == "ttft_slo":
+        needed = pick.candidate.ttft_s * 1e3
+        return {"constraint": f"models[{m}].slo.ttft_ms", "current": slo.ttft_ms, "needed": needed,
+                "text": f"relax models[{m}].slo.ttft_ms from {slo.ttft_ms:g} to {needed:.1f} ms"}
+    if kind == "tpot_slo":
+        needed = pick.candidate.tpot_s * 1e3
+        return {"constraint": f"models[{m}].slo.tpot_ms", "current": slo.tpot_ms, "needed": needed,
+                "text": f"relax models[{m}].slo.tpot_ms from {slo.tpot_ms:g} to {needed:.2f} ms"}
+    if kind == "demand":
+        w = problem.models[m].workload
+        c = pick.candidate
+        served = pick.replicas * c.batch
+        if w.request_rate_per_s is not None:
+            current, needed, unit = w.request_rate_per_s, served / c.request_latency_s, "request_rate_per_s"
+        elif w.concurrent_users is not None:
+            current, needed, unit = w.concurrent_users, served, "concurrent_users"
+        else:
+            current, needed, unit = w.requests, served * w.deadline_h * 3600 / c.request_latency_s, "requests"
+        return {"constraint": f"models[{m}].workload.{unit}", "current": current, "needed": needed,
+                "text": f"lower models[{m}].workload.{unit} from {current:g} to {needed:.4g}"}
+    return None
+
+
+def family_label(space: SearchSpace, family: str) -> str:
+    """Readable name of a constraint family, e.g. ``models[0].slo.tpot_ms (llama-3.1-70b)``."""
+    if family == "budget":
+        return f"budget_per_hour (${space.problem.budget_per_hour:g}/h)"
+    if family == "max_gpus":
+        return f"hardware.max_gpus ({space.problem.hardware.max_gpus})"
+    if family.startswith("inventory["):
+        gpu_id = family[len("inventory["):-1]
+        return f"hardware.inventory.{gpu_id} ({space.problem.hardware.inventory[gpu_id]})"
+    m = int(family.split("[", 1)[1].split("]", 1)[0])
+    req = space.problem.models[m]
+    kind = family.rsplit(".", 1)[-1]
+    w = req.workload
+    demand = next((f"{k} {getattr(w, k):g}" for k in ("request_rate_per_s", "concurrent_users", "requests") if getattr(w, k) is not None), "one replica")
+    return {
+        "memory": f"models[{m}] GPU memory ({req.id}; physical, not relaxable)",
+        "ttft_slo": f"models[{m}].slo.ttft_ms ({req.slo.ttft_ms:g} ms)" if req.slo.ttft_ms else f"models[{m}].slo.ttft_ms",
+        "tpot_slo": f"models[{m}].slo.tpot_ms ({req.slo.tpot_ms:g} ms)" if req.slo.tpot_ms else f"models[{m}].slo.tpot_ms",
+        "demand": f"models[{m}].workload demand ({demand})",
+    }[kind]
+
+
+def explain_infeasible(space: SearchSpace, preset: SolverPreset) -> dict:
+    """The explanation object of an infeasible problem: reasons, conflict, relaxations."""
+    reasons = _precheck_reasons(space)
+    conflict = [] if any(not ms.shapes for ms in space.models) else conflicting_families(space, preset)
+    relaxations = []
+    for family in conflict:
+        plan = _relaxed_optimum(space, family, preset)
+        if plan is not None:
+            relaxation = _relaxation(space, family, plan)
+            if relaxation:
+                relaxations.append(relaxation)
+    for r in relaxations:
+        current = r["current"] or 0
+        r["relative_change"] = abs(r["needed"] - current) / max(abs(current), 1e-9)
+    relaxations.sort(key=lambda r: r["relative_change"])
+    if not reasons and conflict:
+        reasons.append("together these constraints admit no plan: " + ", ".join(family_label(space, f) for f in conflict))
+    return {
+        "reasons": reasons,
+        "conflicting_constraints": conflict,
+        "relaxations": relaxations,
+        "cheapest_relaxation": relaxations[0]["text"] if relaxations else None,
+        "models": [candidate_report(ms) for ms in space.models],
+    }
+
+
+def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset) -> list[dict]:
+    """For a solved problem: each relaxable constraint and what dropping it would gain."""
+    from guide_opt.solvers.cpsat import CpSatSolver
+
+    problem = space.problem
+    objective = problem.objective
+    base_value = objective_value(objective, plan)
+    families = []
+    if problem.budget_per_hour is not None:
+        families.append(("budget_per_hour", {"budget_per_hour": None}))
+    if problem.hardware.max_gpus is not None:
+        families.append(("hardware.max_gpus", {"hardware": problem.hardware.model_copy(update={"max_gpus": None})}))
+    if problem.hardware.inventory:
+        families.append(("hardware.inventory", {"hardware": problem.hardware.model_copy(update={"inventory": {}})}))
+    for m, req in enumerate(problem.models):
+        for key in ("ttft_ms", "tpot_ms"):
+            if getattr(req.slo, key) is not None:
+                families.append((f"models[{m}].slo.{key}", {"models": [
+                    r.model_copy(update={"slo": r.slo.model_copy(update={key: None})}) if j == m else r for j, r in enumerate(problem.models)]}))
+    out = []
+    solver = CpSatSolver(preset)
+    for name, update in families:
+        relaxed_problem = problem.model_copy(update=update)
+        if objective == "max_throughput" and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
+            out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
+            continue
+        relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
+        result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), time_limit_s=min(preset.time_limit_s, 5.0), seed=preset.seed)
+        if not result.plans:
+            continue
+        value = objective_value(objective, result.plans[0])
+        gain = (base_value - value) if objective != "max_throughput" else (value - base_value)
+        binding = gain > 1e-9 * max(1.0, abs(base_value))
+        out.append({"constraint": name, "binding": binding, "objective_if_relaxed": value, "gain": gain,
+                    "text": _gain_text(name, objective, gain) if binding else f"{name} does not bind"})
+    return out
+
+
+def _refilter(ms: ModelSpace, problem) -> ModelSpace:
+    """Re-derive candidate violations under a relaxed problem (same evaluations, new limits)."""
+    req = problem.models[ms.index]
+    candidates = []
+    for c in ms.candidates:
+        violations = tuple(v for v in c.violations
+                           if not (v == "ttft_slo" and req.slo.ttft_ms is None) and not (v == "tpot_slo" and req.slo.tpot_ms is None))
+        candidates.append(dataclasses.replace(c, violations=violations))
+    return dataclasses.replace(ms, requirement=req, candidates=candidates)
+
+
+def _gain_text(name: str, objective: str, gain: float) -> str:
+    if objective == "min_cost":
+        return f"{name} binds: relaxing it would save ${gain:.2f}/h"
+    if objective == "max_throughput":
+        return f"{name} binds: relaxing it would add {gain:,.0f} tokens/s"
+    return f"{name} binds: relaxing it would cut latency by {gain:.1f} ms"
+
+

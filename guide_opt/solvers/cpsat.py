@@ -1,0 +1,85 @@
+"""The exact solver: OR-Tools CP-SAT over the formulation of :mod:`guide_opt.formulation`."""
+
+from __future__ import annotations
+
+from ortools.sat.python import cp_model
+
+from guide_opt.formulation import COST_QUANTUM_USD_PER_H, THROUGHPUT_QUANTUM_TOKENS_PER_S, TIME_QUANTUM_US, Formulation, build_formulation
+from guide_opt.plan import Plan
+from guide_opt.presets import apply_cp_sat_parameters
+from guide_opt.solution import Status
+from guide_opt.solvers.base import PlanResult, Solver, register
+from guide_opt.space import SearchSpace
+
+_STATUS = {
+    cp_model.OPTIMAL: Status.OPTIMAL,
+    cp_model.FEASIBLE: Status.FEASIBLE,
+    cp_model.INFEASIBLE: Status.INFEASIBLE,
+    cp_model.UNKNOWN: Status.UNKNOWN,
+    cp_model.MODEL_INVALID: Status.MODEL_INVALID,
+}
+
+#: Objective quantum of each objective in its reporting unit ($/h, tokens/s, ms).
+OBJECTIVE_QUANTUM = {
+    "min_cost": COST_QUANTUM_USD_PER_H,
+    "max_throughput": THROUGHPUT_QUANTUM_TOKENS_PER_S,
+    "min_latency": TIME_QUANTUM_US / 1000.0,
+}
+
+
+@register
+class CpSatSolver(Solver):
+    """Proves the optimum with CP-SAT; ties on throughput/latency are broken by cost."""
+
+    name = "cpsat"
+    proves_optimality = True
+
+    def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
+                   time_limit_s: float, seed: int) -> PlanResult:
+        plans: list[Plan] = []
+        first_status, bound, stats = Status.UNKNOWN, None, {}
+        for rank in range(k):
+            status, plan, bound_quanta, solve_stats = self._solve_once(space, objective, forbidden, plans, time_limit_s, seed)
+            if rank == 0:
+                first_status, stats = status, solve_stats
+                if bound_quanta is not None:
+                    bound = bound_quanta * OBJECTIVE_QUANTUM[objective]
+            if plan is None:
+                break
+            plans.append(plan)
+        return PlanResult(first_status, tuple(plans), bound, stats)
+
+    def _solve_once(self, space: SearchSpace, objective: str, forbidden: frozenset[int], excluded: list[Plan],
+                    time_limit_s: float, seed: int):
+        form = build_formulation(space, objective)
+        for i, c in enumerate(form.candidates):
+            if id(c) in forbidden:
+                form.model.Add(form.use[i] == 0)
+        for plan in excluded:
+            form.forbid_plan_shapes(plan)
+        solver = cp_model.CpSolver()
+        apply_cp_sat_parameters(solver, self.preset, time_limit_s=time_limit_s, seed=seed)
+        code = solver.Solve(form.model)
+        status = _STATUS[code]
+        stats = {"cp_sat_wall_s": round(solver.WallTime(), 4), "cp_sat_branches": solver.NumBranches(),
+                 "variables": len(form.model.Proto().variables), "constraints": len(form.model.Proto().constraints)}
+        if not status.found:
+            return status, None, None, stats
+        bound = solver.BestObjectiveBound()
+        plan = self._break_ties(form, solver, time_limit_s, seed) or form.decode(solver)
+        return status, plan, bound, stats
+
+    def _break_ties(self, form: Formulation, solver: cp_model.CpSolver, time_limit_s: float, seed: int) -> Plan | None:
+        """Second pass among the optima: the cheapest one (min_latency, max_throughput) or the fastest one (min_cost)."""
+        value = round(solver.ObjectiveValue())
+        model = form.model
+        if form.objective == "max_throughput":
+            model.Add(form.objective_expr >= value)
+        else:
+            model.Add(form.objective_expr <= value)
+        model.Minimize(form.latency_expr if form.objective == "min_cost" else form.cost_expr)
+        second = cp_model.CpSolver()
+        apply_cp_sat_parameters(second, self.preset, time_limit_s=time_limit_s, seed=seed)
+        if second.Solve(model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return form.decode(second)
+        return None

@@ -1,0 +1,91 @@
+"""Brute-force enumeration of the same discrete space: the cross-check of the CP-SAT solver.
+
+Enumerates every combination of one feasible candidate per LLM with every useful replica
+count (the fewest meeting demand for min_cost / min_latency; every count up to the limits
+for max_throughput), pruning partial plans that already break the budget, inventory or
+max_gpus. Exponential in the number of LLMs: meant for checking, not for fleets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from guide_opt.plan import Pick, Plan, objective_value
+from guide_opt.solution import Status
+from guide_opt.solvers.base import PlanResult, Solver, register
+from guide_opt.space import SearchSpace, replica_limit
+
+
+@register
+class ExhaustiveSolver(Solver):
+    """Evaluates every plan; OPTIMAL by completeness unless the time limit cuts it short."""
+
+    name = "exhaustive"
+    proves_optimality = True
+
+    def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
+                   time_limit_s: float, seed: int) -> PlanResult:
+        deadline = time.perf_counter() + time_limit_s
+        problem = space.problem
+        options: list[list[Pick]] = []
+        for ms in space.models:
+            picks = []
+            for c in ms.candidates:
+                if not c.feasible or id(c) in forbidden:
+                    continue
+                r_max = replica_limit(space, c)
+                replica_counts = range(c.replicas_min, r_max + 1) if objective == "max_throughput" else (
+                    [c.replicas_min] if c.replicas_min <= r_max else [])
+                picks.extend(Pick(c, r) for r in replica_counts)
+            options.append(picks)
+
+        best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
+        sign = -1.0 if objective == "max_throughput" else 1.0
+        tie_breaker = "min_latency" if objective == "min_cost" else "min_cost"  # same rule as the CP-SAT solver
+        budget = problem.budget_per_hour
+        inventory = problem.hardware.inventory
+        max_gpus = problem.hardware.max_gpus
+        examined = 0
+        timed_out = False
+
+        def visit(depth: int, chosen: list[Pick], cost: float, gpus: Counter) -> None:
+            nonlocal examined, timed_out
+            if timed_out:
+                return
+            if depth == len(options):
+                examined += 1
+                if examined % 4096 == 0 and time.perf_counter() > deadline:
+                    timed_out = True
+                plan = tuple(chosen)
+                key = tuple(p.candidate.shape for p in plan)
+                rank = (sign * objective_value(objective, plan), objective_value(tie_breaker, plan), sum(p.gpus for p in plan),
+                        tuple(p.candidate.shape.label() for p in plan), tuple(p.candidate.batch for p in plan))
+                if key not in best_by_shapes or rank < best_by_shapes[key][0]:
+                    best_by_shapes[key] = (rank, plan)
+                return
+            for pick in options[depth]:
+                new_cost = cost + pick.cost_per_hour
+                if budget is not None and new_cost > budget * (1 + 1e-9):
+                    continue
+                gpu_id = pick.candidate.shape.gpu.id
+                if gpu_id in inventory and gpus[gpu_id] + pick.gpus > inventory[gpu_id]:
+                    continue
+                if max_gpus is not None and sum(gpus.values()) + pick.gpus > max_gpus:
+                    continue
+                gpus[gpu_id] += pick.gpus
+                chosen.append(pick)
+                visit(depth + 1, chosen, new_cost, gpus)
+                chosen.pop()
+                gpus[gpu_id] -= pick.gpus
+
+        visit(0, [], 0.0, Counter())
+        ranked = sorted(best_by_shapes.values(), key=lambda item: item[0])
+        plans = tuple(plan for _, plan in ranked[:k])
+        stats = {"plans_examined": examined}
+        if not plans:
+            return PlanResult(Status.UNKNOWN if timed_out else Status.INFEASIBLE, (), None, stats)
+        status = Status.FEASIBLE if timed_out else Status.OPTIMAL
+        return PlanResult(status, plans, None if timed_out else objective_value(objective, plans[0]), stats)
+
+

@@ -1,0 +1,95 @@
+"""Never trust the solver: re-evaluate returned deployments with the full model.
+
+:func:`verify` rebuilds every deployment of a solution from its ids alone (catalog lookup,
+fresh :func:`~guide_opt.perf.estimate` call), checks memory, SLOs, the replicas the demand
+needs, the reported metrics and cost, and the shared limits (budget, inventory, max_gpus).
+It returns the violations as sentences; an empty list means the solution is sound.
+Like python-mip's ``check_optimization_results``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from guide_opt.catalog import Catalog, load_catalog
+from guide_opt.plan import Pick, shared_limit_violations
+from guide_opt.problem import Problem
+from guide_opt.solution import Deployment, Solution
+from guide_opt.space import ModelSpace, SearchSpace, Shape, evaluate_candidate, resolve_prices
+
+#: Relative tolerance when comparing reported metrics with the re-evaluation.
+METRIC_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem found by :func:`verify`; ``model_index`` is None for shared limits."""
+
+    model_index: int | None
+    text: str
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=METRIC_TOLERANCE, abs_tol=1e-9)
+
+
+def verify(problem: Problem, solution: Solution, catalog: Catalog | None = None) -> list[Violation]:
+    """Re-evaluate ``solution``'s deployments for ``problem`` and list every violated constraint."""
+    return verify_deployments(problem, list(solution.deployments), catalog)
+
+
+def verify_deployments(problem: Problem, deployments: list[Deployment], catalog: Catalog | None = None) -> list[Violation]:
+    """Check one deployment per LLM of ``problem`` (in order) with a fresh full-model evaluation."""
+    catalog = catalog or load_catalog()
+    if len(deployments) != len(problem.models):
+        return [Violation(None, f"expected {len(problem.models)} deployments, got {len(deployments)}")]
+    prices = resolve_prices(problem, catalog)
+    violations: list[Violation] = []
+    picks = []
+    for i, (req, dep) in enumerate(zip(problem.models, deployments)):
+        llm = catalog.llm(req.id)
+        input_tokens, output_tokens = req.workload.token_lengths()
+        ms = ModelSpace(index=i, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[], candidates=[])
+        shape = Shape(catalog.gpu(dep.gpu), dep.tp, dep.pp, catalog.framework(dep.framework), catalog.quantization(dep.quantization),
+                      dep.kv_cache_dtype, prices[dep.gpu])
+        if dep.model != llm.id:
+            violations.append(Violation(i, f"deployment {i} serves {dep.model}, the problem asks for {llm.id}"))
+        reason = _shape_reason(ms, shape)
+        if reason:
+            violations.append(Violation(i, f"{ms.label}: {reason}"))
+            continue
+        c = evaluate_candidate(ms, shape, dep.max_batch, problem.search.max_replicas)
+        for family in c.violations:
+            violations.append(Violation(i, f"{ms.label}: {_describe(family, c, req)}"))
+        if c.replicas_min is not None and dep.replicas < c.replicas_min:
+            violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
+        if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):
+            violations.append(Violation(i, f"{ms.label}: cost_per_hour {dep.cost_per_hour} != {dep.replicas * shape.usd_per_replica_hour}"))
+        if c.fits:
+            for key, fresh in (("ttft_ms", c.ttft_s * 1e3), ("tpot_ms", c.tpot_s * 1e3)):
+                if not _close(dep.metrics[key], fresh):
+                    violations.append(Violation(i, f"{ms.label}: reported {key} {dep.metrics[key]:.4f} but the model gives {fresh:.4f}"))
+        picks.append(Pick(c, dep.replicas))
+    if len(picks) == len(problem.models):
+        space = SearchSpace(problem=problem, models=[], prices_usd_per_gpu_hour=prices, gpu_ids=[])
+        violations.extend(Violation(None, text) for text in shared_limit_violations(space, tuple(picks)))
+    return violations
+
+
+def _shape_reason(ms: ModelSpace, shape: Shape) -> str | None:
+    from guide_opt.perf import ServingConfig
+
+    config = ServingConfig(llm=ms.llm, gpu=shape.gpu, framework=shape.framework, quantization=shape.quantization, tp=shape.tp,
+                           pp=shape.pp, kv_cache_dtype=shape.kv_cache_dtype)
+    return config.unsupported_reason()
+
+
+def _describe(family: str, c, req) -> str:
+    if family == "memory":
+        return f"needs {c.memory_used_gib:.1f} GiB per GPU, {c.memory_usable_gib:.1f} GiB usable"
+    if family == "ttft_slo":
+        return f"TTFT {c.ttft_s * 1e3:.1f} ms exceeds the SLO {req.slo.ttft_ms} ms"
+    if family == "tpot_slo":
+        return f"TPOT {c.tpot_s * 1e3:.2f} ms exceeds the SLO {req.slo.tpot_ms} ms"
+    return f"demand needs {c.replicas_min} replicas, more than search.max_replicas"
