@@ -1,0 +1,89 @@
+"""The contract every registered solver honours (like CVXPY's solver_test_helpers).
+
+Each concrete test class names one solver; the tests are inherited.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from guide_opt.plan import objective_value
+from guide_opt.solution import Status
+from guide_opt.solvers import SOLVERS, get_solver, load_all
+from guide_opt.verify import verify
+
+from conftest import small_problem
+
+
+class SolverContract:
+    solver_name: str
+
+    def solver(self):
+        return get_solver(self.solver_name)
+
+    def test_found_solution_has_one_verified_deployment_per_llm(self, small):
+        solution = self.solver().solve(small, alternatives=False)
+        assert solution.status is Status.OPTIMAL
+        assert len(solution.deployments) == len(small.models)
+        assert verify(small, solution) == []
+
+    def test_objective_bound_and_gap_are_consistent(self, small):
+        solution = self.solver().solve(small, alternatives=False)
+        assert solution.bound == pytest.approx(solution.objective)
+        assert solution.gap == 0.0
+        assert solution.wall_time_s > 0
+        assert solution.objective == pytest.approx(sum(d.cost_per_hour for d in solution.deployments))
+
+    def test_infeasible_problem_returns_status_not_exception(self):
+        problem = small_problem(budget_per_hour=0.5)
+        solution = self.solver().solve(problem, alternatives=False)
+        assert solution.status is Status.INFEASIBLE
+        assert solution.deployments == ()
+        assert solution.objective is None and solution.gap is None
+        assert solution.explanation["conflicting_constraints"]
+
+    def test_deterministic_under_a_seed(self, small):
+        first = self.solver().solve(small, seed=3, alternatives=False)
+        second = self.solver().solve(small, seed=3, alternatives=False)
+        assert first.deployments == second.deployments
+
+    def test_json_has_the_contract_keys(self, small):
+        payload = self.solver().solve(small).to_json()
+        assert {"status", "objective", "bound", "gap", "wall_time_s", "deployments", "alternatives"} <= payload.keys()
+        dep = payload["deployments"][0]
+        assert {"model", "gpu", "gpu_count", "tp", "pp", "replicas", "framework", "quantization", "max_batch", "cost_per_hour", "metrics"} <= dep.keys()
+        assert {"ttft_ms", "tpot_ms", "batch_latency_s", "throughput_tokens_per_s", "memory_utilization"} <= dep["metrics"].keys()
+        assert dep["gpu_count"] == dep["replicas"] * dep["tp"] * dep["pp"]
+
+    def test_alternatives_are_ranked_and_within_budget(self, small):
+        solution = self.solver().solve(small)
+        kinds = [a["kind"] for a in solution.alternatives]
+        assert kinds[0] == "top-1" and "best-throughput" in kinds and "min-latency" in kinds
+        tops = [a["objective"] for a in solution.alternatives if a["kind"].startswith("top-")]
+        assert tops == sorted(tops)
+        assert all(a["cost_per_hour"] <= small.budget_per_hour + 1e-9 for a in solution.alternatives)
+
+    @pytest.mark.parametrize("objective", ["max_throughput", "min_latency"])
+    def test_other_objectives_report_their_own_value(self, objective):
+        problem = small_problem(objective=objective)
+        solution = self.solver().solve(problem, alternatives=False)
+        assert solution.status is Status.OPTIMAL
+        value = sum(d.metrics["throughput_tokens_per_s"] for d in solution.deployments) if objective == "max_throughput" else \
+            sum(d.metrics["request_latency_ms"] for d in solution.deployments)
+        assert math.isclose(solution.objective, value, rel_tol=1e-9)
+
+
+class TestCpSatContract(SolverContract):
+    solver_name = "cpsat"
+
+
+class TestExhaustiveContract(SolverContract):
+    solver_name = "exhaustive"
+
+
+def test_every_registered_solver_has_a_contract_class():
+    load_all()
+    covered = {cls.solver_name for cls in SolverContract.__subclasses__()}
+    assert set(SOLVERS) <= covered | {"optuna"}

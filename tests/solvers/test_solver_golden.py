@@ -1,0 +1,84 @@
+"""Golden tests: every bundled problem solves to its expected status and objective window,
+with both the CP-SAT and the exhaustive solver, and the two agree exactly.
+
+Windows are +-3% around the value the current performance model gives; a change of the
+model or the catalog that moves an answer further must update this table deliberately.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from guide_opt.problem import Problem
+from guide_opt.solution import Status
+from guide_opt.solvers import get_solver
+from guide_opt.verify import verify
+
+from conftest import PROBLEMS_DIR
+
+#: problem file -> (status, objective value); objective in the problem's unit ($/h, tokens/s, ms).
+GOLDEN = {
+    "quickstart.yaml": (Status.OPTIMAL, 5.98),
+    "guide-grid-llama-2-7b.yaml": (Status.OPTIMAL, 9925.3),
+    "guide-grid-qwen2-7b.yaml": (Status.OPTIMAL, 9263.9),
+    "guide-grid-opt-6.7b.yaml": (Status.OPTIMAL, 4806.2),
+    "guide-grid-chatglm3-6b.yaml": (Status.OPTIMAL, 12132.5),
+    "llm-pilot-200-users.yaml": (Status.OPTIMAL, 9.792),
+    "llama-70b-tight-budget.yaml": (Status.OPTIMAL, 15.96),
+    "llama-70b-precision-trade.yaml": (Status.OPTIMAL, 5.98),
+    "heterogeneous-inventory.yaml": (Status.OPTIMAL, 5.0),
+    "infeasible-tpot.yaml": (Status.INFEASIBLE, None),
+    "batch-job-deadline.yaml": (Status.OPTIMAL, 0.86),
+    "max-throughput-budget.yaml": (Status.OPTIMAL, 107156.5),
+    "min-latency-codegen.yaml": (Status.OPTIMAL, 726.2),
+    "mixtral-moe.yaml": (Status.OPTIMAL, 1.85),
+}
+WINDOW = 0.03
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    cache = {}
+
+    def get(name: str, solver: str):
+        if (name, solver) not in cache:
+            problem = Problem.from_yaml(PROBLEMS_DIR / name)
+            cache[name, solver] = (problem, get_solver(solver).solve(problem, alternatives=False))
+        return cache[name, solver]
+
+    return get
+
+
+@pytest.mark.parametrize("solver", ["cpsat", "exhaustive"])
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_status_and_objective_window(solutions, name, solver):
+    problem, solution = solutions(name, solver)
+    status, value = GOLDEN[name]
+    assert solution.status is status
+    if value is None:
+        assert solution.explanation["relaxations"], "an infeasible problem names a relaxation"
+        return
+    assert value * (1 - WINDOW) <= solution.objective <= value * (1 + WINDOW)
+    assert verify(problem, solution) == []
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_cpsat_equals_exhaustive(solutions, name):
+    _, exact = solutions(name, "cpsat")
+    _, brute = solutions(name, "exhaustive")
+    assert exact.status is brute.status
+    if exact.objective is not None:
+        assert math.isclose(exact.objective, brute.objective, rel_tol=1e-6)
+
+
+def test_every_single_deployment_problem_file_is_golden():
+    """New problem files must come with an expected answer (here or in the planning tests)."""
+    single = []
+    for path in sorted(PROBLEMS_DIR.glob("*.yaml")):
+        problem = Problem.from_yaml(path)
+        if problem.objective in ("min_cost", "max_throughput", "min_latency") and len(problem.models) == 1 \
+                and problem.models[0].workload.requests is None or path.name in GOLDEN:
+            single.append(path.name)
+    assert set(single) <= set(GOLDEN)
