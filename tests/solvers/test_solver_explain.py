@@ -1,0 +1,75 @@
+"""Explanations: infeasible problems name a minimal conflict and a working relaxation;
+solved problems say which constraints bind."""
+
+from __future__ import annotations
+
+import pytest
+
+from guide_opt.presets import load_preset
+from guide_opt.problem import Problem
+from guide_opt.solution import Status
+from guide_opt.solvers import get_solver
+from guide_opt.space import build_space
+from guide_opt.explain import explain_binding
+
+from conftest import PROBLEMS_DIR, small_problem
+
+
+def test_impossible_tpot_names_the_slo_and_the_needed_value():
+    problem = Problem.from_yaml(PROBLEMS_DIR / "infeasible-tpot.yaml")
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.INFEASIBLE
+    e = solution.explanation
+    assert any("tpot_slo" in c for c in e["conflicting_constraints"])
+    relaxation = next(r for r in e["relaxations"] if r["constraint"] == "models[0].slo.tpot_ms")
+    assert relaxation["needed"] > 5
+    # the relaxation really works: re-solve with the suggested TPOT
+    relaxed = problem.model_copy(update={"models": [problem.models[0].model_copy(update={
+        "slo": problem.models[0].slo.model_copy(update={"tpot_ms": relaxation["needed"] * 1.0001})})]})
+    assert get_solver("cpsat").solve(relaxed, alternatives=False).status is Status.OPTIMAL
+
+
+def test_budget_relaxation_is_exactly_the_cheapest_plan():
+    problem = small_problem(budget_per_hour=0.5)
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    relaxation = next(r for r in solution.explanation["relaxations"] if r["constraint"] == "budget_per_hour")
+    unconstrained = get_solver("cpsat").solve(small_problem(budget_per_hour=None), alternatives=False)
+    assert relaxation["needed"] == pytest.approx(unconstrained.objective)
+    assert solution.explanation["conflicting_constraints"] == ["budget"] or "budget" in solution.explanation["conflicting_constraints"]
+
+
+def test_conflict_is_minimal():
+    """Dropping any one named family makes the problem feasible (deletion-filtered core)."""
+    from guide_opt.explain import conflicting_families
+    from guide_opt.formulation import build_formulation
+    from ortools.sat.python import cp_model
+
+    problem = small_problem(budget_per_hour=0.5)
+    space = build_space(problem)
+    core = conflicting_families(space, load_preset())
+    assert core
+    for dropped in core:
+        form = build_formulation(space, "min_cost", explain=True)
+        form.model.AddAssumptions([lit for name, lit in form.family_literals.items() if name in core and name != dropped])
+        assert cp_model.CpSolver().Solve(form.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def test_no_runnable_shape_is_explained_by_data_prechecks():
+    problem = Problem.from_dict({
+        "name": "too big", "models": [{"id": "llama-2-70b", "workload": {"input_tokens": 100, "output_tokens": 10}}],
+        "hardware": {"gpus": ["t4"]}, "search": {"tp": [1]},
+    })
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.INFEASIBLE
+    assert "weights need" in solution.explanation["reasons"][0]
+
+
+def test_binding_constraints_report_savings():
+    problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 8}}])
+    space = build_space(problem)
+    result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), time_limit_s=5, seed=0)
+    report = {b["constraint"]: b for b in explain_binding(space, result.plans[0], load_preset())}
+    assert report["models[0].slo.tpot_ms"]["binding"]
+    assert report["models[0].slo.tpot_ms"]["gain"] > 0
+    assert not report["budget_per_hour"]["binding"]
