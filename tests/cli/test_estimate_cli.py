@@ -1,0 +1,159 @@
+"""``guide-opt estimate``, ``hardware list`` and ``models list`` through :func:`guide_opt.cli.main`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from guide_opt.cli import main
+
+ESTIMATE = ["estimate", "--model", "llama-2-7b", "--gpu", "a100-80gb-sxm"]
+METRIC_KEYS = {"ttft_ms", "tpot_ms", "batch_latency_s", "throughput_tokens_per_s", "memory_utilization"}
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, err)
+
+
+def test_estimate_json(capsys):
+    code, out, err = run(capsys, ESTIMATE + ["--batch", "16", "--input-tokens", "512", "--output-tokens", "256", "--format", "json"])
+    assert code == 0, err
+    payload = json.loads(out)
+    assert set(payload["metrics"]) == METRIC_KEYS
+    assert all(isinstance(v, float) and v > 0 for v in payload["metrics"].values())
+    assert (payload["model"], payload["gpu"], payload["batch"], payload["fits"]) == ("llama-2-7b", "a100-80gb-sxm", 16, True)
+    m = payload["metrics"]
+    assert m["throughput_tokens_per_s"] == pytest.approx(16 * 256 / m["batch_latency_s"])
+    assert m["ttft_ms"] < m["batch_latency_s"] * 1e3
+    assert payload["bounds"] == {"prefill": "compute", "decode": "memory"}
+    assert payload["max_batch"] > 16 and payload["memory"]["weights_gib"] == pytest.approx(6_738_149_376 * 2 / 2**30)
+
+
+def test_estimate_table(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--batch", "4"])
+    assert code == 0
+    assert "TTFT" in out and "TPOT" in out and "llama-2-7b" in out and "max batch" in out
+
+
+def test_estimate_guide2024_estimator(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--estimator", "guide-2024", "--format", "json"])
+    assert code == 0 and json.loads(out)["estimator"] == "guide-2024"
+
+
+def test_unknown_model_is_bad_input(capsys):
+    code, out, err = run(capsys, ["estimate", "--model", "llama-2-7", "--gpu", "a100-80gb-sxm"])
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "--model", "llama-2-7")
+
+
+def test_unknown_gpu_is_bad_input(capsys):
+    code, _, err = run(capsys, ["estimate", "--model", "llama-2-7b", "--gpu", "a100"])
+    assert code == 1
+    assert_one_line_error(err, "--gpu")
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_bad_batch_is_bad_input(capsys, value):
+    code, _, err = run(capsys, ESTIMATE + ["--batch", value])
+    assert code == 1
+    assert_one_line_error(err, "--batch")
+
+
+def test_configuration_that_does_not_fit_exits_2(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--batch", "1000", "--input-tokens", "2048", "--output-tokens", "2048", "--format", "json"])
+    assert code == 2
+    payload = json.loads(out)
+    assert payload["fits"] is False and payload["metrics"]["ttft_ms"] is None and payload["bounds"] is None
+    assert "largest batch that fits" in payload["reason"] and payload["max_batch"] < 1000
+
+
+def test_not_fitting_table_says_so(capsys):
+    code, out, _ = run(capsys, ["estimate", "--model", "llama-2-70b", "--gpu", "a100-80gb-sxm"])
+    assert code == 2 and "NO" in out
+
+
+def test_fp8_on_a100_names_quantization(capsys):
+    code, _, err = run(capsys, ESTIMATE + ["--quantization", "fp8"])
+    assert code == 1
+    assert_one_line_error(err, "--quantization", "fp8")
+
+
+def test_tp_not_dividing_heads_names_tp(capsys):
+    code, _, err = run(capsys, ESTIMATE + ["--tp", "3"])
+    assert code == 1
+    assert_one_line_error(err, "--tp", "32 attention heads")
+
+
+def test_unknown_framework_names_framework(capsys):
+    code, _, err = run(capsys, ESTIMATE + ["--framework", "vllm2"])
+    assert code == 1
+    assert_one_line_error(err, "--framework", "vllm")
+
+
+def test_hf_config_path_as_model(capsys, write_hf_config):
+    path = write_hf_config({
+        "model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
+        "num_hidden_layers": 22, "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048,
+    }, "tiny-llama")
+    code, out, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "a100-80gb-sxm", "--format", "json"])
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["model"] == "tiny-llama" and set(payload["metrics"]) == METRIC_KEYS
+
+
+def test_broken_config_path_is_bad_input(capsys, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    code, _, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "a100-80gb-sxm"])
+    assert code == 1
+    assert_one_line_error(err, str(path), "JSON")
+
+
+def test_hardware_list_json(capsys, catalog):
+    code, out, _ = run(capsys, ["hardware", "list", "--format", "json"])
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["id"] for r in rows} == set(catalog.gpus)
+    a100 = next(r for r in rows if r["id"] == "a100-80gb-sxm")
+    assert a100["memory_gib"] == 80 and a100["usd_per_gpu_hour"] == catalog.price_table().usd_per_gpu_hour().get("a100-80gb-sxm")
+
+
+def test_hardware_list_table(capsys):
+    code, out, _ = run(capsys, ["hardware", "list"])
+    assert code == 0 and "a100-80gb-sxm" in out and "HBM GB/s" in out
+
+
+def test_hardware_list_unknown_price_table(capsys):
+    code, _, err = run(capsys, ["hardware", "list", "--price-table", "nope"])
+    assert code == 1
+    assert_one_line_error(err, "--price-table")
+
+
+def test_models_list_json(capsys, catalog):
+    code, out, _ = run(capsys, ["models", "list", "--format", "json"])
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["id"] for r in rows} == set(catalog.llms)
+    llama = next(r for r in rows if r["id"] == "llama-2-7b")
+    assert llama["total_params"] == 6_738_149_376 and llama["num_layers"] == 32
+
+
+def test_models_list_table(capsys):
+    code, out, _ = run(capsys, ["models", "list"])
+    assert code == 0 and "llama-2-7b" in out and "6.74B" in out
+
+
+def test_unknown_command_is_bad_input(capsys):
+    code, _, err = run(capsys, ["estimat"])
+    assert code == 1 and "Traceback" not in err and err.startswith("error:")

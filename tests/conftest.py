@@ -1,0 +1,79 @@
+"""Shared fixtures: the bundled catalog, a :class:`ServingConfig` factory, HF config writers.
+
+Catalog ids that a test needs but that ``hardware_db/`` does not hold (yet) make the test
+skip rather than fail, so the suite runs while the catalog is being filled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from guide_opt.catalog import Catalog, load_catalog
+from guide_opt.frameworks import FrameworkProfile
+from guide_opt.hardware import GpuSpec
+from guide_opt.llm import LlmSpec
+from guide_opt.perf import ServingConfig
+from guide_opt.quantization import QuantizationSpec
+
+
+def require(catalog: Catalog, kind: str, item_id: str):
+    """Return ``catalog.<kind>[item_id]`` or skip the test when the id is not in the catalog yet."""
+    table = getattr(catalog, kind)
+    if item_id not in table:
+        pytest.skip(f"{kind} id '{item_id}' is not in hardware_db/ yet")
+    return table[item_id]
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    """The bundled ``hardware_db/`` catalog (loaded once)."""
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def need(catalog: Catalog) -> Callable[[str, str], object]:
+    """``need(kind, id)``: the catalog entry (``kind`` is gpus, llms, frameworks or price_tables), or skip."""
+    return lambda kind, item_id: require(catalog, kind, item_id)
+
+
+@pytest.fixture(scope="session")
+def make_config(catalog: Catalog) -> Callable[..., ServingConfig]:
+    """Factory: ``make_config(llm="llama-2-7b", gpu="a100-80gb-sxm", framework="vllm", quantization="bf16", **fields)``.
+
+    Each of llm / gpu / framework / quantization is a catalog id or an already built spec;
+    the remaining keyword arguments are :class:`ServingConfig` fields (tp, pp, batch, ...).
+    """
+
+    def make(
+        llm: str | LlmSpec = "llama-2-7b",
+        gpu: str | GpuSpec = "a100-80gb-sxm",
+        framework: str | FrameworkProfile = "vllm",
+        quantization: str | QuantizationSpec = "bf16",
+        **fields,
+    ) -> ServingConfig:
+        return ServingConfig(
+            llm=require(catalog, "llms", llm) if isinstance(llm, str) else llm,
+            gpu=require(catalog, "gpus", gpu) if isinstance(gpu, str) else gpu,
+            framework=require(catalog, "frameworks", framework) if isinstance(framework, str) else framework,
+            quantization=catalog.quantization(quantization) if isinstance(quantization, str) else quantization,
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def write_hf_config(tmp_path: Path) -> Callable[[dict, str], Path]:
+    """Write ``config`` as ``tmp_path/<folder>/config.json`` and return the file's path."""
+
+    def write(config: dict, folder: str = "my-llm") -> Path:
+        path = tmp_path / folder / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config))
+        return path
+
+    return write

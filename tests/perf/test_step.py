@@ -1,0 +1,136 @@
+"""One engine step: shapes, the per-operator roofline, TP all-reduces, PP micro-batching, MoE routing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from guide_opt.perf import StepShape, step_time
+from guide_opt.perf.communication import point_to_point_time_s, ring_all_reduce_time_s
+from guide_opt.perf.step import _experts_touched, layer_operator_times, lm_head_time
+
+
+# ---- StepShape -----------------------------------------------------------------------------------
+def test_decode_shape():
+    assert StepShape.decode(4, 100) == StepShape(new_tokens=4, sequences=4, attended_tokens=400, kv_read_tokens=400)
+
+
+def test_prefill_chunk_shape():
+    # Two sequences, 10 new tokens each after 5 cached: each new token i attends to 5 + i tokens.
+    shape = StepShape.prefill_chunk(2, 10, 5)
+    assert shape == StepShape(new_tokens=20, sequences=2, attended_tokens=2 * (10 * 5 + 55), kv_read_tokens=10)
+
+
+def test_whole_prompt_attends_triangle():
+    assert StepShape.prefill_chunk(1, 4).attended_tokens == 1 + 2 + 3 + 4
+
+
+def test_split_rounds_counts_up():
+    assert StepShape(10, 5, 30.0, 9.0).split(3) == StepShape(4, 2, 10.0, 3.0)
+
+
+# ---- a decode step by hand ---------------------------------------------------------------------------
+def test_llama_2_7b_decode_step_by_hand(make_config):
+    config = make_config(batch=1)
+    f = config.factors
+    hbm = config.gpu.hbm_bandwidth_gbps * 1e9 * f.memory_efficiency
+    h, inter, ctx = 4096, 11008, 512
+    kv_token_layer = 2 * 32 * 128 * 2  # K and V, 32 heads of 128, fp16
+    per_layer_bytes = (
+        (h * 3 * h * 2 + (h + 3 * h) * 2)  # QKV projection: weights + activations in/out
+        + (h * h * 2 + 2 * h * 2)  # output projection
+        + (ctx * kv_token_layer + kv_token_layer + 2 * h * 2)  # attention: read cache, write new K/V, Q in / out
+        + (3 * h * inter * 2 + (2 * h + 2 * inter) * 2)  # SwiGLU MLP
+    )
+    head_bytes = h * 32000 * 2 + 32000 * 4
+    expected = (32 * per_layer_bytes + head_bytes) / hbm + f.step_overhead_ms * 1e-3
+    t = step_time(config, StepShape.decode(1, ctx))
+    assert t.compute_s == 0 and t.network_s == 0
+    assert t.time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_step_is_layers_times_operators_plus_head(make_config):
+    config = make_config(llm="llama-3.1-8b", batch=8)
+    shape = StepShape.prefill_chunk(2, 300)
+    ops = layer_operator_times(config, shape)
+    assert set(ops) == {"qkv_projection", "output_projection", "attention", "mlp"}
+    expected = config.llm.num_layers * sum(t.time_s for t in ops.values()) + lm_head_time(config, shape).time_s
+    expected += config.factors.step_overhead_ms * 1e-3
+    assert step_time(config, shape).time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_tensor_parallel_adds_two_ring_all_reduces_per_layer(make_config):
+    config = make_config(tp=4, batch=8)
+    gpu, f = config.gpu, config.factors
+    shape = StepShape.decode(8, 1000)
+    one = ring_all_reduce_time_s(8 * 4096 * 2, 4, gpu.link_bandwidth_gbps * 1e9 * f.communication_efficiency, gpu.link_latency_us * 1e-6)
+    assert step_time(config, shape).network_s == pytest.approx(32 * 2 * one, rel=1e-12)
+
+
+def test_tensor_parallel_shards_the_work(make_config):
+    one, four = make_config(batch=8), make_config(tp=4, batch=8)
+    shape = StepShape.prefill_chunk(8, 512)
+    assert layer_operator_times(four, shape)["mlp"].compute_time_s == pytest.approx(
+        layer_operator_times(one, shape)["mlp"].compute_time_s / 4, rel=1e-12)
+    if one.gpu.link_kind == "nvlink":  # a fast link: TP=4 decodes faster than one GPU
+        assert step_time(four, StepShape.decode(8, 512)).time_s < step_time(one, StepShape.decode(8, 512)).time_s
+
+
+def test_pipeline_steady_state_and_fill(make_config):
+    config = make_config(pp=2, batch=8)
+    shape = StepShape.decode(8, 700)
+    steady, fill = step_time(config, shape), step_time(config, shape, pipeline_fill=True)
+    # Two micro-batches of 4: steady state takes pp = 2 stage times, a fill takes m + pp - 1 = 3.
+    assert config.layers_per_stage == 16
+    assert fill.compute_s + fill.memory_s == pytest.approx(1.5 * (steady.compute_s + steady.memory_s), rel=1e-12)
+    gpu, f = config.gpu, config.factors
+    hop = point_to_point_time_s(4 * 4096 * 2, gpu.link_bandwidth_gbps * 1e9 * f.communication_efficiency, gpu.link_latency_us * 1e-6)
+    assert steady.network_s == pytest.approx(hop, rel=1e-12)  # TP=1: only the one stage boundary
+
+
+def test_flash_attention_avoids_score_traffic(make_config):
+    shape = StepShape.prefill_chunk(1, 4096)
+    with_fa = make_config(batch=1, input_tokens=4096)
+    without = dataclasses.replace(with_fa, flash_attention=False)
+    assert layer_operator_times(without, shape)["attention"].memory_time_s > layer_operator_times(with_fa, shape)["attention"].memory_time_s
+    assert step_time(without, shape).time_s >= step_time(with_fa, shape).time_s
+
+
+def test_h2o_eviction_reads_fewer_kv_entries(make_config):
+    full = make_config(batch=16)
+    half = dataclasses.replace(full, h2o_kept_fraction=0.5)
+    shape = StepShape.decode(16, 4000)
+    assert layer_operator_times(half, shape)["attention"].time_s < layer_operator_times(full, shape)["attention"].time_s
+    assert step_time(half, shape).time_s < step_time(full, shape).time_s
+
+
+def test_weight_only_quantization_speeds_up_decode(make_config):
+    bf16, w4 = make_config(batch=1), make_config(batch=1, quantization="w4a16")
+    shape = StepShape.decode(1, 256)
+    assert step_time(w4, shape).time_s < 0.5 * step_time(bf16, shape).time_s
+
+
+def test_fp8_speeds_up_prefill_on_hopper(make_config):
+    bf16, fp8 = make_config(gpu="h100-sxm", batch=4), make_config(gpu="h100-sxm", batch=4, quantization="fp8")
+    shape = StepShape.prefill_chunk(4, 2048)
+    assert step_time(fp8, shape).time_s < step_time(bf16, shape).time_s
+
+
+# ---- mixture of experts ------------------------------------------------------------------------------
+def test_experts_touched():
+    assert _experts_touched(1, 1, 100) == 1.0
+    assert _experts_touched(8, 2, 1) == pytest.approx(2.0)
+    assert _experts_touched(8, 2, 2) == pytest.approx(8 * (1 - 0.75**2))
+    assert _experts_touched(8, 2, 10_000) == pytest.approx(8.0)
+
+
+def test_moe_decode_reads_only_the_routed_experts(make_config):
+    config = make_config(llm="mixtral-8x7b", tp=2, batch=1)
+    mlp = layer_operator_times(config, StepShape.decode(1, 100))["mlp"]
+    hbm = config.gpu.hbm_bandwidth_gbps * 1e9 * config.factors.memory_efficiency
+    expert_bytes = 3 * 4096 * (14336 / 2) * 2
+    activations = 2 * (2 * 4096 + 2 * 14336 / 2) * 2
+    assert mlp.memory_time_s == pytest.approx((2 * expert_bytes + activations) / hbm, rel=1e-12)
+    big = layer_operator_times(config, StepShape.decode(64, 100))["mlp"]
+    assert big.memory_time_s > 3.5 * mlp.memory_time_s  # nearly all 8 experts are hit by 64 tokens
