@@ -86,10 +86,7 @@ class Catalog:
 
     def gpu(self, gpu_id: str, field: str = "gpu") -> GpuSpec:
         """Return the GPU ``gpu_id`` or raise an :class:`InputError` naming ``field``."""
-        try:
-            return self.gpus[gpu_id]
-        except KeyError:
-            raise unknown_id_error(field, gpu_id, list(self.gpus), "GPU") from None
+        return _lookup(self.gpus, gpu_id, field, "GPU")
 
     def llm(self, llm_id_or_path: str, field: str = "model") -> LlmSpec:
         """Return the LLM with this catalog id, or read it from a local HF ``config.json`` path."""
@@ -104,10 +101,7 @@ class Catalog:
 
     def framework(self, framework_id: str, field: str = "framework") -> FrameworkProfile:
         """Return the serving-engine profile ``framework_id``."""
-        try:
-            return self.frameworks[framework_id]
-        except KeyError:
-            raise unknown_id_error(field, framework_id, list(self.frameworks), "framework") from None
+        return _lookup(self.frameworks, framework_id, field, "framework")
 
     def quantization(self, quantization_id: str, field: str = "quantization") -> QuantizationSpec:
         """Return the quantization scheme ``quantization_id`` (aliases such as ``fp16`` accepted)."""
@@ -118,10 +112,15 @@ class Catalog:
 
     def price_table(self, table_id: str = DEFAULT_PRICE_TABLE, field: str = "price_table") -> PriceTable:
         """Return the price table ``table_id``."""
-        try:
-            return self.price_tables[table_id]
-        except KeyError:
-            raise unknown_id_error(field, table_id, list(self.price_tables), "price table") from None
+        return _lookup(self.price_tables, table_id, field, "price table")
+
+
+def _lookup(table: dict[str, SpecT], item_id: str, field: str, kind: str) -> SpecT:
+    """``table[item_id]``, or an :class:`InputError` naming ``field`` with close ids."""
+    try:
+        return table[item_id]
+    except KeyError:
+        raise unknown_id_error(field, item_id, list(table), kind) from None
 
 
 def load_catalog_from(root: Path) -> Catalog:
