@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "guide_opt.cli.estimate_cmd",
     "guide_opt.cli.catalog_cmd",
     "guide_opt.cli.solve_cmd",
+    "guide_opt.cli.simulate_cmd",
 )
 
 

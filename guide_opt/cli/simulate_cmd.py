@@ -1,0 +1,155 @@
+"""``guide-opt simulate``: serve a request stream on a configuration with the discrete-event simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import yaml
+
+from guide_opt.cli.app import cli
+from guide_opt.cli.common import build_config, positive_int, replica_options
+from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
+from guide_opt.errors import InputError
+from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
+from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+
+DEFAULT_INPUT_TOKENS = 512
+DEFAULT_OUTPUT_TOKENS = 128
+
+
+def resolve_lengths(workload: str | None, input_tokens: int | None, output_tokens: int | None) -> LengthDistribution:
+    """Token lengths from ``--workload`` (preset, trace CSV, YAML/JSON workload file) or ``--input/--output-tokens``."""
+    if workload is None:
+        return FixedLengths(input_tokens or DEFAULT_INPUT_TOKENS, output_tokens or DEFAULT_OUTPUT_TOKENS)
+    if input_tokens is not None or output_tokens is not None:
+        raise InputError("--workload", "cannot be combined with --input-tokens/--output-tokens", "give either a workload or fixed lengths")
+    if workload in PRESETS:
+        return PRESETS[workload]
+    path = Path(workload)
+    if not path.is_file():
+        raise InputError("--workload", f"'{workload}' is neither a preset nor a file",
+                         f"use a preset ({', '.join(PRESETS)}), a trace CSV with n_input_tokens,n_output_tokens, or a YAML/JSON workload file")
+    if path.suffix.lower() == ".csv":
+        return JointBinnedLengths.from_csv(path, field="--workload")
+    try:
+        spec = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError("--workload", f"cannot parse '{workload}' ({type(exc).__name__})", "fix the YAML/JSON syntax") from None
+    if isinstance(spec, dict):
+        for key in ("request_rate_per_s", "concurrent_users"):
+            if key in spec:
+                raise InputError(f"--workload: {key}", "arrivals come from the command line", f"remove {key} from the file and use --rate or --users")
+    return workload_from_spec(spec, field=f"--workload {path.name}", base_dir=path.parent).lengths
+
+
+def simulate_payload(config, result: SimulationResult, workload: Workload) -> dict:
+    """The JSON object printed by ``simulate --format json``: the configuration, the workload and :meth:`SimulationResult.metrics`."""
+    return {
+        "model": config.llm.id,
+        "gpu": config.gpu.id,
+        "tp": config.tp,
+        "pp": config.pp,
+        "framework": config.framework.id,
+        "quantization": config.quantization.id,
+        "kv_cache_dtype": config.kv_cache_dtype,
+        "workload": {**(_lengths_spec(workload.lengths) or workload.spec()), **_arrival_spec(workload), "arrival": workload.arrival, "mean_input_tokens": workload.lengths.mean_input_tokens,
+                     "mean_output_tokens": workload.lengths.mean_output_tokens},
+        **result.metrics(),
+    }
+
+
+def _arrival_spec(workload: Workload) -> dict:
+    keys = ("request_rate_per_s", "concurrent_users")
+    return {k: v for k, v in workload.spec().items() if k in keys}
+
+
+def _lengths_spec(lengths: LengthDistribution) -> dict:
+    """``{"preset": NAME}`` for a preset (instead of its bins), else nothing extra."""
+    for name, preset in PRESETS.items():
+        if lengths is preset:
+            return {"preset": name}
+    return {}
+
+
+@cli.command("simulate")
+@replica_options
+@click.option("--replicas", type=positive_int, default=1, show_default=True, help="Identical replicas behind the load balancer.")
+@click.option("--balancer", type=click.Choice(BALANCERS), default="round_robin", show_default=True, help="How requests are spread over replicas.")
+@click.option("--max-num-seqs", type=positive_int, default=None, help="Concurrent sequences per replica [default: the framework's].")
+@click.option("--max-num-batched-tokens", type=positive_int, default=None, help="Token budget per engine step [default: the framework's].")
+@click.option("--policy", type=click.Choice(POLICIES), default=None, help="Step scheduling [default: decode_first].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals, requests per second.")
+@click.option("--users", type=positive_int, default=None, help="Closed loop: concurrent users, each sending its next request when the last completes.")
+@click.option("--requests", "num_requests", type=positive_int, default=1000, show_default=True, help="Requests to simulate.")
+@click.option("--input-tokens", type=positive_int, default=None, help=f"Prompt tokens per request [default: {DEFAULT_INPUT_TOKENS}].")
+@click.option("--output-tokens", type=positive_int, default=None, help=f"Generated tokens per request [default: {DEFAULT_OUTPUT_TOKENS}].")
+@click.option("--workload", default=None, help=f"Preset ({', '.join(PRESETS)}), a trace CSV (n_input_tokens,n_output_tokens) or a YAML/JSON workload file.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random lengths and arrivals.")
+@click.option("--ttft-slo-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Per-request TTFT target for goodput, ms.")
+@click.option("--tpot-slo-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Per-request TPOT target for goodput, ms.")
+@format_option
+def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, replicas, balancer, max_num_seqs, max_num_batched_tokens,
+                     policy, rate, users, num_requests, input_tokens, output_tokens, workload, seed, ttft_slo_ms, tpot_slo_ms,
+                     output_format) -> int:
+    """Simulate serving a request stream: TTFT / ITL / E2E percentiles, throughput, goodput, KV use.
+
+    Give exactly one of --rate (open loop) or --users (closed loop). Exit code 0 when requests
+    were served, 2 when the configuration cannot hold a single request, 1 for bad input.
+    """
+    if (rate is None) == (users is None):
+        raise InputError("--rate/--users", "give exactly one of them", "--rate R for Poisson arrivals or --users U for a closed loop")
+    lengths = resolve_lengths(workload, input_tokens, output_tokens)
+    config = build_config(model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+    stream = Workload(lengths, request_rate_per_s=rate, concurrent_users=users)
+    slo = Slo(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
+    try:
+        result = simulate(config, stream, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, num_requests=num_requests,
+                          seed=seed, replicas=replicas, balancer=balancer, slo=slo, policy=policy)
+    except ValueError as exc:
+        field = "--max-num-batched-tokens" if "max_num_batched_tokens" in str(exc) else "options"
+        raise InputError(field, str(exc), "choose compatible values") from None
+    if output_format == "json":
+        echo_json(simulate_payload(config, result, stream))
+    else:
+        _print_table(config, result, stream)
+    return 0 if result.fits else 2
+
+
+def _latency_line(p) -> str:
+    ms = p.as_ms()
+    return f"p50 {fmt_number(ms['p50'])}  p90 {fmt_number(ms['p90'])}  p99 {fmt_number(ms['p99'])} ms  (mean {fmt_number(ms['mean'])})"
+
+
+def _print_table(config, r: SimulationResult, stream: Workload) -> None:
+    lengths = stream.lengths
+    arrival = (f"Poisson {fmt_number(stream.request_rate_per_s)} requests/s" if stream.arrival == "poisson"
+               else f"closed loop of {stream.concurrent_users} users")
+    replicas = f"{r.replicas} replicas of " if r.replicas > 1 else ""
+    title = (f"{config.llm.id} on {replicas}{config.num_gpus} x {config.gpu.id} (TP={config.tp}, PP={config.pp}), {config.framework.id} "
+             f"({r.prefill_mode}, {r.policy}), {config.quantization.id}; max-num-seqs {r.max_num_seqs}, max-batched-tokens {r.max_num_batched_tokens}")
+    workload = (f"{r.num_requests} requests, mean {fmt_number(lengths.mean_input_tokens)} in / {fmt_number(lengths.mean_output_tokens)} out tokens, "
+                f"{arrival}, seed {r.seed}")
+    if not r.fits:
+        echo_pairs(title, [("workload", workload), ("fits", f"NO: {r.reason}")])
+        return
+    pairs = [
+        ("workload", workload),
+        ("TTFT", _latency_line(r.ttft_s)),
+        ("ITL", _latency_line(r.itl_s)),
+        ("TPOT", _latency_line(r.tpot_s)),
+        ("E2E", _latency_line(r.e2e_s)),
+        ("throughput", f"{fmt_number(r.throughput_tokens_per_s)} output tokens/s ({fmt_number(r.request_throughput_per_s)} requests/s "
+                       f"over {fmt_number(r.duration_s)} s)"),
+    ]
+    if r.goodput:
+        targets = " and ".join(f"{name} <= {fmt_number(v)} ms" for name, v in (("TTFT", r.goodput.slo.ttft_ms), ("TPOT", r.goodput.slo.tpot_ms)) if v)
+        pairs.append(("goodput", f"{r.goodput.fraction:.1%} of requests met {targets} ({fmt_number(r.goodput.requests_per_s)} requests/s)"))
+    pairs += [
+        ("KV cache", f"mean {r.kv_utilization_mean:.1%}, peak {r.kv_utilization_peak:.1%} of {r.kv_capacity_tokens:,} tokens per replica; "
+                     f"{r.preemptions} preemptions"),
+        ("requests", f"{r.completed_requests} completed, {r.rejected_requests} rejected; {r.steps:,} engine steps, "
+                     f"mean batch {fmt_number(r.mean_batch_sequences)} sequences"),
+    ]
+    echo_pairs(title, pairs)

@@ -1,0 +1,58 @@
+"""The serving simulator: the nonlinear objective that Optuna refines.
+
+- ``workloads``       -- token-length distributions (fixed, presets, histograms) and arrivals
+                         (:class:`Workload`: Poisson open loop, closed loop of U users, burst);
+                         :func:`workload_from_spec` for problem files.
+- ``trace_generator`` -- LLM-Pilot's joint multi-dimensional binned generator fitted to a trace.
+- ``step_cost``       -- exact, memoised :func:`guide_opt.perf.step.step_time` for many steps.
+- ``engine``          -- one replica: continuous batching, chunked prefill / SplitFuse / whole
+                         prefill, paged KV blocks, preemption by recompute.
+- ``cluster``         -- replicas behind a load balancer and :func:`simulate`, the entry point.
+- ``metrics``         -- :class:`SimulationResult`, percentiles, :class:`Slo` and goodput.
+
+Typical use::
+
+    from guide_opt.simulate import Workload, FixedLengths, Slo, simulate
+    result = simulate(config, Workload.open_loop(FixedLengths(512, 128), 10.0),
+                      max_num_seqs=128, num_requests=2000, seed=0, slo=Slo(ttft_ms=500, tpot_ms=50))
+    result.ttft_s.p90_s, result.throughput_tokens_per_s, result.goodput.fraction
+"""
+
+from __future__ import annotations
+
+from guide_opt.simulate.cluster import BALANCERS, kv_capacity_blocks, simulate
+from guide_opt.simulate.engine import POLICIES
+from guide_opt.simulate.metrics import Goodput, Percentiles, RequestRecords, SimulationResult, Slo
+from guide_opt.simulate.trace_generator import JointBinnedLengths, read_trace_csv
+from guide_opt.simulate.workloads import (
+    PRESET_SOURCES,
+    PRESETS,
+    FixedLengths,
+    HistogramLengths,
+    LengthDistribution,
+    Workload,
+    preset_lengths,
+    workload_from_spec,
+)
+
+__all__ = [
+    "BALANCERS",
+    "POLICIES",
+    "PRESETS",
+    "PRESET_SOURCES",
+    "FixedLengths",
+    "Goodput",
+    "HistogramLengths",
+    "JointBinnedLengths",
+    "LengthDistribution",
+    "Percentiles",
+    "RequestRecords",
+    "SimulationResult",
+    "Slo",
+    "Workload",
+    "kv_capacity_blocks",
+    "preset_lengths",
+    "read_trace_csv",
+    "simulate",
+    "workload_from_spec",
+]

@@ -1,0 +1,254 @@
+"""Several replicas behind a load balancer, and the public entry point :func:`simulate`.
+
+Events are processed in time order across replicas: an arrival is dispatched before any step
+that starts at or after it, and a replica never runs a step that starts after the next event
+that could change what it sees (an arrival; under a closed loop, another replica's earliest
+possible completion, since that creates an arrival). Balancers:
+
+- ``round_robin``: request ``k`` (in dispatch order) goes to replica ``k mod R``.
+- ``least_loaded``: the replica with the fewest queued + running requests (lowest index on ties).
+  A replica is seen as of the end of the step it is running when the request arrives (the
+  balancer learns a step's completions when the step is scheduled, not when it ends).
+
+Requests that can never be served -- prompt + output longer than the LLM's context
+(``max_position_embeddings``) or than one replica's whole KV cache -- are *rejected* at arrival
+(as vLLM rejects over-long requests): they count against goodput, and under a closed loop the
+user immediately sends the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+
+import numpy as np
+
+from guide_opt.perf.config import ServingConfig
+from guide_opt.perf.memory import kv_budget_bytes
+from guide_opt.simulate.engine import POLICIES, ReplicaEngine, RequestTable, default_policy
+from guide_opt.simulate.metrics import Goodput, Percentiles, RequestRecords, SimulationResult, Slo
+from guide_opt.simulate.step_cost import StepCostModel
+from guide_opt.simulate.workloads import Workload
+
+BALANCERS = ("round_robin", "least_loaded")
+
+
+def kv_capacity_blocks(config: ServingConfig) -> int:
+    """KV blocks one replica holds: ``floor(kv_budget_bytes / bytes per block)`` (0 when weights do not fit).
+
+    A block is ``kv_block_size_tokens`` tokens on the most loaded GPU. H2O eviction keeping a
+    fraction ``f`` of the entries is modelled as blocks costing ``f`` of their bytes (the engine
+    still counts logical tokens).
+    """
+    budget = kv_budget_bytes(config)
+    block_bytes = config.framework.kv_block_size_tokens * config.kv_bytes_per_token * config.h2o_kept_fraction
+    return max(0, math.floor(budget / block_bytes)) if budget > 0 else 0
+
+
+def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+             num_requests: int = 1000, seed: int = 0, replicas: int = 1, balancer: str = "round_robin", slo: Slo | None = None,
+             policy: str | None = None) -> SimulationResult:
+    """Simulate ``num_requests`` requests of ``workload`` on ``replicas`` copies of ``config``.
+
+    max_num_seqs: concurrent sequences per replica (default: the framework's ``max_num_seqs``).
+    max_num_batched_tokens: token budget per engine step (default: ``config.step_token_budget``);
+        must be at least ``max_num_seqs``.
+    seed: seeds one ``numpy.random.Generator`` that draws the lengths then the arrival gaps; the
+        same arguments always give the same result.
+    balancer: ``round_robin`` or ``least_loaded`` (see module doc).
+    slo: per-request targets for goodput (None: no goodput).
+    policy: ``decode_first`` (default) or ``prefill_first`` (see
+        :mod:`guide_opt.simulate.engine`).
+
+    The replica's KV capacity is :func:`kv_capacity_blocks` of ``config`` with ``batch =
+    max_num_seqs`` and the step budget applied (activation memory depends on both). Raises
+    ``ValueError`` for arguments that cannot describe a run (and for a configuration that cannot
+    run at all, see :meth:`ServingConfig.unsupported_reason`); a configuration whose memory holds
+    no request returns a result with ``fits=False``.
+    """
+    if not isinstance(workload, Workload):
+        raise TypeError(f"workload must be a Workload (lengths + arrivals), got {type(workload).__name__}")
+    max_num_seqs = config.framework.max_num_seqs if max_num_seqs is None else max_num_seqs
+    budget = config.step_token_budget if max_num_batched_tokens is None else max_num_batched_tokens
+    policy = default_policy(config.framework.prefill_mode) if policy is None else policy
+    if num_requests < 1 or replicas < 1 or max_num_seqs < 1 or budget < 1:
+        raise ValueError("num_requests, replicas, max_num_seqs and max_num_batched_tokens must all be at least 1")
+    if budget < max_num_seqs:
+        raise ValueError(f"max_num_batched_tokens ({budget}) must be at least max_num_seqs ({max_num_seqs}), as in vLLM")
+    if balancer not in BALANCERS:
+        raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+
+    rng = np.random.default_rng(seed)
+    inputs, outputs = workload.lengths.sample(rng, num_requests)
+    inputs = np.asarray(inputs, dtype=np.int64)
+    outputs = np.asarray(outputs, dtype=np.int64)
+    if inputs.shape != (num_requests,) or outputs.shape != (num_requests,) or inputs.min() < 1 or outputs.min() < 1:
+        raise ValueError("the workload must give num_requests input and output lengths of at least 1 token")
+    arrivals = None
+    if workload.arrival == "poisson":
+        arrivals = np.cumsum(rng.exponential(1.0 / workload.request_rate_per_s, num_requests))
+    elif workload.arrival == "burst":
+        arrivals = np.zeros(num_requests)
+
+    engine_config = dataclasses.replace(config, batch=max_num_seqs, max_num_batched_tokens=budget,
+                                        input_tokens=int(inputs.max()), output_tokens=int(outputs.max()))
+    reason = engine_config.unsupported_reason()
+    if reason:
+        raise ValueError(reason)
+    block = config.framework.kv_block_size_tokens
+    num_blocks = kv_capacity_blocks(engine_config)
+    capacity_tokens = num_blocks * block
+    context_tokens = config.llm.max_position_embeddings
+    rejected = (inputs + outputs > context_tokens) | (inputs + outputs - 1 > capacity_tokens)
+
+    table = RequestTable(inputs.tolist(), outputs.tolist())
+    common = dict(num_requests=num_requests, replicas=replicas, balancer=balancer, policy=policy, prefill_mode=config.framework.prefill_mode,
+                  max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, seed=seed, kv_capacity_tokens=capacity_tokens,
+                  kv_block_size_tokens=block)
+    if num_blocks == 0 or rejected.all():
+        why = ("the weights, activations and reserve leave no memory for the KV cache" if num_blocks == 0 else
+               f"no request fits: the longest needs {int((inputs + outputs).max())} tokens but the context is {context_tokens} "
+               f"and one replica's KV cache holds {capacity_tokens} tokens")
+        return _empty_result(why, table, inputs, outputs, rejected, slo, common)
+
+    cost = StepCostModel(engine_config)
+    engines = [ReplicaEngine(r, cost, table, prefill_mode=config.framework.prefill_mode, policy=policy, max_num_seqs=max_num_seqs,
+                             max_num_batched_tokens=budget, num_blocks=num_blocks, block_tokens=block) for r in range(replicas)]
+    _run(engines, table, workload, arrivals, rejected.tolist(), balancer)
+    return _result(engines, table, inputs, outputs, rejected, slo, num_blocks, common)
+
+
+def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, arrivals: np.ndarray | None,
+         rejected: list[bool], balancer: str) -> None:
+    """The event loop: dispatch arrivals in time order and advance replicas between them."""
+    n = len(rejected)
+    closed = arrivals is None
+    pending: list[tuple[float, int]] = []  # (time, request id): a heap under the closed loop
+    if closed:
+        users = min(workload.concurrent_users, n)
+        pending = [(0.0, rid) for rid in range(users)]
+        next_rid = users
+    else:
+        arrival_list = arrivals.tolist()
+        cursor = 0
+    dispatched = 0
+    multi = len(engines) > 1
+    inf = math.inf
+
+    def next_arrival() -> float:
+        """Time of the next arrival to dispatch (inf when none is pending)."""
+        if closed:
+            return pending[0][0] if pending else inf
+        return arrival_list[cursor] if cursor < n else inf
+
+    while True:
+        a = next_arrival()
+        busy = [e for e in engines if e.waiting or e.running] if multi else [e for e in engines if e.has_work]
+        if busy:
+            engine = min(busy, key=lambda e: e.clock) if multi else busy[0]
+        if not busy or a <= engine.clock:
+            if a == inf:
+                break
+            if closed:
+                _, rid = heapq.heappop(pending)
+            else:
+                rid = cursor
+                cursor += 1
+            table.arrival_s[rid] = a
+            if rejected[rid]:
+                if closed and next_rid < n:
+                    heapq.heappush(pending, (a, next_rid))
+                    next_rid += 1
+                continue
+            if balancer == "round_robin":
+                target = engines[dispatched % len(engines)]
+            else:
+                target = min(engines, key=lambda e: (e.outstanding, e.index))
+            dispatched += 1
+            target.submit(rid, a)
+            continue
+        horizon = a
+        if closed and multi:
+            for other in busy:
+                if other is not engine:
+                    horizon = min(horizon, other.completion_lower_bound_s())
+        engine.advance(horizon, stop_on_completion=closed)
+        if engine.completions:
+            if closed:
+                for rid in engine.completions:
+                    if next_rid < n:
+                        heapq.heappush(pending, (table.finish_s[rid], next_rid))
+                        next_rid += 1
+            engine.completions.clear()
+
+
+def _records(table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray) -> RequestRecords:
+    return RequestRecords(input_tokens=inputs, output_tokens=outputs, arrival_s=np.array(table.arrival_s, dtype=float),
+                          first_token_s=np.array(table.first_token_s, dtype=float), finish_s=np.array(table.finish_s, dtype=float),
+                          replica=np.array(table.replica, dtype=np.int64), rejected=rejected)
+
+
+def _goodput(slo: Slo | None, records: RequestRecords, duration_s: float) -> Goodput | None:
+    if slo is None:
+        return None
+    met = slo.met(records.ttft_s, records.tpot_s, records.e2e_s) & ~records.rejected
+    count = int(met.sum())
+    rate = count / duration_s if duration_s > 0 else math.nan
+    tokens = float(records.output_tokens[met].sum()) / duration_s if duration_s > 0 else math.nan
+    return Goodput(slo=slo, fraction=count / records.input_tokens.size, requests_per_s=rate, tokens_per_s=tokens)
+
+
+def _empty_result(reason: str, table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray, slo: Slo | None,
+                  common: dict) -> SimulationResult:
+    records = _records(table, inputs, outputs, np.ones_like(rejected))
+    nan = Percentiles(math.nan, math.nan, math.nan, math.nan)
+    return SimulationResult(fits=False, reason=reason, completed_requests=0, rejected_requests=int(inputs.size), ttft_s=nan, itl_s=nan,
+                            tpot_s=nan, e2e_s=nan, throughput_tokens_per_s=0.0, request_throughput_per_s=0.0, duration_s=0.0,
+                            goodput=_goodput(slo, records, 0.0), kv_utilization_mean=math.nan, kv_utilization_peak=math.nan,
+                            preemptions=0, steps=0, itl_gaps=0, mean_batch_sequences=math.nan, requests=records, **common)
+
+
+def _result(engines: list[ReplicaEngine], table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray,
+            slo: Slo | None, num_blocks: int, common: dict) -> SimulationResult:
+    records = _records(table, inputs, outputs, rejected)
+    completed = np.isfinite(records.finish_s)
+    if completed.any():
+        duration_s = float(records.finish_s[completed].max() - records.arrival_s[completed].min())
+    else:
+        duration_s = 0.0
+    values = [np.asarray(e.itl_values, dtype=float) for e in engines]
+    weights = [np.asarray(e.itl_weights, dtype=float) for e in engines]
+    for e in engines:
+        for run, w in e.itl_runs:
+            values.append(run)
+            weights.append(np.full(run.size, float(w)))
+    itl_values = np.concatenate(values) if values else np.empty(0)
+    itl_weights = np.concatenate(weights) if weights else np.empty(0)
+    busy_s = sum(e.busy_s for e in engines)
+    steps = sum(e.steps for e in engines)
+    tokens = float(outputs[completed].sum())
+    return SimulationResult(
+        fits=True,
+        reason=None,
+        completed_requests=int(completed.sum()),
+        rejected_requests=int(rejected.sum()),
+        ttft_s=Percentiles.of(records.ttft_s[completed]),
+        itl_s=Percentiles.of(itl_values, itl_weights),
+        tpot_s=Percentiles.of(records.tpot_s[completed]),
+        e2e_s=Percentiles.of(records.e2e_s[completed]),
+        throughput_tokens_per_s=tokens / duration_s if duration_s > 0 else math.nan,
+        request_throughput_per_s=float(completed.sum()) / duration_s if duration_s > 0 else math.nan,
+        duration_s=duration_s,
+        goodput=_goodput(slo, records, duration_s),
+        kv_utilization_mean=sum(e.block_seconds for e in engines) / (num_blocks * busy_s) if busy_s > 0 else 0.0,
+        kv_utilization_peak=max(e.peak_used for e in engines) / num_blocks,
+        preemptions=sum(e.preemptions for e in engines),
+        steps=steps,
+        itl_gaps=int(round(itl_weights.sum())),
+        mean_batch_sequences=sum(e.sequence_steps for e in engines) / steps if steps else math.nan,
+        requests=records,
+        **common,
+    )

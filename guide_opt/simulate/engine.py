@@ -1,0 +1,442 @@
+"""The discrete-event replica (:class:`ReplicaEngine`): continuous batching over paged KV blocks.
+
+One replica runs *engine steps* back to back while it has work; the simulation clock jumps from
+one step's end to the next (a step is the event). Each step's duration is
+``step_time(config, StepShape)`` of the step's summed work (:mod:`guide_opt.simulate.step_cost`):
+
+- ``new_tokens`` = decode tokens + prompt-chunk tokens, ``sequences`` = sequences touched,
+- ``attended_tokens`` = per decode token its context + 1, per chunk ``c`` over ``p`` earlier
+  tokens ``c*p + c(c+1)/2``, ``kv_read_tokens`` = cached tokens read (decode contexts + chunk
+  priors); ``pipeline_fill`` is True for steps holding prefill work, like the static estimator.
+
+Prompt work per step follows the framework's ``prefill_mode``:
+
+- ``chunked`` (vLLM V1 chunked prefill, SGLang) and ``split_fuse`` (DeepSpeed-FastGen dynamic
+  SplitFuse): the token budget is filled token by token -- first the partially prefilled
+  prompts in admission order, then new requests from the queue (FCFS), the last one cut to
+  fit. Both modes compose steps this way in guide-opt; what differs between the engines is
+  data (token budget, block size, overheads in the framework profile).
+- ``whole`` (TensorRT-LLM in-flight batching without chunked prefill): whole prompts only,
+  packed while they fit in the budget, and at least one per step so that none starves.
+
+Scheduling policies (``policy`` argument):
+
+- ``decode_first`` (default, every engine): each step first takes one decode token from every
+  running sequence, then fills the rest of the budget with prompt work. As in vLLM V1, no new
+  request is admitted in a step that had to preempt.
+- ``prefill_first`` (vLLM V0's default scheduler; the static estimator's assumption): a step
+  either prefills (the whole budget) or decodes every running sequence, and prefill wins
+  whenever there is prompt work it can schedule. With equal lengths and a burst this is exactly
+  :func:`guide_opt.perf.estimator.prefill_schedule` followed by batched decoding.
+
+Admission needs a free sequence slot (``max_num_seqs``) and KV blocks for the first chunk
+(the whole prompt under ``whole``). KV is paged in blocks of ``kv_block_size_tokens``: a
+sequence holding ``t`` tokens of KV holds ``ceil(t / block)`` blocks. When a decode step needs
+more blocks than are free, the newest running request is preempted by *recompute* (its blocks
+are freed, it goes back to the head of the queue keeping the tokens it generated, and later
+re-prefills prompt + generated tokens, which yields its next token) until the step fits. A
+partially prefilled prompt gets only as many tokens as free blocks hold; if every running
+request is such a stalled prompt, the newest is preempted so that the oldest can proceed.
+Requests that could never fit are rejected before they reach a replica (see ``cluster``).
+
+Speed: decode progress is tracked in aggregate (a decode "tick" counter, the sum of context
+offsets and per-block-phase counts), so a step costs O(1) plus O(chunks); runs of pure-decode
+steps up to the next completion, block shortage or arrival are evaluated at once with numpy.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+import numpy as np
+
+from guide_opt.simulate.step_cost import StepCostModel
+
+WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
+#: Shortest run of pure-decode steps worth evaluating with numpy (below: one step at a time).
+MACRO_MIN_STEPS = 6
+#: Longest run evaluated at once (bounds temporary arrays).
+MACRO_MAX_STEPS = 1 << 16
+
+POLICIES = ("decode_first", "prefill_first")
+
+
+def default_policy(prefill_mode: str) -> str:
+    """The scheduling policy an engine with ``prefill_mode`` uses: ``decode_first`` for every mode.
+
+    (vLLM V1 chunked prefill, SGLang, DeepSpeed-FastGen SplitFuse and TensorRT-LLM in-flight
+    batching all keep decoding while prompts are prefilled; ``prefill_first`` is opt-in.)
+    """
+    return "decode_first"
+
+
+class RequestTable:
+    """Per-request state shared by the replicas of one simulation (index = request id).
+
+    prompt / output: tokens. arrival_s, first_token_s, finish_s: times (NaN until known).
+    The rest is engine bookkeeping (see :class:`ReplicaEngine`).
+    """
+
+    def __init__(self, prompt: list[int], output: list[int]) -> None:
+        n = len(prompt)
+        self.prompt = prompt
+        self.output = output
+        self.arrival_s = [math.nan] * n
+        self.first_token_s = [math.nan] * n
+        self.finish_s = [math.nan] * n
+        self.replica = [-1] * n
+        self.state = [WAITING] * n
+        self.regenerated = [0] * n  # output tokens already produced when the current prefill (re)started
+        self.target = list(prompt)  # tokens the current prefill must compute (prompt + regenerated)
+        self.done = [0] * n  # tokens prefilled so far
+        self.offset = [0] * n  # decoding: KV tokens = offset + tick
+        self.join_tick = [0] * n
+        self.gen_at_join = [0] * n
+        self.token_s = [0.0] * n  # time of the token produced by the last prefill
+        self.last_token_s = [0.0] * n  # last token before a preemption
+        self.epoch = [0] * n  # bumps on preemption (invalidates heap entries)
+
+
+class ReplicaEngine:
+    """One replica: a queue, running sequences, KV blocks and a clock (s).
+
+    Drive it with :meth:`submit` and :meth:`advance`; :attr:`completions` collects finished
+    request ids until the caller clears it.
+    """
+
+    def __init__(self, index: int, cost: StepCostModel, table: RequestTable, *, prefill_mode: str, policy: str,
+                 max_num_seqs: int, max_num_batched_tokens: int, num_blocks: int, block_tokens: int) -> None:
+        self.index = index
+        self.cost = cost
+        self.table = table
+        self.chunk_long_prompts = prefill_mode != "whole"
+        self.prefill_first = policy == "prefill_first"
+        self.max_num_seqs = max_num_seqs
+        self.budget = max_num_batched_tokens
+        self.num_blocks = num_blocks
+        self.block = block_tokens
+        self.clock = 0.0
+        self.waiting: deque[int] = deque()
+        self.running: dict[int, None] = {}  # admission order; the last key is the newest
+        self.prefilling: dict[int, None] = {}
+        self.n_dec = 0
+        self.sum_offset = 0
+        self.phase = [0] * block_tokens  # decoders by offset % block
+        self.heap: list[tuple[int, int, int]] = []  # (finish tick, request, epoch)
+        self.tick = 0
+        self.used = 0
+        self.last_decode_end = -math.inf
+        self.joiners: list[tuple[int, int]] = []
+        self.completions: list[int] = []
+        # statistics
+        self.preemptions = 0
+        self.steps = 0
+        self.busy_s = 0.0
+        self.block_seconds = 0.0
+        self.peak_used = 0
+        self.sequence_steps = 0
+        self.itl_values: list[float] = []
+        self.itl_weights: list[int] = []
+        self.itl_runs: list[tuple[np.ndarray, int]] = []
+
+    # ---- queries ------------------------------------------------------------------------------
+    @property
+    def has_work(self) -> bool:
+        """True while requests are queued or running."""
+        return bool(self.waiting or self.running)
+
+    @property
+    def outstanding(self) -> int:
+        """Requests queued or running (the least-loaded balancer's measure)."""
+        return len(self.waiting) + len(self.running)
+
+    def completion_lower_bound_s(self) -> float:
+        """A time before which no request on this replica can complete (inf when idle)."""
+        if not self.running and not self.waiting:
+            return math.inf
+        if self.waiting or self.prefilling:
+            return self.clock + self.cost.min_step_s
+        ticks = self._next_finish_tick() - self.tick
+        return self.clock + max(1, ticks) * self.cost.min_step_s
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def submit(self, rid: int, time_s: float) -> None:
+        """Queue request ``rid`` arriving at ``time_s`` (not before the last event)."""
+        if not self.waiting and not self.running:
+            self.clock = max(self.clock, time_s)
+        t = self.table
+        t.state[rid] = WAITING
+        t.replica[rid] = self.index
+        self.waiting.append(rid)
+
+    def advance(self, horizon_s: float, stop_on_completion: bool = False) -> None:
+        """Run every step that starts before ``horizon_s`` (stop early after a completion if asked)."""
+        while (self.waiting or self.running) and self.clock < horizon_s:
+            if not self._decode_run(horizon_s) and not self._step():
+                raise RuntimeError(f"replica {self.index} has {self.outstanding} requests but cannot schedule any (a simulator bug)")
+            if stop_on_completion and self.completions:
+                break
+
+    # ---- bookkeeping helpers ------------------------------------------------------------------
+    def _next_finish_tick(self) -> int:
+        heap, t = self.heap, self.table
+        while heap:
+            _, rid, epoch = heap[0]
+            if t.epoch[rid] == epoch and t.state[rid] == DECODE:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return self.tick + 1
+
+    def _preempt(self, rid: int) -> None:
+        t, block = self.table, self.block
+        if t.state[rid] == DECODE:
+            off = t.offset[rid]
+            blocks = -(-(off + self.tick) // block)
+            self.n_dec -= 1
+            self.sum_offset -= off
+            self.phase[off % block] -= 1
+            t.epoch[rid] += 1
+            joined = t.join_tick[rid]
+            t.last_token_s[rid] = self.last_decode_end if self.tick > joined else t.token_s[rid]
+            t.regenerated[rid] = t.gen_at_join[rid] + self.tick - joined
+        else:
+            blocks = -(-t.done[rid] // block)
+            del self.prefilling[rid]
+        self.used -= blocks
+        del self.running[rid]
+        t.state[rid] = WAITING
+        t.target[rid] = t.prompt[rid] + t.regenerated[rid]
+        t.done[rid] = 0
+        self.waiting.appendleft(rid)
+        self.preemptions += 1
+
+    def _finish(self, rid: int, time_s: float) -> None:
+        t, block = self.table, self.block
+        if t.state[rid] == DECODE:
+            off = t.offset[rid]
+            self.used -= -(-(off + self.tick) // block)
+            self.n_dec -= 1
+            self.sum_offset -= off
+            self.phase[off % block] -= 1
+        else:
+            self.used -= -(-t.target[rid] // block)
+        del self.running[rid]
+        t.state[rid] = DONE
+        t.finish_s[rid] = time_s
+        self.completions.append(rid)
+
+    def _admissible(self) -> bool:
+        """Whether the queue's head could be admitted now (ignoring the preemption rule)."""
+        if not self.waiting or len(self.running) >= self.max_num_seqs:
+            return False
+        target = self.table.target[self.waiting[0]]
+        if not self.chunk_long_prompts:
+            tokens = target
+        else:
+            left = self.budget - (0 if self.prefill_first else self.n_dec)
+            if left <= 0:
+                return False
+            tokens = min(target, left)
+        return -(-tokens // self.block) <= self.num_blocks - self.used
+
+    def _fill(self, chunks: list[tuple[int, int]], left: int, admit: bool) -> tuple[int, float, int]:
+        """Fill ``left`` tokens with prompt chunks: partial prefills first, then (if ``admit``) new requests, FCFS.
+
+        Chunked modes cut the last admitted prompt to fit; ``whole`` admits whole prompts only,
+        at least one per step even when it exceeds ``left`` (so a long prompt cannot starve).
+
+        Appends ``(request, tokens)`` to ``chunks``; returns (chunk tokens, attended tokens, prior tokens read).
+        """
+        t = self.table
+        block = self.block
+        done, target = t.done, t.target
+        tokens, attended, prior = 0, 0.0, 0
+        if self.prefilling and left > 0:
+            for rid in self.prefilling:
+                d = done[rid]
+                held = -(-d // block)
+                c = min(target[rid] - d, left, (held + self.num_blocks - self.used) * block - d)
+                if c <= 0:
+                    continue
+                self.used += -(-(d + c) // block) - held
+                chunks.append((rid, c))
+                tokens += c
+                attended += c * d + c * (c + 1) / 2
+                prior += d
+                left -= c
+                if left <= 0:
+                    break
+        if admit and self.waiting and (left > 0 or (not self.chunk_long_prompts and not chunks)):
+            waiting, running = self.waiting, self.running
+            max_seqs = self.max_num_seqs
+            whole = not self.chunk_long_prompts
+            while waiting and len(running) < max_seqs:
+                rid = waiting[0]
+                c = target[rid]
+                if c > left:
+                    if not whole:
+                        c = left
+                    elif chunks:  # whole prompts: at least one per step, then only those that fit
+                        break
+                blocks = -(-c // block)
+                if blocks > self.num_blocks - self.used:
+                    break
+                waiting.popleft()
+                running[rid] = None
+                self.prefilling[rid] = None
+                t.state[rid] = PREFILL
+                done[rid] = 0
+                self.used += blocks
+                chunks.append((rid, c))
+                tokens += c
+                attended += c * (c + 1) / 2
+                left -= c
+                if left <= 0:
+                    break
+        return tokens, attended, prior
+
+    # ---- one step -----------------------------------------------------------------------------
+    def _step(self) -> bool:
+        """Schedule and run one step (or free blocks by a preemption); False when nothing can be scheduled."""
+        t = self.table
+        block = self.block
+        done, target = t.done, t.target
+        chunks: list[tuple[int, int]] = []
+        chunk_tokens = 0
+        chunk_attended = 0.0
+        chunk_prior = 0
+        preempted = False
+        decode = True
+        if self.prefill_first:  # a step prefills when it can, and then holds no decodes
+            chunk_tokens, chunk_attended, chunk_prior = self._fill(chunks, self.budget, True)
+            decode = not chunks
+        n = 0
+        need = 0
+        if decode and self.n_dec:
+            phase, tick = self.phase, self.tick
+            need = phase[-tick % block]
+            while self.num_blocks - self.used < need:
+                self._preempt(next(reversed(self.running)))
+                preempted = True
+                need = phase[-tick % block] if self.n_dec else 0
+            n = self.n_dec
+            self.used += need
+        if not self.prefill_first:
+            chunk_tokens, chunk_attended, chunk_prior = self._fill(chunks, self.budget - n, not preempted)
+        if n == 0 and not chunks:
+            if self.running:  # every running prompt is stalled on blocks: free some by recompute
+                self._preempt(next(reversed(self.running)))
+                return True
+            return False
+
+        # ---- run the step ----
+        kv_read = self.sum_offset + n * self.tick if n else 0
+        sequences = n + len(chunks)
+        duration = self.cost.time_s(n + chunk_tokens, sequences, kv_read + n + chunk_attended, kv_read + chunk_prior, bool(chunks))
+        end = self.clock + duration
+        self.steps += 1
+        self.busy_s += duration
+        self.block_seconds += self.used * duration
+        if self.used > self.peak_used:
+            self.peak_used = self.used
+        self.sequence_steps += sequences
+
+        if n:
+            self.tick += 1
+            gap = end - self.last_decode_end
+            plain = n
+            if self.joiners:
+                epoch, state, token_s = t.epoch, t.state, t.token_s
+                for rid, ep in self.joiners:
+                    if epoch[rid] == ep and state[rid] == DECODE:
+                        g = end - token_s[rid]
+                        if g != gap:
+                            self.itl_values.append(g)
+                            self.itl_weights.append(1)
+                            plain -= 1
+                self.joiners.clear()
+            if plain:
+                self.itl_values.append(gap)
+                self.itl_weights.append(plain)
+            self.last_decode_end = end
+            heap, tick = self.heap, self.tick
+            while heap and heap[0][0] <= tick:
+                _, rid, ep = heapq.heappop(heap)
+                if t.epoch[rid] == ep and t.state[rid] == DECODE:
+                    self._finish(rid, end)
+
+        if chunks:
+            output, regenerated = t.output, t.regenerated
+            tick = self.tick
+            for rid, c in chunks:
+                d = done[rid] + c
+                done[rid] = d
+                if d < target[rid]:
+                    continue
+                del self.prefilling[rid]
+                g = regenerated[rid]
+                if g == 0:
+                    t.first_token_s[rid] = end
+                else:
+                    self.itl_values.append(end - t.last_token_s[rid])
+                    self.itl_weights.append(1)
+                if g + 1 >= output[rid]:
+                    self._finish(rid, end)
+                    continue
+                off = d - tick
+                t.state[rid] = DECODE
+                t.offset[rid] = off
+                t.join_tick[rid] = tick
+                t.gen_at_join[rid] = g + 1
+                t.token_s[rid] = end
+                self.n_dec += 1
+                self.sum_offset += off
+                self.phase[off % block] += 1
+                heapq.heappush(self.heap, (tick + output[rid] - g - 1, rid, t.epoch[rid]))
+                self.joiners.append((rid, t.epoch[rid]))
+        self.clock = end
+        return True
+
+    # ---- runs of pure-decode steps ------------------------------------------------------------
+    def _decode_run(self, horizon_s: float) -> bool:
+        """Run several pure-decode steps at once when nothing else can happen in between."""
+        n = self.n_dec
+        if n == 0 or self.prefilling or self.joiners or self.last_decode_end != self.clock:
+            return False
+        if self.waiting and self._admissible():
+            return False
+        k = self._next_finish_tick() - self.tick
+        if k < MACRO_MIN_STEPS:
+            return False
+        k = min(k, MACRO_MAX_STEPS)
+        block = self.block
+        ticks = self.tick + np.arange(k, dtype=np.int64)
+        needs = np.asarray(self.phase, dtype=np.int64)[(-ticks) % block]
+        cum_needs = np.cumsum(needs)
+        k = min(k, int(np.searchsorted(cum_needs, self.num_blocks - self.used, side="right")))
+        if k < MACRO_MIN_STEPS:
+            return False
+        durations = self.cost.decode_times_s(n, (self.sum_offset + n * ticks[:k]).astype(float))
+        ends = self.clock + np.cumsum(durations)
+        if horizon_s < math.inf:
+            k = min(k, 1 + int(np.searchsorted(ends[: k - 1], horizon_s, side="left")))
+            durations, ends = durations[:k], ends[:k]
+        used_per_step = self.used + cum_needs[:k]
+        self.block_seconds += float(np.dot(used_per_step, durations))
+        self.peak_used = max(self.peak_used, int(used_per_step[-1]))
+        self.used = int(used_per_step[-1])
+        self.tick += k
+        self.steps += k
+        self.busy_s += float(durations.sum())
+        self.sequence_steps += n * k
+        self.itl_runs.append((durations, n))
+        end = float(ends[-1])
+        self.last_decode_end = self.clock = end
+        heap, t, tick = self.heap, self.table, self.tick
+        while heap and heap[0][0] <= tick:
+            _, rid, ep = heapq.heappop(heap)
+            if t.epoch[rid] == ep and t.state[rid] == DECODE:
+                self._finish(rid, end)
+        return True

@@ -1,0 +1,117 @@
+"""Fast, exact engine-step times for the simulator (:class:`StepCostModel`).
+
+The simulator runs tens of thousands of engine steps per simulation, so calling
+:func:`guide_opt.perf.step.step_time` (about 15 us) for every step would dominate. This
+module evaluates the *same* function faster by using its structure:
+
+For a fixed ``(new_tokens, sequences, pipeline_fill)`` only the attention operator depends on
+``attended_tokens`` (A) and ``kv_read_tokens`` (R), and it is a roofline
+``max(alpha * A', gamma + beta * R' + delta * A')`` of the per-micro-batch shares
+``A' = A / m``, ``R' = R / m`` (``m`` micro-batches under pipeline parallelism), counted
+``rounds x layers_per_stage`` times. So::
+
+    step_time(nt, seq, A, R) = base(nt, seq) + rounds * layers * (attention(A', R') - attention(0, 0))
+
+where ``base`` is ``step_time`` itself at ``A = R = 0`` (memoised per key) and the per-unit
+coefficients ``alpha, beta, delta`` and the per-token ``gamma`` are read off
+:func:`guide_opt.perf.step.layer_operator_times` once. The decomposition is *checked* against
+``step_time`` on probe shapes (compute- and memory-bound, every pipeline mode) when the model is
+built; if the performance model ever stops having this structure, :attr:`exact_shortcut` is
+False and every call goes straight to ``step_time`` (slower, still exact).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from guide_opt.perf.config import ServingConfig
+from guide_opt.perf.step import StepShape, layer_operator_times, step_time
+
+#: Relative tolerance of the self-check against ``step_time`` (float rounding only).
+SHORTCUT_RELATIVE_TOLERANCE = 1e-9
+_PROBE = 1.0e6
+
+
+class StepCostModel:
+    """Seconds of one engine step of ``config``, equal to ``step_time(config, shape).time_s``.
+
+    Call :meth:`time_s` with the step's shape fields; :meth:`decode_times_s` evaluates a run
+    of pure-decode steps at once (numpy). Not thread-safe (it memoises).
+    """
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self._layers = config.layers_per_stage
+        self._pp = config.pp
+        self._cache: dict[tuple[int, int, bool], tuple[float, float, float, float]] = {}
+        zero = layer_operator_times(config, StepShape(1, 1, 0.0, 0.0))["attention"]
+        by_attended = layer_operator_times(config, StepShape(1, 1, _PROBE, 0.0))["attention"]
+        by_read = layer_operator_times(config, StepShape(1, 1, 0.0, _PROBE))["attention"]
+        self._alpha = by_attended.compute_time_s / _PROBE
+        self._delta = (by_attended.memory_time_s - zero.memory_time_s) / _PROBE
+        self._beta = (by_read.memory_time_s - zero.memory_time_s) / _PROBE
+        self._gamma_per_token = zero.memory_time_s
+        self.exact_shortcut = self._self_check()
+        self.min_step_s = self.time_s(1, 1, 1.0, 0.0, False)
+        """Lower bound of any step's duration (one decode token, empty context), s."""
+
+    # ---- the decomposition ------------------------------------------------------------------
+    def _entry(self, new_tokens: int, sequences: int, fill: bool) -> tuple[float, float, float, float]:
+        if self._pp == 1:
+            micro, rounds = 1, 1
+        else:
+            micro = max(1, min(self._pp, sequences))
+            rounds = micro + self._pp - 1 if fill else self._pp
+        base = step_time(self.config, StepShape(new_tokens, sequences, 0.0, 0.0), pipeline_fill=fill).time_s
+        gamma = self._gamma_per_token * math.ceil(new_tokens / micro)
+        entry = (base, float(rounds * self._layers), 1.0 / micro, gamma)
+        self._cache[(new_tokens, sequences, fill)] = entry
+        return entry
+
+    def time_s(self, new_tokens: int, sequences: int, attended_tokens: float, kv_read_tokens: float, pipeline_fill: bool) -> float:
+        """Seconds of a step of this shape (see :class:`guide_opt.perf.step.StepShape`)."""
+        if not self.exact_shortcut:
+            shape = StepShape(new_tokens, sequences, attended_tokens, kv_read_tokens)
+            return step_time(self.config, shape, pipeline_fill=pipeline_fill).time_s
+        entry = self._cache.get((new_tokens, sequences, pipeline_fill))
+        if entry is None:
+            entry = self._entry(new_tokens, sequences, pipeline_fill)
+        base, scale, inv_micro, gamma = entry
+        a = attended_tokens * inv_micro
+        compute = self._alpha * a
+        memory = gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a
+        return base + scale * ((compute if compute > memory else memory) - gamma)
+
+    def decode_times_s(self, sequences: int, kv_read_tokens: np.ndarray) -> np.ndarray:
+        """Seconds of pure-decode steps of ``sequences`` sequences reading ``kv_read_tokens`` (array) of KV.
+
+        Each sequence attends to its cached tokens plus itself: ``attended = kv_read + sequences``.
+        """
+        kv_read_tokens = np.asarray(kv_read_tokens, dtype=float)
+        if not self.exact_shortcut:
+            return np.array([self.time_s(sequences, sequences, r + sequences, r, False) for r in kv_read_tokens])
+        entry = self._cache.get((sequences, sequences, False)) or self._entry(sequences, sequences, False)
+        base, scale, inv_micro, gamma = entry
+        a = (kv_read_tokens + sequences) * inv_micro
+        attention = np.maximum(self._alpha * a, gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a)
+        return base + scale * (attention - gamma)
+
+    # ---- self-check ---------------------------------------------------------------------------
+    def _self_check(self) -> bool:
+        self.exact_shortcut = True
+        probes = []
+        for new_tokens, sequences in ((1, 1), (7, 7), (256, 256), (4096, 2), (8192, 40), (513, 1)):
+            for context in (0.0, 100.0, 4000.0, 32000.0):
+                kv_read = context * sequences
+                attended = kv_read + new_tokens * (new_tokens + 1) / 2 / max(1, sequences)
+                probes.append((new_tokens, sequences, attended, kv_read))
+        for fill in (False, True):
+            for shape in probes:
+                expected = step_time(self.config, StepShape(*shape), pipeline_fill=fill).time_s
+                got = self.time_s(*shape, fill)
+                if not abs(got - expected) <= SHORTCUT_RELATIVE_TOLERANCE * abs(expected):
+                    self._cache.clear()
+                    return False
+        return True

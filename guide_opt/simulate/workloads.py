@@ -1,0 +1,337 @@
+"""Request streams for the simulator: token lengths (:class:`LengthDistribution`) and arrivals (:class:`Workload`).
+
+Lengths (``input_tokens`` = prompt, ``output_tokens`` = generated tokens per request):
+
+- :class:`FixedLengths` -- every request the same.
+- :data:`PRESETS` -- ``short``, ``long``, ``conversational`` (GUIDE's web form offers these three
+  names without numbers; the numbers are guide-opt's, sourced in :data:`PRESET_SOURCES`).
+- :class:`HistogramLengths` -- independent input and output histograms of ``(tokens, weight)``.
+- :class:`~guide_opt.simulate.trace_generator.JointBinnedLengths` -- LLM-Pilot's generator:
+  joint multi-dimensional bins fitted to a trace, preserving the input/output correlation.
+
+Arrivals (:class:`Workload`): open loop (Poisson, ``request_rate_per_s``), closed loop
+(``concurrent_users`` users, each sending its next request the moment the previous one
+completes, no think time, as in LLM-Pilot's load tests), or a burst (every request present at
+t = 0, an offline batch job).
+
+:func:`workload_from_spec` builds a :class:`Workload` from the dict a problem file holds; bad
+input raises :class:`~guide_opt.errors.InputError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+
+from guide_opt.errors import InputError, closest_ids
+
+
+class LengthDistribution(abc.ABC):
+    """A distribution of (input_tokens, output_tokens) pairs, sampled with a numpy Generator."""
+
+    @abc.abstractmethod
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n`` requests: (input_tokens, output_tokens), two int64 arrays of values >= 1."""
+
+    @property
+    @abc.abstractmethod
+    def mean_input_tokens(self) -> float:
+        """Expected prompt tokens per request."""
+
+    @property
+    @abc.abstractmethod
+    def mean_output_tokens(self) -> float:
+        """Expected generated tokens per request."""
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able description (the workload-spec form where one exists)."""
+
+
+@dataclass(frozen=True)
+class FixedLengths(LengthDistribution):
+    """Every request has ``input_tokens`` prompt tokens and ``output_tokens`` generated tokens."""
+
+    input_tokens: int
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.input_tokens < 1 or self.output_tokens < 1:
+            raise ValueError("input_tokens and output_tokens must be at least 1")
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` copies of the fixed pair (the generator is not advanced)."""
+        return np.full(n, self.input_tokens, dtype=np.int64), np.full(n, self.output_tokens, dtype=np.int64)
+
+    @property
+    def mean_input_tokens(self) -> float:
+        """The fixed prompt length."""
+        return float(self.input_tokens)
+
+    @property
+    def mean_output_tokens(self) -> float:
+        """The fixed output length."""
+        return float(self.output_tokens)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"input_tokens": ..., "output_tokens": ...}``."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+def _normalise_bins(bins: Any, name: str) -> tuple[tuple[int, float], ...]:
+    pairs = tuple((int(tokens), float(weight)) for tokens, weight in bins)
+    if not pairs:
+        raise ValueError(f"{name} histogram is empty")
+    if any(tokens < 1 for tokens, _ in pairs) or any(not (weight >= 0 and math.isfinite(weight)) for _, weight in pairs):
+        raise ValueError(f"{name} histogram needs tokens >= 1 and finite weights >= 0")
+    if sum(weight for _, weight in pairs) <= 0:
+        raise ValueError(f"{name} histogram weights sum to zero")
+    return pairs
+
+
+@dataclass(frozen=True)
+class HistogramLengths(LengthDistribution):
+    """Independent input and output lengths, each drawn from ``(tokens, weight)`` bins.
+
+    A bin is a point mass: a draw returns exactly its ``tokens``. Weights need not sum to 1.
+    Input and output are independent (use :class:`~guide_opt.simulate.trace_generator.JointBinnedLengths`
+    to keep their correlation).
+    """
+
+    input_bins: tuple[tuple[int, float], ...]
+    output_bins: tuple[tuple[int, float], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_bins", _normalise_bins(self.input_bins, "input"))
+        object.__setattr__(self, "output_bins", _normalise_bins(self.output_bins, "output"))
+
+    @staticmethod
+    def _draw(rng: np.random.Generator, bins: tuple[tuple[int, float], ...], n: int) -> np.ndarray:
+        tokens = np.array([t for t, _ in bins], dtype=np.int64)
+        weights = np.array([w for _, w in bins], dtype=float)
+        return tokens[rng.choice(tokens.size, size=n, p=weights / weights.sum())]
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw inputs then outputs, each bin with probability proportional to its weight."""
+        return self._draw(rng, self.input_bins, n), self._draw(rng, self.output_bins, n)
+
+    @staticmethod
+    def _mean(bins: tuple[tuple[int, float], ...]) -> float:
+        return sum(t * w for t, w in bins) / sum(w for _, w in bins)
+
+    @property
+    def mean_input_tokens(self) -> float:
+        """Weighted mean of the input bins."""
+        return self._mean(self.input_bins)
+
+    @property
+    def mean_output_tokens(self) -> float:
+        """Weighted mean of the output bins."""
+        return self._mean(self.output_bins)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"histogram": {"input": [[tokens, weight], ...], "output": [...]}}``."""
+        return {"histogram": {"input": [list(b) for b in self.input_bins], "output": [list(b) for b in self.output_bins]}}
+
+
+# ---- presets ---------------------------------------------------------------------------------
+#: ShareGPT-like conversational lengths: 16 equal-weight bins per side, each the conditional mean
+#: of one sixteenth of a lognormal with the ShareGPT means (input 161, output 338 tokens) and
+#: guide-opt's chosen log-space spreads (sigma 1.0 input, 0.8 output). Independent sides.
+_CONVERSATIONAL_INPUT = (15, 26, 36, 45, 55, 65, 77, 90, 106, 124, 146, 175, 213, 270, 370, 764)
+_CONVERSATIONAL_OUTPUT = (53, 85, 109, 132, 154, 178, 203, 231, 262, 297, 339, 391, 458, 553, 712, 1252)
+
+#: Preset name -> length distribution. GUIDE's form (Figure 12) offers "Short / Long /
+#: Conversational" without numbers; these numbers are guide-opt's choices, sourced below.
+PRESETS: dict[str, LengthDistribution] = {
+    "short": FixedLengths(128, 256),
+    "long": FixedLengths(1024, 256),
+    "conversational": HistogramLengths(tuple((t, 1.0) for t in _CONVERSATIONAL_INPUT), tuple((t, 1.0) for t in _CONVERSATIONAL_OUTPUT)),
+}
+
+#: Where each preset's numbers come from (and what is guide-opt's own choice).
+PRESET_SOURCES: dict[str, str] = {
+    "short": "128 prompt / 256 output tokens: the shortest prompt and the fixed output length of GUIDE's evaluation "
+             "(arXiv 2412.04788 Sec. 5.1: prompts 128-1024, outputs fixed at 256); choosing them as 'short' is guide-opt's",
+    "long": "1024 prompt / 256 output tokens: the longest prompt and the fixed output of GUIDE's evaluation (Sec. 5.1); "
+            "choosing them as 'long' is guide-opt's",
+    "conversational": "ShareGPT means as reported by the vLLM paper (Kwon et al., SOSP 2023, Fig. 11: mean input 161.31, "
+                      "mean output 337.99 tokens; not re-measured here); the lognormal shape (sigma 1.0 / 0.8), the 16-bin "
+                      "discretisation and independence of input and output are guide-opt choices",
+}
+
+
+# ---- arrivals --------------------------------------------------------------------------------
+Arrival = Literal["poisson", "closed", "burst"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Token lengths plus an arrival process.
+
+    request_rate_per_s: open loop, Poisson arrivals at this mean rate (requests/s).
+    concurrent_users: closed loop, this many users each with one request in flight.
+    Neither: a burst, every request present at t = 0 (an offline batch job). Not both.
+    """
+
+    lengths: LengthDistribution
+    request_rate_per_s: float | None = None
+    concurrent_users: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.request_rate_per_s is not None and self.concurrent_users is not None:
+            raise ValueError("give request_rate_per_s or concurrent_users, not both")
+        if self.request_rate_per_s is not None and not (self.request_rate_per_s > 0 and math.isfinite(self.request_rate_per_s)):
+            raise ValueError(f"request_rate_per_s must be positive and finite, got {self.request_rate_per_s}")
+        if self.concurrent_users is not None and self.concurrent_users < 1:
+            raise ValueError(f"concurrent_users must be at least 1, got {self.concurrent_users}")
+
+    @property
+    def arrival(self) -> Arrival:
+        """``poisson`` (open loop), ``closed`` (closed loop) or ``burst``."""
+        if self.request_rate_per_s is not None:
+            return "poisson"
+        return "closed" if self.concurrent_users is not None else "burst"
+
+    @staticmethod
+    def open_loop(lengths: LengthDistribution, request_rate_per_s: float) -> "Workload":
+        """Poisson arrivals at ``request_rate_per_s``."""
+        return Workload(lengths, request_rate_per_s=request_rate_per_s)
+
+    @staticmethod
+    def closed_loop(lengths: LengthDistribution, concurrent_users: int) -> "Workload":
+        """``concurrent_users`` users, each sending its next request when the previous completes."""
+        return Workload(lengths, concurrent_users=concurrent_users)
+
+    @staticmethod
+    def burst(lengths: LengthDistribution) -> "Workload":
+        """Every request arrives at t = 0."""
+        return Workload(lengths)
+
+    def mean_token_lengths(self) -> tuple[int, int]:
+        """Mean (input_tokens, output_tokens) per request rounded to whole tokens (>= 1): the static model's inputs."""
+        return max(1, round(self.lengths.mean_input_tokens)), max(1, round(self.lengths.mean_output_tokens))
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description: the lengths' spec plus the arrival keys."""
+        out = dict(self.lengths.spec())
+        if self.request_rate_per_s is not None:
+            out["request_rate_per_s"] = self.request_rate_per_s
+        if self.concurrent_users is not None:
+            out["concurrent_users"] = self.concurrent_users
+        return out
+
+
+# ---- problem-file form -----------------------------------------------------------------------
+class HistogramSpec(BaseModel):
+    """``histogram:`` -- input and output bins as ``[tokens, weight]`` pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[tuple[PositiveInt, PositiveFloat]]
+    output: list[tuple[PositiveInt, PositiveFloat]]
+
+
+class WorkloadSpec(BaseModel):
+    """The workload block of a problem file (validated; exactly one length form).
+
+    Length forms: ``input_tokens`` + ``output_tokens`` | ``preset`` | ``histogram`` | ``trace``
+    (a CSV with columns ``n_input_tokens,n_output_tokens``; ``trace_bins`` bins per column,
+    default 64 as in LLM-Pilot). Arrival: at most one of ``request_rate_per_s`` /
+    ``concurrent_users``; neither means every request arrives at t = 0.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: PositiveInt | None = None
+    output_tokens: PositiveInt | None = None
+    preset: str | None = None
+    histogram: HistogramSpec | None = None
+    trace: str | None = None
+    trace_bins: PositiveInt = 64
+    request_rate_per_s: PositiveFloat | None = None
+    concurrent_users: PositiveInt | None = None
+
+
+_LENGTH_FORMS = "input_tokens + output_tokens, preset, histogram or trace"
+
+
+def _pydantic_to_input_error(field: str, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    path = field
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    if err["type"] == "extra_forbidden":
+        return InputError(path, "unknown key", f"remove it; a workload takes {_LENGTH_FORMS}, plus request_rate_per_s or concurrent_users")
+    if err["type"] == "missing":
+        return InputError(path, "required key is missing", "add it")
+    return InputError(path, err["msg"], f"got {err.get('input')!r}")
+
+
+def workload_from_spec(spec: dict[str, Any], *, field: str = "workload", base_dir: str | Path | None = None) -> Workload:
+    """Build a :class:`Workload` from a problem file's workload dict.
+
+    Accepts exactly one length form -- ``{input_tokens, output_tokens}`` | ``{preset: NAME}`` |
+    ``{histogram: {input: [[tokens, weight], ...], output: [...]}}`` | ``{trace: PATH}`` (plus
+    optional ``trace_bins``) -- and optionally ``request_rate_per_s`` or ``concurrent_users``.
+    Relative trace paths are resolved against ``base_dir`` (e.g. the problem file's folder).
+    Raises :class:`InputError` naming ``field`` (dotted path) and the fix.
+    """
+    if not isinstance(spec, dict):
+        raise InputError(field, f"expected a mapping, got {type(spec).__name__}", f"give {_LENGTH_FORMS}")
+    try:
+        parsed = WorkloadSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise _pydantic_to_input_error(field, exc) from None
+    forms = [name for name, present in (
+        ("input_tokens/output_tokens", parsed.input_tokens is not None or parsed.output_tokens is not None),
+        ("preset", parsed.preset is not None),
+        ("histogram", parsed.histogram is not None),
+        ("trace", parsed.trace is not None),
+    ) if present]
+    if not forms:
+        raise InputError(field, "no token lengths given", f"add one of {_LENGTH_FORMS}")
+    if len(forms) > 1:
+        raise InputError(field, f"several length forms given ({', '.join(forms)})", f"keep exactly one of {_LENGTH_FORMS}")
+    if parsed.request_rate_per_s is not None and parsed.concurrent_users is not None:
+        raise InputError(f"{field}.concurrent_users", "both request_rate_per_s and concurrent_users are set",
+                         "keep request_rate_per_s for open-loop Poisson arrivals or concurrent_users for a closed loop")
+    if "trace_bins" in spec and parsed.trace is None:
+        raise InputError(f"{field}.trace_bins", "trace_bins applies only to a trace", "remove it or add trace: PATH")
+    lengths: LengthDistribution
+    if forms[0] == "input_tokens/output_tokens":
+        missing = "output_tokens" if parsed.output_tokens is None else "input_tokens" if parsed.input_tokens is None else None
+        if missing:
+            raise InputError(f"{field}.{missing}", "required with the other fixed length", "give both input_tokens and output_tokens")
+        lengths = FixedLengths(parsed.input_tokens, parsed.output_tokens)
+    elif forms[0] == "preset":
+        lengths = preset_lengths(parsed.preset, field=f"{field}.preset")
+    elif forms[0] == "histogram":
+        for side in ("input", "output"):
+            if not getattr(parsed.histogram, side):
+                raise InputError(f"{field}.histogram.{side}", "no bins", "add at least one [tokens, weight] pair")
+        lengths = HistogramLengths(tuple(parsed.histogram.input), tuple(parsed.histogram.output))
+    else:
+        from guide_opt.simulate.trace_generator import JointBinnedLengths
+
+        path = Path(parsed.trace)
+        if base_dir is not None and not path.is_absolute():
+            path = Path(base_dir) / path
+        lengths = JointBinnedLengths.from_csv(path, max_bins_per_column=parsed.trace_bins, field=f"{field}.trace")
+    return Workload(lengths, request_rate_per_s=parsed.request_rate_per_s, concurrent_users=parsed.concurrent_users)
+
+
+def preset_lengths(name: str, *, field: str = "preset") -> LengthDistribution:
+    """The preset ``name`` (see :data:`PRESETS`), or an :class:`InputError` naming ``field``."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        near = closest_ids(name, list(PRESETS))
+        hint = f"did you mean {', '.join(near)}?" if near else f"use one of {', '.join(PRESETS)}"
+        raise InputError(field, f"unknown preset '{name}'", hint) from None

@@ -1,0 +1,58 @@
+"""The simulator's fast step cost equals perf.step.step_time, and falls back to it when it cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.simulate import step_cost
+from guide_opt.simulate.step_cost import StepCostModel
+
+VARIANTS = [
+    ("llama-2-7b", "a100-80gb-sxm", {}),
+    ("llama-2-7b", "a100-80gb-sxm", {"pp": 2}),
+    ("llama-2-13b", "a100-40gb", {"tp": 2, "pp": 2, "flash_attention": False}),
+    ("llama-3.1-8b", "h100-sxm", {"tp": 4, "h2o_kept_fraction": 0.5, "kv_cache_dtype": "fp8"}),
+    ("mixtral-8x7b", "h100-sxm", {"tp": 2}),
+]
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}-{'-'.join(f'{k}{w}' for k, w in v[2].items())}")
+def model(request, make_config):
+    llm, gpu, fields = request.param
+    config = make_config(llm=llm, gpu=gpu, **fields)
+    return StepCostModel(config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 9000), st.integers(1, 300), st.floats(0, 2e6), st.floats(0, 3e7), st.booleans())
+def test_equals_step_time(model, new_tokens, sequences, kv_read, extra_attended, fill):
+    sequences = min(sequences, new_tokens)
+    shape = StepShape(new_tokens, sequences, kv_read + extra_attended, kv_read)
+    expected = step_time(model.config, shape, pipeline_fill=fill).time_s
+    assert model.exact_shortcut
+    assert model.time_s(new_tokens, sequences, shape.attended_tokens, kv_read, fill) == pytest.approx(expected, rel=1e-9)
+
+
+def test_vectorised_decode_equals_scalar(model):
+    kv_read = np.array([0.0, 64.0, 5e3, 2e5, 1.5e6])
+    times = model.decode_times_s(32, kv_read)
+    for value, r in zip(times, kv_read):
+        assert value == pytest.approx(step_time(model.config, StepShape(32, 32, r + 32, r)).time_s, rel=1e-9)
+
+
+def test_a_model_without_the_structure_falls_back_to_step_time(make_config, monkeypatch):
+    config = make_config()
+    real = step_cost.step_time
+
+    def bent(cfg, shape, *, pipeline_fill=False):  # pretend the KV read also slows the MLP
+        t = real(cfg, shape, pipeline_fill=pipeline_fill)
+        return type(t)(t.time_s + 1e-9 * shape.kv_read_tokens ** 1.5, t.compute_s, t.memory_s, t.network_s, t.overhead_s)
+
+    monkeypatch.setattr(step_cost, "step_time", bent)
+    fallback = StepCostModel(config)
+    assert not fallback.exact_shortcut
+    assert fallback.time_s(64, 64, 64 * 1001.0, 64 * 1000.0, False) == bent(config, StepShape(64, 64, 64 * 1001.0, 64 * 1000.0)).time_s
