@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "guide_opt.cli.estimate_cmd",
     "guide_opt.cli.catalog_cmd",
     "guide_opt.cli.solve_cmd",
+    "guide_opt.cli.validate_cmd",
+    "guide_opt.cli.calibrate_cmd",
     "guide_opt.cli.simulate_cmd",
 )
 

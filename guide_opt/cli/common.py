@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
 from guide_opt.catalog import load_catalog
 from guide_opt.errors import InputError
+from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
+
+if TYPE_CHECKING:
+    from guide_opt.validation.calibration import Calibration
 
 positive_int = click.IntRange(min=1)
 
+#: Key under which ``--calibration`` leaves the loaded file in the click context's ``meta``.
+CALIBRATION_META_KEY = "guide_opt.calibration"
+
+
+def _load_calibration_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--calibration FILE`` callback: load and validate the file, keep it for :func:`build_config`."""
+    if value is None:
+        return None
+    from guide_opt.validation.calibration import load_calibration
+
+    ctx.meta[CALIBRATION_META_KEY] = (value, load_calibration(value))
+    return None
+
 
 def replica_options(func: Callable) -> Callable:
-    """Add --model --gpu --tp --pp --framework --quantization --kv-cache-dtype to a command."""
+    """Add --model --gpu --tp --pp --framework --quantization --kv-cache-dtype --calibration to a command.
+
+    ``--calibration FILE`` is not passed to the command function: it is loaded into the click
+    context and :func:`build_config` picks it up, so every verb built on these options honours it.
+    """
     options = [
         click.option("--model", "model", required=True, help="LLM catalog id (see 'guide-opt models list') or path to a HuggingFace config.json."),
         click.option("--gpu", "gpu", required=True, help="GPU id (see 'guide-opt hardware list')."),
@@ -24,6 +45,8 @@ def replica_options(func: Callable) -> Callable:
         click.option("--framework", default="vllm", show_default=True, help="Serving engine: vllm, sglang, tensorrt-llm, deepspeed-fastgen."),
         click.option("--quantization", default="bf16", show_default=True, help="bf16 (alias fp16), fp8, w8a8 or w4a16."),
         click.option("--kv-cache-dtype", type=click.Choice(["fp16", "fp8"]), default="fp16", show_default=True, help="KV-cache precision."),
+        click.option("--calibration", type=click.Path(dir_okay=False), default=None, expose_value=False, callback=_load_calibration_option,
+                     help="Calibration YAML from 'guide-opt calibrate': its fitted efficiency factors for this GPU and framework replace the framework defaults."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), func)
 
@@ -42,14 +65,25 @@ def build_config(
     output_tokens: int = 128,
     flash_attention: bool = True,
     h2o_kept_fraction: float = 1.0,
+    calibration: "Calibration | Mapping[tuple[str, str], EfficiencyFactors] | None" = None,
 ) -> ServingConfig:
-    """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option."""
+    """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
+
+    ``calibration``: a :class:`~guide_opt.validation.calibration.Calibration` (or a mapping
+    ``(gpu id, framework id) -> EfficiencyFactors``) whose factors for this GPU and framework
+    become ``ServingConfig.efficiency``. When None, the file given with ``--calibration`` to
+    the running command (if any) is used. Without an entry for the pair, the framework's
+    default factors stay in force (a note says so on stderr).
+    """
     catalog = load_catalog()
+    llm_spec, gpu_spec = catalog.llm(model, field="--model"), catalog.gpu(gpu, field="--gpu")
+    framework_spec = catalog.framework(framework, field="--framework")
+    quantization_spec = catalog.quantization(quantization, field="--quantization")
     config = ServingConfig(
-        llm=catalog.llm(model, field="--model"),
-        gpu=catalog.gpu(gpu, field="--gpu"),
-        framework=catalog.framework(framework, field="--framework"),
-        quantization=catalog.quantization(quantization, field="--quantization"),
+        llm=llm_spec,
+        gpu=gpu_spec,
+        framework=framework_spec,
+        quantization=quantization_spec,
         tp=tp,
         pp=pp,
         batch=batch,
@@ -58,9 +92,27 @@ def build_config(
         kv_cache_dtype=kv_cache_dtype,
         flash_attention=flash_attention,
         h2o_kept_fraction=h2o_kept_fraction,
+        efficiency=_calibrated_factors(calibration, gpu, framework),
     )
     reason = config.unsupported_reason()
     if reason:
         option = "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason else "--kv-cache-dtype" if "KV cache" in reason else "options"
         raise InputError(option, reason, "choose a supported value")
     return config
+
+
+def _calibrated_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:
+    """Factors for (``gpu``, ``framework``) from ``calibration`` or from the ``--calibration`` file of the running command."""
+    label = "the given calibration"
+    if calibration is None:
+        ctx = click.get_current_context(silent=True)
+        loaded = ctx.find_root().meta.get(CALIBRATION_META_KEY) if ctx is not None else None
+        if loaded is None:
+            return None
+        label, calibration = loaded
+    from guide_opt.validation.accuracy import resolve_factors
+
+    factors = resolve_factors(calibration, gpu, framework)
+    if factors is None:
+        click.echo(f"note: {label} has no factors for {gpu} / {framework}; using the framework's default efficiency factors", err=True)
+    return factors

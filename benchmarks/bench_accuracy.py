@@ -1,0 +1,289 @@
+"""Prediction accuracy of guide-opt against measured public data (RESULTS.md section 1).
+
+Run from the repository root::
+
+    python benchmarks/bench_accuracy.py            # print the section as Markdown
+    python benchmarks/bench_accuracy.py --write    # also replace section 1 of benchmarks/RESULTS.md
+
+What it measures (no timing assertions; wall times are informative only):
+
+1. LMDeploy TurboMind on A100-80G (Llama-2 7B/13B/70B) with the *default* efficiency factors
+   of the ``tensorrt-llm`` profile (the profile chosen for TurboMind, see
+   ``guide_opt/validation/datasets.py``), and, as a sensitivity check, the ``vllm`` profile.
+2. Every source with the default factors, per source, GPU and metric (GUIDE Tables 1-2 form).
+3. Calibration scored leave-one-LLM-out per source: factors fitted per (GPU, framework) on
+   the other LLMs' rows of the same source, held-out rows predicted with them.
+4. LLM-Pilot's recommendation benchmark (Eq. 1-7), calibrated on the other decoder-only LLMs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from guide_opt.catalog import load_catalog
+from guide_opt.validation.accuracy import AccuracyRow, evaluate, summarize
+from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
+from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
+from guide_opt.validation.llm_pilot import run_benchmark
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION_RE = re.compile(r"## 1\. Prediction accuracy\n.*?(?=\n## 2\.)", re.S)
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def detail_rows(rows: list[AccuracyRow]) -> list[list[str]]:
+    return [[r.source, r.gpu, METRIC_LABELS[r.metric], f"{r.mape:.1f}", f"{r.median_ape:.1f}", f"{r.bias:+.1f}", str(r.count)] for r in rows]
+
+
+def guide_form(rows: list[AccuracyRow]) -> str:
+    """GUIDE's Tables 1-2 layout: metric lines, one MAPE column per (source, GPU)."""
+    cols = sorted({(r.source, r.gpu) for r in rows})
+    cells = {(r.source, r.gpu, r.metric): r for r in rows}
+    body = []
+    for metric in METRICS:
+        if any((s, g, metric) in cells for s, g in cols):
+            body.append([METRIC_LABELS[metric]] + [f"{cells[(s, g, metric)].mape:.1f}" if (s, g, metric) in cells else "-" for s, g in cols])
+    return md_table(["Error metric (MAPE %)"] + [f"{s}<br>{g}" for s, g in cols], body)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _so_values(rows: list[list[str]]) -> list[float]:
+    return [float(r[-1]) for r in rows if r[0].startswith("guide-opt")]
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="replace section 1 of benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    catalog, data_dir = load_catalog(), default_data_dir()
+    out: list[str] = ["## 1. Prediction accuracy", ""]
+    started = time.perf_counter()
+    machine = f"{_cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+    out += [
+        "Produced by `python benchmarks/bench_accuracy.py --write` (machine: " + machine + "; CPU only, no GPU involved).",
+        "Data: `shared/data/` (see its README and SCHEMA files). Errors are (predicted - measured) / measured:",
+        "MAPE = mean |error|, median APE, bias = mean signed error (positive: guide-opt predicts too high), n = compared",
+        "(row, metric) pairs. Default efficiency factors are the documented, unfitted values of `hardware_db/frameworks/*.yaml`.",
+        "",
+    ]
+
+    # ---- 1.1 LMDeploy, default factors -------------------------------------------------------
+    lmdeploy = load_source("lmdeploy", catalog, data_dir)
+    primary = evaluate(lmdeploy.rows, catalog)
+    vllm_rows = [replace(m, framework="vllm") for m in lmdeploy.rows]
+    alt = evaluate(vllm_rows, catalog)
+    out += [
+        "### 1.1 First table: LMDeploy TurboMind, Llama-2 7B/13B/70B on A100-80G SXM, default factors",
+        "",
+        "`guide-opt validate --source lmdeploy` (TurboMind predicted with the `tensorrt-llm` profile: a C++ engine of the",
+        "FasterTransformer lineage with whole-prompt prefill and no Python scheduler, like TensorRT-LLM; chosen before",
+        "looking at errors. The `vllm` profile is shown as a sensitivity check only). Batch 1-64, TP 1 (7B, 13B) and 4 (70B),",
+        "prompt 1/128/2048 and output 128/2048 tokens. TTFT = `FTL_avg_s` (mean over the batch, as guide-opt's TTFT), TPOT =",
+        "`token_latency_p50_s` (transcribed to 1 ms resolution, so 7B TPOTs carry about +-5% rounding); 1-token prompts",
+        "keep TPOT/throughput but not TTFT.",
+        "",
+    ]
+    table = []
+    for label, result in (("tensorrt-llm profile (primary)", primary), ("vllm profile (sensitivity)", alt)):
+        for r in summarize(result.comparisons):
+            table.append([label, METRIC_LABELS[r.metric], f"{r.mape:.1f}", f"{r.median_ape:.1f}", f"{r.bias:+.1f}", str(r.count)])
+    out += [md_table(["profile", "metric", "MAPE %", "median APE %", "bias %", "n"], table), ""]
+    per_llm = []
+    for llm in sorted({m.llm for m in lmdeploy.rows}):
+        rows = summarize([c for c in primary.comparisons if c.measurement.llm == llm])
+        per_llm.append([llm] + [next((f"{r.mape:.1f}" for r in rows if r.metric == metric), "-") for metric in ("ttft_ms", "tpot_ms", "throughput_tokens_per_s")])
+    out += ["Per LLM (tensorrt-llm profile, MAPE %):", "", md_table(["LLM", "TTFT", "TPOT", "Throughput"], per_llm), ""]
+    skipped = dict(lmdeploy.skipped) | dict(primary.skipped)
+    out += ["Skipped: " + "; ".join(f"{v} x {k}" for k, v in skipped.items()) + ".", ""]
+
+    # ---- 1.2 every source, default factors ---------------------------------------------------
+    all_rows, all_skipped, sources = [], {}, {}
+    for name in sorted(SOURCES):
+        data = load_source(name, catalog, data_dir)
+        sources[name] = data
+        result = evaluate(data.rows, catalog)
+        all_rows += summarize(result.comparisons)
+        all_skipped[name] = dict(data.skipped) | dict(result.skipped)
+    out += [
+        "### 1.2 Every source, default factors",
+        "",
+        "`guide-opt validate` (JSON: `guide-opt validate --format json`). Mappings: LLM-Inference-Bench A100 = `a100-40gb`",
+        "(the catalog's A100 40GB is the PCIe card; Argonne's Polaris A100s are SXM4 40GB, so TP > 1 rows get PCIe links),",
+        "H100 = `h100-sxm` (form factor not stated), vLLM -> `vllm`, TensorRT-LLM -> `tensorrt-llm`; its throughput is output",
+        "tokens / batch latency, i.e. the latency again (report-only, not fitted). LLM-Pilot (TGIS) -> `vllm` profile,",
+        "closed loop of u users = static batch of u with the row's mean lengths, TTFT = predicted mean TTFT vs median TTFT,",
+        "ITL = predicted batch cycle time per output token vs median ITL; rows with > 10% failed requests skipped; its",
+        "throughput (successful output tokens / 120 s, client-side time included) is report-only, not fitted.",
+        "TensorRT-LLM perf: v0.5.0 static-batch throughput and batch-1 first-token latency tables only.",
+        "",
+        guide_form(all_rows),
+        "",
+        "<details><summary>Per source, GPU and metric: MAPE, median APE, bias, n</summary>",
+        "",
+        md_table(["source", "gpu", "metric", "MAPE %", "median APE %", "bias %", "n"], detail_rows(all_rows)),
+        "",
+        "</details>",
+        "",
+        "Skipped rows (reason: count):",
+        "",
+    ]
+    for name, reasons in all_skipped.items():
+        out.append(f"- **{name}**: " + "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
+    out.append("")
+
+    # ---- 1.3 calibration, leave-one-LLM-out ----------------------------------------------------
+    out += [
+        "### 1.3 Calibrated, scored on held-out LLMs (leave-one-LLM-out within each source)",
+        "",
+        "For each source and each LLM L: factors fitted per (GPU, framework) on the other LLMs' rows of that source",
+        "(`scipy.optimize.least_squares` on log errors, soft-L1 loss, bounds 0.05-1.0 and 0-20 ms, weak prior towards the",
+        "defaults), then L's rows predicted with them. Same held-out rows in both columns. Reproduce one source's fit with",
+        "`guide-opt calibrate --source NAME --out cal.yaml` (its table prints the same held-out comparison).",
+        "",
+    ]
+    cal_table, pooled = [], {"default": {}, "calibrated": {}}
+    for name, data in sources.items():
+        prepared = prepare_rows(data.rows, catalog)
+        held = leave_one_llm_out(prepared, catalog)
+        for d, c in zip(summarize(held.default), summarize(held.calibrated)):
+            cal_table.append([name, d.gpu, METRIC_LABELS[d.metric], f"{d.mape:.1f}", f"{c.mape:.1f}", f"{d.bias:+.1f}", f"{c.bias:+.1f}", str(c.count)])
+        for kind, comps in (("default", held.default), ("calibrated", held.calibrated)):
+            for c in comps:
+                if c.metric not in c.measurement.report_only:
+                    pooled[kind].setdefault((name, c.metric), []).append(c.ape_percent)
+        if held.no_training_rows:
+            out.append(f"- {name}: held-out rows without training data for their (GPU, framework) keep the defaults: "
+                       + "; ".join(f"{k} ({v})" for k, v in held.no_training_rows.items()))
+    out += ["", md_table(["source", "gpu", "metric", "MAPE default", "MAPE calibrated", "bias default", "bias calibrated", "n"], cal_table), ""]
+
+    # ---- 1.4 targets --------------------------------------------------------------------------
+    target_rows = []
+    for r in all_rows:
+        if r.metric in ("ttft_ms", "tpot_ms") and r.gpu.startswith(("a100", "h100")):
+            target_rows.append([r.source, r.gpu, METRIC_LABELS[r.metric], f"{r.mape:.1f}", "yes" if r.mape <= 30 else "no"])
+    out += ["### 1.4 Against the targets", "",
+            "Uncalibrated TTFT / TPOT MAPE <= 30% on A100/H100 sources (LLM-Inference-Bench has neither metric):", "",
+            md_table(["source", "gpu", "metric", "MAPE %", "<= 30%"], target_rows), ""]
+    held_rows = []
+    for (name, metric), apes in sorted(pooled["calibrated"].items()):
+        mape = statistics.fmean(apes)
+        held_rows.append([name, METRIC_LABELS[metric], f"{statistics.fmean(pooled['default'][(name, metric)]):.1f}", f"{mape:.1f}",
+                          "yes" if mape <= 15 else "no", str(len(apes))])
+    out += ["Calibrated held-out MAPE <= 15% (all GPUs of a source pooled, fitted metrics only):", "",
+            md_table(["source", "metric", "default", "calibrated", "<= 15%", "n"], held_rows), ""]
+
+    # ---- 1.5 LLM-Pilot recommendation ----------------------------------------------------------
+    variants = [("measured", True), ("all", True), ("measured", False)]
+    rec_table, details = [], None
+    for candidates, closed_loop in variants:
+        res = run_benchmark(data_dir, catalog, candidates=candidates, closed_loop=closed_loop)
+        itl = "cycle time / token" if closed_loop else "decode step (TPOT)"
+        for label, s in (("calibrated (leave-one-LLM-out)", res.calibrated), ("default factors", res.default)):
+            rec_table.append([f"guide-opt, {label}", candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
+        if details is None:
+            details, static_all, static_dec = res, res.static_policy_all, res.static_policy_decoder_only
+    n = len(details.calibrated.outcomes)
+    rec_table += [
+        [f"static policy 4 x (1 x A100), same {n} LLMs", "-", "-", pct(static_dec.success_rate), pct(static_dec.mean_overspend), f"{static_dec.so_score:.3f}"],
+        ["static policy 4 x (1 x A100), all 10 LLMs (our ground truth)", "-", "-", pct(static_all.success_rate), pct(static_all.mean_overspend), f"{static_all.so_score:.3f}"],
+        ["paper: LLM-Pilot (XGBoost, 10 LLMs)", "-", "-", "80%", "< 20%", "-"],
+        ["paper: best static policy (10 LLMs)", "-", "-", "50%", "-", "0.65"],
+    ]
+    out += [
+        "### 1.5 LLM-Pilot GPU recommendation benchmark",
+        "",
+        "`guide-opt validate --llm-pilot` (JSON: `--format json`; `--candidates all` for the second line). U = 200 users,",
+        "median nTTFT <= 100 ms/token and median ITL <= 50 ms, u in {1, 2, ..., 128}, pods = ceil(U / u_max), AWS prices of",
+        "`llm_pilot/prices.csv`. Ground truth derived from `llm_pilot_aggregate.csv` with the same rule",
+        "(`llm_pilot_recommendation_groundtruth.csv` is not in shared/data); it reproduces the paper's best static policy",
+        f"(S/O {static_all.so_score:.4f}). Scored: the {n} decoder-only LLMs guide-opt models (the 4 T5-family LLMs are",
+        "encoder-decoder, out of scope). Predictions: static estimator, batch = u, the training LLMs' mean lengths",
+        f"(about {details.workloads[next(iter(details.workloads))].input_tokens} in / "
+        f"{details.workloads[next(iter(details.workloads))].output_tokens} out tokens), TGIS as the `vllm` profile, factors",
+        "fitted per GPU type on the other decoder-only LLMs' TTFT and ITL. `candidates measured`: the profiles LLM-Pilot",
+        "measured for that LLM; `all`: every priced profile (an unmeasured pick counts as a failure). The ITL reading",
+        "`cycle time / token` (batch latency / output tokens) is the default; `decode step` is shown for comparison.",
+        "",
+        md_table(["method", "candidates", "ITL read as", "success", "mean overspend", "S/O"], rec_table),
+        "",
+        "Per LLM (calibrated, candidates measured, default ITL reading):",
+        "",
+    ]
+    per = []
+    for o in details.calibrated.outcomes:
+        rec, best = o.choice, details.truth[o.model].best
+        per.append([o.model, f"{rec.pods} x ({rec.profile})" if rec else "-", f"{rec.cost_usd_per_hour:.2f}" if rec else "-",
+                    f"{best.pods} x ({best.profile})" if best else "-", f"{best.cost_usd_per_hour:.2f}" if best else "-",
+                    "yes" if o.success else "no", pct(o.overspend)])
+    out += [md_table(["LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
+
+    # ---- 1.6 summary ------------------------------------------------------------------------------
+    lm = {r.metric: r for r in summarize(primary.comparisons)}
+    met = [f"{row[0]} {row[1]} {row[2]}" for row in target_rows if row[4] == "yes"]
+    missed = [f"{row[0]} {row[1]} {row[2]} ({row[3]}%)" for row in target_rows if row[4] == "no"]
+    held_met = [f"{row[0]} {row[1]} ({row[3]}%)" for row in held_rows if row[4] == "yes"]
+    out += [
+        "### 1.6 Summary",
+        "",
+        f"- First table (LMDeploy, A100-80G, default `tensorrt-llm` factors): TTFT MAPE {lm['ttft_ms'].mape:.1f}%, "
+        f"TPOT {lm['tpot_ms'].mape:.1f}%, throughput {lm['throughput_tokens_per_s'].mape:.1f}%. For scale, GUIDE reports for its own",
+        "  simulator (vLLM, Tables 1-2): batch latency 33.0% / 25.2%, TTFT 33.3% / 29.6%, decode throughput 51.4% / 25.0%",
+        "  (single / multi GPU).",
+        "- Uncalibrated TTFT/TPOT <= 30% met for: " + ", ".join(met) + "; missed for: " + ", ".join(missed) + ".",
+        "  The misses are LLM-Pilot's TGIS server (an HF-transformers engine much slower per step than the `vllm` profile",
+        "  assumes, in a closed loop the static estimator only approximates) and TensorRT-LLM v0.5 FP8 first-token latency",
+        "  on H100 (4 rows).",
+        "- Calibrated held-out <= 15% met for: " + (", ".join(held_met) or "none") + ". LLM-Inference-Bench batch latency",
+        "  comes close when pooled and is met on H100 and MI300X separately (1.3); calibration cannot remove the structural",
+        "  misses (TurboMind's fixed first-token cost at batch 1 and its serialised long prefills, TGIS queueing) and, with",
+        "  two or three LLMs per group, a held-out LLM with another TP degree can get worse (lmdeploy TPOT, trtllm-perf",
+        "  throughput).",
+        f"- LLM-Pilot recommendation: best guide-opt variant S/O {max(r_so for r_so in _so_values(rec_table)):.3f} vs the",
+        f"  static policy's {static_dec.so_score:.3f} on the same {n} LLMs and the paper's LLM-Pilot (80% success, < 20% overspend).",
+        "  Calibrated factors make the closed-loop ITL pessimistic at 32-64 users (100% success, large overspend); default",
+        "  factors are optimistic (failures). The u_max threshold at ITL = 50 ms sits where TGIS's ITL flattens while its",
+        "  queue grows, which a static batch of u cannot represent; this needs the serving simulator, not the static model.",
+        "",
+    ]
+    out += [f"Wall time of this script: {time.perf_counter() - started:.0f} s.", ""]
+
+    text = "\n".join(out)
+    print(text)
+    if args.write:
+        results = RESULTS.read_text()
+        if not SECTION_RE.search(results):
+            print("error: section '## 1. Prediction accuracy' followed by '## 2.' not found in RESULTS.md", file=sys.stderr)
+            return 1
+        RESULTS.write_text(SECTION_RE.sub(lambda _m: text.rstrip() + "\n", results, count=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Predicted vs measured: per-row comparisons and GUIDE-style error tables.
+
+:func:`evaluate` predicts every :class:`~guide_opt.validation.datasets.Measurement` with the
+static estimator (:func:`guide_opt.perf.estimate`) and pairs each measured metric with its
+prediction (:class:`Comparison`). :func:`summarize` groups comparisons, by default per
+(source, GPU, metric), into :class:`AccuracyRow` s:
+
+- ``mape``       -- mean absolute percentage error, ``mean(|pred - meas| / meas) x 100``;
+- ``median_ape`` -- median of the same absolute percentage errors;
+- ``bias``       -- mean signed percentage error, ``mean((pred - meas) / meas) x 100``
+  (positive: guide-opt predicts too high -- too slow for latencies, too fast for throughput);
+- ``count``      -- compared (row, metric) pairs.
+
+Rows guide-opt cannot evaluate (configuration unsupported, or it does not fit in memory by
+guide-opt's memory model) are counted in :attr:`Evaluation.skipped` with the reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+from guide_opt.catalog import Catalog
+from guide_opt.frameworks import EfficiencyFactors
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.estimator import estimate, phase_times
+from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
+
+#: Skip reason for rows whose configuration does not fit in memory by guide-opt's model.
+NOT_FITTING = "does not fit in memory by guide-opt's memory model"
+
+
+def resolve_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:
+    """Efficiency factors for (``gpu``, ``framework``) from ``calibration``, or None for the framework defaults.
+
+    ``calibration`` may be None, an object with ``factors_for(gpu, framework)`` (a
+    :class:`~guide_opt.validation.calibration.Calibration`) or a mapping
+    ``(gpu id, framework id) -> EfficiencyFactors``.
+    """
+    if calibration is None:
+        return None
+    if hasattr(calibration, "factors_for"):
+        return calibration.factors_for(gpu, framework)
+    if isinstance(calibration, Mapping):
+        return calibration.get((gpu, framework))
+    raise TypeError(f"calibration must be a Calibration, a mapping or None, not {type(calibration).__name__}")
+
+
+def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyFactors | None = None) -> ServingConfig:
+    """The :class:`ServingConfig` of measurement ``m`` (``efficiency`` None: the framework's defaults)."""
+    return ServingConfig(
+        llm=catalog.llms[m.llm],
+        gpu=catalog.gpus[m.gpu],
+        framework=catalog.frameworks[m.framework],
+        quantization=catalog.quantization(m.quantization),
+        tp=m.tp,
+        batch=m.batch,
+        input_tokens=m.input_tokens,
+        output_tokens=m.output_tokens,
+        flash_attention=m.flash_attention,
+        efficiency=efficiency,
+    )
+
+
+def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False) -> dict[str, float] | None:
+    """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when it does not fit in memory.
+
+    ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
+    one finished. The static estimator still predicts one batch, but the time per output token
+    a user sees is the batch's whole cycle (every prompt's prefill plus the decode steps)
+    divided by the output tokens, ``batch_latency_s / output_tokens``, instead of the bare
+    decode step: in steady state the prefills of returning users interleave with everyone's
+    decoding. ``check_memory=False`` skips the memory model (for fitting loops over rows
+    already known to fit).
+    """
+    if check_memory:
+        est = estimate(config)
+        if not est.fits:
+            return None
+        p = est.phases
+    else:
+        p = phase_times(config)
+    return {
+        "ttft_ms": p.ttft_s * 1e3,
+        "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
+        "batch_latency_s": p.batch_latency_s,
+        "throughput_tokens_per_s": config.batch * config.output_tokens / p.batch_latency_s,
+    }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One measured metric of one row next to its prediction (both in the metric's unit)."""
+
+    measurement: Measurement
+    metric: str
+    predicted: float
+    measured: float
+
+    @property
+    def signed_error_percent(self) -> float:
+        """(predicted - measured) / measured x 100."""
+        return (self.predicted - self.measured) / self.measured * 100.0
+
+    @property
+    def ape_percent(self) -> float:
+        """Absolute percentage error."""
+        return abs(self.signed_error_percent)
+
+
+@dataclass
+class Evaluation:
+    """All comparisons of an evaluation and the rows it could not evaluate (reason -> count)."""
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+
+def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = None) -> Evaluation:
+    """Predict every row (with ``calibration``'s factors where it has them) and compare with what was measured."""
+    result = Evaluation()
+    for m in rows:
+        try:
+            config = measurement_config(m, catalog, resolve_factors(calibration, m.gpu, m.framework))
+        except KeyError as exc:
+            result.skipped[f"unknown catalog id {exc}"] += 1
+            continue
+        reason = config.unsupported_reason()
+        if reason:
+            result.skipped[f"unsupported configuration: {reason}"] += 1
+            continue
+        predicted = predicted_metrics(config, closed_loop=m.closed_loop)
+        if predicted is None:
+            result.skipped[NOT_FITTING] += 1
+            continue
+        for metric, value in m.measured.items():
+            if finite_positive(value) and finite_positive(predicted[metric]):
+                result.comparisons.append(Comparison(m, metric, predicted[metric], value))
+    return result
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """Error statistics of one group of comparisons (percentages; ``count`` pairs)."""
+
+    source: str
+    gpu: str
+    metric: str
+    mape: float
+    median_ape: float
+    bias: float
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of ``validate --format json``."""
+        return {"source": self.source, "gpu": self.gpu, "metric": self.metric, "mape": round(self.mape, 2),
+                "median_ape": round(self.median_ape, 2), "bias": round(self.bias, 2), "count": self.count}
+
+
+def error_stats(comparisons: list[Comparison]) -> tuple[float, float, float]:
+    """(MAPE, median APE, mean signed error) of ``comparisons``, in percent."""
+    apes = [c.ape_percent for c in comparisons]
+    return statistics.fmean(apes), statistics.median(apes), statistics.fmean(c.signed_error_percent for c in comparisons)
+
+
+def summarize(comparisons: Iterable[Comparison], *, by_gpu: bool = True, label: str | None = None) -> list[AccuracyRow]:
+    """Group comparisons per (source, GPU, metric) -- or per (source, metric) with ``by_gpu=False`` -- into rows.
+
+    ``label`` replaces the source name (e.g. ``"lmdeploy (calibrated)"``). Rows come sorted by
+    source, GPU and the order of :data:`METRICS`.
+    """
+    groups: dict[tuple[str, str, str], list[Comparison]] = {}
+    for c in comparisons:
+        key = (label or c.measurement.source, c.measurement.gpu if by_gpu else "all", c.metric)
+        groups.setdefault(key, []).append(c)
+    rows = []
+    for (source, gpu, metric), group in groups.items():
+        mape, median_ape, bias = error_stats(group)
+        rows.append(AccuracyRow(source, gpu, metric, mape, median_ape, bias, len(group)))
+    return sorted(rows, key=lambda r: (r.source, r.gpu, METRICS.index(r.metric)))
+
+
+def with_source(m: Measurement, source: str) -> Measurement:
+    """A copy of ``m`` attributed to ``source`` (to tag held-out rows in reports)."""
+    return replace(m, source=source)

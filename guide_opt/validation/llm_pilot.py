@@ -1,0 +1,349 @@
+"""LLM-Pilot's GPU recommendation benchmark (arXiv 2410.02425, Eq. 1-3 and 5-7) with guide-opt's predictions.
+
+The problem (Eq. 1-3): serve ``U = 200`` concurrent users of an *unseen* LLM ``M`` at the
+lowest cost. For every GPU profile ``G`` (n GPUs of one type, tensor parallel, one pod) the
+largest per-pod user count ``u_max`` in ``{1, 2, 4, ..., 128}`` such that every ``u' <= u``
+keeps median nTTFT <= 100 ms per input token and median ITL <= 50 ms; then
+``pods = ceil(U / u_max)`` and ``cost = pods x price(G)``; recommend the cheapest.
+
+Ground truth: the same rule applied to the measured medians of ``llm_pilot_aggregate.csv``
+(the derivation ``SCHEMA.md`` describes for ``llm_pilot_recommendation_groundtruth.csv``;
+:func:`static_policy_score` checks it reproduces the paper's best static policy, 4 pods of
+1 x A100, S/O 0.65). Prices: ``llm_pilot/prices.csv`` (AWS on-demand per profile, as the paper).
+
+guide-opt's prediction for ``M`` (leave-one-LLM-out): the ``vllm`` profile stands in for the
+TGIS server; its efficiency factors are fitted per GPU type on the *other* decoder-only LLMs'
+measurements (TTFT and ITL, :mod:`guide_opt.validation.calibration`), never on ``M``'s. A
+closed loop of ``u`` users is predicted with the static estimator as a batch of ``u``
+requests with the workload's mean lengths (measured over the training LLMs' rows, about 120
+input and 19 output tokens): nTTFT = predicted mean TTFT / input tokens, ITL = predicted
+TPOT. A batch that does not fit in memory violates the limits.
+
+Scores (Eq. 5-7): success ``S_M = 1`` when ``pods x true u_max(M, G*) >= U``; relative
+overspend ``O_M = (cost - best cost) / best cost`` over successes; ``S`` and ``O`` their
+means; ``S/O = 2 S max(0, 1 - O) / (S + max(0, 1 - O))``. Encoder-decoder LLMs (T5 family)
+are out of scope and not scored; the static-policy check covers all ten LLMs as the paper did.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from guide_opt.catalog import Catalog
+from guide_opt.frameworks import EfficiencyFactors
+from guide_opt.perf import ServingConfig
+from guide_opt.validation.accuracy import predicted_metrics
+from guide_opt.validation.calibration import fit_groups, prepare_rows
+from guide_opt.validation.datasets import (
+    LLM_PILOT_ENCODER_DECODER,
+    LLM_PILOT_FRAMEWORK,
+    LLM_PILOT_GPUS,
+    LLM_PILOT_LLMS,
+    Measurement,
+    llm_pilot_flash_attention,
+    llm_pilot_profile,
+    load_llm_pilot,
+    read_csv_rows,
+    resolve_id,
+)
+
+#: Total concurrent users to serve (U).
+TOTAL_USERS = 200
+#: Median nTTFT limit (L1), ms per input token.
+NTTFT_LIMIT_MS_PER_TOKEN = 100.0
+#: Median ITL limit (L2), ms.
+ITL_LIMIT_MS = 50.0
+#: Per-pod user counts considered (the set U of Eq. 3).
+USER_LEVELS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+#: Metrics the recommendation predicts, hence the ones its calibration fits.
+RECOMMENDATION_METRICS = ("ttft_ms", "tpot_ms")
+#: The paper's best static policy (Sec. V-C): this many pods of this profile, whatever the LLM.
+STATIC_POLICY = ("1 x A100", 4)
+
+
+def load_prices(data_dir: Path) -> dict[str, float]:
+    """GPU profile (e.g. ``"2 x A100"``) -> $/hour per pod, from ``llm_pilot/prices.csv``."""
+    return {row["GPU"]: float(row["price"]) for row in read_csv_rows(data_dir / "llm_pilot" / "prices.csv")}
+
+
+def load_points(data_dir: Path) -> dict[str, dict[str, dict[int, tuple[float, float]]]]:
+    """Measured medians: model -> profile -> users -> (median nTTFT ms/token, median ITL ms)."""
+    points: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+    for row in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv"):
+        per_profile = points.setdefault(row["model"], {}).setdefault(row["gpu"], {})
+        per_profile[int(row["num_users"])] = (float(row["median_nttft_ms_per_in_tok"]), float(row["median_itl_ms"]))
+    return points
+
+
+def u_max(levels: dict[int, tuple[float, float]]) -> int:
+    """Eq. (3): the largest user count whose level and every lower level meet both limits (0 if u = 1 fails).
+
+    ``levels`` maps users -> (nTTFT ms/token, ITL ms); a missing or non-finite level stops the scan.
+    """
+    best = 0
+    for users in USER_LEVELS:
+        if users not in levels:
+            break
+        nttft, itl = levels[users]
+        if not (math.isfinite(nttft) and math.isfinite(itl) and nttft <= NTTFT_LIMIT_MS_PER_TOKEN and itl <= ITL_LIMIT_MS):
+            break
+        best = users
+    return best
+
+
+def pods_needed(users_per_pod: int) -> int | None:
+    """Eq. (2): ``ceil(U / u_max)`` pods, None when a pod serves nobody."""
+    return math.ceil(TOTAL_USERS / users_per_pod) if users_per_pod > 0 else None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A deployment: ``pods`` pods of ``profile`` costing ``cost_usd_per_hour`` in total."""
+
+    profile: str
+    pods: int
+    cost_usd_per_hour: float
+
+
+def cheapest(u_max_by_profile: dict[str, int], prices: dict[str, float]) -> Choice | None:
+    """Eq. (1): the cheapest profile x pods over the profiles with ``u_max > 0`` (ties: fewer pods, then name)."""
+    options = []
+    for profile, users in u_max_by_profile.items():
+        pods = pods_needed(users)
+        if pods is not None and profile in prices:
+            options.append(Choice(profile, pods, pods * prices[profile]))
+    return min(options, key=lambda c: (round(c.cost_usd_per_hour, 9), c.pods, c.profile)) if options else None
+
+
+@dataclass(frozen=True)
+class TruthLlm:
+    """Ground truth of one LLM: true ``u_max`` per measured profile and the truly cheapest choice."""
+
+    model: str
+    u_max_by_profile: dict[str, int]
+    best: Choice | None
+
+
+def ground_truth(data_dir: Path) -> dict[str, TruthLlm]:
+    """True u_max per (model, profile) and the cheapest true deployment per model, from the measured medians."""
+    prices = load_prices(data_dir)
+    truth = {}
+    for model, profiles in sorted(load_points(data_dir).items()):
+        by_profile = {profile: u_max(levels) for profile, levels in profiles.items()}
+        truth[model] = TruthLlm(model, by_profile, cheapest(by_profile, prices))
+    return truth
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one recommendation fared against the truth (Eq. 5-6); overspend is a fraction, None when not successful."""
+
+    model: str
+    choice: Choice | None
+    true_u_max: int
+    success: bool
+    overspend: float | None
+
+
+def outcome(model: str, choice: Choice | None, truth: TruthLlm, prices: dict[str, float]) -> Outcome:
+    """Eq. (5) and (6) for one recommendation (an unmeasured recommended profile counts as u_max = 0)."""
+    if choice is None:
+        return Outcome(model, None, 0, False, None)
+    true_u = truth.u_max_by_profile.get(choice.profile, 0)
+    success = choice.pods * true_u >= TOTAL_USERS
+    overspend = None
+    if success and truth.best is not None:
+        best = truth.best.cost_usd_per_hour
+        overspend = (choice.pods * prices[choice.profile] - best) / best
+    return Outcome(model, choice, true_u, success, overspend)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Eq. (5)-(7) over a set of LLMs: success rate, mean relative overspend (fraction), S/O, and each outcome."""
+
+    success_rate: float
+    mean_overspend: float | None
+    so_score: float
+    outcomes: tuple[Outcome, ...]
+
+
+def so_score(success_rate: float, mean_overspend: float | None) -> float:
+    """Eq. (7): harmonic mean of S and max(0, 1 - O) (0 when nothing succeeded)."""
+    if mean_overspend is None:
+        return 0.0
+    inverse = max(0.0, 1.0 - mean_overspend)
+    return 0.0 if success_rate + inverse == 0 else 2 * success_rate * inverse / (success_rate + inverse)
+
+
+def score(outcomes: list[Outcome]) -> Score:
+    """Aggregate outcomes into S, O and S/O (Eq. 5-7)."""
+    success_rate = statistics.fmean(o.success for o in outcomes) if outcomes else 0.0
+    overspends = [o.overspend for o in outcomes if o.success and o.overspend is not None]
+    mean_overspend = statistics.fmean(overspends) if overspends else None
+    return Score(success_rate, mean_overspend, so_score(success_rate, mean_overspend), tuple(outcomes))
+
+
+def static_policy_score(data_dir: Path, models: list[str] | None = None, policy: tuple[str, int] = STATIC_POLICY) -> Score:
+    """Score the static policy ``policy`` = (profile, pods) on ``models`` (default: all ten LLMs, as the paper)."""
+    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+    profile, pods = policy
+    choice = Choice(profile, pods, pods * prices[profile])
+    return score([outcome(m, choice, truth[m], prices) for m in (models or sorted(truth))])
+
+
+# ---- guide-opt's predictions --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    """Mean request lengths (tokens) used for every prediction."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+def workload_of(data_dir: Path, models: list[str]) -> Workload:
+    """Mean input / output tokens over the aggregate rows of ``models`` (rounded)."""
+    rows = [r for r in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv") if r["model"] in models]
+    return Workload(round(statistics.fmean(float(r["mean_input_tokens"]) for r in rows)),
+                    max(1, round(statistics.fmean(float(r["mean_output_tokens"]) for r in rows))))
+
+
+def predict_levels(config: ServingConfig, workload: Workload, *, closed_loop: bool = True) -> dict[int, tuple[float, float]]:
+    """Predicted (nTTFT ms/token, ITL ms) per user level; a level that does not fit in memory is (inf, inf).
+
+    ``closed_loop`` reads ITL as the batch's cycle time per output token (see
+    :func:`~guide_opt.validation.accuracy.predicted_metrics`); False reads the bare decode step.
+    """
+    levels = {}
+    for users in USER_LEVELS:
+        c = replace(config, batch=users, input_tokens=workload.input_tokens, output_tokens=workload.output_tokens)
+        m = predicted_metrics(c, closed_loop=closed_loop)
+        levels[users] = (math.inf, math.inf) if m is None else (m["ttft_ms"] / workload.input_tokens, m["tpot_ms"])
+    return levels
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """guide-opt's recommendation for one unseen LLM, its predicted u_max per profile, and the factors used."""
+
+    model: str
+    llm_id: str
+    choice: Choice | None
+    predicted_u_max: dict[str, int]
+    factors: dict[str, EfficiencyFactors | None]
+
+
+def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, prices: dict[str, float], workload: Workload,
+              factors: dict[str, EfficiencyFactors], flash_attention: bool, *, closed_loop: bool = True) -> Recommendation:
+    """Predict u_max on each profile with the given per-GPU factors and pick the cheapest (Eq. 1-3)."""
+    predicted, used = {}, {}
+    llm = catalog.llms[llm_id]
+    for profile in profiles:
+        count, gpu_type = llm_pilot_profile(profile)
+        gpu_id = resolve_id(LLM_PILOT_GPUS.get(gpu_type, ()), catalog.gpus)
+        if gpu_id is None:
+            continue
+        config = ServingConfig(llm=llm, gpu=catalog.gpus[gpu_id], framework=catalog.frameworks[LLM_PILOT_FRAMEWORK],
+                               quantization=catalog.quantization("bf16"), tp=count, batch=1, input_tokens=workload.input_tokens,
+                               output_tokens=workload.output_tokens, flash_attention=flash_attention, efficiency=factors.get(gpu_id))
+        used[profile] = factors.get(gpu_id)
+        predicted[profile] = 0 if config.unsupported_reason() else u_max(predict_levels(config, workload, closed_loop=closed_loop))
+    return Recommendation(model, llm_id, cheapest(predicted, prices), predicted, used)
+
+
+@dataclass
+class BenchmarkResult:
+    """Scores of guide-opt's recommendations (calibrated and default factors), the static policy, and details."""
+
+    calibrated: Score
+    default: Score
+    static_policy_all: Score
+    static_policy_decoder_only: Score
+    recommendations: dict[str, Recommendation] = field(default_factory=dict)
+    default_recommendations: dict[str, Recommendation] = field(default_factory=dict)
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    truth: dict[str, TruthLlm] = field(default_factory=dict)
+    candidates: str = "measured"
+
+
+def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["measured", "all"] = "measured",
+                  closed_loop: bool = True) -> BenchmarkResult:
+    """Leave-one-LLM-out recommendation for every decoder-only LLM in the catalog, scored by Eq. (5)-(7).
+
+    ``candidates``: ``measured`` considers the profiles LLM-Pilot measured for the LLM (so
+    every recommendation can be checked against the truth), ``all`` every priced profile (an
+    unmeasured recommendation then counts as a failure). ``closed_loop=False`` predicts ITL
+    as the bare decode step instead of the cycle time per token (for comparison), in the fit
+    and in the predictions alike.
+    """
+    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+    flash = llm_pilot_flash_attention(data_dir)
+    source = load_llm_pilot(data_dir, catalog)
+    models = [name for name in LLM_PILOT_LLMS if name in truth and resolve_id(LLM_PILOT_LLMS[name], catalog.llms)]
+    result = BenchmarkResult(Score(0, None, 0, ()), Score(0, None, 0, ()), static_policy_score(data_dir),
+                             static_policy_score(data_dir, models), truth=truth, candidates=candidates)
+    calibrated_outcomes, default_outcomes = [], []
+    for model in models:
+        llm_id = resolve_id(LLM_PILOT_LLMS[model], catalog.llms)
+        train_models = [m for m in models if m != model]
+        train_rows = [replace(_only(r, RECOMMENDATION_METRICS), closed_loop=closed_loop) for r in source.rows if r.llm != llm_id]
+        fits = fit_groups(prepare_rows(train_rows, catalog))
+        factors = {gpu: fit.factors for (gpu, _framework), fit in fits.items()}
+        workload = workload_of(data_dir, train_models)
+        result.workloads[model] = workload
+        profiles = sorted(truth[model].u_max_by_profile) if candidates == "measured" else sorted(prices)
+        rec = recommend(model, llm_id, profiles, catalog, prices, workload, factors, flash.get(model, True), closed_loop=closed_loop)
+        base = recommend(model, llm_id, profiles, catalog, prices, workload, {}, flash.get(model, True), closed_loop=closed_loop)
+        result.recommendations[model], result.default_recommendations[model] = rec, base
+        calibrated_outcomes.append(outcome(model, rec.choice, truth[model], prices))
+        default_outcomes.append(outcome(model, base.choice, truth[model], prices))
+    result.calibrated, result.default = score(calibrated_outcomes), score(default_outcomes)
+    return result
+
+
+def _only(m: Measurement, metrics: tuple[str, ...]) -> Measurement:
+    return replace(m, measured={k: v for k, v in m.measured.items() if k in metrics})
+
+
+def benchmark_payload(result: BenchmarkResult) -> dict[str, Any]:
+    """The JSON object of ``validate --llm-pilot --format json``."""
+
+    def choice(c: Choice | None) -> dict[str, Any] | None:
+        return None if c is None else {"profile": c.profile, "pods": c.pods, "cost_usd_per_hour": round(c.cost_usd_per_hour, 4)}
+
+    def score_dict(s: Score) -> dict[str, Any]:
+        return {"success_rate": round(s.success_rate, 4), "mean_overspend": None if s.mean_overspend is None else round(s.mean_overspend, 4),
+                "so_score": round(s.so_score, 4)}
+
+    recommendations = []
+    for o, d in zip(result.calibrated.outcomes, result.default.outcomes):
+        rec = result.recommendations[o.model]
+        truth = result.truth[o.model]
+        recommendations.append({
+            "llm": o.model,
+            "catalog_id": rec.llm_id,
+            "recommended": choice(o.choice),
+            "predicted_u_max": rec.predicted_u_max,
+            "true_u_max": truth.u_max_by_profile,
+            "true_best": choice(truth.best),
+            "success": o.success,
+            "overspend": None if o.overspend is None else round(o.overspend, 4),
+            "default_factors": {"recommended": choice(d.choice), "success": d.success,
+                                "overspend": None if d.overspend is None else round(d.overspend, 4)},
+            "workload_tokens": {"input": result.workloads[o.model].input_tokens, "output": result.workloads[o.model].output_tokens},
+        })
+    return {
+        **score_dict(result.calibrated),
+        "scored_llms": len(result.calibrated.outcomes),
+        "candidates": result.candidates,
+        "default_factors": score_dict(result.default),
+        "static_policy": {"policy": f"{STATIC_POLICY[1]} x ({STATIC_POLICY[0]})", "all_llms": score_dict(result.static_policy_all),
+                          "decoder_only": score_dict(result.static_policy_decoder_only)},
+        "paper": {"llm_pilot": {"success_rate": 0.8, "mean_overspend": "< 0.2"}, "static_policy_so": 0.65},
+        "recommendations": recommendations,
+        "skipped_llms": sorted(LLM_PILOT_ENCODER_DECODER),
+    }

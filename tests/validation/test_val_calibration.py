@@ -1,0 +1,138 @@
+"""Calibration: a round trip through a synthetic benchmark CSV, the YAML file, intervals, the build_config hook."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from guide_opt.errors import InputError
+from guide_opt.frameworks import EfficiencyFactors
+from guide_opt.validation.accuracy import error_stats, measurement_config, predicted_metrics
+from guide_opt.validation.calibration import (
+    Calibration,
+    CalibrationEntry,
+    calibrate,
+    interval,
+    load_calibration,
+    margin_factor,
+    save_calibration,
+)
+from guide_opt.validation.datasets import Measurement, load_user_csv
+
+#: The "true" engine behind the synthetic benchmark: far from the vllm defaults (0.6, 0.8, 0.7, 1 ms).
+TRUE_FACTORS = EfficiencyFactors(compute_efficiency=0.42, memory_efficiency=0.62, communication_efficiency=0.35, step_overhead_ms=4.0)
+LLMS = ("llama-2-7b", "llama-2-13b", "llama-3.1-8b", "qwen2-7b")
+NOISE_SIGMA = 0.03
+
+
+def write_synthetic_csv(path: Path, catalog) -> Path:
+    """Benchmarks 'measured' on an engine with TRUE_FACTORS plus 3 % log-normal noise."""
+    rng = random.Random(7)
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["model", "gpu", "framework", "tp", "batch", "input_tokens", "output_tokens", "ttft_ms", "tpot_ms", "batch_latency_s"])
+        for llm in LLMS:
+            for tp in (1, 2):
+                for batch in (1, 8, 32):
+                    for isl in (128, 1024):
+                        m = Measurement("synthetic", llm, "a100-80gb-sxm", "vllm", "bf16", tp, batch, isl, 128, {})
+                        p = predicted_metrics(measurement_config(m, catalog, TRUE_FACTORS))
+                        noisy = {k: p[k] * math.exp(rng.gauss(0, NOISE_SIGMA)) for k in ("ttft_ms", "tpot_ms", "batch_latency_s")}
+                        out.writerow([llm, "a100-80gb-sxm", "vllm", tp, batch, isl, 128, noisy["ttft_ms"], noisy["tpot_ms"], noisy["batch_latency_s"]])
+    return path
+
+
+@pytest.fixture(scope="module")
+def round_trip(catalog, tmp_path_factory):
+    for llm in LLMS:
+        if llm not in catalog.llms:
+            pytest.skip(f"llms id '{llm}' is not in hardware_db/ yet")
+    path = write_synthetic_csv(tmp_path_factory.mktemp("cal") / "bench.csv", catalog)
+    rows = load_user_csv(path, catalog).rows
+    return path, rows, calibrate(rows, catalog, data_labels=[str(path)])
+
+
+def test_round_trip_recovers_the_engine(round_trip):
+    _path, rows, run = round_trip
+    (entry,) = run.calibration.entries
+    assert (entry.gpu, entry.framework, entry.rows) == ("a100-80gb-sxm", "vllm", len(rows))
+    f = entry.efficiency
+    assert f.memory_efficiency == pytest.approx(TRUE_FACTORS.memory_efficiency, rel=0.1)
+    assert f.compute_efficiency == pytest.approx(TRUE_FACTORS.compute_efficiency, rel=0.15)
+    assert f.step_overhead_ms == pytest.approx(TRUE_FACTORS.step_overhead_ms, abs=1.5)
+    for metric, before in entry.mape_before.items():
+        assert entry.mape_after[metric] < min(before, 6.0), metric
+
+
+def test_held_out_rows_fit_better_after_calibration(round_trip):
+    _path, _rows, run = round_trip
+    held = run.held_out
+    assert held is not None and not held.no_training_rows
+    assert {c.measurement.llm for c in held.calibrated} == set(LLMS)
+    for metric in ("ttft_ms", "tpot_ms", "batch_latency_s"):
+        before = error_stats([c for c in held.default if c.metric == metric])[0]
+        after = error_stats([c for c in held.calibrated if c.metric == metric])[0]
+        assert after < 0.5 * before and after < 8.0, (metric, before, after)
+    assert run.calibration.residual_kind == "leave-one-llm-out"
+
+
+def test_calibration_file_round_trip(round_trip, tmp_path):
+    _path, _rows, run = round_trip
+    out = tmp_path / "cal.yaml"
+    save_calibration(run.calibration, out)
+    loaded = load_calibration(out)
+    assert loaded == run.calibration
+    assert loaded.factors_for("a100-80gb-sxm", "vllm") == run.calibration.entries[0].efficiency
+    assert loaded.factors_for("h100-sxm", "vllm") is None
+    # residuals of 3 % noise: the 10th-90th percentile band is narrow and contains 1
+    assert 0.85 < margin_factor(loaded, "tpot_ms", 0.1) <= 1.0 <= margin_factor(loaded, "tpot_ms", 0.9) < 1.15
+
+
+def test_bad_calibration_file_is_bad_input(tmp_path):
+    path = tmp_path / "cal.yaml"
+    path.write_text("format: guide-opt-calibration/1\nentries: []\nsurprise: 1\n")
+    with pytest.raises(InputError, match="surprise"):
+        load_calibration(path)
+    with pytest.raises(InputError, match="not found"):
+        load_calibration(tmp_path / "missing.yaml")
+
+
+def _calibration(quantiles: dict[float, float]) -> Calibration:
+    factors = EfficiencyFactors(compute_efficiency=0.5, memory_efficiency=0.5, communication_efficiency=0.5, step_overhead_ms=2.0)
+    return Calibration(entries=[CalibrationEntry(gpu="a100-80gb-sxm", framework="vllm", efficiency=factors, rows=3)],
+                       residual_kind="in-sample", residual_quantiles={"ttft_ms": quantiles})
+
+
+def test_interval_and_margin():
+    cal = _calibration({0.1: math.log(0.8), 0.5: 0.0, 0.9: math.log(1.5)})
+    assert interval(cal, "ttft_ms", 200.0, 0.9) == pytest.approx(300.0)
+    assert cal.interval("ttft_ms", 200.0, 0.1) == pytest.approx(160.0)
+    assert margin_factor(cal, "ttft_ms", 0.5) == pytest.approx(1.0)
+    assert margin_factor(cal, "ttft_ms", 0.7) == pytest.approx(math.exp(0.5 * math.log(1.5)))  # linear between stored quantiles
+    assert margin_factor(None, "ttft_ms", 0.9) == 1.0
+    with pytest.raises(ValueError, match="outside"):
+        margin_factor(cal, "ttft_ms", 0.99)
+    with pytest.raises(ValueError, match="no residuals for tpot_ms"):
+        margin_factor(cal, "tpot_ms", 0.9)
+
+
+def test_build_config_hook(catalog, need):
+    need("llms", "llama-2-7b")
+    from guide_opt.cli.common import build_config
+
+    cal = _calibration({0.5: 0.0})
+    plain = build_config(model="llama-2-7b", gpu="a100-80gb-sxm")
+    assert plain.efficiency is None
+    hooked = build_config(model="llama-2-7b", gpu="a100-80gb-sxm", calibration=cal)
+    assert hooked.efficiency == cal.entries[0].efficiency and hooked.factors.step_overhead_ms == 2.0
+    as_mapping = build_config(model="llama-2-7b", gpu="a100-80gb-sxm", calibration=cal.factors_map())
+    assert as_mapping.efficiency == hooked.efficiency
+    other = build_config(model="llama-2-7b", gpu="a100-80gb-sxm", framework="sglang" if "sglang" in catalog.frameworks else "vllm", calibration=cal)
+    if other.framework.id != "vllm":
+        assert other.efficiency is None
+    assert replace(plain, efficiency=hooked.efficiency) == hooked

@@ -1,0 +1,160 @@
+"""Loaders of measured data: catalog mapping, skip accounting, plausibility filter, user files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guide_opt.errors import InputError
+from guide_opt.validation.datasets import (
+    METRICS,
+    SOURCES,
+    default_data_dir,
+    load_llm_inference_bench,
+    load_llm_pilot,
+    load_lmdeploy,
+    load_source,
+    load_trtllm_perf,
+    load_user_csv,
+    load_user_data,
+    load_vllm_bench_json,
+    min_decode_time_s,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    try:
+        return default_data_dir()
+    except InputError:
+        pytest.skip("the measured-data folder shared/data is not available")
+
+
+def test_every_source_loads_rows_with_known_metrics(catalog, data_dir):
+    for name in SOURCES:
+        data = load_source(name, catalog, data_dir)
+        assert data.rows, f"{name} produced no usable row"
+        for m in data.rows:
+            assert set(m.measured) <= set(METRICS)
+            assert m.llm in catalog.llms and m.gpu in catalog.gpus and m.framework in catalog.frameworks
+            assert m.tp >= 1 and m.batch >= 1 and m.input_tokens >= 1 and m.output_tokens >= 1
+
+
+def test_unknown_source_is_bad_input(catalog, data_dir):
+    with pytest.raises(InputError, match="unknown source"):
+        load_source("nope", catalog, data_dir)
+
+
+def test_lmdeploy_mapping_and_skips(catalog, need, data_dir):
+    need("frameworks", "tensorrt-llm")
+    data = load_lmdeploy(data_dir, catalog)
+    assert {m.gpu for m in data.rows} == {"a100-80gb-sxm"}
+    assert {m.framework for m in data.rows} == {"tensorrt-llm"}
+    # 80 transcribed rows: internlm-20b (20) is not in the catalog, the other 60 are usable
+    assert len(data.rows) + data.skipped["LLM 'internlm-20b' not in the catalog"] == 80
+    one_token = [m for m in data.rows if m.input_tokens == 1]
+    assert one_token and all("ttft_ms" not in m.measured and "tpot_ms" in m.measured for m in one_token)
+    row = next(m for m in data.rows if m.llm == "llama-2-7b" and m.batch == 1 and m.input_tokens == 128 and m.output_tokens == 128)
+    assert row.measured["ttft_ms"] == pytest.approx(22.0) and row.measured["tpot_ms"] == pytest.approx(10.0)
+
+
+def test_llm_inference_bench_filters(catalog, data_dir):
+    data = load_llm_inference_bench(data_dir, catalog)
+    assert {m.framework for m in data.rows} <= {"vllm", "tensorrt-llm"}
+    assert any("llama.cpp" in reason for reason in data.skipped)
+    for m in data.rows:
+        assert m.input_tokens == m.output_tokens
+        assert m.report_only == frozenset({"throughput_tokens_per_s"})
+        lat = m.measured["batch_latency_s"]
+        assert m.measured["throughput_tokens_per_s"] == pytest.approx(m.batch * m.output_tokens / lat)
+        assert lat >= min_decode_time_s(catalog, m.llm, m.gpu, m.tp, m.quantization, m.output_tokens)
+    keys = [(m.gpu, m.tp, m.framework, m.llm, m.input_tokens, m.batch) for m in data.rows]
+    assert len(keys) == len(set(keys)), "duplicate keys must be merged"
+
+
+def test_plausibility_floor_drops_early_stopped_runs(catalog, need, data_dir):
+    need("llms", "qwen2-7b")
+    need("gpus", "h100-sxm")
+    data = load_llm_inference_bench(data_dir, catalog)
+    # batch 1, ISL = OSL = 2048 in 0.05-0.08 s: 2047 decode steps cannot each read 15 GB of weights that fast
+    assert not [m for m in data.rows if m.llm == "qwen2-7b" and m.gpu == "h100-sxm" and m.framework == "tensorrt-llm"
+                and m.input_tokens == 2048 and m.batch == 1]
+    assert sum(v for k, v in data.skipped.items() if "physically impossible" in k) >= 11
+
+
+def test_llm_pilot_is_decoder_only_closed_loop(catalog, data_dir):
+    data = load_llm_pilot(data_dir, catalog)
+    assert data.skipped["encoder-decoder LLM (out of scope for a decoder-only model)"] == 240
+    assert all(m.closed_loop and m.framework == "vllm" for m in data.rows)
+    assert {m.batch for m in data.rows} <= {1, 2, 4, 8, 16, 32, 64, 128}
+    mpt = [m for m in data.rows if m.llm == "mpt-7b"]
+    assert mpt and not any(m.flash_attention for m in mpt)  # llm_features.csv: no flash attention
+
+
+def test_trtllm_perf_keeps_static_tables_only(catalog, data_dir):
+    data = load_trtllm_perf(data_dir, catalog)
+    assert data.skipped["in-flight-batching max-throughput table (not a static batch)"] > 0
+    ttft = [m for m in data.rows if "ttft_ms" in m.measured]
+    assert ttft and all(m.batch == 1 for m in ttft)
+
+
+CSV_HEADER = "model,gpu,framework,tp,batch,input_tokens,output_tokens,ttft_ms,tpot_ms\n"
+
+
+def test_user_csv(tmp_path, catalog, need):
+    need("llms", "llama-2-7b")
+    path = tmp_path / "bench.csv"
+    path.write_text(CSV_HEADER + "llama-2-7b,a100-80gb-sxm,vllm,1,8,512,128,80.5,11.2\nllama-2-7b,a100-80gb-sxm,vllm,1,16,512,128,,12.0\n")
+    data = load_user_data(path, catalog)
+    assert [m.measured for m in data.rows] == [{"ttft_ms": 80.5, "tpot_ms": 11.2}, {"tpot_ms": 12.0}]
+    assert data.rows[0].batch == 8 and data.rows[0].quantization == "bf16" and not data.rows[0].closed_loop
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("model,gpu,tp,batch,input_tokens,output_tokens,ttft_ms\n", "missing column"),
+        (CSV_HEADER + "llama-2-7bb,a100-80gb-sxm,vllm,1,8,512,128,80,11\n", "line 2: model"),
+        (CSV_HEADER + "llama-2-7b,a100-80gb-sxm,vllm,one,8,512,128,80,11\n", "line 2: tp"),
+        (CSV_HEADER + "llama-2-7b,a100-80gb-sxm,vllm,1,8,512,128,fast,11\n", "line 2: ttft_ms"),
+    ],
+)
+def test_user_csv_errors_name_the_cell(tmp_path, catalog, need, body, match):
+    need("llms", "llama-2-7b")
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(InputError, match=match):
+        load_user_csv(path, catalog)
+
+
+def _vllm_result(**extra) -> dict:
+    return {"date": "20250101-000000", "backend": "vllm", "model_id": "meta-llama/Llama-2-7b-hf", "num_prompts": 200, "request_rate": "inf",
+            "max_concurrency": 16, "duration": 60.0, "completed": 200, "total_input_tokens": 200 * 512, "total_output_tokens": 200 * 128,
+            "output_throughput": 1500.0, "mean_ttft_ms": 90.0, "median_ttft_ms": 85.0, "mean_tpot_ms": 12.5, "median_tpot_ms": 12.0, **extra}
+
+
+def test_vllm_bench_json(tmp_path, catalog, need):
+    need("llms", "llama-2-7b")
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_vllm_result(gpu="a100-80gb-sxm", tp="2")))
+    (m,) = load_vllm_bench_json(path, catalog).rows
+    assert (m.llm, m.gpu, m.tp, m.batch, m.input_tokens, m.output_tokens) == ("llama-2-7b", "a100-80gb-sxm", 2, 16, 512, 128)
+    assert m.measured == {"ttft_ms": 90.0, "tpot_ms": 12.5, "throughput_tokens_per_s": 1500.0}
+    assert m.closed_loop  # 200 prompts through 16 slots: a closed loop of 16 users
+    (m,) = load_vllm_bench_json(path, catalog, tp=4, gpu="h100-sxm").rows  # options win over metadata
+    assert (m.gpu, m.tp) == ("h100-sxm", 4)
+
+
+def test_vllm_bench_json_lines_and_errors(tmp_path, catalog, need):
+    need("llms", "llama-2-7b")
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_vllm_result(max_concurrency=8)) + "\n" + json.dumps(_vllm_result(max_concurrency=32)) + "\n")
+    assert [m.batch for m in load_vllm_bench_json(path, catalog, gpu="a100-80gb-sxm").rows] == [8, 32]
+    with pytest.raises(InputError, match="--gpu"):
+        load_vllm_bench_json(path, catalog)
+    poisson = tmp_path / "poisson.json"
+    poisson.write_text(json.dumps(_vllm_result(max_concurrency=None, request_rate=4.0)))
+    with pytest.raises(InputError, match="--batch"):
+        load_vllm_bench_json(poisson, catalog, gpu="a100-80gb-sxm")

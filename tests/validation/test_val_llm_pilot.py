@@ -1,0 +1,84 @@
+"""LLM-Pilot recommendation: Eq. (1)-(3) rule, Eq. (5)-(7) scores, the static-policy check on the data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from guide_opt.errors import InputError
+from guide_opt.validation.datasets import default_data_dir
+from guide_opt.validation.llm_pilot import (
+    Choice,
+    Outcome,
+    TruthLlm,
+    cheapest,
+    ground_truth,
+    load_prices,
+    outcome,
+    pods_needed,
+    score,
+    so_score,
+    static_policy_score,
+    u_max,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    try:
+        return default_data_dir()
+    except InputError:
+        pytest.skip("the measured-data folder shared/data is not available")
+
+
+def test_u_max_needs_every_lower_level_within_limits():
+    ok, slow_itl, slow_nttft = (1.0, 20.0), (1.0, 51.0), (101.0, 20.0)
+    assert u_max({1: ok, 2: ok, 4: ok, 8: slow_itl, 16: ok}) == 4  # 16 is fine again but 8 broke the chain
+    assert u_max({1: slow_nttft, 2: ok}) == 0
+    assert u_max({u: ok for u in (1, 2, 4, 8, 16, 32, 64, 128)}) == 128
+    assert u_max({1: ok, 2: ok, 8: ok}) == 2  # a missing level stops the scan
+    assert u_max({1: (math.inf, math.inf)}) == 0
+    assert u_max({1: (100.0, 50.0)}) == 1  # limits are inclusive
+
+
+def test_pods_and_cheapest():
+    assert pods_needed(64) == 4 and pods_needed(128) == 2 and pods_needed(3) == 67 and pods_needed(0) is None
+    prices = {"1 x A100": 4.0, "1 x H100": 12.0, "4 x T4": 3.9}
+    best = cheapest({"1 x A100": 32, "1 x H100": 128, "4 x T4": 0}, prices)
+    assert best == Choice("1 x H100", 2, 24.0)  # 1 x A100 would need 7 pods = 28 $/h
+    assert cheapest({"4 x T4": 0}, prices) is None
+
+
+def test_scores_follow_eq_5_to_7():
+    prices = {"A": 10.0, "B": 4.0}
+    truth = TruthLlm("m", {"A": 64, "B": 16}, Choice("A", 4, 40.0))
+    assert outcome("m", Choice("A", 4, 40.0), truth, prices) == Outcome("m", Choice("A", 4, 40.0), 64, True, 0.0)
+    over = outcome("m", Choice("A", 5, 50.0), truth, prices)
+    assert over.success and over.overspend == pytest.approx(0.25)
+    under = outcome("m", Choice("B", 2, 8.0), truth, prices)  # 2 pods x 16 users < 200
+    assert not under.success and under.overspend is None
+    unmeasured = outcome("m", Choice("C", 1, 1.0), truth, prices)
+    assert not unmeasured.success and unmeasured.true_u_max == 0
+    s = score([outcome("m", Choice("A", 4, 40.0), truth, prices), over, under, unmeasured])
+    assert s.success_rate == 0.5 and s.mean_overspend == pytest.approx(0.125)
+    assert s.so_score == pytest.approx(2 * 0.5 * 0.875 / 1.375)
+    assert so_score(1.0, 1.5) == 0.0 and so_score(0.0, None) == 0.0
+
+
+def test_ground_truth_reproduces_the_papers_static_policy(data_dir):
+    result = static_policy_score(data_dir)
+    assert len(result.outcomes) == 10
+    assert result.success_rate == pytest.approx(0.5)
+    assert result.mean_overspend == pytest.approx(0.067729, abs=1e-5)
+    assert result.so_score == pytest.approx(0.6509, abs=1e-4)
+
+
+def test_ground_truth_oracle_scores_perfectly(data_dir):
+    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+    assert len(prices) == 14
+    outcomes = [outcome(m, t.best, t, prices) for m, t in truth.items() if t.best is not None]
+    s = score(outcomes)
+    assert s.success_rate == 1.0 and s.mean_overspend == 0.0 and s.so_score == 1.0
+    assert truth["llama-7b"].best == Choice("1 x A100", 7, pytest.approx(28.67375))
