@@ -9,6 +9,12 @@ The reduction, in the manner of CVXPY's ``apply`` / ``invert``:
   capacity figure is a piecewise-linear function of it, sampled at the candidate batch
   sizes from the full performance model -- exact at those breakpoints.
 - :meth:`Formulation.decode` maps solver values back to a :class:`~guide_opt.plan.Plan`.
+- Before the variables are made, candidates dominated for the objective may be pruned
+  (``prune=True``; exact, see :mod:`guide_opt.pruning`).
+- ``max_served`` drops the demand floor (1 to the limit replicas per LLM) and maximizes the
+  served share of each LLM's demand, capped at the whole demand (:data:`SERVED_QUANTUM`);
+  ``pareto`` builds the min-cost model whose cost / latency / throughput expressions
+  :mod:`guide_opt.pareto` bounds in turn.
 
 Every float becomes an integer here and only here (:func:`to_quanta`), with the named
 quanta below; CP-SAT accepts integer coefficients only. Costs are quantized by rounding
@@ -50,7 +56,14 @@ def to_quanta(value: float, quantum: float, rounding: str = "nearest") -> int:
 
 @dataclass
 class Formulation:
-    """A CP-SAT model over a search space, with the handles needed to decode and explain it."""
+    """A CP-SAT model over a search space, with the handles needed to decode and explain it.
+
+    ``cost_expr`` ($/h quanta), ``latency_expr`` (summed request latency, time quanta),
+    ``throughput_expr`` (tokens/s quanta) and, for ``max_served``, ``served_expr`` (summed
+    served share, :data:`SERVED_QUANTUM` units) are the quantities objectives and epsilon
+    constraints are built from. ``pruned`` counts the candidates removed by dominance
+    (:mod:`guide_opt.pruning`) before the model was built.
+    """
 
     model: cp_model.CpModel
     space: SearchSpace
@@ -63,6 +76,9 @@ class Formulation:
     cost_expr: cp_model.LinearExpr | None = None
     objective_expr: cp_model.LinearExpr | None = None
     latency_expr: cp_model.LinearExpr | None = None
+    throughput_expr: cp_model.LinearExpr | None = None
+    served_expr: cp_model.LinearExpr | None = None
+    pruned: int = 0
 
     def decode(self, solver: cp_model.CpSolver) -> Plan:
         """The plan of the solver's current solution: one pick per LLM."""
@@ -88,7 +104,56 @@ class Formulation:
 
     def objective_in_quanta(self, objective: str, plan: Plan) -> int:
         """The integer objective this model assigns to ``plan``."""
+        if objective == "max_served":
+            return sum(min(SERVED_SCALE, p.replicas * served_coefficient(p.candidate)) for p in plan)
         return sum(_objective_coefficient(objective, p.candidate) * (1 if objective == "min_latency" else p.replicas) for p in plan)
+
+
+#: One quantum of served demand share (fraction of one LLM's demand) for ``max_served``.
+SERVED_QUANTUM = 1e-9
+#: A fully served LLM, in :data:`SERVED_QUANTUM` units.
+SERVED_SCALE = round(1 / SERVED_QUANTUM)
+
+
+def served_coefficient(c: Candidate) -> int:
+    """Share of demand one replica of ``c`` serves, in :data:`SERVED_QUANTUM` units (rounded down, capped at one LLM)."""
+    return min(SERVED_SCALE, to_quanta(c.served_share_per_replica or 0.0, SERVED_QUANTUM, "down"))
+
+
+def _served_options(space: SearchSpace, eligible: list[Candidate]) -> list[tuple[Candidate, int, int]]:
+    """(candidate, replicas, served quanta) for every useful replica count: 1 up to the limit, or
+    up to the count that serves the whole demand (more can only cost more)."""
+    options = []
+    for c in eligible:
+        k = served_coefficient(c)
+        cap = replica_limit(space, c) if k == 0 else min(replica_limit(space, c), math.ceil(SERVED_SCALE / k))
+        options.extend((c, r, min(SERVED_SCALE, r * k)) for r in range(1, max(cap, 1) + 1))
+    return options
+
+
+def _prune_served_options(options: list[tuple[Candidate, int, int]]) -> tuple[list[tuple[Candidate, int, int]], int]:
+    """Drop options another option on the same GPU type beats: no more GPUs (hence $/h) and at least the same share.
+
+    Exact for the same reason as :mod:`guide_opt.pruning`: swapping in the better option keeps
+    every shared limit and serves no less for no more money.
+    """
+    by_type: dict[str, list[tuple[int, int, int]]] = {}
+    for n, (c, r, served) in enumerate(options):
+        by_type.setdefault(c.shape.gpu.id, []).append((r * c.shape.gpus_per_replica, -served, n))
+    keep = set()
+    for members in by_type.values():
+        members.sort()
+        best = -1
+        for gpus, neg_served, n in members:  # fewer GPUs first; of equal GPUs, more served first
+            if -neg_served > best:
+                keep.add(n)
+                best = -neg_served
+    return [o for n, o in enumerate(options) if n in keep], len(options) - len(keep)
+
+
+def objective_coefficient(objective: str, c: Candidate) -> int:
+    """Per-replica (per-use for ``min_latency``) integer coefficient of ``c`` in ``objective``'s expression."""
+    return _objective_coefficient(objective, c)
 
 
 def _objective_coefficient(objective: str, c: Candidate) -> int:
@@ -101,17 +166,34 @@ def _objective_coefficient(objective: str, c: Candidate) -> int:
     return to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H)
 
 
-def build_formulation(space: SearchSpace, objective: str, *, explain: bool = False) -> Formulation:
-    """Build the CP-SAT model of ``space`` for ``objective`` (min_cost, max_throughput, min_latency).
+def build_formulation(space: SearchSpace, objective: str, *, explain: bool = False, forbidden: frozenset[int] = frozenset(),
+                      prune: bool = False, prune_across_shapes: bool = True) -> Formulation:
+    """Build the CP-SAT model of ``space`` for ``objective``.
+
+    Objectives: min_cost, max_throughput, min_latency, max_served; ``pareto`` builds the
+    min_cost model with every expression an epsilon-constraint needs (:mod:`guide_opt.pareto`).
 
     With ``explain=False`` candidates that break a candidate-level constraint are left out
     and replica domains are tightened by the shared limits (a smaller, faster model). With
     ``explain=True`` every evaluated candidate is kept and every constraint family is
     guarded by an enforcement literal, to be passed as assumptions.
+
+    ``forbidden``: id()s of candidates to leave out (cut by verification). ``prune``: remove
+    dominated candidates first (:func:`guide_opt.pruning.prune_dominated`; never in explain
+    mode); ``prune_across_shapes=False`` restricts pruning to candidates of one shape, as a
+    solve that forbids shape combinations needs.
+
+    ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
+    replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x served_coefficient)``;
+    the objective maximizes the sum over LLMs. With ``prune`` an option is also dropped when
+    another on the same GPU type serves as much with no more GPUs (:func:`_prune_served_options`).
     """
+    from guide_opt.pruning import prune_dominated
+
     problem = space.problem
     model = cp_model.CpModel()
     literals: dict[str, cp_model.IntVar] = {}
+    served_mode = objective == "max_served" and not explain
 
     def family(name: str):
         if not explain:
@@ -121,15 +203,46 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         return literals[name]
 
     candidates, use, replicas, by_model = [], [], [], []
+    pruned_total = 0
+    served_vars = []
     for ms in space.models:
-        indices = []
+        eligible = []
         for c in ms.candidates:
-            if not explain and not c.feasible:
+            if id(c) in forbidden:
                 continue
+            if not explain:
+                if not c.usable_for(objective):
+                    continue
+                r_floor = 1 if served_mode else (c.replicas_min if c.replicas_min is not None else 1)
+                if replica_limit(space, c) < r_floor:
+                    continue
+            eligible.append(c)
+        if prune and not explain:
+            eligible, pruned = prune_dominated(eligible, objective, same_shape_only=not prune_across_shapes)
+            pruned_total += pruned
+        indices = []
+        if served_mode:
+            # One Boolean per (candidate, replica count): the served share of each option is
+            # exact (capped at the whole demand), which gives CP-SAT a much tighter bound than
+            # a replica count times a capped share.
+            options = _served_options(space, eligible)
+            if prune:
+                options, pruned = _prune_served_options(options)
+                pruned_total += pruned
+            terms = []
+            for c, count, served in options:
+                i = len(candidates)
+                candidates.append(c)
+                u = model.NewBoolVar(f"use[{i}]")
+                r = model.NewIntVar(0, count, f"replicas[{i}]")
+                model.Add(r == count * u)
+                use.append(u)
+                replicas.append(r)
+                indices.append(i)
+                terms.append(u * served)
+            served_vars.append(sum(terms) if terms else 0)
+        for c in eligible if not served_mode else ():
             r_max = problem.search.max_replicas if explain else replica_limit(space, c)
-            r_min = c.replicas_min if c.replicas_min is not None else 1
-            if not explain and r_max < r_min:
-                continue
             i = len(candidates)
             candidates.append(c)
             u = model.NewBoolVar(f"use[{i}]")
@@ -139,7 +252,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             if c.replicas_min is not None and c.replicas_min > 1:
                 lit = family(f"{ms.label}.demand")
                 model.Add(r >= c.replicas_min).OnlyEnforceIf([u] if lit is None else [u, lit])
-            for violated in c.violations:
+            for violated in c.violations if explain else ():
                 lit = family(f"{ms.label}.{violated}")
                 model.Add(u == 0).OnlyEnforceIf(lit)
             use.append(u)
@@ -172,13 +285,19 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             ct.OnlyEnforceIf(family("max_gpus"))
 
     latency_expr = sum(use[i] * _objective_coefficient("min_latency", c) for i, c in enumerate(candidates)) if candidates else 0
+    throughput_expr = sum(replicas[i] * _objective_coefficient("max_throughput", c) for i, c in enumerate(candidates)) if candidates else 0
+    served_expr = sum(served_vars) if served_vars else None
     if objective == "min_latency":
         objective_expr = latency_expr
         model.Minimize(objective_expr)
     elif objective == "max_throughput":
-        objective_expr = sum(replicas[i] * _objective_coefficient(objective, c) for i, c in enumerate(candidates))
+        objective_expr = throughput_expr
+        model.Maximize(objective_expr)
+    elif served_mode:
+        objective_expr = served_expr
         model.Maximize(objective_expr)
     else:
         objective_expr = cost_expr
         model.Minimize(objective_expr)
-    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, latency_expr)
+    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, latency_expr,
+                       throughput_expr, served_expr, pruned_total)

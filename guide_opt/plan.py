@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.solution import Deployment
-from guide_opt.space import Candidate, SearchSpace
+from guide_opt.space import Candidate, SearchSpace, demand_of, demand_served_per_replica
 
 #: Objectives that are minimized (the rest are maximized).
 MINIMIZED = frozenset({"min_cost", "min_latency", "min_makespan"})
@@ -40,12 +42,20 @@ class Pick:
         """Generated tokens/s of all replicas."""
         return self.replicas * (self.candidate.throughput_per_replica_tokens_per_s or 0.0)
 
+    @property
+    def served_share(self) -> float:
+        """Share of the LLM's demand these replicas serve, capped at 1.0."""
+        return min(1.0, self.replicas * (self.candidate.served_share_per_replica or 0.0))
+
 
 Plan = tuple[Pick, ...]
 
 
 def objective_value(objective: str, plan: Plan) -> float:
-    """Value of ``objective`` for ``plan``: $/h, tokens/s, or ms of summed mean request latency."""
+    """Value of ``objective`` for ``plan``: $/h, tokens/s, ms of summed mean request latency,
+    or (``max_served``) the mean over LLMs of the percent of demand served."""
+    if objective == "max_served":
+        return 100.0 * math.fsum(p.served_share for p in plan) / max(1, len(plan))
     if objective == "max_throughput":
         return math.fsum(p.throughput_tokens_per_s for p in plan)
     if objective == "min_latency":
@@ -79,6 +89,48 @@ def shared_limit_violations(space: SearchSpace, plan: Plan) -> list[str]:
     if problem.hardware.max_gpus is not None and total > problem.hardware.max_gpus:
         problems.append(f"max_gpus: uses {total}, max_gpus is {problem.hardware.max_gpus}")
     return problems
+
+
+def demand_served(requirement: LlmRequirement, deployment: Deployment) -> float | None:
+    """Demand ``deployment`` can serve, in the workload's unit (requests/s, users, job requests); None without demand."""
+    per_replica = demand_served_per_replica(requirement, deployment.max_batch, deployment.metrics["request_latency_ms"] / 1e3)
+    return None if per_replica is None else deployment.replicas * per_replica
+
+
+def served_percent(requirement: LlmRequirement, deployment: Deployment) -> float:
+    """Percent of the LLM's demand ``deployment`` serves (capped at 100; 100 without demand)."""
+    served, demand = demand_served(requirement, deployment), demand_of(requirement)
+    if served is None or demand is None:
+        return 100.0
+    return 100.0 * min(1.0, served / demand)
+
+
+def served_problem(problem: Problem, deployments: Sequence[Deployment]) -> Problem:
+    """``problem`` with each LLM's demand lowered to what its deployment serves (``max_served``).
+
+    A ``max_served`` plan may serve only a share of a demand; verifying it against this
+    problem checks that each deployment really serves the share it claims, with the same
+    full-model checks as any plan. Demand already met is left unchanged.
+    """
+    models = []
+    for req, dep in zip(problem.models, deployments):
+        w = req.workload
+        served = demand_served(req, dep)
+        update = {}
+        if served is not None:
+            if w.request_rate_per_s is not None and served < w.request_rate_per_s:
+                update = {"request_rate_per_s": served}
+            elif w.concurrent_users is not None and served < w.concurrent_users:
+                update = {"concurrent_users": max(1, int(served))}
+            elif w.requests is not None and served < w.requests:
+                update = {"requests": max(1, math.floor(served))}
+        models.append(req.model_copy(update={"workload": w.model_copy(update=update)}) if update else req)
+    return problem.model_copy(update={"models": models})
+
+
+def verification_problem(problem: Problem, deployments: Sequence[Deployment]) -> Problem:
+    """The problem a plan's deployments are verified against: :func:`served_problem` for ``max_served``, else ``problem``."""
+    return served_problem(problem, deployments) if problem.objective == "max_served" else problem
 
 
 def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:

@@ -22,7 +22,23 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 DEFAULT_TP_DEGREES = (1, 2, 4, 8)
 DEFAULT_PP_DEGREES = (1,)
 
-Objective = Literal["min_cost", "max_throughput", "min_latency", "pareto", "min_makespan"]
+Objective = Literal["min_cost", "max_throughput", "min_latency", "pareto", "min_makespan", "max_served"]
+"""What to optimize.
+
+- ``min_cost``: $/h of the plan (of a batch-job schedule: $ of the whole schedule).
+- ``max_throughput``: generated tokens/s of all replicas, within the limits.
+- ``min_latency``: mean request latency (ms), summed over LLMs, within the limits.
+- ``pareto``: every non-dominated (cost $/h, mean request latency ms, throughput tokens/s)
+  plan (:mod:`guide_opt.pareto`).
+- ``min_makespan``: batch jobs scheduled on the GPU pool, finishing as early as possible
+  (:mod:`guide_opt.scheduling`).
+- ``max_served``: a fleet under the budget/limits serving as much of each LLM's demand as it
+  can: maximizes the mean over LLMs of the served share of demand (each LLM gets at least one
+  replica; ties go to the cheaper plan).
+"""
+
+#: Objectives that plan batch jobs over time rather than steady replicas.
+SCHEDULE_OBJECTIVES = frozenset({"min_makespan"})
 
 
 class _Strict(BaseModel):
@@ -139,6 +155,22 @@ class SearchSpace(_Strict):
     max_replicas: PositiveInt = 64
 
 
+class Scheduling(_Strict):
+    """How batch-job workloads (``requests`` + ``deadline_h``) are planned.
+
+    enabled: ``true`` schedules the jobs over time: each job gets a replica shape, a start
+    and an end, sharing the GPU pool (``hardware.inventory`` per type, ``max_gpus``, and
+    ``budget_per_hour`` as a $/h cap at every instant); see :mod:`guide_opt.scheduling`.
+    ``false`` plans steady replicas held until each deadline (the fleet plan, $/h). ``auto``
+    (default) schedules exactly when the objective is ``min_makespan``; a cheapest schedule
+    (total $) is ``objective: min_cost`` with ``enabled: true``.
+    time_quantum_s: the schedule's time unit (s); job durations round up to it, deadlines down.
+    """
+
+    enabled: bool | Literal["auto"] = "auto"
+    time_quantum_s: PositiveInt = 60
+
+
 class Problem(_Strict):
     """A deployment question: serve ``models`` on ``hardware`` with ``frameworks``, optimizing ``objective``."""
 
@@ -151,6 +183,26 @@ class Problem(_Strict):
     budget_per_hour: PositiveFloat | None = None
     objective: Objective = "min_cost"
     search: SearchSpace = SearchSpace()
+    scheduling: Scheduling = Scheduling()
+
+    @model_validator(mode="after")
+    def _schedules_need_batch_jobs(self) -> "Problem":
+        if self.scheduling.enabled is True and self.objective not in ("min_cost", "min_makespan"):
+            raise ValueError(f"a batch-job schedule (scheduling.enabled: true) minimizes min_cost or min_makespan, not {self.objective}")
+        if self.objective == "min_makespan" and self.scheduling.enabled is False:
+            raise ValueError("objective min_makespan plans a schedule: remove scheduling.enabled: false")
+        if self.objective == "min_makespan" or self.scheduling.enabled is True:
+            for i, m in enumerate(self.models):
+                if m.workload.requests is None:
+                    raise ValueError(f"models[{i}].workload is not a batch job (a schedule needs requests + deadline_h for every model)")
+        return self
+
+    @property
+    def is_schedule(self) -> bool:
+        """True when the batch jobs are scheduled over time (see :class:`Scheduling`)."""
+        if self.scheduling.enabled != "auto":
+            return bool(self.scheduling.enabled)
+        return self.objective in SCHEDULE_OBJECTIVES
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Problem":

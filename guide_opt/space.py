@@ -12,6 +12,7 @@ choice independently.
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -78,7 +79,8 @@ class Candidate:
 
     violations: the constraint families this candidate breaks by itself (memory, SLOs,
     demand beyond ``max_replicas``). ``replicas_min`` is the fewest replicas meeting the
-    demand (None when it cannot be met).
+    demand (None when it cannot be met). ``served_share_per_replica`` is the share of the
+    LLM's demand one replica serves (1.0 without demand; None when it does not fit).
     """
 
     model_index: int
@@ -95,11 +97,23 @@ class Candidate:
     throughput_per_replica_tokens_per_s: float | None
     replicas_min: int | None
     violations: tuple[str, ...]
+    served_share_per_replica: float | None = None
 
     @property
     def feasible(self) -> bool:
         """True when no candidate-level constraint is violated."""
         return not self.violations
+
+    def usable_for(self, objective: str) -> bool:
+        """True when the candidate may be deployed under ``objective``.
+
+        Every objective needs memory and SLOs to hold; only ``max_served`` may deploy fewer
+        replicas than the demand needs (it serves a share of it), so a ``demand`` violation
+        does not exclude a candidate there.
+        """
+        if objective == "max_served":
+            return self.fits and set(self.violations) <= {"demand"}
+        return self.feasible
 
 
 @dataclass
@@ -171,21 +185,33 @@ def replicas_needed(requirement: LlmRequirement, batch: int, request_latency_s: 
     return max(1, math.ceil(need - 1e-9))
 
 
-def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: int) -> Candidate:
-    """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model."""
+#: Full-model figures of one (LLM, lengths, shape, batch), independent of SLOs and demand:
+#: (fits, memory used GiB, memory usable GiB, memory utilization, TTFT s, TPOT s, batch latency s).
+Evaluation = tuple[bool, float, float, float, float | None, float | None, float | None]
+
+
+def evaluate_shape_batch(llm: LlmSpec, input_tokens: int, output_tokens: int, shape: Shape, batch: int) -> Evaluation:
+    """The SLO- and demand-independent figures of ``shape`` at ``batch`` (one :func:`~guide_opt.perf.estimate` call)."""
     config = ServingConfig(
-        llm=ms.llm, gpu=shape.gpu, framework=shape.framework, quantization=shape.quantization, tp=shape.tp, pp=shape.pp,
-        batch=batch, input_tokens=ms.input_tokens, output_tokens=ms.output_tokens, kv_cache_dtype=shape.kv_cache_dtype,
+        llm=llm, gpu=shape.gpu, framework=shape.framework, quantization=shape.quantization, tp=shape.tp, pp=shape.pp,
+        batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, kv_cache_dtype=shape.kv_cache_dtype,
     )
     est = estimate(config)
     gib = est.memory.as_gib()
-    violations: list[str] = []
-    ttft_s = tpot_s = latency_s = batch_latency_s = throughput = None
-    replicas_min = None
     if not est.fits:
+        return (False, gib["used_gib"], gib["usable_gib"], est.memory.utilization, None, None, None)
+    return (True, gib["used_gib"], gib["usable_gib"], est.memory.utilization, est.ttft_s, est.tpot_s, est.batch_latency_s)
+
+
+def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluation: Evaluation, max_replicas: int) -> Candidate:
+    """Apply the LLM's SLOs and demand to the figures of :func:`evaluate_shape_batch`."""
+    fits, used_gib, usable_gib, utilization, ttft_s, tpot_s, batch_latency_s = evaluation
+    violations: list[str] = []
+    latency_s = throughput = share = None
+    replicas_min = None
+    if not fits:
         violations.append("memory")
     else:
-        ttft_s, tpot_s, batch_latency_s = est.ttft_s, est.tpot_s, est.batch_latency_s
         latency_s = ttft_s + (ms.output_tokens - 1) * tpot_s
         throughput = batch * ms.output_tokens / latency_s
         slo = ms.requirement.slo
@@ -194,14 +220,55 @@ def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: i
         if slo.tpot_ms is not None and tpot_s * 1e3 > slo.tpot_ms:
             violations.append("tpot_slo")
         replicas_min = replicas_needed(ms.requirement, batch, latency_s)
+        share = demand_share_per_replica(ms.requirement, batch, latency_s)
         if replicas_min > max_replicas:
             violations.append("demand")
     return Candidate(
-        model_index=ms.index, shape=shape, batch=batch, fits=est.fits, memory_used_gib=gib["used_gib"],
-        memory_usable_gib=gib["usable_gib"], memory_utilization=est.memory.utilization, ttft_s=ttft_s, tpot_s=tpot_s,
+        model_index=ms.index, shape=shape, batch=batch, fits=fits, memory_used_gib=used_gib,
+        memory_usable_gib=usable_gib, memory_utilization=utilization, ttft_s=ttft_s, tpot_s=tpot_s,
         batch_latency_s=batch_latency_s, request_latency_s=latency_s, throughput_per_replica_tokens_per_s=throughput,
-        replicas_min=replicas_min, violations=tuple(violations),
+        replicas_min=replicas_min, violations=tuple(violations), served_share_per_replica=share,
     )
+
+
+def demand_served_per_replica(requirement: LlmRequirement, batch: int, request_latency_s: float) -> float | None:
+    """Demand one replica of ``batch`` concurrent sequences serves, in the workload's own unit.
+
+    The capacity behind :func:`replicas_needed`: ``batch / latency`` requests/s (rate),
+    ``batch`` users, or ``batch x D x 3600 / latency`` requests of a job due in D hours. None
+    when the workload states no demand.
+    """
+    w = requirement.workload
+    if w.request_rate_per_s is not None:
+        return batch / request_latency_s
+    if w.concurrent_users is not None:
+        return float(batch)
+    if w.requests is not None and w.deadline_h is not None:
+        return batch * w.deadline_h * 3600.0 / request_latency_s
+    return None
+
+
+def demand_of(requirement: LlmRequirement) -> float | None:
+    """The workload's demand in its own unit (requests/s, users or job requests); None when none is stated."""
+    w = requirement.workload
+    for value in (w.request_rate_per_s, w.concurrent_users, w.requests):
+        if value is not None:
+            return float(value)
+    return None
+
+
+def demand_share_per_replica(requirement: LlmRequirement, batch: int, request_latency_s: float) -> float:
+    """Share of the LLM's demand one replica serves (1.0 when the workload states no demand)."""
+    demand = demand_of(requirement)
+    if demand is None:
+        return 1.0
+    return demand_served_per_replica(requirement, batch, request_latency_s) / demand
+
+
+def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: int) -> Candidate:
+    """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model."""
+    evaluation = evaluate_shape_batch(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
+    return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
 
 
 def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[GpuSpec], prices: dict[str, float]) -> list[Shape]:
@@ -248,8 +315,67 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
 
 
 
-def build_space(problem: Problem, catalog: Catalog | None = None) -> SearchSpace:
-    """Resolve ids, run the data pre-checks, and evaluate every candidate of every LLM."""
+#: Evaluations above which :func:`build_space` spreads the work over processes (when it may).
+PARALLEL_MIN_EVALUATIONS = 6000
+
+
+def _evaluate_group(task: tuple) -> list[Evaluation]:
+    """Evaluate every (shape, batch) of one (LLM, lengths) group."""
+    llm, input_tokens, output_tokens, shapes, batches = task
+    return [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for shape in shapes for b in batches]
+
+
+#: The tasks of the parallel evaluation in progress (inherited by the forked workers, so
+#: only indices and result tuples cross the process boundary).
+_FORKED_TASKS: list[tuple] = []
+
+
+def _evaluate_forked(item: tuple[int, int]) -> list[Evaluation]:
+    """Worker body: evaluate shape ``item[1]`` of task ``item[0]`` of :data:`_FORKED_TASKS` at every batch."""
+    llm, input_tokens, output_tokens, shapes, batches = _FORKED_TASKS[item[0]]
+    shape = shapes[item[1]]
+    return [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for b in batches]
+
+
+def _evaluate_all(tasks: list[tuple], workers: int) -> list[list[Evaluation]]:
+    """Evaluate ``tasks`` serially, or over ``workers`` forked processes (same results either way)."""
+    import threading
+
+    size = sum(len(t[3]) * len(t[4]) for t in tasks)
+    # Forking is only safe from a single-threaded process (a web server's worker thread stays serial).
+    if workers > 1 and size >= PARALLEL_MIN_EVALUATIONS and threading.active_count() == 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "fork" in multiprocessing.get_all_start_methods():
+            items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
+            _FORKED_TASKS[:] = tasks
+            try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                    flat = list(pool.map(_evaluate_forked, items, chunksize=max(1, len(items) // (4 * workers))))
+            finally:
+                _FORKED_TASKS.clear()
+            out: list[list[Evaluation]] = [[] for _ in tasks]
+            for (t, _), evaluations in zip(items, flat):
+                out[t].extend(evaluations)
+            return out
+    return [_evaluate_group(t) for t in tasks]
+
+
+def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: int | None = None) -> SearchSpace:
+    """Resolve ids, run the data pre-checks, and evaluate every candidate of every LLM.
+
+    Candidate evaluation (the full performance model) dominates the cost of large fleets,
+    so it is shared and spread without changing any result:
+
+    - LLMs of the problem with the same architecture and token lengths share one evaluation
+      of each (shape, batch) -- only the SLO and demand checks are per LLM
+      (:func:`candidate_from_evaluation`);
+    - above :data:`PARALLEL_MIN_EVALUATIONS` evaluations the work is spread over ``workers``
+      forked processes (default: the machine's cores; 1 keeps it in this process; never from
+      a multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
+      function of its inputs, so the candidates are identical.
+    """
     catalog = catalog or load_catalog()
     prices = resolve_prices(problem, catalog)
     gpus = resolve_gpus(problem, catalog)
@@ -258,18 +384,29 @@ def build_space(problem: Problem, catalog: Catalog | None = None) -> SearchSpace
     if problem.objective == "max_throughput" and problem.budget_per_hour is None and problem.hardware.max_gpus is None and not problem.hardware.inventory:
         raise InputError("budget_per_hour", "max_throughput needs a limit, otherwise more GPUs always give more throughput",
                          "set budget_per_hour, hardware.max_gpus or hardware.inventory")
+    batches = sorted(set(problem.search.batch_sizes))
     models = []
     for i, req in enumerate(problem.models):
         llm = catalog.llm(req.id, field=f"models[{i}].id")
         input_tokens, output_tokens = req.workload.token_lengths()
         ms = ModelSpace(index=i, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[], candidates=[])
         ms.shapes = _shapes_for(ms, problem, catalog, gpus, prices)
-        ms.candidates = [
-            evaluate_candidate(ms, shape, batch, problem.search.max_replicas)
-            for shape in ms.shapes
-            for batch in sorted(set(problem.search.batch_sizes))
-        ]
         models.append(ms)
+    # One evaluation task per distinct (LLM, lengths, shapes): the shapes depend on the LLM's
+    # precision tolerance too, so they are part of the key.
+    groups: dict[tuple, int] = {}
+    tasks: list[tuple] = []
+    for ms in models:
+        key = (ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))
+        if key not in groups:
+            groups[key] = len(tasks)
+            tasks.append((ms.llm, ms.input_tokens, ms.output_tokens, ms.shapes, batches))
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    evaluations = _evaluate_all(tasks, workers)
+    for ms in models:
+        group = evaluations[groups[(ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))]]
+        pairs = [(shape, b) for shape in ms.shapes for b in batches]
+        ms.candidates = [candidate_from_evaluation(ms, shape, b, ev, problem.search.max_replicas) for (shape, b), ev in zip(pairs, group)]
     return SearchSpace(problem=problem, models=models, prices_usd_per_gpu_hour=prices, gpu_ids=[g.id for g in gpus])
 
 

@@ -1,4 +1,11 @@
-"""``guide-opt solve``: the best deployment for a problem file, proven and explained."""
+"""``guide-opt solve``: the best deployment for a problem file, proven and explained.
+
+One verb, dispatched on the problem: ``objective: pareto`` prints the exact Pareto frontier
+(:mod:`guide_opt.pareto`), a batch-job schedule (``min_makespan``, or ``scheduling.enabled``)
+prints the schedule (:mod:`guide_opt.scheduling`), everything else (single deployments and
+fleets: min_cost, max_throughput, min_latency, max_served) the optimal plan. ``--plot FILE``
+draws the frontier, the Gantt chart or the fleet (:mod:`guide_opt.plotting`).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +21,19 @@ from guide_opt.solution import Solution, Status
 from guide_opt.solvers import get_solver
 from guide_opt.verify import verify
 
-_OBJECTIVE_UNITS = {"min_cost": ("$", "/h"), "max_throughput": ("", " tokens/s"), "min_latency": ("", " ms")}
+_OBJECTIVE_UNITS = {"min_cost": ("$", "/h"), "max_throughput": ("", " tokens/s"), "min_latency": ("", " ms"),
+                    "max_served": ("", "% of demand served"), "pareto": ("$", "/h (cheapest point)"),
+                    "min_makespan": ("", " h"), "schedule_cost": ("$", " total")}
+#: Objectives printed with two decimals.
+_TWO_DECIMALS = frozenset({"min_cost", "pareto", "min_makespan", "schedule_cost", "max_served"})
 
 
 def format_objective(name: str, value: float | None) -> str:
-    """``$5.98/h``, ``42,218 tokens/s`` or ``1,081 ms``; '-' for None."""
+    """``$5.98/h``, ``42,218 tokens/s``, ``1,081 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``; '-' for None."""
     if value is None:
         return "-"
     prefix, suffix = _OBJECTIVE_UNITS.get(name, ("", ""))
-    return f"{prefix}{value:,.2f}{suffix}" if name == "min_cost" else f"{prefix}{value:,.1f}{suffix}"
+    return f"{prefix}{value:,.2f}{suffix}" if name in _TWO_DECIMALS else f"{prefix}{value:,.1f}{suffix}"
 
 
 @cli.command("solve")
@@ -32,9 +43,11 @@ def format_objective(name: str, value: float | None) -> str:
 @click.option("--time-limit-s", type=click.FloatRange(min=0, min_open=True), default=None, help="Wall-clock limit per solve (overrides the preset).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (overrides the preset).")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw a chart to FILE (.png, .svg or .pdf): the Pareto frontier, the batch-job Gantt chart, or the fleet.")
 @format_option
 def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
-                  explain: bool, output_format: str) -> int:
+                  explain: bool, plot_file: Path | None, output_format: str) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
@@ -44,11 +57,25 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = Problem.from_yaml(problem_file)
     solver_preset = load_preset(preset)
-    solution = get_solver(solver_name, solver_preset).solve(problem, time_limit_s=time_limit_s, seed=seed)
-    violations = verify(problem, solution) if solution.status.found else []
+    if plot_file is not None:
+        from guide_opt.plotting import check_plot_path
+
+        check_plot_path(plot_file)
+    if problem.objective == "pareto":
+        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+    if problem.is_schedule:
+        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+    from guide_opt.plan import verification_problem
+    from guide_opt.space import build_space
+
+    solver = get_solver(solver_name, solver_preset)
+    space = build_space(problem)
+    solution = solver.solve(problem, time_limit_s=time_limit_s, seed=seed, space=space)
+    violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
     binding = []
-    if explain and solution.status.found:
-        binding = _binding(problem, solution, solver_preset)
+    # explain_binding measures gains for minimized objectives and max_throughput only.
+    if explain and solution.status.found and problem.objective != "max_served":
+        binding = _binding(problem, solution, solver_preset, space)
     payload = solution.to_json()
     payload["problem"] = problem.name
     payload["verified"] = solution.status.found and not violations
@@ -56,6 +83,14 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
         payload["verification_failures"] = [v.text for v in violations]
     if binding:
         payload["binding_constraints"] = binding
+    if problem.objective == "max_served" and solution.status.found:
+        from guide_opt.plan import served_percent
+
+        payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
+    if plot_file is not None and solution.status.found:
+        from guide_opt.plotting import plot_fleet
+
+        payload["plot"] = str(plot_fleet(solution, plot_file, title=problem.name))
     if output_format == "json":
         echo_json(payload)
     else:
@@ -63,12 +98,12 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
     return 0 if solution.status.found else 2
 
 
-def _binding(problem: Problem, solution: Solution, preset) -> list[dict]:
+def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[dict]:
     from guide_opt.explain import explain_binding
     from guide_opt.plan import Pick
     from guide_opt.space import build_space
 
-    space = build_space(problem)
+    space = space or build_space(problem)
     plan = []
     for ms, dep in zip(space.models, solution.deployments):
         match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
@@ -78,21 +113,20 @@ def _binding(problem: Problem, solution: Solution, preset) -> list[dict]:
 
 def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     """Readable report of a solution."""
-    obj = solution.objective_name
-    gap = "-" if solution.gap is None else f"{solution.gap:.2%}"
-    click.echo(f"{problem.name}")
-    click.echo(f"  status {solution.status.value}   objective ({obj}) {format_objective(obj, solution.objective)}   "
-               f"bound {format_objective(obj, solution.bound)}   gap {gap}   time {solution.wall_time_s:.2f} s   solver {solution.solver}")
+    _header(problem, solution, solution.objective_name)
     if not solution.status.found:
         _print_explanation(solution)
         return
     click.echo("")
     click.echo("Deployments")
+    rows_done: list = []
     for req, d in zip(problem.models, solution.deployments):
         m = d.metrics
         slo_ttft = f" (SLO {req.slo.ttft_ms:g})" if req.slo.ttft_ms else ""
         slo_tpot = f" (SLO {req.slo.tpot_ms:g})" if req.slo.tpot_ms else ""
-        click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h")
+        served = f"   serves {payload['served_percent'][len(rows_done)]:.1f}% of demand" if "served_percent" in payload else ""
+        rows_done.append(d)
+        click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h{served}")
         click.echo(f"      TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
                    f"{fmt_number(m['throughput_tokens_per_s'])} tokens/s, memory {m['memory_utilization']:.0%} of each GPU")
     click.echo(f"  verified with the full model: {'yes' if payload['verified'] else 'NO: ' + '; '.join(payload.get('verification_failures', []))}")
@@ -110,7 +144,108 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
             click.echo(f"  {b['text']}")
     stats = solution.stats
     click.echo("")
-    click.echo(f"  searched {stats.get('candidates', 0)} candidates ({stats.get('pruned_shapes', 0)} shapes pruned by pre-checks)")
+    click.echo(f"  searched {stats.get('candidates', 0)} candidates ({stats.get('pruned_shapes', 0)} shapes pruned by pre-checks"
+               f"{_dominated_text(stats)})")
+    if payload.get("plot"):
+        click.echo(f"  chart written to {payload['plot']}")
+
+
+def _dominated_text(stats: dict) -> str:
+    n = stats.get("dominated_pruned")
+    return f", {n} dominated candidates pruned before the model was built" if n else ""
+
+
+def _header(problem: Problem, solution: Solution, objective_key: str) -> None:
+    gap = "-" if solution.gap is None else f"{solution.gap:.2%}"
+    click.echo(f"{problem.name}")
+    click.echo(f"  status {solution.status.value}   objective ({solution.objective_name}) {format_objective(objective_key, solution.objective)}   "
+               f"bound {format_objective(objective_key, solution.bound)}   gap {gap}   time {solution.wall_time_s:.2f} s   solver {solution.solver}")
+
+
+def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+    """``objective: pareto``: the exact frontier, its points, the optimum, and the chart."""
+    from guide_opt.pareto import frontier_json, solve_pareto
+
+    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed)
+    payload = solution.to_json()
+    payload["problem"] = problem.name
+    payload["verified"] = solution.status.found and "verification_failures" not in solution.stats
+    payload.update(frontier_json(space, frontier))
+    if plot_file is not None and frontier.points:
+        from guide_opt.plotting import plot_frontier
+
+        payload["plot"] = str(plot_frontier(frontier, plot_file, title=problem.name, budget_per_hour=problem.budget_per_hour))
+    if output_format == "json":
+        echo_json(payload)
+        return 0 if solution.status.found else 2
+    _header(problem, solution, "pareto")
+    if not solution.status.found:
+        _print_explanation(solution)
+        return 2
+    click.echo("")
+    click.echo(f"Pareto frontier: {len(frontier.points)} non-dominated plans over cost ($/h), mean request latency "
+               f"(TTFT + (output_tokens-1) x TPOT; SLOs at p{frontier.slo_percentile} hold on every point) and throughput")
+    rows = [[str(i + 1), f"${p.cost_per_hour:,.2f}", f"{p.latency_ms:,.1f}", f"{p.throughput_tokens_per_s:,.0f}",
+             str(sum(q.gpus for q in p.plan)), " + ".join(d["summary"] for d in p.to_json(space)["deployments"])]
+            for i, p in enumerate(frontier.points)]
+    echo_rows(["#", "$/h", "latency ms", "tokens/s", "GPUs", "deployments"], rows)
+    if frontier.slo_latency_ms is not None:
+        click.echo(f"  the SLOs bound the request latency at {frontier.slo_latency_ms:,.1f} ms")
+    click.echo("")
+    click.echo("Optimum (cheapest point)")
+    for d in solution.deployments:
+        click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h")
+    failures = solution.stats.get("verification_failures")
+    click.echo(f"  every point verified with the full model: {'yes' if not failures else 'NO: ' + '; '.join(failures)}")
+    click.echo("")
+    click.echo(f"  {frontier.solves} CP-SAT solves ({frontier.reused} answers reused from enclosing bounds); searched "
+               f"{solution.stats.get('candidates', 0)} candidates ({solution.stats.get('pruned_shapes', 0)} shapes pruned by pre-checks"
+               f"{_dominated_text(solution.stats)})")
+    if payload.get("plot"):
+        click.echo(f"  chart written to {payload['plot']}")
+    return 0
+
+
+def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+    """Batch jobs scheduled on the GPU pool: the schedule table, its verification, the Gantt chart."""
+    from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
+
+    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed)
+    violations = verify_schedule(problem, schedule, space) if solution.status.found else []
+    payload = solution.to_json()
+    payload["problem"] = problem.name
+    payload["objective_unit"] = "h" if problem.objective == "min_makespan" else "$"
+    payload["verified"] = solution.status.found and not violations
+    if violations:
+        payload["verification_failures"] = [v.text for v in violations]
+    payload.update(schedule_json(schedule))
+    if plot_file is not None and schedule.jobs:
+        from guide_opt.plotting import plot_schedule
+
+        payload["plot"] = str(plot_schedule(schedule, problem, plot_file, title=problem.name))
+    if output_format == "json":
+        echo_json(payload)
+        return 0 if solution.status.found else 2
+    _header(problem, solution, "min_makespan" if problem.objective == "min_makespan" else "schedule_cost")
+    if not solution.status.found:
+        _print_explanation(solution)
+        return 2
+    click.echo("")
+    click.echo(f"Schedule (times in hours from the start; slots in {schedule.quantum_s} s quanta; makespan {schedule.makespan_h:.2f} h, "
+               f"cost ${schedule.cost_usd:,.2f})")
+    rows = [[str(j.option.job), j.model, j.option.candidate.shape.label() + f" b{j.option.candidate.batch}", str(j.option.replicas),
+             str(j.option.gpus), f"{j.start_h:.2f}", f"{j.end_h:.2f}", f"{problem.models[j.option.job].workload.deadline_h:g}",
+             f"${j.option.cost_usd:,.2f}"] for j in schedule.jobs]
+    echo_rows(["job", "model", "shape", "replicas", "GPUs", "start", "end", "deadline", "cost"], rows)
+    click.echo(f"  verified with the full model (deployments, durations, deadlines, capacity at every start): "
+               f"{'yes' if payload['verified'] else 'NO: ' + '; '.join(payload.get('verification_failures', []))}")
+    stats = solution.stats
+    click.echo("")
+    click.echo(f"  {stats.get('job_options', 0)} job options ({stats.get('dominated_pruned', 0)} dominated options pruned) from "
+               f"{stats.get('candidates', 0)} candidates")
+    if payload.get("plot"):
+        click.echo(f"  chart written to {payload['plot']}")
+    return 0
 
 
 def _print_explanation(solution: Solution) -> None:

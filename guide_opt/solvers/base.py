@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from guide_opt.errors import InputError
-from guide_opt.plan import Plan, objective_value, to_deployment
+from guide_opt.plan import Plan, objective_value, to_deployment, verification_problem
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
@@ -118,7 +118,7 @@ class Solver(abc.ABC):
     def _failed_candidates(self, space: SearchSpace, plan: Plan) -> list[Candidate]:
         """Candidates of ``plan`` that fail full-model verification (to be cut off)."""
         deployments = [to_deployment(space, p) for p in plan]
-        violations = verify_deployments(space.problem, deployments)
+        violations = verify_deployments(verification_problem(space.problem, deployments), deployments)
         if any(v.model_index is None for v in violations) and not any(v.model_index is not None for v in violations):
             return [p.candidate for p in plan]  # a shared limit broken by rounding: cut the whole combination
         return [plan[v.model_index].candidate for v in violations if v.model_index is not None]

@@ -2,7 +2,8 @@
 
 Enumerates every combination of one feasible candidate per LLM with every useful replica
 count (the fewest meeting demand for min_cost / min_latency; every count up to the limits
-for max_throughput), pruning partial plans that already break the budget, inventory or
+for max_throughput; for max_served every count from 1 up to the fewest serving the whole
+demand, since more can only cost more), pruning partial plans that already break the budget, inventory or
 max_gpus. Exponential in the number of LLMs: meant for checking, not for fleets.
 """
 
@@ -23,6 +24,7 @@ class ExhaustiveSolver(Solver):
 
     name = "exhaustive"
     proves_optimality = True
+    objectives = frozenset({"min_cost", "max_throughput", "min_latency", "max_served"})
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
                    time_limit_s: float, seed: int) -> PlanResult:
@@ -32,16 +34,20 @@ class ExhaustiveSolver(Solver):
         for ms in space.models:
             picks = []
             for c in ms.candidates:
-                if not c.feasible or id(c) in forbidden:
+                if not c.usable_for(objective) or id(c) in forbidden:
                     continue
                 r_max = replica_limit(space, c)
-                replica_counts = range(c.replicas_min, r_max + 1) if objective == "max_throughput" else (
-                    [c.replicas_min] if c.replicas_min <= r_max else [])
+                if objective == "max_served":
+                    replica_counts = range(1, min(r_max, c.replicas_min) + 1)
+                elif objective == "max_throughput":
+                    replica_counts = range(c.replicas_min, r_max + 1)
+                else:
+                    replica_counts = [c.replicas_min] if c.replicas_min <= r_max else []
                 picks.extend(Pick(c, r) for r in replica_counts)
             options.append(picks)
 
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
-        sign = -1.0 if objective == "max_throughput" else 1.0
+        sign = -1.0 if objective in ("max_throughput", "max_served") else 1.0
         tie_breaker = "min_latency" if objective == "min_cost" else "min_cost"  # same rule as the CP-SAT solver
         budget = problem.budget_per_hour
         inventory = problem.hardware.inventory

@@ -1,0 +1,44 @@
+"""Faster space evaluation gives the same candidates: shared evaluations and forked workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import guide_opt.space as space_module
+from guide_opt.problem import Problem
+from guide_opt.space import build_space
+
+
+def _figures(space):
+    return [[(c.shape.key, c.batch, c.fits, c.memory_used_gib, c.ttft_s, c.tpot_s, c.batch_latency_s, c.replicas_min, c.violations,
+              c.served_share_per_replica) for c in ms.candidates] for ms in space.models]
+
+
+def test_parallel_evaluation_equals_serial(fleet_dict, monkeypatch):
+    problem = Problem.from_dict(fleet_dict())
+    serial = build_space(problem, workers=1)
+    monkeypatch.setattr(space_module, "PARALLEL_MIN_EVALUATIONS", 1)
+    used = []
+    real = space_module._evaluate_forked
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def map(self, fn, *iterables, **kwargs):
+            used.append(fn is real)
+            return super().map(fn, *iterables, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    parallel = build_space(problem, workers=2)
+    assert used == [True], "the forked path ran"
+    assert _figures(parallel) == _figures(serial)
+
+
+def test_llms_with_the_same_architecture_and_lengths_share_evaluations_but_not_slo_checks(fleet_dict):
+    data = fleet_dict()
+    twin = {**data["models"][1], "slo": {"ttft_ms": 100, "tpot_ms": 10}}
+    data["models"] = [data["models"][1], twin]
+    space = build_space(Problem.from_dict(data))
+    a, b = space.models
+    assert [(c.shape.key, c.batch, c.ttft_s, c.tpot_s) for c in a.candidates] == [(c.shape.key, c.batch, c.ttft_s, c.tpot_s) for c in b.candidates]
+    assert sum(c.feasible for c in a.candidates) > sum(c.feasible for c in b.candidates)
+    alone = build_space(Problem.from_dict({**data, "models": [twin]}))
+    assert _figures(alone)[0] == _figures(space)[1]
