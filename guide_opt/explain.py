@@ -24,9 +24,9 @@ from collections import Counter
 from ortools.sat.python import cp_model
 
 from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, to_quanta
-from guide_opt.plan import Plan, objective_value
+from guide_opt.plan import MINIMIZED, Plan, objective_value
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
-from guide_opt.space import ModelSpace, SearchSpace
+from guide_opt.space import ModelSpace, SearchSpace, demand_served_per_replica
 
 _FAMILY_TEXT = {
     "memory": "does not fit in GPU memory",
@@ -151,14 +151,8 @@ DEMAND_QUANTUM = 1e-3
 
 def _served_quanta(space: SearchSpace, c) -> int:
     """Demand one replica of candidate ``c`` serves, in DEMAND_QUANTUM units (rate, users or job requests)."""
-    w = space.problem.models[c.model_index].workload
-    if w.concurrent_users is not None:
-        served = c.batch
-    elif w.requests is not None:
-        served = c.batch * w.deadline_h * 3600.0 / c.request_latency_s
-    else:
-        served = c.batch / c.request_latency_s
-    return to_quanta(served, DEMAND_QUANTUM, "down")
+    served = demand_served_per_replica(space.problem.models[c.model_index], c.batch, c.request_latency_s)
+    return to_quanta(served if served is not None else 1.0, DEMAND_QUANTUM, "down")
 
 
 def _relaxation(space: SearchSpace, family: str, plan: Plan) -> dict | None:
@@ -285,7 +279,7 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset) -> lis
         if not result.plans:
             continue
         value = objective_value(objective, result.plans[0])
-        gain = (base_value - value) if objective != "max_throughput" else (value - base_value)
+        gain = (base_value - value) if objective in MINIMIZED else (value - base_value)
         binding = gain > 1e-9 * max(1.0, abs(base_value))
         out.append({"constraint": name, "binding": binding, "objective_if_relaxed": value, "gain": gain,
                     "text": _gain_text(name, objective, gain) if binding else f"{name} does not bind"})
@@ -308,6 +302,8 @@ def _gain_text(name: str, objective: str, gain: float) -> str:
         return f"{name} binds: relaxing it would save ${gain:.2f}/h"
     if objective == "max_throughput":
         return f"{name} binds: relaxing it would add {gain:,.0f} tokens/s"
+    if objective == "max_served":
+        return f"{name} binds: relaxing it would serve {gain:.1f} percentage points more of the demand"
     return f"{name} binds: relaxing it would cut latency by {gain:.1f} ms"
 
 

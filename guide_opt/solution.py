@@ -89,9 +89,10 @@ class Deployment:
 class Solution:
     """A solver's answer.
 
-    objective: value of the problem's objective for ``deployments`` ($/h for min_cost,
-        generated tokens/s for max_throughput, ms of mean request latency for min_latency);
-        None when nothing was found.
+    objective: value of the problem's objective for ``deployments``: $/h (min_cost), generated
+        tokens/s (max_throughput), ms of mean request latency summed over LLMs (min_latency),
+        mean % of demand served (max_served), hours (min_makespan), total $ (a min_cost
+        schedule), $/h of the cheapest point (pareto); None when nothing was found.
     bound: the best proven bound on the objective (equal to ``objective`` when OPTIMAL).
     gap: relative gap ``|objective - bound| / max(|objective|, 1e-9)``; 0.0 when OPTIMAL,
         None when nothing was found or no bound is known (heuristic solvers).

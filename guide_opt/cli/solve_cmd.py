@@ -73,8 +73,7 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
     solution = solver.solve(problem, time_limit_s=time_limit_s, seed=seed, space=space)
     violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
     binding = []
-    # explain_binding measures gains for minimized objectives and max_throughput only.
-    if explain and solution.status.found and problem.objective != "max_served":
+    if explain and solution.status.found:
         binding = _binding(problem, solution, solver_preset, space)
     payload = solution.to_json()
     payload["problem"] = problem.name
