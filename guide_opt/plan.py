@@ -156,4 +156,22 @@ def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:
             "throughput_tokens_per_s": pick.throughput_tokens_per_s,
             "memory_utilization": c.memory_utilization,
         },
+        slo_margin=_slo_margin(ms, c),
     )
+
+
+def _slo_margin(ms, c: Candidate) -> dict[str, float] | None:
+    """How predictions were widened before the SLO check, and the headroom left (None when not widened)."""
+    if ms.ttft_margin == 1.0 and ms.tpot_margin == 1.0:
+        return None
+    slo = ms.requirement.slo
+    planned_ttft_ms, planned_tpot_ms = c.ttft_s * 1e3 * ms.ttft_margin, c.tpot_s * 1e3 * ms.tpot_margin
+    return {
+        "percentile": slo.percentile,
+        "ttft_factor": ms.ttft_margin,
+        "tpot_factor": ms.tpot_margin,
+        "ttft_ms_planned": planned_ttft_ms,
+        "tpot_ms_planned": planned_tpot_ms,
+        "ttft_headroom_ms": None if slo.ttft_ms is None else slo.ttft_ms - planned_ttft_ms,
+        "tpot_headroom_ms": None if slo.tpot_ms is None else slo.tpot_ms - planned_tpot_ms,
+    }

@@ -171,6 +171,22 @@ class Scheduling(_Strict):
     time_quantum_s: PositiveInt = 60
 
 
+class Prediction(_Strict):
+    """How predictions are adjusted before they are compared with the SLOs.
+
+    calibration: a file written by ``guide-opt calibrate`` (path relative to the working
+        directory): its fitted efficiency factors replace the engine defaults for the
+        (GPU, engine) pairs it covers, and its residual quantiles widen TTFT and TPOT to each
+        LLM's ``slo.percentile`` (p50 uses the median residual, a bias correction; p90 the
+        90th percentile; p99 is beyond what a calibration file stores and is refused).
+    slo_margin: a safety factor >= 1 multiplying predicted TTFT and TPOT (1.2 = plan with 20%
+        headroom), applied on top of the calibration's.
+    """
+
+    calibration: str | None = None
+    slo_margin: float = Field(default=1.0, ge=1.0)
+
+
 class Problem(_Strict):
     """A deployment question: serve ``models`` on ``hardware`` with ``frameworks``, optimizing ``objective``."""
 
@@ -183,6 +199,7 @@ class Problem(_Strict):
     budget_per_hour: PositiveFloat | None = None
     objective: Objective = "min_cost"
     search: SearchSpace = SearchSpace()
+    prediction: Prediction = Prediction()
     scheduling: Scheduling = Scheduling()
 
     @model_validator(mode="after")

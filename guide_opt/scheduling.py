@@ -44,6 +44,8 @@ generation; exact for these regular objectives) for the cross-checks.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 import time
@@ -423,15 +425,14 @@ def verify_schedule(problem: Problem, schedule: Schedule, space: SearchSpace | N
     violations: list[Violation] = []
     if len(schedule.jobs) != len(problem.models):
         return [Violation(None, f"expected {len(problem.models)} jobs, got {len(schedule.jobs)}")]
-    from guide_opt.space import ModelSpace, evaluate_candidate
+    from guide_opt.space import evaluate_candidate
 
     for i, (req, job) in enumerate(zip(problem.models, schedule.jobs)):
         deployment = job_deployment(space, job)
         single = problem.model_copy(update={"models": [req]})
         violations.extend(Violation(i, v.text) for v in verify_deployments(single, [deployment]))
         ms = space.models[i]
-        fresh_ms = ModelSpace(index=i, requirement=req, llm=ms.llm, input_tokens=ms.input_tokens, output_tokens=ms.output_tokens,
-                              shapes=[], candidates=[])
+        fresh_ms = dataclasses.replace(ms, shapes=[], candidates=[])
         fresh = evaluate_candidate(fresh_ms, job.option.candidate.shape, job.option.candidate.batch, problem.search.max_replicas)
         if not fresh.fits:
             continue  # already reported as a memory violation

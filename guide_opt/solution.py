@@ -35,6 +35,8 @@ class Deployment:
     metrics: ``ttft_ms``, ``tpot_ms``, ``batch_latency_s`` (per replica, at ``max_batch``
     concurrent sequences), ``throughput_tokens_per_s`` (all replicas together, generated
     tokens), ``memory_utilization`` (fraction of one GPU's memory).
+    slo_margin: when predictions were widened before the SLO check (a calibration's percentile
+    or ``prediction.slo_margin``): the factors, the planned TTFT/TPOT and the headroom left.
     """
 
     model: str
@@ -48,6 +50,7 @@ class Deployment:
     cost_per_hour: float
     metrics: dict[str, float]
     kv_cache_dtype: str = "fp16"
+    slo_margin: dict[str, float] | None = None
 
     @property
     def gpu_count(self) -> int:
@@ -81,6 +84,7 @@ class Deployment:
             "max_batch": self.max_batch,
             "cost_per_hour": round(self.cost_per_hour, 6),
             "metrics": dict(self.metrics),
+            "slo_margin": self.slo_margin,
             "summary": self.describe(),
         }
 

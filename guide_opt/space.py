@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.errors import InputError
-from guide_opt.frameworks import FrameworkProfile
+from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GIB_BYTES, GpuSpec
 from guide_opt.llm import LlmSpec
 from guide_opt.perf import ServingConfig, estimate
 from guide_opt.perf.memory import weight_bytes_per_gpu
+from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.quantization import QuantizationSpec, allowed_by_tolerance
 
@@ -44,6 +45,7 @@ class Shape:
     quantization: QuantizationSpec
     kv_cache_dtype: str
     usd_per_gpu_hour: float
+    efficiency: EfficiencyFactors | None = None  # calibrated factors for (gpu, engine); None: the engine's defaults
 
     @property
     def key(self) -> tuple[str, int, int, str, str, str]:
@@ -128,6 +130,8 @@ class ModelSpace:
     shapes: list[Shape]
     candidates: list[Candidate]
     pruned: dict[str, int] = field(default_factory=dict)
+    ttft_margin: float = 1.0  # predicted TTFT x this is compared with the SLO (see guide_opt.prediction)
+    tpot_margin: float = 1.0  # predicted TPOT x this is compared with the SLO
 
     @property
     def label(self) -> str:
@@ -195,6 +199,7 @@ def evaluate_shape_batch(llm: LlmSpec, input_tokens: int, output_tokens: int, sh
     config = ServingConfig(
         llm=llm, gpu=shape.gpu, framework=shape.framework, quantization=shape.quantization, tp=shape.tp, pp=shape.pp,
         batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, kv_cache_dtype=shape.kv_cache_dtype,
+        efficiency=shape.efficiency,
     )
     est = estimate(config)
     gib = est.memory.as_gib()
@@ -215,9 +220,9 @@ def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluati
         latency_s = ttft_s + (ms.output_tokens - 1) * tpot_s
         throughput = batch * ms.output_tokens / latency_s
         slo = ms.requirement.slo
-        if slo.ttft_ms is not None and ttft_s * 1e3 > slo.ttft_ms:
+        if slo.ttft_ms is not None and ttft_s * 1e3 * ms.ttft_margin > slo.ttft_ms:
             violations.append("ttft_slo")
-        if slo.tpot_ms is not None and tpot_s * 1e3 > slo.tpot_ms:
+        if slo.tpot_ms is not None and tpot_s * 1e3 * ms.tpot_margin > slo.tpot_ms:
             violations.append("tpot_slo")
         replicas_min = replicas_needed(ms.requirement, batch, latency_s)
         share = demand_share_per_replica(ms.requirement, batch, latency_s)
@@ -271,6 +276,23 @@ def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: i
     return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
 
 
+def empty_model_space(problem: Problem, index: int, catalog: Catalog) -> ModelSpace:
+    """The :class:`ModelSpace` of LLM ``index`` without shapes or candidates: lengths and SLO margins resolved."""
+    req = problem.models[index]
+    llm = catalog.llm(req.id, field=f"models[{index}].id")
+    input_tokens, output_tokens = req.workload.token_lengths()
+    ttft_margin, tpot_margin = slo_margins(problem, index)
+    return ModelSpace(index=index, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[],
+                      candidates=[], ttft_margin=ttft_margin, tpot_margin=tpot_margin)
+
+
+def make_shape(problem: Problem, gpu: GpuSpec, tp: int, pp: int, framework: FrameworkProfile, quantization: QuantizationSpec,
+               kv_cache_dtype: str, usd_per_gpu_hour: float) -> Shape:
+    """A :class:`Shape` carrying the problem's calibrated efficiency for (GPU, engine), if any."""
+    return Shape(gpu, tp, pp, framework, quantization, kv_cache_dtype, usd_per_gpu_hour,
+                 calibrated_efficiency(problem, gpu.id, framework.id))
+
+
 def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[GpuSpec], prices: dict[str, float]) -> list[Shape]:
     """Runnable shapes of one LLM; counts the reasons for every pruned one in ``ms.pruned``."""
     req = problem.models[ms.index]
@@ -296,7 +318,7 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
                 for kv in problem.search.kv_cache_dtypes:
                     for tp in problem.search.tp:
                         for pp in problem.search.pp:
-                            shape = Shape(gpu, tp, pp, fw, quant, kv, prices[gpu.id])
+                            shape = make_shape(problem, gpu, tp, pp, fw, quant, kv, prices[gpu.id])
                             config = ServingConfig(llm=ms.llm, gpu=gpu, framework=fw, quantization=quant, tp=tp, pp=pp,
                                                    input_tokens=ms.input_tokens, output_tokens=ms.output_tokens, kv_cache_dtype=kv)
                             reason = config.unsupported_reason()
@@ -387,9 +409,7 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
     batches = sorted(set(problem.search.batch_sizes))
     models = []
     for i, req in enumerate(problem.models):
-        llm = catalog.llm(req.id, field=f"models[{i}].id")
-        input_tokens, output_tokens = req.workload.token_lengths()
-        ms = ModelSpace(index=i, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[], candidates=[])
+        ms = empty_model_space(problem, i, catalog)
         ms.shapes = _shapes_for(ms, problem, catalog, gpus, prices)
         models.append(ms)
     # One evaluation task per distinct (LLM, lengths, shapes): the shapes depend on the LLM's

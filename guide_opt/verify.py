@@ -16,7 +16,7 @@ from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.plan import Pick, shared_limit_violations
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution
-from guide_opt.space import ModelSpace, SearchSpace, Shape, evaluate_candidate, resolve_prices
+from guide_opt.space import ModelSpace, SearchSpace, Shape, empty_model_space, evaluate_candidate, make_shape, resolve_prices
 
 #: Relative tolerance when comparing reported metrics with the re-evaluation.
 METRIC_TOLERANCE = 1e-6
@@ -48,11 +48,10 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
     violations: list[Violation] = []
     picks = []
     for i, (req, dep) in enumerate(zip(problem.models, deployments)):
-        llm = catalog.llm(req.id)
-        input_tokens, output_tokens = req.workload.token_lengths()
-        ms = ModelSpace(index=i, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[], candidates=[])
-        shape = Shape(catalog.gpu(dep.gpu), dep.tp, dep.pp, catalog.framework(dep.framework), catalog.quantization(dep.quantization),
-                      dep.kv_cache_dtype, prices[dep.gpu])
+        ms = empty_model_space(problem, i, catalog)
+        llm = ms.llm
+        shape = make_shape(problem, catalog.gpu(dep.gpu), dep.tp, dep.pp, catalog.framework(dep.framework),
+                           catalog.quantization(dep.quantization), dep.kv_cache_dtype, prices[dep.gpu])
         if dep.model != llm.id:
             violations.append(Violation(i, f"deployment {i} serves {dep.model}, the problem asks for {llm.id}"))
         reason = _shape_reason(ms, shape)
@@ -61,7 +60,7 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
             continue
         c = evaluate_candidate(ms, shape, dep.max_batch, problem.search.max_replicas)
         for family in c.violations:
-            violations.append(Violation(i, f"{ms.label}: {_describe(family, c, req)}"))
+            violations.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
         if c.replicas_min is not None and dep.replicas < c.replicas_min:
             violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
         if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):
@@ -85,11 +84,16 @@ def _shape_reason(ms: ModelSpace, shape: Shape) -> str | None:
     return config.unsupported_reason()
 
 
-def _describe(family: str, c, req) -> str:
+def _describe(family: str, c, ms: ModelSpace) -> str:
+    slo = ms.requirement.slo
     if family == "memory":
         return f"needs {c.memory_used_gib:.1f} GiB per GPU, {c.memory_usable_gib:.1f} GiB usable"
     if family == "ttft_slo":
-        return f"TTFT {c.ttft_s * 1e3:.1f} ms exceeds the SLO {req.slo.ttft_ms} ms"
+        return f"TTFT {c.ttft_s * 1e3:.1f} ms{_margin_text(ms.ttft_margin, c.ttft_s * 1e3)} exceeds the SLO {slo.ttft_ms:g} ms"
     if family == "tpot_slo":
-        return f"TPOT {c.tpot_s * 1e3:.2f} ms exceeds the SLO {req.slo.tpot_ms} ms"
+        return f"TPOT {c.tpot_s * 1e3:.2f} ms{_margin_text(ms.tpot_margin, c.tpot_s * 1e3)} exceeds the SLO {slo.tpot_ms:g} ms"
     return f"demand needs {c.replicas_min} replicas, more than search.max_replicas"
+
+
+def _margin_text(factor: float, predicted_ms: float) -> str:
+    return "" if factor == 1.0 else f" (x margin {factor:.3f} = {predicted_ms * factor:.2f} ms)"

@@ -36,6 +36,16 @@ def format_objective(name: str, value: float | None) -> str:
     return f"{prefix}{value:,.2f}{suffix}" if name in _TWO_DECIMALS else f"{prefix}{value:,.1f}{suffix}"
 
 
+def with_prediction_options(problem: Problem, calibration_file: str | None, slo_margin: float | None) -> Problem:
+    """``problem`` with ``--calibration`` / ``--slo-margin`` applied to its ``prediction`` block."""
+    update = {}
+    if calibration_file is not None:
+        update["calibration"] = calibration_file
+    if slo_margin is not None:
+        update["slo_margin"] = slo_margin
+    return problem.model_copy(update={"prediction": problem.prediction.model_copy(update=update)}) if update else problem
+
+
 @cli.command("solve")
 @click.argument("problem_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--solver", "solver_name", default="cpsat", show_default=True, help="cpsat (exact), exhaustive (brute-force cross-check).")
@@ -45,9 +55,14 @@ def format_objective(name: str, value: float | None) -> str:
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw a chart to FILE (.png, .svg or .pdf): the Pareto frontier, the batch-job Gantt chart, or the fleet.")
+@click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file from 'guide-opt calibrate': fitted efficiencies, and SLOs checked at each LLM's slo.percentile.")
+@click.option("--slo-margin", type=click.FloatRange(min=1.0), default=None,
+              help="Safety factor >= 1 on predicted TTFT and TPOT (1.2 = plan with 20% headroom); overrides prediction.slo_margin.")
 @format_option
 def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
-                  explain: bool, plot_file: Path | None, output_format: str) -> int:
+                  explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
+                  output_format: str) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
@@ -55,7 +70,7 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
     """
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
-    problem = Problem.from_yaml(problem_file)
+    problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
     solver_preset = load_preset(preset)
     if plot_file is not None:
         from guide_opt.plotting import check_plot_path
