@@ -11,7 +11,7 @@ import importlib
 from guide_opt.solvers.base import SOLVERS, Solver, get_solver
 
 #: Modules that register solvers when imported.
-SOLVER_MODULES = ("guide_opt.solvers.cpsat", "guide_opt.solvers.exhaustive")
+SOLVER_MODULES = ("guide_opt.solvers.cpsat", "guide_opt.solvers.exhaustive", "guide_opt.solvers.optuna_solver")
 
 
 def load_all() -> None:

@@ -1,0 +1,72 @@
+"""The ``optuna`` solver: the CP-SAT optimum of the static model, refined against the serving simulator.
+
+``guide-opt solve PROBLEM --solver optuna`` runs :class:`~guide_opt.solvers.cpsat.CpSatSolver`
+(the same plans, alternatives and verification rounds), then
+:func:`guide_opt.refine.refine_solution` for ``preset.trials`` Optuna trials around the
+incumbent. The returned :class:`~guide_opt.solution.Solution` holds the refined deployments;
+``stats["refinement"]`` holds the whole :class:`~guide_opt.refine.Refinement` (incumbent vs
+refined, simulated metrics, what changed, trial counts).
+
+Status is FEASIBLE (a heuristic search proves nothing), ``bound`` and ``gap`` are None (the
+CP-SAT bound holds for the static model, not the simulator), and ``objective`` is the
+refinement objective: $/h for min_cost, *simulated* tokens/s for max_throughput and
+*simulated* mean end-to-end latency (ms) for min_latency. The alternatives are CP-SAT's
+(static model). Infeasible or unsolved problems are returned as CP-SAT answered them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from guide_opt.presets import SolverPreset
+from guide_opt.problem import Problem
+from guide_opt.refine import DEFAULT_NUM_REQUESTS, refine_solution
+from guide_opt.solution import Solution, Status
+from guide_opt.solvers.base import PlanResult, Solver, register
+from guide_opt.solvers.cpsat import CpSatSolver
+from guide_opt.space import SearchSpace
+
+
+@register
+class OptunaSolver(Solver):
+    """CP-SAT incumbent, then Optuna (TPE) refinement judged by the serving simulator.
+
+    num_requests: requests simulated per LLM per trial. storage / study_name: see
+    :func:`~guide_opt.refine.refine_solution` (None: in memory). progress: Optuna's progress bar.
+    """
+
+    name = "optuna"
+    proves_optimality = False
+    objectives = frozenset({"min_cost", "max_throughput", "min_latency"})
+
+    def __init__(self, preset: SolverPreset | None = None, *, num_requests: int = DEFAULT_NUM_REQUESTS, storage: str | None = None,
+                 study_name: str | None = None, progress: bool = False) -> None:
+        super().__init__(preset)
+        self.exact = CpSatSolver(self.preset)
+        self.num_requests = num_requests
+        self.storage = storage
+        self.study_name = study_name
+        self.progress = progress
+
+    def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
+                   time_limit_s: float, seed: int) -> PlanResult:
+        """CP-SAT's plans (the incumbent and the alternatives)."""
+        return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, time_limit_s=time_limit_s, seed=seed)
+
+    def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
+              space: SearchSpace | None = None, alternatives: bool = True) -> Solution:
+        """Solve with CP-SAT, then refine the incumbent for ``preset.trials`` trials (seeded with ``seed``)."""
+        started = time.perf_counter()
+        seed = seed if seed is not None else self.preset.seed
+        incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives)
+        if not incumbent.status.found:
+            return incumbent
+        refinement = refine_solution(problem, incumbent, trials=self.preset.trials, seed=seed, storage=self.storage,
+                                     study_name=self.study_name, progress=self.progress, num_requests=self.num_requests)
+        stats = {**incumbent.stats, "cp_sat_status": incumbent.status.value, "cp_sat_objective": incumbent.objective,
+                 "cp_sat_bound": incumbent.bound, "refinement": refinement.to_json()}
+        return Solution(
+            status=Status.FEASIBLE, objective=refinement.refined_objective if refinement.refined_objective is not None else incumbent.objective,
+            bound=None, wall_time_s=time.perf_counter() - started, solver=self.name, deployments=refinement.refined,
+            alternatives=incumbent.alternatives, stats=stats, objective_name=problem.objective,
+        )
