@@ -59,10 +59,14 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
               help="Calibration file from 'guide-opt calibrate': fitted efficiencies, and SLOs checked at each LLM's slo.percentile.")
 @click.option("--slo-margin", type=click.FloatRange(min=1.0), default=None,
               help="Safety factor >= 1 on predicted TTFT and TPOT (1.2 = plan with 20% headroom); overrides prediction.slo_margin.")
+@click.option("--refine", is_flag=True, help="Then refine the plan with Optuna against the serving simulator (engine knobs, TP, replicas).")
+@click.option("--trials", type=click.IntRange(min=0), default=None, help="Optuna trials for --refine (default: the preset's trials).")
+@click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
+@click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
 @format_option
 def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
                   explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
-                  output_format: str) -> int:
+                  refine: bool, trials: int | None, storage: str | None, study_name: str | None, output_format: str) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
@@ -76,6 +80,10 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
         from guide_opt.plotting import check_plot_path
 
         check_plot_path(plot_file)
+    if (refine or storage or study_name) and (problem.objective in ("pareto", "max_served") or problem.is_schedule):
+        raise click.UsageError(f"--refine handles min_cost, max_throughput and min_latency problems, not {problem.objective}")
+    if (storage or study_name or trials is not None) and not refine:
+        raise click.UsageError("--trials, --storage and --study-name go with --refine")
     if problem.objective == "pareto":
         return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
     if problem.is_schedule:
@@ -105,10 +113,23 @@ def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_
         from guide_opt.plotting import plot_fleet
 
         payload["plot"] = str(plot_fleet(solution, plot_file, title=problem.name))
+    refinement = None
+    if refine and solution.status.found:
+        from guide_opt.refine import refine_solution
+
+        refinement = refine_solution(problem, solution, trials=trials if trials is not None else solver_preset.trials,
+                                     seed=seed if seed is not None else solver_preset.seed, storage=storage, study_name=study_name,
+                                     progress=output_format == "table")
+        payload["refinement"] = refinement.to_json()
     if output_format == "json":
         echo_json(payload)
     else:
         print_solution(problem, solution, payload)
+        if refinement is not None:
+            from guide_opt.refine import print_refinement
+
+            click.echo("")
+            print_refinement(refinement)
     return 0 if solution.status.found else 2
 
 
@@ -143,7 +164,11 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h{served}")
         click.echo(f"      TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
                    f"{fmt_number(m['throughput_tokens_per_s'])} tokens/s, memory {m['memory_utilization']:.0%} of each GPU")
-    click.echo(f"  verified with the full model: {'yes' if payload['verified'] else 'NO: ' + '; '.join(payload.get('verification_failures', []))}")
+    verdict = "yes" if payload["verified"] else "NO: " + "; ".join(payload.get("verification_failures", []))
+    if solution.solver == "optuna" and not payload["verified"]:
+        verdict = ("the serving simulator accepted this refined plan, but the static model disagrees: "
+                   + "; ".join(payload.get("verification_failures", [])))
+    click.echo(f"  verified with the full model: {verdict}")
     if solution.alternatives:
         click.echo("")
         click.echo("Alternatives")
