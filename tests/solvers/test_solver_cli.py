@@ -60,3 +60,18 @@ def test_exhaustive_solver_from_cli_agrees(capsys):
     _, a, _ = run(capsys, "solve", str(PROBLEMS_DIR / "llm-pilot-200-users.yaml"), "--format", "json", "--no-explain")
     _, b, _ = run(capsys, "solve", str(PROBLEMS_DIR / "llm-pilot-200-users.yaml"), "--format", "json", "--no-explain", "--solver", "exhaustive")
     assert json.loads(a)["objective"] == json.loads(b)["objective"]
+
+
+def test_refine_options_need_refine_and_a_supported_objective(capsys):
+    code, _, err = run(capsys, "solve", str(PROBLEMS_DIR / "quickstart.yaml"), "--trials", "5")
+    assert code == 1 and "--refine" in err
+    code, _, err = run(capsys, "solve", str(PROBLEMS_DIR / "pareto-chat-8b.yaml"), "--refine")
+    assert code == 1 and "pareto" in err
+
+
+def test_refine_json_reports_incumbent_and_refined(capsys):
+    code, out, _ = run(capsys, "solve", str(PROBLEMS_DIR / "llm-pilot-200-users.yaml"), "--refine", "--trials", "6",
+                       "--format", "json", "--no-explain")
+    assert code == 0
+    refinement = json.loads(out)["refinement"]
+    assert refinement["incumbent"] and refinement["refined"]
