@@ -83,34 +83,38 @@ def _solver(preset: SolverPreset) -> cp_model.CpSolver:
     return solver
 
 
-def conflicting_families(space: SearchSpace, preset: SolverPreset) -> list[str]:
-    """A minimal set of constraint families that together make the problem infeasible.
+def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_model.IntVar], preset: SolverPreset) -> list[str]:
+    """A minimal set of the named families whose literals, assumed true, make ``model`` infeasible.
 
-    CP-SAT's sufficient assumptions give a conflicting subset; deletion filtering then
-    drops every family whose removal keeps the rest infeasible, so each name reported is
-    necessary to the conflict.
+    CP-SAT's sufficient assumptions give a conflicting subset; deletion filtering then drops
+    every family whose removal keeps the rest infeasible, so each name returned is necessary
+    to the conflict. Empty when the model is feasible with every family enforced.
     """
-    form = build_formulation(space, "min_cost", explain=True)
-    by_index = {v.Index(): name for name, v in form.family_literals.items()}
+    by_index = {v.Index(): name for name, v in family_literals.items()}
 
     def infeasible_under(names: list[str]) -> tuple[bool, list[str]]:
-        form.model.ClearAssumptions()
-        form.model.AddAssumptions([form.family_literals[n] for n in names])
+        model.ClearAssumptions()
+        model.AddAssumptions([family_literals[n] for n in names])
         solver = _solver(preset)
         solver.parameters.num_workers = 1  # cores are reported by the single-thread search
-        if solver.Solve(form.model) != cp_model.INFEASIBLE:
+        if solver.Solve(model) != cp_model.INFEASIBLE:
             return False, []
         return True, sorted(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
 
-    infeasible, core = infeasible_under(sorted(form.family_literals))
-    if not infeasible:
-        return []
-    for name in list(core):
-        trial = [n for n in core if n != name]
-        still, smaller = infeasible_under(trial)
-        if still:
-            core = smaller or trial
-    return core
+    infeasible, core = infeasible_under(sorted(family_literals))
+    if infeasible:
+        for name in list(core):
+            still, smaller = infeasible_under([n for n in core if n != name])
+            if still:
+                core = smaller or [n for n in core if n != name]
+    model.ClearAssumptions()
+    return core if infeasible else []
+
+
+def conflicting_families(space: SearchSpace, preset: SolverPreset) -> list[str]:
+    """A minimal set of constraint families that together make the problem infeasible (see :func:`minimal_conflict`)."""
+    form = build_formulation(space, "min_cost", explain=True)
+    return minimal_conflict(form.model, form.family_literals, preset)
 
 
 def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset) -> Plan | None:

@@ -50,7 +50,7 @@ from guide_opt.formulation import COST_QUANTUM_USD_PER_H, Formulation, build_for
 from guide_opt.plan import Pick, Plan, objective_value, shared_limit_violations, to_deployment
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
 from guide_opt.problem import Problem
-from guide_opt.solution import Solution, Status
+from guide_opt.solution import Solution, Status, status_from_cp_sat
 from guide_opt.space import SearchSpace, build_space, replica_limit
 from guide_opt.verify import verify_deployments
 
@@ -62,8 +62,6 @@ MAX_POINTS = 2000
 MAX_VERIFICATION_ROUNDS = 10
 _INT_MIN, _INT_MAX = -(2**62), 2**62
 
-_STATUS = {cp_model.OPTIMAL: Status.OPTIMAL, cp_model.FEASIBLE: Status.FEASIBLE, cp_model.INFEASIBLE: Status.INFEASIBLE,
-           cp_model.UNKNOWN: Status.UNKNOWN, cp_model.MODEL_INVALID: Status.MODEL_INVALID}
 
 
 def plan_quanta(plan: Plan) -> tuple[int, int, int]:
@@ -200,7 +198,7 @@ class _EpsilonSolver:
         apply_cp_sat_parameters(solver, self.preset, time_limit_s=self.time_limit_s, seed=self.seed)
         code = solver.Solve(self.form.model)
         self.solves += 1
-        status = _STATUS[code]
+        status = status_from_cp_sat(code)
         if status is not Status.OPTIMAL and status is not Status.INFEASIBLE:
             self.all_proven = False
         return status, solver

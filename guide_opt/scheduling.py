@@ -55,12 +55,12 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from guide_opt.errors import InputError
-from guide_opt.explain import candidate_report
+from guide_opt.explain import candidate_report, minimal_conflict
 from guide_opt.formulation import COST_QUANTUM_USD_PER_H, to_quanta
 from guide_opt.plan import Pick, to_deployment
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
 from guide_opt.problem import Problem
-from guide_opt.solution import Deployment, Solution, Status
+from guide_opt.solution import Deployment, Solution, Status, status_from_cp_sat
 from guide_opt.space import Candidate, SearchSpace, build_space, replica_limit
 from guide_opt.verify import Violation, verify_deployments
 
@@ -69,8 +69,6 @@ SCHEDULE_COST_QUANTUM_USD = 1e-4
 #: Verification rounds before giving up (each round cuts at least one candidate).
 MAX_VERIFICATION_ROUNDS = 10
 
-_STATUS = {cp_model.OPTIMAL: Status.OPTIMAL, cp_model.FEASIBLE: Status.FEASIBLE, cp_model.INFEASIBLE: Status.INFEASIBLE,
-           cp_model.UNKNOWN: Status.UNKNOWN, cp_model.MODEL_INVALID: Status.MODEL_INVALID}
 
 
 def job_duration_s(requests: int, batch: int, replicas: int, request_latency_s: float) -> float:
@@ -362,7 +360,7 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
 def _solve(model: cp_model.CpModel, preset: SolverPreset, time_limit_s: float, seed: int) -> tuple[Status, cp_model.CpSolver]:
     solver = cp_model.CpSolver()
     apply_cp_sat_parameters(solver, preset, time_limit_s=time_limit_s, seed=seed)
-    return _STATUS[solver.Solve(model)], solver
+    return status_from_cp_sat(solver.Solve(model)), solver
 
 
 def _optimize(space: SearchSpace, options: list[list[JobOption]], objective: str, preset: SolverPreset, time_limit_s: float,
@@ -494,28 +492,7 @@ def _precheck_reasons(space: SearchSpace, options: list[list[JobOption]]) -> lis
 
 def _conflict(sm: ScheduleModel, preset: SolverPreset) -> list[str]:
     """A minimal set of limit families that together admit no schedule (assumptions + deletion filter)."""
-    by_index = {v.Index(): name for name, v in sm.family_literals.items()}
-
-    def infeasible_under(names: list[str]) -> tuple[bool, list[str]]:
-        sm.model.ClearAssumptions()
-        sm.model.AddAssumptions([sm.family_literals[n] for n in names])
-        solver = cp_model.CpSolver()
-        apply_cp_sat_parameters(solver, preset, time_limit_s=min(preset.time_limit_s, 10.0))
-        solver.parameters.num_workers = 1  # cores are reported by the single-thread search
-        if solver.Solve(sm.model) != cp_model.INFEASIBLE:
-            return False, []
-        return True, sorted(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
-
-    infeasible, core = infeasible_under(sorted(sm.family_literals))
-    if not infeasible:
-        return []
-    for name in list(core):
-        trial = [n for n in core if n != name]
-        still, smaller = infeasible_under(trial)
-        if still:
-            core = smaller or trial
-    sm.model.ClearAssumptions()
-    return core
+    return minimal_conflict(sm.model, sm.family_literals, preset)
 
 
 def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: SolverPreset) -> dict | None:

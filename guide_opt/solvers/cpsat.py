@@ -8,17 +8,10 @@ from guide_opt.formulation import (COST_QUANTUM_USD_PER_H, SERVED_QUANTUM, THROU
                                    build_formulation)
 from guide_opt.plan import Plan
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
-from guide_opt.solution import Status
+from guide_opt.solution import Status, status_from_cp_sat
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace
 
-_STATUS = {
-    cp_model.OPTIMAL: Status.OPTIMAL,
-    cp_model.FEASIBLE: Status.FEASIBLE,
-    cp_model.INFEASIBLE: Status.INFEASIBLE,
-    cp_model.UNKNOWN: Status.UNKNOWN,
-    cp_model.MODEL_INVALID: Status.MODEL_INVALID,
-}
 
 #: Objective quantum of each objective in its reporting unit ($/h, tokens/s, ms; for
 #: max_served percent of one LLM's demand, to be divided by the number of LLMs).
@@ -75,7 +68,7 @@ class CpSatSolver(Solver):
         solver = cp_model.CpSolver()
         apply_cp_sat_parameters(solver, self.preset, time_limit_s=time_limit_s, seed=seed)
         code = solver.Solve(form.model)
-        status = _STATUS[code]
+        status = status_from_cp_sat(code)
         stats = {"cp_sat_wall_s": round(solver.WallTime(), 4), "cp_sat_branches": solver.NumBranches(),
                  "variables": len(form.model.Proto().variables), "constraints": len(form.model.Proto().constraints),
                  "dominated_pruned": form.pruned}

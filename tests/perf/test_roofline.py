@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import Bound, StepShape, estimate, step_time
 from guide_opt.perf.communication import point_to_point_time_s, ring_all_reduce_time_s
 from guide_opt.perf.roofline import roofline_time

@@ -9,7 +9,6 @@ import math
 
 import pytest
 
-from guide_opt.plan import objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers import SOLVERS, get_solver, load_all
 from guide_opt.verify import verify
