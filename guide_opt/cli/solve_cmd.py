@@ -15,6 +15,7 @@ import click
 
 from guide_opt.cli.app import cli
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
+from guide_opt.errors import InputError
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
@@ -64,14 +65,24 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
 @click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
 @format_option
-def solve_command(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
-                  explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
-                  refine: bool, trials: int | None, storage: str | None, study_name: str | None, output_format: str) -> int:
+def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
     conflicting constraints and the cheapest relaxation are printed), 1 for bad input.
     """
+    try:
+        return _solve(problem_file, **options)
+    except InputError as exc:
+        # ids and keys are checked while the space is built: say which file they are in
+        if exc.field.startswith(("-", str(problem_file))) or ": " in exc.field:
+            raise
+        raise InputError(f"{problem_file}: {exc.field}", exc.problem, exc.fix) from None
+
+
+def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
+           explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
+           refine: bool, trials: int | None, storage: str | None, study_name: str | None, output_format: str) -> int:
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
