@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from guide_opt.presets import SolverPreset, load_preset  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.solvers import get_solver  # noqa: E402
+from guide_opt.solvers.cpsat import CpSatSolver  # noqa: E402
 from guide_opt.space import build_space  # noqa: E402
 
 EXHAUSTIVE_LIMIT_S = 60.0
@@ -116,13 +117,15 @@ def part_b(repeats: int, quick: bool) -> tuple[Problem, object]:
 def part_c(largest, repeats: int) -> None:
     problem, space = largest
     print(f"### C. CP-SAT parameters on the largest space of B ({space.candidate_count} candidates)\n")
-    print("| num_workers | linearization_level | median s | status |")
-    print("|---|---|---|---|")
-    for workers in (1, 2, 8):
-        for level in (0, 1, 2):
-            preset = SolverPreset(time_limit_s=60, num_workers=workers, cp_sat={"linearization_level": level})
-            t, sol = median_time(lambda: get_solver("cpsat", preset).solve(problem, space=space, alternatives=False), repeats)
-            print(f"| {workers} | {level} | {t:.3f} | {sol.status.value} |")
+    print("| dominance pruning | num_workers | linearization_level | median s | status |")
+    print("|---|---|---|---|---|")
+    for prune in (True, False):
+        for workers in (1, 2, 8):
+            for level in (0, 1, 2):
+                preset = SolverPreset(time_limit_s=60, num_workers=workers, cp_sat={"linearization_level": level})
+                solver = CpSatSolver(preset, prune_dominated=prune)
+                t, sol = median_time(lambda: solver.solve(problem, space=space, alternatives=False), repeats)
+                print(f"| {'on' if prune else 'off'} | {workers} | {level} | {t:.3f} | {sol.status.value} |")
     print()
 
 
@@ -130,11 +133,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small grid (for a smoke run)")
+    parser.add_argument("--parts", default="abc", help="which parts to run, e.g. 'c' (C uses the largest space of B's grid)")
     args = parser.parse_args()
     print(f"Machine: {machine()}; preset fast = {load_preset('fast').model_dump()}\n")
-    part_a(args.repeats)
-    largest = part_b(args.repeats, args.quick)
-    part_c(largest, 3)
+    if "a" in args.parts:
+        part_a(args.repeats)
+    if "b" in args.parts:
+        largest = part_b(args.repeats, args.quick)
+    else:
+        problem = fleet_problem(6, 16, 4) if not args.quick else fleet_problem(2, 8, 2)
+        largest = (problem, build_space(problem))
+    if "c" in args.parts:
+        part_c(largest, 3)
 
 
 if __name__ == "__main__":
