@@ -135,8 +135,11 @@ def _dominant(times: list[StepTime]) -> Bound:
 def phase_times(config: ServingConfig) -> PhaseTimes:
     """Prefill and decode times of ``config`` (whether or not it fits)."""
     elapsed_s, first_token_sum_s, prefill_steps = 0.0, 0.0, []
+    times_by_shape: dict[StepShape, StepTime] = {}  # whole-prompt steps repeat: compute each shape once
     for shape, finished in prefill_schedule(config):
-        t = step_time(config, shape, pipeline_fill=True)
+        t = times_by_shape.get(shape)
+        if t is None:
+            t = times_by_shape[shape] = step_time(config, shape, pipeline_fill=True)
         prefill_steps.append(t)
         elapsed_s += t.time_s
         first_token_sum_s += finished * elapsed_s
