@@ -18,12 +18,12 @@ HARDWARE_DB = data_dir("hardware_db")
 
 EXPECTED_GPUS = [
     "v100-16gb", "v100-32gb", "t4", "a10", "a10g", "a6000", "rtx-4090", "l4", "l40s", "a100-40gb",
-    "a100-80gb-sxm", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h200", "b200", "mi300x",
+    "a100-40gb-sxm", "a100-80gb-sxm", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h200", "b200", "mi300x",
 ]
 EXPECTED_LLMS = [
     "llama-2-7b", "llama-2-13b", "llama-2-70b", "qwen2-7b", "opt-6.7b", "chatglm3-6b", "gpt-neox-20b",
     "starcoder-15b", "mpt-7b", "codegen2-16b", "llama-3.1-8b", "llama-3.1-70b", "qwen3-32b", "mixtral-8x7b",
-    "llama-3.2-1b",
+    "llama-3.2-1b", "mistral-7b", "qwen2-72b",
 ]
 EXPECTED_FRAMEWORKS = ["vllm", "sglang", "tensorrt-llm", "deepspeed-fastgen"]
 EXPECTED_PRICE_TABLES = ["default", "aws-llm-pilot"]

@@ -22,6 +22,8 @@ PUBLISHED_PARAMS = {
     "starcoder-15b": 15.5e9,
     "opt-6.7b": 6.7e9,
     "chatglm3-6b": 6.24e9,
+    "mistral-7b": 7.24e9,
+    "qwen2-72b": 72.7e9,
 }
 
 LLAMA_31_8B = {
@@ -56,6 +58,17 @@ QWEN3_32B = {
     "model_type": "qwen3", "hidden_size": 5120, "head_dim": 128, "intermediate_size": 25600, "num_attention_heads": 64,
     "num_hidden_layers": 64, "num_key_value_heads": 8, "vocab_size": 151936, "max_position_embeddings": 40960,
     "tie_word_embeddings": False,
+}
+# Upstream config.json files (only the keys guide-opt reads): mistralai/Mistral-7B-v0.1 and Qwen/Qwen2-72B.
+MISTRAL_7B = {
+    "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768, "sliding_window": 4096,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "hidden_act": "silu",
+}
+QWEN2_72B = {
+    "model_type": "qwen2", "hidden_size": 8192, "intermediate_size": 29568, "num_attention_heads": 64, "num_hidden_layers": 80,
+    "num_key_value_heads": 8, "vocab_size": 152064, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "hidden_act": "silu",
 }
 OPT_67B = {
     "model_type": "opt", "hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "ffn_dim": 16384,
@@ -120,6 +133,15 @@ def test_hf_config_matches_catalog_entry(write_hf_config, need):
     spec = LlmSpec.from_hf_config(write_hf_config(LLAMA_2_7B), llm_id="llama-2-7b")
     keep = set(LlmSpec.model_fields) - {"id", "name", "source"}
     assert spec.model_dump(include=keep) == entry.model_dump(include=keep)
+
+
+@pytest.mark.parametrize(("llm_id", "config"), [("mistral-7b", MISTRAL_7B), ("qwen2-72b", QWEN2_72B)])
+def test_upstream_config_matches_catalog_entry_within_one_percent(write_hf_config, need, llm_id, config):
+    entry = need("llms", llm_id)
+    spec = LlmSpec.from_hf_config(write_hf_config(config), llm_id=llm_id)
+    keep = set(LlmSpec.model_fields) - {"id", "name", "source"}
+    assert spec.model_dump(include=keep) == entry.model_dump(include=keep)
+    assert entry.total_params == pytest.approx(PUBLISHED_PARAMS[llm_id], rel=0.01)
 
 
 def test_gpt_bigcode_multi_query(write_hf_config):

@@ -31,7 +31,8 @@ Sources (:data:`SOURCES`):
     ISL = OSL. ``Latency`` is the whole static batch (``batch_latency_s``); throughput is
     re-derived as output tokens / latency (the file's column counts input tokens too), so it
     carries the same information as the latency and is *report-only* (not fitted twice).
-    Duplicate keys are merged by their mean.
+    Duplicate keys are merged by their mean. Its A100 is Polaris's A100 40GB SXM4 (NVLink),
+    mapped to ``a100-40gb-sxm``; its H100 to ``h100-sxm`` (form factor not stated).
 ``llm-pilot``
     IBM LLM-Pilot aggregate (``llm_pilot_aggregate.csv``), decoder-only LLMs only. Closed-loop
     ``u`` users are predicted with the static estimator as a batch of ``u`` requests with the
@@ -42,7 +43,8 @@ Sources (:data:`SOURCES`):
     others decode, so a request's tokens are spread over prefills and decode steps alike).
     Throughput (successful output tokens / 120 s) is report-only: it also contains each
     request's client-side first-message time and the failed requests, which the model does not see.
-    Rows where more than :data:`LLM_PILOT_MAX_FAIL_FRACTION`
+    Its A100 is the 40 GB PCIe card (``gpu_features.csv``: sxm False, nvlink False), mapped
+    to ``a100-40gb``. Rows where more than :data:`LLM_PILOT_MAX_FAIL_FRACTION`
     of the requests failed are skipped: their medians cover a biased subset of short requests.
 ``trtllm-perf``
     TensorRT-LLM v0.5.0 performance tables: the static-batch throughput table and the batch-1
@@ -209,11 +211,11 @@ BENCH_LLMS: dict[str, tuple[str, ...]] = {
     "EleutherAI/gpt-j-6b": ("gpt-j-6b",),
 }
 
-#: LLM-Inference-Bench hardware. Argonne's A100 nodes (Polaris) carry A100 40GB; the catalog's
-#: ``a100-40gb`` is the PCIe card, so TP > 1 rows are predicted with PCIe links (pessimistic if
-#: the runs used NVLink). The H100 form factor is not stated; SXM is assumed.
+#: LLM-Inference-Bench hardware. Argonne's A100 nodes (Polaris) carry 4 x A100 40GB SXM4 joined
+#: by NVLink, so its A100 rows are predicted on ``a100-40gb-sxm`` (NVLink links for TP > 1), not on
+#: the catalog's PCIe ``a100-40gb``. The H100 form factor is not stated; SXM is assumed.
 BENCH_GPUS: dict[str, tuple[str, ...]] = {
-    "Nvidia A100 GPU": ("a100-40gb-sxm", "a100-40gb"),
+    "Nvidia A100 GPU": ("a100-40gb-sxm",),
     "Nvidia H100 GPU": ("h100-sxm",),
     "AMD MI300X GPU": ("mi300x",),
 }
@@ -230,7 +232,8 @@ LLM_PILOT_LLMS: dict[str, tuple[str, ...]] = {
     "Salesforce/codegen2-16B": ("codegen2-16b",),
 }
 LLM_PILOT_ENCODER_DECODER = frozenset({"google/flan-t5-xl", "google/flan-t5-xxl", "google/flan-ul2", "bigscience/mt0-xxl"})
-#: LLM-Pilot GPU types (its A100 is the 40 GB card without NVLink, its A10 the 24 GB card).
+#: LLM-Pilot GPU types: its A100 is the 40 GB PCIe card without NVLink (``gpu_features.csv``: sxm
+#: False, nvlink False), hence ``a100-40gb`` and not ``a100-40gb-sxm``; its A10 is the 24 GB card.
 LLM_PILOT_GPUS: dict[str, tuple[str, ...]] = {
     "H100": ("h100-sxm",),
     "A100": ("a100-40gb",),

@@ -74,6 +74,29 @@ def test_llm_inference_bench_filters(catalog, data_dir):
     assert len(keys) == len(set(keys)), "duplicate keys must be merged"
 
 
+def test_a100_form_factor_per_source(catalog, need, data_dir):
+    """LLM-Inference-Bench ran on Polaris's NVLink A100 40GB SXM4; LLM-Pilot's A100 is the PCIe card."""
+    need("gpus", "a100-40gb-sxm")
+    assert catalog.gpus["a100-40gb-sxm"].link_kind == "nvlink" and catalog.gpus["a100-40gb"].link_kind == "pcie"
+    bench = load_llm_inference_bench(data_dir, catalog)
+    bench_gpus = {m.gpu for m in bench.rows}
+    assert "a100-40gb-sxm" in bench_gpus and "a100-40gb" not in bench_gpus
+    assert any(m.gpu == "a100-40gb-sxm" and m.tp > 1 for m in bench.rows)
+    pilot_a100 = {m.gpu for m in load_llm_pilot(data_dir, catalog).rows if m.gpu.startswith("a100")}
+    assert pilot_a100 == {"a100-40gb"}
+
+
+def test_llm_inference_bench_mistral_and_qwen2_72b_resolve(catalog, need, data_dir):
+    need("llms", "mistral-7b")
+    need("llms", "qwen2-72b")
+    data = load_llm_inference_bench(data_dir, catalog)
+    assert not [reason for reason in data.skipped if "Mistral-7B" in reason or "Qwen2-72B" in reason]
+    llms = {m.llm for m in data.rows}
+    assert {"mistral-7b", "qwen2-72b"} <= llms
+    # Qwen2-72B (145 GB of bf16 weights): its vLLM / TensorRT-LLM rows are 4 x H100 only
+    assert {(m.gpu, m.tp) for m in data.rows if m.llm == "qwen2-72b"} == {("h100-sxm", 4)}
+
+
 def test_plausibility_floor_drops_early_stopped_runs(catalog, need, data_dir):
     need("llms", "qwen2-7b")
     need("gpus", "h100-sxm")
