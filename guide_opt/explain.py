@@ -237,12 +237,22 @@ def explain_infeasible(space: SearchSpace, preset: SolverPreset) -> dict:
             relaxation = _relaxation(space, family, plan)
             if relaxation:
                 relaxations.append(relaxation)
+    return infeasibility_report(space, reasons, conflict, relaxations,
+                                "together these constraints admit no plan: " + ", ".join(family_label(space, f) for f in conflict))
+
+
+def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[str], relaxations: list[dict],
+                         conflict_reason: str) -> dict:
+    """The ``explanation`` object: reasons, the conflicting families, relaxations ranked by relative change.
+
+    ``conflict_reason`` is added as the reason when the data pre-checks found none.
+    """
     for r in relaxations:
         current = r["current"] or 0
         r["relative_change"] = abs(r["needed"] - current) / max(abs(current), 1e-9)
-    relaxations.sort(key=lambda r: r["relative_change"])
+    relaxations = sorted(relaxations, key=lambda r: r["relative_change"])
     if not reasons and conflict:
-        reasons.append("together these constraints admit no plan: " + ", ".join(family_label(space, f) for f in conflict))
+        reasons = [*reasons, conflict_reason]
     return {
         "reasons": reasons,
         "conflicting_constraints": conflict,

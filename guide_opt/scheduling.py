@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from guide_opt.errors import InputError
-from guide_opt.explain import candidate_report, minimal_conflict
+from guide_opt.explain import candidate_report, infeasibility_report, minimal_conflict
 from guide_opt.formulation import COST_QUANTUM_USD_PER_H, to_quanta
 from guide_opt.plan import Pick, to_deployment
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
@@ -542,18 +542,9 @@ def explain_schedule_infeasible(space: SearchSpace, preset: SolverPreset, option
         for family in conflict:
             r = _relaxation(space, sm, family, preset)
             if r:
-                r["relative_change"] = abs(r["needed"] - (r["current"] or 0)) / max(abs(r["current"] or 0), 1e-9)
                 relaxations.append(r)
-        relaxations.sort(key=lambda r: r["relative_change"])
-        if conflict and not reasons:
-            reasons.append("together these constraints admit no schedule: " + ", ".join(conflict))
-    return {
-        "reasons": reasons,
-        "conflicting_constraints": conflict,
-        "relaxations": relaxations,
-        "cheapest_relaxation": relaxations[0]["text"] if relaxations else None,
-        "models": [candidate_report(ms) for ms in space.models],
-    }
+    return infeasibility_report(space, reasons, conflict, relaxations,
+                                "together these constraints admit no schedule: " + ", ".join(conflict))
 
 
 # ---- brute force -----------------------------------------------------------------------------

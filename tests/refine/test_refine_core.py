@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import optuna
 import pytest
@@ -18,27 +17,11 @@ from guide_opt.problem import Problem
 from guide_opt.refine import Refinement, open_loop_served_share, print_refinement, refine_solution
 from guide_opt.simulate import FixedLengths, Workload
 from guide_opt.solvers import get_solver
+from problem_fixtures import PROBLEMS_DIR, small_problem
 
-PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "problems"
 #: Small and fast: few simulated requests, few trials (behaviour, not quality, is tested here).
 NUM_REQUESTS = 300
 TRIALS = 12
-
-
-def small_problem(**overrides) -> Problem:
-    """Llama-3.1-8B at 4 requests/s on A100 / L40S (the solver tests' small problem)."""
-    data = {
-        "name": "small",
-        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
-                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
-        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
-        "frameworks": ["vllm"],
-        "budget_per_hour": 20,
-        "objective": "min_cost",
-        "search": {"tp": [1, 2], "batch_sizes": [4, 16, 64]},
-    }
-    data.update(overrides)
-    return Problem.from_dict(data)
 
 
 def incumbent(problem: Problem):

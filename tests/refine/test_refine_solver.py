@@ -10,18 +10,11 @@ from guide_opt.cli import main
 from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from guide_opt.solution import Status
+from problem_fixtures import small_problem_data
 from guide_opt.solvers import SOLVERS, get_solver, load_all
 from guide_opt.solvers.optuna_solver import OptunaSolver
 
-PROBLEM = {
-    "name": "small optuna",
-    "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
-                "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
-    "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
-    "frameworks": ["vllm"],
-    "budget_per_hour": 20,
-    "search": {"tp": [1, 2], "batch_sizes": [4, 16, 64]},
-}
+PROBLEM = small_problem_data(name="small optuna")
 
 
 def test_optuna_is_registered():

@@ -12,18 +12,11 @@ import yaml
 from guide_opt.errors import InputError
 from guide_opt.problem import Problem
 from guide_opt.refine import open_storage, redact_storage_url, refine_solution, run_worker
+from problem_fixtures import small_problem_data
 from guide_opt.solvers import get_solver
 
 NUM_REQUESTS = 200
-PROBLEM = {
-    "name": "small shared",
-    "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
-                "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
-    "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
-    "frameworks": ["vllm"],
-    "budget_per_hour": 20,
-    "search": {"tp": [1, 2], "batch_sizes": [4, 16, 64]},
-}
+PROBLEM = small_problem_data(name="small shared")
 
 
 @pytest.fixture

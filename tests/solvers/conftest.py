@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from guide_opt.problem import Problem
-from solver_fixtures import small_problem
+from problem_fixtures import small_problem
 
 
 @pytest.fixture
 def small() -> Problem:
-    """The default :func:`solver_fixtures.small_problem`."""
+    """The default :func:`problem_fixtures.small_problem`."""
     return small_problem()

@@ -6,7 +6,7 @@ import json
 
 from guide_opt.cli import main
 
-from solver_fixtures import PROBLEMS_DIR
+from problem_fixtures import PROBLEMS_DIR
 
 
 def run(capsys, *argv):

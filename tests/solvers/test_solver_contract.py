@@ -13,7 +13,7 @@ from guide_opt.solution import Status
 from guide_opt.solvers import SOLVERS, get_solver, load_all
 from guide_opt.verify import verify
 
-from solver_fixtures import small_problem
+from problem_fixtures import small_problem
 
 
 class SolverContract:

@@ -12,7 +12,7 @@ from guide_opt.solvers import get_solver
 from guide_opt.space import build_space
 from guide_opt.explain import explain_binding
 
-from solver_fixtures import PROBLEMS_DIR, small_problem
+from problem_fixtures import PROBLEMS_DIR, small_problem
 
 
 def test_impossible_tpot_names_the_slo_and_the_needed_value():

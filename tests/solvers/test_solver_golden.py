@@ -16,7 +16,7 @@ from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
 from guide_opt.verify import verify
 
-from solver_fixtures import PROBLEMS_DIR
+from problem_fixtures import PROBLEMS_DIR
 
 #: problem file -> (status, objective value); objective in the problem's unit ($/h, tokens/s, ms).
 GOLDEN = {

@@ -10,7 +10,7 @@ from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
 from guide_opt.verify import verify
 
-from solver_fixtures import small_problem
+from problem_fixtures import small_problem
 
 
 def with_prediction(problem, **prediction):
@@ -82,7 +82,7 @@ def test_percentile_beyond_the_calibration_is_refused(tmp_path):
 
 def test_missing_calibration_file_is_bad_input(capsys):
     from guide_opt.cli import main
-    from solver_fixtures import PROBLEMS_DIR
+    from problem_fixtures import PROBLEMS_DIR
 
     code = main(["solve", str(PROBLEMS_DIR / "quickstart.yaml"), "--calibration", "/nonexistent/cal.yaml"])
     assert code == 1 and "calibration" in capsys.readouterr().err

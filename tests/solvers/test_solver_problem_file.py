@@ -7,7 +7,7 @@ import pytest
 from guide_opt.errors import InputError
 from guide_opt.problem import Problem
 
-from solver_fixtures import PROBLEMS_DIR
+from problem_fixtures import PROBLEMS_DIR
 
 BASE = {"name": "x", "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 100, "output_tokens": 10}}]}
 
