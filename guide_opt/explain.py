@@ -19,6 +19,7 @@ reports what relaxing it would gain.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 
 from ortools.sat.python import cp_model
@@ -262,8 +263,13 @@ def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[
     }
 
 
-def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset) -> list[dict]:
-    """For a solved problem: each relaxable constraint and what dropping it would gain."""
+def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, time_budget_s: float | None = None) -> list[dict]:
+    """For a solved problem: each relaxable constraint and what dropping it would gain.
+
+    One relaxed solve per constraint: shared limits first, then each LLM's SLOs. After
+    ``time_budget_s`` (default: the preset's time limit) the remaining constraints are listed
+    as not evaluated, so a large fleet still answers promptly.
+    """
     from guide_opt.solvers.cpsat import CpSatSolver
 
     problem = space.problem
@@ -283,7 +289,13 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset) -> lis
                     r.model_copy(update={"slo": r.slo.model_copy(update={key: None})}) if j == m else r for j, r in enumerate(problem.models)]}))
     out = []
     solver = CpSatSolver(preset)
+    budget_s = preset.time_limit_s if time_budget_s is None else time_budget_s
+    started = time.perf_counter()
     for name, update in families:
+        if time.perf_counter() - started > budget_s:
+            out.append({"constraint": name, "binding": None,
+                        "text": f"{name}: not evaluated (the {budget_s:g} s explanation budget was spent; --no-explain skips this report)"})
+            continue
         relaxed_problem = problem.model_copy(update=update)
         if objective == "max_throughput" and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})

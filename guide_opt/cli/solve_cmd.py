@@ -9,6 +9,8 @@ draws the frontier, the Gantt chart or the fleet (:mod:`guide_opt.plotting`).
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -35,6 +37,12 @@ def format_objective(name: str, value: float | None) -> str:
         return "-"
     prefix, suffix = _OBJECTIVE_UNITS.get(name, ("", ""))
     return f"{prefix}{value:,.2f}{suffix}" if name in _TWO_DECIMALS else f"{prefix}{value:,.1f}{suffix}"
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, only for a person at a terminal (pipes and JSON stay clean)."""
+    if sys.stderr.isatty():
+        click.echo(f"guide-opt: {message}", err=True)
 
 
 def with_prediction_options(problem: Problem, calibration_file: str | None, slo_margin: float | None) -> Problem:
@@ -103,11 +111,16 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     from guide_opt.space import build_space
 
     solver = get_solver(solver_name, solver_preset)
+    started = time.perf_counter()
+    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
     space = build_space(problem)
+    progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
+             "(then the top-3 and the best-throughput / minimum-latency picks) ...")
     solution = solver.solve(problem, time_limit_s=time_limit_s, seed=seed, space=space)
     violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
     binding = []
     if explain and solution.status.found:
+        progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
         binding = _binding(problem, solution, solver_preset, space)
     payload = solution.to_json()
     payload["problem"] = problem.name
@@ -157,6 +170,20 @@ def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[d
     return explain_binding(space, tuple(plan), preset)
 
 
+def _print_binding(binding: list[dict], listed: int = 6) -> None:
+    """Binding constraints one per line; the others named briefly (all of them are in the JSON)."""
+    for b in binding:
+        if b.get("binding"):
+            click.echo(f"  {b['text']}")
+    for label, group in (("do not bind", [b for b in binding if b.get("binding") is False]),
+                         ("not evaluated within the explanation time budget (--no-explain skips this report)",
+                          [b for b in binding if b.get("binding") is None])):
+        if group:
+            names = [b["constraint"] for b in group]
+            shown = ", ".join(names[:listed]) + (f" and {len(names) - listed} more" if len(names) > listed else "")
+            click.echo(f"  {label}: {shown}")
+
+
 def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     """Readable report of a solution."""
     _header(problem, solution, solution.objective_name)
@@ -183,15 +210,14 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     if solution.alternatives:
         click.echo("")
         click.echo("Alternatives")
-        rows = [[a["kind"], format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
+        rows = [[a["kind"] + ("" if a.get("status", "OPTIMAL") == "OPTIMAL" else " (best found, not proven)"), format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
                  " + ".join(d["summary"] for d in a["deployments"])] for a in solution.alternatives]
         echo_rows(["kind", "objective", "cost", "deployments"], rows)
     binding = payload.get("binding_constraints")
     if binding:
         click.echo("")
         click.echo("Constraints")
-        for b in binding:
-            click.echo(f"  {b['text']}")
+        _print_binding(binding)
     stats = solution.stats
     click.echo("")
     click.echo(f"  searched {stats.get('candidates', 0)} candidates ({stats.get('pruned_shapes', 0)} shapes pruned by pre-checks"

@@ -128,24 +128,27 @@ class Solver(abc.ABC):
         """GUIDE's outputs: top-3 plans, and the best-throughput / minimum-latency picks within budget.
 
         Without a budget the picks are limited to the optimum's cost, so they answer "what
-        else could the same money buy".
+        else could the same money buy". Each pick gets a quarter of the time limit (at least
+        1 s): it is a side answer, and its ``status`` says whether it was proven.
         """
         problem = space.problem
         out = [_alternative(space, f"top-{i + 1}", problem.objective, plan) for i, plan in enumerate(ranked)]
+        pick_limit_s = max(1.0, time_limit_s / 4)
         limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked[0])
         capped = dataclasses.replace(space, problem=problem.model_copy(update={"budget_per_hour": limit}))
         for kind, objective in (("best-throughput", "max_throughput"), ("min-latency", "min_latency")):
             if objective == problem.objective:
                 continue
-            pick = self.best_plans(capped, objective, k=1, forbidden=forbidden, time_limit_s=time_limit_s, seed=seed)
+            pick = self.best_plans(capped, objective, k=1, forbidden=forbidden, time_limit_s=pick_limit_s, seed=seed)
             if pick.plans:
-                out.append(_alternative(space, kind, objective, pick.plans[0]))
+                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status))
         return tuple(out)
 
 
-def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan) -> dict:
+def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL) -> dict:
     return {
         "kind": kind,
+        "status": status.value,
         "objective_name": objective,
         "objective": objective_value(objective, plan),
         "cost_per_hour": objective_value("min_cost", plan),
