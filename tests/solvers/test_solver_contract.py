@@ -86,3 +86,8 @@ def test_every_registered_solver_has_a_contract_class():
     load_all()
     covered = {cls.solver_name for cls in SolverContract.__subclasses__()}
     assert set(SOLVERS) <= covered | {"optuna"}
+
+
+def test_alternatives_state_whether_they_were_proven(small):
+    solution = get_solver("cpsat").solve(small)
+    assert {a["status"] for a in solution.alternatives} == {"OPTIMAL"}

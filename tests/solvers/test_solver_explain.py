@@ -73,3 +73,13 @@ def test_binding_constraints_report_savings():
     assert report["models[0].slo.tpot_ms"]["binding"]
     assert report["models[0].slo.tpot_ms"]["gain"] > 0
     assert not report["budget_per_hour"]["binding"]
+
+
+def test_binding_report_respects_its_time_budget():
+    problem = small_problem()
+    space = build_space(problem)
+    result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), time_limit_s=5, seed=0)
+    report = explain_binding(space, result.plans[0], load_preset(), time_budget_s=0.0)
+    names = [b["constraint"] for b in report]
+    assert names == ["budget_per_hour", "hardware.max_gpus", "models[0].slo.ttft_ms", "models[0].slo.tpot_ms"]
+    assert all(b["binding"] is None and "not evaluated" in b["text"] for b in report)
