@@ -21,21 +21,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
+from bench_common import cpu_model, replace_results_section  # noqa: E402
 from guide_opt.catalog import load_catalog
 from guide_opt.validation.accuracy import AccuracyRow, evaluate, summarize
 from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
 from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
 from guide_opt.validation.llm_pilot import run_benchmark
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION_RE = re.compile(r"## 1\. Prediction accuracy\n.*?(?=\n## 2\.)", re.S)
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -58,16 +55,6 @@ def guide_form(rows: list[AccuracyRow]) -> str:
         if any((s, g, metric) in cells for s, g in cols):
             body.append([METRIC_LABELS[metric]] + [f"{cells[(s, g, metric)].mape:.1f}" if (s, g, metric) in cells else "-" for s, g in cols])
     return md_table(["Error metric (MAPE %)"] + [f"{s}<br>{g}" for s, g in cols], body)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def _so_values(rows: list[list[str]]) -> list[float]:
@@ -104,7 +91,7 @@ def main() -> int:
     catalog, data_dir = load_catalog(), default_data_dir()
     out: list[str] = ["## 1. Prediction accuracy", ""]
     started = time.perf_counter()
-    machine = f"{_cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+    machine = f"{cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
     out += [
         "Produced by `python benchmarks/bench_accuracy.py --write` (machine: " + machine + "; CPU only, no GPU involved).",
         "Data: `shared/data/` (see its README and SCHEMA files). Errors are (predicted - measured) / measured:",
@@ -301,11 +288,8 @@ def main() -> int:
     text = "\n".join(out)
     print(text)
     if args.write:
-        results = RESULTS.read_text()
-        if not SECTION_RE.search(results):
-            print("error: section '## 1. Prediction accuracy' followed by '## 2.' not found in RESULTS.md", file=sys.stderr)
-            return 1
-        RESULTS.write_text(SECTION_RE.sub(lambda _m: text.rstrip() + "\n", results, count=1))
+        heading, body = text.split("\n", 1)
+        replace_results_section(heading, body)
     return 0
 
 

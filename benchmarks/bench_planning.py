@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import cpu_model, median_time  # noqa: E402
 from guide_opt.pareto import brute_force_frontier, pareto_frontier  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.scheduling import solve_schedule  # noqa: E402
@@ -47,9 +46,7 @@ PROFILES = [(1024, 256, 1500, 60), (512, 512, 2000, 50), (2048, 256, 4000, 80)]
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return f"{cpu}, nproc {os.cpu_count()}, Python {platform.python_version()}"
+    return f"{cpu_model()}, nproc {os.cpu_count()}, Python {platform.python_version()}"
 
 
 def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
@@ -81,15 +78,6 @@ def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
     return Problem.from_dict(data)
 
 
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def part_a(sizes: list[int], repeats: int, workers: int) -> None:
     print(f"### A. Fleet scale: n services x {len(GPUS)} GPU types, median of {repeats} run(s)\n")
     print("| services | candidates | build s (1 process) | build s (" + str(workers) + " processes) | objective | dominated pruned | CP-SAT variables "
@@ -99,11 +87,11 @@ def part_a(sizes: list[int], repeats: int, workers: int) -> None:
         for objective in ("min_cost", "max_served"):
             problem = fleet_problem(n, objective)
             if objective == "min_cost":
-                serial_s, space = timed(lambda: build_space(problem, workers=1), repeats)
-                parallel_s, _ = timed(lambda: build_space(problem, workers=workers), repeats) if workers > 1 else (serial_s, None)
+                serial_s, space = median_time(lambda: build_space(problem, workers=1), repeats)
+                parallel_s, _ = median_time(lambda: build_space(problem, workers=workers), repeats) if workers > 1 else (serial_s, None)
             else:
                 space = build_space(problem, workers=workers)
-            solve_s, solution = timed(lambda: CpSatSolver().solve(problem, space=space, alternatives=False, time_limit_s=10), repeats)
+            solve_s, solution = median_time(lambda: CpSatSolver().solve(problem, space=space, alternatives=False, time_limit_s=10), repeats)
             value = "-" if solution.objective is None else (f"${solution.objective:,.2f}/h" if objective == "min_cost" else f"{solution.objective:.2f}%")
             in_model = solution.stats.get("variables", 0)
             print(f"| {n} | {space.candidate_count:,} | {serial_s:.2f} | {parallel_s:.2f} | {objective} | {solution.stats.get('dominated_pruned', 0):,} "
@@ -121,7 +109,7 @@ def part_b(repeats: int) -> None:
         cases.append((f"same, {len(gpus)} GPU types, 2 engines, TP 1-8", base.model_copy(update={"hardware": base.hardware.model_copy(update={"gpus": gpus})})))
     for name, problem in cases:
         space = build_space(problem)
-        seconds, frontier = timed(lambda: pareto_frontier(space), repeats)
+        seconds, frontier = median_time(lambda: pareto_frontier(space), repeats)
         try:
             brute = brute_force_frontier(space, max_plans=300_000)
             check = "equal" if sorted(p.quanta for p in brute.points) == sorted(p.quanta for p in frontier.points) else "DIFFERENT"
@@ -151,7 +139,7 @@ def part_c(repeats: int, job_counts: list[int]) -> None:
     cases += [(f"{n} jobs, 3 types x 8 GPUs", job_problem(n, objective)) for n in job_counts for objective in ("min_makespan", "min_cost")]
     for name, problem in cases:
         space = build_space(problem)
-        seconds, (solution, schedule, _) = timed(lambda: solve_schedule(problem, space=space, time_limit_s=10), repeats)
+        seconds, (solution, schedule, _) = median_time(lambda: solve_schedule(problem, space=space, time_limit_s=10), repeats)
         unit = "h" if problem.objective == "min_makespan" else "$"
         value = "-" if solution.objective is None else f"{solution.objective:,.2f} {unit}"
         print(f"| {name} | {problem.objective} | {solution.stats.get('job_options', 0)} | {seconds:.2f} | {solution.status.value} | {value} |", flush=True)

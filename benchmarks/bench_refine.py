@@ -24,13 +24,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import optuna  # noqa: E402
 
+from bench_common import cpu_model, replace_results_section  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.refine import Refinement, refine_solution  # noqa: E402
 from guide_opt.solvers import get_solver  # noqa: E402
@@ -46,12 +46,7 @@ DEFAULT_PROBLEMS = ("quickstart", "llama-70b-precision-trade", "llm-pilot-200-us
 
 def machine() -> str:
     """nproc, CPU model, Python and library versions, load average."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (f"{model}, `nproc` = {os.cpu_count()} (the benchmark runs pinned to one CPU, numpy threads = 1); "
             f"Python {platform.python_version()}, Optuna {optuna.__version__}; load average at start {load}")
@@ -178,15 +173,6 @@ def _repairs(results: list[tuple[str, Refinement, float, float]]) -> str:
             f"cost for {same}, at a higher cost for {dearer}, and found no feasible plan for {left}.")
 
 
-def write_section(body: str) -> None:
-    """Replace the body of section 5 in RESULTS.md."""
-    text = RESULTS.read_text()
-    pattern = re.compile(rf"({re.escape(SECTION)}\n)(.*?)(?=^## |\Z)", re.S | re.M)
-    if not pattern.search(text):
-        raise SystemExit(f"{RESULTS} has no '{SECTION}' heading")
-    RESULTS.write_text(pattern.sub(lambda m: m.group(1) + "\n" + body + "\n\n", text, count=1))
-
-
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -212,7 +198,7 @@ def main() -> None:
     body = markdown(results, machine_line, args, strip(again) == strip(results[0][1]))
     print(body)
     if args.write_results:
-        write_section(body)
+        replace_results_section(SECTION, body)
 
 
 if __name__ == "__main__":

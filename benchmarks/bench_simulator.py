@@ -22,7 +22,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -30,6 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench_common import cpu_model, replace_results_section  # noqa: E402
 from guide_opt.catalog import load_catalog  # noqa: E402
 from guide_opt.perf import ServingConfig  # noqa: E402
 from guide_opt.simulate import PRESETS, FixedLengths, JointBinnedLengths, Workload, simulate  # noqa: E402
@@ -100,16 +100,6 @@ def scenarios() -> list[tuple[str, ServingConfig, Workload, dict, contextlib.Abs
     ]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _pin_to_one_cpu() -> str:
     if not hasattr(os, "sched_setaffinity"):
         return "not pinned (no sched_setaffinity)"
@@ -123,7 +113,7 @@ def run(runs: int, requests: int) -> tuple[list[dict], dict]:
     machine = {
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load": " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -173,15 +163,6 @@ def markdown(rows: list[dict], machine: dict, runs: int, requests: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str) -> None:
-    """Replace section 4's body in RESULTS.md (everything between its heading and the next ``## `` heading)."""
-    text = RESULTS.read_text()
-    pattern = re.compile(rf"({re.escape(SECTION)}\n)(.*?)(?=^## |\Z)", re.S | re.M)
-    if not pattern.search(text):
-        raise SystemExit(f"{RESULTS} has no '{SECTION}' heading")
-    RESULTS.write_text(pattern.sub(lambda m: m.group(1) + "\n" + body + "\n", text, count=1))
-
-
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -193,7 +174,7 @@ def main() -> None:
     body = markdown(rows, machine, args.runs, args.requests)
     print(body)
     if args.write_results:
-        write_section(body)
+        replace_results_section(SECTION, body)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import cpu_model, median_time  # noqa: E402
 from guide_opt.presets import SolverPreset, load_preset  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.solvers import get_solver  # noqa: E402
@@ -38,17 +38,7 @@ ALL_GPUS = ["a10g", "l4", "l40s", "a100-80gb-sxm", "h100-sxm", "h200", "a100-40g
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def median_time(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def part_a(repeats: int) -> None:

@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts: the machine's description, median timing, and
+replacing one section of ``benchmarks/RESULTS.md``."""
+
+from __future__ import annotations
+
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+T = TypeVar("T")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def median_time(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Run ``fn`` ``repeats`` times; return the median wall time (s) and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def replace_results_section(heading: str, body: str) -> None:
+    """Replace the body of the section titled ``heading`` (a ``## `` line) in RESULTS.md, up to the next ``## `` heading."""
+    text = RESULTS.read_text()
+    pattern = re.compile(rf"^({re.escape(heading)}\n)(.*?)(?=^## |\Z)", re.S | re.M)
+    if not pattern.search(text):
+        raise SystemExit(f"{RESULTS} has no '{heading}' heading")
+    RESULTS.write_text(pattern.sub(lambda m: m.group(1) + "\n" + body.strip("\n") + "\n\n", text, count=1))
