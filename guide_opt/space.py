@@ -321,7 +321,7 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
                             shape = make_shape(problem, gpu, tp, pp, fw, quant, kv, prices[gpu.id])
                             config = ServingConfig(llm=ms.llm, gpu=gpu, framework=fw, quantization=quant, tp=tp, pp=pp,
                                                    input_tokens=ms.input_tokens, output_tokens=ms.output_tokens, kv_cache_dtype=kv)
-                            reason = config.unsupported_reason()
+                            reason = config.unsupported_reason() or config.context_reason()
                             if reason:
                                 pruned[reason] += 1
                                 continue

@@ -94,9 +94,10 @@ def build_config(
         h2o_kept_fraction=h2o_kept_fraction,
         efficiency=_calibrated_factors(calibration, gpu, framework),
     )
-    reason = config.unsupported_reason()
+    reason = config.unsupported_reason() or config.context_reason()
     if reason:
-        option = "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason else "--kv-cache-dtype" if "KV cache" in reason else "options"
+        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
+                  else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
         raise InputError(option, reason, "choose a supported value")
     return config
 

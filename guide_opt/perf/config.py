@@ -100,6 +100,8 @@ class ServingConfig:
 
         Checks: TP divides the attention heads, TP fits in one node, PP does not exceed the
         layer count, the GPU has the tensor path the quantization needs, positive sizes.
+        The LLM's context length is a separate question (:meth:`context_reason`): hardware can
+        run longer sequences, so benchmarks that did are still evaluated.
         """
         llm, gpu = self.llm, self.gpu
         if self.tp < 1 or self.pp < 1 or self.batch < 1 or self.input_tokens < 1 or self.output_tokens < 1:
@@ -118,4 +120,16 @@ class ServingConfig:
             return f"{gpu.id} has no FP8 support for an fp8 KV cache"
         if not 0 < self.h2o_kept_fraction <= 1:
             return "h2o_kept_fraction must be in (0, 1]"
+        return None
+
+    def context_reason(self) -> str | None:
+        """Why a request of ``input_tokens + output_tokens`` is beyond the LLM's context (None when it fits).
+
+        Planning and the CLI refuse such requests; the performance model itself would still
+        evaluate them (public benchmarks sometimes run past the nominal context).
+        """
+        total = self.input_tokens + self.output_tokens
+        if total > self.llm.max_position_embeddings:
+            return (f"{self.input_tokens} input + {self.output_tokens} output tokens exceed the context of {self.llm.id} "
+                    f"({self.llm.max_position_embeddings} tokens)")
         return None

@@ -157,3 +157,11 @@ def test_models_list_table(capsys):
 def test_unknown_command_is_bad_input(capsys):
     code, _, err = run(capsys, ["estimat"])
     assert code == 1 and "Traceback" not in err and err.startswith("error:")
+
+
+def test_request_beyond_the_context_is_bad_input(capsys):
+    from guide_opt.cli import main
+
+    code = main(["estimate", "--model", "llama-2-7b", "--gpu", "a100-80gb-sxm", "--input-tokens", "5000"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--input-tokens" in err and "4096" in err

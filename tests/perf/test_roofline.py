@@ -69,7 +69,7 @@ def test_decode_at_batch_one_is_memory_bound(make_config):
 
 
 def test_long_prefill_is_compute_bound(make_config):
-    est = estimate(make_config(batch=4, input_tokens=4096, output_tokens=16))
+    est = estimate(make_config(batch=4, input_tokens=4000, output_tokens=16))
     assert est.phases.prefill_bound is Bound.COMPUTE
 
 

@@ -83,3 +83,13 @@ def test_binding_report_respects_its_time_budget():
     names = [b["constraint"] for b in report]
     assert names == ["budget_per_hour", "hardware.max_gpus", "models[0].slo.ttft_ms", "models[0].slo.tpot_ms"]
     assert all(b["binding"] is None and "not evaluated" in b["text"] for b in report)
+
+
+def test_requests_longer_than_the_context_are_explained():
+    problem = Problem.from_dict({
+        "name": "too long", "models": [{"id": "llama-2-7b", "workload": {"input_tokens": 8000, "output_tokens": 500}}],
+        "hardware": {"gpus": ["h100-sxm"]},
+    })
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.INFEASIBLE
+    assert "exceed the context of llama-2-7b (4096 tokens)" in solution.explanation["reasons"][0]
