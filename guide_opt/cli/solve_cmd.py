@@ -170,6 +170,11 @@ def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[d
     return explain_binding(space, tuple(plan), preset)
 
 
+def _verdict(verified: bool, failures: list[str]) -> str:
+    """'yes', or 'NO: ' and the verification failures."""
+    return "yes" if verified else "NO: " + "; ".join(failures)
+
+
 def _print_binding(binding: list[dict], listed: int = 6) -> None:
     """Binding constraints one per line; the others named briefly (all of them are in the JSON)."""
     for b in binding:
@@ -202,7 +207,7 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h{served}")
         click.echo(f"      TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
                    f"{fmt_number(m['throughput_tokens_per_s'])} tokens/s, memory {m['memory_utilization']:.0%} of each GPU")
-    verdict = "yes" if payload["verified"] else "NO: " + "; ".join(payload.get("verification_failures", []))
+    verdict = _verdict(payload["verified"], payload.get("verification_failures", []))
     if solution.solver == "optuna" and not payload["verified"]:
         verdict = ("the serving simulator accepted this refined plan, but the static model disagrees: "
                    + "; ".join(payload.get("verification_failures", [])))
@@ -272,7 +277,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
     for d in solution.deployments:
         click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h")
     failures = solution.stats.get("verification_failures")
-    click.echo(f"  every point verified with the full model: {'yes' if not failures else 'NO: ' + '; '.join(failures)}")
+    click.echo(f"  every point verified with the full model: {_verdict(not failures, failures)}")
     click.echo("")
     click.echo(f"  {frontier.solves} CP-SAT solves ({frontier.reused} answers reused from enclosing bounds); searched "
                f"{solution.stats.get('candidates', 0)} candidates ({solution.stats.get('pruned_shapes', 0)} shapes pruned by pre-checks"
@@ -314,7 +319,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
              f"${j.option.cost_usd:,.2f}"] for j in schedule.jobs]
     echo_rows(["job", "model", "shape", "replicas", "GPUs", "start", "end", "deadline", "cost"], rows)
     click.echo(f"  verified with the full model (deployments, durations, deadlines, capacity at every start): "
-               f"{'yes' if payload['verified'] else 'NO: ' + '; '.join(payload.get('verification_failures', []))}")
+               f"{_verdict(payload['verified'], payload.get('verification_failures', []))}")
     stats = solution.stats
     click.echo("")
     click.echo(f"  {stats.get('job_options', 0)} job options ({stats.get('dominated_pruned', 0)} dominated options pruned) from "

@@ -9,19 +9,9 @@ from pathlib import Path
 import pytest
 
 from guide_opt.cli import main
-from guide_opt.errors import InputError
-from guide_opt.validation.datasets import default_data_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_val_calibration import LLMS, write_synthetic_csv  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    try:
-        return default_data_dir()
-    except InputError:
-        pytest.skip("the measured-data folder shared/data is not available")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

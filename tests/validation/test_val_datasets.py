@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,6 @@ from guide_opt.errors import InputError
 from guide_opt.validation.datasets import (
     METRICS,
     SOURCES,
-    default_data_dir,
     load_llm_inference_bench,
     load_llm_pilot,
     load_lmdeploy,
@@ -22,14 +20,6 @@ from guide_opt.validation.datasets import (
     load_vllm_bench_json,
     min_decode_time_s,
 )
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    try:
-        return default_data_dir()
-    except InputError:
-        pytest.skip("the measured-data folder shared/data is not available")
 
 
 def test_every_source_loads_rows_with_known_metrics(catalog, data_dir):

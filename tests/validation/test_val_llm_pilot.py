@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from guide_opt.errors import InputError
-from guide_opt.validation.datasets import default_data_dir
 from guide_opt.validation.llm_pilot import (
     Choice,
     Outcome,
@@ -23,14 +20,6 @@ from guide_opt.validation.llm_pilot import (
     static_policy_score,
     u_max,
 )
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    try:
-        return default_data_dir()
-    except InputError:
-        pytest.skip("the measured-data folder shared/data is not available")
 
 
 def test_u_max_needs_every_lower_level_within_limits():
