@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
-from guide_opt.catalog import load_catalog
-from guide_opt.errors import InputError
+from guide_opt.answer import serving_config
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 
@@ -75,31 +74,11 @@ def build_config(
     the running command (if any) is used. Without an entry for the pair, the framework's
     default factors stay in force (a note says so on stderr).
     """
-    catalog = load_catalog()
-    llm_spec, gpu_spec = catalog.llm(model, field="--model"), catalog.gpu(gpu, field="--gpu")
-    framework_spec = catalog.framework(framework, field="--framework")
-    quantization_spec = catalog.quantization(quantization, field="--quantization")
-    config = ServingConfig(
-        llm=llm_spec,
-        gpu=gpu_spec,
-        framework=framework_spec,
-        quantization=quantization_spec,
-        tp=tp,
-        pp=pp,
-        batch=batch,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        kv_cache_dtype=kv_cache_dtype,
-        flash_attention=flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction,
-        efficiency=_calibrated_factors(calibration, gpu, framework),
+    return serving_config(
+        model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
+        batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=flash_attention,
+        h2o_kept_fraction=h2o_kept_fraction, efficiency=lambda: _calibrated_factors(calibration, gpu, framework),
     )
-    reason = config.unsupported_reason() or config.context_reason()
-    if reason:
-        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
-                  else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
-        raise InputError(option, reason, "choose a supported value")
-    return config
 
 
 def _calibrated_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:
