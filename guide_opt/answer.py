@@ -154,6 +154,17 @@ def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, t
     return Answer(solution, payload, space=space, schedule=schedule)
 
 
+def in_problem_file(exc: InputError, source: str) -> InputError:
+    """``exc`` phrased for the problem file ``source``, as ``guide-opt solve SOURCE`` phrases it.
+
+    Errors found while the space is built name a field of the problem (``hardware.gpus[1]``);
+    the CLI prefixes the file name. Errors that already name a file or an option stay as they are.
+    """
+    if exc.field.startswith(("-", source)) or ": " in exc.field:
+        return exc
+    return InputError(f"{source}: {exc.field}", exc.problem, exc.fix)
+
+
 def estimate_payload(est: "Estimate") -> dict:
     """The JSON object of ``guide-opt estimate --format json`` (and the web API's ``/api/estimate``)."""
     c = est.config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from guide_opt.answer import solve_answer
+from guide_opt.answer import in_problem_file, solve_answer
 from guide_opt.cli.app import cli
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
@@ -81,9 +81,7 @@ def solve_command(problem_file: Path, **options) -> int:
         return _solve(problem_file, **options)
     except InputError as exc:
         # ids and keys are checked while the space is built: say which file they are in
-        if exc.field.startswith(("-", str(problem_file))) or ": " in exc.field:
-            raise
-        raise InputError(f"{problem_file}: {exc.field}", exc.problem, exc.fix) from None
+        raise in_problem_file(exc, str(problem_file)) from None
 
 
 def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
