@@ -80,3 +80,15 @@ def test_storage_urls():
         open_storage("redis://localhost/0")
     assert "secret" not in redact_storage_url("postgresql://alice:secret@db.example:5432/optuna")
     assert redact_storage_url(None) == "in-memory"
+
+
+def test_heartbeat_interval_comes_from_the_environment(monkeypatch):
+    from guide_opt.refine import HEARTBEAT_INTERVAL_S, heartbeat_interval_s
+
+    monkeypatch.delenv("GUIDE_OPT_HEARTBEAT_S", raising=False)
+    assert heartbeat_interval_s() == HEARTBEAT_INTERVAL_S
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "5")
+    assert heartbeat_interval_s() == 5
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "0")
+    with pytest.raises(InputError, match="GUIDE_OPT_HEARTBEAT_S"):
+        open_storage("postgresql://u:p@127.0.0.1:1/x")
