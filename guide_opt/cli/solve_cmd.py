@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
+from guide_opt import limits
 from guide_opt.cli.app import cli
+from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.presets import DEFAULT_PRESET, load_preset
@@ -57,19 +59,21 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
 
 @cli.command("solve")
 @click.argument("problem_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--solver", "solver_name", default="cpsat", show_default=True, help="cpsat (exact), exhaustive (brute-force cross-check).")
+@click.option("--solver", "solver_name", default="cpsat", show_default=True,
+              help="cpsat (exact), exhaustive (brute-force cross-check) or optuna (CP-SAT, then Optuna against the serving simulator).")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Solver preset: a name in solvers/ (fast, exact, refine) or a YAML path.")
-@click.option("--time-limit-s", type=click.FloatRange(min=0, min_open=True), default=None, help="Wall-clock limit per solve (overrides the preset).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (overrides the preset).")
+@click.option("--time-limit-s", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_TIME_LIMIT_S), default=None,
+              help="Wall-clock limit per solve, s (overrides the preset).")
+@click.option("--seed", type=seed_int, default=None, help="Random seed, 0 to 2147483647 (overrides the preset).")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw a chart to FILE (.png, .svg or .pdf): the Pareto frontier, the batch-job Gantt chart, or the fleet.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
               help="Calibration file from 'guide-opt calibrate': fitted efficiencies, and SLOs checked at each LLM's slo.percentile.")
-@click.option("--slo-margin", type=click.FloatRange(min=1.0), default=None,
+@click.option("--slo-margin", type=FiniteFloatRange(min=1.0, max=limits.MAX_SLO_MARGIN), default=None,
               help="Safety factor >= 1 on predicted TTFT and TPOT (1.2 = plan with 20% headroom); overrides prediction.slo_margin.")
 @click.option("--refine", is_flag=True, help="Then refine the plan with Optuna against the serving simulator (engine knobs, TP, replicas).")
-@click.option("--trials", type=click.IntRange(min=0), default=None, help="Optuna trials for --refine (default: the preset's trials).")
+@click.option("--trials", type=click.IntRange(min=0, max=limits.MAX_TRIALS), default=None, help="Optuna trials for --refine (default: the preset's trials).")
 @click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
 @format_option
@@ -77,7 +81,8 @@ def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
-    conflicting constraints and the cheapest relaxation are printed), 1 for bad input.
+    conflicting constraints and the cheapest relaxation are printed), 1 for bad input
+    (one line naming the field), 3 for an internal error (please report it).
     """
     try:
         return _solve(problem_file, **options)
