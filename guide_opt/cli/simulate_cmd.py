@@ -45,6 +45,14 @@ def resolve_lengths(workload: str | None, input_tokens: int | None, output_token
     return workload_from_spec(spec, field=f"--workload {path.name}", base_dir=path.parent).lengths
 
 
+def check_context(llm, lengths: LengthDistribution, field: str) -> None:
+    """Refuse (exit 1, like ``estimate`` and ``solve``) requests whose mean length exceeds the LLM's context."""
+    total = lengths.mean_input_tokens + lengths.mean_output_tokens
+    if total > llm.max_position_embeddings:
+        raise InputError(field, f"{lengths.mean_input_tokens:,.0f} input + {lengths.mean_output_tokens:,.0f} output tokens exceed the context of "
+                                f"{llm.id} ({llm.max_position_embeddings:,} tokens)", "give shorter requests or an LLM with a longer context")
+
+
 def simulate_payload(config, result: SimulationResult, workload: Workload) -> dict:
     """The JSON object printed by ``simulate --format json``: the configuration, the workload and :meth:`SimulationResult.metrics`."""
     return {
@@ -104,6 +112,7 @@ def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
         raise InputError("--rate/--users", "give exactly one of them", "--rate R for Poisson arrivals or --users U for a closed loop")
     lengths = resolve_lengths(workload, input_tokens, output_tokens)
     config = build_config(model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+    check_context(config.llm, lengths, "--input-tokens/--output-tokens" if workload is None else "--workload")
     stream = Workload(lengths, request_rate_per_s=rate, concurrent_users=users)
     slo = Slo(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
     try:

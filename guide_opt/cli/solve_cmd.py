@@ -57,6 +57,20 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
     return problem.model_copy(update={"prediction": problem.prediction.model_copy(update=update)}) if update else problem
 
 
+def check_contexts(problem: Problem) -> None:
+    """Refuse (exit 1) a problem whose requests are longer than an LLM's context: bad input, not infeasibility."""
+    from guide_opt.catalog import load_catalog
+
+    catalog = load_catalog()
+    for i, req in enumerate(problem.models):
+        llm = catalog.llm(req.id, field=f"models[{i}].id")
+        input_tokens, output_tokens = req.workload.token_lengths()
+        if input_tokens + output_tokens > llm.max_position_embeddings:
+            raise InputError(f"models[{i}].workload", f"{input_tokens:,.0f} input + {output_tokens:,.0f} output tokens exceed the context of "
+                                                      f"{llm.id} ({llm.max_position_embeddings:,} tokens)",
+                             "give shorter requests or an LLM with a longer context")
+
+
 @cli.command("solve")
 @click.argument("problem_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--solver", "solver_name", default="cpsat", show_default=True,
@@ -99,6 +113,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
+    check_contexts(problem)
     solver_preset = load_preset(preset)
     if plot_file is not None:
         from guide_opt.plotting import check_plot_path
