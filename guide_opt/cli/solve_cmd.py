@@ -190,6 +190,12 @@ def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[d
     return explain_binding(space, tuple(plan), preset)
 
 
+def plan_summary(deployments: list[dict]) -> str:
+    """One line per plan: each deployment's summary, prefixed by its LLM when the plan serves several (a fleet)."""
+    several = len(deployments) > 1
+    return " + ".join(f"{d['model']}: {d['summary']}" if several else d["summary"] for d in deployments)
+
+
 def _verdict(verified: bool, failures: list[str]) -> str:
     """'yes', or 'NO: ' and the verification failures."""
     return "yes" if verified else "NO: " + "; ".join(failures)
@@ -236,7 +242,7 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo("")
         click.echo("Alternatives")
         rows = [[a["kind"] + ("" if a.get("status", "OPTIMAL") == "OPTIMAL" else " (best found, not proven)"), format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
-                 " + ".join(d["summary"] for d in a["deployments"])] for a in solution.alternatives]
+                 plan_summary(a["deployments"])] for a in solution.alternatives]
         echo_rows(["kind", "objective", "cost", "deployments"], rows)
     binding = payload.get("binding_constraints")
     if binding:
@@ -287,7 +293,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
     click.echo(f"Pareto frontier: {len(frontier.points)} non-dominated plans over cost ($/h), mean request latency "
                f"(TTFT + (output_tokens-1) x TPOT; SLOs at p{frontier.slo_percentile} hold on every point) and throughput")
     rows = [[str(i + 1), f"${p.cost_per_hour:,.2f}", f"{p.latency_ms:,.1f}", f"{p.throughput_tokens_per_s:,.0f}",
-             str(sum(q.gpus for q in p.plan)), " + ".join(d["summary"] for d in p.to_json(space)["deployments"])]
+             str(sum(q.gpus for q in p.plan)), plan_summary(p.to_json(space)["deployments"])]
             for i, p in enumerate(frontier.points)]
     echo_rows(["#", "$/h", "latency ms", "tokens/s", "GPUs", "deployments"], rows)
     if frontier.slo_latency_ms is not None:
