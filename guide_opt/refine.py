@@ -61,6 +61,7 @@ import math
 import os
 import socket
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,9 @@ _ATTR_FINGERPRINT = "guide_opt.fingerprint"
 _ATTR_EVALUATION = "guide_opt.evaluation"
 _ATTR_CONSTRAINTS = "guide_opt.constraints"
 _ATTR_WORKER = "guide_opt.worker"
+#: One id per refine_solution call, on every trial that call ran: a report counts its own trials even
+#: when other workers of a shared study finish theirs at the same time.
+_ATTR_RUN = "guide_opt.run"
 _ATTR_ERROR = "guide_opt.error"
 _ATTR_PRUNED = "guide_opt.pruned_reason"
 _SETTINGS_FIELDS = ("framework", "tp", "replicas", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization")
@@ -860,10 +864,9 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
         study.enqueue_trial(refiner.params(refiner.incumbent_settings), user_attrs={"guide_opt.incumbent": True}, skip_if_exists=True)
         for plan in refiner.warm_starts()[:int(trials * WARM_START_SHARE)]:
             study.enqueue_trial(refiner.params(plan), user_attrs={"guide_opt.warm_start": True}, skip_if_exists=True)
-        before = {t.number for t in study.get_trials(deepcopy=False)
-                  if t.state not in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)}
+        run_id = uuid.uuid4().hex
         if trials > 0:
-            study.optimize(_objective(refiner), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
+            study.optimize(_objective(refiner, run_id), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
                            show_progress_bar=progress)
         all_trials = study.get_trials(deepcopy=False)
     finally:
@@ -871,8 +874,7 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
 
     states = optuna.trial.TrialState
     finished = [t for t in all_trials if t.state in (states.COMPLETE, states.FAIL, states.PRUNED)]
-    # This call's own trials: other workers of a shared study finish trials meanwhile.
-    run_now = [t for t in finished if t.number not in before and t.user_attrs.get(_ATTR_WORKER) == worker_id()]
+    run_now = [t for t in finished if t.user_attrs.get(_ATTR_RUN) == run_id]
     complete = [t for t in finished if t.state == states.COMPLETE]
     feasible = [t for t in complete if t.value is not None and math.isfinite(t.value) and all(v <= 0 for v in _trial_constraints(t).values())]
     errors = tuple(dict.fromkeys(t.user_attrs.get(_ATTR_ERROR, "unknown error") for t in finished if t.state == states.FAIL))[:MAX_ERRORS_REPORTED]
@@ -970,16 +972,12 @@ def _open_study(storage: optuna.storages.BaseStorage, study_name: str, direction
     return study
 
 
-def worker_id() -> str:
-    """``host:pid`` of this process, stored on every trial it runs (``guide_opt.worker``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _objective(refiner: _Refiner):
-    worker = worker_id()
+def _objective(refiner: _Refiner, run_id: str):
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(_ATTR_WORKER, worker)
+        trial.set_user_attr(_ATTR_RUN, run_id)
         settings = tuple(refiner.suggest(trial, i) for i in range(len(refiner.problem.models)))
         reason = refiner.unsupported(settings)
         if reason:
