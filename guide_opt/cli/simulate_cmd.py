@@ -14,7 +14,8 @@ from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, posi
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 
 DEFAULT_INPUT_TOKENS = 512
 DEFAULT_OUTPUT_TOKENS = 128
