@@ -154,6 +154,20 @@ def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, t
     return Answer(solution, payload, space=space, schedule=schedule)
 
 
+def check_contexts(problem: Problem) -> None:
+    """Refuse (exit 1) a problem whose requests are longer than an LLM's context: bad input, not infeasibility."""
+    from guide_opt.catalog import load_catalog
+
+    catalog = load_catalog()
+    for i, req in enumerate(problem.models):
+        llm = catalog.llm(req.id, field=f"models[{i}].id")
+        input_tokens, output_tokens = req.workload.token_lengths()
+        if input_tokens + output_tokens > llm.max_position_embeddings:
+            raise InputError(f"models[{i}].workload", f"{input_tokens:,.0f} input + {output_tokens:,.0f} output tokens exceed the context of "
+                                                      f"{llm.id} ({llm.max_position_embeddings:,} tokens)",
+                             "give shorter requests or an LLM with a longer context")
+
+
 def in_problem_file(exc: InputError, source: str) -> InputError:
     """``exc`` phrased for the problem file ``source``, as ``guide-opt solve SOURCE`` phrases it.
 
@@ -246,7 +260,8 @@ def serving_config(
     )
     reason = config.unsupported_reason() or config.context_reason()
     if reason:
-        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
+        engine = reason.startswith(f"{framework_spec.id} ")
+        option = ("--framework/--quantization" if engine and " runs " in reason else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
                   else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
         raise InputError(option, reason, "choose a supported value")
     return config

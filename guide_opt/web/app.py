@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from guide_opt import __version__
+from guide_opt import __version__, limits
 from guide_opt.errors import InputError
 from guide_opt.web.form import PROBLEM_FILE_NAME, PlannerForm
 from guide_opt.web.jobs import Job, JobRunner, JobState
@@ -50,8 +50,8 @@ class SolveRequest(BaseModel):
     llm_config_name: str | None = Field(None, description="NAME of the uploaded LLM (default: uploaded-llm).")
     solver: Literal["cpsat", "exhaustive"] = Field("cpsat", description="cpsat (exact) or exhaustive (brute-force cross-check).")
     preset: Literal["fast", "exact"] = Field("fast", description="Solver preset (solvers/fast.yaml, solvers/exact.yaml).")
-    time_limit_s: float | None = Field(None, gt=0, description="CP-SAT time limit per solve in s (capped by the server).")
-    seed: int | None = Field(None, ge=0, description="Random seed.")
+    time_limit_s: float | None = Field(None, gt=0, le=limits.MAX_TIME_LIMIT_S, description="CP-SAT time limit per solve in s (capped by the server).")
+    seed: int | None = Field(None, ge=0, le=limits.MAX_SEED, description="Random seed.")
     explain: bool = Field(True, description="Report which constraints bind and what relaxing each would gain.")
 
 
@@ -64,14 +64,14 @@ class EstimateRequest(BaseModel):
     llm_config: dict[str, Any] | None = Field(None, description="An uploaded HuggingFace config.json instead of a catalog id.")
     llm_config_name: str | None = Field(None, description="Name of the uploaded LLM.")
     gpu: str = Field(..., description="GPU id.")
-    tp: int = Field(1, ge=1, description="Tensor-parallel degree.")
-    pp: int = Field(1, ge=1, description="Pipeline-parallel degree.")
+    tp: int = Field(1, ge=1, le=limits.MAX_PARALLEL_DEGREE, description="Tensor-parallel degree.")
+    pp: int = Field(1, ge=1, le=limits.MAX_PARALLEL_DEGREE, description="Pipeline-parallel degree.")
     framework: str = Field("vllm", description="Serving engine id.")
     quantization: str = Field("bf16", description="bf16 (alias fp16), fp8, w8a8 or w4a16.")
     kv_cache_dtype: Literal["fp16", "fp8"] = Field("fp16", description="KV-cache precision.")
-    batch: int = Field(1, ge=1, description="Concurrent sequences in the batch.")
-    input_tokens: int = Field(512, ge=1, description="Prompt tokens per request.")
-    output_tokens: int = Field(128, ge=1, description="Generated tokens per request.")
+    batch: int = Field(1, ge=1, le=limits.MAX_BATCH, description="Concurrent sequences in the batch.")
+    input_tokens: int = Field(512, ge=1, le=limits.MAX_TOKENS, description="Prompt tokens per request.")
+    output_tokens: int = Field(128, ge=1, le=limits.MAX_TOKENS, description="Generated tokens per request.")
     flash_attention: bool = Field(True, description="Model attention with FlashAttention.")
     h2o_kept_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of KV entries kept by H2O eviction.")
     estimator: str = Field("roofline", description="roofline (guide-opt's) or guide-2024 (GUIDE's published equations).")

@@ -19,10 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from guide_opt.answer import estimate_payload, in_problem_file, serving_config, solve_answer
-from guide_opt.catalog import load_catalog
+from guide_opt.answer import check_contexts, estimate_payload, in_problem_file, serving_config, solve_answer
+from guide_opt.catalog import load_catalog, parse_yaml_text
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
@@ -66,11 +64,7 @@ def problem_of_request(request: dict) -> tuple[dict, str | None]:
     if "form" in given:
         return form_to_problem(PlannerForm.model_validate(request["form"]), uploaded_name=uploaded), uploaded
     if "problem_yaml" in given:
-        try:
-            data = yaml.safe_load(request["problem_yaml"])
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(PROBLEM_FILE_NAME, f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}", "fix the syntax") from None
+        data = parse_yaml_text(request["problem_yaml"], PROBLEM_FILE_NAME)  # bounded like a problem file the CLI reads
     else:
         data = request["problem"]
     if not isinstance(data, dict):
@@ -143,6 +137,7 @@ def run_solve(request: dict, progress: Callable[[str], None] = lambda _m: None, 
                 solved = _with_upload_path(data, uploaded, Path(tmp))
             try:
                 problem = Problem.from_dict(solved, source=PROBLEM_FILE_NAME)
+                check_contexts(problem)
                 answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=limit,
                                       seed=request.get("seed"), explain=request.get("explain", True), workers=workers, progress=progress)
             except InputError as exc:

@@ -207,3 +207,10 @@ def test_jobs_queue_beyond_the_workers_and_all_answer(client):
     done = [_wait(client, j["id"], ("done", "failed", "cancelled"), timeout_s=120) for j in jobs]
     assert [d["state"] for d in done] == ["done"] * 4
     assert len({d["result"]["result"]["objective"] for d in done}) == 1
+
+
+def test_serve_command_options(capsys):
+    code, out, _ = run_cli(capsys, "serve", "--help")
+    assert code == 0 and "--host" in out and "--port" in out and "127.0.0.1" in out and "8000" in out
+    code, _, err = run_cli(capsys, "serve", "--port", "0")
+    assert code == 1 and "--port" in err and err.strip().count("\n") == 0
