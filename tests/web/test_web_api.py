@@ -214,3 +214,12 @@ def test_serve_command_options(capsys):
     assert code == 0 and "--host" in out and "--port" in out and "127.0.0.1" in out and "8000" in out
     code, _, err = run_cli(capsys, "serve", "--port", "0")
     assert code == 1 and "--port" in err and err.strip().count("\n") == 0
+
+
+def test_the_page_loads_nothing_from_outside(client):
+    # the machine a planner runs on may have no internet: no CDN, no external script, style or font
+    import re
+
+    page = client.get("/").text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"""@import|url\(\s*["']?(https?:)?//""", page)
