@@ -58,20 +58,22 @@ def essentials(payload: dict) -> dict:
 
 
 def start_server():
-    """The planner app under uvicorn on a free port (in a thread); returns (url, server, thread)."""
+    """The planner app under uvicorn on a free port (in a thread); returns (url, server, thread, job runner)."""
     import uvicorn
 
     from guide_opt.web.app import create_app
+    from guide_opt.web.jobs import JobRunner
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    runner = JobRunner()  # the defaults of guide-opt serve
+    server = uvicorn.Server(uvicorn.Config(create_app(runner), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
+    return f"http://127.0.0.1:{port}", server, thread, runner
 
 
 def post_solve(url: str, path: Path) -> tuple[float, int, dict]:
@@ -107,7 +109,7 @@ def main() -> None:
     problems = sorted((ROOT / "problems").glob("*.yaml"))
     print(f"reference answers: guide-opt solve on {len(problems)} problem files, serially ...", flush=True)
     reference = {p.name: essentials(cli_answer(p)) for p in problems}
-    url, server, thread = start_server()
+    url, server, thread, runner = start_server()
     requests = [p for p in problems for _ in range(args.copies)]
     load_before = os.getloadavg()[0]
     print(f"{len(requests)} concurrent POST /api/solve to {url} ...", flush=True)
@@ -125,9 +127,10 @@ def main() -> None:
     thread.join(timeout=10)
     latencies = [r[1] for r in results]
     wrong = [p.name for p, _, status, body in results if status != 200 or essentials(body["result"]) != reference[p.name]]
-    from guide_opt.web.jobs import JobRunner
-
-    workers = JobRunner().max_workers
+    workers = runner.max_workers
+    jobs = [job.to_json() for job in runner._jobs.values()]
+    queued = [j["queued_s"] for j in jobs]
+    running = [j["running_s"] for j in jobs]
     rows = "\n".join(f"| {p.name} | {body['result']['status']} | {s:.1f} |" for p, s, _, body in sorted(results, key=lambda r: r[1]))
     body = f"""Every problem file of `problems/` sent at once to `POST /api/solve` of the app `guide-opt serve`
 runs (default settings: {workers} solves at a time, one per core, the rest queued; each solve in its own
@@ -136,14 +139,15 @@ process), {len(requests)} requests from {len(requests)} client threads. Each ans
 points and relaxations.
 
 Machine: {cpu_model()}, {os.cpu_count()} cores, no GPU, shared with other work (1-minute load
-average {load_before:.1f} when the requests were sent). Command: `python benchmarks/bench_web.py`.
+average {load_before:.1f} when the requests were sent). Command: `python benchmarks/bench_web.py` (one run; every figure below is of its {len(requests)} requests).
 
 - answers identical to the CLI: **{len(requests) - len(wrong)} of {len(requests)}**{' (differing: ' + ', '.join(wrong) + ')' if wrong else ''}
 - latency per request, send to answer, queueing included: p50 **{statistics.median(latencies):.1f} s**, p99 **{nearest_rank(latencies, 99):.1f} s**
   (nearest rank: the slowest of {len(requests)}), fastest {min(latencies):.1f} s
 - all {len(requests)} answered in {total_s:.1f} s of wall time
 
-The latency is mostly queueing: with {workers} cores, the k-th request waits for about k/{workers} solves.
+Where the time goes (the server's own job records): waiting for a free worker, median {statistics.median(queued):.1f} s
+(at most {max(queued):.1f} s); solving in the worker process, median {statistics.median(running):.1f} s (at most {max(running):.1f} s).
 The server stays responsive meanwhile: `GET /api/catalog`, polled every 0.5 s during the run, answered
 {len(pings)} times with median {statistics.median(pings) * 1e3:.0f} ms and at most {max(pings) * 1e3:.0f} ms (the event loop never solves).
 
