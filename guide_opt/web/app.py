@@ -164,8 +164,7 @@ def _answer_response(job: Job) -> JSONResponse:
         return JSONResponse({"error": job.result["error"]}, status_code=422)
     if job.state is JobState.CANCELLED:
         return _error(409, "the solve was cancelled")
-    status = 504 if job.error and "limit" in job.error else 500
-    return _error(status, job.error or "the solve failed")
+    return _error(504 if job.state is JobState.TIMED_OUT else 500, job.error or "the solve failed")
 
 
 def create_app(runner: JobRunner | None = None, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:

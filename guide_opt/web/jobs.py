@@ -35,8 +35,10 @@ class JobState(str, enum.Enum):
     """Finished: ``result`` holds the answer (found, infeasible, or bad input)."""
     CANCELLED = "cancelled"
     """Cancelled by the user; its process was stopped."""
+    TIMED_OUT = "timed_out"
+    """Ran past the server's wall-clock limit and was stopped; ``error`` says so."""
     FAILED = "failed"
-    """Ran past the time limit or crashed; ``error`` says which."""
+    """Crashed (a bug); ``error`` says how."""
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Job:
     @property
     def over(self) -> bool:
         """True once the job can change no more."""
-        return self.state in (JobState.DONE, JobState.CANCELLED, JobState.FAILED)
+        return self.state in (JobState.DONE, JobState.CANCELLED, JobState.TIMED_OUT, JobState.FAILED)
 
     def to_json(self, queue_position: int | None = None) -> dict[str, Any]:
         """The job as ``GET /api/jobs/{id}`` returns it."""
@@ -111,7 +113,7 @@ class JobRunner:
     """
 
     def __init__(self, *, max_workers: int | None = None, max_solve_s: float = 300.0, max_time_limit_s: float = 60.0,
-                 keep_s: float = 900.0, max_kept: int = 500) -> None:
+                 keep_s: float = 900.0, max_kept: int = 200) -> None:
         self.max_workers = max_workers or max(1, os.cpu_count() or 1)
         self.max_solve_s = max_solve_s
         self.max_time_limit_s = max_time_limit_s
@@ -186,13 +188,14 @@ class JobRunner:
         job.state = JobState.RUNNING
         process.start()
         child.close()
+        job.request = {}  # the child has its copy; a kept job should not hold an uploaded config
         try:
             while True:
                 if job.cancel_requested.is_set():
                     self._finish(job, JobState.CANCELLED)
                     return
                 if time.monotonic() - job.started_s > self.max_solve_s:
-                    self._finish(job, JobState.FAILED, error=f"the solve ran past the server's limit of {self.max_solve_s:g} s; "
+                    self._finish(job, JobState.TIMED_OUT, error=f"the solve ran past the server's limit of {self.max_solve_s:g} s; "
                                                             "narrow the problem (fewer GPU types, engines) or run guide-opt on your machine")
                     return
                 if not parent.poll(0.1):
