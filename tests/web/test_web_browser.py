@@ -205,3 +205,20 @@ def test_downloaded_problem_yaml_reproduces_the_page(page, downloads, capsys, mo
     expected = cli_json(capsys, "solve", "problem.yaml")
     assert len(circles) == len(expected["points"])
     assert page.find_element(By.ID, "result-objective").text.startswith(f"${expected['objective']:,.2f}/h")
+
+
+def test_deployment_artifacts_are_shown_when_the_answer_has_them(page):
+    # the artifacts object of a deployment as `solve --emit` documents it (launch per role, benchmark,
+    # Kubernetes objects, notes); injected into the page's renderer, since this answer's solver adds none yet
+    deployment = {"model": "llama-3.1-8b", "summary": "1 x (2 x h100-sxm, TP=2) vllm, max-num-seqs 32, bf16", "cost_per_hour": 5.98,
+                  "metrics": {"ttft_ms": 280.0, "tpot_ms": 5.0, "throughput_tokens_per_s": 5000.0, "memory_utilization": 0.2,
+                              "request_latency_ms": 1500.0},
+                  "artifacts": {"name": "llama-3-1-8b", "nodes_per_replica": 1, "launch": {"server": "vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 2"},
+                                "benchmark": "vllm bench serve --request-rate 20", "kubernetes": ["Deployment/llama-3-1-8b"], "notes": ["download the checkpoint first"]}}
+    answer = {"result": {"status": "OPTIMAL", "objective_name": "min_cost", "objective": 5.98, "bound": 5.98, "gap": 0.0, "wall_time_s": 0.1,
+                         "solver": "cpsat", "verified": True, "deployments": [deployment], "alternatives": []},
+              "problem_yaml": "name: x\n"}
+    page.execute_script("render(arguments[0])", answer)
+    text = page.find_element(By.ID, "artifacts-box").text
+    assert "vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 2" in text
+    assert "Deployment/llama-3-1-8b" in text and "download the checkpoint first" in text
