@@ -222,3 +222,14 @@ def test_deployment_artifacts_are_shown_when_the_answer_has_them(page):
     text = page.find_element(By.ID, "artifacts-box").text
     assert "vllm serve meta-llama/Llama-3.1-8B --tensor-parallel-size 2" in text
     assert "Deployment/llama-3-1-8b" in text and "download the checkpoint first" in text
+
+
+def test_a_problem_file_of_the_library_is_solved_from_the_page(page, capsys):
+    path = PROBLEMS_DIR / "fleet-mixed-inventory.yaml"
+    page.find_element(By.ID, "problem-file").send_keys(str(path))
+    WebDriverWait(page, 10).until(lambda d: path.name in d.find_element(By.ID, "progress").text)
+    solve(page)
+    expected = cli_json(capsys, "solve", str(path))
+    assert page.find_element(By.ID, "result-objective").text == f"${expected['objective']:,.2f}/h"
+    rows = page.find_elements(By.CSS_SELECTOR, "#deployments tr")
+    assert len(rows) == 1 + len(expected["deployments"])  # one row per LLM of the fleet
