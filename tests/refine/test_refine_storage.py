@@ -111,3 +111,15 @@ def test_four_workers_each_report_exactly_their_own_trials(tmp_path, problem_fil
     assert sorted(runs.values()) == [3, 3, 3, 3]  # each trial belongs to exactly one worker's run
     workers = Counter(t.user_attrs["guide_opt.worker"] for t in finished)
     assert len(workers) == 4
+
+
+def test_heartbeat_interval_comes_from_the_environment(monkeypatch):
+    from guide_opt.refine import HEARTBEAT_INTERVAL_S, heartbeat_interval_s
+
+    monkeypatch.delenv("GUIDE_OPT_HEARTBEAT_S", raising=False)
+    assert heartbeat_interval_s() == HEARTBEAT_INTERVAL_S
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "5")
+    assert heartbeat_interval_s() == 5
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "0")
+    with pytest.raises(InputError, match="GUIDE_OPT_HEARTBEAT_S"):
+        open_storage("postgresql://u:p@127.0.0.1:1/x")
