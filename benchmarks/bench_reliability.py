@@ -71,6 +71,8 @@ def main() -> None:
         codes = collections.Counter(o.code if isinstance(o.code, int) else "raised" for o in mine)
         rows.append((kind, len(mine), codes.get(0, 0), codes.get(1, 0), codes.get(2, 0), codes.get(3, 0),
                      sum("traceback printed" in o.problems for o in mine), sum(bool(o.problems) for o in mine)))
+    for kind, n, c0, c1, c2, c3, tb, bad in rows:
+        print(f"{kind:8} {n:6} cases: exit 0 {c0}, exit 1 {c1}, exit 2 {c2}, exit 3 {c3}, tracebacks {tb}, broke the property {bad}")
     broken = [o for o in outcomes if o.problems]
     slowest = max(outcomes, key=lambda o: o.seconds)
     print(f"{len(outcomes)} cases, {len(broken)} broke the property; slowest {slowest.seconds:.2f} s: {' '.join(slowest.argv)[:160]}")

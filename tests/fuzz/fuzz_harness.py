@@ -146,13 +146,15 @@ def calibration_csvs(draw) -> str:
         columns.remove(draw(st.sampled_from(columns)))
     rows = []
     for _ in range(draw(st.integers(0, 6))):
-        row = {"model": draw(st.sampled_from(["llama-3.1-8b", "llama-2-7b", "mistral-7b", "nope"])),
-               "gpu": draw(st.sampled_from(["a100-80gb-sxm", "h100-sxm", "l4", "mi300x", "t4"])),
-               "framework": draw(st.sampled_from(["vllm", "sglang", "tensorrt-llm", "deepspeed-fastgen"])),
-               "tp": draw(st.sampled_from([1, 2, 3, 0, -1])), "batch": draw(st.sampled_from([1, 8, 64, 0])),
-               "input_tokens": draw(st.sampled_from([128, 1024, 0, 10**9])), "output_tokens": draw(st.sampled_from([64, 256, 0])),
-               "ttft_ms": draw(st.floats(0.1, 5000)), "tpot_ms": draw(st.floats(0.1, 200)), "throughput_tokens_per_s": draw(st.floats(1, 1e5))}
-        for _ in range(draw(st.integers(0, 2))):
+        hostile = draw(st.integers(0, 5)) == 0  # most rows are plausible, so fits run too
+        choose = (lambda good, bad: draw(st.sampled_from(good + bad))) if hostile else (lambda good, bad: draw(st.sampled_from(good)))
+        row = {"model": choose(["llama-3.1-8b", "llama-2-7b", "mistral-7b"], ["nope", ""]),
+               "gpu": choose(["a100-80gb-sxm", "h100-sxm", "l4"], ["mi300x", "t4", "nope"]),
+               "framework": choose(["vllm", "sglang", "tensorrt-llm"], ["deepspeed-fastgen", "nope"]),
+               "tp": choose([1, 2], [3, 0, -1, 2**70]), "batch": choose([1, 8, 64], [0, 10**12]),
+               "input_tokens": choose([128, 1024], [0, 10**9]), "output_tokens": choose([64, 256], [0, -5]),
+               "ttft_ms": draw(st.floats(1, 5000)), "tpot_ms": draw(st.floats(1, 200)), "throughput_tokens_per_s": draw(st.floats(10, 1e5))}
+        if hostile:
             row[draw(st.sampled_from(columns))] = draw(hostile_scalars)
         rows.append(",".join("" if row.get(c) is None else str(row.get(c)).replace(",", " ").replace("\n", " ") for c in columns))
     return ",".join(columns) + "\n" + "".join(r + "\n" for r in rows)
@@ -190,35 +192,52 @@ flag_values = st.one_of(
 )
 
 
+_GOOD_FLAG_VALUES = {
+    "--tp": ["1", "2", "4"], "--pp": ["1", "2"], "--input-tokens": ["128", "512", "2048"], "--output-tokens": ["16", "128"],
+    "--batch": ["1", "8", "64"], "--h2o-kept-fraction": ["1", "0.5"], "--rate": ["0.5", "5", "50"], "--users": ["1", "8", "64"],
+    "--seed": ["0", "7", "2147483647"], "--replicas": ["1", "2"], "--max-num-seqs": ["8", "64"], "--ttft-slo-ms": ["200", "1000"],
+    "--tpot-slo-ms": ["20", "100"], "--time-limit-s": ["5", "0.5"], "--slo-margin": ["1", "1.5", "3"],
+}
+
+
 @st.composite
 def cli_argvs(draw, problem_file: str, out_dir: str) -> list[str]:
-    """argv for estimate, simulate or solve with each optional flag present or not, and hostile values."""
+    """argv for estimate, simulate or solve: each optional flag absent, plausible or hostile."""
     verb = draw(st.sampled_from(["estimate", "simulate", "solve"]))
 
-    def maybe(flag: str, values=flag_values) -> list[str]:
-        return [flag, draw(values)] if draw(st.booleans()) else []
+    def value(flag: str) -> str:
+        good = _GOOD_FLAG_VALUES.get(flag)
+        return draw(st.sampled_from(good)) if good and draw(st.integers(0, 4)) else draw(flag_values)
 
-    models = st.sampled_from(["llama-3.2-1b", "llama-3.1-8b", "nope"])
-    gpus = st.sampled_from(["h100-sxm", "t4", "mi300x", "l4", "v100-16gb", "nope"])
+    def maybe(flag: str, choices=None) -> list[str]:
+        if draw(st.booleans()):
+            return []
+        return [flag, draw(choices) if choices is not None else value(flag)]
+
+    def pick(good: list[str], bad: list[str]) -> str:
+        return draw(st.sampled_from(good if draw(st.integers(0, 5)) else bad))
+
+    models = st.sampled_from(["llama-3.2-1b", "llama-3.1-8b", "mistral-7b", "nope"])
     frameworks = st.sampled_from(["vllm", "sglang", "tensorrt-llm", "deepspeed-fastgen", "nope"])
     quants = st.sampled_from(["bf16", "fp8", "w8a8", "w4a16", "fp16", "nope"])
     if verb in ("estimate", "simulate"):
-        argv = [verb, "--model", draw(models), "--gpu", draw(gpus), *maybe("--framework", frameworks), *maybe("--quantization", quants),
+        gpu = pick(["h100-sxm", "a100-80gb-sxm", "l4", "l40s"], ["t4", "mi300x", "v100-16gb", "nope", ""])
+        argv = [verb, "--model", draw(models), "--gpu", gpu, *maybe("--framework", frameworks), *maybe("--quantization", quants),
                 *maybe("--tp"), *maybe("--pp"), *maybe("--input-tokens"), *maybe("--output-tokens"), "--format", "json"]
         if verb == "estimate":
             return argv + maybe("--batch") + maybe("--h2o-kept-fraction")
-        arrival = draw(st.sampled_from(["--rate", "--users", "both", "none"]))
+        arrival = draw(st.sampled_from(["--rate", "--users", "--rate", "--users", "both", "none"]))
         for flag in (["--rate", "--users"] if arrival == "both" else [] if arrival == "none" else [arrival]):
-            argv += [flag, draw(flag_values)]
+            argv += [flag, value(flag)]
         requests = draw(st.one_of(st.integers(1, 300).map(str), flag_values))
         if requests.lstrip("-").isdigit() and 300 < int(requests) <= 200_000:
             requests = "300"  # valid large runs are timed by bench_simulator, not fuzzed
-        return argv + ["--requests", requests, *maybe("--seed"), *maybe("--replicas", st.sampled_from(["1", "2", "0", "1025", "nan"])),
-                       *maybe("--max-num-seqs"), *maybe("--ttft-slo-ms"), *maybe("--tpot-slo-ms")]
-    plot = draw(st.sampled_from([None, f"{out_dir}/chart.png", f"{out_dir}/missing/chart.png", f"{out_dir}/chart.txt", out_dir]))
+        return argv + ["--requests", requests, *maybe("--seed"), *maybe("--replicas"), *maybe("--max-num-seqs"),
+                       *maybe("--ttft-slo-ms"), *maybe("--tpot-slo-ms")]
+    plot = draw(st.sampled_from([None, None, f"{out_dir}/chart.png", f"{out_dir}/missing/chart.png", f"{out_dir}/chart.txt", out_dir]))
     return ["solve", problem_file, "--format", "json", "--no-explain", *maybe("--time-limit-s"), *maybe("--seed"), *maybe("--slo-margin"),
-            *maybe("--solver", st.sampled_from(["cpsat", "exhaustive", "nope"])), *maybe("--preset", st.sampled_from(["fast", "exact", "nope"])),
-            *(["--plot", plot] if plot else [])]
+            *maybe("--solver", st.sampled_from(["cpsat", "cpsat", "exhaustive", "nope"])),
+            *maybe("--preset", st.sampled_from(["fast", "exact", "nope"])), *(["--plot", plot] if plot else [])]
 
 
 # ---- running and checking -----------------------------------------------------------------------
