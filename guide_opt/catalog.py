@@ -120,7 +120,7 @@ class Catalog:
                 return LlmSpec.from_hf_config(path)
             except InputError:
                 raise
-            except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError) as exc:
+            except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError, RecursionError) as exc:
                 # a JSON value of the wrong type or size in a key the importer reads
                 raise InputError(f"{field} {path.name}", f"cannot read the architecture ({type(exc).__name__}: {str(exc)[:120]})",
                                  "give a HuggingFace config.json whose sizes are whole numbers") from None

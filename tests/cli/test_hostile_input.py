@@ -140,3 +140,17 @@ def test_fleet_alternatives_name_their_llms():
     two = [{"model": "a", "summary": "1 x x"}, {"model": "b", "summary": "2 x y"}]
     assert plan_summary(two) == "a: 1 x x + b: 2 x y"
     assert plan_summary(two[:1]) == "1 x x"
+
+
+def test_long_chart_titles_wrap_to_the_figure_width():
+    # 9 characters per inch of an 11-inch figure: at most 99 characters per title line (plotting._TITLE_CHARS_PER_IN)
+    from matplotlib.figure import Figure
+
+    from guide_opt.plotting import _suptitle
+
+    fig = Figure(figsize=(11, 4))
+    title = "Overnight batch of five jobs on a shared pool with a very long descriptive problem name -- min_makespan schedule (OPTIMAL): makespan 6.42 h, cost $236.48"
+    _suptitle(fig, title)
+    lines = fig._suptitle.get_text().split("\n")
+    assert len(lines) >= 2 and all(len(line) <= 99 for line in lines)
+    assert " ".join(lines).replace("\\$", "$") == title

@@ -92,7 +92,8 @@ PROBLEM_PATHS = [
     "hardware.gpus", "hardware.max_gpus", "hardware.inventory", "hardware.prices", "hardware.prices.l4", "hardware.inventory.l4",
     "hardware.price_table", "frameworks", "quantizations", "budget_per_hour", "objective", "search.tp", "search.pp",
     "search.batch_sizes", "search.max_replicas", "search.kv_cache_dtypes", "prediction.slo_margin", "prediction.calibration",
-    "scheduling.enabled", "scheduling.time_quantum_s", "unknown_key",
+    "scheduling.enabled", "scheduling.time_quantum_s", "unknown_key", "models.0.workload.histogram", "models.0.workload.trace",
+    "models.0.workload", "models.0.slo", "models", "hardware", "search",
 ]
 _GOOD_CHOICES = {
     "objective": ["min_cost", "max_throughput", "min_latency", "max_served", "pareto"],
@@ -172,7 +173,8 @@ def base_config_json() -> dict:
 def config_jsons(draw) -> str:
     """config.json text: the base with 0-3 hostile fields, extra/missing keys, or (rarely) not JSON at all."""
     if draw(st.integers(0, 19)) == 0:
-        return draw(st.sampled_from(["", "{", "[]", "null", "\x00\xff", '{"hidden_size": NaN}', '{"hidden_size": Infinity}']))
+        return draw(st.sampled_from(["", "{", "[]", "null", "\x00\xff", '{"hidden_size": NaN}', '{"hidden_size": Infinity}',
+                                     "[" * 100_000 + "]" * 100_000, '{"hidden_size": 1e999}']))
     data = base_config_json()
     for _ in range(draw(st.integers(0, 3))):
         key = draw(st.sampled_from([*data, "num_local_experts", "num_experts_per_tok", "head_dim", "n_embd", "unknown"]))
