@@ -90,7 +90,7 @@ class Workload(_Strict):
         """Mean (input, output) tokens per request used by the static performance model."""
         if self.input_tokens is not None and self.output_tokens is not None:
             return self.input_tokens, self.output_tokens
-        from guide_opt.simulate.workloads import workload_from_spec  # lengths from the workload generator
+        from guide_opt.simulate.workload_spec import workload_from_spec  # lengths from the workload generator
 
         spec = {k: v for k, v in (("preset", self.preset), ("histogram", self.histogram), ("trace", self.trace)) if v is not None}
         return workload_from_spec(spec).mean_token_lengths()

@@ -77,7 +77,8 @@ from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.simulate import PRESETS, FixedLengths, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment, Solution
 from guide_opt.space import ModelSpace, Shape, evaluate_candidate, resolve_prices
 
@@ -874,7 +875,6 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
 
     states = optuna.trial.TrialState
     finished = [t for t in all_trials if t.state in (states.COMPLETE, states.FAIL, states.PRUNED)]
-    # This call's own trials (its run id): other workers of a shared study finish trials meanwhile.
     run_now = [t for t in finished if t.user_attrs.get(_ATTR_RUN) == run_id]
     complete = [t for t in finished if t.state == states.COMPLETE]
     feasible = [t for t in complete if t.value is not None and math.isfinite(t.value) and all(v <= 0 for v in _trial_constraints(t).values())]
@@ -973,13 +973,8 @@ def _open_study(storage: optuna.storages.BaseStorage, study_name: str, direction
     return study
 
 
-def worker_id() -> str:
-    """``host:pid`` of this process, stored on every trial it runs (``guide_opt.worker``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _objective(refiner: _Refiner, run_id: str):
-    worker = worker_id()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(_ATTR_WORKER, worker)

@@ -15,7 +15,8 @@ from guide_opt.catalog import parse_yaml_text
 from guide_opt.errors import InputError
 from guide_opt.limits import read_text_file
 from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 
 DEFAULT_INPUT_TOKENS = 512
 DEFAULT_OUTPUT_TOKENS = 128
