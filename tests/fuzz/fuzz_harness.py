@@ -55,19 +55,20 @@ hostile_values = st.one_of(hostile_scalars, st.lists(hostile_scalars, max_size=4
 
 
 def _set(data: dict, path: str, value) -> None:
+    """Set the dotted ``path`` of ``data`` to ``value`` (silently skipped where an earlier edit changed the shape)."""
     keys = path.split(".")
     node = data
     for k in keys[:-1]:
-        k = int(k) if k.isdigit() else k
         if isinstance(node, list):
-            node = node[k]
-        else:
-            node = node.setdefault(k, {})
-            if not isinstance(node, (dict, list)):
+            if not k.isdigit() or int(k) >= len(node):
                 return
-    last = keys[-1]
+            node = node[int(k)]
+        elif isinstance(node, dict):
+            node = node.setdefault(k, {})
+        else:
+            return
     if isinstance(node, dict):
-        node[last] = value
+        node[keys[-1]] = value
 
 
 # ---- problem files ------------------------------------------------------------------------------
