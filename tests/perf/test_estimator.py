@@ -73,7 +73,11 @@ def test_weights_alone_do_not_fit(make_config):
         ({"pp": 33}, "PP=33 exceeds the 32 layers"),
         ({"quantization": "fp8"}, "has no fp8 tensor cores"),
         ({"gpu": "v100-32gb", "quantization": "w8a8"}, "has no int8 tensor cores"),
-        ({"kv_cache_dtype": "fp8"}, "no FP8 support"),
+        ({"gpu": "v100-32gb", "kv_cache_dtype": "fp8"}, "vllm has no fp8 KV cache on v100-32gb"),
+        # TensorRT-LLM's fp8 KV cache needs FP8 tensor cores (SM89+); vLLM's also runs on Ampere.
+        ({"framework": "tensorrt-llm", "kv_cache_dtype": "fp8"}, "tensorrt-llm has no fp8 KV cache on a100-80gb-sxm"),
+        ({"llm": "llama-3.1-70b-awq", "tp": 4}, "serve it with quantization w4a16, not bf16"),
+        ({"expert_parallel": True}, "expert parallelism needs a mixture-of-experts LLM"),
         ({"batch": 0}, "at least 1"),
         ({"input_tokens": 0}, "at least 1"),
         ({"h2o_kept_fraction": 0.0}, "h2o_kept_fraction"),
