@@ -96,7 +96,7 @@ def build_config(
     )
     reason = config.unsupported_reason() or config.context_reason()
     if reason:
-        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
+        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason or "serve it with quantization" in reason
                   else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
         raise InputError(option, reason, "choose a supported value")
     return config

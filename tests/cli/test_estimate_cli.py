@@ -70,12 +70,21 @@ def test_bad_batch_is_bad_input(capsys, value):
     assert_one_line_error(err, "--batch")
 
 
-def test_configuration_that_does_not_fit_exits_2(capsys):
+def test_batch_beyond_the_kv_cache_runs_in_waves_and_exits_0(capsys):
     code, out, _ = run(capsys, ESTIMATE + ["--batch", "1000", "--input-tokens", "2048", "--output-tokens", "2048", "--format", "json"])
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["fits"] is False and payload["runs"] is True and payload["metrics"]["ttft_ms"] > 0
+    # ceil(1000 / max_batch) waves, as the reason says.
+    assert payload["waves"] == -(-1000 // payload["max_batch"]) and f"{payload['waves']} waves" in payload["reason"]
+
+
+def test_configuration_that_cannot_serve_one_request_exits_2(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--model", "llama-2-70b", "--format", "json"])
     assert code == 2
     payload = json.loads(out)
-    assert payload["fits"] is False and payload["metrics"]["ttft_ms"] is None and payload["bounds"] is None
-    assert "largest batch that fits" in payload["reason"] and payload["max_batch"] < 1000
+    assert payload["fits"] is False and payload["runs"] is False and payload["metrics"]["ttft_ms"] is None and payload["bounds"] is None
+    assert "cannot serve one request" in payload["reason"] and payload["max_batch"] == 0
 
 
 def test_not_fitting_table_says_so(capsys):

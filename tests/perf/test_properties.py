@@ -201,11 +201,13 @@ def test_max_batch_is_the_largest_batch_that_fits(data):
 
 @PROPERTY
 @given(data=st.data())
-def test_fits_exactly_up_to_max_batch_and_no_latencies_beyond(data):
+def test_fits_exactly_up_to_max_batch_and_runs_while_one_request_fits(data):
     config = data.draw(configs(max_batch_size=4096, max_input=2048, max_output=1024))
     est = estimate(config)
     assert est.fits == memory_breakdown(config).fits == (config.batch <= est.max_batch)
-    assert (est.phases is None) == (not est.fits)
+    # The engine serves the batch (in waves when it is not resident) exactly when one request fits.
+    assert est.runs == (est.max_batch >= 1) == (est.start_reason is None)
+    assert est.waves == (1 if est.fits or not est.runs else math.ceil(config.batch / est.max_batch))
     metrics = est.metrics()
-    assert (metrics["ttft_ms"] is None) == (metrics["throughput_tokens_per_s"] is None) == (not est.fits)
+    assert (metrics["ttft_ms"] is None) == (metrics["throughput_tokens_per_s"] is None) == (not est.runs)
     assert metrics["memory_utilization"] == pytest.approx(est.memory.used_bytes / est.memory.device_bytes)
