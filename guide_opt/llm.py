@@ -46,6 +46,10 @@ ENCODER_ONLY_MODEL_TYPES = frozenset(
     {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta", "camembert", "mpnet", "modernbert"}
 )
 
+#: HF ``model_type`` values whose config class ties the LM head to the embedding when
+#: ``tie_word_embeddings`` is absent (transformers' Gemma configs default to True).
+TIED_BY_DEFAULT_MODEL_TYPES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
+
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 #: Bytes of one weight the engines keep unquantized (embedding, LM head, MoE router): 16-bit.
 UNQUANTIZED_WEIGHT_BYTES = 2.0
@@ -394,7 +398,7 @@ class LlmSpec(BaseModel):
             "intermediate_size": intermediate,
             "vocab_size": int(pick("padded_vocab_size", "vocab_size")),
             "mlp_kind": "gated" if gated else "standard",
-            "tie_word_embeddings": bool(config.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
+            "tie_word_embeddings": bool(config.get("tie_word_embeddings", top.get("tie_word_embeddings", model_type in TIED_BY_DEFAULT_MODEL_TYPES))),
             "max_position_embeddings": int(
                 pick("max_position_embeddings", "seq_length", "n_positions", "max_seq_len", "max_sequence_length", default=2048)
             ),
@@ -410,8 +414,18 @@ class LlmSpec(BaseModel):
             return cls(**data)
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(map(str, err["loc"])) or "config"
-            raise InputError(f"{source}: {field}", err["msg"].removeprefix("Value error, "), "check the config.json") from None
+            message = err["msg"].removeprefix("Value error, ")
+            # Cross-field checks have no location; their message starts with the spec field.
+            field = ".".join(map(str, err["loc"])) or message.split(" ", 1)[0]
+            key = HF_KEY_OF_FIELD.get(field, field)
+            raise InputError(f"{source}: {key}", message, "check the config.json") from None
+
+
+#: :class:`LlmSpec` field -> the usual ``config.json`` key it is read from (for error messages).
+HF_KEY_OF_FIELD = {
+    "num_layers": "num_hidden_layers", "num_kv_heads": "num_key_value_heads", "experts_per_token": "num_experts_per_tok",
+    "num_dense_layers": "first_k_dense_replace", "num_sliding_layers": "sliding_window",
+}
 
 
 # ---- HuggingFace config.json readers (one per architecture feature) -----------------------------

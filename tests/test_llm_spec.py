@@ -241,7 +241,7 @@ def test_missing_key_named(write_hf_config):
 
 
 def test_invalid_value_rejected_as_input_error(write_hf_config):
-    with pytest.raises(InputError, match="num_kv_heads"):
+    with pytest.raises(InputError, match="num_key_value_heads"):  # named as the config.json spells it
         LlmSpec.from_hf_config(write_hf_config(dict(LLAMA_2_7B, num_key_value_heads=0)))
 
 

@@ -174,3 +174,47 @@ def test_request_beyond_the_context_is_bad_input(capsys):
     code = main(["estimate", "--model", "llama-2-7b", "--gpu", "a100-80gb-sxm", "--input-tokens", "5000"])
     err = capsys.readouterr().err
     assert code == 1 and "--input-tokens" in err and "4096" in err
+
+
+# ---- config.json files the model cannot represent: exit 1, one line naming the key --------------------
+BERT_BASE = {  # huggingface.co/google-bert/bert-base-uncased config.json (the keys that matter)
+    "architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
+    "num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": 30522, "max_position_embeddings": 512,
+}
+T5_SMALL = {  # huggingface.co/google-t5/t5-small config.json
+    "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 512, "d_ff": 2048, "num_heads": 8,
+    "num_layers": 6, "vocab_size": 32128, "is_encoder_decoder": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        (BERT_BASE, "architectures"),
+        (T5_SMALL, "is_encoder_decoder"),
+        (dict(BERT_BASE, architectures=["LlamaForCausalLM"], model_type="llama",
+              quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True}), "quantization_config.quant_method"),
+    ],
+)
+def test_config_json_the_model_cannot_represent_is_bad_input(capsys, write_hf_config, config, key):
+    path = write_hf_config(config, "odd")
+    code, out, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "a100-80gb-sxm"])
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"{path}: {key}")
+
+
+def test_moe_mla_config_json_estimates(capsys, write_hf_config):
+    # A DeepSeek-V2-Lite-shaped config.json (huggingface.co/deepseek-ai/DeepSeek-V2-Lite): MLA without q_lora_rank,
+    # 64 routed + 2 shared experts, first layer dense. 15.7B parameters per its model card.
+    path = write_hf_config({
+        "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": 2048, "intermediate_size": 10944,
+        "moe_intermediate_size": 1408, "num_hidden_layers": 27, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_shared_experts": 2, "n_routed_experts": 64, "num_experts_per_tok": 6, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+        "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "vocab_size": 102400, "max_position_embeddings": 163840, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    }, "deepseek-v2-lite")
+    code, out, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "h100-sxm", "--format", "json"])
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["memory"]["weights_gib"] == pytest.approx(15.7e9 * 2 / 2**30, rel=0.01)
+    assert payload["metrics"]["tpot_ms"] > 0
