@@ -62,10 +62,12 @@ def not_fitting_reason(est: Estimate) -> str:
 @click.option("--output-tokens", type=positive_int, default=128, show_default=True, help="Generated tokens per request.")
 @click.option("--no-flash-attention", is_flag=True, help="Model attention without FlashAttention (materialized scores).")
 @click.option("--h2o-kept-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
+@click.option("--expert-parallel", is_flag=True,
+              help="Place MoE experts whole, num_experts / tp per GPU (vLLM --enable-expert-parallel; SGLang --ep-size = --tp).")
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default="roofline", show_default=True, help="guide-opt's roofline model or GUIDE's published equations.")
 @format_option
 def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, input_tokens, output_tokens,
-                     no_flash_attention, h2o_kept_fraction, estimator, output_format) -> int:
+                     no_flash_attention, h2o_kept_fraction, expert_parallel, estimator, output_format) -> int:
     """Predict TTFT, TPOT, batch latency, throughput and memory of one configuration.
 
     Exit code 0 when the engine serves the batch (all of it resident, or in waves of what the
@@ -74,7 +76,7 @@ def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
     config = build_config(
         model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
         batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=not no_flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction,
+        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
     )
     est = ESTIMATORS[estimator](config)
     if output_format == "json":

@@ -218,3 +218,16 @@ def test_moe_mla_config_json_estimates(capsys, write_hf_config):
     payload = json.loads(out)
     assert payload["memory"]["weights_gib"] == pytest.approx(15.7e9 * 2 / 2**30, rel=0.01)
     assert payload["metrics"]["tpot_ms"] > 0
+
+
+def test_expert_parallel_flag(capsys):
+    # Qwen1.5-MoE's 60 experts over 8 GPUs: whole experts put ceil(60 / 8) = 8 on the most loaded GPU
+    # instead of 7.5 experts' worth of columns: 24 layers x half an expert (3 x 2048 x 1408 x 2 bytes) more.
+    args = ["estimate", "--model", "qwen1.5-moe-a2.7b", "--gpu", "h100-sxm", "--tp", "8", "--format", "json"]
+    tp = json.loads(run(capsys, args)[1])["memory"]["weights_gib"]
+    code, out, _ = run(capsys, args + ["--expert-parallel"])
+    assert code == 0
+    assert (json.loads(out)["memory"]["weights_gib"] - tp) * 2**30 == pytest.approx(24 * 0.5 * 3 * 2048 * 1408 * 2, rel=1e-9)
+    code, _, err = run(capsys, ESTIMATE + ["--expert-parallel"])
+    assert code == 1
+    assert_one_line_error(err, "--expert-parallel", "mixture-of-experts")
