@@ -179,7 +179,7 @@ def in_problem_file(exc: InputError, source: str) -> InputError:
     return InputError(f"{source}: {exc.field}", exc.problem, exc.fix)
 
 
-def estimate_payload(est: "Estimate") -> dict:
+def estimate_payload(est: Estimate) -> dict:
     """The JSON object of ``guide-opt estimate --format json`` (and the web API's ``/api/estimate``)."""
     c = est.config
     payload = {
@@ -195,6 +195,8 @@ def estimate_payload(est: "Estimate") -> dict:
         "kv_cache_dtype": c.kv_cache_dtype,
         "estimator": est.estimator,
         "fits": est.fits,
+        "runs": est.runs,
+        "waves": est.waves,
         "metrics": est.metrics(),
         "decode_throughput_tokens_per_s": est.decode_throughput_tokens_per_s,
         "bounds": {"prefill": est.phases.prefill_bound.value, "decode": est.phases.decode_bound.value} if est.phases else None,
@@ -207,14 +209,19 @@ def estimate_payload(est: "Estimate") -> dict:
     return payload
 
 
-def not_fitting_reason(est: "Estimate") -> str:
-    """One sentence saying by how much the configuration overflows memory."""
+def not_fitting_reason(est: Estimate) -> str:
+    """One sentence saying by how much the batch overflows memory, and what the engine does about it."""
     gib = est.memory.as_gib()
-    return (
-        f"needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
+    overflow = (
+        f"the whole batch needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
         f"activations {gib['activations_gib']:.1f}, reserve {gib['reserve_gib']:.1f}) but only {gib['usable_gib']:.1f} GiB are usable; "
         f"the largest batch that fits is {est.max_batch}"
     )
+    if est.runs:
+        return f"{overflow}, so the engine runs it in {est.waves} waves of at most {est.max_batch} sequences"
+    if est.start_reason:
+        return f"{overflow}; the engine cannot serve one request: {est.start_reason}"
+    return overflow
 
 
 def serving_config(
@@ -231,6 +238,7 @@ def serving_config(
     output_tokens: int = 128,
     flash_attention: bool = True,
     h2o_kept_fraction: float = 1.0,
+    expert_parallel: bool = False,
     efficiency: Callable[[], EfficiencyFactors | None] | None = None,
 ) -> ServingConfig:
     """Resolve ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
@@ -256,12 +264,16 @@ def serving_config(
         kv_cache_dtype=kv_cache_dtype,
         flash_attention=flash_attention,
         h2o_kept_fraction=h2o_kept_fraction,
+        expert_parallel=expert_parallel,
         efficiency=efficiency() if efficiency is not None else None,
     )
     reason = config.unsupported_reason() or config.context_reason()
     if reason:
         engine = reason.startswith(f"{framework_spec.id} ")
-        option = ("--framework/--quantization" if engine and " runs " in reason else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
-                  else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
+        option = ("--kv-cache-dtype" if "KV cache" in reason else "--framework/--quantization" if engine and " runs " in reason
+                  else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason
+                  else "--quantization" if "tensor cores" in reason or "serve it with quantization" in reason
+                  else "--expert-parallel" if "expert parallelism" in reason else "--input-tokens/--output-tokens" if "context" in reason
+                  else "options")
         raise InputError(option, reason, "choose a supported value")
     return config

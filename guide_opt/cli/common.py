@@ -83,6 +83,7 @@ def build_config(
     output_tokens: int = 128,
     flash_attention: bool = True,
     h2o_kept_fraction: float = 1.0,
+    expert_parallel: bool = False,
     calibration: "Calibration | Mapping[tuple[str, str], EfficiencyFactors] | None" = None,
 ) -> ServingConfig:
     """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
@@ -96,7 +97,8 @@ def build_config(
     return serving_config(
         model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
         batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction, efficiency=lambda: _calibrated_factors(calibration, gpu, framework),
+        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
+        efficiency=lambda: _calibrated_factors(calibration, gpu, framework),
     )
 
 

@@ -74,6 +74,7 @@ class EstimateRequest(BaseModel):
     output_tokens: int = Field(128, ge=1, le=limits.MAX_TOKENS, description="Generated tokens per request.")
     flash_attention: bool = Field(True, description="Model attention with FlashAttention.")
     h2o_kept_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of KV entries kept by H2O eviction.")
+    expert_parallel: bool = Field(False, description="Place MoE experts whole, num_experts / tp per GPU (vLLM --enable-expert-parallel; SGLang --ep-size = --tp).")
     estimator: str = Field("roofline", description="roofline (guide-opt's) or guide-2024 (GUIDE's published equations).")
 
 
@@ -229,7 +230,7 @@ def create_app(runner: JobRunner | None = None, *, max_body_bytes: int = MAX_BOD
 
     @app.post("/api/estimate", summary="Predicted metrics of one configuration (as guide-opt estimate)",
               description="Answers `{exit_code, result}`: `result` is what `guide-opt estimate --format json` prints; "
-                          "`exit_code` 2 when it does not fit in memory. Bad input: 422 `{error: {field, message}}`.")
+                          "`exit_code` 2 when the engine cannot run it (as the CLI's exit code). Bad input: 422 `{error: {field, message}}`.")
     async def estimate(body: EstimateRequest) -> JSONResponse:
         from guide_opt.web.worker import run_estimate
 

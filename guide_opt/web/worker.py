@@ -149,7 +149,8 @@ def run_solve(request: dict, progress: Callable[[str], None] = lambda _m: None, 
 
 #: Keys of an estimate request besides the LLM, with their defaults (the ``estimate`` command's).
 ESTIMATE_DEFAULTS = {"tp": 1, "pp": 1, "framework": "vllm", "quantization": "bf16", "kv_cache_dtype": "fp16", "batch": 1,
-                     "input_tokens": 512, "output_tokens": 128, "flash_attention": True, "h2o_kept_fraction": 1.0}
+                     "input_tokens": 512, "output_tokens": 128, "flash_attention": True, "h2o_kept_fraction": 1.0,
+                     "expert_parallel": False}
 
 
 def run_estimate(request: dict) -> dict:
@@ -176,4 +177,4 @@ def run_estimate(request: dict) -> dict:
             est = ESTIMATORS[estimator](config)
     except InputError as exc:
         return {"ok": False, "error": {"field": exc.field.removeprefix("--").replace("-", "_"), "message": str(exc)}}
-    return {"ok": True, "exit_code": 0 if est.fits else 2, "result": clean_json(estimate_payload(est))}
+    return {"ok": True, "exit_code": 0 if est.runs else 2, "result": clean_json(estimate_payload(est))}
