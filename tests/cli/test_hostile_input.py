@@ -171,3 +171,18 @@ def test_benchmark_csv_with_an_infinite_count_is_bad_input(tmp_path):
     data = tmp_path / "bench.csv"
     data.write_text("model,gpu,framework,tp,batch,input_tokens,output_tokens,tpot_ms\nllama-3.1-8b,h100-sxm,vllm,inf,8,512,128,10\n")
     bad_input(["calibrate", "--data", str(data), "--out", str(tmp_path / "cal.yaml")], "tp")
+
+
+def test_trace_csv_that_is_binary_or_infinite_is_bad_input(tmp_path):
+    binary = tmp_path / "trace.csv"
+    binary.write_bytes(b"\x00\xff\xfe")
+    base = ["simulate", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--users", "2", "--requests", "5", "--workload"]
+    bad_input([*base, str(binary)], "--workload", "UTF-8")
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text("n_input_tokens,n_output_tokens\ninf,5\n")
+    bad_input([*base, str(infinite)], "--workload", "line 2")
+
+
+def test_sqlite_storage_without_a_file_is_bad_input(tmp_path):
+    # sqlite:/// is a per-connection in-memory database: the study's tables would vanish between transactions
+    bad_input(["solve", problem_file(tmp_path), "--no-explain", "--refine", "--trials", "1", "--storage", "sqlite:///"], "--storage")
