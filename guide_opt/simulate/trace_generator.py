@@ -49,6 +49,10 @@ def read_trace_csv(path: str | Path, columns: Sequence[str] = TRACE_COLUMNS, *, 
 
     path = Path(path)
     fix = f"give a CSV file with a header row containing {', '.join(columns)}"
+    try:
+        path.stat()
+    except OSError as exc:
+        raise InputError(field, f"cannot read trace file '{path}' ({exc.strerror})", fix) from None
     handle = io.StringIO(read_text_file(path, field), newline="")  # UTF-8 text within the size limit, else InputError
     rows: list[list[int]] = []
     with handle:
