@@ -9,7 +9,7 @@ Draws ``--cases`` inputs for each of the four input kinds of ``tests/fuzz/fuzz_h
 the CLI in this process and checks the fuzz property (exit code 0/1/2, one line naming a field
 on exit 1, no traceback, outputs that pass their checker, each case within its time bound).
 Prints the counts, the slowest case and the peak resident memory of the process, and every
-case that broke the property. ``--write-results`` replaces section 6 ("Reliability under
+case that broke the property. ``--write-results`` replaces section 7 ("Reliability under
 hostile input") of ``benchmarks/RESULTS.md``.
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 from bench_common import cpu_model, replace_results_section  # noqa: E402
 from fuzz_harness import CASE_TIME_BOUND_S, calibration_csvs, cli_argvs, config_jsons, flag_problem_file, problem_texts, run_case  # noqa: E402
 
-HEADING = "## 6. Reliability under hostile input"
+HEADING = "## 7. Reliability under hostile input"
 #: What earlier runs of this script found (each fixed, with a regression test in tests/cli/test_hostile_input.py).
 FIXED_FINDINGS = ("Found and fixed on the way (first 10,000-case run, same seed): 11 exit-3 cases -- 9 `config.json` files "
                   "with an integral 1e300 size that overflowed the memory model (sizes now bounded at 2,147,483,647) and 2 "
