@@ -9,6 +9,7 @@ models of :mod:`guide_opt.hardware`, :mod:`guide_opt.llm`, :mod:`guide_opt.frame
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +21,7 @@ from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.frameworks import FrameworkProfile
 from guide_opt.hardware import GpuSpec
-from guide_opt.limits import check_yaml_node_size, read_text_file
+from guide_opt.limits import MAX_ARCH_SIZE, check_yaml_node_size, read_text_file
 from guide_opt.llm import LlmSpec
 from guide_opt.prices import PriceTable
 from guide_opt.quantization import QuantizationSpec
@@ -93,6 +94,16 @@ def _load_folder(folder: Path, model: type[SpecT]) -> dict[str, SpecT]:
     return specs
 
 
+def check_arch_sizes(spec: LlmSpec, field: str) -> LlmSpec:
+    """``spec`` when every number of an imported architecture is finite and at most :data:`~guide_opt.limits.MAX_ARCH_SIZE`."""
+    for name, value in spec.model_dump().items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or abs(value) > MAX_ARCH_SIZE:
+            raise InputError(f"{field}: {name}", f"{float(value):g} is not a finite size at most {MAX_ARCH_SIZE:,}", "give the architecture's real size")
+    return spec
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Everything in ``hardware_db/``, keyed by id."""
@@ -117,7 +128,7 @@ class Catalog:
                 path = path / "config.json"
             read_text_file(path, field)  # a missing, oversized or binary file is named before it is parsed
             try:
-                return LlmSpec.from_hf_config(path)
+                return check_arch_sizes(LlmSpec.from_hf_config(path), f"{field} {path.name}")
             except InputError:
                 raise
             except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError, RecursionError) as exc:

@@ -63,6 +63,9 @@ MAX_DEADLINE_H = 8_760.0
 MAX_SLO_MARGIN = 100.0
 #: Most entries in one list of choices (GPU ids, engines, TP degrees, batch sizes, ...).
 MAX_CHOICES = 64
+#: Largest size in an imported config.json (hidden size, layers, vocabulary, context, ...): keeps the
+#: performance model's products far inside float range.
+MAX_ARCH_SIZE = 2**31 - 1
 #: Largest integer CP-SAT may be handed as one coefficient or bound (2**50: sums of many stay far below 2**63).
 MAX_MODEL_INTEGER = 2**50
 

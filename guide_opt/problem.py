@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
-from guide_opt.catalog import read_yaml
+from guide_opt.catalog import load_catalog, read_yaml
 from guide_opt import limits as L
 from guide_opt.errors import InputError
 from guide_opt.quantization import PRECISION_TOLERANCES
@@ -248,8 +248,6 @@ class Problem(_Strict):
 
         ``hardware.gpus: all`` counts every catalog GPU, unspecified quantizations every scheme.
         """
-        from guide_opt.catalog import load_catalog
-
         catalog = load_catalog()
         gpus = len(catalog.gpus) if self.hardware.gpus == "all" else len(set(self.hardware.gpus))
         quantizations = len(catalog.quantizations) if self.quantizations is None else len(set(self.quantizations))

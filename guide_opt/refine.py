@@ -758,6 +758,9 @@ def open_storage(storage: "str | optuna.storages.BaseStorage | None") -> optuna.
     if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
         raise InputError("--storage", f"unsupported storage URL '{redact_storage_url(url)}'",
                          "use sqlite:///path/to/study.db or postgresql://user:password@host:5432/dbname")
+    if scheme == "sqlite" and url.split("://", 1)[-1].strip("/") in ("", ":memory:"):
+        # an in-memory SQLite database lives per connection: the study's tables vanish between transactions
+        raise InputError("--storage", f"'{url}' names no database file", "use sqlite:///path/to/study.db, or leave --storage out for in-memory")
     if url.split(":", 1)[0].lower() in ("postgres", "postgresql"):
         # No driver named: psycopg 3 (the `postgres` extra), whatever SQLAlchemy's own default is.
         url = "postgresql+psycopg" + url[url.index(":"):]

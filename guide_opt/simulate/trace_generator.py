@@ -22,6 +22,7 @@ not in the paper).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -44,12 +45,15 @@ def read_trace_csv(path: str | Path, columns: Sequence[str] = TRACE_COLUMNS, *, 
     with no output) are dropped. Raises :class:`InputError` naming ``field`` when the file is
     missing, a column is absent, a value is not an integer, or no usable row remains.
     """
+    from guide_opt.limits import MAX_TOKENS, read_text_file
+
     path = Path(path)
     fix = f"give a CSV file with a header row containing {', '.join(columns)}"
     try:
-        handle = path.open(newline="")
+        path.stat()
     except OSError as exc:
         raise InputError(field, f"cannot read trace file '{path}' ({exc.strerror})", fix) from None
+    handle = io.StringIO(read_text_file(path, field), newline="")  # UTF-8 text within the size limit, else InputError
     rows: list[list[int]] = []
     with handle:
         reader = csv.DictReader(handle)
@@ -60,7 +64,9 @@ def read_trace_csv(path: str | Path, columns: Sequence[str] = TRACE_COLUMNS, *, 
         for line, record in enumerate(reader, start=2):
             try:
                 values = [int(float(record[c])) for c in columns]
-            except (TypeError, ValueError):
+                if max(values) > MAX_TOKENS:
+                    raise ValueError("too large")
+            except (TypeError, ValueError, OverflowError):  # OverflowError: "inf"
                 raise InputError(field, f"trace '{path}' line {line}: non-numeric {', '.join(columns)} {[record.get(c) for c in columns]}",
                                  "fix or remove the row") from None
             if min(values) >= 1:

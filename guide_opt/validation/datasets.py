@@ -474,7 +474,7 @@ USER_CSV_OPTIONAL = ("quantization", "closed_loop")
 def _int_cell(row: dict[str, str], column: str, where: str) -> int:
     try:
         value = int(float(row[column]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf"
         raise InputError(f"{where}: {column}", f"expected a whole number, got {row.get(column)!r}", "fix the cell") from None
     if value < 1:
         raise InputError(f"{where}: {column}", f"must be at least 1, got {value}", "fix the cell")

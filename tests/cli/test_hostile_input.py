@@ -154,3 +154,35 @@ def test_long_chart_titles_wrap_to_the_figure_width():
     lines = fig._suptitle.get_text().split("\n")
     assert len(lines) >= 2 and all(len(line) <= 99 for line in lines)
     assert " ".join(lines).replace("\\$", "$") == title
+
+
+def test_config_json_sizes_are_bounded(tmp_path):
+    # found by the fuzzer: an integral 1e300 hidden_size passed the import and overflowed the memory model
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1e300, "intermediate_size": 8192,
+              "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+              "max_position_embeddings": 8192}
+    path = tmp_path / "config.json"
+    path.write_text(__import__("json").dumps(config))
+    bad_input(["estimate", "--model", str(path), "--gpu", "h100-sxm"], "hidden_size", "2,147,483,647")
+
+
+def test_benchmark_csv_with_an_infinite_count_is_bad_input(tmp_path):
+    # found by the fuzzer: int(float("inf")) raised OverflowError while reading the tp cell
+    data = tmp_path / "bench.csv"
+    data.write_text("model,gpu,framework,tp,batch,input_tokens,output_tokens,tpot_ms\nllama-3.1-8b,h100-sxm,vllm,inf,8,512,128,10\n")
+    bad_input(["calibrate", "--data", str(data), "--out", str(tmp_path / "cal.yaml")], "tp")
+
+
+def test_trace_csv_that_is_binary_or_infinite_is_bad_input(tmp_path):
+    binary = tmp_path / "trace.csv"
+    binary.write_bytes(b"\x00\xff\xfe")
+    base = ["simulate", "--model", "llama-3.2-1b", "--gpu", "h100-sxm", "--users", "2", "--requests", "5", "--workload"]
+    bad_input([*base, str(binary)], "--workload", "UTF-8")
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text("n_input_tokens,n_output_tokens\ninf,5\n")
+    bad_input([*base, str(infinite)], "--workload", "line 2")
+
+
+def test_sqlite_storage_without_a_file_is_bad_input(tmp_path):
+    # sqlite:/// is a per-connection in-memory database: the study's tables would vanish between transactions
+    bad_input(["solve", problem_file(tmp_path), "--no-explain", "--refine", "--trials", "1", "--storage", "sqlite:///"], "--storage")
