@@ -72,6 +72,8 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
 @click.option("--trials", type=click.IntRange(min=0), default=None, help="Optuna trials for --refine (default: the preset's trials).")
 @click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
+@click.option("--emit", "emit_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write, per deployment, the engine launch command, Kubernetes manifests and the SLO benchmark to DIR.")
 @format_option
 def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
@@ -90,7 +92,8 @@ def solve_command(problem_file: Path, **options) -> int:
 
 def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
            explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
-           refine: bool, trials: int | None, storage: str | None, study_name: str | None, output_format: str) -> int:
+           refine: bool, trials: int | None, storage: str | None, study_name: str | None, emit_dir: Path | None,
+           output_format: str) -> int:
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
@@ -104,9 +107,9 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     if (storage or study_name or trials is not None) and not refine:
         raise click.UsageError("--trials, --storage and --study-name go with --refine")
     if problem.objective == "pareto":
-        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
     if problem.is_schedule:
-        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
     from guide_opt.plan import verification_problem
     from guide_opt.space import build_space
 
@@ -145,16 +148,38 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
                                      seed=seed if seed is not None else solver_preset.seed, storage=storage, study_name=study_name,
                                      progress=output_format == "table")
         payload["refinement"] = refinement.to_json()
+    attach_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
     else:
         print_solution(problem, solution, payload)
+        _print_emitted(payload)
         if refinement is not None:
             from guide_opt.refine import print_refinement
 
             click.echo("")
             print_refinement(refinement)
     return 0 if solution.status.found else 2
+
+
+def attach_artifacts(problem: Problem, solution: Solution, payload: dict, emit_dir: Path | None) -> None:
+    """Add each deployment's launch/manifest/benchmark artifacts to ``payload``; write them to ``emit_dir`` if given."""
+    if not solution.status.found:
+        return
+    from guide_opt.catalog import load_catalog
+    from guide_opt.deploy import build_artifacts, write_artifacts
+
+    artifacts = build_artifacts(problem.models, solution.deployments, load_catalog())
+    for entry, a in zip(payload["deployments"], artifacts):
+        entry["artifacts"] = a.to_json()
+    if emit_dir is not None:
+        payload["emitted"] = [str(p) for p in write_artifacts(artifacts, emit_dir)]
+
+
+def _print_emitted(payload: dict) -> None:
+    if payload.get("emitted"):
+        folders = sorted({str(Path(p).parent) for p in payload["emitted"]})
+        click.echo(f"  launch commands, Kubernetes manifests and SLO benchmarks written to {', '.join(folders)}")
 
 
 def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[dict]:
@@ -243,7 +268,8 @@ def _header(problem: Problem, solution: Solution, objective_key: str) -> None:
                f"bound {format_objective(objective_key, solution.bound)}   gap {gap}   time {solution.wall_time_s:.2f} s   solver {solution.solver}")
 
 
-def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
+                  emit_dir: Path | None = None) -> int:
     """``objective: pareto``: the exact frontier, its points, the optimum, and the chart."""
     from guide_opt.pareto import frontier_json, solve_pareto
 
@@ -256,6 +282,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
         from guide_opt.plotting import plot_frontier
 
         payload["plot"] = str(plot_frontier(frontier, plot_file, title=problem.name, budget_per_hour=problem.budget_per_hour))
+    attach_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
@@ -284,10 +311,12 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
                f"{_dominated_text(solution.stats)})")
     if payload.get("plot"):
         click.echo(f"  chart written to {payload['plot']}")
+    _print_emitted(payload)
     return 0
 
 
-def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
+                    emit_dir: Path | None = None) -> int:
     """Batch jobs scheduled on the GPU pool: the schedule table, its verification, the Gantt chart."""
     from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
 
@@ -304,6 +333,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
         from guide_opt.plotting import plot_schedule
 
         payload["plot"] = str(plot_schedule(schedule, problem, plot_file, title=problem.name))
+    attach_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
@@ -326,6 +356,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
                f"{stats.get('candidates', 0)} candidates")
     if payload.get("plot"):
         click.echo(f"  chart written to {payload['plot']}")
+    _print_emitted(payload)
     return 0
 
 
