@@ -12,6 +12,7 @@ can succeed, so the run stops (with what it measured so far).
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -19,8 +20,15 @@ import httpx
 
 from guide_opt.characterize.sse import StreamFormatError, parse_line
 
-#: Prompt word that most tokenizers encode as one token per repetition (" hi hi hi ...").
-PROMPT_WORD = "hi"
+#: Common English words that most tokenizers encode as one token each (with the leading space).
+#: Prompts are random sequences of them, different for every request, so that a server's prefix
+#: cache cannot answer one prompt from another (a repeated prompt would hide the prefill cost).
+PROMPT_WORDS = ("the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as", "with", "his",
+                "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all", "were",
+                "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how", "their", "if",
+                "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make",
+                "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way",
+                "could", "people", "my", "than", "first", "water", "been", "call", "who", "its", "now", "find")
 
 
 class EndpointDown(RuntimeError):
@@ -56,18 +64,19 @@ class RequestRecord:
         return (self.e2e_ms - self.ttft_ms) / (self.output_tokens - 1)
 
 
-def prompt_of(input_tokens: int) -> str:
-    """A prompt of about ``input_tokens`` tokens (the word :data:`PROMPT_WORD` repeated)."""
-    return " ".join([PROMPT_WORD] * max(1, input_tokens))
+def prompt_of(input_tokens: int, seed: int) -> str:
+    """A prompt of about ``input_tokens`` tokens: words of :data:`PROMPT_WORDS` drawn under ``seed``."""
+    rng = random.Random(seed)
+    return " ".join(rng.choices(PROMPT_WORDS, k=max(1, input_tokens)))
 
 
-def request_body(model: str, input_tokens: int, output_tokens: int, *, ignore_eos: bool) -> dict:
+def request_body(model: str, input_tokens: int, output_tokens: int, *, ignore_eos: bool, seed: int = 0) -> dict:
     """The ``/v1/completions`` request: streamed, greedy, ``max_tokens`` output tokens, usage requested.
 
     ``ignore_eos`` (vLLM, SGLang, llama.cpp) keeps generating to ``max_tokens`` so every answer
     has the planned length; servers that reject unknown fields need it off.
     """
-    body = {"model": model, "prompt": prompt_of(input_tokens), "max_tokens": output_tokens, "temperature": 0.0,
+    body = {"model": model, "prompt": prompt_of(input_tokens, seed), "max_tokens": output_tokens, "temperature": 0.0,
             "stream": True, "stream_options": {"include_usage": True}}
     if ignore_eos:
         body["ignore_eos"] = True

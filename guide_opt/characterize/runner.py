@@ -99,7 +99,9 @@ async def _run_level(client: httpx.AsyncClient, plan: LoadPlan, users: int, leng
             record = RequestRecord(users, user, time.perf_counter() - run_start, input_tokens, output_tokens)
             records.append(record)
             mine.append(record)
-            body = request_body(plan.model, input_tokens, output_tokens, ignore_eos=plan.ignore_eos)
+            # a distinct, reproducible prompt per request (hash of ints is the same in every process)
+            body = request_body(plan.model, input_tokens, output_tokens, ignore_eos=plan.ignore_eos,
+                                seed=hash((plan.seed, users, issued)) & 0x7FFFFFFF)
             try:
                 await asyncio.wait_for(stream_request(client, plan.completions_url, body, record, stall_timeout_s=plan.stall_timeout_s),
                                        timeout=plan.request_timeout_s)

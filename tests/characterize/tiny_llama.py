@@ -1,8 +1,8 @@
 """A tiny random-weight Llama written as GGUF with the ``gguf`` package, for a real llama.cpp server.
 
 Nothing is downloaded: the tokenizer is a small SentencePiece-style vocabulary (special tokens,
-the 256 byte-fallback tokens, and word pieces, among them "▁hi" so that the load tester's prompt
-"hi hi hi ..." is one token per word), the weights are seeded Gaussian noise. The output
+the 256 byte-fallback tokens, and word pieces such that every word of the load tester's prompts
+is one token), the weights are seeded Gaussian noise. The output
 projection rows of every token that is not a whole word (specials, bytes, partial pieces) are
 zero, so greedy decoding always picks a word (the word rows give logits of both signs, and
 the largest of ~200 of them is positive): each generated token is visible text and the end
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from guide_opt.characterize.client import PROMPT_WORDS
+
 #: Model size: small enough to write in a second, large enough that a decode step costs
 #: measurable compute (~4 M parameters).
 N_EMBD, N_HEAD, N_LAYER, N_FF, N_CTX = 256, 4, 4, 768, 2048
@@ -22,7 +24,12 @@ WORDS = [f"w{i}" for i in range(200)]
 
 
 def _vocabulary() -> tuple[list[str], list[float], list[int], list[bool]]:
-    """tokens, scores, token types (gguf.TokenType values), and whether each token is a whole word."""
+    """tokens, scores, token types (gguf.TokenType values), and whether each token is a whole word.
+
+    Every word w (the load tester's prompt words and WORDS) is reachable by SentencePiece's
+    bigram merges through its prefix chain "▁w[0]", "▁w[:2]", ..., "▁w", so "the of and" is one
+    token per word.
+    """
     import gguf
 
     T = gguf.TokenType
@@ -32,17 +39,16 @@ def _vocabulary() -> tuple[list[str], list[float], list[int], list[bool]]:
         scores.append(0.0)
         types.append(T.BYTE)
         word.append(False)
-    pieces = ["▁", "h", "i", "w", "hi", "▁h", "▁w", *[str(d) for d in range(10)]]
-    for p in pieces:
+    whole = [f"▁{w}" for w in (*PROMPT_WORDS, *WORDS)]
+    pieces = ["▁", *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    for w in whole:
+        pieces += [w[:k] for k in range(2, len(w) + 1)]
+    whole_set = set(whole)
+    for p in dict.fromkeys(pieces):  # unique, in order
         tokens.append(p)
-        scores.append(-1.0)
+        scores.append(float(len(p)))
         types.append(T.NORMAL)
-        word.append(False)
-    for w in ["▁hi", *(f"▁{w}" for w in WORDS)]:
-        tokens.append(w)
-        scores.append(-0.1)  # whole words merge first
-        types.append(T.NORMAL)
-        word.append(True)
+        word.append(p in whole_set)
     return tokens, scores, [int(t) for t in types], word
 
 
