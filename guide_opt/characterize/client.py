@@ -42,6 +42,7 @@ class RequestRecord:
     input_tokens / output_tokens: the server's usage counts when it reported them, else the
     prompt length asked for and the number of text chunks received. itl_ms: gaps between
     consecutive text chunks. error: why a request failed ('' when it succeeded).
+    server_prompt_ms / server_ms_per_token: the server's own timings where it reports them.
     """
 
     users: int
@@ -55,6 +56,8 @@ class RequestRecord:
     itl_ms: list[float] = field(default_factory=list)
     success: bool = False
     error: str = ""
+    server_prompt_ms: float | None = None
+    server_ms_per_token: float | None = None
 
     @property
     def tpot_ms(self) -> float | None:
@@ -120,6 +123,8 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict, record
                     break
                 reported_prompt = chunk.prompt_tokens or reported_prompt
                 reported_completion = chunk.completion_tokens or reported_completion
+                record.server_prompt_ms = chunk.server_prompt_ms if chunk.server_prompt_ms is not None else record.server_prompt_ms
+                record.server_ms_per_token = chunk.server_ms_per_token if chunk.server_ms_per_token is not None else record.server_ms_per_token
                 if chunk.text:
                     now = time.perf_counter()
                     if last_token is None:

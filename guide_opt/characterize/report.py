@@ -29,7 +29,7 @@ from guide_opt.validation.datasets import USER_CSV_REQUIRED
 
 #: Columns of the per-request CSV.
 REQUEST_COLUMNS = ("users", "user", "start_s", "input_tokens", "requested_output_tokens", "output_tokens", "ttft_ms", "tpot_ms",
-                   "e2e_ms", "itl_ms", "success", "error")
+                   "e2e_ms", "itl_ms", "success", "error", "server_prompt_ms", "server_ms_per_token")
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ def request_rows(records: list[RequestRecord]) -> list[dict]:
     return [{"users": r.users, "user": r.user, "start_s": f"{r.start_s:.4f}", "input_tokens": r.input_tokens,
              "requested_output_tokens": r.requested_output_tokens, "output_tokens": r.output_tokens,
              "ttft_ms": _fmt(r.ttft_ms), "tpot_ms": _fmt(r.tpot_ms), "e2e_ms": _fmt(r.e2e_ms),
-             "itl_ms": json.dumps([round(g, 3) for g in r.itl_ms]), "success": str(r.success).lower(), "error": r.error} for r in records]
+             "itl_ms": json.dumps([round(g, 3) for g in r.itl_ms]), "success": str(r.success).lower(), "error": r.error,
+             "server_prompt_ms": _fmt(r.server_prompt_ms), "server_ms_per_token": _fmt(r.server_ms_per_token)} for r in records]
 
 
 def summary_rows(summaries: list[LevelSummary]) -> list[dict]:

@@ -23,13 +23,19 @@ class StreamFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Chunk:
-    """What one ``data:`` event carried: generated text, token counts the server reported, an error."""
+    """What one ``data:`` event carried: generated text, token counts and timings the server reported, an error.
+
+    server_prompt_ms / server_ms_per_token: the server's own prompt-processing time and decode
+    time per generated token, where it reports them (llama.cpp's ``timings``).
+    """
 
     text: str = ""
     done: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    server_prompt_ms: float | None = None
+    server_ms_per_token: float | None = None
 
 
 def _chunk_text(payload: dict[str, Any]) -> str:
@@ -75,4 +81,11 @@ def parse_line(line: str) -> Chunk | None:
         message = err.get("message") if isinstance(err, dict) else err
         return Chunk(error=str(message)[:200])
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
-    return Chunk(text=_chunk_text(payload), prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+    # llama.cpp's server adds its own measurements to the last chunk: "timings" {prompt_ms, predicted_per_token_ms, ...}
+    timings = payload.get("timings") if isinstance(payload.get("timings"), dict) else {}
+    return Chunk(text=_chunk_text(payload), prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
+                 server_prompt_ms=_number(timings.get("prompt_ms")), server_ms_per_token=_number(timings.get("predicted_per_token_ms")))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
