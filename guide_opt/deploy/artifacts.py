@@ -132,6 +132,8 @@ def deployment_artifacts(req: LlmRequirement, d: Deployment, catalog: Catalog, n
     notes = []
     if checkpoint_note(settings):
         notes.append(f"{llm.name} must be replaced by {checkpoint_note(settings)}")
+    if gpu.vendor != "nvidia":
+        notes.append(f"{gpu.id} is an {gpu.vendor.upper()} GPU: replace the image {plan.image} with the engine's ROCm build")
     w = req.workload
     if w.input_tokens is None:
         notes.append(f"the benchmark uses the workload's mean lengths; the server accepts up to {settings.max_model_len} tokens per request")
