@@ -105,6 +105,8 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict, record
         async with client.stream("POST", url, json=body, timeout=httpx.Timeout(stall_timeout_s, connect=min(stall_timeout_s, 10.0))) as response:
             if response.status_code != 200:
                 record.error = _http_error(response.status_code, await response.aread())
+                if body.get("ignore_eos") and "ignore_eos" in record.error:
+                    record.error += " (this server does not take ignore_eos: pass --no-ignore-eos)"
                 return record
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:

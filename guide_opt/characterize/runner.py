@@ -113,11 +113,12 @@ async def _run_level(client: httpx.AsyncClient, plan: LoadPlan, users: int, leng
 
     tasks = [asyncio.create_task(user_loop(u)) for u in range(users)]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, asyncio.gather(*tasks)], return_when=asyncio.FIRST_COMPLETED)
+    users_done = asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait([stopper, users_done], return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     for task in tasks:
         task.cancel()  # only when stopped: otherwise they are all done already
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await users_done
     duration_s = time.perf_counter() - level_start
     for record in mine:
         if not record.success and not record.error:
