@@ -133,12 +133,12 @@ async def _run_level(client: httpx.AsyncClient, plan: LoadPlan, users: int, leng
 
 
 async def run_characterization(plan: LoadPlan, distribution: LengthDistribution, records: list[RequestRecord], *,
-                               stop: asyncio.Event | None = None, progress: Callable[[str], None] | None = None,
+                               stop: asyncio.Event | None = None, progress: Callable[[LevelResult, list[RequestRecord]], None] | None = None,
                                transport: httpx.AsyncBaseTransport | None = None) -> RunOutcome:
     """Run every level of ``plan`` against the endpoint, appending to ``records`` as requests are sent.
 
     ``records`` is filled in place so a caller keeps what was measured whatever happens;
-    ``progress`` receives one line per level.
+    ``progress`` is called after each level with its result and its records.
     """
     stop = stop or asyncio.Event()
     outcome = RunOutcome()
@@ -155,9 +155,7 @@ async def run_characterization(plan: LoadPlan, distribution: LengthDistribution,
             duration_s, reason = await _run_level(client, plan, users, lengths, records, run_start, stop)
             outcome.levels.append(LevelResult(users, start_s, duration_s))
             if progress is not None:
-                level = records[n_before:]
-                failed = sum(not r.success for r in level)
-                progress(f"{users:>3} user(s): {len(level)} request(s), {failed} failed, {duration_s:.1f} s")
+                progress(outcome.levels[-1], records[n_before:])
             if reason:
                 outcome.stopped = reason
                 break

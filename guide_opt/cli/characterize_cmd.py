@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -107,7 +108,7 @@ def characterize_command(endpoint, model, workload, input_tokens, output_tokens,
     stopped = outcome.stopped if outcome else "interrupted"
     if output_format == "json":
         echo_json({"endpoint": url, "model": model, "stopped": stopped, "files": {k: str(v) for k, v in written.items()},
-                   "levels": [s.__dict__ for s in summaries]})
+                   "levels": [dataclasses.asdict(s) for s in summaries]})
     else:
         _print_summary(summaries)
         click.echo("")
@@ -130,7 +131,11 @@ async def _run(plan: LoadPlan, distribution, records: list, say):
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
         pass
     try:
-        return await run_characterization(plan, distribution, records, stop=stop, progress=say)
+        def level_done(level, level_records) -> None:
+            failed = sum(not r.success for r in level_records)
+            say(f"{level.users:>3} user(s): {len(level_records)} request(s), {failed} failed, {level.duration_s:.1f} s")
+
+        return await run_characterization(plan, distribution, records, stop=stop, progress=level_done)
     finally:
         try:
             loop.remove_signal_handler(signal.SIGINT)
