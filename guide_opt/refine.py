@@ -77,7 +77,8 @@ from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.simulate import PRESETS, FixedLengths, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment, Solution
 from guide_opt.space import ModelSpace, Shape, evaluate_candidate, resolve_prices
 

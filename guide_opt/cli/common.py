@@ -84,6 +84,7 @@ def build_config(
     output_tokens: int = 128,
     flash_attention: bool = True,
     h2o_kept_fraction: float = 1.0,
+    expert_parallel: bool = False,
     calibration: "Calibration | Mapping[tuple[str, str], EfficiencyFactors] | None" = None,
 ) -> ServingConfig:
     """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
@@ -111,13 +112,17 @@ def build_config(
         kv_cache_dtype=kv_cache_dtype,
         flash_attention=flash_attention,
         h2o_kept_fraction=h2o_kept_fraction,
+        expert_parallel=expert_parallel,
         efficiency=_calibrated_factors(calibration, gpu, framework),
     )
     reason = config.unsupported_reason() or config.context_reason()
     if reason:
         engine = reason.startswith(f"{framework_spec.id} ")
-        option = ("--framework/--quantization" if engine and " runs " in reason else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
-                  else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
+        option = ("--kv-cache-dtype" if "KV cache" in reason else "--framework/--quantization" if engine and " runs " in reason
+                  else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason
+                  else "--quantization" if "tensor cores" in reason or "serve it with quantization" in reason
+                  else "--expert-parallel" if "expert parallelism" in reason else "--input-tokens/--output-tokens" if "context" in reason
+                  else "options")
         raise InputError(option, reason, "choose a supported value")
     return config
 
