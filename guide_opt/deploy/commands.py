@@ -35,7 +35,9 @@ class EngineSettings:
     model_path: the checkpoint (HuggingFace repo id or path); served_name: the name clients
     use (the catalog id); memory_fraction: the framework profile's GPU memory fraction the plan
     assumed; max_batched_tokens: its per-step token budget; max_model_len: the longest request
-    (prompt + output tokens) the server must accept.
+    (prompt + output tokens) the server must accept. TensorRT-LLM reads its fraction as the
+    share of the memory left after the weights for the KV cache, vLLM and SGLang as the share
+    of the whole GPU; guide-opt passes the profile's figure to each as its profile states it.
     """
 
     engine: str
