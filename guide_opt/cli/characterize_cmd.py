@@ -135,12 +135,28 @@ async def _run(plan: LoadPlan, distribution, records: list, say):
             failed = sum(not r.success for r in level_records)
             say(f"{level.users:>3} user(s): {len(level_records)} request(s), {failed} failed, {level.duration_s:.1f} s")
 
-        return await run_characterization(plan, distribution, records, stop=stop, progress=level_done)
+        ticker = asyncio.create_task(_tick(records, say))
+        try:
+            return await run_characterization(plan, distribution, records, stop=stop, progress=level_done)
+        finally:
+            ticker.cancel()
     finally:
         try:
             loop.remove_signal_handler(signal.SIGINT)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+
+
+#: Seconds between two "still running" progress lines within a level.
+TICK_S = 15.0
+
+
+async def _tick(records: list, say) -> None:
+    """Every :data:`TICK_S` seconds, how many requests were sent and answered so far (levels last minutes)."""
+    while True:
+        await asyncio.sleep(TICK_S)
+        done = [r for r in records if r.success or r.error]
+        say(f"      ... {len(records)} request(s) sent, {len(done)} answered, {sum(bool(r.error) for r in done)} failed so far")
 
 
 def _print_summary(summaries) -> None:
