@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,17 @@ def test_every_emitted_command_passes_the_engine_cli_table(emitted):
                 checked += 1
             assert check_command(shlex.split(artifacts["benchmark"])) == [], f"{name}: {artifacts['benchmark']}"
     assert checked >= len(emitted)
+
+
+def test_emitted_scripts_are_valid_bash_running_the_same_commands(emitted):
+    for name, (payload, emit_dir) in emitted.items():
+        for d in payload["deployments"]:
+            folder = emit_dir / d["artifacts"]["name"]
+            for script, expected in (("launch.sh", d["artifacts"]["launch"]["server"]), ("bench.sh", d["artifacts"]["benchmark"])):
+                path = folder / script
+                assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, f"{name}: {path}"
+                lines = [line for line in path.read_text().splitlines() if line and not line.startswith(("#", "set "))]
+                assert shlex.split(" ".join(line.rstrip("\\") for line in lines)) == shlex.split(expected), f"{name}: {script}"
 
 
 def test_every_emitted_manifest_validates_against_the_kubernetes_schema(emitted):
