@@ -170,3 +170,20 @@ def test_unrepresentable_config_names_the_key(write_hf_config, config, key, word
     with pytest.raises(InputError, match=words) as info:
         LlmSpec.from_hf_config(path)
     assert info.value.field == f"{path}: {key}"
+
+
+def test_multimodal_wrapper_reads_its_text_config():
+    # huggingface.co/google/gemma-3-4b-it config.json: the language model sits under text_config. Gemma 3 report
+    # (arXiv 2503.19786) Table 1: 4B = 675M embedding + 3,209M non-embedding (+ a 417M vision encoder, left out).
+    config = {
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+        "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208,
+                        "max_position_embeddings": 131072, "sliding_window": 1024, "sliding_window_pattern": 6},
+        "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27},
+    }
+    spec = LlmSpec._from_hf_dict(config, "gemma-3-4b", "test")
+    assert spec.tie_word_embeddings and spec.mlp_kind == "gated"
+    assert spec.embedding_params == pytest.approx(675e6, rel=0.01)
+    assert spec.total_params - spec.embedding_params == pytest.approx(3209e6, rel=0.01)
+    assert (spec.sliding_window, spec.num_sliding_layers) == (1024, 34 - 34 // 6)

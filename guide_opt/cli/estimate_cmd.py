@@ -4,55 +4,11 @@ from __future__ import annotations
 
 import click
 
+from guide_opt.answer import estimate_payload, not_fitting_reason
 from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.perf import ESTIMATORS, Estimate
-
-
-def estimate_payload(est: Estimate) -> dict:
-    """The JSON object printed by ``estimate --format json``."""
-    c = est.config
-    payload = {
-        "model": c.llm.id,
-        "gpu": c.gpu.id,
-        "tp": c.tp,
-        "pp": c.pp,
-        "batch": c.batch,
-        "input_tokens": c.input_tokens,
-        "output_tokens": c.output_tokens,
-        "framework": c.framework.id,
-        "quantization": c.quantization.id,
-        "kv_cache_dtype": c.kv_cache_dtype,
-        "estimator": est.estimator,
-        "fits": est.fits,
-        "runs": est.runs,
-        "waves": est.waves,
-        "metrics": est.metrics(),
-        "decode_throughput_tokens_per_s": est.decode_throughput_tokens_per_s,
-        "bounds": {"prefill": est.phases.prefill_bound.value, "decode": est.phases.decode_bound.value} if est.phases else None,
-        "memory": est.memory.as_gib(),
-        "max_batch": est.max_batch,
-        "max_sequence_length": est.max_sequence_length,
-    }
-    if not est.fits:
-        payload["reason"] = not_fitting_reason(est)
-    return payload
-
-
-def not_fitting_reason(est: Estimate) -> str:
-    """One sentence saying by how much the batch overflows memory, and what the engine does about it."""
-    gib = est.memory.as_gib()
-    overflow = (
-        f"the whole batch needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
-        f"activations {gib['activations_gib']:.1f}, reserve {gib['reserve_gib']:.1f}) but only {gib['usable_gib']:.1f} GiB are usable; "
-        f"the largest batch that fits is {est.max_batch}"
-    )
-    if est.runs:
-        return f"{overflow}, so the engine runs it in {est.waves} waves of at most {est.max_batch} sequences"
-    if est.start_reason:
-        return f"{overflow}; the engine cannot serve one request: {est.start_reason}"
-    return overflow
 
 
 @cli.command("estimate")

@@ -14,8 +14,10 @@ decoded together for ``output_tokens`` tokens. Definitions:
 ``fits`` says whether the whole batch's KV cache is resident at once (what the planner
 needs). A batch larger than the KV cache holds still runs on a continuous-batching engine,
 which admits what fits and queues the rest; the estimate then runs the batch in ``waves`` of
-at most ``max_batch`` sequences, one after the other (a first-order view of admission; the
-simulator models admission and preemption step by step). Only when the engine cannot serve
+at most ``max_batch`` sequences, one after the other, and gives the requests whose prompts the
+cache holds on arrival their first token in the first prefill (engines admit by prompt size
+and preempt later). A first-order view: the simulator models admission and preemption step
+by step. Only when the engine cannot serve
 one request (:func:`~guide_opt.perf.memory.engine_start_reason`) are there no latencies.
 """
 
@@ -25,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from guide_opt.perf.config import ServingConfig
-from guide_opt.perf.memory import MemoryBreakdown, engine_start_reason, max_batch, max_sequence_length, memory_breakdown
+from guide_opt.perf.memory import MemoryBreakdown, engine_start_reason, max_admitted_prompts, max_batch, max_sequence_length, memory_breakdown
 from guide_opt.perf.roofline import Bound
 from guide_opt.perf.step import StepShape, StepTime, step_time
 
@@ -182,28 +184,42 @@ def wave_sizes(batch: int, running: int) -> list[int]:
     return [running] * full + ([rest] if rest else [])
 
 
-def phase_times(config: ServingConfig, running: int | None = None) -> PhaseTimes:
+def phase_times(config: ServingConfig, running: int | None = None, admitted: int | None = None) -> PhaseTimes:
     """Prefill and decode times of ``config`` (whether or not it fits).
 
     ``running``: the most sequences resident at once (default: the whole batch). A larger
     batch runs in :func:`wave_sizes` waves one after the other: a request of a later wave waits
-    for the earlier waves to finish before its prefill; TTFT and TPOT are means over requests.
+    for the earlier waves to finish; TPOT and latency are those of the waves. ``admitted``: how
+    many requests get their first token in the burst's first prefill, because the engine admits
+    by prompt size (see :func:`~guide_opt.perf.memory.max_admitted_prompts`; default
+    ``running``); the others get it in their wave. TTFT and TPOT are means over requests.
     """
     if running is None or running >= config.batch:
         return _resident_phase_times(config)
-    elapsed_s = ttft_sum_s = tpot_sum_s = prefill_s = 0.0
-    first: PhaseTimes | None = None
+    admitted = min(config.batch, max(running, admitted or running))
     cache: dict[int, PhaseTimes] = {}
+
+    def resident(size: int) -> PhaseTimes:
+        if size not in cache:
+            cache[size] = _resident_phase_times(dataclasses.replace(config, batch=size))
+        return cache[size]
+
+    first_token_sum_s = admitted * resident(admitted).ttft_s  # prefilled as soon as the burst arrives
+    elapsed_s = tpot_sum_s = prefill_s = 0.0
+    first: PhaseTimes | None = None
+    position = 0  # requests ahead of this wave in arrival order
     for size in wave_sizes(config.batch, running):
-        wave = cache.get(size) or cache.setdefault(size, _resident_phase_times(dataclasses.replace(config, batch=size)))
+        wave = resident(size)
         first = first or wave
-        ttft_sum_s += size * (elapsed_s + wave.ttft_s)
+        late = max(0, min(size, position + size - admitted))  # this wave's requests not admitted on arrival
+        first_token_sum_s += late * (elapsed_s + wave.ttft_s)
         tpot_sum_s += size * wave.tpot_s
         prefill_s += wave.prefill_total_s
         elapsed_s += wave.batch_latency_s
+        position += size
     assert first is not None
     return PhaseTimes(
-        ttft_s=ttft_sum_s / config.batch,
+        ttft_s=first_token_sum_s / config.batch,
         tpot_s=tpot_sum_s / config.batch,
         batch_latency_s=elapsed_s,
         prefill_total_s=prefill_s,
@@ -233,7 +249,7 @@ def estimate(config: ServingConfig) -> Estimate:
         memory=memory,
         max_batch=resident,
         max_sequence_length=max_sequence_length(config),
-        phases=None if start_reason else phase_times(config, None if memory.fits else resident),
+        phases=None if start_reason else phase_times(config, None if memory.fits else resident, max_admitted_prompts(config)),
         waves=waves,
         start_reason=start_reason,
     )

@@ -222,6 +222,19 @@ def max_batch(config: ServingConfig) -> int:
     return math.floor(budget / kv_bytes_per_sequence(config, config.input_tokens + config.output_tokens))
 
 
+def max_admitted_prompts(config: ServingConfig) -> int:
+    """Most requests whose prompt (and first token) the KV cache holds at once: how many a burst gets admitted.
+
+    Engines admit a waiting request when the blocks for its prompt are free (vLLM's scheduler,
+    LMDeploy's TurboMind), not for its whole future length; sequences that later outgrow the
+    cache are preempted. At least :func:`max_batch`.
+    """
+    budget = kv_budget_bytes(config)
+    if budget <= 0:
+        return 0
+    return max(max_batch(config), math.floor(budget / kv_bytes_per_sequence(config, config.input_tokens + 1)))
+
+
 def engine_start_reason(config: ServingConfig) -> str | None:
     """Why the engine cannot serve even one request of ``config`` (None when it can).
 

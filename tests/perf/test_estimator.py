@@ -8,7 +8,8 @@ import math
 import pytest
 
 from guide_opt.perf import ESTIMATORS, StepShape, estimate, estimate_guide2024, step_time
-from guide_opt.perf.estimator import prefill_schedule
+from guide_opt.perf.estimator import phase_times, prefill_schedule
+from guide_opt.perf.memory import kv_budget_bytes, kv_cache_bytes
 
 METRIC_KEYS = {"ttft_ms", "tpot_ms", "batch_latency_s", "throughput_tokens_per_s", "memory_utilization"}
 
@@ -62,20 +63,31 @@ def test_engine_that_cannot_hold_one_request_gives_no_latencies(make_config):
 
 def test_batch_beyond_the_kv_cache_runs_in_waves(make_config):
     # A continuous-batching engine queues what its KV cache cannot hold; with equal requests
-    # that is successive waves of max_batch. For exactly three full waves of L seconds each, a
+    # that is successive waves of max_batch M. For exactly three full waves of L seconds each, a
     # request of wave k (0, 1, 2) waits k x L before its own TTFT, so by hand:
     # TTFT = TTFT(one wave) + L x (0 + 1 + 2) / 3, TPOT = TPOT(one wave), latency = 3 L.
     probe = make_config(batch=1, input_tokens=2048, output_tokens=2048)
-    resident = estimate(probe).max_batch
-    assert resident > 1
-    wave = estimate(make_config(batch=resident, input_tokens=2048, output_tokens=2048))
-    three = estimate(make_config(batch=3 * resident, input_tokens=2048, output_tokens=2048))
-    assert wave.fits and not three.fits and three.runs and three.waves == 3 and three.start_reason is None
-    assert three.ttft_s == pytest.approx(wave.ttft_s + wave.batch_latency_s, rel=1e-12)
-    assert three.tpot_s == pytest.approx(wave.tpot_s, rel=1e-12)
-    assert three.batch_latency_s == pytest.approx(3 * wave.batch_latency_s, rel=1e-12)
+    m = estimate(probe).max_batch
+    assert m > 1
+    wave = estimate(make_config(batch=m, input_tokens=2048, output_tokens=2048))
+    config = make_config(batch=3 * m, input_tokens=2048, output_tokens=2048)
+    waves_only = phase_times(config, running=m, admitted=m)
+    assert waves_only.ttft_s == pytest.approx(wave.ttft_s + wave.batch_latency_s, rel=1e-12)
+    assert waves_only.tpot_s == pytest.approx(wave.tpot_s, rel=1e-12)
+    assert waves_only.batch_latency_s == pytest.approx(3 * wave.batch_latency_s, rel=1e-12)
+    # Engines admit by prompt size: with 2M prompts admitted on arrival, those 2M get their first token in
+    # the first prefill (of 2M prompts) and only the third wave's M wait 2 L.
+    two = phase_times(dataclasses.replace(config, batch=2 * m))
+    admitted = phase_times(config, running=m, admitted=2 * m)
+    assert admitted.ttft_s == pytest.approx((2 * m * two.ttft_s + m * (2 * wave.batch_latency_s + wave.ttft_s)) / (3 * m), rel=1e-12)
+    assert admitted.batch_latency_s == waves_only.batch_latency_s and admitted.tpot_s == waves_only.tpot_s
+    three = estimate(config)
+    assert not three.fits and three.runs and three.waves == 3 and three.start_reason is None
+    # The estimate admits floor(KV budget / KV of one prompt + first token) requests on arrival.
+    expected = math.floor(kv_budget_bytes(config) / kv_cache_bytes(config, 1, 2049))
+    assert three.ttft_s == pytest.approx(phase_times(config, running=m, admitted=expected).ttft_s, rel=1e-12)
     # A partial last wave: ceil(batch / max_batch) waves.
-    assert estimate(make_config(batch=3 * resident + 1, input_tokens=2048, output_tokens=2048)).waves == 4
+    assert estimate(make_config(batch=3 * m + 1, input_tokens=2048, output_tokens=2048)).waves == 4
 
 
 def test_weights_alone_do_not_fit(make_config):
