@@ -127,7 +127,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
                                      seed=seed if seed is not None else solver_preset.seed, storage=storage, study_name=study_name,
                                      progress=output_format == "table")
         payload["refinement"] = refinement.to_json()
-    attach_artifacts(problem, solution, payload, emit_dir)
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
     else:
@@ -141,18 +141,14 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     return 0 if solution.status.found else 2
 
 
-def attach_artifacts(problem: Problem, solution: Solution, payload: dict, emit_dir: Path | None) -> None:
-    """Add each deployment's launch/manifest/benchmark artifacts to ``payload``; write them to ``emit_dir`` if given."""
-    if not solution.status.found:
+def emit_artifacts(problem: Problem, solution: Solution, payload: dict, emit_dir: Path | None) -> None:
+    """With ``--emit DIR``: write each deployment's launch script, manifests and benchmark (the payload already names them)."""
+    if emit_dir is None or not solution.status.found:
         return
     from guide_opt.catalog import load_catalog
     from guide_opt.deploy import build_artifacts, write_artifacts
 
-    artifacts = build_artifacts(problem.models, solution.deployments, load_catalog())
-    for entry, a in zip(payload["deployments"], artifacts):
-        entry["artifacts"] = a.to_json()
-    if emit_dir is not None:
-        payload["emitted"] = [str(p) for p in write_artifacts(artifacts, emit_dir)]
+    payload["emitted"] = [str(p) for p in write_artifacts(build_artifacts(problem.models, solution.deployments, load_catalog()), emit_dir)]
 
 
 def _print_emitted(payload: dict) -> None:
@@ -249,7 +245,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
         from guide_opt.plotting import plot_frontier
 
         payload["plot"] = str(plot_frontier(frontier, plot_file, title=problem.name, budget_per_hour=problem.budget_per_hour))
-    attach_artifacts(problem, solution, payload, emit_dir)
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
@@ -291,7 +287,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
         from guide_opt.plotting import plot_schedule
 
         payload["plot"] = str(plot_schedule(schedule, problem, plot_file, title=problem.name))
-    attach_artifacts(problem, solution, payload, emit_dir)
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
