@@ -71,9 +71,9 @@ def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: Solver
     from guide_opt.space import build_space
 
     if problem.objective == "pareto":
-        return _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+        return with_artifacts(problem, _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
     if problem.is_schedule:
-        return _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+        return with_artifacts(problem, _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
     from guide_opt.plan import verification_problem
     from guide_opt.solvers import get_solver
     from guide_opt.verify import verify
@@ -101,7 +101,19 @@ def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: Solver
         from guide_opt.plan import served_percent
 
         payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
-    return Answer(solution, payload, space=space)
+    return with_artifacts(problem, Answer(solution, payload, space=space))
+
+
+def with_artifacts(problem: Problem, answer: Answer) -> Answer:
+    """``answer`` with each found deployment's ``artifacts``: launch commands, Kubernetes objects and the SLO
+    benchmark (:mod:`guide_opt.deploy`), so that every front-end gives them."""
+    if answer.solution.status.found:
+        from guide_opt.deploy import build_artifacts
+
+        built = build_artifacts(problem.models, answer.solution.deployments, load_catalog())
+        for entry, artifacts in zip(answer.payload["deployments"], built):
+            entry["artifacts"] = artifacts.to_json()
+    return answer
 
 
 def binding_constraints(problem: Problem, solution: Solution, preset: SolverPreset, space: "SearchSpace | None" = None) -> list[dict]:

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "guide_opt.cli.calibrate_cmd",
     "guide_opt.cli.simulate_cmd",
     "guide_opt.cli.serve_cmd",
+    "guide_opt.cli.characterize_cmd",
 )
 
 

@@ -74,6 +74,8 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
 @click.option("--trials", type=click.IntRange(min=0, max=limits.MAX_TRIALS), default=None, help="Optuna trials for --refine (default: the preset's trials).")
 @click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
+@click.option("--emit", "emit_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write, per deployment, the engine launch command, Kubernetes manifests and the SLO benchmark to DIR.")
 @format_option
 def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
@@ -91,7 +93,8 @@ def solve_command(problem_file: Path, **options) -> int:
 
 def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
            explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
-           refine: bool, trials: int | None, storage: str | None, study_name: str | None, output_format: str) -> int:
+           refine: bool, trials: int | None, storage: str | None, study_name: str | None, emit_dir: Path | None,
+           output_format: str) -> int:
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
@@ -106,9 +109,9 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     if (storage or study_name or trials is not None) and not refine:
         raise click.UsageError("--trials, --storage and --study-name go with --refine")
     if problem.objective == "pareto":
-        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
     if problem.is_schedule:
-        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
+        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
     answer = solve_answer(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed,
                           explain=explain, progress=progress)
     solution, payload = answer.solution, answer.payload
@@ -124,16 +127,34 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
                                      seed=seed if seed is not None else solver_preset.seed, storage=storage, study_name=study_name,
                                      progress=output_format == "table")
         payload["refinement"] = refinement.to_json()
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
     else:
         print_solution(problem, solution, payload)
+        _print_emitted(payload)
         if refinement is not None:
             from guide_opt.refine import print_refinement
 
             click.echo("")
             print_refinement(refinement)
     return 0 if solution.status.found else 2
+
+
+def emit_artifacts(problem: Problem, solution: Solution, payload: dict, emit_dir: Path | None) -> None:
+    """With ``--emit DIR``: write each deployment's launch script, manifests and benchmark (the payload already names them)."""
+    if emit_dir is None or not solution.status.found:
+        return
+    from guide_opt.catalog import load_catalog
+    from guide_opt.deploy import build_artifacts, write_artifacts
+
+    payload["emitted"] = [str(p) for p in write_artifacts(build_artifacts(problem.models, solution.deployments, load_catalog()), emit_dir)]
+
+
+def _print_emitted(payload: dict) -> None:
+    if payload.get("emitted"):
+        folders = sorted({str(Path(p).parent) for p in payload["emitted"]})
+        click.echo(f"  launch commands, Kubernetes manifests and SLO benchmarks written to {', '.join(folders)}")
 
 
 def plan_summary(deployments: list[dict]) -> str:
@@ -215,7 +236,8 @@ def _header(problem: Problem, solution: Solution, objective_key: str) -> None:
                f"bound {format_objective(objective_key, solution.bound)}   gap {gap}   time {solution.wall_time_s:.2f} s   solver {solution.solver}")
 
 
-def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
+                  emit_dir: Path | None = None) -> int:
     """``objective: pareto``: the exact frontier, its points, the optimum, and the chart."""
     answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
     solution, payload, frontier, space = answer.solution, answer.payload, answer.frontier, answer.space
@@ -223,6 +245,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
         from guide_opt.plotting import plot_frontier
 
         payload["plot"] = str(plot_frontier(frontier, plot_file, title=problem.name, budget_per_hour=problem.budget_per_hour))
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
@@ -251,10 +274,12 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
                f"{_dominated_text(solution.stats)})")
     if payload.get("plot"):
         click.echo(f"  chart written to {payload['plot']}")
+    _print_emitted(payload)
     return 0
 
 
-def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
+def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
+                    emit_dir: Path | None = None) -> int:
     """Batch jobs scheduled on the GPU pool: the schedule table, its verification, the Gantt chart."""
     answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
     solution, payload, schedule = answer.solution, answer.payload, answer.schedule
@@ -262,6 +287,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
         from guide_opt.plotting import plot_schedule
 
         payload["plot"] = str(plot_schedule(schedule, problem, plot_file, title=problem.name))
+    emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
@@ -284,6 +310,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
                f"{stats.get('candidates', 0)} candidates")
     if payload.get("plot"):
         click.echo(f"  chart written to {payload['plot']}")
+    _print_emitted(payload)
     return 0
 
 
