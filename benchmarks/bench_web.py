@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from bench_common import cpu_model, replace_results_section  # noqa: E402
-HEADING = "## 8. Web planner: concurrent API solves (section written by the web work)"
+HEADING = "## 8. Web planner: concurrent API solves"
 
 
 def cli_answer(path: Path) -> dict:
