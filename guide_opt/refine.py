@@ -74,11 +74,12 @@ from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.errors import InputError
 from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
+from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.simulate import PRESETS, FixedLengths, Slo, Workload, simulate
 from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
 from guide_opt.solution import Deployment, Solution
-from guide_opt.space import ModelSpace, Shape, evaluate_candidate, resolve_prices
+from guide_opt.space import empty_model_space, evaluate_candidate, make_shape, resolve_prices
 
 #: Requests simulated per LLM per trial (the simulator's own default).
 DEFAULT_NUM_REQUESTS = 1000
@@ -358,6 +359,9 @@ class _Refiner:
         self.lengths = [_lengths(req, f"models[{i}].workload") for i, req in enumerate(problem.models)]
         self.mean_tokens = [req.workload.token_lengths() for req in problem.models]
         self.percentiles = tuple(req.slo.percentile for req in problem.models)
+        # The plan's own SLO factors (calibration quantile x slo_margin): simulated latencies are
+        # judged exactly as the planner judged its predictions.
+        self.margins = tuple(slo_margins(problem, i) for i in range(len(problem.models)))
         self.cache: dict[tuple[int, EngineSettings, int], SimulatedMetrics] = {}
         self.incumbent_settings = tuple(self._incumbent_settings(d) for d in incumbent)
         self.neighbourhoods = tuple(self._neighbourhood(i, d, s) for i, (d, s) in enumerate(zip(incumbent, self.incumbent_settings)))
@@ -450,7 +454,8 @@ class _Refiner:
         return ServingConfig(llm=self.llms[i], gpu=self.catalog.gpu(d.gpu), framework=self.catalog.framework(s.framework),
                              quantization=self.catalog.quantization(d.quantization), tp=s.tp, pp=d.pp, batch=s.max_num_seqs,
                              input_tokens=input_tokens, output_tokens=output_tokens, kv_cache_dtype=d.kv_cache_dtype,
-                             max_num_batched_tokens=s.max_num_batched_tokens, gpu_memory_utilization=s.gpu_memory_utilization)
+                             max_num_batched_tokens=s.max_num_batched_tokens, gpu_memory_utilization=s.gpu_memory_utilization,
+                             efficiency=calibrated_efficiency(self.problem, d.gpu, s.framework))
 
     def unsupported(self, settings: tuple[EngineSettings, ...]) -> str | None:
         """Why a plan cannot run at all (None when every replica shape can)."""
@@ -570,14 +575,15 @@ class _Refiner:
         constraints[f"{label}.memory"] = 0.0 if m.fits else 1.0
         if not m.fits:
             violations.append(f"{label}.memory: {m.reason}")
-        for metric, limit in (("ttft", req.slo.ttft_ms), ("tpot", req.slo.tpot_ms)):
+        for metric, limit, factor in (("ttft", req.slo.ttft_ms, self.margins[i][0]), ("tpot", req.slo.tpot_ms, self.margins[i][1])):
             if limit is None:
                 continue
             value = m.latency_ms(metric, pct)
-            excess = value / limit - 1.0 if m.fits and math.isfinite(value) else 1.0
+            excess = value * factor / limit - 1.0 if m.fits and math.isfinite(value) else 1.0
             constraints[f"{label}.{metric}_p{pct}_ms"] = excess
             if excess > 0 and m.fits:
-                violations.append(f"{label}.{metric}_p{pct}_ms: {value:,.1f} ms > SLO {limit:g} ms")
+                widened = "" if factor == 1.0 else f" (x margin {factor:.3f} = {value * factor:,.1f} ms)"
+                violations.append(f"{label}.{metric}_p{pct}_ms: {value:,.1f} ms{widened} > SLO {limit:g} ms")
         if m.demand_served_share is not None:
             required = OPEN_LOOP_SERVED_SHARE_MIN if m.arrival.startswith("Poisson") else 1.0
             excess = required - m.demand_served_share
@@ -642,11 +648,10 @@ class _Refiner:
                 out.append(self.incumbent[i])
                 continue
             d = self.incumbent[i]
-            input_tokens, output_tokens = self.mean_tokens[i]
-            ms = ModelSpace(index=i, requirement=req, llm=self.llms[i], input_tokens=input_tokens, output_tokens=output_tokens,
-                            shapes=[], candidates=[])
-            shape = Shape(self.catalog.gpu(d.gpu), s.tp, d.pp, self.catalog.framework(s.framework), self.catalog.quantization(d.quantization),
-                          d.kv_cache_dtype, self.prices[d.gpu])
+            # the plan's own model: calibrated efficiency of (GPU, engine) and the SLO margins, as the space builder uses them
+            ms = empty_model_space(self.problem, i, self.catalog)
+            shape = make_shape(self.problem, self.catalog.gpu(d.gpu), s.tp, d.pp, self.catalog.framework(s.framework),
+                               self.catalog.quantization(d.quantization), d.kv_cache_dtype, self.prices[d.gpu])
             c = evaluate_candidate(ms, shape, s.max_num_seqs, self.problem.search.max_replicas)
             nan = math.nan
             metrics = {
@@ -789,6 +794,19 @@ def _serialize_sqlite_transactions(engine) -> None:
 
 
 # ---- public API --------------------------------------------------------------------------------
+def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], *, num_requests: int = DEFAULT_NUM_REQUESTS,
+                         seed: int = DEFAULT_SIMULATION_SEED, catalog: Catalog | None = None) -> PlanEvaluation:
+    """Simulate each deployment as it would run (its engine's default knobs) at its own workload, on one seeded stream.
+
+    The same judge as a refinement trial: the plan's calibrated efficiency and SLO margins,
+    latencies at each LLM's SLO percentile, the demand, memory and KV rejections as named
+    constraints (<= 0 met). Deterministic under ``seed``; closed loops simulate at least
+    :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user.
+    """
+    refiner = _Refiner(problem, tuple(deployments), num_requests, seed, catalog)
+    return refiner.evaluate(refiner.incumbent_settings)
+
+
 def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: int = 0,
                     storage: "str | optuna.storages.BaseStorage | None" = None, study_name: str | None = None, progress: bool = False,
                     num_requests: int = DEFAULT_NUM_REQUESTS, simulation_seed: int = DEFAULT_SIMULATION_SEED,
