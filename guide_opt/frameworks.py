@@ -3,7 +3,11 @@
 A profile holds what the performance model needs to know about an engine: how much device
 memory it lets the KV cache use, its KV block granularity, how it schedules prefill
 (whole prompts, chunked prefill, or DeepSpeed-FastGen's dynamic SplitFuse), its per-step
-scheduler overhead, and its *default* efficiency factors. The defaults are documented
+scheduler overhead, its *default* efficiency factors, and where it runs: the GPU
+architectures it supports (``architectures``) and, per quantization scheme, the
+architectures on which it runs that scheme (``quantizations``), each with a source.
+:meth:`FrameworkProfile.unsupported_reason` applies them; every verb reaches it through
+:meth:`guide_opt.perf.ServingConfig.unsupported_reason`. The defaults are documented
 starting points, not fitted values; calibration (``guide-opt calibrate``) replaces them.
 """
 
@@ -37,6 +41,12 @@ class FrameworkProfile(BaseModel):
     prefill_mode: ``whole`` (each prompt prefilled in one step), ``chunked`` (prompts split
     into chunks of at most ``max_num_batched_tokens`` tokens per step, mixed with decodes) or
     ``split_fuse`` (DeepSpeed-FastGen: every step filled to a fixed token budget).
+    ``memory_fraction_of``: what ``gpu_memory_utilization`` is a fraction of: the ``device``
+    (vLLM: weights + activations + KV within it), the static pool of ``weights_and_kv`` (SGLang:
+    activations outside it), or the memory ``free_after_weights`` and activations (TensorRT-LLM:
+    the KV cache takes that share). Needs a ``sources`` entry unless ``device``.
+    ``fp8_kv_cache_on_ampere``: the engine stores an fp8 KV cache on GPUs without FP8 tensor
+    cores (Ampere) and dequantizes it inside attention (needs a ``sources`` entry when true).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -50,12 +60,35 @@ class FrameworkProfile(BaseModel):
     max_num_batched_tokens: PositiveInt
     max_num_seqs: PositiveInt
     cuda_graphs: bool
+    fp8_kv_cache_on_ampere: bool = False
+    memory_fraction_of: Literal["device", "weights_and_kv", "free_after_weights"] = "device"
     efficiency: EfficiencyFactors
+    architectures: tuple[str, ...] = Field(min_length=1)
+    quantizations: dict[str, tuple[str, ...]] = Field(min_length=1)
     sources: dict[str, str]
+
+    def unsupported_reason(self, gpu_id: str, architecture: str, quantization_id: str) -> str | None:
+        """Why this engine cannot serve ``quantization_id`` on a GPU of ``architecture`` (None when it can)."""
+        if architecture not in self.architectures:
+            return (f"{self.id} does not run on {gpu_id} ({architecture} architecture); it runs on "
+                    f"{', '.join(self.architectures)}")
+        runs_on = self.quantizations.get(quantization_id, ())
+        if architecture not in runs_on:
+            where = f"only on {', '.join(runs_on)}" if runs_on else "on no GPU"
+            return f"{self.id} runs {quantization_id} {where}, not on {gpu_id} ({architecture})"
+        return None
 
     @model_validator(mode="after")
     def _sourced(self) -> "FrameworkProfile":
-        needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency"}
+        stray = sorted({a for archs in self.quantizations.values() for a in archs} - set(self.architectures))
+        if stray:
+            raise ValueError(f"quantizations names architectures {', '.join(stray)} missing from architectures")
+        needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency",
+                  "architectures", "quantizations"}
+        if self.fp8_kv_cache_on_ampere:
+            needed.add("fp8_kv_cache_on_ampere")
+        if self.memory_fraction_of != "device":
+            needed.add("memory_fraction_of")
         missing = sorted(needed - set(self.sources))
         if missing:
             raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from guide_opt.cli.app import cli
-from guide_opt.cli.common import build_config, positive_int, replica_options
+from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.perf import ESTIMATORS, Estimate
 
@@ -26,6 +26,8 @@ def estimate_payload(est: Estimate) -> dict:
         "kv_cache_dtype": c.kv_cache_dtype,
         "estimator": est.estimator,
         "fits": est.fits,
+        "runs": est.runs,
+        "waves": est.waves,
         "metrics": est.metrics(),
         "decode_throughput_tokens_per_s": est.decode_throughput_tokens_per_s,
         "bounds": {"prefill": est.phases.prefill_bound.value, "decode": est.phases.decode_bound.value} if est.phases else None,
@@ -39,41 +41,49 @@ def estimate_payload(est: Estimate) -> dict:
 
 
 def not_fitting_reason(est: Estimate) -> str:
-    """One sentence saying by how much the configuration overflows memory."""
+    """One sentence saying by how much the batch overflows memory, and what the engine does about it."""
     gib = est.memory.as_gib()
-    return (
-        f"needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
+    overflow = (
+        f"the whole batch needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
         f"activations {gib['activations_gib']:.1f}, reserve {gib['reserve_gib']:.1f}) but only {gib['usable_gib']:.1f} GiB are usable; "
         f"the largest batch that fits is {est.max_batch}"
     )
+    if est.runs:
+        return f"{overflow}, so the engine runs it in {est.waves} waves of at most {est.max_batch} sequences"
+    if est.start_reason:
+        return f"{overflow}; the engine cannot serve one request: {est.start_reason}"
+    return overflow
 
 
 @cli.command("estimate")
 @replica_options
-@click.option("--batch", type=positive_int, default=1, show_default=True, help="Concurrent sequences in the batch.")
+@click.option("--batch", type=batch_int, default=1, show_default=True, help="Concurrent sequences in the batch.")
 @click.option("--input-tokens", type=positive_int, default=512, show_default=True, help="Prompt tokens per request.")
 @click.option("--output-tokens", type=positive_int, default=128, show_default=True, help="Generated tokens per request.")
 @click.option("--no-flash-attention", is_flag=True, help="Model attention without FlashAttention (materialized scores).")
-@click.option("--h2o-kept-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
+@click.option("--h2o-kept-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
+@click.option("--expert-parallel", is_flag=True,
+              help="Place MoE experts whole, num_experts / tp per GPU (vLLM --enable-expert-parallel; SGLang --ep-size = --tp).")
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default="roofline", show_default=True, help="guide-opt's roofline model or GUIDE's published equations.")
 @format_option
 def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, input_tokens, output_tokens,
-                     no_flash_attention, h2o_kept_fraction, estimator, output_format) -> int:
+                     no_flash_attention, h2o_kept_fraction, expert_parallel, estimator, output_format) -> int:
     """Predict TTFT, TPOT, batch latency, throughput and memory of one configuration.
 
-    Exit code 0 when it fits in memory, 2 when it does not (the numbers say by how much).
+    Exit code 0 when the engine serves the batch (all of it resident, or in waves of what the
+    KV cache holds), 2 when it cannot serve even one request (the numbers say by how much).
     """
     config = build_config(
         model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
         batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=not no_flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction,
+        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
     )
     est = ESTIMATORS[estimator](config)
     if output_format == "json":
         echo_json(estimate_payload(est))
     else:
         _print_table(est)
-    return 0 if est.fits else 2
+    return 0 if est.runs else 2
 
 
 def _print_table(est: Estimate) -> None:
@@ -93,6 +103,8 @@ def _print_table(est: Estimate) -> None:
             ("batch latency", f"{fmt_number(p.batch_latency_s)} s"),
             ("throughput", f"{fmt_number(est.throughput_tokens_per_s)} tokens/s (decode {fmt_number(est.decode_throughput_tokens_per_s)} tokens/s)"),
         ] + pairs
+        if not est.fits:
+            pairs.append(("waves", not_fitting_reason(est)))
     else:
         pairs = [("fits", "NO: " + not_fitting_reason(est))] + pairs
     echo_pairs(title, pairs)

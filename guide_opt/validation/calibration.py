@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 from guide_opt.catalog import Catalog, read_yaml, validation_error_to_input_error
 from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors
-from guide_opt.perf import ServingConfig
+from guide_opt.perf import ServingConfig, estimate
 from guide_opt.validation.accuracy import NOT_FITTING, Comparison, error_stats, evaluate, measurement_config, predicted_metrics
 from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
 
@@ -190,6 +190,7 @@ class PreparedRow:
     measurement: Measurement
     config: ServingConfig
     targets: tuple[tuple[str, float], ...]
+    running: int | None = None
 
 
 def weight_stream_time_s(config: ServingConfig) -> float:
@@ -247,10 +248,12 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         if reason:
             skipped[f"unsupported configuration: {reason}"] += 1
             continue
-        predicted = predicted_metrics(config, closed_loop=m.closed_loop)
-        if predicted is None:
+        est = estimate(config)
+        if not est.runs:
             skipped[NOT_FITTING] += 1
             continue
+        running = None if est.fits else est.max_batch
+        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running)
         violation = physics_violation(m, config, predicted)
         if violation:
             refused[violation[0]] += 1
@@ -258,7 +261,7 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
             continue
         targets = tuple((k, v) for k, v in m.measured.items() if k not in m.report_only and finite_positive(v))
         if targets:
-            prepared.append(PreparedRow(m, config, targets))
+            prepared.append(PreparedRow(m, config, targets, running))
     for kind, count in refused.items():
         skipped[f"refused, {kind} (e.g. {examples[kind]})"] += count
     return prepared
@@ -278,7 +281,8 @@ def log_residuals(prepared: list[PreparedRow], factors: EfficiencyFactors) -> np
     """``ln(predicted / measured)`` of every fitted (row, metric) pair under ``factors``."""
     out = []
     for row in prepared:
-        predicted = predicted_metrics(replace(row.config, efficiency=factors), check_memory=False, closed_loop=row.measurement.closed_loop)
+        predicted = predicted_metrics(replace(row.config, efficiency=factors), check_memory=False, closed_loop=row.measurement.closed_loop,
+                                      running=row.running)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
 
