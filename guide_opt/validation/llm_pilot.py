@@ -311,8 +311,11 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
         calibrated_outcomes.append(outcome(model, rec.choice, truth[model], prices))
         default_outcomes.append(outcome(model, base.choice, truth[model], prices))
     result.calibrated, result.default = score(calibrated_outcomes), score(default_outcomes)
+    table = None  # the physics simulations, shared by the physics and hybrid predictors
     for name in predictors:
-        recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates)
+        if name != "learned" and table is None:
+            table = physics_table(data_dir, catalog, models)
+        recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, table)
         result.predicted[name] = recs
         result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
     return result
@@ -322,16 +325,27 @@ def _profiles(truth: TruthLlm, prices: dict[str, float], candidates: str) -> lis
     return sorted(truth.u_max_by_profile) if candidates == "measured" else sorted(prices)
 
 
+def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
+    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`)."""
+    from guide_opt.validation import pilot_predictors as pp
+
+    llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
+    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+
+
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
-                              prices: dict[str, float], candidates: str) -> dict[str, Recommendation]:
-    """Leave-one-LLM-out recommendations of predictor ``name`` (physics, learned or hybrid) for every model in ``models``."""
+                              prices: dict[str, float], candidates: str, table=None) -> dict[str, Recommendation]:
+    """Leave-one-LLM-out recommendations of predictor ``name`` (physics, learned or hybrid) for every model in ``models``.
+
+    ``table``: a :func:`physics_table` to reuse (physics and hybrid; None: a new one).
+    """
     from guide_opt.validation import pilot_predictors as pp
 
     if name not in pp.PREDICTORS:
         raise ValueError(f"unknown predictor {name!r}")
     points = load_points(data_dir)
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
-    table = pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+    table = table if table is not None else physics_table(data_dir, catalog, models)
     llm_features, gpu_features = pp.load_features(data_dir)
     out = {}
     for model in models:
