@@ -42,7 +42,7 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--candidates", type=click.Choice(["measured", "all"]), default="measured", show_default=True,
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
 @click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "all"]), default=None,
-              help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: learned, the best S/O in benchmarks/RESULTS.md); "
+              help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: hybrid, the best S/O in benchmarks/RESULTS.md 1.5); "
                    "'all' runs and lists the three (physics and hybrid simulate every pair: minutes).")
 @format_option
 def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, output_format) -> int:

@@ -49,7 +49,7 @@ from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, rea
 PREDICTORS = ("physics", "learned", "hybrid")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
 #: benchmark (benchmarks/RESULTS.md, section 1.5).
-DEFAULT_PREDICTOR = "learned"
+DEFAULT_PREDICTOR = "hybrid"
 #: Engine profile standing in for TGIS.
 TGIS_FRAMEWORK = "tgis"
 #: (compute efficiency, memory efficiency, step overhead ms) searched per GPU type for ``physics``.
