@@ -56,11 +56,12 @@ class OptunaSolver(Solver):
         return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, time_limit_s=time_limit_s, seed=seed)
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
-              space: SearchSpace | None = None, alternatives: bool = True) -> Solution:
-        """Solve with CP-SAT, then refine the incumbent for ``preset.trials`` trials (seeded with ``seed``)."""
+              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True) -> Solution:
+        """Solve with CP-SAT (its plan checked by simulation unless told not to), then refine the incumbent for ``preset.trials`` trials."""
         started = time.perf_counter()
         seed = seed if seed is not None else self.preset.seed
-        incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives)
+        incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives,
+                                  check_by_simulation=check_by_simulation)
         if not incumbent.status.found:
             return incumbent
         refinement = refine_solution(problem, incumbent, trials=self.preset.trials, seed=seed, storage=self.storage,
