@@ -32,6 +32,7 @@ from guide_opt.validation.accuracy import AccuracyRow, evaluate, summarize
 from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
 from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
 from guide_opt.validation.llm_pilot import run_benchmark
+from guide_opt.validation.pilot_predictors import PREDICTORS
 
 
 
@@ -213,11 +214,19 @@ def main() -> int:
     # ---- 1.5 LLM-Pilot recommendation ----------------------------------------------------------
     variants = [("measured", True), ("all", True), ("measured", False)]
     rec_table, details = [], None
+    predictor_labels = {"physics": "guide-opt physics: TGIS profile, closed-loop simulation, efficiencies fitted per GPU type",
+                        "learned": "learned baseline: gradient boosting on the characterization (the paper's method)",
+                        "hybrid": "hybrid: physics x learned residual"}
     for candidates, closed_loop in variants:
-        res = run_benchmark(data_dir, catalog, candidates=candidates, closed_loop=closed_loop)
+        first = details is None
+        res = run_benchmark(data_dir, catalog, candidates=candidates, closed_loop=closed_loop, predictors=PREDICTORS if first else ())
         itl = "cycle time / token" if closed_loop else "decode step (TPOT)"
-        for label, s in (("calibrated (leave-one-LLM-out)", res.calibrated), ("default factors", res.default)):
-            rec_table.append([f"guide-opt, {label}", candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
+        for name, s in res.predictors.items():
+            rec_table.append([predictor_labels[name], candidates, "simulated" if name != "learned" else "-", pct(s.success_rate),
+                              pct(s.mean_overspend), f"{s.so_score:.3f}"])
+        for label, s in (("static estimator (vllm profile), calibrated (leave-one-LLM-out)", res.calibrated),
+                         ("static estimator (vllm profile), default factors", res.default)):
+            rec_table.append([label, candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
         if details is None:
             details, static_all, static_dec = res, res.static_policy_all, res.static_policy_decoder_only
     n = len(details.calibrated.outcomes)
@@ -244,16 +253,24 @@ def main() -> int:
         "",
         md_table(["method", "candidates", "ITL read as", "success", "mean overspend", "S/O"], rec_table),
         "",
-        "Per LLM (calibrated, candidates measured, default ITL reading):",
+        "Predictors of u_max (`--predictor physics|learned|hybrid`, candidates measured; see",
+        "`guide_opt/validation/pilot_predictors.py`): physics simulates a closed loop of u users on the `tgis` profile",
+        "(whole-prompt prefill, 4096-token prefill limit, batch limit 12 for LLMs served without flash attention) with",
+        "efficiencies chosen per GPU type from a 27-point grid on the other decoder-only LLMs; learned is the paper's method",
+        "(scikit-learn HistGradientBoosting on llm_features / gpu_features / users, trained on the other 9 LLMs);",
+        "hybrid multiplies the physics prediction by a learned residual.",
+        "",
+        "Per LLM (candidates measured, default ITL reading):",
         "",
     ]
     per = []
-    for o in details.calibrated.outcomes:
-        rec, best = o.choice, details.truth[o.model].best
-        per.append([o.model, f"{rec.pods} x ({rec.profile})" if rec else "-", f"{rec.cost_usd_per_hour:.2f}" if rec else "-",
-                    f"{best.pods} x ({best.profile})" if best else "-", f"{best.cost_usd_per_hour:.2f}" if best else "-",
-                    "yes" if o.success else "no", pct(o.overspend)])
-    out += [md_table(["LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
+    for name, score in [*details.predictors.items(), ("static estimator, calibrated", details.calibrated)]:
+        for o in score.outcomes:
+            rec, best = o.choice, details.truth[o.model].best
+            per.append([name, o.model, f"{rec.pods} x ({rec.profile})" if rec else "-", f"{rec.cost_usd_per_hour:.2f}" if rec else "-",
+                        f"{best.pods} x ({best.profile})" if best else "-", f"{best.cost_usd_per_hour:.2f}" if best else "-",
+                        "yes" if o.success else "no", pct(o.overspend)])
+    out += [md_table(["method", "LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
 
     # ---- 1.6 summary ------------------------------------------------------------------------------
     lm = {r.metric: r for r in summarize(primary.comparisons)}

@@ -177,6 +177,21 @@ def _objective_coefficient(objective: str, c: Candidate) -> int:
     return to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H)
 
 
+def add_excluded_combinations(model: cp_model.CpModel, space: SearchSpace, candidates: list[Candidate], use: list) -> None:
+    """One no-good clause per excluded combination: at least one of its candidates stays unused.
+
+    A combination with a candidate absent from the model (cut, ineligible) cannot occur and
+    needs no clause.
+    """
+    index = {}
+    for i, c in enumerate(candidates):
+        index.setdefault(c.key, []).append(i)
+    for combination in space.excluded_combinations:
+        if all(key in index for key in combination):
+            # one candidate per LLM is used, so the combination is used when all its len() keys are
+            model.Add(sum(use[i] for key in combination for i in index[key]) <= len(combination) - 1)
+
+
 def build_formulation(space: SearchSpace, objective: str, *, explain: bool = False, forbidden: frozenset[int] = frozenset(),
                       prune: bool = False, prune_across_shapes: bool = True) -> Formulation:
     """Build the CP-SAT model of ``space`` for ``objective``.
@@ -189,9 +204,11 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     ``explain=True`` every evaluated candidate is kept and every constraint family is
     guarded by an enforcement literal, to be passed as assumptions.
 
-    ``forbidden``: id()s of candidates to leave out (cut by verification). ``prune``: remove
-    dominated candidates first (:func:`guide_opt.pruning.prune_dominated`; never in explain
-    mode); ``prune_across_shapes=False`` restricts pruning to candidates of one shape, as a
+    ``forbidden``: id()s of candidates to leave out (cut by verification); the space's
+    ``excluded_combinations`` become no-good clauses (not all of a set's candidates used).
+    ``prune``: remove dominated candidates first (:func:`guide_opt.pruning.prune_dominated`;
+    never in explain mode, nor with excluded combinations, where a dominated candidate may be
+    what replaces a cut combination); ``prune_across_shapes=False`` restricts pruning to candidates of one shape, as a
     solve that forbids shape combinations needs.
 
     ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
@@ -202,6 +219,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     from guide_opt.pruning import prune_dominated
 
     problem = space.problem
+    prune = prune and not space.excluded_combinations
     model = cp_model.CpModel()
     literals: dict[str, cp_model.IntVar] = {}
     served_mode = objective == "max_served" and not explain
@@ -275,6 +293,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         else:
             model.AddBoolOr([])  # no candidate left for this LLM: the model is infeasible
 
+    add_excluded_combinations(model, space, candidates, use)
     cost_terms = [replicas[i] * to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H) for i, c in enumerate(candidates)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:

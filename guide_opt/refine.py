@@ -20,7 +20,7 @@ Optuna study at the incumbent and searches its neighbourhood with the simulator 
   (``p90 / limit - 1``), so Optuna's infeasibility score compares like with like.
 - :class:`Refinement` -- the frozen report: incumbent vs refined side by side, what changed,
   trial counts; :meth:`Refinement.to_json` and :func:`print_refinement`.
-- :func:`run_worker` -- one worker of a study shared through an RDB storage (scale-out).
+- :func:`guide_opt.solvers.optuna_solver.run_worker` -- one worker of a study shared through an RDB storage (scale-out).
 
 Objectives: ``min_cost`` minimizes $/h (ties: lower mean end-to-end latency);
 ``max_throughput`` maximizes simulated output tokens/s of all LLMs under a saturating closed
@@ -75,12 +75,13 @@ from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.errors import InputError
 from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
+from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.simulate import PRESETS, FixedLengths, Slo, Workload, simulate
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment, Solution
-from guide_opt.space import ModelSpace, Shape, evaluate_candidate, resolve_prices
+from guide_opt.space import empty_model_space, evaluate_candidate, make_shape, resolve_prices
 
 #: Requests simulated per LLM per trial (the simulator's own default).
 DEFAULT_NUM_REQUESTS = 1000
@@ -366,6 +367,9 @@ class _Refiner:
         self.lengths = [_lengths(req, f"models[{i}].workload") for i, req in enumerate(problem.models)]
         self.mean_tokens = [req.workload.token_lengths() for req in problem.models]
         self.percentiles = tuple(req.slo.percentile for req in problem.models)
+        # The plan's own SLO factors (calibration quantile x slo_margin): simulated latencies are
+        # judged exactly as the planner judged its predictions.
+        self.margins = tuple(slo_margins(problem, i) for i in range(len(problem.models)))
         self.cache: dict[tuple[int, EngineSettings, int], SimulatedMetrics] = {}
         self.incumbent_settings = tuple(self._incumbent_settings(d) for d in incumbent)
         self.neighbourhoods = tuple(self._neighbourhood(i, d, s) for i, (d, s) in enumerate(zip(incumbent, self.incumbent_settings)))
@@ -458,7 +462,8 @@ class _Refiner:
         return ServingConfig(llm=self.llms[i], gpu=self.catalog.gpu(d.gpu), framework=self.catalog.framework(s.framework),
                              quantization=self.catalog.quantization(d.quantization), tp=s.tp, pp=d.pp, batch=s.max_num_seqs,
                              input_tokens=input_tokens, output_tokens=output_tokens, kv_cache_dtype=d.kv_cache_dtype,
-                             max_num_batched_tokens=s.max_num_batched_tokens, gpu_memory_utilization=s.gpu_memory_utilization)
+                             max_num_batched_tokens=s.max_num_batched_tokens, gpu_memory_utilization=s.gpu_memory_utilization,
+                             efficiency=calibrated_efficiency(self.problem, d.gpu, s.framework))
 
     def unsupported(self, settings: tuple[EngineSettings, ...]) -> str | None:
         """Why a plan cannot run at all (None when every replica shape can)."""
@@ -578,14 +583,15 @@ class _Refiner:
         constraints[f"{label}.memory"] = 0.0 if m.fits else 1.0
         if not m.fits:
             violations.append(f"{label}.memory: {m.reason}")
-        for metric, limit in (("ttft", req.slo.ttft_ms), ("tpot", req.slo.tpot_ms)):
+        for metric, limit, factor in (("ttft", req.slo.ttft_ms, self.margins[i][0]), ("tpot", req.slo.tpot_ms, self.margins[i][1])):
             if limit is None:
                 continue
             value = m.latency_ms(metric, pct)
-            excess = value / limit - 1.0 if m.fits and math.isfinite(value) else 1.0
+            excess = value * factor / limit - 1.0 if m.fits and math.isfinite(value) else 1.0
             constraints[f"{label}.{metric}_p{pct}_ms"] = excess
             if excess > 0 and m.fits:
-                violations.append(f"{label}.{metric}_p{pct}_ms: {value:,.1f} ms > SLO {limit:g} ms")
+                widened = "" if factor == 1.0 else f" (x margin {factor:.3f} = {value * factor:,.1f} ms)"
+                violations.append(f"{label}.{metric}_p{pct}_ms: {value:,.1f} ms{widened} > SLO {limit:g} ms")
         if m.demand_served_share is not None:
             required = OPEN_LOOP_SERVED_SHARE_MIN if m.arrival.startswith("Poisson") else 1.0
             excess = required - m.demand_served_share
@@ -650,11 +656,10 @@ class _Refiner:
                 out.append(self.incumbent[i])
                 continue
             d = self.incumbent[i]
-            input_tokens, output_tokens = self.mean_tokens[i]
-            ms = ModelSpace(index=i, requirement=req, llm=self.llms[i], input_tokens=input_tokens, output_tokens=output_tokens,
-                            shapes=[], candidates=[])
-            shape = Shape(self.catalog.gpu(d.gpu), s.tp, d.pp, self.catalog.framework(s.framework), self.catalog.quantization(d.quantization),
-                          d.kv_cache_dtype, self.prices[d.gpu])
+            # the plan's own model: calibrated efficiency of (GPU, engine) and the SLO margins, as the space builder uses them
+            ms = empty_model_space(self.problem, i, self.catalog)
+            shape = make_shape(self.problem, self.catalog.gpu(d.gpu), s.tp, d.pp, self.catalog.framework(s.framework),
+                               self.catalog.quantization(d.quantization), d.kv_cache_dtype, self.prices[d.gpu])
             c = evaluate_candidate(ms, shape, s.max_num_seqs, self.problem.search.max_replicas)
             nan = math.nan
             metrics = {
@@ -812,6 +817,19 @@ def _serialize_sqlite_transactions(engine) -> None:
 
 
 # ---- public API --------------------------------------------------------------------------------
+def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], *, num_requests: int = DEFAULT_NUM_REQUESTS,
+                         seed: int = DEFAULT_SIMULATION_SEED, catalog: Catalog | None = None) -> PlanEvaluation:
+    """Simulate each deployment as it would run (its engine's default knobs) at its own workload, on one seeded stream.
+
+    The same judge as a refinement trial: the plan's calibrated efficiency and SLO margins,
+    latencies at each LLM's SLO percentile, the demand, memory and KV rejections as named
+    constraints (<= 0 met). Deterministic under ``seed``; closed loops simulate at least
+    :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user.
+    """
+    refiner = _Refiner(problem, tuple(deployments), num_requests, seed, catalog)
+    return refiner.evaluate(refiner.incumbent_settings)
+
+
 def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: int = 0,
                     storage: "str | optuna.storages.BaseStorage | None" = None, study_name: str | None = None, progress: bool = False,
                     num_requests: int = DEFAULT_NUM_REQUESTS, simulation_seed: int = DEFAULT_SIMULATION_SEED,
@@ -930,25 +948,6 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
         study_name=study_name,
         storage=redact_storage_url(storage), percentiles=refiner.percentiles, wall_time_s=time.perf_counter() - started,
     )
-
-
-def run_worker(storage: str, study_name: str, trials: int, *, problem: "Problem | str | Path", seed: int = 0,
-               num_requests: int = DEFAULT_NUM_REQUESTS, simulation_seed: int = DEFAULT_SIMULATION_SEED,
-               time_limit_s: float = 10.0) -> Refinement:
-    """One worker of a shared study: solve ``problem`` with CP-SAT, then run ``trials`` refinement trials in ``study_name``.
-
-    Every worker of one study must use the same problem, ``num_requests`` and
-    ``simulation_seed`` (checked through the study's fingerprint) and should use its own
-    ``seed``. This is what ``guide-opt solve PROBLEM --refine --storage URL --study-name X``
-    does on each machine.
-    """
-    from guide_opt.solvers import get_solver
-
-    if not isinstance(problem, Problem):
-        problem = Problem.from_yaml(problem)
-    solution = get_solver("cpsat").solve(problem, time_limit_s=time_limit_s, seed=0, alternatives=False)
-    return refine_solution(problem, solution, trials=trials, seed=seed, storage=storage, study_name=study_name,
-                           num_requests=num_requests, simulation_seed=simulation_seed)
 
 
 # ---- study helpers -----------------------------------------------------------------------------

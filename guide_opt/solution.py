@@ -45,6 +45,9 @@ class Deployment:
     tokens), ``memory_utilization`` (fraction of one GPU's memory).
     slo_margin: when predictions were widened before the SLO check (a calibration's percentile
     or ``prediction.slo_margin``): the factors, the planned TTFT/TPOT and the headroom left.
+    simulated: the serving simulator's verdict on this deployment at its own workload
+    (:meth:`guide_opt.simcheck.DeploymentCheck.to_json`: ``meets_slo``, TTFT / TPOT at the SLO
+    percentile, goodput, demand served, requests, seed, violations); None when not simulated.
     """
 
     model: str
@@ -59,6 +62,7 @@ class Deployment:
     metrics: dict[str, float]
     kv_cache_dtype: str = "fp16"
     slo_margin: dict[str, float] | None = None
+    simulated: dict[str, Any] | None = None
 
     @property
     def gpu_count(self) -> int:
@@ -93,6 +97,7 @@ class Deployment:
             "cost_per_hour": round(self.cost_per_hour, 6),
             "metrics": dict(self.metrics),
             "slo_margin": self.slo_margin,
+            "simulated": self.simulated,
             "summary": self.describe(),
         }
 
@@ -108,6 +113,8 @@ class Solution:
     bound: the best proven bound on the objective (equal to ``objective`` when OPTIMAL).
     gap: relative gap ``|objective - bound| / max(|objective|, 1e-9)``; 0.0 when OPTIMAL,
         None when nothing was found or no bound is known (heuristic solvers).
+    notes: caveats in words that qualify the status (e.g. plans cut because they missed an SLO
+        in simulation, or verification rounds that ran out).
     """
 
     status: Status
@@ -120,6 +127,7 @@ class Solution:
     explanation: dict | None = None
     stats: dict = field(default_factory=dict)
     objective_name: str = "min_cost"
+    notes: tuple[str, ...] = ()
 
     @property
     def gap(self) -> float | None:
@@ -149,6 +157,7 @@ class Solution:
             "deployments": [d.to_json() for d in self.deployments],
             "alternatives": list(self.alternatives),
             "stats": dict(self.stats),
+            "notes": list(self.notes),
         }
         if self.explanation is not None:
             payload["explanation"] = self.explanation

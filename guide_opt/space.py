@@ -106,6 +106,11 @@ class Candidate:
         """True when no candidate-level constraint is violated."""
         return not self.violations
 
+    @property
+    def key(self) -> tuple:
+        """(LLM index, shape, batch): what identifies the candidate across copies of a space."""
+        return (self.model_index, self.shape, self.batch)
+
     def usable_for(self, objective: str) -> bool:
         """True when the candidate may be deployed under ``objective``.
 
@@ -141,12 +146,17 @@ class ModelSpace:
 
 @dataclass
 class SearchSpace:
-    """All model spaces of a problem plus the prices and limits in force."""
+    """All model spaces of a problem plus the prices and limits in force.
+
+    excluded_combinations: no-goods found by checking plans: sets of candidate keys
+    (:attr:`Candidate.key`) that no plan may use all together (empty for a fresh space).
+    """
 
     problem: Problem
     models: list[ModelSpace]
     prices_usd_per_gpu_hour: dict[str, float]
     gpu_ids: list[str]
+    excluded_combinations: tuple[frozenset[tuple], ...] = ()
 
     @property
     def candidate_count(self) -> int:

@@ -182,6 +182,38 @@ def _print_binding(binding: list[dict], listed: int = 6) -> None:
             click.echo(f"  {label}: {shown}")
 
 
+def slo_margin_words(req, d) -> str:
+    """Headroom of each latency SLO under the static prediction, after the plan's SLO factors (calibration x slo_margin).
+
+    E.g. ``TTFT 480 ms to spare (20.1 ms x 1.00 vs 500), TPOT 33.4 ms to spare (6.6 ms x 1.00 vs 40)``; '' without SLOs.
+    """
+    factors = d.slo_margin or {}
+    parts = []
+    for key, limit in (("ttft", req.slo.ttft_ms), ("tpot", req.slo.tpot_ms)):
+        if limit is None:
+            continue
+        factor = factors.get(f"{key}_factor", 1.0)
+        planned_ms = d.metrics[f"{key}_ms"] * factor
+        spare = limit - planned_ms
+        parts.append(f"{key.upper()} {fmt_number(abs(spare))} ms {'to spare' if spare >= 0 else 'OVER'} "
+                     f"({fmt_number(d.metrics[f'{key}_ms'])} ms x {factor:.2f} vs {limit:g})")
+    return ", ".join(parts)
+
+
+def simulated_words(sim: dict) -> str:
+    """One line of a deployment's simulated check: percentile latencies, goodput and the verdict."""
+    pct = sim["percentile"]
+    goodput = "" if sim.get("goodput_fraction") is None else f", goodput {sim['goodput_fraction']:.0%}"
+    verdict = "meets the SLOs" if sim["meets_slo"] else "MISSES: " + "; ".join(sim["violations"])
+    return (f"simulated ({sim['arrival']}, {sim['requests']} requests, seed {sim['seed']}): TTFT p{pct} {fmt_number(sim['ttft_ms'])} ms, "
+            f"TPOT p{pct} {fmt_number(sim['tpot_ms'])} ms{goodput} -- {verdict}")
+
+
+def _simulated_cell(alternative: dict) -> str:
+    meets = alternative.get("meets_slo_in_simulation")
+    return "-" if meets is None else "meets SLOs" if meets else "MISSES"
+
+
 def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     """Readable report of a solution."""
     _header(problem, solution, solution.objective_name)
@@ -200,6 +232,13 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h{served}")
         click.echo(f"      TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
                    f"{fmt_number(m['throughput_tokens_per_s'])} tokens/s, memory {m['memory_utilization']:.0%} of each GPU")
+        margin = slo_margin_words(req, d)
+        if margin:
+            click.echo(f"      SLO margin (static prediction): {margin}")
+        if d.simulated is not None:
+            click.echo(f"      {simulated_words(d.simulated)}")
+    for note in solution.notes:
+        click.echo(f"  note: {note}")
     verdict = _verdict(payload["verified"], payload.get("verification_failures", []))
     if solution.solver == "optuna" and not payload["verified"]:
         verdict = ("the serving simulator accepted this refined plan, but the static model disagrees: "
@@ -209,8 +248,8 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo("")
         click.echo("Alternatives")
         rows = [[a["kind"] + ("" if a.get("status", "OPTIMAL") == "OPTIMAL" else " (best found, not proven)"), format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
-                 plan_summary(a["deployments"])] for a in solution.alternatives]
-        echo_rows(["kind", "objective", "cost", "deployments"], rows)
+                 _simulated_cell(a), plan_summary(a["deployments"])] for a in solution.alternatives]
+        echo_rows(["kind", "objective", "cost", "simulated", "deployments"], rows)
     binding = payload.get("binding_constraints")
     if binding:
         click.echo("")

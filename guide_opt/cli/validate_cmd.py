@@ -41,8 +41,11 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--llm-pilot", "llm_pilot", is_flag=True, help="Run LLM-Pilot's GPU recommendation benchmark (leave-one-LLM-out) instead.")
 @click.option("--candidates", type=click.Choice(["measured", "all"]), default="measured", show_default=True,
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
+@click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "all"]), default=None,
+              help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: hybrid, the best S/O in benchmarks/RESULTS.md 1.5); "
+                   "'all' runs and lists the three (physics and hybrid simulate every pair: minutes).")
 @format_option
-def validate_command(sources, calibration, data_dir, llm_pilot, candidates, output_format) -> int:
+def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, output_format) -> int:
     """Compare guide-opt's predictions with measured public data: MAPE, median APE, bias and count
     per source, GPU and metric (TTFT, TPOT/ITL, batch latency, throughput), as GUIDE's Tables 1-2.
 
@@ -50,10 +53,16 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, outp
     """
     catalog = load_catalog()
     data_dir = data_dir or default_data_dir()
+    if predictor is not None and not llm_pilot:
+        raise click.UsageError("--predictor goes with --llm-pilot")
     if llm_pilot:
         from guide_opt.validation.llm_pilot import benchmark_payload, run_benchmark
+        from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTORS
 
-        payload = benchmark_payload(run_benchmark(data_dir, catalog, candidates=candidates))
+        chosen = predictor or DEFAULT_PREDICTOR
+        run = PREDICTORS if chosen == "all" else tuple(dict.fromkeys([chosen, "learned"]))
+        headline = DEFAULT_PREDICTOR if chosen == "all" else chosen
+        payload = benchmark_payload(run_benchmark(data_dir, catalog, candidates=candidates, predictors=run), headline)
         if output_format == "json":
             echo_json(payload)
         else:
@@ -91,21 +100,27 @@ def _print_llm_pilot(payload: dict) -> None:
     def pct(value) -> str:
         return "-" if value is None else f"{value:.1%}"
 
+    def score_row(label: str, sc: dict) -> list[str]:
+        return [label, pct(sc["success_rate"]), pct(sc["mean_overspend"]), fmt_number(sc["so_score"])]
+
     click.echo(f"LLM-Pilot GPU recommendation, U=200 users, median nTTFT <= 100 ms/token, median ITL <= 50 ms; "
                f"{payload['scored_llms']} decoder-only LLMs, leave-one-LLM-out, candidates: {payload['candidates']} profiles")
+    labels = {"physics": "guide-opt physics (TGIS profile, closed-loop simulation, fitted per GPU type)",
+              "learned": "learned baseline (gradient boosting on the characterization, the paper's method)",
+              "hybrid": "hybrid (physics x learned residual)"}
     sp = payload["static_policy"]
-    table = [
-        ["guide-opt, calibrated on the other LLMs", pct(payload["success_rate"]), pct(payload["mean_overspend"]), fmt_number(payload["so_score"])],
-        ["guide-opt, default factors", pct(payload["default_factors"]["success_rate"]), pct(payload["default_factors"]["mean_overspend"]),
-         fmt_number(payload["default_factors"]["so_score"])],
-        [f"static policy {sp['policy']}, same LLMs", pct(sp["decoder_only"]["success_rate"]), pct(sp["decoder_only"]["mean_overspend"]),
-         fmt_number(sp["decoder_only"]["so_score"])],
-        [f"static policy {sp['policy']}, all 10 LLMs", pct(sp["all_llms"]["success_rate"]), pct(sp["all_llms"]["mean_overspend"]),
-         fmt_number(sp["all_llms"]["so_score"])],
+    table = [score_row(labels[name] + (" <- recommendations below" if name == payload["predictor"] else ""), sc)
+             for name, sc in payload["predictors"].items()]
+    table += [
+        score_row("static estimator (vllm profile), calibrated on the other LLMs", payload["static_estimator"]["calibrated"]),
+        score_row("static estimator (vllm profile), default factors", payload["static_estimator"]["default_factors"]),
+        score_row(f"static policy {sp['policy']}, same LLMs", sp["decoder_only"]),
+        score_row(f"static policy {sp['policy']}, all 10 LLMs", sp["all_llms"]),
         ["paper: LLM-Pilot (10 LLMs)", "80%", "< 20%", "-"],
         ["paper: best static policy (10 LLMs)", "50%", "-", "0.65"],
     ]
     echo_rows(["method", "success", "overspend", "S/O"], table)
+    click.echo(f"not scored: {payload['skipped_reason']}")
     click.echo("")
     rows = []
     for r in payload["recommendations"]:
@@ -113,4 +128,4 @@ def _print_llm_pilot(payload: dict) -> None:
         rows.append([r["llm"], f"{rec['pods']} x ({rec['profile']})" if rec else "-", fmt_number(rec["cost_usd_per_hour"]) if rec else "-",
                      f"{best['pods']} x ({best['profile']})" if best else "-", fmt_number(best["cost_usd_per_hour"]) if best else "-",
                      "yes" if r["success"] else "no", pct(r["overspend"])])
-    echo_rows(["LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], rows)
+    echo_rows(["LLM", f"recommended ({payload['predictor']})", "$/h", "truly cheapest", "$/h", "success", "overspend"], rows)

@@ -8,8 +8,10 @@ are class attributes; :data:`SOLVERS` maps names to classes for the CLI.
 A subclass implements one primitive, :meth:`Solver.best_plans` (the k best plans with
 distinct shapes for an objective, avoiding forbidden candidates). The base class turns it
 into GUIDE's outputs -- the optimum, the top-3, the best-throughput and minimum-latency
-picks within budget -- and re-verifies the optimum with the full model, cutting off and
-re-solving any plan that fails verification.
+picks within budget -- and checks the optimum before returning it: re-evaluated with the
+full model and simulated at its own workload (:mod:`guide_opt.simcheck`); a plan that fails
+becomes a no-good and the problem is solved again (:meth:`Solver.check_plan`,
+:func:`with_nogoods`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from guide_opt.plan import Plan, objective_value, to_deployment, verification_pr
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
-from guide_opt.space import Candidate, SearchSpace, build_space
+from guide_opt.simcheck import DeploymentCheck, checks_apply
+from guide_opt.space import SearchSpace, build_space
 from guide_opt.verify import verify_deployments
 
 SOLVERS: dict[str, type["Solver"]] = {}
 
-#: Verification rounds before giving up (each round cuts at least one candidate).
+#: Plan-check rounds before giving up (each round adds at least one no-good).
 MAX_VERIFICATION_ROUNDS = 20
+#: Refuted plans listed in a note or an explanation.
+MAX_REFUTED_REPORTED = 5
 
 
 def register(cls: type["Solver"]) -> type["Solver"]:
@@ -72,8 +77,18 @@ class Solver(abc.ABC):
         """Up to ``k`` best plans with pairwise different shapes, never using a candidate whose id() is in ``forbidden``."""
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
-              space: SearchSpace | None = None, alternatives: bool = True) -> Solution:
-        """Find the best deployment(s) for ``problem``; never raises on infeasibility."""
+              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True) -> Solution:
+        """Find the best deployment(s) for ``problem``; never raises on infeasibility.
+
+        Each optimum is checked before it is returned (:meth:`check_plan`): re-evaluated from
+        its ids with the full model (:mod:`guide_opt.verify`) and, with ``check_by_simulation``
+        and an objective :mod:`guide_opt.simcheck` covers, simulated at its own workload. A
+        plan that fails adds a no-good to a private copy of the space (:func:`with_nogoods`)
+        and the problem is solved again, up to :data:`MAX_VERIFICATION_ROUNDS` times. Rounds
+        that run out return the last plan as FEASIBLE with a note saying what it misses, never
+        OPTIMAL; when the no-goods leave no plan the answer is INFEASIBLE and its explanation
+        lists the plans the simulator refuted.
+        """
         started = time.perf_counter()
         if problem.objective not in self.objectives:
             raise InputError("objective", f"solver '{self.name}' does not handle '{problem.objective}'",
@@ -82,57 +97,104 @@ class Solver(abc.ABC):
         seed = seed if seed is not None else self.preset.seed
         space = space or build_space(problem)
         build_s = time.perf_counter() - started
-        forbidden: set[int] = set()
-        rounds = 0
+        simulate = check_by_simulation and checks_apply(problem)
+        working = with_nogoods(space)
+        refuted: list[str] = []
+        cuts = rounds = 0
+        check: PlanCheck | None = None
+        exhausted = False
         while True:
             rounds += 1
-            result = self.best_plans(space, problem.objective, k=3 if alternatives else 1, forbidden=frozenset(forbidden),
+            result = self.best_plans(working, problem.objective, k=3 if alternatives else 1, forbidden=frozenset(),
                                      time_limit_s=time_limit_s, seed=seed)
             if not result.plans:
                 break
-            bad = self._failed_candidates(space, result.plans[0])
-            if not bad or rounds >= MAX_VERIFICATION_ROUNDS:
+            check = self.check_plan(working, result.plans[0], simulate=simulate)
+            if check.ok:
                 break
-            forbidden.update(id(c) for c in bad)
+            refuted.append(_plan_words(working, result.plans[0]) + ": " + "; ".join(check.failures))
+            if rounds >= MAX_VERIFICATION_ROUNDS:
+                exhausted = True
+                break
+            cuts += check.nogood_count
+            working = with_nogoods(working, check)
         stats = {"space_build_s": round(build_s, 4), "candidates": space.candidate_count,
                  "pruned_shapes": sum(sum(m.pruned.values()) for m in space.models),
-                 "verification_rounds": rounds, "cuts": len(forbidden), **result.stats}
+                 "verification_rounds": rounds, "cuts": cuts, "simulation_checked": simulate, **result.stats}
+        notes = []
+        if refuted and not exhausted:
+            notes.append(f"{len(refuted)} plan(s) that the static model preferred failed the check and were excluded before re-planning: "
+                         + " | ".join(refuted[:MAX_REFUTED_REPORTED]) + (" | ..." if len(refuted) > MAX_REFUTED_REPORTED else ""))
         if not result.plans:
             explanation = None
-            if result.status is Status.INFEASIBLE:
+            if refuted and result.status is Status.INFEASIBLE:
+                explanation = _refuted_explanation(working, refuted)
+            elif result.status is Status.INFEASIBLE:
                 from guide_opt.explain import explain_infeasible
 
                 explanation = explain_infeasible(space, self.preset)
             return Solution(result.status, None, result.bound, time.perf_counter() - started, self.name,
-                            explanation=explanation, stats=stats, objective_name=problem.objective)
+                            explanation=explanation, stats=stats, objective_name=problem.objective, notes=tuple(notes))
         best = result.plans[0]
         objective = objective_value(problem.objective, best)
-        bound = objective if result.status is Status.OPTIMAL else result.bound
-        alts = self._alternatives(space, result.plans, time_limit_s, seed, frozenset(forbidden)) if alternatives else ()
+        status, bound = result.status, (objective if result.status is Status.OPTIMAL else result.bound)
+        if exhausted:
+            status, bound = Status.FEASIBLE, None
+            notes.append(f"the plan check ran out after {rounds} rounds; the returned plan FAILS it ("
+                         + "; ".join(check.failures) + "): it is not vouched for -- relax the SLOs, allow more GPUs or "
+                         "replicas, or run solve --refine")
+        deployments = _with_simulated(tuple(to_deployment(working, p) for p in best), check.simulated if check else None)
+        alts = self._alternatives(working, result.plans, time_limit_s, seed, frozenset(), simulate) if alternatives else ()
         return Solution(
-            status=result.status, objective=objective, bound=bound, wall_time_s=time.perf_counter() - started, solver=self.name,
-            deployments=tuple(to_deployment(space, p) for p in best), alternatives=alts, stats=stats,
-            objective_name=problem.objective,
+            status=status, objective=objective, bound=bound, wall_time_s=time.perf_counter() - started, solver=self.name,
+            deployments=deployments, alternatives=alts, stats=stats, objective_name=problem.objective, notes=tuple(notes),
         )
 
-    def _failed_candidates(self, space: SearchSpace, plan: Plan) -> list[Candidate]:
-        """Candidates of ``plan`` that fail full-model verification (to be cut off)."""
+    def check_plan(self, space: SearchSpace, plan: Plan, *, simulate: bool) -> "PlanCheck":
+        """Check one plan: full-model re-evaluation, then (``simulate``) the serving simulator at each LLM's workload.
+
+        Returns the no-goods that exclude what failed: a candidate that fails the full model
+        is cut; a shared limit broken alone cuts the plan's combination of candidates (each of
+        them may still be right with other partners); a simulated miss that more replicas may
+        repair raises the candidate's replica floor above the plan's count, any other simulated
+        miss cuts the candidate (see :mod:`guide_opt.simcheck`).
+        """
         deployments = [to_deployment(space, p) for p in plan]
         violations = verify_deployments(verification_problem(space.problem, deployments), deployments)
-        if any(v.model_index is None for v in violations) and not any(v.model_index is not None for v in violations):
-            return [p.candidate for p in plan]  # a shared limit broken by rounding: cut the whole combination
-        return [plan[v.model_index].candidate for v in violations if v.model_index is not None]
+        if violations:
+            words = tuple(v.text for v in violations)
+            per_llm = [v.model_index for v in violations if v.model_index is not None]
+            if not per_llm:
+                return PlanCheck(combinations=(frozenset(p.candidate.key for p in plan),), failures=words)
+            return PlanCheck(cut=tuple(dict.fromkeys(plan[i].candidate.key for i in per_llm)), failures=words)
+        if not simulate:
+            return PlanCheck()
+        from guide_opt.simcheck import check_plan as simulate_plan
+
+        simulated = simulate_plan(space.problem, deployments)
+        cut, floors, failures = [], [], []
+        for pick, verdict in zip(plan, simulated):
+            if verdict.meets:
+                continue
+            failures.append("in simulation " + "; ".join(verdict.violations or verdict.failed))
+            if verdict.more_replicas_may_help():
+                floors.append((pick.candidate.key, pick.replicas + 1))
+            else:
+                cut.append(pick.candidate.key)
+        return PlanCheck(cut=tuple(cut), replica_floors=tuple(floors), failures=tuple(failures), simulated=simulated)
 
     def _alternatives(self, space: SearchSpace, ranked: tuple[Plan, ...], time_limit_s: float, seed: int,
-                      forbidden: frozenset[int]) -> tuple[dict, ...]:
+                      forbidden: frozenset[int], simulate: bool = False) -> tuple[dict, ...]:
         """GUIDE's outputs: top-3 plans, and the best-throughput / minimum-latency picks within budget.
 
         Without a budget the picks are limited to the optimum's cost, so they answer "what
         else could the same money buy". Each pick gets a quarter of the time limit (at least
-        1 s): it is a side answer, and its ``status`` says whether it was proven.
+        1 s): it is a side answer, and its ``status`` says whether it was proven. With
+        ``simulate`` each alternative is simulated too (``meets_slo_in_simulation`` and each
+        deployment's ``simulated``), but not re-planned: only the optimum is.
         """
         problem = space.problem
-        out = [_alternative(space, f"top-{i + 1}", problem.objective, plan) for i, plan in enumerate(ranked)]
+        out = [_alternative(space, f"top-{i + 1}", problem.objective, plan, simulate=simulate) for i, plan in enumerate(ranked)]
         pick_limit_s = max(1.0, time_limit_s / 4)
         limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked[0])
         capped = dataclasses.replace(space, problem=problem.model_copy(update={"budget_per_hour": limit}))
@@ -141,19 +203,93 @@ class Solver(abc.ABC):
                 continue
             pick = self.best_plans(capped, objective, k=1, forbidden=forbidden, time_limit_s=pick_limit_s, seed=seed)
             if pick.plans:
-                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status))
+                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, simulate=simulate))
         return tuple(out)
 
 
-def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL) -> dict:
-    return {
+def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL, *,
+                 simulate: bool = False) -> dict:
+    deployments = tuple(to_deployment(space, p) for p in plan)
+    out = {
         "kind": kind,
         "status": status.value,
         "objective_name": objective,
         "objective": objective_value(objective, plan),
         "cost_per_hour": objective_value("min_cost", plan),
-        "deployments": [to_deployment(space, p).to_json() for p in plan],
     }
+    if simulate:
+        from guide_opt.simcheck import check_plan as simulate_plan
+
+        verdicts = simulate_plan(space.problem, deployments)
+        deployments = _with_simulated(deployments, verdicts)
+        out["meets_slo_in_simulation"] = all(v.meets for v in verdicts)
+    out["deployments"] = [d.to_json() for d in deployments]
+    return out
+
+
+@dataclass(frozen=True)
+class PlanCheck:
+    """What :meth:`Solver.check_plan` found. Empty ``failures``: the plan holds.
+
+    cut: candidate keys (:attr:`~guide_opt.space.Candidate.key`) to remove. replica_floors:
+    (candidate key, fewest replicas now required). combinations: sets of candidate keys never
+    to be used together. simulated: the simulator's verdict per LLM (None when not simulated).
+    """
+
+    cut: tuple[tuple, ...] = ()
+    replica_floors: tuple[tuple[tuple, int], ...] = ()
+    combinations: tuple[frozenset[tuple], ...] = ()
+    failures: tuple[str, ...] = ()
+    simulated: "tuple[DeploymentCheck, ...] | None" = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+    @property
+    def nogood_count(self) -> int:
+        """No-goods this check adds."""
+        return len(self.cut) + len(self.replica_floors) + len(self.combinations)
+
+
+def with_nogoods(space: SearchSpace, check: PlanCheck | None = None) -> SearchSpace:
+    """A copy of ``space`` (its own candidate lists) with ``check``'s no-goods applied; ``space`` is not changed.
+
+    A replica floor replaces the candidate by a copy whose ``replicas_min`` is the floor, so
+    every solver (and the dominance pruning, which reads ``replicas_min``) sees it exactly.
+    """
+    check = check or PlanCheck()
+    cut, floors = set(check.cut), dict(check.replica_floors)
+    models = []
+    for ms in space.models:
+        candidates = []
+        for c in ms.candidates:
+            if c.key in cut:
+                continue
+            if c.key in floors:
+                c = dataclasses.replace(c, replicas_min=max(floors[c.key], c.replicas_min or 1))
+            candidates.append(c)
+        models.append(dataclasses.replace(ms, candidates=candidates))
+    return dataclasses.replace(space, models=models, excluded_combinations=space.excluded_combinations + check.combinations)
+
+
+def _with_simulated(deployments: tuple, verdicts) -> tuple:
+    if verdicts is None:
+        return deployments
+    return tuple(dataclasses.replace(d, simulated=v.to_json()) for d, v in zip(deployments, verdicts))
+
+
+def _plan_words(space: SearchSpace, plan: Plan) -> str:
+    return " + ".join(to_deployment(space, p).describe() for p in plan)
+
+
+def _refuted_explanation(space: SearchSpace, refuted: list[str]) -> dict:
+    """The explanation of a problem whose every statically feasible plan failed the plan check."""
+    reasons = [f"every plan the static model accepts failed the plan check ({len(refuted)} refuted); no other plan remains"]
+    reasons += [f"refuted: {r}" for r in refuted[:MAX_REFUTED_REPORTED]]
+    return {"reasons": reasons, "conflicting_constraints": [], "relaxations": [], "cheapest_relaxation": None,
+            "refuted_plans": refuted}
 
 
 def get_solver(name: str, preset: SolverPreset | None = None) -> Solver:

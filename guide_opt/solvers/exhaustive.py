@@ -60,6 +60,9 @@ class ExhaustiveSolver(Solver):
             if timed_out:
                 return
             if depth == len(options):
+                keys = {p.candidate.key for p in chosen}
+                if any(combination <= keys for combination in space.excluded_combinations):
+                    return
                 examined += 1
                 if examined % 4096 == 0 and time.perf_counter() > deadline:
                     timed_out = True

@@ -20,7 +20,9 @@ import time
 
 from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
-from guide_opt.refine import DEFAULT_NUM_REQUESTS, refine_solution
+from pathlib import Path
+
+from guide_opt.refine import DEFAULT_NUM_REQUESTS, DEFAULT_SIMULATION_SEED, Refinement, refine_solution
 from guide_opt.solution import Solution, Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.solvers.cpsat import CpSatSolver
@@ -54,11 +56,12 @@ class OptunaSolver(Solver):
         return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, time_limit_s=time_limit_s, seed=seed)
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
-              space: SearchSpace | None = None, alternatives: bool = True) -> Solution:
-        """Solve with CP-SAT, then refine the incumbent for ``preset.trials`` trials (seeded with ``seed``)."""
+              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True) -> Solution:
+        """Solve with CP-SAT (its plan checked by simulation unless told not to), then refine the incumbent for ``preset.trials`` trials."""
         started = time.perf_counter()
         seed = seed if seed is not None else self.preset.seed
-        incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives)
+        incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives,
+                                  check_by_simulation=check_by_simulation)
         if not incumbent.status.found:
             return incumbent
         refinement = refine_solution(problem, incumbent, trials=self.preset.trials, seed=seed, storage=self.storage,
@@ -70,3 +73,21 @@ class OptunaSolver(Solver):
             bound=None, wall_time_s=time.perf_counter() - started, solver=self.name, deployments=refinement.refined,
             alternatives=incumbent.alternatives, stats=stats, objective_name=problem.objective,
         )
+
+
+def run_worker(storage: str, study_name: str, trials: int, *, problem: "Problem | str | Path", seed: int = 0,
+               num_requests: int = DEFAULT_NUM_REQUESTS, simulation_seed: int = DEFAULT_SIMULATION_SEED,
+               time_limit_s: float = 10.0) -> Refinement:
+    """One worker of a shared study: solve ``problem`` with CP-SAT, then run ``trials`` refinement trials in ``study_name``.
+
+    Every worker of one study must use the same problem, ``num_requests`` and
+    ``simulation_seed`` (checked through the study's fingerprint) and should use its own
+    ``seed``. This is what ``guide-opt solve PROBLEM --refine --storage URL --study-name X``
+    does on each machine. (It lives with the solvers, not in :mod:`guide_opt.refine`, so that
+    refinement imports no solver.)
+    """
+    if not isinstance(problem, Problem):
+        problem = Problem.from_yaml(problem)
+    solution = CpSatSolver().solve(problem, time_limit_s=time_limit_s, seed=0, alternatives=False)
+    return refine_solution(problem, solution, trials=trials, seed=seed, storage=storage, study_name=study_name,
+                           num_requests=num_requests, simulation_seed=simulation_seed)

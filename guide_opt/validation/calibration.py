@@ -9,6 +9,11 @@ few rows the static model cannot represent do not dominate). Bounds: efficiencie
 framework's documented default, so a factor the data cannot see (communication efficiency
 when every row has TP = 1) stays at its default instead of drifting.
 
+Physics (:func:`physics_violation`): before fitting, rows faster than streaming the weights
+once per output token at peak bandwidth, or more than :data:`MAX_SLOWDOWN` times slower than
+the default model, are refused and counted with an example -- they are unit mistakes or
+broken runs, and a fit would otherwise bend the factors to them.
+
 Scoring (:func:`leave_one_llm_out`): each LLM in turn is held out, factors are fitted on the
 other LLMs' rows of the same group, and the held-out rows are predicted with them. Groups
 with no training rows fall back to the defaults (counted).
@@ -66,6 +71,11 @@ PRIOR_WEIGHT = 0.05
 PRIOR_OVERHEAD_SCALE_MS = 5.0
 #: ``soft_l1`` scale: log errors beyond about this size grow linearly, not quadratically.
 LOSS_SCALE = 0.3
+#: A measured metric this many times worse than the default model's prediction is refused.
+MAX_SLOWDOWN = 100.0
+#: Reasons of refused rows (see :func:`physics_violation`).
+PHYSICS_TOO_FAST = "faster than streaming the weights once per output token at peak HBM bandwidth"
+PHYSICS_TOO_SLOW = f"more than {MAX_SLOWDOWN:g}x slower than the model predicts"
 #: Quantiles of ``ln(measured / predicted)`` stored in a calibration file.
 QUANTILE_GRID: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
@@ -183,10 +193,55 @@ class PreparedRow:
     running: int | None = None
 
 
+def weight_stream_time_s(config: ServingConfig) -> float:
+    """Seconds to read the weights one token touches once at peak HBM bandwidth: the floor of any decode step.
+
+    ``active params x bytes per param / (TP x bandwidth per GPU)``: TP shards read in parallel,
+    pipeline stages one after the other, and a mixture-of-experts token touches only its top-k
+    experts. No engine produces an output token faster than this.
+    """
+    weight_bytes = config.llm.active_params_per_token * config.quantization.weight_bytes_per_param
+    return weight_bytes / (config.tp * config.gpu.hbm_bandwidth_bytes_per_s)
+
+
+def physics_violation(m: Measurement, config: ServingConfig, predicted: dict[str, float]) -> tuple[str, str] | None:
+    """(kind, example) when a row cannot be a real measurement of ``config``; None when it can.
+
+    Refused: a latency below the weight-streaming floor (:func:`weight_stream_time_s`: TTFT
+    and TPOT at least one floor, batch latency one per output token), a throughput above
+    ``batch / floor`` tokens/s, or any metric more than :data:`MAX_SLOWDOWN` times worse than
+    ``predicted`` (the default model's metrics for the row).
+    """
+    floor_s = weight_stream_time_s(config)
+    floors = {"ttft_ms": floor_s * 1e3, "tpot_ms": floor_s * 1e3, "batch_latency_s": floor_s * m.output_tokens}
+    where = f"{m.llm} on {m.gpu} TP={m.tp} batch {m.batch}{' [' + m.key + ']' if m.key else ''}"
+    for metric, value in m.measured.items():
+        if not finite_positive(value):
+            continue
+        unit = "tokens/s" if metric == "throughput_tokens_per_s" else metric.rsplit("_", 1)[-1]
+        if metric in floors and value < floors[metric]:
+            return (PHYSICS_TOO_FAST, f"{where}: {metric} {value:g} {unit} < {floors[metric]:.4g} {unit}")
+        if metric == "throughput_tokens_per_s" and value > m.batch / floor_s:
+            return (PHYSICS_TOO_FAST, f"{where}: {metric} {value:g} {unit} > {m.batch / floor_s:.4g} {unit}")
+        model = predicted.get(metric)
+        if model is None or not finite_positive(model):
+            continue
+        slowdown = model / value if metric == "throughput_tokens_per_s" else value / model
+        if slowdown > MAX_SLOWDOWN:
+            return (PHYSICS_TOO_SLOW, f"{where}: {metric} {value:g} {unit}, {slowdown:,.0f}x the model's {model:.4g} {unit}")
+    return None
+
+
 def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter | None = None) -> list[PreparedRow]:
-    """Configs of the rows guide-opt can predict (supported and fitting in memory) with their fitted metrics."""
+    """Configs of the rows guide-opt can predict (supported and fitting in memory) with their fitted metrics.
+
+    Physically impossible rows (:func:`physics_violation`) are refused: counted in ``skipped``
+    under one reason per kind that quotes the first such row as an example.
+    """
     skipped = skipped if skipped is not None else Counter()
     prepared = []
+    refused: Counter = Counter()
+    examples: dict[str, str] = {}
     for m in rows:
         config = measurement_config(m, catalog)
         reason = config.unsupported_reason()
@@ -197,9 +252,18 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         if not est.runs:
             skipped[NOT_FITTING] += 1
             continue
+        running = None if est.fits else est.max_batch
+        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running)
+        violation = physics_violation(m, config, predicted)
+        if violation:
+            refused[violation[0]] += 1
+            examples.setdefault(violation[0], violation[1])
+            continue
         targets = tuple((k, v) for k, v in m.measured.items() if k not in m.report_only and finite_positive(v))
         if targets:
-            prepared.append(PreparedRow(m, config, targets, None if est.fits else est.max_batch))
+            prepared.append(PreparedRow(m, config, targets, running))
+    for kind, count in refused.items():
+        skipped[f"refused, {kind} (e.g. {examples[kind]})"] += count
     return prepared
 
 
@@ -345,7 +409,9 @@ def calibrate(rows: Iterable[Measurement], catalog: Catalog, *, data_labels: lis
     skipped: Counter = Counter()
     prepared = prepare_rows(rows, catalog, skipped)
     if not prepared:
-        raise InputError("--data", "no row can be predicted (unknown ids, unsupported or not fitting in memory)", "check the rows' model, gpu and framework ids")
+        refused = sum(n for reason, n in skipped.items() if reason.startswith("refused"))
+        raise InputError("--data", f"no row can be used (unknown ids, unsupported, not fitting in memory, or {refused} refused as physically "
+                         "impossible)", "check the rows' model, gpu and framework ids and their units (ms, s, tokens/s)")
     fits = fit_groups(prepared)
     factors = {g: f.factors for g, f in fits.items()}
     measurements = [r.measurement for r in prepared]

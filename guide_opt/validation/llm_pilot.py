@@ -257,7 +257,12 @@ def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, pr
 
 @dataclass
 class BenchmarkResult:
-    """Scores of guide-opt's recommendations (calibrated and default factors), the static policy, and details."""
+    """Scores of guide-opt's recommendations, the static policy, and details.
+
+    calibrated / default: the static estimator (``vllm`` profile, batch-of-users reading) with
+    factors fitted on the other LLMs / the defaults. predictors: the score of each predictor of
+    :mod:`~guide_opt.validation.pilot_predictors` that was run; predicted: its recommendations.
+    """
 
     calibrated: Score
     default: Score
@@ -268,17 +273,21 @@ class BenchmarkResult:
     workloads: dict[str, Workload] = field(default_factory=dict)
     truth: dict[str, TruthLlm] = field(default_factory=dict)
     candidates: str = "measured"
+    predictors: dict[str, Score] = field(default_factory=dict)
+    predicted: dict[str, dict[str, Recommendation]] = field(default_factory=dict)
 
 
 def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["measured", "all"] = "measured",
-                  closed_loop: bool = True) -> BenchmarkResult:
+                  closed_loop: bool = True, predictors: tuple[str, ...] = ()) -> BenchmarkResult:
     """Leave-one-LLM-out recommendation for every decoder-only LLM in the catalog, scored by Eq. (5)-(7).
 
     ``candidates``: ``measured`` considers the profiles LLM-Pilot measured for the LLM (so
     every recommendation can be checked against the truth), ``all`` every priced profile (an
     unmeasured recommendation then counts as a failure). ``closed_loop=False`` predicts ITL
     as the bare decode step instead of the cycle time per token (for comparison), in the fit
-    and in the predictions alike.
+    and in the predictions alike. ``predictors``: names from
+    :data:`~guide_opt.validation.pilot_predictors.PREDICTORS` to run as well (physics and
+    hybrid simulate every measured (LLM, profile) pair at every grid point once: minutes).
     """
     truth, prices = ground_truth(data_dir), load_prices(data_dir)
     flash = llm_pilot_flash_attention(data_dir)
@@ -295,22 +304,92 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
         factors = {gpu: fit.factors for (gpu, _framework), fit in fits.items()}
         workload = workload_of(data_dir, train_models)
         result.workloads[model] = workload
-        profiles = sorted(truth[model].u_max_by_profile) if candidates == "measured" else sorted(prices)
+        profiles = _profiles(truth[model], prices, candidates)
         rec = recommend(model, llm_id, profiles, catalog, prices, workload, factors, flash.get(model, True), closed_loop=closed_loop)
         base = recommend(model, llm_id, profiles, catalog, prices, workload, {}, flash.get(model, True), closed_loop=closed_loop)
         result.recommendations[model], result.default_recommendations[model] = rec, base
         calibrated_outcomes.append(outcome(model, rec.choice, truth[model], prices))
         default_outcomes.append(outcome(model, base.choice, truth[model], prices))
     result.calibrated, result.default = score(calibrated_outcomes), score(default_outcomes)
+    table = None  # the physics simulations, shared by the physics and hybrid predictors
+    for name in predictors:
+        if name != "learned" and table is None:
+            table = physics_table(data_dir, catalog, models)
+        recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, table)
+        result.predicted[name] = recs
+        result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
     return result
+
+
+def _profiles(truth: TruthLlm, prices: dict[str, float], candidates: str) -> list[str]:
+    return sorted(truth.u_max_by_profile) if candidates == "measured" else sorted(prices)
+
+
+def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
+    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`)."""
+    from guide_opt.validation import pilot_predictors as pp
+
+    llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
+    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+
+
+def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
+                              prices: dict[str, float], candidates: str, table=None) -> dict[str, Recommendation]:
+    """Leave-one-LLM-out recommendations of predictor ``name`` (physics, learned or hybrid) for every model in ``models``.
+
+    ``table``: a :func:`physics_table` to reuse (physics and hybrid; None: a new one).
+    """
+    from guide_opt.validation import pilot_predictors as pp
+
+    if name not in pp.PREDICTORS:
+        raise ValueError(f"unknown predictor {name!r}")
+    points = load_points(data_dir)
+    llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
+    table = table if table is not None else physics_table(data_dir, catalog, models)
+    llm_features, gpu_features = pp.load_features(data_dir)
+    out = {}
+    for model in models:
+        train = [m for m in models if m != model]
+        profiles = _profiles(truth[model], prices, candidates)
+        grid = pp.fit_grid(table, points, train) if name != "learned" else {}
+
+        def physics(m: str, profile: str, users: int, grid=grid):
+            levels = pp.physics_levels(table, m, profile, grid)
+            return None if levels is None else levels.get(users)
+
+        if name == "physics":
+            predicted = {p: u_max(pp.physics_levels(table, model, p, grid) or {}) for p in profiles}
+            factors = {p: grid.get(llm_pilot_profile(p)[1], pp.FALLBACK_GRID_INDEX) for p in profiles}
+        else:
+            # the learned baseline trains on every other measured LLM (encoder-decoder ones too), as the paper does
+            learned_train = [m for m in points if m != model] if name == "learned" else train
+            fitted = pp.train_learned(points, llm_features, gpu_features, learned_train, physics=physics if name == "hybrid" else None)
+            predicted = {p: u_max(fitted.levels(model, p, USER_LEVELS)) for p in profiles}
+            factors = {}
+        out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted,
+                                    {p: _grid_factors(g) for p, g in factors.items()})
+    return out
+
+
+def _grid_factors(index: int) -> EfficiencyFactors:
+    from guide_opt.validation.pilot_predictors import EFFICIENCY_GRID
+
+    compute, memory, overhead = EFFICIENCY_GRID[index]
+    return EfficiencyFactors(compute_efficiency=compute, memory_efficiency=memory, communication_efficiency=0.7, step_overhead_ms=overhead)
 
 
 def _only(m: Measurement, metrics: tuple[str, ...]) -> Measurement:
     return replace(m, measured={k: v for k, v in m.measured.items() if k in metrics})
 
 
-def benchmark_payload(result: BenchmarkResult) -> dict[str, Any]:
-    """The JSON object of ``validate --llm-pilot --format json``."""
+def benchmark_payload(result: BenchmarkResult, predictor: str | None = None) -> dict[str, Any]:
+    """The JSON object of ``validate --llm-pilot --format json``.
+
+    The top-level scores and each recommendation are ``predictor``'s (one of
+    ``result.predictors``; None: the static estimator with calibrated factors). Every other
+    method run is listed beside it: each predictor, the static estimator (calibrated and
+    default factors), the static policy and the paper's figures.
+    """
 
     def choice(c: Choice | None) -> dict[str, Any] | None:
         return None if c is None else {"profile": c.profile, "pods": c.pods, "cost_usd_per_hour": round(c.cost_usd_per_hour, 4)}
@@ -319,31 +398,38 @@ def benchmark_payload(result: BenchmarkResult) -> dict[str, Any]:
         return {"success_rate": round(s.success_rate, 4), "mean_overspend": None if s.mean_overspend is None else round(s.mean_overspend, 4),
                 "so_score": round(s.so_score, 4)}
 
+    def brief(o: Outcome) -> dict[str, Any]:
+        return {"recommended": choice(o.choice), "success": o.success, "overspend": None if o.overspend is None else round(o.overspend, 4)}
+
+    headline = result.predictors[predictor] if predictor else result.calibrated
+    headline_recs = result.predicted[predictor] if predictor else result.recommendations
+    others = {name: {o.model: o for o in s.outcomes} for name, s in result.predictors.items()}
     recommendations = []
-    for o, d in zip(result.calibrated.outcomes, result.default.outcomes):
-        rec = result.recommendations[o.model]
+    for o, c, d in zip(headline.outcomes, result.calibrated.outcomes, result.default.outcomes):
+        rec = headline_recs[o.model]
         truth = result.truth[o.model]
         recommendations.append({
             "llm": o.model,
             "catalog_id": rec.llm_id,
-            "recommended": choice(o.choice),
+            **brief(o),
             "predicted_u_max": rec.predicted_u_max,
             "true_u_max": truth.u_max_by_profile,
             "true_best": choice(truth.best),
-            "success": o.success,
-            "overspend": None if o.overspend is None else round(o.overspend, 4),
-            "default_factors": {"recommended": choice(d.choice), "success": d.success,
-                                "overspend": None if d.overspend is None else round(d.overspend, 4)},
+            "predictors": {name: brief(by_model[o.model]) for name, by_model in others.items()},
+            "static_estimator": {"calibrated": brief(c), "default_factors": brief(d)},
             "workload_tokens": {"input": result.workloads[o.model].input_tokens, "output": result.workloads[o.model].output_tokens},
         })
     return {
-        **score_dict(result.calibrated),
-        "scored_llms": len(result.calibrated.outcomes),
+        "predictor": predictor or "static-estimator",
+        **score_dict(headline),
+        "scored_llms": len(headline.outcomes),
         "candidates": result.candidates,
-        "default_factors": score_dict(result.default),
+        "predictors": {name: score_dict(s) for name, s in result.predictors.items()},
+        "static_estimator": {"calibrated": score_dict(result.calibrated), "default_factors": score_dict(result.default)},
         "static_policy": {"policy": f"{STATIC_POLICY[1]} x ({STATIC_POLICY[0]})", "all_llms": score_dict(result.static_policy_all),
                           "decoder_only": score_dict(result.static_policy_decoder_only)},
         "paper": {"llm_pilot": {"success_rate": 0.8, "mean_overspend": "< 0.2"}, "static_policy_so": 0.65},
         "recommendations": recommendations,
         "skipped_llms": sorted(LLM_PILOT_ENCODER_DECODER),
+        "skipped_reason": "encoder-decoder LLMs (T5 family: flan-t5-xl/xxl, flan-ul2, mt0-xxl); guide-opt models decoder-only LLMs",
     }

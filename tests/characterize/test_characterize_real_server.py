@@ -94,9 +94,13 @@ def test_the_loop_calibrate_then_replan(characterized, tmp_path, capsys):
     _, out = characterized
     calibration = tmp_path / "calibration.yaml"
     assert main(["calibrate", "--data", str(out / "calibration.csv"), "--out", str(calibration), "--no-cross-validate"]) == 0
-    capsys.readouterr()
+    report = capsys.readouterr().out
     (entry,) = yaml.safe_load(calibration.read_text())["entries"]
-    assert (entry["gpu"], entry["framework"], entry["rows"]) == ("a10", "vllm", 3)  # one closed-loop row per user count
+    # One closed-loop row per user count (3), less those calibrate refuses as more than 100x slower
+    # than the A10 model: on a loaded CPU the 4-user level can be, and calibrate then says so.
+    refused = 3 - entry["rows"]
+    assert (entry["gpu"], entry["framework"]) == ("a10", "vllm") and 0 <= refused < 3
+    assert (refused == 0) == ("slower than the model predicts" not in report)
     problem = tmp_path / "problem.yaml"
     problem.write_text(PROBLEM)
     assert _planned_tpot_ms(problem, capsys, "--calibration", str(calibration)) > _planned_tpot_ms(problem, capsys)

@@ -11,7 +11,8 @@ import yaml
 
 from guide_opt.errors import InputError
 from guide_opt.problem import Problem
-from guide_opt.refine import open_storage, redact_storage_url, refine_solution, run_worker
+from guide_opt.refine import open_storage, redact_storage_url, refine_solution
+from guide_opt.solvers.optuna_solver import run_worker
 from problem_fixtures import small_problem_data
 from guide_opt.solvers import get_solver
 

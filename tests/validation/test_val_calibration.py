@@ -134,3 +134,38 @@ def test_build_config_hook(catalog, need):
     if other.framework.id != "vllm":
         assert other.efficiency is None
     assert replace(plain, efficiency=hooked.efficiency) == hooked
+
+
+# ---- physics checks ---------------------------------------------------------------------------
+#: Llama-2-7B on one A100-80GB SXM in bf16: 6,607,077,376 active parameters x 2 bytes / 2,039 GB/s
+#: (hardware_db/gpus/a100-80gb-sxm.yaml) = 6.48 ms to stream the weights once, the floor of any TPOT.
+LLAMA2_7B_A100_FLOOR_MS = 6_607_077_376 * 2 / 2039e9 * 1e3
+
+
+def _row(tpot_ms: float, key: str) -> Measurement:
+    return Measurement("mine", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", 1, 1, 512, 128, {"tpot_ms": tpot_ms}, key=key)
+
+
+def test_weight_streaming_floor_by_hand(catalog):
+    from guide_opt.validation.calibration import weight_stream_time_s
+
+    config = measurement_config(_row(10.0, "a"), catalog)
+    assert weight_stream_time_s(config) * 1e3 == pytest.approx(LLAMA2_7B_A100_FLOOR_MS, rel=1e-9)
+
+
+def test_physically_impossible_rows_are_refused_with_a_count_and_an_example(catalog):
+    """0.001 ms per token is 6,000x faster than the weights can be read; 5 s per token is > 100x the model (about 7 ms)."""
+    rows = [_row(0.001, "impossible-1"), _row(0.002, "impossible-2"), _row(5000.0, "stalled"),
+            _row(LLAMA2_7B_A100_FLOOR_MS * 1.3, "plausible-1"), _row(LLAMA2_7B_A100_FLOOR_MS * 1.5, "plausible-2")]
+    run = calibrate(rows, catalog, cross_validate=False)
+    refused = {reason: n for reason, n in run.skipped.items() if reason.startswith("refused")}
+    too_fast = next(r for r in refused if "faster than streaming the weights" in r)
+    too_slow = next(r for r in refused if "slower than the model" in r)
+    assert refused[too_fast] == 2 and "impossible-1" in too_fast and "0.001 ms" in too_fast
+    assert refused[too_slow] == 1 and "stalled" in too_slow
+    assert run.calibration.entries[0].rows == 2  # only the plausible rows were fitted
+
+
+def test_a_file_of_impossible_rows_is_bad_input(catalog):
+    with pytest.raises(InputError, match="physically impossible"):
+        calibrate([_row(0.001, "a"), _row(0.001, "b")], catalog, cross_validate=False)

@@ -40,7 +40,7 @@ def test_validate_table_reports_skips(capsys, data_dir):
 
 
 def test_validate_llm_pilot_json(capsys, data_dir):
-    code, out, _ = run(capsys, "validate", "--llm-pilot", "--data-dir", str(data_dir), "--format", "json")
+    code, out, _ = run(capsys, "validate", "--llm-pilot", "--predictor", "learned", "--data-dir", str(data_dir), "--format", "json")
     assert code == 0
     payload = json.loads(out)
     assert {"success_rate", "mean_overspend", "so_score", "recommendations", "static_policy"} <= set(payload)
@@ -48,6 +48,10 @@ def test_validate_llm_pilot_json(capsys, data_dir):
     assert payload["static_policy"]["all_llms"]["so_score"] == pytest.approx(0.6509, abs=1e-4)
     assert len(payload["recommendations"]) == payload["scored_llms"] >= 5
     assert not {r["llm"] for r in payload["recommendations"]} & set(payload["skipped_llms"])
+    # the learned predictor heads the report; the static estimator and the paper sit beside it
+    assert payload["predictor"] == "learned" and set(payload["predictors"]) == {"learned"}
+    assert payload["success_rate"] == payload["predictors"]["learned"]["success_rate"]
+    assert {"calibrated", "default_factors"} <= set(payload["static_estimator"])
 
 
 def test_calibrate_then_estimate(capsys, tmp_path, catalog):

@@ -1,0 +1,118 @@
+"""Plans that hold: every returned deployment is simulated at its own workload before it is returned.
+
+The static model chooses; the serving simulator (:func:`guide_opt.refine.simulate_deployments`,
+the judge of refinement trials) checks. Each deployment of a plan is simulated as deployed
+(its engine's default knobs) on one seeded stream of :data:`SIMULATION_REQUESTS` requests,
+with the plan's calibrated efficiency and SLO margins, and its TTFT / TPOT at the SLO's
+percentile, the demand it keeps up with, memory and KV rejections are compared with the
+problem. :class:`DeploymentCheck` is the verdict of one deployment; :func:`check_plan` gives
+one per LLM.
+
+What a failure means for planning (:meth:`DeploymentCheck.more_replicas_may_help`): a latency
+or demand miss under a stated demand (a request rate or a user count) may vanish with more
+replicas -- each replica then carries a smaller share of the load -- so the no-good is "this
+candidate with at most this many replicas"; a memory or KV-rejection miss, or a miss under a
+saturating load (``max_throughput``, or no demand), does not depend on the replica count, so
+the candidate itself is cut. :mod:`guide_opt.solvers.base` applies these no-goods and re-plans.
+
+Checked objectives: ``min_cost``, ``max_throughput`` and ``min_latency`` (the ones the
+simulator judges in refinement); ``max_served`` plans serve only part of the demand on
+purpose and schedules run batch jobs, so they are not simulated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from guide_opt.catalog import Catalog
+from guide_opt.problem import Problem
+from guide_opt.solution import Deployment
+
+#: Requests simulated per LLM for the check (closed loops: at least 4 per user).
+SIMULATION_REQUESTS = 2000
+#: Seed of the checked request stream (the check is deterministic).
+SIMULATION_SEED = 0
+#: Objectives whose plans are checked by simulation.
+CHECKED_OBJECTIVES = frozenset({"min_cost", "max_throughput", "min_latency"})
+#: Simulated constraint kinds that more replicas can repair under a stated demand.
+_LOAD_KINDS = ("ttft", "tpot", "demand")
+
+
+def checks_apply(problem: Problem) -> bool:
+    """True when ``problem``'s plans are checked by simulation (see the module doc)."""
+    return problem.objective in CHECKED_OBJECTIVES and not problem.is_schedule
+
+
+@dataclass(frozen=True)
+class DeploymentCheck:
+    """The simulator's verdict on one LLM's deployment.
+
+    meets: every simulated constraint of this LLM holds (SLOs at ``percentile`` after the
+    plan's margins, demand, memory, KV rejections). failed: the kinds that failed (``ttft``,
+    ``tpot``, ``demand``, ``memory``, ``rejected``). violations: the failures in words.
+    simulated: the simulated metrics (:meth:`guide_opt.refine.SimulatedMetrics.to_json`).
+    saturating: the load was a saturating closed loop (no stated demand, or max_throughput).
+    """
+
+    model_index: int
+    meets: bool
+    failed: tuple[str, ...]
+    violations: tuple[str, ...]
+    percentile: int
+    ttft_ms: float | None
+    tpot_ms: float | None
+    ttft_factor: float
+    tpot_factor: float
+    saturating: bool
+    num_requests: int
+    seed: int
+    simulated: dict[str, Any]
+
+    def more_replicas_may_help(self) -> bool:
+        """True when only load-dependent constraints failed under a stated demand (see the module doc)."""
+        return bool(self.failed) and not self.saturating and all(kind in _LOAD_KINDS for kind in self.failed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``simulated`` object of a deployment in ``solve --format json``."""
+        s = self.simulated
+        return {
+            "meets_slo": self.meets,
+            "percentile": self.percentile,
+            "ttft_ms": self.ttft_ms,
+            "tpot_ms": self.tpot_ms,
+            "slo_factors": {"ttft": self.ttft_factor, "tpot": self.tpot_factor},
+            "goodput_fraction": s.get("goodput_fraction"),
+            "demand_served_share": s.get("demand_served_share"),
+            "arrival": s.get("arrival"),
+            "requests": self.num_requests,
+            "seed": self.seed,
+            "violations": list(self.violations),
+        }
+
+
+def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_requests: int = SIMULATION_REQUESTS,
+               seed: int = SIMULATION_SEED, catalog: Catalog | None = None) -> tuple[DeploymentCheck, ...]:
+    """Simulate every deployment of a plan (one per LLM of ``problem``, in order) and judge each one."""
+    from guide_opt.refine import simulate_deployments
+    from guide_opt.prediction import slo_margins
+
+    evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog)
+    out = []
+    for i, (req, metrics) in enumerate(zip(problem.models, evaluation.metrics)):
+        prefix = f"models[{i}]."
+        mine = {name[len(prefix):]: value for name, value in evaluation.constraints.items() if name.startswith(prefix)}
+        failed = tuple(dict.fromkeys(name.split("_p")[0] for name, value in mine.items() if value > 0))
+        pct = req.slo.percentile
+        ttft_factor, tpot_factor = slo_margins(problem, i)
+        saturating = problem.objective == "max_throughput" or not (req.workload.request_rate_per_s or req.workload.concurrent_users)
+        json_metrics = metrics.to_json()
+        out.append(DeploymentCheck(
+            model_index=i, meets=not failed, failed=failed,
+            violations=tuple(v for v in evaluation.violations if v.startswith(prefix)) or
+            tuple(f"{prefix}{kind}: {metrics.reason}" for kind in failed if kind == "memory"),
+            percentile=pct, ttft_ms=json_metrics.get(f"ttft_p{pct}_ms"), tpot_ms=json_metrics.get(f"tpot_p{pct}_ms"),
+            ttft_factor=ttft_factor, tpot_factor=tpot_factor, saturating=saturating,
+            num_requests=metrics.num_requests, seed=seed, simulated=json_metrics,
+        ))
+    return tuple(out)

@@ -1,0 +1,192 @@
+"""The plan check of :class:`guide_opt.solvers.base.Solver`: fault injection and the bundled problems.
+
+Failures are injected by replacing the simulator's verdict (:func:`guide_opt.simcheck.check_plan`)
+or the full-model verification (``verify_deployments`` as the solver base sees it) for chosen
+candidates or combinations. Every expected plan comes from brute force: the exhaustive solver
+on a copy of the search space with the no-good applied by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import guide_opt.solvers.base as base
+from guide_opt.problem import Problem
+from guide_opt.simcheck import DeploymentCheck
+from guide_opt.solution import Status
+from guide_opt.solvers import get_solver
+from guide_opt.space import build_space
+from guide_opt.verify import Violation
+
+from problem_fixtures import PROBLEMS_DIR, small_problem
+
+
+def _shape_key(d) -> tuple:
+    return (d.gpu, d.tp, d.pp, d.framework, d.quantization, d.kv_cache_dtype, d.max_batch)
+
+
+def _candidate_shape_key(c) -> tuple:
+    s = c.shape
+    return (s.gpu.id, s.tp, s.pp, s.framework.id, s.quantization.id, s.kv_cache_dtype, c.batch)
+
+
+def injected(fails):
+    """A stand-in for simcheck.check_plan: ``fails(deployment) -> kinds`` decides each verdict."""
+    calls = []
+
+    def check_plan(problem, deployments, **_):
+        calls.append(tuple(deployments))
+        out = []
+        for i, d in enumerate(deployments):
+            kinds = tuple(fails(d))
+            out.append(DeploymentCheck(model_index=i, meets=not kinds, failed=kinds,
+                                       violations=tuple(f"models[{i}].{k}: injected" for k in kinds), percentile=50,
+                                       ttft_ms=1.0, tpot_ms=1.0, ttft_factor=1.0, tpot_factor=1.0, saturating=False,
+                                       num_requests=1, seed=0, simulated={}))
+        return tuple(out)
+
+    check_plan.calls = calls
+    return check_plan
+
+
+def brute_force_cost(problem: Problem, edit) -> float | None:
+    """Cheapest plan by exhaustive enumeration over the space after ``edit(space) -> space`` (None if none)."""
+    space = edit(build_space(problem))
+    result = get_solver("exhaustive").best_plans(space, problem.objective, k=1, forbidden=frozenset(), time_limit_s=120, seed=0)
+    return sum(p.cost_per_hour for p in result.plans[0]) if result.plans else None
+
+
+def drop(key):
+    def edit(space):
+        return dataclasses.replace(space, models=[dataclasses.replace(ms, candidates=[c for c in ms.candidates if _candidate_shape_key(c) != key])
+                                                  for ms in space.models])
+    return edit
+
+
+def floor(key, replicas):
+    def edit(space):
+        return dataclasses.replace(space, models=[dataclasses.replace(ms, candidates=[
+            dataclasses.replace(c, replicas_min=max(c.replicas_min, replicas)) if _candidate_shape_key(c) == key else c for c in ms.candidates])
+            for ms in space.models])
+    return edit
+
+
+@pytest.fixture(scope="module")
+def small_static():
+    problem = small_problem()
+    return problem, get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
+
+
+def test_a_candidate_that_fails_outside_the_load_is_cut_and_the_next_best_returned(monkeypatch, small_static):
+    problem, static = small_static
+    bad = _shape_key(static.deployments[0])
+    fake = injected(lambda d: ("memory",) if _shape_key(d) == bad else ())
+    monkeypatch.setattr("guide_opt.simcheck.check_plan", fake)
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.OPTIMAL
+    assert _shape_key(solution.deployments[0]) != bad
+    assert solution.objective == pytest.approx(brute_force_cost(problem, drop(bad)), abs=1e-6)
+    assert solution.stats["verification_rounds"] == 2 and solution.stats["cuts"] == 1
+    assert any("failed the check" in n for n in solution.notes)
+    assert solution.deployments[0].simulated["meets_slo"] is True
+
+
+def test_a_load_miss_raises_the_replica_floor_instead_of_cutting(monkeypatch, small_static):
+    """A TTFT miss at r replicas forbids "this candidate with <= r replicas", not the candidate."""
+    problem, static = small_static
+    bad, replicas = _shape_key(static.deployments[0]), static.deployments[0].replicas
+    fake = injected(lambda d: ("ttft",) if _shape_key(d) == bad and d.replicas <= replicas else ())
+    monkeypatch.setattr("guide_opt.simcheck.check_plan", fake)
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.OPTIMAL
+    expected = brute_force_cost(problem, floor(bad, replicas + 1))
+    assert solution.objective == pytest.approx(expected, abs=1e-6)
+    d = solution.deployments[0]
+    assert not (_shape_key(d) == bad and d.replicas <= replicas)
+
+
+def test_rounds_that_run_out_give_feasible_with_a_note_never_optimal(monkeypatch, small_static):
+    problem, _ = small_static
+    monkeypatch.setattr(base, "MAX_VERIFICATION_ROUNDS", 3)
+    monkeypatch.setattr("guide_opt.simcheck.check_plan", injected(lambda d: ("ttft",)))
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.FEASIBLE
+    assert solution.bound is None and solution.gap is None
+    assert solution.explanation is None
+    assert solution.stats["verification_rounds"] == 3
+    assert any("ran out after 3 rounds" in n and "FAILS" in n for n in solution.notes)
+    assert solution.deployments[0].simulated["meets_slo"] is False
+
+
+def test_when_every_plan_is_refuted_the_answer_is_infeasible_and_says_why(monkeypatch):
+    """One GPU type, TP 1, two batch sizes: at most two candidates, both refuted."""
+    problem = small_problem(hardware={"gpus": ["a100-80gb-sxm"], "max_gpus": 8}, search={"tp": [1], "batch_sizes": [4, 16]})
+    fake = injected(lambda d: ("memory",))
+    monkeypatch.setattr("guide_opt.simcheck.check_plan", fake)
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    assert solution.status is Status.INFEASIBLE and not solution.deployments and solution.objective is None
+    reasons = solution.explanation["reasons"]
+    assert "failed the plan check" in reasons[0]
+    assert len(solution.explanation["refuted_plans"]) == len(fake.calls) == solution.stats["verification_rounds"] - 1
+
+
+def test_a_shared_limit_failure_cuts_the_combination_not_each_candidate(monkeypatch):
+    """Two LLMs: a shared-limit failure of the optimum's pair is cut as a pair; each member may still be used alone."""
+    problem = Problem.from_dict({
+        "name": "pair",
+        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                   {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
+        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
+        "frameworks": ["vllm"], "budget_per_hour": 40, "objective": "min_cost",
+        "search": {"tp": [1], "batch_sizes": [4, 16]},
+    })
+    static = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
+    pair = tuple(_shape_key(d) for d in static.deployments)
+    real_verify = base.verify_deployments
+
+    def verify(problem_, deployments, catalog=None):
+        found = real_verify(problem_, deployments, catalog)
+        if tuple(_shape_key(d) for d in deployments) == pair:
+            found = [*found, Violation(None, "budget_per_hour: injected")]
+        return found
+
+    monkeypatch.setattr(base, "verify_deployments", verify)
+    solution = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
+    assert solution.status is Status.OPTIMAL
+    got = tuple(_shape_key(d) for d in solution.deployments)
+    assert got != pair
+
+    def exclude_pair(space):
+        keys = [next(c.key for c in ms.candidates if _candidate_shape_key(c) == k) for ms, k in zip(space.models, pair)]
+        return dataclasses.replace(space, excluded_combinations=(frozenset(keys),))
+
+    def exclude_each(space):
+        return drop(pair[1])(drop(pair[0])(space))
+
+    assert solution.objective == pytest.approx(brute_force_cost(problem, exclude_pair), abs=1e-6)
+    # the two LLMs share no GPU-type limit here, so the best pair-free plan keeps the cheaper member
+    assert got[0] == pair[0] or got[1] == pair[1]
+    assert brute_force_cost(problem, exclude_each) >= solution.objective - 1e-9
+    assert solution.stats["cuts"] == 1
+
+
+# ---- the bundled problems: no returned plan misses a simulated SLO --------------------------------
+CHECKED = ["quickstart.yaml", "llm-pilot-200-users.yaml", "llama-70b-precision-trade.yaml", "heterogeneous-inventory.yaml",
+           "min-latency-codegen.yaml", "max-throughput-budget.yaml"]
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_bundled_plans_hold_in_simulation_and_never_cost_less_than_the_static_optimum(name):
+    """The check only removes plans, so a min_cost answer can never be cheaper than the static optimum."""
+    problem = Problem.from_yaml(PROBLEMS_DIR / name)
+    static = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
+    checked = get_solver("cpsat").solve(problem, alternatives=False)
+    assert checked.status.found
+    for d in checked.deployments:
+        assert d.simulated is not None and d.simulated["meets_slo"], d.simulated
+    if problem.objective == "min_cost":
+        assert checked.objective >= static.objective - 1e-9
