@@ -1,0 +1,604 @@
+"""Steady-state serving of one replica under continuous batching (:func:`open_loop`, :func:`closed_loop`).
+
+The static estimator (:mod:`guide_opt.perf.estimator`) answers "a batch of prompts arrives at
+once, then decodes together". A running server sees something else: requests arrive one by
+one, and each engine step (decode-first, chunked) carries one decode token of every running
+request *plus* the prompt tokens of the requests that just arrived. This module predicts the
+metrics a load test of such a server reports (``vllm bench serve``: mean / median / p90 / p99
+TTFT, TPOT, ITL, output throughput) from :func:`guide_opt.perf.step.step_time` alone, with a
+mean-value queueing model. The simulator (:mod:`guide_opt.simulate`) is the reference it is
+compared with (``benchmarks/bench_steady_state.py``).
+
+Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (max-num-seqs),
+``T`` = the engine's token budget per step, ``n`` decoding sequences in a step.
+
+- ``tau_d(n)``: a pure decode step of ``n`` sequences at the mean context ``P + (O - 1) / 2``
+  (the estimator's decode step).
+- A prompt is prefilled in chunks of at most ``T - n`` tokens (``whole`` engines: one step of
+  ``P``), each chunk riding in a step with the ``n`` decodes; ``S_p(n)`` is the sum of those
+  steps (the prompt's prefill time) and ``E_p(n)`` their excess over pure decode steps (the
+  time a prompt adds to the steps the decoders see).
+- **TPOT**: during a request's decode phase of ``D = (O - 1) * TPOT`` seconds, the other
+  requests' prompts arrive at rate ``lambda_o`` and each adds ``E_p`` to the steps, so
+  ``D = (O - 1) tau_d(n) + lambda_o D E_p`` and ``TPOT = tau_d(n) / (1 - lambda_o E_p(n))``,
+  with ``n = 1 + lambda (O - 1) TPOT`` (itself plus the others decoding, by Little's law;
+  Poisson arrivals see time averages) capped at ``B``. The fixed point in TPOT is found by
+  monotone iteration; none below the divergence means the load is beyond capacity.
+- **TTFT** = residual of the step in progress at arrival (a request is admitted at the next
+  step) + waiting for prompt tokens ahead (an M/D/1 queue of prompt work served at ``T - n``
+  tokens per step; Pollaczek-Khinchine) + waiting for a free sequence slot when ``B`` binds
+  (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic service) + ``S_p(n)``.
+- **Percentiles** come from the distribution of those parts: the decoders an arrival finds
+  (Poisson, or binomial in a closed loop), a uniform residual, and exponential tails for the
+  waits (their probability of waiting at all is the queue's utilization, the M/G/1 rule).
+  Per-request TPOT percentiles follow the Poisson count of prompts arriving during a decode
+  phase; ITL percentiles the share of steps that carry prompt work.
+- **Closed loop** (``U`` users, zero think time): the interactive response-time law
+  ``X = U / E2E`` solved self-consistently; ``min(U, B)`` requests hold slots, the rest wait
+  ``(U - B) / X``. A new request arrives when another finishes, at a step boundary, so there
+  is no residual step.
+- **Capacity**: the largest open-loop rate with a finite fixed point and stable queues
+  (:func:`capacity_request_rate_per_s`); plans keep the load at ``target_utilization`` of it.
+
+With equal lengths, at vanishing load every figure reduces to the static estimate of a
+single request (``S_p(0)`` is the estimator's prefill of one prompt, ``tau_d(1)`` its decode
+step), and a closed loop of one user is exactly that request end to end.
+
+Step times are read on a sparse grid of decode counts (:data:`DECODE_GRID`, plus ``B``) and
+interpolated linearly in between (step time is piecewise affine in ``n``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import dataclasses
+
+from guide_opt.perf.config import ServingConfig
+from guide_opt.perf.estimator import prefill_schedule
+from guide_opt.perf.step import StepShape, step_time
+
+#: Decode counts at which step times are evaluated exactly (interpolated in between).
+DECODE_GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+#: Support points kept per discrete distribution when composing percentiles.
+DISTRIBUTION_POINTS = 96
+#: Percentiles reported (the SLO may name 50, 90 or 99).
+PERCENTILES = (50, 90, 99)
+#: Fixed-point iterations before a load is declared beyond capacity.
+MAX_ITERATIONS = 300
+#: Relative change of TPOT at which the fixed point has converged.
+CONVERGENCE = 1e-6
+#: A queue whose utilization reaches this is unstable (its waiting time is unbounded).
+STABILITY_LIMIT = 0.999
+#: Prompts per window evaluated exactly (beyond: linear extension, see :meth:`StepTable.windows`).
+EXACT_PROMPTS = 32
+#: Most prompts one window may receive on average before the load counts as beyond capacity.
+MAX_PROMPTS_PER_WINDOW = 2048
+#: Relative precision of capacity and SLO-limited rates.
+CAPACITY_TOLERANCE = 1e-3
+#: Default target utilization of planned replicas (open loop): load / capacity.
+DEFAULT_TARGET_UTILIZATION = 0.85
+
+
+@dataclass(frozen=True)
+class LatencyDistribution:
+    """Mean and percentiles of one latency (s)."""
+
+    mean_s: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+    def at(self, percentile: int) -> float:
+        """The ``percentile`` (50, 90 or 99) in seconds."""
+        return {50: self.p50_s, 90: self.p90_s, 99: self.p99_s}[percentile]
+
+    def as_ms(self) -> dict[str, float]:
+        """``{mean, p50, p90, p99}`` in milliseconds."""
+        return {"mean": self.mean_s * 1e3, "p50": self.p50_s * 1e3, "p90": self.p90_s * 1e3, "p99": self.p99_s * 1e3}
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Steady-state metrics of one replica at one load.
+
+    mode: ``open_loop`` (Poisson arrivals at ``request_rate_per_s``) or ``closed_loop``
+    (``concurrent_users`` users, zero think time). stable: False when the load is beyond
+    capacity (then every latency is ``inf``). request_rate_per_s: requests completed per second
+    (the offered rate in an open loop, the response-time law's throughput in a closed one).
+    utilization: ``request_rate_per_s`` / the replica's capacity. decode_sequences: mean
+    sequences decoding in a step, as a decoding request sees it (itself included).
+    """
+
+    mode: str
+    stable: bool
+    request_rate_per_s: float
+    concurrent_users: float | None
+    utilization: float
+    ttft: LatencyDistribution
+    tpot: LatencyDistribution
+    itl: LatencyDistribution
+    e2e_mean_s: float
+    decode_sequences: float
+    output_tokens: int
+
+    @property
+    def output_throughput_tokens_per_s(self) -> float:
+        """Generated tokens per second of the replica."""
+        return self.request_rate_per_s * self.output_tokens
+
+    def metrics(self) -> dict[str, object]:
+        """A ``vllm bench serve``-style summary in ms and tokens/s."""
+        return {
+            "mode": self.mode, "stable": self.stable, "request_rate_per_s": self.request_rate_per_s,
+            "concurrent_users": self.concurrent_users, "utilization": self.utilization,
+            "ttft_ms": self.ttft.as_ms(), "tpot_ms": self.tpot.as_ms(), "itl_ms": self.itl.as_ms(),
+            "e2e_mean_ms": self.e2e_mean_s * 1e3, "output_throughput_tokens_per_s": self.output_throughput_tokens_per_s,
+        }
+
+
+_UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
+
+
+# ---- step times on a grid of decode counts ----------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """The engine steps that prefill ``k`` prompts arriving together next to ``n`` running decodes.
+
+    time_s: the steps' total time; step_s: each step's time; finish_s: each prompt's first-token
+    time from the window's start (FCFS, as :func:`guide_opt.perf.estimator.prefill_schedule`
+    orders them). With no prompt, a window is one pure decode step (none when ``n = 0``).
+    """
+
+    time_s: float
+    step_s: tuple[float, ...]
+    finish_s: tuple[float, ...]
+
+    @property
+    def steps(self) -> int:
+        """Engine steps in the window."""
+        return len(self.step_s)
+
+
+class StepTable:
+    """Engine-step times of one configuration as functions of the decode count ``n`` and prompts ``k``.
+
+    Windows are evaluated exactly (:func:`~guide_opt.perf.step.step_time`) at decode counts of
+    :data:`DECODE_GRID` (plus the max-num-seqs) and interpolated linearly in between. The
+    table does not depend on ``config.batch`` beyond its size, so one table built for the
+    largest max-num-seqs serves a whole shape (:func:`open_loop` and :func:`closed_loop` take it).
+    """
+
+    def __init__(self, config: ServingConfig, max_decodes: int | None = None) -> None:
+        self.config = config
+        self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
+        top = config.batch if max_decodes is None else max_decodes
+        self.grid = np.array(sorted({g for g in DECODE_GRID if g <= top} | {top}), dtype=float)
+        self._windows: dict[tuple[int, int], Window] = {}
+
+    def window(self, decodes: int, prompts: int) -> Window:
+        """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
+        key = (decodes, prompts)
+        found = self._windows.get(key)
+        if found is None:
+            found = self._windows[key] = self._evaluate(decodes, prompts)
+        return found
+
+    def _evaluate(self, decodes: int, prompts: int) -> Window:
+        config = self.config
+        decode = StepShape.decode(decodes, self.context_tokens) if decodes else None
+        if prompts == 0:
+            if decode is None:
+                return Window(0.0, (), ())
+            t = step_time(config, decode).time_s
+            return Window(t, (t,), ())
+        # The prompts' steps are the estimator's prefill schedule of a batch of `prompts` with the
+        # budget left by the decodes (decode-first), each step also carrying the decodes.
+        room = max(1, config.step_token_budget - decodes)
+        batch = dataclasses.replace(config, batch=prompts, max_num_batched_tokens=room)
+        elapsed, steps, finish = 0.0, [], []
+        for shape, finished in prefill_schedule(batch):
+            if decode is not None:
+                shape = StepShape(shape.new_tokens + decode.new_tokens, shape.sequences + decode.sequences,
+                                  shape.attended_tokens + decode.attended_tokens, shape.kv_read_tokens + decode.kv_read_tokens)
+            t = step_time(config, shape, pipeline_fill=True).time_s
+            elapsed += t
+            steps.append(t)
+            finish.extend([elapsed] * finished)
+        return Window(elapsed, tuple(steps), tuple(finish))
+
+    def _neighbours(self, decodes: float) -> tuple[int, int, float]:
+        """Grid decode counts around ``decodes`` and the weight of the upper one."""
+        n = min(max(decodes, 0.0), float(self.grid[-1]))
+        i = int(np.searchsorted(self.grid, n, side="right")) - 1
+        i = min(i, len(self.grid) - 2) if len(self.grid) > 1 else 0
+        lo = int(self.grid[i])
+        hi = int(self.grid[min(i + 1, len(self.grid) - 1)])
+        return lo, hi, 0.0 if hi == lo else (n - lo) / (hi - lo)
+
+    def decode_step_s(self, decodes: float) -> float:
+        """A pure decode step of ``decodes`` sequences (interpolated; 0 for none)."""
+        lo, hi, w = self._neighbours(decodes)
+        return (1 - w) * self.window(lo, 0).time_s + w * self.window(hi, 0).time_s
+
+    def _extended(self, decodes: int, prompts: int) -> tuple[float, float, Window]:
+        """(time s, steps, the exact window it scales) of ``prompts`` prompts at a grid decode count.
+
+        Up to :data:`EXACT_PROMPTS` prompts the window is evaluated exactly; beyond, every extra
+        prompt adds the same full-budget steps, so time and steps are extended linearly with the
+        slope between ``EXACT_PROMPTS / 2`` and ``EXACT_PROMPTS`` prompts.
+        """
+        if prompts <= EXACT_PROMPTS:
+            w = self.window(decodes, prompts)
+            return w.time_s, float(w.steps), w
+        top, half = self.window(decodes, EXACT_PROMPTS), self.window(decodes, EXACT_PROMPTS // 2)
+        extra = (prompts - EXACT_PROMPTS) / (EXACT_PROMPTS - EXACT_PROMPTS // 2)
+        return (top.time_s + extra * (top.time_s - half.time_s), top.steps + extra * (top.steps - half.steps), top)
+
+    def windows(self, decodes: float, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Window]]:
+        """(time s, steps) of a window of each prompt count in ``prompts`` at ``decodes`` decodes (interpolated).
+
+        The third item is, per prompt count, the exact window of the nearer grid decode count whose
+        step and first-token times (scaled to the interpolated time) stand for its shape.
+        """
+        lo, hi, w = self._neighbours(decodes)
+        low = [self._extended(lo, int(k)) for k in prompts]
+        high = [self._extended(hi, int(k)) for k in prompts] if w > 0 else low
+        time_s = np.array([(1 - w) * a[0] + w * b[0] for a, b in zip(low, high)])
+        steps = np.array([(1 - w) * a[1] + w * b[1] for a, b in zip(low, high)])
+        return time_s, steps, [x[2] for x in (high if w >= 0.5 else low)]
+
+
+# ---- queueing formulas --------------------------------------------------------------------------
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with ``servers`` and ``offered_load = lambda / mu``."""
+    if offered_load <= 0:
+        return 0.0
+    if offered_load >= servers:
+        return 1.0
+    blocking = 1.0  # Erlang B by the stable recursion B(k) = a B(k-1) / (k + a B(k-1))
+    for k in range(1, servers + 1):
+        blocking = offered_load * blocking / (k + offered_load * blocking)
+    rho = offered_load / servers
+    return blocking / (1.0 - rho + rho * blocking)
+
+
+def mdc_waiting(arrival_rate_per_s: float, service_s: float, servers: int) -> tuple[float, float]:
+    """(probability of waiting, mean wait s) of an M/D/c queue: Erlang C with Allen-Cunneen's ``(1 + cs^2) / 2 = 1/2``."""
+    offered = arrival_rate_per_s * service_s
+    if offered >= servers:
+        return 1.0, math.inf
+    waits = erlang_c(servers, offered)
+    return waits, 0.5 * waits * service_s / (servers - offered)
+
+
+# ---- discrete distributions ---------------------------------------------------------------------
+def _compress(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTION_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` support points with the same mean in each quantile bin."""
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    if len(values) <= points:
+        return values, weights
+    cum = np.cumsum(weights)
+    bins = np.minimum((cum - weights / 2) / cum[-1] * points, points - 1).astype(int)
+    mass = np.bincount(bins, weights, points)
+    mean = np.bincount(bins, weights * values, points)
+    keep = mass > 0
+    return mean[keep] / mass[keep], mass[keep]
+
+
+def _add(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distribution of the sum of two independent discrete variables (compressed)."""
+    values = (a[0][:, None] + b[0][None, :]).ravel()
+    weights = (a[1][:, None] * b[1][None, :]).ravel()
+    return _compress(values, weights)
+
+
+def _quantile(dist: tuple[np.ndarray, np.ndarray], q: float) -> float:
+    """The ``q``-quantile (0..1) of a discrete distribution (sorted support): the smallest value with CDF >= q."""
+    values, weights = dist
+    cum = np.cumsum(weights) / weights.sum()
+    return float(values[min(int(np.searchsorted(cum, q - 1e-12)), len(values) - 1)])
+
+
+def _waiting_dist(probability: float, mean_wait_s: float, points: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """0 with ``1 - probability``, else exponential with mean ``mean_wait_s / probability`` (the M/G/1 tail shape)."""
+    if probability <= 0 or mean_wait_s <= 0:
+        return np.zeros(1), np.ones(1)
+    scale = mean_wait_s / probability
+    q = (np.arange(points) + 0.5) / points
+    values = np.concatenate(([0.0], -scale * np.log1p(-q)))
+    weights = np.concatenate(([1.0 - probability], np.full(points, probability / points)))
+    return values, weights
+
+
+def _uniform_dist(width_s: np.ndarray, weights: np.ndarray, points: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture of uniforms on ``[0, width]`` with the given weights (the residual of the step in progress)."""
+    q = (np.arange(points) + 0.5) / points
+    values = (width_s[:, None] * q[None, :]).ravel()
+    return values, np.repeat(weights / points, points)
+
+
+def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson(mean) on 0..limit, the tail above ``limit`` lumped onto it."""
+    if mean <= 0:
+        return np.zeros(1), np.ones(1)
+    k = np.arange(limit + 1, dtype=float)
+    log_pmf = k * math.log(mean) - mean - np.array([math.lgamma(x + 1) for x in k])
+    pmf = np.exp(log_pmf)
+    pmf[-1] += max(0.0, 1.0 - pmf.sum())
+    return k, pmf
+
+
+def _binomial_pmf(trials: int, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Binomial(trials, p) on 0..trials."""
+    k = np.arange(trials + 1)
+    if p <= 0 or trials == 0:
+        return np.zeros(1), np.ones(1)
+    if p >= 1:
+        return np.array([float(trials)]), np.ones(1)
+    pmf = np.array([math.comb(trials, int(i)) * p ** i * (1 - p) ** (trials - i) for i in k])
+    return k.astype(float), pmf / pmf.sum()
+
+
+def _distribution(dist: tuple[np.ndarray, np.ndarray], mean_s: float) -> LatencyDistribution:
+    return LatencyDistribution(mean_s, *(_quantile(dist, p / 100) for p in PERCENTILES))
+
+
+# ---- the models ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Solution:
+    """The solved mean-value model at one load."""
+
+    tpot_s: float
+    window_s: float  # mean window (the steps that serve one window's arrivals)
+    decodes_seen: float  # decoders a decoding request sees, itself included
+    others_rate_per_s: float  # rate of the other requests' prompts during a decode phase
+
+
+def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson(mean) prompts per window, on a support covering all but a negligible tail."""
+    return _poisson_pmf(mean, int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)))
+
+
+def _window_means(table: StepTable, decodes: float, others_rate_per_s: float, window_s: float) -> tuple[float, float]:
+    """(mean window time s, mean steps per window) when ``others_rate_per_s`` x ``window_s`` prompts arrive per window."""
+    k, pmf = _prompt_counts(others_rate_per_s * window_s)
+    times, steps, _ = table.windows(decodes, k)
+    return float(pmf @ times), float(pmf @ steps)
+
+
+def _decode_run(table: StepTable, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
+    """Smallest fixed point of ``TPOT = E[window time] / E[window steps]``, ``W = E[window time]``; None beyond capacity.
+
+    Prompts arriving during one window (Poisson, mean ``others_rate_per_s x W``) are
+    prefilled in the next, next to ``n = decodes(TPOT)`` decodes. Iterating from below
+    converges monotonically to the smallest fixed point when one exists.
+    """
+    tpot_s = table.decode_step_s(1.0)
+    window_s = tpot_s
+    if start is not None:
+        tpot_s, window_s = start
+    for _ in range(MAX_ITERATIONS):
+        n = decodes(tpot_s)
+        if others_rate_per_s * window_s > MAX_PROMPTS_PER_WINDOW:
+            return None
+        mean_time, mean_steps = _window_means(table, n, others_rate_per_s, window_s)
+        new_tpot, new_window = mean_time / mean_steps, mean_time
+        if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
+            return _Solution(new_tpot, new_window, n, others_rate_per_s)
+        tpot_s, window_s = new_tpot, new_window
+    return None
+
+
+def _step_distribution(table: StepTable, solution: _Solution) -> tuple[np.ndarray, np.ndarray]:
+    """Durations of the steps a decoding request sees (ITL), weighted by how often each occurs."""
+    k, pmf = _prompt_counts(solution.others_rate_per_s * solution.window_s)
+    times, steps, nearest = table.windows(solution.decodes_seen, k)
+    values, weights = [], []
+    for p, t, n, window in zip(pmf, times, steps, nearest):
+        if not window.steps or p <= 0:
+            continue
+        scale = t / window.time_s
+        values.extend(d * scale for d in window.step_s)
+        weights.extend([p * n / window.steps] * window.steps)
+    return _compress(np.array(values), np.array(weights) / sum(weights))
+
+
+def _mean_of_draws(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distribution of the mean of ``draws`` independent draws of ``dist`` (binary powers of convolution)."""
+    total, power, left = None, dist, draws
+    while left:
+        if left & 1:
+            total = power if total is None else _add(total, power)
+        left >>= 1
+        if left:
+            power = _add(power, power)
+    return total[0] / draws, total[1]
+
+
+def _tpot_itl(table: StepTable, solution: _Solution, output_tokens: int) -> tuple[LatencyDistribution, LatencyDistribution]:
+    """Per-request TPOT (mean of its ``O - 1`` step times) and ITL (one step time) distributions."""
+    steps = output_tokens - 1
+    if steps <= 0:
+        zero = LatencyDistribution(0.0, 0.0, 0.0, 0.0)
+        return zero, zero
+    itl = _step_distribution(table, solution)
+    return _distribution(_mean_of_draws(itl, steps), solution.tpot_s), _distribution(itl, solution.tpot_s)
+
+
+def _first_token(table: StepTable, decodes: float, companions_mean: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Distribution and mean of the time from a window's start to a prompt's first token.
+
+    The prompt shares its window with Poisson(``companions_mean``) others (FCFS, uniform position).
+    """
+    k, pmf = _prompt_counts(companions_mean)
+    k = k + 1
+    times, _, nearest = table.windows(decodes, k)
+    values, weights, mean = [], [], 0.0
+    for p, t, window in zip(pmf, times, nearest):
+        scale = t / window.time_s
+        finish = [f * scale for f in window.finish_s]
+        values.extend(finish)
+        weights.extend([p / len(finish)] * len(finish))
+        mean += p * sum(finish) / len(finish)
+    return _compress(np.array(values), np.array(weights)), mean
+
+
+def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable | None = None) -> SteadyState:
+    """Steady state of one replica of ``config`` (max-num-seqs ``config.batch``) under Poisson arrivals.
+
+    ``request_rate_per_s`` > 0 is the replica's own arrival rate. Beyond capacity the result
+    has ``stable=False`` and infinite latencies.
+    """
+    if request_rate_per_s <= 0:
+        raise ValueError("request_rate_per_s must be positive")
+    table = table or StepTable(config)
+    rate, slots, steps = request_rate_per_s, config.batch, config.output_tokens - 1
+    capacity = capacity_request_rate_per_s(config, table)
+    solution = _open_solution(table, rate, slots, steps)
+    if solution is None:
+        return _unstable("open_loop", rate, None, capacity, config.output_tokens)
+    # An arrival finds rate x (O - 1) x TPOT decoders (Poisson arrivals see time averages) and a
+    # window in progress, length-biased; it is prefilled in the next window with the prompts
+    # that arrived during the same one.
+    found = min(float(slots), rate * steps * solution.tpot_s)
+    k, pmf = _prompt_counts(rate * solution.window_s)
+    times, _, _ = table.windows(found, k)
+    busy_s = float(pmf @ times)
+    biased_s = float(pmf @ times**2) / busy_s if busy_s > 0 else 0.0
+    residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
+    first, first_mean_s = _first_token(table, found, rate * biased_s)
+    slot_p, slot_wait_s = mdc_waiting(rate, biased_s / 2 + first_mean_s + steps * solution.tpot_s, slots)
+    if slot_p >= 1.0:
+        return _unstable("open_loop", rate, None, capacity, config.output_tokens)
+    ttft = _add(_add(residual, first), _waiting_dist(slot_p, slot_wait_s))
+    ttft_mean_s = biased_s / 2 + first_mean_s + slot_wait_s
+    tpot, itl = _tpot_itl(table, solution, config.output_tokens)
+    return SteadyState(
+        mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
+        utilization=rate / capacity if capacity > 0 else math.inf, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
+        e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+    )
+
+
+def _open_solution(table: StepTable, rate: float, slots: int, steps: int) -> _Solution | None:
+    return _decode_run(table, rate, lambda t: min(float(slots), 1.0 + rate * steps * t))
+
+
+def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable | None = None) -> SteadyState:
+    """Steady state of one replica of ``config`` serving ``concurrent_users`` users with zero think time.
+
+    The interactive response-time law ``X = U / E2E`` is solved self-consistently;
+    ``min(U, config.batch)`` requests hold sequence slots, the others wait ``(U - B) / X`` for
+    one. A request arrives when its user's previous one finishes, at a step boundary, so it
+    waits for no step in progress; it is prefilled in the next step with the requests of the
+    users whose answers finished in the same step.
+    """
+    if concurrent_users < 1:
+        raise ValueError("concurrent_users must be at least 1")
+    table = table or StepTable(config)
+    users, steps = int(concurrent_users), config.output_tokens - 1
+    running = min(users, config.batch)
+    tpot_s = table.decode_step_s(1.0)
+    first_mean_s = table.window(0, 1).time_s
+    solution = None
+    for _ in range(MAX_ITERATIONS):
+        service_s = first_mean_s + steps * tpot_s
+        throughput = running / service_s
+        others = throughput * (running - 1) / running
+        decoding = steps * tpot_s / service_s
+        solution = _decode_run(table, others, lambda t, d=decoding: 1.0 + (running - 1) * d,
+                               None if solution is None else (solution.tpot_s, solution.window_s))
+        if solution is None:
+            break
+        first, new_first_s = _first_token(table, (running - 1) * decoding, others * solution.tpot_s)
+        done = abs(solution.tpot_s - tpot_s) <= CONVERGENCE * tpot_s and abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
+        tpot_s, first_mean_s = solution.tpot_s, new_first_s
+        if done:
+            break
+    capacity = capacity_request_rate_per_s(config, table)
+    if solution is None:
+        return _unstable("closed_loop", 0.0, float(users), capacity, config.output_tokens)
+    service_s = first_mean_s + steps * tpot_s
+    throughput = running / service_s
+    slot_wait_s = (users - running) / throughput
+    ttft = (first[0] + slot_wait_s, first[1])
+    ttft_mean_s = first_mean_s + slot_wait_s
+    tpot, itl = _tpot_itl(table, solution, config.output_tokens)
+    return SteadyState(
+        mode="closed_loop", stable=True, request_rate_per_s=users / (ttft_mean_s + steps * tpot_s), concurrent_users=float(users),
+        utilization=throughput / capacity if capacity > 0 else math.inf, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot,
+        itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+    )
+
+
+def _unstable(mode: str, rate: float, users: float | None, capacity: float, output_tokens: int) -> SteadyState:
+    return SteadyState(mode=mode, stable=False, request_rate_per_s=rate, concurrent_users=users,
+                       utilization=rate / capacity if capacity > 0 else math.inf, ttft=_UNSTABLE, tpot=_UNSTABLE, itl=_UNSTABLE,
+                       e2e_mean_s=math.inf, decode_sequences=math.nan, output_tokens=output_tokens)
+
+
+def _open_loop_stable(table: StepTable, rate: float, slots: int, steps: int) -> bool:
+    """Whether the open-loop fixed point exists and the sequence slots keep up at ``rate``."""
+    solution = _open_solution(table, rate, slots, steps)
+    if solution is None:
+        return False
+    found = min(float(slots), rate * steps * solution.tpot_s)
+    first_s = table.windows(found, np.array([1]))[0][0]
+    return rate * (first_s + steps * solution.tpot_s) < slots * STABILITY_LIMIT
+
+
+def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
+    """Largest sustainable open-loop arrival rate (requests/s) of one replica of ``config``.
+
+    Found by doubling then bisection (to :data:`CAPACITY_TOLERANCE`) on whether the model has
+    a finite steady state.
+    """
+    table = table or StepTable(config)
+    slots, steps = config.batch, config.output_tokens - 1
+    low, high = 0.0, 1.0 / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0))
+    while _open_loop_stable(table, high, slots, steps):
+        low, high = high, 2.0 * high
+    while high - low > CAPACITY_TOLERANCE * high:
+        mid = (low + high) / 2
+        if _open_loop_stable(table, mid, slots, steps):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None,
+                    target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None) -> float:
+    """Largest open-loop rate (requests/s) one replica takes at ``target_utilization`` of capacity with the SLOs met.
+
+    The limits apply to the ``percentile`` (50, 90 or 99) of TTFT and per-request TPOT; None is
+    no limit. Returns 0.0 when even a vanishing load misses an SLO. Latency grows with load,
+    so the largest rate is found by bisection (to :data:`CAPACITY_TOLERANCE`).
+    """
+    table = table or StepTable(config)
+    high = target_utilization * capacity_request_rate_per_s(config, table)
+    if high <= 0:
+        return 0.0
+
+    def meets(rate: float) -> bool:
+        s = open_loop(config, rate, table)
+        return s.stable and (ttft_limit_s is None or s.ttft.at(percentile) <= ttft_limit_s) and \
+            (tpot_limit_s is None or s.tpot.at(percentile) <= tpot_limit_s)
+
+    if meets(high):
+        return high
+    low = 0.0
+    if not meets(high * CAPACITY_TOLERANCE):
+        return 0.0
+    while high - low > CAPACITY_TOLERANCE * high:
+        mid = (low + high) / 2
+        if meets(mid):
+            low = mid
+        else:
+            high = mid
+    return low
