@@ -50,10 +50,12 @@ interpolated linearly in between (step time is piecewise affine in ``n``).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import gammaln
 
 import dataclasses
 
@@ -70,7 +72,7 @@ PERCENTILES = (50, 90, 99)
 #: Fixed-point iterations before a load is declared beyond capacity.
 MAX_ITERATIONS = 300
 #: Relative change of TPOT at which the fixed point has converged.
-CONVERGENCE = 1e-6
+CONVERGENCE = 1e-5
 #: A queue whose utilization reaches this is unstable (its waiting time is unbounded).
 STABILITY_LIMIT = 0.999
 #: Prompts per window evaluated exactly (beyond: linear extension, see :meth:`StepTable.windows`).
@@ -78,7 +80,7 @@ EXACT_PROMPTS = 32
 #: Most prompts one window may receive on average before the load counts as beyond capacity.
 MAX_PROMPTS_PER_WINDOW = 2048
 #: Relative precision of capacity and SLO-limited rates.
-CAPACITY_TOLERANCE = 1e-3
+CAPACITY_TOLERANCE = 1e-2
 #: Default target utilization of planned replicas (open loop): load / capacity.
 DEFAULT_TARGET_UTILIZATION = 0.85
 
@@ -164,20 +166,23 @@ class Window:
 
 
 class StepTable:
-    """Engine-step times of one configuration as functions of the decode count ``n`` and prompts ``k``.
+    """Engine-step windows of one configuration as functions of the decode count ``n`` and prompts ``k``.
 
-    Windows are evaluated exactly (:func:`~guide_opt.perf.step.step_time`) at decode counts of
-    :data:`DECODE_GRID` (plus the max-num-seqs) and interpolated linearly in between. The
-    table does not depend on ``config.batch`` beyond its size, so one table built for the
-    largest max-num-seqs serves a whole shape (:func:`open_loop` and :func:`closed_loop` take it).
+    Windows are evaluated exactly (:func:`~guide_opt.perf.step.step_time`) at the decode counts
+    of :data:`DECODE_GRID` plus the max-num-seqs, and interpolated linearly in between. The
+    table depends on the configuration's LLM, hardware, engine and lengths but not on its
+    ``batch``: one table serves every max-num-seqs of a shape (pass it to :func:`open_loop`,
+    :func:`closed_loop` and :func:`capacity_request_rate_per_s`; the max-num-seqs they use is
+    their ``config.batch``). Evaluations are memoised per integer decode count.
     """
 
-    def __init__(self, config: ServingConfig, max_decodes: int | None = None) -> None:
+    def __init__(self, config: ServingConfig) -> None:
+        if config.batch > DECODE_GRID[-1]:
+            raise ValueError(f"max-num-seqs above {DECODE_GRID[-1]} is beyond the steady-state model's grid")
         self.config = config
         self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
-        top = config.batch if max_decodes is None else max_decodes
-        self.grid = np.array(sorted({g for g in DECODE_GRID if g <= top} | {top}), dtype=float)
         self._windows: dict[tuple[int, int], Window] = {}
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def window(self, decodes: int, prompts: int) -> Window:
         """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
@@ -210,46 +215,65 @@ class StepTable:
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
 
-    def _neighbours(self, decodes: float) -> tuple[int, int, float]:
-        """Grid decode counts around ``decodes`` and the weight of the upper one."""
-        n = min(max(decodes, 0.0), float(self.grid[-1]))
-        i = int(np.searchsorted(self.grid, n, side="right")) - 1
-        i = min(i, len(self.grid) - 2) if len(self.grid) > 1 else 0
-        lo = int(self.grid[i])
-        hi = int(self.grid[min(i + 1, len(self.grid) - 1)])
-        return lo, hi, 0.0 if hi == lo else (n - lo) / (hi - lo)
+    def _exact(self, decodes: int, prompts: int) -> tuple[np.ndarray, np.ndarray]:
+        """(time s, steps) of windows of 0..``prompts`` prompts at ``decodes`` (grown on demand)."""
+        times, steps = self._arrays.get(decodes, (np.zeros(0), np.zeros(0)))
+        if len(times) <= prompts:
+            new = [self.window(decodes, k) for k in range(len(times), prompts + 1)]
+            times = np.concatenate((times, [w.time_s for w in new]))
+            steps = np.concatenate((steps, [float(w.steps) for w in new]))
+            self._arrays[decodes] = (times, steps)
+        return times, steps
 
-    def decode_step_s(self, decodes: float) -> float:
-        """A pure decode step of ``decodes`` sequences (interpolated; 0 for none)."""
-        lo, hi, w = self._neighbours(decodes)
-        return (1 - w) * self.window(lo, 0).time_s + w * self.window(hi, 0).time_s
+    def _at_grid(self, decodes: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(time s, steps) of windows of each of ``prompts`` at a grid decode count.
 
-    def _extended(self, decodes: int, prompts: int) -> tuple[float, float, Window]:
-        """(time s, steps, the exact window it scales) of ``prompts`` prompts at a grid decode count.
-
-        Up to :data:`EXACT_PROMPTS` prompts the window is evaluated exactly; beyond, every extra
+        Up to :data:`EXACT_PROMPTS` prompts a window is evaluated exactly; beyond, every extra
         prompt adds the same full-budget steps, so time and steps are extended linearly with the
         slope between ``EXACT_PROMPTS / 2`` and ``EXACT_PROMPTS`` prompts.
         """
-        if prompts <= EXACT_PROMPTS:
-            w = self.window(decodes, prompts)
-            return w.time_s, float(w.steps), w
-        top, half = self.window(decodes, EXACT_PROMPTS), self.window(decodes, EXACT_PROMPTS // 2)
-        extra = (prompts - EXACT_PROMPTS) / (EXACT_PROMPTS - EXACT_PROMPTS // 2)
-        return (top.time_s + extra * (top.time_s - half.time_s), top.steps + extra * (top.steps - half.steps), top)
+        top = int(prompts.max(initial=0))
+        times, steps = self._exact(decodes, min(top, EXACT_PROMPTS))
+        if top <= EXACT_PROMPTS:
+            return times[prompts], steps[prompts]
+        times, steps = self._exact(decodes, EXACT_PROMPTS)
+        half = EXACT_PROMPTS // 2
+        inside = np.minimum(prompts, EXACT_PROMPTS)
+        extra = np.maximum(prompts - EXACT_PROMPTS, 0) / (EXACT_PROMPTS - half)
+        return (times[inside] + extra * (times[EXACT_PROMPTS] - times[half]),
+                steps[inside] + extra * (steps[EXACT_PROMPTS] - steps[half]))
 
-    def windows(self, decodes: float, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Window]]:
-        """(time s, steps) of a window of each prompt count in ``prompts`` at ``decodes`` decodes (interpolated).
+    @staticmethod
+    def _neighbours(decodes: float, slots: int) -> tuple[int, int, float]:
+        """Grid decode counts around ``decodes`` (grid: :data:`DECODE_GRID` up to ``slots``, and ``slots``) and the upper weight."""
+        n = min(max(decodes, 0.0), float(slots))
+        i = bisect.bisect_right(DECODE_GRID, n) - 1
+        lo = DECODE_GRID[i]
+        hi = DECODE_GRID[i + 1] if i + 1 < len(DECODE_GRID) else slots
+        hi = min(hi, slots)
+        if lo >= hi:
+            return hi, hi, 0.0
+        return lo, hi, (n - lo) / (hi - lo)
 
-        The third item is, per prompt count, the exact window of the nearer grid decode count whose
-        step and first-token times (scaled to the interpolated time) stand for its shape.
-        """
-        lo, hi, w = self._neighbours(decodes)
-        low = [self._extended(lo, int(k)) for k in prompts]
-        high = [self._extended(hi, int(k)) for k in prompts] if w > 0 else low
-        time_s = np.array([(1 - w) * a[0] + w * b[0] for a, b in zip(low, high)])
-        steps = np.array([(1 - w) * a[1] + w * b[1] for a, b in zip(low, high)])
-        return time_s, steps, [x[2] for x in (high if w >= 0.5 else low)]
+    def decode_step_s(self, decodes: float, slots: int) -> float:
+        """A pure decode step of ``decodes`` sequences (interpolated; 0 for none)."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        return (1 - w) * self.window(lo, 0).time_s + w * self.window(hi, 0).time_s
+
+    def windows(self, decodes: float, slots: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(time s, steps) of a window of each prompt count in ``prompts`` next to ``decodes`` decodes (interpolated)."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        t_lo, s_lo = self._at_grid(lo, prompts)
+        if w == 0:
+            return t_lo, s_lo
+        t_hi, s_hi = self._at_grid(hi, prompts)
+        return (1 - w) * t_lo + w * t_hi, (1 - w) * s_lo + w * s_hi
+
+    def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
+        """The exact windows (nearer grid decode count, at most :data:`EXACT_PROMPTS` prompts) whose shape stands for each of ``prompts``."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        grid = hi if w >= 0.5 else lo
+        return [self.window(grid, int(min(k, EXACT_PROMPTS))) for k in prompts]
 
 
 # ---- queueing formulas --------------------------------------------------------------------------
@@ -327,8 +351,7 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     if mean <= 0:
         return np.zeros(1), np.ones(1)
     k = np.arange(limit + 1, dtype=float)
-    log_pmf = k * math.log(mean) - mean - np.array([math.lgamma(x + 1) for x in k])
-    pmf = np.exp(log_pmf)
+    pmf = np.exp(k * math.log(mean) - mean - gammaln(k + 1.0))
     pmf[-1] += max(0.0, 1.0 - pmf.sum())
     return k, pmf
 
@@ -361,104 +384,121 @@ class _Solution:
 
 def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
     """Poisson(mean) prompts per window, on a support covering all but a negligible tail."""
-    return _poisson_pmf(mean, int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)))
+    k, pmf = _poisson_pmf(mean, int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)))
+    return k.astype(int), pmf
 
 
-def _window_means(table: StepTable, decodes: float, others_rate_per_s: float, window_s: float) -> tuple[float, float]:
-    """(mean window time s, mean steps per window) when ``others_rate_per_s`` x ``window_s`` prompts arrive per window."""
-    k, pmf = _prompt_counts(others_rate_per_s * window_s)
-    times, steps, _ = table.windows(decodes, k)
-    return float(pmf @ times), float(pmf @ steps)
-
-
-def _decode_run(table: StepTable, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
+def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
     """Smallest fixed point of ``TPOT = E[window time] / E[window steps]``, ``W = E[window time]``; None beyond capacity.
 
     Prompts arriving during one window (Poisson, mean ``others_rate_per_s x W``) are
     prefilled in the next, next to ``n = decodes(TPOT)`` decodes. Iterating from below
     converges monotonically to the smallest fixed point when one exists.
     """
-    tpot_s = table.decode_step_s(1.0)
-    window_s = tpot_s
+    tpot_s = window_s = table.decode_step_s(1.0, slots)
     if start is not None:
         tpot_s, window_s = start
+    history: list[tuple[float, float]] = []
     for _ in range(MAX_ITERATIONS):
         n = decodes(tpot_s)
-        if others_rate_per_s * window_s > MAX_PROMPTS_PER_WINDOW:
+        if not others_rate_per_s * window_s <= MAX_PROMPTS_PER_WINDOW:
             return None
-        mean_time, mean_steps = _window_means(table, n, others_rate_per_s, window_s)
+        k, pmf = _prompt_counts(others_rate_per_s * window_s)
+        times, steps = table.windows(n, slots, k)
+        mean_time, mean_steps = float(pmf @ times), float(pmf @ steps)
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
+        history.append((new_tpot, new_window))
         tpot_s, window_s = new_tpot, new_window
+        if len(history) == 3:  # Aitken's delta-squared: the slow mode near capacity converges linearly
+            tpot_s, window_s = _aitken([h[0] for h in history]), _aitken([h[1] for h in history])
+            history.clear()
     return None
 
 
-def _step_distribution(table: StepTable, solution: _Solution) -> tuple[np.ndarray, np.ndarray]:
-    """Durations of the steps a decoding request sees (ITL), weighted by how often each occurs."""
+def _aitken(x: list[float]) -> float:
+    """Aitken's extrapolation of three iterates of a linearly converging sequence (the last one if it cannot apply)."""
+    d1, d2 = x[1] - x[0], x[2] - x[1]
+    denominator = d2 - d1
+    if denominator == 0 or d1 * d2 <= 0:
+        return x[2]
+    extrapolated = x[2] - d2 * d2 / denominator
+    return extrapolated if extrapolated > 0 else x[2]
+
+
+def _step_distribution(table: StepTable, slots: int, solution: _Solution) -> tuple[np.ndarray, np.ndarray]:
+    """Durations of the steps a decoding request sees (the ITL distribution), weighted by frequency."""
     k, pmf = _prompt_counts(solution.others_rate_per_s * solution.window_s)
-    times, steps, nearest = table.windows(solution.decodes_seen, k)
+    times, steps = table.windows(solution.decodes_seen, slots, k)
     values, weights = [], []
-    for p, t, n, window in zip(pmf, times, steps, nearest):
+    for p, t, n, window in zip(pmf, times, steps, table.shapes(solution.decodes_seen, slots, k)):
         if not window.steps or p <= 0:
             continue
         scale = t / window.time_s
         values.extend(d * scale for d in window.step_s)
         weights.extend([p * n / window.steps] * window.steps)
-    return _compress(np.array(values), np.array(weights) / sum(weights))
+    weights = np.array(weights)
+    return _compress(np.array(values), weights / weights.sum())
 
 
-def _mean_of_draws(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distribution of the mean of ``draws`` independent draws of ``dist`` (binary powers of convolution)."""
-    total, power, left = None, dist, draws
-    while left:
-        if left & 1:
-            total = power if total is None else _add(total, power)
-        left >>= 1
-        if left:
-            power = _add(power, power)
-    return total[0] / draws, total[1]
+def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[float, float, float]:
+    """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` (Cornish-Fisher to the skewness)."""
+    values, weights = dist
+    weights = weights / weights.sum()
+    mean = float(weights @ values)
+    sd = math.sqrt(max(0.0, float(weights @ (values - mean) ** 2)))
+    if sd == 0.0:
+        return mean, mean, mean
+    skew = float(weights @ ((values - mean) / sd) ** 3) / math.sqrt(draws)
+    out = []
+    for z in (0.0, 1.2815515655446004, 2.3263478740408408):  # standard normal p50, p90, p99
+        corrected = z + (z * z - 1.0) * skew / 6.0
+        out.append(max(float(values.min()), min(float(values.max()), mean + corrected * sd / math.sqrt(draws))))
+    return out[0], out[1], out[2]
 
 
-def _tpot_itl(table: StepTable, solution: _Solution, output_tokens: int) -> tuple[LatencyDistribution, LatencyDistribution]:
+def _tpot_itl(table: StepTable, slots: int, solution: _Solution, output_tokens: int) -> tuple[LatencyDistribution, LatencyDistribution]:
     """Per-request TPOT (mean of its ``O - 1`` step times) and ITL (one step time) distributions."""
     steps = output_tokens - 1
     if steps <= 0:
         zero = LatencyDistribution(0.0, 0.0, 0.0, 0.0)
         return zero, zero
-    itl = _step_distribution(table, solution)
-    return _distribution(_mean_of_draws(itl, steps), solution.tpot_s), _distribution(itl, solution.tpot_s)
+    itl = _step_distribution(table, slots, solution)
+    return LatencyDistribution(solution.tpot_s, *_mean_of_draws_quantiles(itl, steps)), _distribution(itl, solution.tpot_s)
 
 
-def _first_token(table: StepTable, decodes: float, companions_mean: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     """Distribution and mean of the time from a window's start to a prompt's first token.
 
     The prompt shares its window with Poisson(``companions_mean``) others (FCFS, uniform position).
     """
     k, pmf = _prompt_counts(companions_mean)
     k = k + 1
-    times, _, nearest = table.windows(decodes, k)
+    times, _ = table.windows(decodes, slots, k)
     values, weights, mean = [], [], 0.0
-    for p, t, window in zip(pmf, times, nearest):
+    for p, t, count, window in zip(pmf, times, k, table.shapes(decodes, slots, k)):
         scale = t / window.time_s
-        finish = [f * scale for f in window.finish_s]
-        values.extend(finish)
-        weights.extend([p / len(finish)] * len(finish))
-        mean += p * sum(finish) / len(finish)
-    return _compress(np.array(values), np.array(weights)), mean
+        finish = np.asarray(window.finish_s) * scale
+        values.append(finish)
+        weights.append(np.full(len(finish), p / len(finish)))
+        mean += p * float(finish.mean())
+    return _compress(np.concatenate(values), np.concatenate(weights)), mean
 
 
-def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable | None = None) -> SteadyState:
+def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable | None = None, *,
+              capacity_per_s: float | None = None) -> SteadyState:
     """Steady state of one replica of ``config`` (max-num-seqs ``config.batch``) under Poisson arrivals.
 
-    ``request_rate_per_s`` > 0 is the replica's own arrival rate. Beyond capacity the result
-    has ``stable=False`` and infinite latencies.
+    ``request_rate_per_s`` > 0 is the replica's own arrival rate; ``capacity_per_s`` (computed
+    when not given) only sets the reported utilization. Beyond capacity the result has
+    ``stable=False`` and infinite latencies.
     """
     if request_rate_per_s <= 0:
         raise ValueError("request_rate_per_s must be positive")
     table = table or StepTable(config)
     rate, slots, steps = request_rate_per_s, config.batch, config.output_tokens - 1
-    capacity = capacity_request_rate_per_s(config, table)
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     solution = _open_solution(table, rate, slots, steps)
     if solution is None:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
@@ -467,17 +507,17 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     # that arrived during the same one.
     found = min(float(slots), rate * steps * solution.tpot_s)
     k, pmf = _prompt_counts(rate * solution.window_s)
-    times, _, _ = table.windows(found, k)
+    times, _ = table.windows(found, slots, k)
     busy_s = float(pmf @ times)
     biased_s = float(pmf @ times**2) / busy_s if busy_s > 0 else 0.0
     residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
-    first, first_mean_s = _first_token(table, found, rate * biased_s)
+    first, first_mean_s = _first_token(table, slots, found, rate * biased_s)
     slot_p, slot_wait_s = mdc_waiting(rate, biased_s / 2 + first_mean_s + steps * solution.tpot_s, slots)
     if slot_p >= 1.0:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
     ttft = _add(_add(residual, first), _waiting_dist(slot_p, slot_wait_s))
     ttft_mean_s = biased_s / 2 + first_mean_s + slot_wait_s
-    tpot, itl = _tpot_itl(table, solution, config.output_tokens)
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
         utilization=rate / capacity if capacity > 0 else math.inf, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
@@ -486,52 +526,54 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
 
 
 def _open_solution(table: StepTable, rate: float, slots: int, steps: int) -> _Solution | None:
-    return _decode_run(table, rate, lambda t: min(float(slots), 1.0 + rate * steps * t))
+    return _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t))
 
 
-def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable | None = None) -> SteadyState:
+def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable | None = None, *,
+                capacity_per_s: float | None = None) -> SteadyState:
     """Steady state of one replica of ``config`` serving ``concurrent_users`` users with zero think time.
 
     The interactive response-time law ``X = U / E2E`` is solved self-consistently;
     ``min(U, config.batch)`` requests hold sequence slots, the others wait ``(U - B) / X`` for
     one. A request arrives when its user's previous one finishes, at a step boundary, so it
     waits for no step in progress; it is prefilled in the next step with the requests of the
-    users whose answers finished in the same step.
+    users whose answers finished in the same step. ``capacity_per_s`` (computed when not
+    given) only sets the reported utilization.
     """
     if concurrent_users < 1:
         raise ValueError("concurrent_users must be at least 1")
     table = table or StepTable(config)
-    users, steps = int(concurrent_users), config.output_tokens - 1
-    running = min(users, config.batch)
-    tpot_s = table.decode_step_s(1.0)
+    users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
+    running = min(users, slots)
+    tpot_s = table.decode_step_s(1.0, slots)
     first_mean_s = table.window(0, 1).time_s
+    first = (np.array([first_mean_s]), np.ones(1))
     solution = None
     for _ in range(MAX_ITERATIONS):
         service_s = first_mean_s + steps * tpot_s
         throughput = running / service_s
         others = throughput * (running - 1) / running
         decoding = steps * tpot_s / service_s
-        solution = _decode_run(table, others, lambda t, d=decoding: 1.0 + (running - 1) * d,
+        solution = _decode_run(table, slots, others, lambda t, d=decoding: 1.0 + (running - 1) * d,
                                None if solution is None else (solution.tpot_s, solution.window_s))
         if solution is None:
             break
-        first, new_first_s = _first_token(table, (running - 1) * decoding, others * solution.tpot_s)
+        first, new_first_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
         done = abs(solution.tpot_s - tpot_s) <= CONVERGENCE * tpot_s and abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
         tpot_s, first_mean_s = solution.tpot_s, new_first_s
         if done:
             break
-    capacity = capacity_request_rate_per_s(config, table)
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     if solution is None:
         return _unstable("closed_loop", 0.0, float(users), capacity, config.output_tokens)
-    service_s = first_mean_s + steps * tpot_s
-    throughput = running / service_s
+    throughput = running / (first_mean_s + steps * tpot_s)
     slot_wait_s = (users - running) / throughput
-    ttft = (first[0] + slot_wait_s, first[1])
     ttft_mean_s = first_mean_s + slot_wait_s
-    tpot, itl = _tpot_itl(table, solution, config.output_tokens)
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
-        mode="closed_loop", stable=True, request_rate_per_s=users / (ttft_mean_s + steps * tpot_s), concurrent_users=float(users),
-        utilization=throughput / capacity if capacity > 0 else math.inf, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot,
+        mode="closed_loop", stable=True, request_rate_per_s=throughput, concurrent_users=float(users),
+        utilization=throughput / capacity if capacity > 0 else math.inf,
+        ttft=_distribution((first[0] + slot_wait_s, first[1]), ttft_mean_s), tpot=tpot,
         itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
     )
 
@@ -548,7 +590,7 @@ def _open_loop_stable(table: StepTable, rate: float, slots: int, steps: int) -> 
     if solution is None:
         return False
     found = min(float(slots), rate * steps * solution.tpot_s)
-    first_s = table.windows(found, np.array([1]))[0][0]
+    first_s = float(table.windows(found, slots, np.array([1]))[0][0])
     return rate * (first_s + steps * solution.tpot_s) < slots * STABILITY_LIMIT
 
 
@@ -560,7 +602,7 @@ def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None =
     """
     table = table or StepTable(config)
     slots, steps = config.batch, config.output_tokens - 1
-    low, high = 0.0, 1.0 / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0))
+    low, high = 0.0, 1.0 / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0, slots))
     while _open_loop_stable(table, high, slots, steps):
         low, high = high, 2.0 * high
     while high - low > CAPACITY_TOLERANCE * high:
@@ -572,23 +614,29 @@ def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None =
     return low
 
 
-def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None,
-                    target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None) -> float:
+def _within(state: SteadyState, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None) -> bool:
+    """Whether ``state`` is stable and meets both limits at ``percentile`` (None: no limit)."""
+    return state.stable and (ttft_limit_s is None or state.ttft.at(percentile) <= ttft_limit_s) and \
+        (tpot_limit_s is None or state.tpot.at(percentile) <= tpot_limit_s)
+
+
+def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, *,
+                    target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None,
+                    capacity_per_s: float | None = None) -> float:
     """Largest open-loop rate (requests/s) one replica takes at ``target_utilization`` of capacity with the SLOs met.
 
     The limits apply to the ``percentile`` (50, 90 or 99) of TTFT and per-request TPOT; None is
-    no limit. Returns 0.0 when even a vanishing load misses an SLO. Latency grows with load,
+    no limit. Returns 0.0 when even a vanishing load misses a limit. Latency grows with load,
     so the largest rate is found by bisection (to :data:`CAPACITY_TOLERANCE`).
     """
     table = table or StepTable(config)
-    high = target_utilization * capacity_request_rate_per_s(config, table)
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+    high = target_utilization * capacity
     if high <= 0:
         return 0.0
 
     def meets(rate: float) -> bool:
-        s = open_loop(config, rate, table)
-        return s.stable and (ttft_limit_s is None or s.ttft.at(percentile) <= ttft_limit_s) and \
-            (tpot_limit_s is None or s.tpot.at(percentile) <= tpot_limit_s)
+        return _within(open_loop(config, rate, table, capacity_per_s=capacity), percentile, ttft_limit_s, tpot_limit_s)
 
     if meets(high):
         return high
@@ -597,6 +645,33 @@ def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float 
         return 0.0
     while high - low > CAPACITY_TOLERANCE * high:
         mid = (low + high) / 2
+        if meets(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def max_users_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, users_cap: int, *,
+                     target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None,
+                     capacity_per_s: float | None = None) -> int:
+    """Most closed-loop users (at most ``users_cap``) one replica serves with the SLOs met at ``percentile``
+    and a throughput within ``target_utilization`` of capacity; 0 when one user already misses.
+
+    Latency and throughput grow with users, so the largest count is found by bisection.
+    """
+    table = table or StepTable(config)
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+
+    def meets(users: int) -> bool:
+        state = closed_loop(config, users, table, capacity_per_s=capacity)
+        return _within(state, percentile, ttft_limit_s, tpot_limit_s) and state.request_rate_per_s <= target_utilization * capacity
+
+    if meets(users_cap):
+        return users_cap
+    low, high = 0, users_cap  # meets(low) (vacuously for 0), not meets(high)
+    while high - low > 1:
+        mid = (low + high) // 2
         if meets(mid):
             low = mid
         else:
