@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.solution import Deployment
-from guide_opt.space import Candidate, SearchSpace, demand_of, demand_served_per_replica
+from guide_opt.space import Candidate, SearchSpace, demand_of
 
 #: Objectives that are minimized (the rest are maximized).
 MINIMIZED = frozenset({"min_cost", "min_latency", "min_makespan"})
@@ -93,7 +93,9 @@ def shared_limit_violations(space: SearchSpace, plan: Plan) -> list[str]:
 
 def demand_served(requirement: LlmRequirement, deployment: Deployment) -> float | None:
     """Demand ``deployment`` can serve, in the workload's unit (requests/s, users, job requests); None without demand."""
-    per_replica = demand_served_per_replica(requirement, deployment.max_batch, deployment.metrics["request_latency_ms"] / 1e3)
+    if demand_of(requirement) is None:
+        return None
+    per_replica = deployment.metrics.get("demand_served_per_replica")
     return None if per_replica is None else deployment.replicas * per_replica
 
 
@@ -155,6 +157,12 @@ def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:
             "request_latency_ms": c.request_latency_s * 1e3,
             "throughput_tokens_per_s": pick.throughput_tokens_per_s,
             "memory_utilization": c.memory_utilization,
+            "ttft_mean_ms": c.ttft_mean_s * 1e3,
+            "tpot_mean_ms": c.tpot_mean_s * 1e3,
+            "slo_percentile": float(ms.requirement.slo.percentile),
+            "load_per_replica": c.load_per_replica,
+            "utilization": c.utilization,
+            "demand_served_per_replica": c.demand_served_per_replica,
         },
         slo_margin=_slo_margin(ms, c),
     )

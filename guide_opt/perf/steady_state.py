@@ -51,6 +51,7 @@ interpolated linearly in between (step time is piecewise affine in ``n``).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass
 
@@ -72,17 +73,17 @@ PERCENTILES = (50, 90, 99)
 #: Fixed-point iterations before a load is declared beyond capacity.
 MAX_ITERATIONS = 300
 #: Relative change of TPOT at which the fixed point has converged.
-CONVERGENCE = 1e-5
+CONVERGENCE = 1e-4
 #: A queue whose utilization reaches this is unstable (its waiting time is unbounded).
 STABILITY_LIMIT = 0.999
-#: Prompts per window evaluated exactly (beyond: linear extension, see :meth:`StepTable.windows`).
-EXACT_PROMPTS = 32
+#: Steps from which a window counts as long: windows are evaluated exactly up to this many full steps.
+LINEAR_WINDOW_STEPS = 4
 #: Most prompts one window may receive on average before the load counts as beyond capacity.
 MAX_PROMPTS_PER_WINDOW = 2048
 #: Relative precision of capacity and SLO-limited rates.
 CAPACITY_TOLERANCE = 1e-2
 #: Default target utilization of planned replicas (open loop): load / capacity.
-DEFAULT_TARGET_UTILIZATION = 0.85
+DEFAULT_TARGET_UTILIZATION = 0.8
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ class SteadyState:
     (``concurrent_users`` users, zero think time). stable: False when the load is beyond
     capacity (then every latency is ``inf``). request_rate_per_s: requests completed per second
     (the offered rate in an open loop, the response-time law's throughput in a closed one).
-    utilization: ``request_rate_per_s`` / the replica's capacity. decode_sequences: mean
-    sequences decoding in a step, as a decoding request sees it (itself included).
+    utilization: ``request_rate_per_s`` / the replica's capacity (NaN when a capacity of 0 was
+    passed: not computed). decode_sequences: mean sequences decoding in a step, as a decoding
+    request sees it (itself included).
     """
 
     mode: str
@@ -165,6 +167,14 @@ class Window:
         return len(self.step_s)
 
 
+def prompt_grid(top: int) -> np.ndarray:
+    """Prompt counts at which windows are evaluated exactly: 0..8, then steps of about 25% up to at least ``top``."""
+    points = list(range(9))
+    while points[-1] < top:
+        points.append(math.ceil(points[-1] * 1.25))
+    return np.array(points, dtype=int)
+
+
 class StepTable:
     """Engine-step windows of one configuration as functions of the decode count ``n`` and prompts ``k``.
 
@@ -182,7 +192,7 @@ class StepTable:
         self.config = config
         self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
         self._windows: dict[tuple[int, int], Window] = {}
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def window(self, decodes: int, prompts: int) -> Window:
         """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
@@ -215,33 +225,48 @@ class StepTable:
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
 
-    def _exact(self, decodes: int, prompts: int) -> tuple[np.ndarray, np.ndarray]:
-        """(time s, steps) of windows of 0..``prompts`` prompts at ``decodes`` (grown on demand)."""
-        times, steps = self._arrays.get(decodes, (np.zeros(0), np.zeros(0)))
-        if len(times) <= prompts:
-            new = [self.window(decodes, k) for k in range(len(times), prompts + 1)]
-            times = np.concatenate((times, [w.time_s for w in new]))
-            steps = np.concatenate((steps, [float(w.steps) for w in new]))
-            self._arrays[decodes] = (times, steps)
-        return times, steps
+    def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(prompt counts, time s, steps, mean first-token s) of the exact windows at ``decodes``:
+        :func:`prompt_grid` up to :meth:`linear_from_prompts`."""
+        found = self._arrays.get(decodes)
+        if found is None:
+            grid = prompt_grid(self.linear_from_prompts(decodes))
+            windows = [self.window(decodes, int(k)) for k in grid]
+            found = self._arrays[decodes] = (grid, np.array([w.time_s for w in windows]), np.array([float(w.steps) for w in windows]),
+                                             np.array([sum(w.finish_s) / len(w.finish_s) if w.finish_s else 0.0 for w in windows]))
+        return found
+
+    def linear_from_prompts(self, decodes: int) -> int:
+        """Prompts from which a window is several full steps long, so that each further prompt adds the same time."""
+        room = max(1, self.config.step_token_budget - decodes)
+        return max(16, math.ceil(LINEAR_WINDOW_STEPS * room / self.config.input_tokens))
 
     def _at_grid(self, decodes: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(time s, steps) of windows of each of ``prompts`` at a grid decode count.
 
-        Up to :data:`EXACT_PROMPTS` prompts a window is evaluated exactly; beyond, every extra
-        prompt adds the same full-budget steps, so time and steps are extended linearly with the
-        slope between ``EXACT_PROMPTS / 2`` and ``EXACT_PROMPTS`` prompts.
+        Windows are evaluated exactly at the prompt counts of :func:`prompt_grid` and
+        interpolated linearly in between (a window's time is a staircase in its prompt tokens;
+        the expectation over Poisson counts smooths it); beyond :meth:`linear_from_prompts`
+        they are extended linearly with the slope of the last two exact windows.
         """
-        top = int(prompts.max(initial=0))
-        times, steps = self._exact(decodes, min(top, EXACT_PROMPTS))
-        if top <= EXACT_PROMPTS:
-            return times[prompts], steps[prompts]
-        times, steps = self._exact(decodes, EXACT_PROMPTS)
-        half = EXACT_PROMPTS // 2
-        inside = np.minimum(prompts, EXACT_PROMPTS)
-        extra = np.maximum(prompts - EXACT_PROMPTS, 0) / (EXACT_PROMPTS - half)
-        return (times[inside] + extra * (times[EXACT_PROMPTS] - times[half]),
-                steps[inside] + extra * (steps[EXACT_PROMPTS] - steps[half]))
+        grid, times, steps, _ = self._exact(decodes)
+        return self._interpolate(grid, prompts, times), self._interpolate(grid, prompts, steps)
+
+    @staticmethod
+    def _interpolate(grid: np.ndarray, prompts: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` on ``grid`` at ``prompts``: linear inside, the last segment's slope beyond."""
+        i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
+        return values[i] + (prompts - grid[i]) * (values[i + 1] - values[i]) / (grid[i + 1] - grid[i])
+
+    def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
+        """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        grid, _, _, first = self._exact(lo)
+        low = self._interpolate(grid, prompts, first)
+        if w == 0:
+            return low
+        grid, _, _, first = self._exact(hi)
+        return (1 - w) * low + w * self._interpolate(grid, prompts, first)
 
     @staticmethod
     def _neighbours(decodes: float, slots: int) -> tuple[int, int, float]:
@@ -270,10 +295,12 @@ class StepTable:
         return (1 - w) * t_lo + w * t_hi, (1 - w) * s_lo + w * s_hi
 
     def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
-        """The exact windows (nearer grid decode count, at most :data:`EXACT_PROMPTS` prompts) whose shape stands for each of ``prompts``."""
+        """The exact windows (nearer grid decode count, next prompt count of :func:`prompt_grid`) whose shape stands for each of ``prompts``."""
         lo, hi, w = self._neighbours(decodes, slots)
         grid = hi if w >= 0.5 else lo
-        return [self.window(grid, int(min(k, EXACT_PROMPTS))) for k in prompts]
+        points = self._exact(grid)[0]
+        nearest = points[np.minimum(np.searchsorted(points, prompts), len(points) - 1)]
+        return [self.window(grid, int(k)) for k in nearest]
 
 
 # ---- queueing formulas --------------------------------------------------------------------------
@@ -351,9 +378,20 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     if mean <= 0:
         return np.zeros(1), np.ones(1)
     k = np.arange(limit + 1, dtype=float)
-    pmf = np.exp(k * math.log(mean) - mean - gammaln(k + 1.0))
+    pmf = np.exp(k * math.log(mean) - mean - _log_factorials(limit))
     pmf[-1] += max(0.0, 1.0 - pmf.sum())
     return k, pmf
+
+
+@functools.lru_cache(maxsize=None)
+def _log_factorial_table(size: int) -> np.ndarray:
+    return gammaln(np.arange(size, dtype=float) + 1.0)
+
+
+def _log_factorials(limit: int) -> np.ndarray:
+    """``log(k!)`` for k = 0..limit (from a table grown in powers of two)."""
+    size = 1 << max(10, (limit + 1).bit_length())
+    return _log_factorial_table(size)[: limit + 1]
 
 
 def _binomial_pmf(trials: int, p: float) -> tuple[np.ndarray, np.ndarray]:
@@ -520,7 +558,7 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
-        utilization=rate / capacity if capacity > 0 else math.inf, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
+        utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
         e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
     )
 
@@ -547,7 +585,6 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
     running = min(users, slots)
     tpot_s = table.decode_step_s(1.0, slots)
     first_mean_s = table.window(0, 1).time_s
-    first = (np.array([first_mean_s]), np.ones(1))
     solution = None
     for _ in range(MAX_ITERATIONS):
         service_s = first_mean_s + steps * tpot_s
@@ -558,7 +595,8 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
                                None if solution is None else (solution.tpot_s, solution.window_s))
         if solution is None:
             break
-        first, new_first_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
+        k, pmf = _prompt_counts(others * solution.tpot_s)
+        new_first_s = float(pmf @ table.first_token_mean_s((running - 1) * decoding, slots, k + 1))
         done = abs(solution.tpot_s - tpot_s) <= CONVERGENCE * tpot_s and abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
         tpot_s, first_mean_s = solution.tpot_s, new_first_s
         if done:
@@ -566,13 +604,14 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     if solution is None:
         return _unstable("closed_loop", 0.0, float(users), capacity, config.output_tokens)
+    first, first_mean_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
     throughput = running / (first_mean_s + steps * tpot_s)
     slot_wait_s = (users - running) / throughput
     ttft_mean_s = first_mean_s + slot_wait_s
     tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="closed_loop", stable=True, request_rate_per_s=throughput, concurrent_users=float(users),
-        utilization=throughput / capacity if capacity > 0 else math.inf,
+        utilization=throughput / capacity if capacity > 0 else math.nan,
         ttft=_distribution((first[0] + slot_wait_s, first[1]), ttft_mean_s), tpot=tpot,
         itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
     )
@@ -580,34 +619,69 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
 
 def _unstable(mode: str, rate: float, users: float | None, capacity: float, output_tokens: int) -> SteadyState:
     return SteadyState(mode=mode, stable=False, request_rate_per_s=rate, concurrent_users=users,
-                       utilization=rate / capacity if capacity > 0 else math.inf, ttft=_UNSTABLE, tpot=_UNSTABLE, itl=_UNSTABLE,
+                       utilization=rate / capacity if capacity > 0 else math.nan, ttft=_UNSTABLE, tpot=_UNSTABLE, itl=_UNSTABLE,
                        e2e_mean_s=math.inf, decode_sequences=math.nan, output_tokens=output_tokens)
 
 
-def _open_loop_stable(table: StepTable, rate: float, slots: int, steps: int) -> bool:
-    """Whether the open-loop fixed point exists and the sequence slots keep up at ``rate``."""
-    solution = _open_solution(table, rate, slots, steps)
-    if solution is None:
-        return False
-    found = min(float(slots), rate * steps * solution.tpot_s)
-    first_s = float(table.windows(found, slots, np.array([1]))[0][0])
-    return rate * (first_s + steps * solution.tpot_s) < slots * STABILITY_LIMIT
+def _saturation(table: StepTable, slots: int, steps: int) -> float:
+    """The rate (requests/s) at which prompt windows grow without bound.
+
+    Far into a long window every extra prompt adds ``s(n)`` seconds and ``sigma(n)`` steps
+    (the slopes of :meth:`StepTable.windows`), so ``W = a + rate x W x s(n)`` diverges at
+    ``rate = 1 / s(n)``; there the decoders ``n = 1 + rate (O - 1) TPOT`` see steps of
+    ``TPOT = s(n) / sigma(n)``, i.e. ``n = 1 + (O - 1) / sigma(n)`` (at most ``slots``).
+    """
+    n = 1.0
+    for _ in range(MAX_ITERATIONS):
+        lo, hi, _ = table._neighbours(n, slots)
+        probe = np.array([2, 3]) * max(table.linear_from_prompts(lo), table.linear_from_prompts(hi))
+        times, steps_ = table.windows(n, slots, probe)
+        per_prompt_s, per_prompt_steps = (times[1] - times[0]) / probe[0], (steps_[1] - steps_[0]) / probe[0]
+        new = min(float(slots), 1.0 + steps / per_prompt_steps)
+        if abs(new - n) <= CONVERGENCE * new:
+            break
+        n = new
+    return 1.0 / per_prompt_s
 
 
 def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
     """Largest sustainable open-loop arrival rate (requests/s) of one replica of ``config``.
 
-    Found by doubling then bisection (to :data:`CAPACITY_TOLERANCE`) on whether the model has
-    a finite steady state.
+    The smaller of two limits: the rate at which prompt work saturates the steps
+    (:func:`_saturation`) and the rate at which the ``config.batch`` sequence slots fill
+    (``rate x (first token + (O - 1) TPOT) = slots``, solved with the model's TPOT at that rate).
     """
     table = table or StepTable(config)
     slots, steps = config.batch, config.output_tokens - 1
-    low, high = 0.0, 1.0 / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0, slots))
-    while _open_loop_stable(table, high, slots, steps):
-        low, high = high, 2.0 * high
-    while high - low > CAPACITY_TOLERANCE * high:
+
+    best: list[_Solution] = []  # the solution at the largest rate known to be stable: a start from below
+
+    def slots_keep_up(rate: float) -> bool:
+        start = (best[0].tpot_s, best[0].window_s) if best else None
+        solution = _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
+        if solution is None:
+            return False
+        found = min(float(slots), rate * steps * solution.tpot_s)
+        first_s = float(table.windows(found, slots, np.array([1]))[0][0])
+        if rate * (first_s + steps * solution.tpot_s) >= slots * STABILITY_LIMIT:
+            return False
+        best[:] = [solution]
+        return True
+
+    high = _saturation(table, slots, steps) * STABILITY_LIMIT
+    # No slot frees faster than a decode of `slots` sequences allows: a first bracket.
+    bound = slots * STABILITY_LIMIT / (table.window(0, 1).time_s + steps * table.decode_step_s(float(slots), slots))
+    low = 0.0
+    if bound < high:
+        if slots_keep_up(bound):
+            low = bound
+        else:
+            high = bound
+    if low == 0.0 and slots_keep_up(high):
+        return high
+    while high - low > CAPACITY_TOLERANCE * high:  # bisection: slot occupancy and window length grow with the rate
         mid = (low + high) / 2
-        if _open_loop_stable(table, mid, slots, steps):
+        if slots_keep_up(mid):
             low = mid
         else:
             high = mid
@@ -653,19 +727,17 @@ def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float 
 
 
 def max_users_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, users_cap: int, *,
-                     target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None,
-                     capacity_per_s: float | None = None) -> int:
-    """Most closed-loop users (at most ``users_cap``) one replica serves with the SLOs met at ``percentile``
-    and a throughput within ``target_utilization`` of capacity; 0 when one user already misses.
+                     table: StepTable | None = None) -> int:
+    """Most closed-loop users (at most ``users_cap``) one replica serves with the SLOs met at ``percentile``; 0 when one user already misses.
 
-    Latency and throughput grow with users, so the largest count is found by bisection.
+    No utilization bound applies: users with zero think time wait for their answers, so a
+    closed loop cannot push a replica past its capacity (its latency grows instead, which the
+    SLOs bound). Latency grows with users, so the largest count is found by bisection.
     """
     table = table or StepTable(config)
-    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
 
     def meets(users: int) -> bool:
-        state = closed_loop(config, users, table, capacity_per_s=capacity)
-        return _within(state, percentile, ttft_limit_s, tpot_limit_s) and state.request_rate_per_s <= target_utilization * capacity
+        return _within(closed_loop(config, users, table, capacity_per_s=0.0), percentile, ttft_limit_s, tpot_limit_s)
 
     if meets(users_cap):
         return users_cap
