@@ -94,7 +94,7 @@ def main() -> int:
     machine = f"{cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
     out += [
         "Produced by `python benchmarks/bench_accuracy.py --write` (machine: " + machine + "; CPU only, no GPU involved).",
-        "Data: `shared/data/` (see its README and SCHEMA files). Errors are (predicted - measured) / measured:",
+        "Data: `validation_data/` (see its README and SCHEMA files). Errors are (predicted - measured) / measured:",
         "MAPE = mean |error|, median APE, bias = mean signed error (positive: guide-opt predicts too high), n = compared",
         "(row, metric) pairs. Default efficiency factors are the documented, unfitted values of `hardware_db/frameworks/*.yaml`.",
         "",
@@ -233,7 +233,7 @@ def main() -> int:
         "`guide-opt validate --llm-pilot` (JSON: `--format json`; `--candidates all` for the second line). U = 200 users,",
         "median nTTFT <= 100 ms/token and median ITL <= 50 ms, u in {1, 2, ..., 128}, pods = ceil(U / u_max), AWS prices of",
         "`llm_pilot/prices.csv`. Ground truth derived from `llm_pilot_aggregate.csv` with the same rule",
-        "(`llm_pilot_recommendation_groundtruth.csv` is not in shared/data); it reproduces the paper's best static policy",
+        "(`llm_pilot_recommendation_groundtruth.csv` is not in validation_data); it reproduces the paper's best static policy",
         f"(S/O {static_all.so_score:.4f}). Scored: the {n} decoder-only LLMs guide-opt models (the 4 T5-family LLMs are",
         "encoder-decoder, out of scope). Predictions: static estimator, batch = u, the training LLMs' mean lengths",
         f"(about {details.workloads[next(iter(details.workloads))].input_tokens} in / "

@@ -20,6 +20,7 @@ from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.frameworks import FrameworkProfile
 from guide_opt.hardware import GpuSpec
+from guide_opt.limits import check_yaml_node_size, read_text_file
 from guide_opt.llm import LlmSpec
 from guide_opt.prices import PriceTable
 from guide_opt.quantization import QuantizationSpec
@@ -29,16 +30,34 @@ SpecT = TypeVar("SpecT", bound=BaseModel)
 DEFAULT_PRICE_TABLE = "default"
 
 
-def read_yaml(path: Path) -> object:
-    """Parse one YAML file, turning syntax errors into an :class:`InputError` naming the file."""
+def read_yaml(path: Path, field: str | None = None) -> object:
+    """Parse one YAML file, turning every failure into an :class:`InputError` naming the file (or ``field``).
+
+    The file must be UTF-8 text within :data:`~guide_opt.limits.MAX_INPUT_FILE_BYTES`, and
+    its document, aliases expanded, within :data:`~guide_opt.limits.MAX_YAML_NODES` values
+    and :data:`~guide_opt.limits.MAX_YAML_DEPTH` levels (checked on the composed node graph,
+    before anything is built).
+    """
+    return parse_yaml_text(read_text_file(path, field), field or str(path))
+
+
+def parse_yaml_text(text: str, field: str) -> object:
+    """Parse YAML ``text`` within the work bounds of :func:`read_yaml`; errors name ``field``."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read the file ({exc.strerror})", "check the path") from None
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_yaml_node_size(node, field)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(str(path), f"invalid YAML{where}", "fix the syntax") from None
+        raise InputError(field, f"invalid YAML{where}", "fix the syntax") from None
+    except RecursionError:
+        raise InputError(field, "the YAML nests too deeply", "flatten the file") from None
+    finally:
+        loader.dispose()
 
 
 def validation_error_to_input_error(source: str, exc: ValidationError) -> InputError:
@@ -143,6 +162,11 @@ def load_catalog_from(root: Path) -> Catalog:
         quantizations=quantizations,
         price_tables=_load_folder(root / "prices", PriceTable),
     )
+    for framework in catalog.frameworks.values():
+        unknown = sorted(set(framework.quantizations) - set(quantizations))
+        if unknown:
+            raise InputError(f"{root}/frameworks/{framework.id}.yaml: quantizations", f"unknown quantization id(s) {', '.join(unknown)}",
+                             f"use ids from {quant_file.name}")
     for table in catalog.price_tables.values():
         for quote in table.quotes:
             if quote.gpu not in catalog.gpus:

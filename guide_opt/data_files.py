@@ -12,7 +12,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    """Return the folder ``name`` (``hardware_db``, ``solvers`` or ``problems``)."""
+    """Return the folder ``name`` (``hardware_db``, ``solvers``, ``problems`` or ``validation_data``)."""
     for candidate in (_PACKAGE_DIR / "_data" / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from guide_opt.errors import InputError
+from guide_opt.limits import MAX_MODEL_INTEGER
 from guide_opt.plan import Pick, Plan
 from guide_opt.space import Candidate, SearchSpace, replica_limit
 
@@ -44,9 +46,18 @@ COST_QUANTUM_USD_PER_H = 1e-6
 THROUGHPUT_QUANTUM_TOKENS_PER_S = 1e-3
 
 
-def to_quanta(value: float, quantum: float, rounding: str = "nearest") -> int:
-    """Express ``value`` in integer multiples of ``quantum`` (rounding: nearest, down or up)."""
+def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: str = "a figure of the plan") -> int:
+    """Express ``value`` in integer multiples of ``quantum`` (rounding: nearest, down or up).
+
+    The result is at most :data:`~guide_opt.limits.MAX_MODEL_INTEGER` in size, so sums over every
+    candidate stay inside CP-SAT's 64-bit integers; a value beyond that (or not finite) raises
+    :class:`~guide_opt.errors.InputError` naming ``field`` instead of overflowing. The problem's
+    own limits (:mod:`guide_opt.limits`) keep valid inputs far below it.
+    """
     ratio = value / quantum
+    if not math.isfinite(ratio) or abs(ratio) > MAX_MODEL_INTEGER:
+        raise InputError(field, f"{value:g} is beyond what the CP-SAT model can represent in units of {quantum:g}",
+                         "give values within the limits of problems/README.md")
     if rounding == "down":
         return math.floor(ratio + 1e-9)
     if rounding == "up":
@@ -267,7 +278,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     cost_terms = [replicas[i] * to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H) for i, c in enumerate(candidates)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
-        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down"))
+        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
         if explain:
             ct.OnlyEnforceIf(family("budget"))
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})

@@ -3,7 +3,11 @@
 A profile holds what the performance model needs to know about an engine: how much device
 memory it lets the KV cache use, its KV block granularity, how it schedules prefill
 (whole prompts, chunked prefill, or DeepSpeed-FastGen's dynamic SplitFuse), its per-step
-scheduler overhead, and its *default* efficiency factors. The defaults are documented
+scheduler overhead, its *default* efficiency factors, and where it runs: the GPU
+architectures it supports (``architectures``) and, per quantization scheme, the
+architectures on which it runs that scheme (``quantizations``), each with a source.
+:meth:`FrameworkProfile.unsupported_reason` applies them; every verb reaches it through
+:meth:`guide_opt.perf.ServingConfig.unsupported_reason`. The defaults are documented
 starting points, not fitted values; calibration (``guide-opt calibrate``) replaces them.
 """
 
@@ -51,11 +55,28 @@ class FrameworkProfile(BaseModel):
     max_num_seqs: PositiveInt
     cuda_graphs: bool
     efficiency: EfficiencyFactors
+    architectures: tuple[str, ...] = Field(min_length=1)
+    quantizations: dict[str, tuple[str, ...]] = Field(min_length=1)
     sources: dict[str, str]
+
+    def unsupported_reason(self, gpu_id: str, architecture: str, quantization_id: str) -> str | None:
+        """Why this engine cannot serve ``quantization_id`` on a GPU of ``architecture`` (None when it can)."""
+        if architecture not in self.architectures:
+            return (f"{self.id} does not run on {gpu_id} ({architecture} architecture); it runs on "
+                    f"{', '.join(self.architectures)}")
+        runs_on = self.quantizations.get(quantization_id, ())
+        if architecture not in runs_on:
+            where = f"only on {', '.join(runs_on)}" if runs_on else "on no GPU"
+            return f"{self.id} runs {quantization_id} {where}, not on {gpu_id} ({architecture})"
+        return None
 
     @model_validator(mode="after")
     def _sourced(self) -> "FrameworkProfile":
-        needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency"}
+        stray = sorted({a for archs in self.quantizations.values() for a in archs} - set(self.architectures))
+        if stray:
+            raise ValueError(f"quantizations names architectures {', '.join(stray)} missing from architectures")
+        needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency",
+                  "architectures", "quantizations"}
         missing = sorted(needed - set(self.sources))
         if missing:
             raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")

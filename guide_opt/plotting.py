@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from guide_opt.errors import InputError
+from guide_opt.limits import check_writable_file
 
 #: File extensions ``--plot`` accepts.
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -25,11 +26,14 @@ _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 
 def check_plot_path(path: str | Path) -> Path:
-    """``path`` as a Path, or :class:`InputError` when its extension is not a supported format."""
+    """``path`` as a Path, or :class:`InputError` when its extension is not a supported format or it cannot be written.
+
+    Called before the solve, so a bad path costs nothing; the folder must exist already.
+    """
     path = Path(path)
     if path.suffix.lower() not in PLOT_FORMATS:
         raise InputError("--plot", f"cannot tell the chart format from '{path.name}'", f"end the file name with {', '.join(PLOT_FORMATS)}")
-    return path
+    return check_writable_file(path, "--plot")
 
 
 def _t(text: str) -> str:
@@ -47,9 +51,23 @@ def _figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1, **k
     return fig, axes
 
 
+#: Characters of a 12-pt title per inch of figure width (about 0.09 in per character, with margin).
+_TITLE_CHARS_PER_IN = 9
+
+
+def _suptitle(fig, text: str) -> None:
+    """The figure title, wrapped to the figure's width so that a long problem name is not clipped."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * _TITLE_CHARS_PER_IN))
+    fig.suptitle(_t("\n".join(textwrap.wrap(text.strip(" -"), width))))
+
+
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    try:
+        fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise InputError("--plot", f"cannot write '{path}' ({exc.strerror or type(exc).__name__})", "choose a writable location") from None
     return path
 
 
@@ -87,7 +105,7 @@ def plot_frontier(frontier, path: str | Path, *, title: str = "", budget_per_hou
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
-    fig.suptitle(_t(f"{title} -- Pareto frontier: {len(points)} non-dominated plans ({frontier.status.value})".strip(" -")))
+    _suptitle(fig, f"{title} -- Pareto frontier: {len(points)} non-dominated plans ({frontier.status.value})")
     return _save(fig, path)
 
 
@@ -126,7 +144,7 @@ def plot_schedule(schedule, problem, path: str | Path, *, title: str = "") -> Pa
         ax.grid(True, alpha=0.3)
     axes[-1][0].set_xlabel("hours from the start")
     unit = f"makespan {schedule.makespan_h:.2f} h, cost ${schedule.cost_usd:,.2f}"
-    fig.suptitle(_t(f"{title} -- {schedule.objective_name} schedule ({schedule.status.value}): {unit}".strip(" -")))
+    _suptitle(fig, f"{title} -- {schedule.objective_name} schedule ({schedule.status.value}): {unit}")
     return _save(fig, path)
 
 
@@ -150,6 +168,6 @@ def plot_fleet(solution, path: str | Path, *, title: str = "") -> Path:
     ax_gpus.legend(handles=[Patch(color=colour[g], label=g) for g in gpu_ids], fontsize=8, loc="lower right")
     for ax in (ax_cost, ax_gpus):
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(_t(f"{title} -- {solution.objective_name} ({solution.status.value}): ${solution.total_cost_per_hour:,.2f}/h, "
-                    f"{sum(d.gpu_count for d in deps)} GPUs".strip(" -")))
+    _suptitle(fig, f"{title} -- {solution.objective_name} ({solution.status.value}): ${solution.total_cost_per_hour:,.2f}/h, "
+                   f"{sum(d.gpu_count for d in deps)} GPUs")
     return _save(fig, path)

@@ -9,11 +9,12 @@ the field (``models[0].slo.ttft_ms``) and the fix. See ``problems/README.md`` fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from guide_opt.catalog import read_yaml
+from guide_opt import limits as L
 from guide_opt.errors import InputError
 from guide_opt.perf.steady_state import DEFAULT_TARGET_UTILIZATION
 from guide_opt.quantization import PRECISION_TOLERANCES
@@ -43,7 +44,12 @@ SCHEDULE_OBJECTIVES = frozenset({"min_makespan"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # nan and inf are refused everywhere: NaN would silently switch every comparison (SLO checks) off
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def _tokens():
+    return Field(default=None, gt=0, le=L.MAX_TOKENS)
 
 
 class Workload(_Strict):
@@ -56,15 +62,15 @@ class Workload(_Strict):
     meeting the SLOs is enough.
     """
 
-    input_tokens: PositiveInt | None = None
-    output_tokens: PositiveInt | None = None
+    input_tokens: int | None = _tokens()
+    output_tokens: int | None = _tokens()
     preset: str | None = None
     histogram: dict | None = None
     trace: str | None = None
-    request_rate_per_s: PositiveFloat | None = None
-    concurrent_users: PositiveInt | None = None
-    requests: PositiveInt | None = None
-    deadline_h: PositiveFloat | None = None
+    request_rate_per_s: float | None = Field(default=None, gt=0, le=L.MAX_REQUEST_RATE_PER_S)
+    concurrent_users: int | None = Field(default=None, gt=0, le=L.MAX_CONCURRENT_USERS)
+    requests: int | None = Field(default=None, gt=0, le=L.MAX_JOB_REQUESTS)
+    deadline_h: float | None = Field(default=None, gt=0, le=L.MAX_DEADLINE_H)
 
     @model_validator(mode="after")
     def _one_length_and_one_demand(self) -> "Workload":
@@ -85,7 +91,7 @@ class Workload(_Strict):
         """Mean (input, output) tokens per request used by the static performance model."""
         if self.input_tokens is not None and self.output_tokens is not None:
             return self.input_tokens, self.output_tokens
-        from guide_opt.simulate.workloads import workload_from_spec  # lengths from the workload generator
+        from guide_opt.simulate.workload_spec import workload_from_spec  # lengths from the workload generator
 
         spec = {k: v for k, v in (("preset", self.preset), ("histogram", self.histogram), ("trace", self.trace)) if v is not None}
         return workload_from_spec(spec).mean_token_lengths()
@@ -98,8 +104,8 @@ class Slo(_Strict):
     solver widens predictions to the requested percentile (see ``guide-opt calibrate``).
     """
 
-    ttft_ms: PositiveFloat | None = None
-    tpot_ms: PositiveFloat | None = None
+    ttft_ms: float | None = Field(default=None, gt=0, le=L.MAX_LATENCY_MS)
+    tpot_ms: float | None = Field(default=None, gt=0, le=L.MAX_LATENCY_MS)
     percentile: Literal[50, 90, 99] = 50
 
 
@@ -133,9 +139,25 @@ class Hardware(_Strict):
 
     gpus: list[str] | Literal["all"] = "all"
     inventory: dict[str, int] = {}
-    max_gpus: PositiveInt | None = None
+    max_gpus: int | None = Field(default=None, gt=0, le=L.MAX_GPUS)
     price_table: str = "default"
-    prices: dict[str, PositiveFloat] = {}
+    prices: dict[str, float] = {}
+
+    @field_validator("gpus")
+    @classmethod
+    def _some_gpus(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("the list of GPUs is empty; name at least one GPU id, or write: all")
+        if isinstance(value, list) and len(value) > L.MAX_CHOICES:
+            raise ValueError(f"{len(value)} GPU ids are above the limit of {L.MAX_CHOICES}; use: all")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for gpu_id, price in value.items():
+            L.check_finite(gpu_id, price, L.MIN_PRICE_PER_GPU_HOUR, L.MAX_PRICE_PER_GPU_HOUR)
+        return value
 
     @field_validator("inventory")
     @classmethod
@@ -143,17 +165,20 @@ class Hardware(_Strict):
         bad = [k for k, v in value.items() if v < 0]
         if bad:
             raise ValueError(f"inventory counts must be >= 0 (check {', '.join(bad)})")
+        big = [k for k, v in value.items() if v > L.MAX_GPUS]
+        if big:
+            raise ValueError(f"inventory counts must be at most {L.MAX_GPUS:,} (check {', '.join(big)})")
         return value
 
 
 class SearchSpace(_Strict):
     """The discrete choices searched per LLM (defaults cover common deployments)."""
 
-    tp: list[PositiveInt] = list(DEFAULT_TP_DEGREES)
-    pp: list[PositiveInt] = list(DEFAULT_PP_DEGREES)
-    batch_sizes: list[PositiveInt] = list(DEFAULT_BATCH_SIZES)
-    kv_cache_dtypes: list[Literal["fp16", "fp8"]] = ["fp16"]
-    max_replicas: PositiveInt = 64
+    tp: list[Annotated[int, Field(gt=0, le=L.MAX_PARALLEL_DEGREE)]] = Field(list(DEFAULT_TP_DEGREES), min_length=1, max_length=L.MAX_CHOICES)
+    pp: list[Annotated[int, Field(gt=0, le=L.MAX_PARALLEL_DEGREE)]] = Field(list(DEFAULT_PP_DEGREES), min_length=1, max_length=L.MAX_CHOICES)
+    batch_sizes: list[Annotated[int, Field(gt=0, le=L.MAX_BATCH)]] = Field(list(DEFAULT_BATCH_SIZES), min_length=1, max_length=L.MAX_CHOICES)
+    kv_cache_dtypes: list[Literal["fp16", "fp8"]] = Field(["fp16"], min_length=1)
+    max_replicas: int = Field(64, gt=0, le=L.MAX_REPLICAS)
 
 
 class Scheduling(_Strict):
@@ -169,7 +194,7 @@ class Scheduling(_Strict):
     """
 
     enabled: bool | Literal["auto"] = "auto"
-    time_quantum_s: PositiveInt = 60
+    time_quantum_s: int = Field(60, gt=0, le=86_400)
 
 
 class Prediction(_Strict):
@@ -194,7 +219,7 @@ class Prediction(_Strict):
     """
 
     calibration: str | None = None
-    slo_margin: float = Field(default=1.0, ge=1.0)
+    slo_margin: float = Field(default=1.0, ge=1.0, le=L.MAX_SLO_MARGIN)
     serving_model: Literal["steady_state", "burst"] = "steady_state"
     target_utilization: float = Field(default=DEFAULT_TARGET_UTILIZATION, gt=0.0, le=1.0)
 
@@ -204,11 +229,11 @@ class Problem(_Strict):
 
     name: str
     description: str = ""
-    models: list[LlmRequirement] = Field(min_length=1)
+    models: list[LlmRequirement] = Field(min_length=1, max_length=L.MAX_MODELS)
     hardware: Hardware = Hardware()
-    frameworks: list[str] = ["vllm"]
-    quantizations: list[str] | None = None
-    budget_per_hour: PositiveFloat | None = None
+    frameworks: list[str] = Field(["vllm"], min_length=1, max_length=L.MAX_CHOICES)
+    quantizations: list[str] | None = Field(None, min_length=1, max_length=L.MAX_CHOICES)
+    budget_per_hour: float | None = Field(default=None, gt=0, le=L.MAX_BUDGET_PER_HOUR)
     objective: Objective = "min_cost"
     search: SearchSpace = SearchSpace()
     prediction: Prediction = Prediction()
@@ -224,7 +249,25 @@ class Problem(_Strict):
             for i, m in enumerate(self.models):
                 if m.workload.requests is None:
                     raise ValueError(f"models[{i}].workload is not a batch job (a schedule needs requests + deadline_h for every model)")
+        if self.candidate_upper_bound > L.MAX_CANDIDATES:
+            raise ValueError(f"the search asks for up to {self.candidate_upper_bound:,} candidates, above the limit of {L.MAX_CANDIDATES:,} "
+                             "(LLMs x GPUs x frameworks x quantizations x tp x pp x kv_cache_dtypes x batch_sizes); narrow the search")
         return self
+
+    @property
+    def candidate_upper_bound(self) -> int:
+        """Most candidates this problem can ask for (before pruning): the product of its choice counts.
+
+        ``hardware.gpus: all`` counts every catalog GPU, unspecified quantizations every scheme.
+        """
+        from guide_opt.catalog import load_catalog
+
+        catalog = load_catalog()
+        gpus = len(catalog.gpus) if self.hardware.gpus == "all" else len(set(self.hardware.gpus))
+        quantizations = len(catalog.quantizations) if self.quantizations is None else len(set(self.quantizations))
+        s = self.search
+        return (len(self.models) * gpus * len(set(self.frameworks)) * quantizations * len(set(s.tp)) * len(set(s.pp))
+                * len(set(s.kv_cache_dtypes)) * len(set(s.batch_sizes)))
 
     @property
     def is_schedule(self) -> bool:
@@ -266,6 +309,8 @@ _FIXES = {
     "extra_forbidden": ("unknown key", "remove it or check its spelling (see problems/README.md)"),
     "missing": ("required key is missing", "add it"),
     "greater_than": ("must be positive", "give a number above 0"),
+    "finite_number": ("must be a finite number", "give a plain number (not nan or inf)"),
+    "too_short": ("must not be empty", "list at least one choice"),
     "literal_error": ("not an allowed value", "use one of the listed values"),
 }
 

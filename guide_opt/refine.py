@@ -61,6 +61,7 @@ import math
 import os
 import socket
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.simulate import PRESETS, FixedLengths, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment, Solution
 from guide_opt.space import ModelSpace, Shape, evaluate_candidate, resolve_prices
 
@@ -118,8 +120,11 @@ DEFAULT_CONFIRMATIONS = 2
 MAX_RECHECKED_PLANS = 10
 #: Share of the trials spent on the incumbent's one-knob moves (:meth:`_Refiner.warm_starts`), enqueued after it.
 WARM_START_SHARE = 1 / 3
-#: Seconds between a running trial's heartbeats on a PostgreSQL / MySQL storage (a trial silent for twice this is failed).
+#: Seconds between a running trial's heartbeats on a PostgreSQL / MySQL storage (a trial silent for
+#: twice this is failed by the next worker that starts a trial); ``$GUIDE_OPT_HEARTBEAT_S`` overrides it.
 HEARTBEAT_INTERVAL_S = 60
+#: Environment variable overriding :data:`HEARTBEAT_INTERVAL_S` (whole seconds, at least 1).
+HEARTBEAT_ENV = "GUIDE_OPT_HEARTBEAT_S"
 #: Distinct failure messages kept in the report.
 MAX_ERRORS_REPORTED = 5
 #: Fallback objective value (ms) of a plan whose latency could not be measured.
@@ -129,6 +134,9 @@ _ATTR_FINGERPRINT = "guide_opt.fingerprint"
 _ATTR_EVALUATION = "guide_opt.evaluation"
 _ATTR_CONSTRAINTS = "guide_opt.constraints"
 _ATTR_WORKER = "guide_opt.worker"
+#: One id per refine_solution call, on every trial that call ran: a report counts its own trials even
+#: when other workers of a shared study finish theirs at the same time.
+_ATTR_RUN = "guide_opt.run"
 _ATTR_ERROR = "guide_opt.error"
 _ATTR_PRUNED = "guide_opt.pruned_reason"
 _SETTINGS_FIELDS = ("framework", "tp", "replicas", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization")
@@ -750,15 +758,17 @@ def open_storage(storage: "str | optuna.storages.BaseStorage | None") -> optuna.
     if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
         raise InputError("--storage", f"unsupported storage URL '{redact_storage_url(url)}'",
                          "use sqlite:///path/to/study.db or postgresql://user:password@host:5432/dbname")
-    if scheme == "postgres":
-        url = "postgresql" + url[len("postgres"):]
+    if url.split(":", 1)[0].lower() in ("postgres", "postgresql"):
+        # No driver named: psycopg 3 (the `postgres` extra), whatever SQLAlchemy's own default is.
+        url = "postgresql+psycopg" + url[url.index(":"):]
     # SQLite: pysqlite's own BEGIN is switched off (isolation_level None) so that every
     # transaction can start with BEGIN IMMEDIATE, below.
     engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    # Server databases serve several machines: a heartbeat lets Optuna mark the trials of a
+    # machine that died as FAIL instead of leaving them RUNNING forever.
+    interval_s = heartbeat_interval_s()
+    heartbeat = {} if scheme == "sqlite" else {"heartbeat_interval": interval_s, "grace_period": 2 * interval_s}
     try:
-        # Server databases serve several machines: a heartbeat lets Optuna mark the trials of a
-        # machine that died as FAIL instead of leaving them RUNNING forever.
-        heartbeat = {} if scheme == "sqlite" else {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": 2 * HEARTBEAT_INTERVAL_S}
         with warnings.catch_warnings():  # heartbeat_interval is marked experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
@@ -767,10 +777,20 @@ def open_storage(storage: "str | optuna.storages.BaseStorage | None") -> optuna.
         return rdb
     except ModuleNotFoundError as exc:
         raise InputError("--storage", f"the database driver for '{scheme}' is not installed ({exc.name})",
-                         "pip install psycopg2-binary (PostgreSQL) or use sqlite:///study.db") from None
+                         "pip install 'guide-opt[postgres]' (PostgreSQL) or use sqlite:///study.db") from None
     except Exception as exc:  # noqa: BLE001 -- any connection failure is the user's URL or server
         raise InputError("--storage", f"cannot open '{redact_storage_url(url)}' ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
                          "check the URL, that the database exists and that this machine can reach it") from None
+
+
+def heartbeat_interval_s() -> int:
+    """Seconds between heartbeats of a running trial on a server database: ``$GUIDE_OPT_HEARTBEAT_S`` or :data:`HEARTBEAT_INTERVAL_S`."""
+    value = os.environ.get(HEARTBEAT_ENV)
+    if value is None:
+        return HEARTBEAT_INTERVAL_S
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(HEARTBEAT_ENV, f"'{value}' is not a whole number of seconds >= 1", f"unset {HEARTBEAT_ENV} or set it to e.g. 60")
+    return int(value)
 
 
 def _serialize_sqlite_transactions(engine) -> None:
@@ -845,10 +865,9 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
         study.enqueue_trial(refiner.params(refiner.incumbent_settings), user_attrs={"guide_opt.incumbent": True}, skip_if_exists=True)
         for plan in refiner.warm_starts()[:int(trials * WARM_START_SHARE)]:
             study.enqueue_trial(refiner.params(plan), user_attrs={"guide_opt.warm_start": True}, skip_if_exists=True)
-        before = {t.number for t in study.get_trials(deepcopy=False)
-                  if t.state not in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)}
+        run_id = uuid.uuid4().hex
         if trials > 0:
-            study.optimize(_objective(refiner), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
+            study.optimize(_objective(refiner, run_id), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
                            show_progress_bar=progress)
         all_trials = study.get_trials(deepcopy=False)
     finally:
@@ -856,7 +875,7 @@ def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: 
 
     states = optuna.trial.TrialState
     finished = [t for t in all_trials if t.state in (states.COMPLETE, states.FAIL, states.PRUNED)]
-    run_now = [t for t in finished if t.number not in before]
+    run_now = [t for t in finished if t.user_attrs.get(_ATTR_RUN) == run_id]
     complete = [t for t in finished if t.state == states.COMPLETE]
     feasible = [t for t in complete if t.value is not None and math.isfinite(t.value) and all(v <= 0 for v in _trial_constraints(t).values())]
     errors = tuple(dict.fromkeys(t.user_attrs.get(_ATTR_ERROR, "unknown error") for t in finished if t.state == states.FAIL))[:MAX_ERRORS_REPORTED]
@@ -954,11 +973,12 @@ def _open_study(storage: optuna.storages.BaseStorage, study_name: str, direction
     return study
 
 
-def _objective(refiner: _Refiner):
+def _objective(refiner: _Refiner, run_id: str):
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(_ATTR_WORKER, worker)
+        trial.set_user_attr(_ATTR_RUN, run_id)
         settings = tuple(refiner.suggest(trial, i) for i in range(len(refiner.problem.models)))
         reason = refiner.unsupported(settings)
         if reason:

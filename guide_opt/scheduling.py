@@ -57,6 +57,9 @@ from ortools.sat.python import cp_model
 from guide_opt.errors import InputError
 from guide_opt.explain import candidate_report, infeasibility_report, minimal_conflict
 from guide_opt.formulation import COST_QUANTUM_USD_PER_H, to_quanta
+
+#: Longest job duration represented in the model, in time quanta (2**40: millennia at 1-minute quanta).
+MAX_JOB_QUANTA = 2**40
 from guide_opt.plan import Pick, to_deployment
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
 from guide_opt.problem import Problem
@@ -244,7 +247,8 @@ def job_options(space: SearchSpace, job: int, *, respect_limits: bool = True, fo
         r_max = replica_limit(space, c) if respect_limits else problem.search.max_replicas
         for r in range(1, r_max + 1):
             duration_s = job_duration_s(w.requests, c.batch, r, c.request_latency_s)
-            quanta = max(1, to_quanta(duration_s, quantum_s, "up"))
+            # clamped far beyond any deadline (a year is ~5e5 minutes) so that the model's integers stay 64-bit safe
+            quanta = max(1, to_quanta(min(duration_s, MAX_JOB_QUANTA * quantum_s), quantum_s, "up"))
             if respect_limits and quanta > deadline_q:
                 continue
             options.append(JobOption(job, c, r, duration_s, quanta))

@@ -10,7 +10,8 @@ import click
 
 from guide_opt.catalog import load_catalog
 from guide_opt.cli.app import cli
-from guide_opt.cli.common import positive_int
+from guide_opt.cli.common import degree_int, positive_int
+from guide_opt.limits import check_writable_file
 from guide_opt.cli.output import echo_json, echo_rows, format_option
 from guide_opt.errors import InputError
 from guide_opt.validation.accuracy import summarize
@@ -31,7 +32,7 @@ DATA_HELP = (
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("calibration.yaml"), show_default=True, help="Calibration YAML to write.")
 @click.option("--model", default=None, help="vllm bench JSON: catalog LLM id (default: the JSON's metadata, else its model_id).")
 @click.option("--gpu", default=None, help="vllm bench JSON: GPU id (default: the JSON's 'gpu' metadata).")
-@click.option("--tp", type=positive_int, default=None, help="vllm bench JSON: tensor-parallel degree (default: metadata 'tp', else 1).")
+@click.option("--tp", type=degree_int, default=None, help="vllm bench JSON: tensor-parallel degree (default: metadata 'tp', else 1).")
 @click.option("--framework", default=None, help="vllm bench JSON: framework id (default: metadata 'framework', else vllm).")
 @click.option("--batch", type=positive_int, default=None, help="vllm bench JSON: concurrent requests (default: its max_concurrency).")
 @click.option("--quantization", default=None, help="vllm bench JSON: quantization id (default bf16).")
@@ -47,6 +48,7 @@ def calibrate_command(data_files, sources, data_dir, out, model, gpu, tp, framew
     """
     if not data_files and not sources:
         raise InputError("--data", "no benchmark data given", "pass --data FILE (CSV or vllm bench JSON) or --source NAME")
+    check_writable_file(out, "--out")  # before the fit, and never creating folders
     catalog = load_catalog()
     rows, labels, skipped = [], [], {}
     vllm_options = {"model": model, "gpu": gpu, "tp": tp, "framework": framework, "batch": batch, "quantization": quantization}

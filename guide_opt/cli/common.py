@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
+from guide_opt import limits
 from guide_opt.catalog import load_catalog
 from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors
@@ -15,7 +17,24 @@ from guide_opt.perf import ServingConfig
 if TYPE_CHECKING:
     from guide_opt.validation.calibration import Calibration
 
-positive_int = click.IntRange(min=1)
+#: A count or length from the command line: 1 up to :data:`~guide_opt.limits.MAX_TOKENS` (no unbounded integers).
+positive_int = click.IntRange(min=1, max=limits.MAX_TOKENS)
+#: A TP or PP degree.
+degree_int = click.IntRange(min=1, max=limits.MAX_PARALLEL_DEGREE)
+#: A batch, max-num-seqs or max-batched-tokens value.
+batch_int = click.IntRange(min=1, max=limits.MAX_BATCH)
+#: A random seed: CP-SAT takes a signed 32-bit seed, so every verb accepts 0 .. 2**31 - 1.
+seed_int = click.IntRange(min=0, max=limits.MAX_SEED)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (NaN passes every range comparison)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 #: Key under which ``--calibration`` leaves the loaded file in the click context's ``meta``.
 CALIBRATION_META_KEY = "guide_opt.calibration"
@@ -40,8 +59,8 @@ def replica_options(func: Callable) -> Callable:
     options = [
         click.option("--model", "model", required=True, help="LLM catalog id (see 'guide-opt models list') or path to a HuggingFace config.json."),
         click.option("--gpu", "gpu", required=True, help="GPU id (see 'guide-opt hardware list')."),
-        click.option("--tp", type=positive_int, default=1, show_default=True, help="Tensor-parallel degree."),
-        click.option("--pp", type=positive_int, default=1, show_default=True, help="Pipeline-parallel degree."),
+        click.option("--tp", type=degree_int, default=1, show_default=True, help="Tensor-parallel degree."),
+        click.option("--pp", type=degree_int, default=1, show_default=True, help="Pipeline-parallel degree."),
         click.option("--framework", default="vllm", show_default=True, help="Serving engine: vllm, sglang, tensorrt-llm, deepspeed-fastgen."),
         click.option("--quantization", default="bf16", show_default=True, help="bf16 (alias fp16), fp8, w8a8 or w4a16."),
         click.option("--kv-cache-dtype", type=click.Choice(["fp16", "fp8"]), default="fp16", show_default=True, help="KV-cache precision."),
@@ -96,7 +115,8 @@ def build_config(
     )
     reason = config.unsupported_reason() or config.context_reason()
     if reason:
-        option = ("--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
+        engine = reason.startswith(f"{framework_spec.id} ")
+        option = ("--framework/--quantization" if engine and " runs " in reason else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
                   else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
         raise InputError(option, reason, "choose a supported value")
     return config

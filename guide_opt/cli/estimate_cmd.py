@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from guide_opt.cli.app import cli
-from guide_opt.cli.common import build_config, positive_int, replica_options
+from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.perf import ESTIMATORS, Estimate
 
@@ -50,11 +50,11 @@ def not_fitting_reason(est: Estimate) -> str:
 
 @cli.command("estimate")
 @replica_options
-@click.option("--batch", type=positive_int, default=1, show_default=True, help="Concurrent sequences in the batch.")
+@click.option("--batch", type=batch_int, default=1, show_default=True, help="Concurrent sequences in the batch.")
 @click.option("--input-tokens", type=positive_int, default=512, show_default=True, help="Prompt tokens per request.")
 @click.option("--output-tokens", type=positive_int, default=128, show_default=True, help="Generated tokens per request.")
 @click.option("--no-flash-attention", is_flag=True, help="Model attention without FlashAttention (materialized scores).")
-@click.option("--h2o-kept-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
+@click.option("--h2o-kept-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default="roofline", show_default=True, help="guide-opt's roofline model or GUIDE's published equations.")
 @format_option
 def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, input_tokens, output_tokens,

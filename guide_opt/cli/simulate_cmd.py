@@ -9,11 +9,13 @@ import click
 import yaml
 
 from guide_opt.cli.app import cli
-from guide_opt.cli.common import build_config, positive_int, replica_options
+from guide_opt import limits
+from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options, seed_int
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
-from guide_opt.simulate.workloads import LengthDistribution, workload_from_spec
+from guide_opt.simulate.workload_spec import workload_from_spec
+from guide_opt.simulate.workloads import LengthDistribution
 
 DEFAULT_INPUT_TOKENS = 512
 DEFAULT_OUTPUT_TOKENS = 128
@@ -42,6 +44,14 @@ def resolve_lengths(workload: str | None, input_tokens: int | None, output_token
             if key in spec:
                 raise InputError(f"--workload: {key}", "arrivals come from the command line", f"remove {key} from the file and use --rate or --users")
     return workload_from_spec(spec, field=f"--workload {path.name}", base_dir=path.parent).lengths
+
+
+def check_context(llm, lengths: LengthDistribution, field: str) -> None:
+    """Refuse (exit 1, like ``estimate`` and ``solve``) requests whose mean length exceeds the LLM's context."""
+    total = lengths.mean_input_tokens + lengths.mean_output_tokens
+    if total > llm.max_position_embeddings:
+        raise InputError(field, f"{lengths.mean_input_tokens:,.0f} input + {lengths.mean_output_tokens:,.0f} output tokens exceed the context of "
+                                f"{llm.id} ({llm.max_position_embeddings:,} tokens)", "give shorter requests or an LLM with a longer context")
 
 
 def simulate_payload(config, result: SimulationResult, workload: Workload) -> dict:
@@ -75,20 +85,21 @@ def _lengths_spec(lengths: LengthDistribution) -> dict:
 
 @cli.command("simulate")
 @replica_options
-@click.option("--replicas", type=positive_int, default=1, show_default=True, help="Identical replicas behind the load balancer.")
+@click.option("--replicas", type=click.IntRange(1, limits.MAX_SIMULATED_REPLICAS), default=1, show_default=True, help="Identical replicas behind the load balancer.")
 @click.option("--balancer", type=click.Choice(BALANCERS), default="round_robin", show_default=True, help="How requests are spread over replicas.")
-@click.option("--max-num-seqs", type=positive_int, default=None, help="Concurrent sequences per replica [default: the framework's].")
-@click.option("--max-num-batched-tokens", type=positive_int, default=None, help="Token budget per engine step [default: the framework's].")
+@click.option("--max-num-seqs", type=batch_int, default=None, help="Concurrent sequences per replica [default: the framework's].")
+@click.option("--max-num-batched-tokens", type=batch_int, default=None, help="Token budget per engine step [default: the framework's].")
 @click.option("--policy", type=click.Choice(POLICIES), default=None, help="Step scheduling [default: decode_first].")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Open loop: Poisson arrivals, requests per second.")
-@click.option("--users", type=positive_int, default=None, help="Closed loop: concurrent users, each sending its next request when the last completes.")
-@click.option("--requests", "num_requests", type=positive_int, default=1000, show_default=True, help="Requests to simulate.")
+@click.option("--rate", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_REQUEST_RATE_PER_S), default=None, help="Open loop: Poisson arrivals, requests per second.")
+@click.option("--users", type=click.IntRange(1, limits.MAX_CONCURRENT_USERS), default=None, help="Closed loop: concurrent users, each sending its next request when the last completes.")
+@click.option("--requests", "num_requests", type=click.IntRange(1, limits.MAX_SIMULATED_REQUESTS), default=1000, show_default=True,
+              help=f"Requests to simulate (at most {limits.MAX_SIMULATED_REQUESTS:,}).")
 @click.option("--input-tokens", type=positive_int, default=None, help=f"Prompt tokens per request [default: {DEFAULT_INPUT_TOKENS}].")
 @click.option("--output-tokens", type=positive_int, default=None, help=f"Generated tokens per request [default: {DEFAULT_OUTPUT_TOKENS}].")
 @click.option("--workload", default=None, help=f"Preset ({', '.join(PRESETS)}), a trace CSV (n_input_tokens,n_output_tokens) or a YAML/JSON workload file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random lengths and arrivals.")
-@click.option("--ttft-slo-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Per-request TTFT target for goodput, ms.")
-@click.option("--tpot-slo-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Per-request TPOT target for goodput, ms.")
+@click.option("--seed", type=seed_int, default=0, show_default=True, help="Seed of the random lengths and arrivals.")
+@click.option("--ttft-slo-ms", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_LATENCY_MS), default=None, help="Per-request TTFT target for goodput, ms.")
+@click.option("--tpot-slo-ms", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_LATENCY_MS), default=None, help="Per-request TPOT target for goodput, ms.")
 @format_option
 def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, replicas, balancer, max_num_seqs, max_num_batched_tokens,
                      policy, rate, users, num_requests, input_tokens, output_tokens, workload, seed, ttft_slo_ms, tpot_slo_ms,
@@ -102,6 +113,7 @@ def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
         raise InputError("--rate/--users", "give exactly one of them", "--rate R for Poisson arrivals or --users U for a closed loop")
     lengths = resolve_lengths(workload, input_tokens, output_tokens)
     config = build_config(model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+    check_context(config.llm, lengths, "--input-tokens/--output-tokens" if workload is None else "--workload")
     stream = Workload(lengths, request_rate_per_s=rate, concurrent_users=users)
     slo = Slo(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
     try:

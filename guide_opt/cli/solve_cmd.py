@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
+from guide_opt import limits
 from guide_opt.cli.app import cli
+from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.presets import DEFAULT_PRESET, load_preset
@@ -55,21 +57,37 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
     return problem.model_copy(update={"prediction": problem.prediction.model_copy(update=update)}) if update else problem
 
 
+def check_contexts(problem: Problem) -> None:
+    """Refuse (exit 1) a problem whose requests are longer than an LLM's context: bad input, not infeasibility."""
+    from guide_opt.catalog import load_catalog
+
+    catalog = load_catalog()
+    for i, req in enumerate(problem.models):
+        llm = catalog.llm(req.id, field=f"models[{i}].id")
+        input_tokens, output_tokens = req.workload.token_lengths()
+        if input_tokens + output_tokens > llm.max_position_embeddings:
+            raise InputError(f"models[{i}].workload", f"{input_tokens:,.0f} input + {output_tokens:,.0f} output tokens exceed the context of "
+                                                      f"{llm.id} ({llm.max_position_embeddings:,} tokens)",
+                             "give shorter requests or an LLM with a longer context")
+
+
 @cli.command("solve")
 @click.argument("problem_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--solver", "solver_name", default="cpsat", show_default=True, help="cpsat (exact), exhaustive (brute-force cross-check).")
+@click.option("--solver", "solver_name", default="cpsat", show_default=True,
+              help="cpsat (exact), exhaustive (brute-force cross-check) or optuna (CP-SAT, then Optuna against the serving simulator).")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Solver preset: a name in solvers/ (fast, exact, refine) or a YAML path.")
-@click.option("--time-limit-s", type=click.FloatRange(min=0, min_open=True), default=None, help="Wall-clock limit per solve (overrides the preset).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (overrides the preset).")
+@click.option("--time-limit-s", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_TIME_LIMIT_S), default=None,
+              help="Wall-clock limit per solve, s (overrides the preset).")
+@click.option("--seed", type=seed_int, default=None, help="Random seed, 0 to 2147483647 (overrides the preset).")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw a chart to FILE (.png, .svg or .pdf): the Pareto frontier, the batch-job Gantt chart, or the fleet.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
               help="Calibration file from 'guide-opt calibrate': fitted efficiencies, and SLOs checked at each LLM's slo.percentile.")
-@click.option("--slo-margin", type=click.FloatRange(min=1.0), default=None,
+@click.option("--slo-margin", type=FiniteFloatRange(min=1.0, max=limits.MAX_SLO_MARGIN), default=None,
               help="Safety factor >= 1 on predicted TTFT and TPOT (1.2 = plan with 20% headroom); overrides prediction.slo_margin.")
 @click.option("--refine", is_flag=True, help="Then refine the plan with Optuna against the serving simulator (engine knobs, TP, replicas).")
-@click.option("--trials", type=click.IntRange(min=0), default=None, help="Optuna trials for --refine (default: the preset's trials).")
+@click.option("--trials", type=click.IntRange(min=0, max=limits.MAX_TRIALS), default=None, help="Optuna trials for --refine (default: the preset's trials).")
 @click.option("--storage", default=None, help="Optuna storage for --refine: sqlite:///refine.db or postgresql://... shared by workers (default: in memory).")
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
 @format_option
@@ -77,7 +95,8 @@ def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
 
     Exit code 0 when a deployment was found, 2 when the problem is infeasible (the
-    conflicting constraints and the cheapest relaxation are printed), 1 for bad input.
+    conflicting constraints and the cheapest relaxation are printed), 1 for bad input
+    (one line naming the field), 3 for an internal error (please report it).
     """
     try:
         return _solve(problem_file, **options)
@@ -94,6 +113,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
+    check_contexts(problem)
     solver_preset = load_preset(preset)
     if plot_file is not None:
         from guide_opt.plotting import check_plot_path
@@ -170,6 +190,12 @@ def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[d
     return explain_binding(space, tuple(plan), preset)
 
 
+def plan_summary(deployments: list[dict]) -> str:
+    """One line per plan: each deployment's summary, prefixed by its LLM when the plan serves several (a fleet)."""
+    several = len(deployments) > 1
+    return " + ".join(f"{d['model']}: {d['summary']}" if several else d["summary"] for d in deployments)
+
+
 def _verdict(verified: bool, failures: list[str]) -> str:
     """'yes', or 'NO: ' and the verification failures."""
     return "yes" if verified else "NO: " + "; ".join(failures)
@@ -238,7 +264,7 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         click.echo("")
         click.echo("Alternatives")
         rows = [[a["kind"] + ("" if a.get("status", "OPTIMAL") == "OPTIMAL" else " (best found, not proven)"), format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
-                 " + ".join(d["summary"] for d in a["deployments"])] for a in solution.alternatives]
+                 plan_summary(a["deployments"])] for a in solution.alternatives]
         echo_rows(["kind", "objective", "cost", "deployments"], rows)
     binding = payload.get("binding_constraints")
     if binding:
@@ -289,7 +315,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
     click.echo(f"Pareto frontier: {len(frontier.points)} non-dominated plans over cost ($/h), mean request latency "
                f"(TTFT + (output_tokens-1) x TPOT; SLOs at p{frontier.slo_percentile} hold on every point) and throughput")
     rows = [[str(i + 1), f"${p.cost_per_hour:,.2f}", f"{p.latency_ms:,.1f}", f"{p.throughput_tokens_per_s:,.0f}",
-             str(sum(q.gpus for q in p.plan)), " + ".join(d["summary"] for d in p.to_json(space)["deployments"])]
+             str(sum(q.gpus for q in p.plan)), plan_summary(p.to_json(space)["deployments"])]
             for i, p in enumerate(frontier.points)]
     echo_rows(["#", "$/h", "latency ms", "tokens/s", "GPUs", "deployments"], rows)
     if frontier.slo_latency_ms is not None:

@@ -37,7 +37,7 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="Calibration YAML from 'guide-opt calibrate' (its fitted factors replace the defaults; in-sample if fitted on the same rows).")
 @click.option("--data-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="The measured-data folder (default: $GUIDE_OPT_VALIDATION_DATA, else shared/data next to the checkout).")
+              help="The measured-data folder (default: $GUIDE_OPT_VALIDATION_DATA, else the copy shipped with guide-opt).")
 @click.option("--llm-pilot", "llm_pilot", is_flag=True, help="Run LLM-Pilot's GPU recommendation benchmark (leave-one-LLM-out) instead.")
 @click.option("--candidates", type=click.Choice(["measured", "all"]), default="measured", show_default=True,
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")

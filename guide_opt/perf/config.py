@@ -99,7 +99,9 @@ class ServingConfig:
         """Why this configuration cannot run at all (None when it can).
 
         Checks: TP divides the attention heads, TP fits in one node, PP does not exceed the
-        layer count, the GPU has the tensor path the quantization needs, positive sizes.
+        layer count, the engine runs on this GPU's architecture and runs the quantization there
+        (``hardware_db/frameworks``), the GPU has the tensor path the quantization needs,
+        positive sizes.
         The LLM's context length is a separate question (:meth:`context_reason`): hardware can
         run longer sequences, so benchmarks that did are still evaluated.
         """
@@ -118,6 +120,9 @@ class ServingConfig:
             return f"{gpu.id} has no {self.quantization.compute_dtype} tensor cores needed by {self.quantization.id}"
         if self.kv_cache_dtype == "fp8" and gpu.fp8_dense_tflops is None:
             return f"{gpu.id} has no FP8 support for an fp8 KV cache"
+        engine = self.framework.unsupported_reason(gpu.id, gpu.architecture, self.quantization.id)
+        if engine:
+            return engine
         if not 0 < self.h2o_kept_fraction <= 1:
             return "h2o_kept_fraction must be in (0, 1]"
         return None

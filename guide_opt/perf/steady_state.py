@@ -187,8 +187,6 @@ class StepTable:
     """
 
     def __init__(self, config: ServingConfig) -> None:
-        if config.batch > DECODE_GRID[-1]:
-            raise ValueError(f"max-num-seqs above {DECODE_GRID[-1]} is beyond the steady-state model's grid")
         self.config = config
         self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
         self._windows: dict[tuple[int, int], Window] = {}

@@ -2,8 +2,8 @@
 
 - ``workloads``       -- token-length distributions (fixed, presets, histograms) and arrivals
                          (:class:`Workload`: Poisson open loop, closed loop of U users, burst);
-                         :func:`workload_from_spec` for problem files.
 - ``trace_generator`` -- LLM-Pilot's joint multi-dimensional binned generator fitted to a trace.
+- ``workload_spec``   -- :func:`workload_from_spec`: a problem file's workload block.
 - ``step_cost``       -- exact, memoised :func:`guide_opt.perf.step.step_time` for many steps.
 - ``engine``          -- one replica: continuous batching, chunked prefill / SplitFuse / whole
                          prefill, paged KV blocks, preemption by recompute.
@@ -32,8 +32,8 @@ from guide_opt.simulate.workloads import (
     LengthDistribution,
     Workload,
     preset_lengths,
-    workload_from_spec,
 )
+from guide_opt.simulate.workload_spec import workload_from_spec
 
 __all__ = [
     "BALANCERS",

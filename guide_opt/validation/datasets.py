@@ -1,6 +1,6 @@
 """Measured public data as :class:`Measurement` rows guide-opt can predict.
 
-Each loader reads one source of ``shared/data/`` (see its ``SCHEMA.md``) and maps every row to
+Each loader reads one source of the measured-data folder (``validation_data/``, see its ``SCHEMA.md`` files) and maps every row to
 catalog ids (LLM, GPU, framework, quantization), one static-batch configuration (TP, batch,
 input and output tokens) and the measured metrics in guide-opt's units:
 
@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from guide_opt.catalog import Catalog
+from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError
 
 #: Metric names compared by the validation, in guide-opt's units.
@@ -79,7 +80,7 @@ METRIC_LABELS: dict[str, str] = {
     "throughput_tokens_per_s": "Throughput",
 }
 
-#: Environment variable naming the measured-data folder (``shared/data``).
+#: Environment variable naming another measured-data folder laid out like ``validation_data/``.
 DATA_DIR_ENV = "GUIDE_OPT_VALIDATION_DATA"
 
 #: Framework profile used for LMDeploy TurboMind rows (see the module docstring for why).
@@ -139,21 +140,19 @@ class SourceData:
 
 # ---- locating and reading the data ------------------------------------------------------------
 def default_data_dir() -> Path:
-    """The measured-data folder: ``$GUIDE_OPT_VALIDATION_DATA``, else ``shared/data`` beside or in the checkout.
+    """The measured-data folder: ``$GUIDE_OPT_VALIDATION_DATA``, else the copy shipped with guide-opt.
 
-    Raises :class:`InputError` (field ``--data-dir``) when none exists.
+    The shipped copy is ``validation_data/`` of the repository (``guide_opt/_data/validation_data``
+    in a wheel). Raises :class:`InputError` (field ``$GUIDE_OPT_VALIDATION_DATA``) when the
+    variable names something that is not a folder.
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         path = Path(env)
         if not path.is_dir():
-            raise InputError(DATA_DIR_ENV, f"'{env}' is not a folder", "point it at the shared measured-data folder")
+            raise InputError(DATA_DIR_ENV, f"'{env}' is not a folder", "point it at a folder laid out like guide-opt's validation_data/")
         return path
-    repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo / "shared" / "data", repo.parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    raise InputError("--data-dir", "the measured-data folder (shared/data) was not found", f"pass --data-dir or set {DATA_DIR_ENV}")
+    return data_dir("validation_data")
 
 
 def read_csv_file(path: Path) -> tuple[dict[str, str], ...]:

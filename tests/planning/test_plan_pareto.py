@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from guide_opt.cli import main
 from guide_opt.errors import InputError
-from guide_opt.pareto import ParetoPoint, brute_force_frontier, nondominated, pareto_frontier, solve_pareto
+from guide_opt.pareto import brute_force_frontier, nondominated, pareto_frontier, solve_pareto
 from guide_opt.problem import Problem
 from guide_opt.solution import Status
 from guide_opt.space import build_space
@@ -151,7 +151,22 @@ def test_cli_exhaustive_frontier_matches(tmp_path, capsys):
     assert sorted(map(key, exact["points"])) == sorted(map(key, brute["points"]))
 
 
-def test_point_of_a_plan_matches_its_quanta():
+def test_point_values_match_a_hand_computation_and_no_point_dominates_another():
+    # Expected values by hand from each point's own candidate: cost = replicas x GPUs per
+    # replica x $/GPU-hour; latency = the candidate's mean request latency in ms. Dominance is
+    # checked pairwise on the raw values, independently of the quanta the frontier uses.
     space = build_space(small_pareto())
-    point = brute_force_frontier(space).points[0]
-    assert ParetoPoint.of(point.plan) == point
+    points = brute_force_frontier(space).points
+    assert len(points) >= 2
+    for point in points:
+        (pick,) = point.plan
+        shape = pick.candidate.shape
+        assert point.cost_per_hour == pytest.approx(pick.replicas * shape.tp * shape.pp * shape.usd_per_gpu_hour)
+        assert point.latency_ms == pytest.approx(pick.candidate.request_latency_s * 1e3)
+    for a in points:
+        for b in points:
+            if a is not b:
+                no_worse = (a.cost_per_hour <= b.cost_per_hour and a.latency_ms <= b.latency_ms
+                            and a.throughput_tokens_per_s >= b.throughput_tokens_per_s)
+                assert not (no_worse and (a.cost_per_hour, a.latency_ms, a.throughput_tokens_per_s)
+                            != (b.cost_per_hour, b.latency_ms, b.throughput_tokens_per_s)), (a, b)

@@ -80,3 +80,46 @@ def test_storage_urls():
         open_storage("redis://localhost/0")
     assert "secret" not in redact_storage_url("postgresql://alice:secret@db.example:5432/optuna")
     assert redact_storage_url(None) == "in-memory"
+
+
+def _worker_report(url: str, problem_file: str, seed: int) -> tuple[int, int]:
+    """One spawned worker: 3 trials on the shared study; returns (trials it reports as its own, its pid)."""
+    import os
+
+    report = run_worker(url, "four", 3, problem=problem_file, seed=seed, num_requests=NUM_REQUESTS)
+    return report.trials_run, os.getpid()
+
+
+def test_four_workers_each_report_exactly_their_own_trials(tmp_path, problem_file):
+    # Expected counts by construction: 4 workers x 3 trials each = 12 finished trials in the study,
+    # each worker's report says 3 (not the trials its neighbours finished meanwhile).
+    url = f"sqlite:///{tmp_path / 'four.db'}"
+    problem = Problem.from_yaml(problem_file)
+    solution = get_solver("cpsat").solve(problem, alternatives=False)
+    refine_solution(problem, solution, trials=0, seed=0, storage=url, study_name="four", num_requests=NUM_REQUESTS)
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        reports = pool.starmap(_worker_report, [(url, str(problem_file), 200 + k) for k in range(4)])
+
+    assert [run for run, _pid in reports] == [3, 3, 3, 3]
+    study = optuna.load_study(study_name="four", storage=url)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) == sum(run for run, _pid in reports) == 12  # nothing lost, nothing counted twice
+    assert len({t.number for t in finished}) == 12  # no duplicated trial
+    runs = Counter(t.user_attrs["guide_opt.run"] for t in finished)
+    assert sorted(runs.values()) == [3, 3, 3, 3]  # each trial belongs to exactly one worker's run
+    workers = Counter(t.user_attrs["guide_opt.worker"] for t in finished)
+    assert len(workers) == 4
+
+
+def test_heartbeat_interval_comes_from_the_environment(monkeypatch):
+    from guide_opt.refine import HEARTBEAT_INTERVAL_S, heartbeat_interval_s
+
+    monkeypatch.delenv("GUIDE_OPT_HEARTBEAT_S", raising=False)
+    assert heartbeat_interval_s() == HEARTBEAT_INTERVAL_S
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "5")
+    assert heartbeat_interval_s() == 5
+    monkeypatch.setenv("GUIDE_OPT_HEARTBEAT_S", "0")
+    with pytest.raises(InputError, match="GUIDE_OPT_HEARTBEAT_S"):
+        open_storage("postgresql://u:p@127.0.0.1:1/x")

@@ -27,7 +27,7 @@ def test_validate_json_is_a_list_of_rows(capsys, data_dir):
     assert {r["source"] for r in rows} == {"lmdeploy", "trtllm-perf"}
     for r in rows:
         assert set(r) == {"source", "gpu", "metric", "mape", "median_ape", "bias", "count"}
-        assert r["count"] > 0 and r["mape"] >= r["median_ape"] * 0 and r["mape"] >= 0
+        assert r["count"] > 0 and r["mape"] >= 0 and r["median_ape"] >= 0
     lmdeploy = {r["metric"]: r for r in rows if r["source"] == "lmdeploy"}
     assert set(lmdeploy) == {"ttft_ms", "tpot_ms", "throughput_tokens_per_s"}
 
@@ -51,9 +51,7 @@ def test_validate_llm_pilot_json(capsys, data_dir):
 
 
 def test_calibrate_then_estimate(capsys, tmp_path, catalog):
-    for llm in LLMS:
-        if llm not in catalog.llms:
-            pytest.skip(f"llms id '{llm}' is not in hardware_db/ yet")
+    assert set(LLMS) <= set(catalog.llms), "the synthetic benchmark's LLMs must be in hardware_db/"
     csv_path = write_synthetic_csv(tmp_path / "bench.csv", catalog)
     out_path = tmp_path / "cal.yaml"
     code, out, _ = run(capsys, "calibrate", "--data", str(csv_path), "--out", str(out_path), "--format", "json")
