@@ -1,13 +1,29 @@
-"""``guide-opt estimate``: the predicted metrics of one configuration."""
+"""``guide-opt estimate``: the predicted metrics of one configuration, in one of two modes.
+
+- **burst** (``--batch B``, the default with B = 1): a batch of B prompts arriving at once,
+  prefilled then decoded together (the static estimator; GUIDE's view).
+- **steady state** (``--concurrency C`` or ``--rate R``): a running server under a closed loop
+  of C users or Poisson arrivals at R requests/s, with max-num-seqs ``--max-num-seqs``
+  (:mod:`guide_opt.perf.steady_state`) -- the numbers a ``vllm bench serve`` run reports:
+  mean / median / p90 / p99 TTFT, TPOT and ITL, and output throughput.
+
+JSON says which with ``mode``; ``metrics.ttft_ms`` and ``metrics.tpot_ms`` are always plain
+numbers, the means of the mode asked (for a burst, the batch's mean TTFT and mean TPOT).
+"""
 
 from __future__ import annotations
 
 import click
 
 from guide_opt.cli.app import cli
+import dataclasses
+import math
+
+from guide_opt import limits
 from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
-from guide_opt.perf import ESTIMATORS, Estimate
+from guide_opt.errors import InputError
+from guide_opt.perf import ESTIMATORS, Estimate, steady_state
 
 
 def estimate_payload(est: Estimate) -> dict:
@@ -33,9 +49,55 @@ def estimate_payload(est: Estimate) -> dict:
         "max_batch": est.max_batch,
         "max_sequence_length": est.max_sequence_length,
     }
+    payload["mode"] = "burst"
     if not est.fits:
         payload["reason"] = not_fitting_reason(est)
     return payload
+
+
+def steady_payload(est: Estimate, state: steady_state.SteadyState, capacity_per_s: float) -> dict:
+    """The JSON object of a steady-state estimate: the burst payload's configuration and memory, steady metrics.
+
+    ``metrics.ttft_ms`` / ``tpot_ms`` / ``itl_ms`` are means; ``*_percentiles_ms`` hold p50 /
+    p90 / p99; ``mode`` is ``steady_state`` and ``load`` names the closed or open loop.
+    """
+    payload = _steady_base(est)
+    payload["load"] = ({"loop": "closed", "concurrency": int(state.concurrent_users)} if state.mode == "closed_loop"
+                       else {"loop": "open", "request_rate_per_s": state.request_rate_per_s})
+    payload["stable"] = state.stable
+    payload["capacity_request_rate_per_s"] = capacity_per_s
+    if not state.stable:
+        payload["reason"] = beyond_capacity_reason(state, capacity_per_s)
+        payload["metrics"] = None
+        return payload
+    percentiles = lambda d: {k: v for k, v in d.as_ms().items() if k != "mean"}  # noqa: E731
+    payload["metrics"] = {
+        "ttft_ms": state.ttft.mean_s * 1e3,
+        "tpot_ms": state.tpot.mean_s * 1e3,
+        "itl_ms": state.itl.mean_s * 1e3,
+        "ttft_percentiles_ms": percentiles(state.ttft),
+        "tpot_percentiles_ms": percentiles(state.tpot),
+        "itl_percentiles_ms": percentiles(state.itl),
+        "e2e_mean_ms": state.e2e_mean_s * 1e3,
+        "request_throughput_per_s": state.request_rate_per_s,
+        "throughput_tokens_per_s": state.output_throughput_tokens_per_s,
+        "utilization": None if math.isnan(state.utilization) else state.utilization,
+        "batch_latency_s": None,
+        "memory_utilization": est.memory.utilization,
+    }
+    return payload
+
+
+def _steady_base(est: Estimate) -> dict:
+    """The burst payload without its burst-only figures (batch, decode throughput, bounds), marked steady state."""
+    payload = {k: v for k, v in estimate_payload(est).items() if k not in ("batch", "decode_throughput_tokens_per_s", "bounds", "reason")}
+    return payload | {"mode": "steady_state", "max_num_seqs": est.config.batch}
+
+
+def beyond_capacity_reason(state: steady_state.SteadyState, capacity_per_s: float) -> str:
+    """One sentence: the offered rate exceeds what one replica sustains."""
+    return (f"{state.request_rate_per_s:.4g} requests/s is beyond the capacity of one replica ({capacity_per_s:.4g} requests/s): "
+            "queues grow without bound")
 
 
 def not_fitting_reason(est: Estimate) -> str:
@@ -50,36 +112,78 @@ def not_fitting_reason(est: Estimate) -> str:
 
 @cli.command("estimate")
 @replica_options
-@click.option("--batch", type=batch_int, default=1, show_default=True, help="Concurrent sequences in the batch.")
+@click.option("--batch", type=batch_int, default=None, help="Burst mode: a batch of this many prompts arriving at once [default: 1].")
+@click.option("--concurrency", type=click.IntRange(1, limits.MAX_CONCURRENT_USERS), default=None,
+              help="Steady state, closed loop: this many users, each sending its next request when the last completes.")
+@click.option("--rate", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_REQUEST_RATE_PER_S), default=None,
+              help="Steady state, open loop: Poisson arrivals, requests per second.")
+@click.option("--max-num-seqs", type=batch_int, default=None,
+              help="Steady state: concurrent sequences per replica [default: the framework's, capped by what fits in memory].")
 @click.option("--input-tokens", type=positive_int, default=512, show_default=True, help="Prompt tokens per request.")
 @click.option("--output-tokens", type=positive_int, default=128, show_default=True, help="Generated tokens per request.")
 @click.option("--no-flash-attention", is_flag=True, help="Model attention without FlashAttention (materialized scores).")
 @click.option("--h2o-kept-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default="roofline", show_default=True, help="guide-opt's roofline model or GUIDE's published equations.")
 @format_option
-def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, input_tokens, output_tokens,
-                     no_flash_attention, h2o_kept_fraction, estimator, output_format) -> int:
-    """Predict TTFT, TPOT, batch latency, throughput and memory of one configuration.
+def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, concurrency, rate, max_num_seqs, input_tokens,
+                     output_tokens, no_flash_attention, h2o_kept_fraction, estimator, output_format) -> int:
+    """Predict TTFT, TPOT, throughput and memory of one configuration: a burst (--batch) or a steady state (--concurrency / --rate).
 
-    Exit code 0 when it fits in memory, 2 when it does not (the numbers say by how much).
+    Exit code 0 when it fits in memory (and, in steady state, the load is within capacity), 2
+    when it does not (the numbers say by how much).
     """
+    steady = concurrency is not None or rate is not None
+    _check_mode(batch, concurrency, rate, max_num_seqs, estimator)
     config = build_config(
         model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
-        batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=not no_flash_attention,
+        batch=batch or 1, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=not no_flash_attention,
         h2o_kept_fraction=h2o_kept_fraction,
     )
+    if not steady:
+        est = ESTIMATORS[estimator](config)
+        if output_format == "json":
+            echo_json(estimate_payload(est))
+        else:
+            _print_table(est)
+        return 0 if est.fits else 2
+    if max_num_seqs is None:  # the engine's limit, or as many sequences of these lengths as the KV cache holds
+        max_num_seqs = max(1, min(config.framework.max_num_seqs, ESTIMATORS[estimator](config).max_batch))
+    config = dataclasses.replace(config, batch=max_num_seqs)
     est = ESTIMATORS[estimator](config)
+    if not est.fits:
+        if output_format == "json":
+            echo_json(_steady_base(est) | {"metrics": None, "reason": not_fitting_reason(est)})
+        else:
+            _print_table(est)
+        return 2
+    table = steady_state.StepTable(config)
+    capacity = steady_state.capacity_request_rate_per_s(config, table)
+    state = (steady_state.closed_loop(config, concurrency, table, capacity_per_s=capacity) if concurrency is not None
+             else steady_state.open_loop(config, rate, table, capacity_per_s=capacity))
     if output_format == "json":
-        echo_json(estimate_payload(est))
+        echo_json(steady_payload(est, state, capacity))
     else:
-        _print_table(est)
-    return 0 if est.fits else 2
+        _print_steady(est, state, capacity)
+    return 0 if state.stable else 2
+
+
+def _check_mode(batch: int | None, concurrency: int | None, rate: float | None, max_num_seqs: int | None, estimator: str) -> None:
+    """One mode per run: --batch (burst) or --concurrency / --rate (steady state)."""
+    given = [name for name, value in (("--batch", batch), ("--concurrency", concurrency), ("--rate", rate)) if value is not None]
+    if len(given) > 1:
+        raise InputError(" and ".join(given), "these ask different questions: --batch a burst of prompts arriving at once, "
+                         "--concurrency / --rate a steady-state server", "give only one of them")
+    if max_num_seqs is not None and concurrency is None and rate is None:
+        raise InputError("--max-num-seqs", "only a steady-state estimate has a max-num-seqs", "add --concurrency C or --rate R, or use --batch")
+    if (concurrency is not None or rate is not None) and estimator != "roofline":
+        raise InputError("--estimator", f"the steady-state model is built on the roofline step model, not {estimator}",
+                         "use --estimator roofline with --concurrency / --rate, or --batch for GUIDE's equations")
 
 
 def _print_table(est: Estimate) -> None:
     c = est.config
     title = (f"{c.llm.id} on {c.num_gpus} x {c.gpu.id} (TP={c.tp}, PP={c.pp}), {c.framework.id}, {c.quantization.id}, "
-             f"batch {c.batch}, {c.input_tokens} in / {c.output_tokens} out tokens [{est.estimator}]")
+             f"batch {c.batch}, {c.input_tokens} in / {c.output_tokens} out tokens [burst: all prompts at once, {est.estimator}]")
     gib = est.memory.as_gib()
     memory = (f"{gib['used_gib']:.1f} of {gib['device_gib']:.0f} GiB per GPU ({est.memory.utilization:.0%}): weights {gib['weights_gib']:.1f}, "
               f"KV {gib['kv_cache_gib']:.1f}, activations {gib['activations_gib']:.1f}, reserve {gib['reserve_gib']:.1f}")
@@ -96,3 +200,28 @@ def _print_table(est: Estimate) -> None:
     else:
         pairs = [("fits", "NO: " + not_fitting_reason(est))] + pairs
     echo_pairs(title, pairs)
+
+
+def _print_steady(est: Estimate, state: steady_state.SteadyState, capacity_per_s: float) -> None:
+    c = est.config
+    load = (f"{int(state.concurrent_users)} concurrent users (closed loop)" if state.mode == "closed_loop"
+            else f"{state.request_rate_per_s:.4g} requests/s (open loop, Poisson)")
+    title = (f"{c.llm.id} on {c.num_gpus} x {c.gpu.id} (TP={c.tp}, PP={c.pp}), {c.framework.id}, {c.quantization.id}, "
+             f"max-num-seqs {c.batch}, {c.input_tokens} in / {c.output_tokens} out tokens [steady state, {load}]")
+    gib = est.memory.as_gib()
+    memory = f"{gib['used_gib']:.1f} of {gib['device_gib']:.0f} GiB per GPU ({est.memory.utilization:.0%})"
+    if not state.stable:
+        echo_pairs(title, [("stable", "NO: " + beyond_capacity_reason(state, capacity_per_s)), ("memory", memory)])
+        return
+    row = lambda d: (f"mean {fmt_number(d.mean_s * 1e3)}, median {fmt_number(d.p50_s * 1e3)}, p90 {fmt_number(d.p90_s * 1e3)}, "  # noqa: E731
+                     f"p99 {fmt_number(d.p99_s * 1e3)} ms")
+    utilization = "" if math.isnan(state.utilization) else f" ({state.utilization:.0%} of capacity {capacity_per_s:.4g} requests/s)"
+    echo_pairs(title, [
+        ("TTFT", row(state.ttft)),
+        ("TPOT", row(state.tpot)),
+        ("ITL", row(state.itl)),
+        ("output throughput", f"{fmt_number(state.output_throughput_tokens_per_s)} tokens/s"),
+        ("request throughput", f"{state.request_rate_per_s:.4g} requests/s{utilization}"),
+        ("mean E2E latency", f"{fmt_number(state.e2e_mean_s * 1e3)} ms"),
+        ("memory", memory),
+    ])

@@ -144,7 +144,8 @@ class SteadyState:
         }
 
 
-_UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
+#: The latencies of a load beyond capacity.
+UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
 
 
 # ---- step times on a grid of decode counts ----------------------------------------------------
@@ -617,7 +618,7 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
 
 def _unstable(mode: str, rate: float, users: float | None, capacity: float, output_tokens: int) -> SteadyState:
     return SteadyState(mode=mode, stable=False, request_rate_per_s=rate, concurrent_users=users,
-                       utilization=rate / capacity if capacity > 0 else math.nan, ttft=_UNSTABLE, tpot=_UNSTABLE, itl=_UNSTABLE,
+                       utilization=rate / capacity if capacity > 0 else math.nan, ttft=UNSTABLE, tpot=UNSTABLE, itl=UNSTABLE,
                        e2e_mean_s=math.inf, decode_sequences=math.nan, output_tokens=output_tokens)
 
 
