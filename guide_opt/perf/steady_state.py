@@ -78,6 +78,8 @@ CONVERGENCE = 1e-4
 STABILITY_LIMIT = 0.999
 #: Steps from which a window counts as long: windows are evaluated exactly up to this many full steps.
 LINEAR_WINDOW_STEPS = 4
+#: Rounds of the closed loop's first-token time around its TPOT root.
+CLOSED_LOOP_ROUNDS = 20
 #: Most prompts one window may receive on average before the load counts as beyond capacity.
 MAX_PROMPTS_PER_WINDOW = 2048
 #: Relative precision of capacity and SLO-limited rates.
@@ -543,7 +545,10 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     # window in progress, length-biased; it is prefilled in the next window with the prompts
     # that arrived during the same one.
     found = min(float(slots), rate * steps * solution.tpot_s)
-    k, pmf = _prompt_counts(rate * solution.window_s)
+    # The windows an arrival sees hold the decoders it finds (not counting itself): solve their
+    # length again at that count (at low load mostly idle, zero-length windows).
+    arrival = _decode_run(table, slots, rate, lambda t: found) or solution
+    k, pmf = _prompt_counts(rate * arrival.window_s)
     times, _ = table.windows(found, slots, k)
     busy_s = float(pmf @ times)
     biased_s = float(pmf @ times**2) / busy_s if busy_s > 0 else 0.0
@@ -566,6 +571,56 @@ def _open_solution(table: StepTable, rate: float, slots: int, steps: int) -> _So
     return _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t))
 
 
+def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, first_s: float) -> tuple[float, _Solution]:
+    """TPOT of ``running`` requests cycling through the slots with zero think time, and its solution.
+
+    Given TPOT ``t``, the response-time law gives the throughput ``X = running / (first + (O - 1) t)``,
+    the others' prompts arrive at ``X (running - 1) / running`` and ``1 + (running - 1) (O - 1) t / E2E``
+    sequences decode; the windows then give a TPOT ``T(t)``. ``T(t) - t`` is positive at a
+    lone decode step and negative for large ``t`` (no arrivals), so the root is bracketed and
+    found by the Illinois variant of regula falsi.
+    """
+    def residual(t: float) -> tuple[float, _Solution | None]:
+        service = first_s + steps * t
+        others = running / service * (running - 1) / running
+        n = 1.0 + (running - 1) * steps * t / service
+        solution = _decode_run(table, slots, others, lambda _: n)
+        return (math.inf, None) if solution is None else (solution.tpot_s - t, solution)
+
+    low = table.decode_step_s(1.0, slots)
+    f_low, sol_low = residual(low)
+    if f_low <= 0.0:  # a single user: no one else's prompts, its own decode step
+        return sol_low.tpot_s, sol_low
+    high = 2.0 * max(low, table.decode_step_s(float(running), slots))
+    f_high, sol_high = residual(high)
+    while f_high > 0.0:
+        low, f_low, sol_low = high, f_high, sol_high
+        high *= 2.0
+        f_high, sol_high = residual(high)
+    side = 0
+    for _ in range(MAX_ITERATIONS):
+        if math.isinf(f_low):
+            mid = (low + high) / 2
+        else:
+            mid = high - f_high * (high - low) / (f_high - f_low)
+        f_mid, sol_mid = residual(mid)
+        if sol_mid is not None and abs(f_mid) <= CONVERGENCE * mid or high - low <= CONVERGENCE * high:
+            break
+        if f_mid > 0.0:
+            low, f_low, sol_low = mid, f_mid, sol_mid
+            if side == -1 and not math.isinf(f_high):
+                f_high /= 2
+            side = -1
+        else:
+            high, f_high, sol_high = mid, f_mid, sol_mid
+            if side == 1 and not math.isinf(f_low):
+                f_low /= 2
+            side = 1
+    if sol_mid is None:
+        mid, sol_mid = high, sol_high
+    return sol_mid.tpot_s, sol_mid
+
+
 def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable | None = None, *,
                 capacity_per_s: float | None = None) -> SteadyState:
     """Steady state of one replica of ``config`` serving ``concurrent_users`` users with zero think time.
@@ -582,27 +637,19 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
     table = table or StepTable(config)
     users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
     running = min(users, slots)
-    tpot_s = table.decode_step_s(1.0, slots)
     first_mean_s = table.window(0, 1).time_s
-    solution = None
-    for _ in range(MAX_ITERATIONS):
+    for _ in range(CLOSED_LOOP_ROUNDS):  # the first-token time depends weakly on TPOT: a few rounds
+        tpot_s, solution = _closed_loop_tpot(table, slots, running, steps, first_mean_s)
         service_s = first_mean_s + steps * tpot_s
-        throughput = running / service_s
-        others = throughput * (running - 1) / running
+        others = running / service_s * (running - 1) / running
         decoding = steps * tpot_s / service_s
-        solution = _decode_run(table, slots, others, lambda t, d=decoding: 1.0 + (running - 1) * d,
-                               None if solution is None else (solution.tpot_s, solution.window_s))
-        if solution is None:
-            break
-        k, pmf = _prompt_counts(others * solution.tpot_s)
+        k, pmf = _prompt_counts(others * tpot_s)
         new_first_s = float(pmf @ table.first_token_mean_s((running - 1) * decoding, slots, k + 1))
-        done = abs(solution.tpot_s - tpot_s) <= CONVERGENCE * tpot_s and abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
-        tpot_s, first_mean_s = solution.tpot_s, new_first_s
+        done = abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
+        first_mean_s = new_first_s
         if done:
             break
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
-    if solution is None:
-        return _unstable("closed_loop", 0.0, float(users), capacity, config.output_tokens)
     first, first_mean_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
     throughput = running / (first_mean_s + steps * tpot_s)
     slot_wait_s = (users - running) / throughput
