@@ -9,9 +9,11 @@ For each shape (LLM, GPU, TP, engine, max-num-seqs) and lengths (prompt / output
 - open loop at 20%, 50% and 80% of the model's capacity
   (:func:`guide_opt.perf.steady_state.capacity_request_rate_per_s`), Poisson arrivals, equal
   lengths;
-- closed loop of 4 and 32 users with zero think time; output lengths spread over 0.5-1.5x
-  their mean (equal lengths keep a closed loop in lock-step forever -- a repeated burst, not a
-  steady state), the model given the mean lengths.
+- closed loop of 4 and 32 users with zero think time; output lengths drawn from nine values
+  spread over 0.53-1.47x the nominal length at uneven steps, the model given their mean. Equal
+  lengths keep a closed loop in lock-step forever (all users start together, so their prompts
+  keep arriving together: a repeated burst, not a steady state), and so do lengths on an even
+  grid (multiples of a common step re-align the users); real request lengths do not.
 
 The simulator (:func:`guide_opt.simulate.simulate`, same step-time model, an independent
 implementation of the engine rules) serves ``--requests`` requests; the first 10% by arrival
@@ -54,8 +56,8 @@ SHAPES = (
 LENGTHS = ((512, 128), (2048, 256), (128, 512))
 UTILIZATIONS = (0.2, 0.5, 0.8)
 USERS = (4, 32)
-#: Output lengths of the closed loops, as multiples of the mean (mean 1.0).
-SPREAD = (0.5, 0.75, 1.0, 1.25, 1.5)
+#: Output lengths of the closed loops, as multiples of the mean (mean 0.983; uneven steps: see the module docstring).
+SPREAD = (0.53, 0.61, 0.77, 0.89, 1.0, 1.07, 1.19, 1.31, 1.47)
 WARMUP_FRACTION = 0.1
 TARGET_MEAN, TARGET_TAIL = 0.10, 0.20
 
@@ -132,7 +134,8 @@ def report(cases: list[dict], model_s: float, sim_s: float, requests: int, seed:
         "The steady-state model (`guide_opt/perf/steady_state.py`) against the simulator on "
         f"{len(SHAPES)} shapes x {len(LENGTHS)} length pairs x ({len(UTILIZATIONS)} open-loop rates + {len(USERS)} closed loops) = {len(cases)} cases. "
         "Open loops run at 20/50/80% of the model's capacity with equal lengths; closed loops (zero think time) with output "
-        "lengths spread 0.5-1.5x around the mean (the model gets the mean). The simulator serves "
+        "lengths drawn from nine uneven values over 0.53-1.47x the nominal length (the model gets their mean; lengths on an even grid "
+        "keep simulated users in lock-step, a repeated burst). The simulator serves "
         f"{requests} requests per case; the first {WARMUP_FRACTION:.0%} by arrival are a warm-up and left out. Error = model / simulator - 1.",
         "",
         "| metric | target | cases within | median abs. error | bias (median error) | worst |",

@@ -194,6 +194,7 @@ class StepTable:
         self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
         self._windows: dict[tuple[int, int], Window] = {}
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._rows_cache: dict[tuple[int, int, int], np.ndarray] = {}
 
     def window(self, decodes: int, prompts: int) -> Window:
         """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
@@ -226,15 +227,17 @@ class StepTable:
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
 
-    def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(prompt counts, time s, steps, mean first-token s) of the exact windows at ``decodes``:
-        :func:`prompt_grid` up to :meth:`linear_from_prompts`."""
+    def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact windows at ``decodes`` on :func:`prompt_grid` up to :meth:`linear_from_prompts`:
+        (prompt counts, values, slopes) with value rows (time s, steps, mean first-token s) and
+        each segment's slope per prompt (the last one also extends beyond the grid)."""
         found = self._arrays.get(decodes)
         if found is None:
             grid = prompt_grid(self.linear_from_prompts(decodes))
             windows = [self.window(decodes, int(k)) for k in grid]
-            found = self._arrays[decodes] = (grid, np.array([w.time_s for w in windows]), np.array([float(w.steps) for w in windows]),
-                                             np.array([sum(w.finish_s) / len(w.finish_s) if w.finish_s else 0.0 for w in windows]))
+            values = np.array([[w.time_s for w in windows], [float(w.steps) for w in windows],
+                               [sum(w.finish_s) / len(w.finish_s) if w.finish_s else 0.0 for w in windows]])
+            found = self._arrays[decodes] = (grid, values, np.diff(values, axis=1) / np.diff(grid))
         return found
 
     def linear_from_prompts(self, decodes: int) -> int:
@@ -242,32 +245,34 @@ class StepTable:
         room = max(1, self.config.step_token_budget - decodes)
         return max(16, math.ceil(LINEAR_WINDOW_STEPS * room / self.config.input_tokens))
 
-    def _at_grid(self, decodes: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(time s, steps) of windows of each of ``prompts`` at a grid decode count.
+    def _at_grid(self, decodes: int, prompts: np.ndarray) -> np.ndarray:
+        """Rows (time s, steps, mean first-token s) of windows of each of ``prompts`` at a grid decode count.
 
         Windows are evaluated exactly at the prompt counts of :func:`prompt_grid` and
         interpolated linearly in between (a window's time is a staircase in its prompt tokens;
         the expectation over Poisson counts smooths it); beyond :meth:`linear_from_prompts`
         they are extended linearly with the slope of the last two exact windows.
         """
-        grid, times, steps, _ = self._exact(decodes)
-        return self._interpolate(grid, prompts, times), self._interpolate(grid, prompts, steps)
+        contiguous = len(prompts) and prompts[-1] - prompts[0] == len(prompts) - 1  # Poisson supports: memoised
+        key = (decodes, int(prompts[0]), len(prompts)) if contiguous else None
+        found = self._rows_cache.get(key) if key else None
+        if found is None:
+            grid, values, slopes = self._exact(decodes)
+            i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
+            found = values[:, i] + (prompts - grid[i]) * slopes[:, i]
+            if key:
+                self._rows_cache[key] = found
+        return found
 
-    @staticmethod
-    def _interpolate(grid: np.ndarray, prompts: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``values`` on ``grid`` at ``prompts``: linear inside, the last segment's slope beyond."""
-        i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
-        return values[i] + (prompts - grid[i]) * (values[i + 1] - values[i]) / (grid[i + 1] - grid[i])
+    def _rows(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
+        """:meth:`_at_grid` interpolated between the grid decode counts around ``decodes``."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        low = self._at_grid(lo, prompts)
+        return low if w == 0 else (1 - w) * low + w * self._at_grid(hi, prompts)
 
     def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
         """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
-        lo, hi, w = self._neighbours(decodes, slots)
-        grid, _, _, first = self._exact(lo)
-        low = self._interpolate(grid, prompts, first)
-        if w == 0:
-            return low
-        grid, _, _, first = self._exact(hi)
-        return (1 - w) * low + w * self._interpolate(grid, prompts, first)
+        return self._rows(decodes, slots, prompts)[2]
 
     @staticmethod
     def _neighbours(decodes: float, slots: int) -> tuple[int, int, float]:
@@ -288,12 +293,8 @@ class StepTable:
 
     def windows(self, decodes: float, slots: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(time s, steps) of a window of each prompt count in ``prompts`` next to ``decodes`` decodes (interpolated)."""
-        lo, hi, w = self._neighbours(decodes, slots)
-        t_lo, s_lo = self._at_grid(lo, prompts)
-        if w == 0:
-            return t_lo, s_lo
-        t_hi, s_hi = self._at_grid(hi, prompts)
-        return (1 - w) * t_lo + w * t_hi, (1 - w) * s_lo + w * s_hi
+        rows = self._rows(decodes, slots, prompts)
+        return rows[0], rows[1]
 
     def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
         """The exact windows (nearer grid decode count, next prompt count of :func:`prompt_grid`) whose shape stands for each of ``prompts``."""
@@ -580,12 +581,17 @@ def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, fi
     lone decode step and negative for large ``t`` (no arrivals), so the root is bracketed and
     found by the Illinois variant of regula falsi.
     """
+    last: list[_Solution] = []  # a nearby solution to start the window iteration from
+
     def residual(t: float) -> tuple[float, _Solution | None]:
         service = first_s + steps * t
         others = running / service * (running - 1) / running
         n = 1.0 + (running - 1) * steps * t / service
-        solution = _decode_run(table, slots, others, lambda _: n)
-        return (math.inf, None) if solution is None else (solution.tpot_s - t, solution)
+        solution = _decode_run(table, slots, others, lambda _: n, (last[0].tpot_s, last[0].window_s) if last else None)
+        if solution is None:
+            return math.inf, None
+        last[:] = [solution]
+        return solution.tpot_s - t, solution
 
     low = table.decode_step_s(1.0, slots)
     f_low, sol_low = residual(low)
@@ -702,35 +708,42 @@ def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None =
 
     best: list[_Solution] = []  # the solution at the largest rate known to be stable: a start from below
 
-    def slots_keep_up(rate: float) -> bool:
+    def excess(rate: float) -> float:
+        """Slot occupancy at ``rate`` minus the slots (inf when no steady state exists)."""
         start = (best[0].tpot_s, best[0].window_s) if best else None
         solution = _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
         if solution is None:
-            return False
+            return math.inf
         found = min(float(slots), rate * steps * solution.tpot_s)
         first_s = float(table.windows(found, slots, np.array([1]))[0][0])
-        if rate * (first_s + steps * solution.tpot_s) >= slots * STABILITY_LIMIT:
-            return False
-        best[:] = [solution]
-        return True
+        value = rate * (first_s + steps * solution.tpot_s) - slots * STABILITY_LIMIT
+        if value < 0:
+            best[:] = [solution]
+        return value
 
     high = _saturation(table, slots, steps) * STABILITY_LIMIT
-    # No slot frees faster than a decode of `slots` sequences allows: a first bracket.
-    bound = slots * STABILITY_LIMIT / (table.window(0, 1).time_s + steps * table.decode_step_s(float(slots), slots))
-    low = 0.0
-    if bound < high:
-        if slots_keep_up(bound):
-            low = bound
-        else:
-            high = bound
-    if low == 0.0 and slots_keep_up(high):
+    f_high = excess(high)
+    if f_high < 0:
         return high
-    while high - low > CAPACITY_TOLERANCE * high:  # bisection: slot occupancy and window length grow with the rate
-        mid = (low + high) / 2
-        if slots_keep_up(mid):
-            low = mid
+    # Occupancy grows with the rate: regula falsi (Illinois) from below, bisection while the
+    # upper end has no steady state.
+    low, f_low, side = 0.0, -slots * STABILITY_LIMIT, 0
+    while high - low > CAPACITY_TOLERANCE * high:
+        mid = (low + high) / 2 if math.isinf(f_high) else high - f_high * (high - low) / (f_high - f_low)
+        mid = min(max(mid, low + 0.01 * (high - low)), high - 0.01 * (high - low))  # keep strictly inside
+        f_mid = excess(mid)
+        if f_mid < 0:
+            low, f_low = mid, f_mid
+            if side == -1 and not math.isinf(f_high):
+                f_high /= 2
+            side = -1
         else:
-            high = mid
+            high, f_high = mid, f_mid
+            if side == 1:
+                f_low /= 2
+            side = 1
+        if -CAPACITY_TOLERANCE * slots <= f_mid < 0:  # the slots are within tolerance of full
+            break
     return low
 
 
