@@ -264,7 +264,8 @@ def _slo_limits_s(ms: ModelSpace) -> tuple[float | None, float | None]:
     return ttft, tpot
 
 
-def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_state.StepTable | None = None) -> SteadyFigures:
+def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_state.StepTable | None = None, *,
+                         replicas: int | None = None) -> SteadyFigures:
     """Steady-state figures of ``config`` (max-num-seqs ``config.batch``) for the LLM of ``ms``.
 
     - ``request_rate_per_s`` R: the largest rate one replica takes with the SLOs met at their
@@ -280,6 +281,8 @@ def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_st
 
     When no load meets an SLO, the replicas are those that keep each within the target
     utilization (rate) or at ``batch`` users each, and the SLO is reported as missed.
+    ``replicas`` imposes a replica count instead (the load and SLO checks follow from it): what a
+    given deployment carries.
     """
     table = table or steady_state.StepTable(config)
     w, percentile = ms.requirement.workload, ms.requirement.slo.percentile
@@ -293,13 +296,13 @@ def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_st
     if w.request_rate_per_s is not None:
         best = steady_state.max_rate_within(config, percentile, ttft_limit_s, tpot_limit_s, **limits)
         per_replica = best if best > 0 else ms.target_utilization * capacity
-        replicas = replicas_for(w.request_rate_per_s, per_replica)
+        replicas = replicas or replicas_for(w.request_rate_per_s, per_replica)
         load = w.request_rate_per_s / replicas
         state = steady_state.open_loop(config, load, table, capacity_per_s=capacity)
         served, throughput = best, best * output
     elif w.concurrent_users is not None:
         best = steady_state.max_users_within(config, percentile, ttft_limit_s, tpot_limit_s, w.concurrent_users, table=table)
-        replicas = replicas_for(w.concurrent_users, best if best > 0 else min(w.concurrent_users, config.batch))
+        replicas = replicas or replicas_for(w.concurrent_users, best if best > 0 else min(w.concurrent_users, config.batch))
         load = math.ceil(w.concurrent_users / replicas)
         state = steady_state.closed_loop(config, load, table, capacity_per_s=capacity)
         at_best = state if best in (0, load) else steady_state.closed_loop(config, best, table, capacity_per_s=capacity)
@@ -309,7 +312,7 @@ def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_st
         state = steady_state.closed_loop(config, load, table, capacity_per_s=capacity)
         throughput = state.output_throughput_tokens_per_s
         served = None if w.requests is None else state.request_rate_per_s * w.deadline_h * 3600.0
-        replicas = replicas_for(None if w.requests is None else float(w.requests), served)
+        replicas = replicas or replicas_for(None if w.requests is None else float(w.requests), served)
     violations = []
     if ttft_limit_s is not None and not state.ttft.at(percentile) <= ttft_limit_s:
         violations.append("ttft_slo")

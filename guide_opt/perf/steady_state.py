@@ -10,42 +10,41 @@ mean-value queueing model. The simulator (:mod:`guide_opt.simulate`) is the refe
 compared with (``benchmarks/bench_steady_state.py``).
 
 Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (max-num-seqs),
-``T`` = the engine's token budget per step, ``n`` decoding sequences in a step.
+``T`` = the engine's token budget per step, ``n`` sequences decoding in a step.
 
-- ``tau_d(n)``: a pure decode step of ``n`` sequences at the mean context ``P + (O - 1) / 2``
-  (the estimator's decode step).
-- A prompt is prefilled in chunks of at most ``T - n`` tokens (``whole`` engines: one step of
-  ``P``), each chunk riding in a step with the ``n`` decodes; ``S_p(n)`` is the sum of those
-  steps (the prompt's prefill time) and ``E_p(n)`` their excess over pure decode steps (the
-  time a prompt adds to the steps the decoders see).
-- **TPOT**: during a request's decode phase of ``D = (O - 1) * TPOT`` seconds, the other
-  requests' prompts arrive at rate ``lambda_o`` and each adds ``E_p`` to the steps, so
-  ``D = (O - 1) tau_d(n) + lambda_o D E_p`` and ``TPOT = tau_d(n) / (1 - lambda_o E_p(n))``,
-  with ``n = 1 + lambda (O - 1) TPOT`` (itself plus the others decoding, by Little's law;
-  Poisson arrivals see time averages) capped at ``B``. The fixed point in TPOT is found by
-  monotone iteration; none below the divergence means the load is beyond capacity.
-- **TTFT** = residual of the step in progress at arrival (a request is admitted at the next
-  step) + waiting for prompt tokens ahead (an M/D/1 queue of prompt work served at ``T - n``
-  tokens per step; Pollaczek-Khinchine) + waiting for a free sequence slot when ``B`` binds
-  (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic service) + ``S_p(n)``.
-- **Percentiles** come from the distribution of those parts: the decoders an arrival finds
-  (Poisson, or binomial in a closed loop), a uniform residual, and exponential tails for the
-  waits (their probability of waiting at all is the queue's utilization, the M/G/1 rule).
-  Per-request TPOT percentiles follow the Poisson count of prompts arriving during a decode
-  phase; ITL percentiles the share of steps that carry prompt work.
+- **Windows.** Prompts that arrive while the engine runs one *window* of steps are prefilled in
+  the next window, decode-first: each step carries the ``n`` decodes and up to ``T - n`` prompt
+  tokens (``whole`` engines: whole prompts), exactly the estimator's prefill schedule
+  (:func:`guide_opt.perf.estimator.prefill_schedule`) with the decodes added to every step. A
+  window with no prompt is one pure decode step. :class:`StepTable` times windows of ``k``
+  prompts next to ``n`` decodes with :func:`~guide_opt.perf.step.step_time`, exactly on grids of
+  ``n`` and ``k`` and linearly in between.
+- **TPOT** (mean-value fixed point): with ``K ~ Poisson(lambda W)`` prompts per window, the mean
+  window ``W = E[time(n, K)]`` and a decoding request's mean step ``TPOT = E[time] / E[steps]``;
+  the decoders it sees are ``n = 1 + lambda (O - 1) TPOT`` (itself plus the others, Little's
+  law; Poisson arrivals see time averages), at most ``B``. Iterated from below (with Aitken
+  acceleration) to the smallest fixed point; none means the load is beyond capacity.
+- **TTFT** = the rest of the window in progress at arrival (length-biased, solved again for the
+  ``lambda (O - 1) TPOT`` decoders an arrival finds) + the prompt's first-token time in the
+  next window among the prompts that arrived with it (FCFS) + waiting for a free sequence slot
+  when ``B`` binds (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic service).
+- **Percentiles** come from the distributions of those parts (window lengths and positions,
+  the Poisson counts, an exponential tail of the slot wait that starts with the Erlang-C
+  probability of waiting at all). Per-request TPOT is the mean of ``O - 1`` step times
+  (percentiles by Cornish-Fisher from the step-time distribution); ITL is one step time.
 - **Closed loop** (``U`` users, zero think time): the interactive response-time law
-  ``X = U / E2E`` solved self-consistently; ``min(U, B)`` requests hold slots, the rest wait
-  ``(U - B) / X``. A new request arrives when another finishes, at a step boundary, so there
-  is no residual step.
-- **Capacity**: the largest open-loop rate with a finite fixed point and stable queues
-  (:func:`capacity_request_rate_per_s`); plans keep the load at ``target_utilization`` of it.
+  ``X = min(U, B) / (first token + (O - 1) TPOT)`` solved self-consistently with TPOT (regula
+  falsi); users beyond ``B`` wait ``(U - B) / X`` for a slot. A request arrives when its user's
+  previous one finishes, at a step boundary: no residual, it shares its first window with the
+  requests of the users whose answers finished in the same step.
+- **Capacity** (:func:`capacity_request_rate_per_s`): the smaller of the rate at which windows
+  grow without bound (each extra prompt's time ``s(n)`` times the rate reaches 1) and the rate at
+  which the slots fill; plans keep the load within ``target_utilization`` of it.
 
-With equal lengths, at vanishing load every figure reduces to the static estimate of a
-single request (``S_p(0)`` is the estimator's prefill of one prompt, ``tau_d(1)`` its decode
-step), and a closed loop of one user is exactly that request end to end.
-
-Step times are read on a sparse grid of decode counts (:data:`DECODE_GRID`, plus ``B``) and
-interpolated linearly in between (step time is piecewise affine in ``n``).
+With equal lengths, at vanishing load every figure reduces to the static estimate of a single
+request (its prefill step, then decode steps of one sequence), and a closed loop of one user is
+exactly that request end to end. ``benchmarks/bench_steady_state.py`` compares the model with the
+simulator (``benchmarks/RESULTS.md`` section 6).
 """
 
 from __future__ import annotations
@@ -394,17 +393,6 @@ def _log_factorials(limit: int) -> np.ndarray:
     """``log(k!)`` for k = 0..limit (from a table grown in powers of two)."""
     size = 1 << max(10, (limit + 1).bit_length())
     return _log_factorial_table(size)[: limit + 1]
-
-
-def _binomial_pmf(trials: int, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """Binomial(trials, p) on 0..trials."""
-    k = np.arange(trials + 1)
-    if p <= 0 or trials == 0:
-        return np.zeros(1), np.ones(1)
-    if p >= 1:
-        return np.array([float(trials)]), np.ones(1)
-    pmf = np.array([math.comb(trials, int(i)) * p ** i * (1 - p) ** (trials - i) for i in k])
-    return k.astype(float), pmf / pmf.sum()
 
 
 def _distribution(dist: tuple[np.ndarray, np.ndarray], mean_s: float) -> LatencyDistribution:
