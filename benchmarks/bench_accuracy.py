@@ -119,7 +119,7 @@ def _steady_state_section(sources: dict, catalog) -> list[str]:
                   "<= 25%", "n"], table),
         "",
         f"Steady-state bias ranges over GPUs: TTFT {bias_range('TTFT')}, ITL {bias_range('TPOT')}. The steady-state model agrees",
-        "with the simulator (section 6), so a large negative bias here is TGIS itself: a step slower than the `vllm` profile's",
+        "with the simulator (section 9), so a large negative bias here is TGIS itself: a step slower than the `vllm` profile's",
         "default factors, and prompts queued behind its batch-weight limit, which a static batch of u prompts arriving at once",
         "happened to mimic for TTFT. The default `vllm` factors do not describe TGIS; calibration (1.3) fits them.",
         "",

@@ -20,7 +20,7 @@ implementation of the engine rules) serves ``--requests`` requests; the first 10
 are a warm-up and left out. Reported: the model's error on mean, p90 and p99 TTFT and TPOT
 (per-request TPOT, as ``vllm bench serve`` reports it), relative to the simulator, and how many
 cases meet the targets (|error| <= 10% on means, <= 20% on p90 / p99). ``--write-results``
-replaces the body of section 6 of ``benchmarks/RESULTS.md``.
+replaces the body of section 9 of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from guide_opt.perf import ServingConfig  # noqa: E402
 from guide_opt.perf import steady_state as ss  # noqa: E402
 from guide_opt.simulate import FixedLengths, HistogramLengths, Workload, simulate  # noqa: E402
 
-SECTION = "## 6. Steady-state serving model vs the simulator"
+SECTION = "## 9. Steady-state serving model vs the simulator"
 #: (LLM, GPU, TP, engine, max-num-seqs)
 SHAPES = (
     ("llama-3.1-8b", "h100-sxm", 1, "vllm", 256),

@@ -115,7 +115,15 @@ class Catalog:
         if path.suffix == ".json" or path.is_file() or path.is_dir():
             if path.is_dir():
                 path = path / "config.json"
-            return LlmSpec.from_hf_config(path)
+            read_text_file(path, field)  # a missing, oversized or binary file is named before it is parsed
+            try:
+                return LlmSpec.from_hf_config(path)
+            except InputError:
+                raise
+            except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError, RecursionError) as exc:
+                # a JSON value of the wrong type or size in a key the importer reads
+                raise InputError(f"{field} {path.name}", f"cannot read the architecture ({type(exc).__name__}: {str(exc)[:120]})",
+                                 "give a HuggingFace config.json whose sizes are whole numbers") from None
         raise unknown_id_error(field, llm_id_or_path, list(self.llms), "LLM")
 
     def framework(self, framework_id: str, field: str = "framework") -> FrameworkProfile:

@@ -41,6 +41,12 @@ class FrameworkProfile(BaseModel):
     prefill_mode: ``whole`` (each prompt prefilled in one step), ``chunked`` (prompts split
     into chunks of at most ``max_num_batched_tokens`` tokens per step, mixed with decodes) or
     ``split_fuse`` (DeepSpeed-FastGen: every step filled to a fixed token budget).
+    ``memory_fraction_of``: what ``gpu_memory_utilization`` is a fraction of: the ``device``
+    (vLLM: weights + activations + KV within it), the static pool of ``weights_and_kv`` (SGLang:
+    activations outside it), or the memory ``free_after_weights`` and activations (TensorRT-LLM:
+    the KV cache takes that share). Needs a ``sources`` entry unless ``device``.
+    ``fp8_kv_cache_on_ampere``: the engine stores an fp8 KV cache on GPUs without FP8 tensor
+    cores (Ampere) and dequantizes it inside attention (needs a ``sources`` entry when true).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +60,8 @@ class FrameworkProfile(BaseModel):
     max_num_batched_tokens: PositiveInt
     max_num_seqs: PositiveInt
     cuda_graphs: bool
+    fp8_kv_cache_on_ampere: bool = False
+    memory_fraction_of: Literal["device", "weights_and_kv", "free_after_weights"] = "device"
     efficiency: EfficiencyFactors
     architectures: tuple[str, ...] = Field(min_length=1)
     quantizations: dict[str, tuple[str, ...]] = Field(min_length=1)
@@ -77,6 +85,10 @@ class FrameworkProfile(BaseModel):
             raise ValueError(f"quantizations names architectures {', '.join(stray)} missing from architectures")
         needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency",
                   "architectures", "quantizations"}
+        if self.fp8_kv_cache_on_ampere:
+            needed.add("fp8_kv_cache_on_ampere")
+        if self.memory_fraction_of != "device":
+            needed.add("memory_fraction_of")
         missing = sorted(needed - set(self.sources))
         if missing:
             raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")

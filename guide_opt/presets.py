@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ortools.sat.python import cp_model
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from guide_opt import limits
 
 from guide_opt.catalog import load_spec
 from guide_opt.data_files import data_dir
@@ -27,13 +29,13 @@ class SolverPreset(BaseModel):
     their protobuf names (e.g. ``linearization_level``).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     description: str = ""
-    time_limit_s: PositiveFloat = 10.0
-    num_workers: PositiveInt = 2
-    seed: int = Field(default=0, ge=0)
-    trials: PositiveInt = 60
+    time_limit_s: float = Field(default=10.0, gt=0, le=limits.MAX_TIME_LIMIT_S)
+    num_workers: int = Field(default=2, gt=0, le=256)
+    seed: int = Field(default=0, ge=0, le=limits.MAX_SEED)
+    trials: int = Field(default=60, gt=0, le=limits.MAX_TRIALS)
     cp_sat: dict[str, Any] = {}
 
 
@@ -59,5 +61,5 @@ def apply_cp_sat_parameters(solver: cp_model.CpSolver, preset: SolverPreset, *, 
             raise InputError(f"preset cp_sat.{key}", "not a CP-SAT parameter", "see ortools/sat/sat_parameters.proto for the names")
         try:
             setattr(params, key, value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"preset cp_sat.{key}", f"bad value {value!r} ({exc})", "use the type the parameter expects") from None

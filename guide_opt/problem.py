@@ -311,6 +311,7 @@ _FIXES = {
     "greater_than": ("must be positive", "give a number above 0"),
     "finite_number": ("must be a finite number", "give a plain number (not nan or inf)"),
     "too_short": ("must not be empty", "list at least one choice"),
+    "too_long": ("has too many entries", "see problems/README.md, Limits"),
     "literal_error": ("not an allowed value", "use one of the listed values"),
 }
 
@@ -322,6 +323,10 @@ def problem_error(source: str, exc: ValidationError) -> InputError:
     problem, fix = _FIXES.get(err["type"], (None, None))
     if err["type"] == "literal_error":
         fix = err["msg"].replace("Input should be", "use")
+    if err["type"] in ("less_than_equal", "less_than"):
+        limit = err.get("ctx", {}).get("le", err.get("ctx", {}).get("lt"))
+        shown = f"{limit:,.0f}" if float(limit).is_integer() else f"{limit:g}"
+        problem, fix = f"{err.get('input')!r} is above the limit of {shown}", "give a smaller value (see problems/README.md, Limits)"
     if problem is None:
         msg = err["msg"].removeprefix("Value error, ")
         problem, fix = (msg, f"got {err.get('input')!r}") if err["type"] != "value_error" else (msg.split("; ")[0], "see problems/README.md")

@@ -25,7 +25,7 @@ from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GIB_BYTES, GpuSpec
 from guide_opt.llm import LlmSpec
 from guide_opt.perf import ServingConfig, estimate, steady_state
-from guide_opt.perf.memory import weight_bytes_per_gpu
+from guide_opt.perf.memory import usable_bytes, weight_bytes_per_gpu
 from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.quantization import QuantizationSpec, allowed_by_tolerance
@@ -457,8 +457,12 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
         if problem.hardware.inventory.get(gpu.id, 1) == 0:
             pruned[f"inventory has 0 x {gpu.id}"] += 1
             continue
+        checkpoint = ms.llm.checkpoint_quantization
         for quant in quants:
-            if not allowed_by_tolerance(quant, req.precision_tolerance):
+            # A pre-quantized checkpoint (DeepSeek-V3's FP8, an AWQ model) is served in its own format:
+            # that is the LLM the user chose, so the tolerance does not apply to it.
+            native = checkpoint is not None and quant.id == checkpoint.scheme_id
+            if not native and not allowed_by_tolerance(quant, req.precision_tolerance):
                 pruned[f"{quant.id} needs precision_tolerance >= {quant.quality_loss_class}% (the model allows {req.precision_tolerance})"] += 1
                 continue
             for fw in frameworks:
@@ -472,8 +476,9 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
                             if reason:
                                 pruned[reason] += 1
                                 continue
-                            weights_gib = weight_bytes_per_gpu(config) / GIB_BYTES
-                            usable_gib = gpu.memory_gib * config.memory_fraction
+                            weights_bytes = weight_bytes_per_gpu(config)
+                            weights_gib = weights_bytes / GIB_BYTES
+                            usable_gib = usable_bytes(config, weights_bytes, 0.0) / GIB_BYTES  # the engine's rule, before workspace
                             if weights_gib > usable_gib:
                                 pruned[f"weights need {weights_gib:.1f} GiB per GPU at TP={tp} PP={pp} {quant.id} but {gpu.id} has {usable_gib:.1f} GiB usable"] += 1
                                 continue

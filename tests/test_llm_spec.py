@@ -199,18 +199,19 @@ def test_llm_id_override_and_source(write_hf_config):
 
 
 @pytest.mark.parametrize(
-    "config",
+    ("config", "key"),
     [
-        {"model_type": "t5", "d_model": 512, "num_heads": 8, "num_layers": 6, "d_ff": 2048, "vocab_size": 32128, "is_encoder_decoder": True},
-        {"model_type": "t5", "d_model": 512, "num_heads": 8, "num_layers": 6, "d_ff": 2048, "vocab_size": 32128},
-        dict(LLAMA_2_7B, model_type="whisper", is_encoder_decoder=True),
+        ({"model_type": "t5", "d_model": 512, "num_heads": 8, "num_layers": 6, "d_ff": 2048, "vocab_size": 32128, "is_encoder_decoder": True},
+         "is_encoder_decoder"),
+        ({"model_type": "t5", "d_model": 512, "num_heads": 8, "num_layers": 6, "d_ff": 2048, "vocab_size": 32128}, "model_type"),
+        (dict(LLAMA_2_7B, model_type="whisper", is_encoder_decoder=True), "is_encoder_decoder"),
     ],
 )
-def test_encoder_decoder_rejected(write_hf_config, config):
+def test_encoder_decoder_rejected_naming_the_key(write_hf_config, config, key):
     path = write_hf_config(config)
     with pytest.raises(InputError, match="encoder-decoder") as info:
         LlmSpec.from_hf_config(path)
-    assert info.value.field == str(path)
+    assert info.value.field == f"{path}: {key}"
 
 
 def test_malformed_json_rejected(tmp_path):
@@ -240,7 +241,7 @@ def test_missing_key_named(write_hf_config):
 
 
 def test_invalid_value_rejected_as_input_error(write_hf_config):
-    with pytest.raises(InputError, match="num_kv_heads"):
+    with pytest.raises(InputError, match="num_key_value_heads"):  # named as the config.json spells it
         LlmSpec.from_hf_config(write_hf_config(dict(LLAMA_2_7B, num_key_value_heads=0)))
 
 

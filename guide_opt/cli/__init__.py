@@ -24,26 +24,31 @@ EXIT_INFEASIBLE = 2
 EXIT_INTERNAL = 3
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: a user's value may carry line breaks (``\\r``, ``\\u2028``, ...) into a message."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``guide-opt`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     register_commands()
     try:
         result = cli.main(args=argv, prog_name="guide-opt", standalone_mode=False)
     except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         return EXIT_BAD_INPUT
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return EXIT_OK
     except click.UsageError as exc:
         hint = f" (see 'guide-opt {exc.ctx.command_path.split(' ', 1)[-1]} --help')" if exc.ctx and " " in exc.ctx.command_path else " (see 'guide-opt --help')"
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
         return EXIT_BAD_INPUT
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return EXIT_BAD_INPUT
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "guide_opt.cli.validate_cmd",
     "guide_opt.cli.calibrate_cmd",
     "guide_opt.cli.simulate_cmd",
+    "guide_opt.cli.serve_cmd",
 )
 
 

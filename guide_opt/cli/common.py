@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import click
 
 from guide_opt import limits
-from guide_opt.catalog import load_catalog
-from guide_opt.errors import InputError
+from guide_opt.answer import serving_config
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 
@@ -84,6 +83,7 @@ def build_config(
     output_tokens: int = 128,
     flash_attention: bool = True,
     h2o_kept_fraction: float = 1.0,
+    expert_parallel: bool = False,
     calibration: "Calibration | Mapping[tuple[str, str], EfficiencyFactors] | None" = None,
 ) -> ServingConfig:
     """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
@@ -94,32 +94,12 @@ def build_config(
     the running command (if any) is used. Without an entry for the pair, the framework's
     default factors stay in force (a note says so on stderr).
     """
-    catalog = load_catalog()
-    llm_spec, gpu_spec = catalog.llm(model, field="--model"), catalog.gpu(gpu, field="--gpu")
-    framework_spec = catalog.framework(framework, field="--framework")
-    quantization_spec = catalog.quantization(quantization, field="--quantization")
-    config = ServingConfig(
-        llm=llm_spec,
-        gpu=gpu_spec,
-        framework=framework_spec,
-        quantization=quantization_spec,
-        tp=tp,
-        pp=pp,
-        batch=batch,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        kv_cache_dtype=kv_cache_dtype,
-        flash_attention=flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction,
-        efficiency=_calibrated_factors(calibration, gpu, framework),
+    return serving_config(
+        model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
+        batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=flash_attention,
+        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
+        efficiency=lambda: _calibrated_factors(calibration, gpu, framework),
     )
-    reason = config.unsupported_reason() or config.context_reason()
-    if reason:
-        engine = reason.startswith(f"{framework_spec.id} ")
-        option = ("--framework/--quantization" if engine and " runs " in reason else "--framework" if engine else "--tp" if "TP=" in reason else "--pp" if "PP=" in reason else "--quantization" if "tensor cores" in reason
-                  else "--kv-cache-dtype" if "KV cache" in reason else "--input-tokens/--output-tokens" if "context" in reason else "options")
-        raise InputError(option, reason, "choose a supported value")
-    return config
 
 
 def _calibrated_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:

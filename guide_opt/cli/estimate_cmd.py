@@ -13,101 +13,18 @@ numbers, the means of the mode asked (for a burst, the batch's mean TTFT and mea
 
 from __future__ import annotations
 
-import click
-
-from guide_opt.cli.app import cli
 import dataclasses
 import math
 
+import click
+
 from guide_opt import limits
+from guide_opt.answer import beyond_capacity_reason, estimate_payload, not_fitting_reason, steady_payload
+from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.perf import ESTIMATORS, Estimate, steady_state
-
-
-def estimate_payload(est: Estimate) -> dict:
-    """The JSON object printed by ``estimate --format json``."""
-    c = est.config
-    payload = {
-        "model": c.llm.id,
-        "gpu": c.gpu.id,
-        "tp": c.tp,
-        "pp": c.pp,
-        "batch": c.batch,
-        "input_tokens": c.input_tokens,
-        "output_tokens": c.output_tokens,
-        "framework": c.framework.id,
-        "quantization": c.quantization.id,
-        "kv_cache_dtype": c.kv_cache_dtype,
-        "estimator": est.estimator,
-        "fits": est.fits,
-        "metrics": est.metrics(),
-        "decode_throughput_tokens_per_s": est.decode_throughput_tokens_per_s,
-        "bounds": {"prefill": est.phases.prefill_bound.value, "decode": est.phases.decode_bound.value} if est.phases else None,
-        "memory": est.memory.as_gib(),
-        "max_batch": est.max_batch,
-        "max_sequence_length": est.max_sequence_length,
-    }
-    payload["mode"] = "burst"
-    if not est.fits:
-        payload["reason"] = not_fitting_reason(est)
-    return payload
-
-
-def steady_payload(est: Estimate, state: steady_state.SteadyState, capacity_per_s: float) -> dict:
-    """The JSON object of a steady-state estimate: the burst payload's configuration and memory, steady metrics.
-
-    ``metrics.ttft_ms`` / ``tpot_ms`` / ``itl_ms`` are means; ``*_percentiles_ms`` hold p50 /
-    p90 / p99; ``mode`` is ``steady_state`` and ``load`` names the closed or open loop.
-    """
-    payload = _steady_base(est)
-    payload["load"] = ({"loop": "closed", "concurrency": int(state.concurrent_users)} if state.mode == "closed_loop"
-                       else {"loop": "open", "request_rate_per_s": state.request_rate_per_s})
-    payload["stable"] = state.stable
-    payload["capacity_request_rate_per_s"] = capacity_per_s
-    if not state.stable:
-        payload["reason"] = beyond_capacity_reason(state, capacity_per_s)
-        payload["metrics"] = None
-        return payload
-    percentiles = lambda d: {k: v for k, v in d.as_ms().items() if k != "mean"}  # noqa: E731
-    payload["metrics"] = {
-        "ttft_ms": state.ttft.mean_s * 1e3,
-        "tpot_ms": state.tpot.mean_s * 1e3,
-        "itl_ms": state.itl.mean_s * 1e3,
-        "ttft_percentiles_ms": percentiles(state.ttft),
-        "tpot_percentiles_ms": percentiles(state.tpot),
-        "itl_percentiles_ms": percentiles(state.itl),
-        "e2e_mean_ms": state.e2e_mean_s * 1e3,
-        "request_throughput_per_s": state.request_rate_per_s,
-        "throughput_tokens_per_s": state.output_throughput_tokens_per_s,
-        "utilization": None if math.isnan(state.utilization) else state.utilization,
-        "batch_latency_s": None,
-        "memory_utilization": est.memory.utilization,
-    }
-    return payload
-
-
-def _steady_base(est: Estimate) -> dict:
-    """The burst payload without its burst-only figures (batch, decode throughput, bounds), marked steady state."""
-    payload = {k: v for k, v in estimate_payload(est).items() if k not in ("batch", "decode_throughput_tokens_per_s", "bounds", "reason")}
-    return payload | {"mode": "steady_state", "max_num_seqs": est.config.batch}
-
-
-def beyond_capacity_reason(state: steady_state.SteadyState, capacity_per_s: float) -> str:
-    """One sentence: the offered rate exceeds what one replica sustains."""
-    return (f"{state.request_rate_per_s:.4g} requests/s is beyond the capacity of one replica ({capacity_per_s:.4g} requests/s): "
-            "queues grow without bound")
-
-
-def not_fitting_reason(est: Estimate) -> str:
-    """One sentence saying by how much the configuration overflows memory."""
-    gib = est.memory.as_gib()
-    return (
-        f"needs {gib['used_gib']:.1f} GiB per GPU (weights {gib['weights_gib']:.1f}, KV cache {gib['kv_cache_gib']:.1f}, "
-        f"activations {gib['activations_gib']:.1f}, reserve {gib['reserve_gib']:.1f}) but only {gib['usable_gib']:.1f} GiB are usable; "
-        f"the largest batch that fits is {est.max_batch}"
-    )
 
 
 @cli.command("estimate")
@@ -123,36 +40,38 @@ def not_fitting_reason(est: Estimate) -> str:
 @click.option("--output-tokens", type=positive_int, default=128, show_default=True, help="Generated tokens per request.")
 @click.option("--no-flash-attention", is_flag=True, help="Model attention without FlashAttention (materialized scores).")
 @click.option("--h2o-kept-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Fraction of KV entries kept by H2O eviction.")
+@click.option("--expert-parallel", is_flag=True,
+              help="Place MoE experts whole, num_experts / tp per GPU (vLLM --enable-expert-parallel; SGLang --ep-size = --tp).")
 @click.option("--estimator", type=click.Choice(sorted(ESTIMATORS)), default="roofline", show_default=True, help="guide-opt's roofline model or GUIDE's published equations.")
 @format_option
 def estimate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, batch, concurrency, rate, max_num_seqs, input_tokens,
-                     output_tokens, no_flash_attention, h2o_kept_fraction, estimator, output_format) -> int:
+                     output_tokens, no_flash_attention, h2o_kept_fraction, expert_parallel, estimator, output_format) -> int:
     """Predict TTFT, TPOT, throughput and memory of one configuration: a burst (--batch) or a steady state (--concurrency / --rate).
 
-    Exit code 0 when it fits in memory (and, in steady state, the load is within capacity), 2
-    when it does not (the numbers say by how much).
+    Exit code 0 when the engine serves it (a burst: all of it resident, or in waves of what the
+    KV cache holds; a steady state: max-num-seqs resident and the load within capacity), 2 when
+    it does not (the numbers say by how much).
     """
-    steady = concurrency is not None or rate is not None
     _check_mode(batch, concurrency, rate, max_num_seqs, estimator)
     config = build_config(
         model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
         batch=batch or 1, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=not no_flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction,
+        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
     )
-    if not steady:
+    if concurrency is None and rate is None:
         est = ESTIMATORS[estimator](config)
         if output_format == "json":
             echo_json(estimate_payload(est))
         else:
             _print_table(est)
-        return 0 if est.fits else 2
+        return 0 if est.runs else 2
     if max_num_seqs is None:  # the engine's limit, or as many sequences of these lengths as the KV cache holds
         max_num_seqs = max(1, min(config.framework.max_num_seqs, ESTIMATORS[estimator](config).max_batch))
     config = dataclasses.replace(config, batch=max_num_seqs)
     est = ESTIMATORS[estimator](config)
     if not est.fits:
         if output_format == "json":
-            echo_json(_steady_base(est) | {"metrics": None, "reason": not_fitting_reason(est)})
+            echo_json(steady_payload(est, None, math.nan))
         else:
             _print_table(est)
         return 2
@@ -197,6 +116,8 @@ def _print_table(est: Estimate) -> None:
             ("batch latency", f"{fmt_number(p.batch_latency_s)} s"),
             ("throughput", f"{fmt_number(est.throughput_tokens_per_s)} tokens/s (decode {fmt_number(est.decode_throughput_tokens_per_s)} tokens/s)"),
         ] + pairs
+        if not est.fits:
+            pairs.append(("waves", not_fitting_reason(est)))
     else:
         pairs = [("fits", "NO: " + not_fitting_reason(est))] + pairs
     echo_pairs(title, pairs)

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import click
-import yaml
 
 from guide_opt.cli.app import cli
 from guide_opt import limits
 from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options, seed_int
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
+from guide_opt.catalog import parse_yaml_text
 from guide_opt.errors import InputError
+from guide_opt.limits import read_text_file
 from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
@@ -35,9 +36,10 @@ def resolve_lengths(workload: str | None, input_tokens: int | None, output_token
                          f"use a preset ({', '.join(PRESETS)}), a trace CSV with n_input_tokens,n_output_tokens, or a YAML/JSON workload file")
     if path.suffix.lower() == ".csv":
         return JointBinnedLengths.from_csv(path, field="--workload")
+    text = read_text_file(path, "--workload")  # text only, within the size limit
     try:
-        spec = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        spec = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml_text(text, "--workload")  # aliases bounded
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise InputError("--workload", f"cannot parse '{workload}' ({type(exc).__name__})", "fix the YAML/JSON syntax") from None
     if isinstance(spec, dict):
         for key in ("request_rate_per_s", "concurrent_users"):

@@ -10,12 +10,12 @@ draws the frontier, the Gantt chart or the fleet (:mod:`guide_opt.plotting`).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from guide_opt import limits
+from guide_opt.answer import check_contexts, in_problem_file, solve_answer
 from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
@@ -23,8 +23,6 @@ from guide_opt.errors import InputError
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
-from guide_opt.solvers import get_solver
-from guide_opt.verify import verify
 
 _OBJECTIVE_UNITS = {"min_cost": ("$", "/h"), "max_throughput": ("", " tokens/s"), "min_latency": ("", " ms"),
                     "max_served": ("", "% of demand served"), "pareto": ("$", "/h (cheapest point)"),
@@ -55,20 +53,6 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
     if slo_margin is not None:
         update["slo_margin"] = slo_margin
     return problem.model_copy(update={"prediction": problem.prediction.model_copy(update=update)}) if update else problem
-
-
-def check_contexts(problem: Problem) -> None:
-    """Refuse (exit 1) a problem whose requests are longer than an LLM's context: bad input, not infeasibility."""
-    from guide_opt.catalog import load_catalog
-
-    catalog = load_catalog()
-    for i, req in enumerate(problem.models):
-        llm = catalog.llm(req.id, field=f"models[{i}].id")
-        input_tokens, output_tokens = req.workload.token_lengths()
-        if input_tokens + output_tokens > llm.max_position_embeddings:
-            raise InputError(f"models[{i}].workload", f"{input_tokens:,.0f} input + {output_tokens:,.0f} output tokens exceed the context of "
-                                                      f"{llm.id} ({llm.max_position_embeddings:,} tokens)",
-                             "give shorter requests or an LLM with a longer context")
 
 
 @cli.command("solve")
@@ -102,9 +86,7 @@ def solve_command(problem_file: Path, **options) -> int:
         return _solve(problem_file, **options)
     except InputError as exc:
         # ids and keys are checked while the space is built: say which file they are in
-        if exc.field.startswith(("-", str(problem_file))) or ": " in exc.field:
-            raise
-        raise InputError(f"{problem_file}: {exc.field}", exc.problem, exc.fix) from None
+        raise in_problem_file(exc, str(problem_file)) from None
 
 
 def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
@@ -127,32 +109,9 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
         return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
     if problem.is_schedule:
         return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format)
-    from guide_opt.plan import verification_problem
-    from guide_opt.space import build_space
-
-    solver = get_solver(solver_name, solver_preset)
-    started = time.perf_counter()
-    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
-    space = build_space(problem)
-    progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
-             "(then the top-3 and the best-throughput / minimum-latency picks) ...")
-    solution = solver.solve(problem, time_limit_s=time_limit_s, seed=seed, space=space)
-    violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
-    binding = []
-    if explain and solution.status.found:
-        progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
-        binding = _binding(problem, solution, solver_preset, space)
-    payload = solution.to_json()
-    payload["problem"] = problem.name
-    payload["verified"] = solution.status.found and not violations
-    if violations:
-        payload["verification_failures"] = [v.text for v in violations]
-    if binding:
-        payload["binding_constraints"] = binding
-    if problem.objective == "max_served" and solution.status.found:
-        from guide_opt.plan import served_percent
-
-        payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
+    answer = solve_answer(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed,
+                          explain=explain, progress=progress)
+    solution, payload = answer.solution, answer.payload
     if plot_file is not None and solution.status.found:
         from guide_opt.plotting import plot_fleet
 
@@ -175,19 +134,6 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
             click.echo("")
             print_refinement(refinement)
     return 0 if solution.status.found else 2
-
-
-def _binding(problem: Problem, solution: Solution, preset, space=None) -> list[dict]:
-    from guide_opt.explain import explain_binding
-    from guide_opt.plan import Pick
-    from guide_opt.space import build_space
-
-    space = space or build_space(problem)
-    plan = []
-    for ms, dep in zip(space.models, solution.deployments):
-        match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
-        plan.append(Pick(match, dep.replicas))
-    return explain_binding(space, tuple(plan), preset)
 
 
 def plan_summary(deployments: list[dict]) -> str:
@@ -293,13 +239,8 @@ def _header(problem: Problem, solution: Solution, objective_key: str) -> None:
 
 def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
     """``objective: pareto``: the exact frontier, its points, the optimum, and the chart."""
-    from guide_opt.pareto import frontier_json, solve_pareto
-
-    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed)
-    payload = solution.to_json()
-    payload["problem"] = problem.name
-    payload["verified"] = solution.status.found and "verification_failures" not in solution.stats
-    payload.update(frontier_json(space, frontier))
+    answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
+    solution, payload, frontier, space = answer.solution, answer.payload, answer.frontier, answer.space
     if plot_file is not None and frontier.points:
         from guide_opt.plotting import plot_frontier
 
@@ -337,17 +278,8 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
 
 def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str) -> int:
     """Batch jobs scheduled on the GPU pool: the schedule table, its verification, the Gantt chart."""
-    from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
-
-    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed)
-    violations = verify_schedule(problem, schedule, space) if solution.status.found else []
-    payload = solution.to_json()
-    payload["problem"] = problem.name
-    payload["objective_unit"] = "h" if problem.objective == "min_makespan" else "$"
-    payload["verified"] = solution.status.found and not violations
-    if violations:
-        payload["verification_failures"] = [v.text for v in violations]
-    payload.update(schedule_json(schedule))
+    answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
+    solution, payload, schedule = answer.solution, answer.payload, answer.schedule
     if plot_file is not None and schedule.jobs:
         from guide_opt.plotting import plot_schedule
 

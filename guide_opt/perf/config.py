@@ -1,4 +1,11 @@
-"""The one configuration the performance model evaluates (:class:`ServingConfig`)."""
+"""The one configuration the performance model evaluates (:class:`ServingConfig`).
+
+Besides the engine settings, it resolves the per-GPU shards the memory and step models share:
+attention parameters and KV heads per GPU (TP shards heads; MLA's latent KV is replicated),
+experts per GPU (TP shards every expert's columns; expert parallelism places whole experts),
+and the bytes of one stored weight (a pre-quantized checkpoint's own format wins over the
+serving scheme's nominal width).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from dataclasses import dataclass
 
 from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GpuSpec
-from guide_opt.llm import LlmSpec
+from guide_opt.llm import UNQUANTIZED_WEIGHT_BYTES, LlmSpec
 from guide_opt.quantization import KV_CACHE_DTYPE_BYTES, QuantizationSpec
 
 #: Attention math always runs on the 16-bit tensor path (no FP8 attention assumed).
@@ -30,6 +37,9 @@ class ServingConfig:
     efficiency: overrides the framework's default efficiency factors (e.g. from calibration).
     max_num_batched_tokens: overrides the framework's per-step token budget.
     gpu_memory_utilization: overrides the framework's usable memory fraction.
+    expert_parallel: MoE experts are placed whole, ``num_experts / tp`` per GPU (EP = TP, as
+        vLLM's ``--enable-expert-parallel`` and SGLang's ``--ep-size`` equal to ``--tp``), instead
+        of every expert's columns being split over the TP GPUs. Attention stays tensor-parallel.
     """
 
     llm: LlmSpec
@@ -47,6 +57,7 @@ class ServingConfig:
     efficiency: EfficiencyFactors | None = None
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float | None = None
+    expert_parallel: bool = False
 
     # ---- resolved engine settings -----------------------------------------------------------
     @property
@@ -86,22 +97,68 @@ class ServingConfig:
         return math.ceil(self.llm.num_kv_heads / self.tp)
 
     @property
+    def attention_params_per_gpu(self) -> int:
+        """Attention projection parameters of one layer on one GPU."""
+        return self.llm.attention_params(self.heads_per_gpu, self.kv_heads_per_gpu)
+
+    @property
+    def output_projection_params_per_gpu(self) -> int:
+        """Parameters of one layer's output projection on one GPU (its heads' values -> hidden)."""
+        return self.heads_per_gpu * self.llm.value_head_dim * self.llm.hidden_size
+
+    @property
+    def routed_experts_per_gpu(self) -> float:
+        """Routed experts' worth of weights on one GPU: whole experts under expert parallelism, else a 1/tp slice of each."""
+        experts = self.llm.num_experts
+        return math.ceil(experts / self.tp) if self.expert_parallel else experts / self.tp
+
+    @property
+    def weight_bytes_per_param(self) -> float:
+        """Bytes of one quantized weight: the checkpoint's own format when pre-quantized, else the scheme's."""
+        checkpoint = self.llm.checkpoint_quantization
+        return checkpoint.weight_bytes_per_param if checkpoint else self.quantization.weight_bytes_per_param
+
+    @property
+    def unquantized_weight_bytes_per_param(self) -> float:
+        """Bytes of one weight that stays 16-bit under any scheme (embedding, LM head, routers)."""
+        return UNQUANTIZED_WEIGHT_BYTES
+
+    @property
     def kv_bytes_per_token_per_layer(self) -> float:
-        """KV-cache bytes one token adds to one layer on one GPU (K and V)."""
-        return 2 * self.kv_heads_per_gpu * self.llm.head_dim * KV_CACHE_DTYPE_BYTES[self.kv_cache_dtype]
+        """KV-cache bytes one token adds to one layer on one GPU.
+
+        K and V of this GPU's KV heads; for MLA, the whole latent (``kv_lora_rank +
+        qk_rope_head_dim``), which every TP GPU stores in full (vLLM's MLA cache has one KV head).
+        """
+        element_bytes = KV_CACHE_DTYPE_BYTES[self.kv_cache_dtype]
+        if self.llm.is_mla:
+            return self.llm.kv_cache_elements_per_token_per_layer * element_bytes
+        return 2 * self.kv_heads_per_gpu * self.llm.head_dim * element_bytes
 
     @property
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes one token adds on one GPU of the most loaded stage."""
+        """KV-cache bytes one token adds on one GPU of the most loaded stage (every layer holding it)."""
         return self.layers_per_stage * self.kv_bytes_per_token_per_layer
+
+    @property
+    def sliding_layers_per_stage(self) -> int:
+        """Sliding-window layers on the most loaded stage (the fewest: global layers hold more KV)."""
+        return math.floor(self.layers_per_stage * self.llm.num_sliding_layers / self.llm.num_layers)
+
+    @property
+    def moe_layers_per_stage(self) -> int:
+        """MoE layers on the most loaded stage (as many as it can hold: they are the heavier layers)."""
+        return min(self.layers_per_stage, self.llm.num_moe_layers)
 
     def unsupported_reason(self) -> str | None:
         """Why this configuration cannot run at all (None when it can).
 
-        Checks: TP divides the attention heads, TP fits in one node, PP does not exceed the
-        layer count, the engine runs on this GPU's architecture and runs the quantization there
-        (``hardware_db/frameworks``), the GPU has the tensor path the quantization needs,
-        positive sizes.
+        Checks: TP divides the attention heads and divides (or is a multiple of) the KV heads, TP
+        fits in one node, PP does not exceed the layer count, the engine runs on this GPU's
+        architecture and runs the quantization there (``hardware_db/frameworks``), the GPU has the
+        tensor path the quantization needs, a pre-quantized checkpoint is served with its own
+        scheme, the engine has an fp8 KV cache on this GPU when asked, expert parallelism only for
+        MoE, positive sizes.
         The LLM's context length is a separate question (:meth:`context_reason`): hardware can
         run longer sequences, so benchmarks that did are still evaluated.
         """
@@ -110,22 +167,43 @@ class ServingConfig:
             return "tp, pp, batch, input_tokens and output_tokens must all be at least 1"
         if llm.num_attention_heads % self.tp:
             return f"TP={self.tp} does not divide the {llm.num_attention_heads} attention heads of {llm.id}"
-        if self.llm.num_kv_heads >= self.tp and llm.num_kv_heads % self.tp:
+        if not llm.is_mla and self.tp <= llm.num_kv_heads and llm.num_kv_heads % self.tp:
             return f"TP={self.tp} does not divide the {llm.num_kv_heads} KV heads of {llm.id}"
+        if not llm.is_mla and self.tp > llm.num_kv_heads and self.tp % llm.num_kv_heads:
+            # Engines replicate KV heads only in whole copies (vLLM: tp % num_kv_heads == 0).
+            return f"TP={self.tp} is not a multiple of the {llm.num_kv_heads} KV heads of {llm.id}, so they cannot be replicated evenly"
+        if self.expert_parallel and not llm.is_moe:
+            return f"expert parallelism needs a mixture-of-experts LLM; {llm.id} is dense"
+        checkpoint = llm.checkpoint_quantization
+        if checkpoint and self.quantization.id != checkpoint.scheme_id:
+            return (f"{llm.id} is a pre-quantized {checkpoint.method} checkpoint: serve it with quantization "
+                    f"{checkpoint.scheme_id}, not {self.quantization.id}")
         if self.tp > gpu.gpus_per_node:
             return f"TP={self.tp} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.id} node"
         if self.pp > llm.num_layers:
             return f"PP={self.pp} exceeds the {llm.num_layers} layers of {llm.id}"
         if gpu.peak_flops_per_s(self.quantization.compute_dtype) is None:
             return f"{gpu.id} has no {self.quantization.compute_dtype} tensor cores needed by {self.quantization.id}"
-        if self.kv_cache_dtype == "fp8" and gpu.fp8_dense_tflops is None:
-            return f"{gpu.id} has no FP8 support for an fp8 KV cache"
+        if self.kv_cache_dtype == "fp8" and not self.fp8_kv_cache_supported:
+            return f"{self.framework.id} has no fp8 KV cache on {gpu.id} ({gpu.architecture})"
         engine = self.framework.unsupported_reason(gpu.id, gpu.architecture, self.quantization.id)
         if engine:
             return engine
         if not 0 < self.h2o_kept_fraction <= 1:
             return "h2o_kept_fraction must be in (0, 1]"
         return None
+
+    @property
+    def fp8_kv_cache_supported(self) -> bool:
+        """Whether the engine can keep an fp8 KV cache on this GPU.
+
+        GPUs with FP8 tensor cores do natively; on Ampere, engines that store fp8 and
+        dequantize to 16-bit inside the attention kernel (``fp8_kv_cache_on_ampere``) do too:
+        the KV bytes halve while attention math stays 16-bit.
+        """
+        if self.gpu.fp8_dense_tflops is not None:
+            return True
+        return self.gpu.architecture == "ampere" and self.framework.fp8_kv_cache_on_ampere
 
     def context_reason(self) -> str | None:
         """Why a request of ``input_tokens + output_tokens`` is beyond the LLM's context (None when it fits).

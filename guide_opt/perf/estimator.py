@@ -11,15 +11,23 @@ decoded together for ``output_tokens`` tokens. Definitions:
 - ``throughput_tokens_per_s``: generated tokens of the batch / batch latency.
 - ``decode_throughput_tokens_per_s``: batch / TPOT (tokens per second while decoding).
 
-A configuration whose memory does not fit has ``fits = False`` and no latencies.
+``fits`` says whether the whole batch's KV cache is resident at once (what the planner
+needs). A batch larger than the KV cache holds still runs on a continuous-batching engine,
+which admits what fits and queues the rest; the estimate then runs the batch in ``waves`` of
+at most ``max_batch`` sequences, one after the other, and gives the requests whose prompts the
+cache holds on arrival their first token in the first prefill (engines admit by prompt size
+and preempt later). A first-order view: the simulator models admission and preemption step
+by step. Only when the engine cannot serve
+one request (:func:`~guide_opt.perf.memory.engine_start_reason`) are there no latencies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from guide_opt.perf.config import ServingConfig
-from guide_opt.perf.memory import MemoryBreakdown, max_batch, max_sequence_length, memory_breakdown
+from guide_opt.perf.memory import MemoryBreakdown, engine_start_reason, max_admitted_prompts, max_batch, max_sequence_length, memory_breakdown
 from guide_opt.perf.roofline import Bound
 from guide_opt.perf.step import StepShape, StepTime, step_time
 
@@ -38,7 +46,14 @@ class PhaseTimes:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Predicted metrics of one :class:`ServingConfig`."""
+    """Predicted metrics of one :class:`ServingConfig`.
+
+    fits: the whole batch is resident in the KV cache at once.
+    waves: how many successive groups of at most ``max_batch`` sequences the batch runs in
+        (1 when it fits).
+    start_reason: why the engine cannot serve even one request (None when it can); then
+        ``phases`` is None.
+    """
 
     config: ServingConfig
     fits: bool
@@ -47,6 +62,13 @@ class Estimate:
     max_sequence_length: int
     phases: PhaseTimes | None
     estimator: str = "roofline"
+    waves: int = 1
+    start_reason: str | None = None
+
+    @property
+    def runs(self) -> bool:
+        """True when the engine serves the batch (resident, or in waves); then the latencies are set."""
+        return self.phases is not None
 
     @property
     def ttft_s(self) -> float | None:
@@ -132,8 +154,8 @@ def _dominant(times: list[StepTime]) -> Bound:
     return max(totals, key=totals.__getitem__)
 
 
-def phase_times(config: ServingConfig) -> PhaseTimes:
-    """Prefill and decode times of ``config`` (whether or not it fits)."""
+def _resident_phase_times(config: ServingConfig) -> PhaseTimes:
+    """Prefill and decode times of ``config``'s batch, all of it resident at once."""
     elapsed_s, first_token_sum_s, prefill_steps = 0.0, 0.0, []
     times_by_shape: dict[StepShape, StepTime] = {}  # whole-prompt steps repeat: compute each shape once
     for shape, finished in prefill_schedule(config):
@@ -156,22 +178,78 @@ def phase_times(config: ServingConfig) -> PhaseTimes:
     )
 
 
-def estimate(config: ServingConfig) -> Estimate:
-    """Predict the metrics of ``config``; memory that does not fit gives ``fits=False`` and no latencies.
+def wave_sizes(batch: int, running: int) -> list[int]:
+    """The batch split into successive waves of at most ``running`` sequences (the last one takes the rest)."""
+    full, rest = divmod(batch, running)
+    return [running] * full + ([rest] if rest else [])
 
-    Raises ``ValueError`` when the configuration cannot run at all (see
-    :meth:`ServingConfig.unsupported_reason`).
+
+def phase_times(config: ServingConfig, running: int | None = None, admitted: int | None = None) -> PhaseTimes:
+    """Prefill and decode times of ``config`` (whether or not it fits).
+
+    ``running``: the most sequences resident at once (default: the whole batch). A larger
+    batch runs in :func:`wave_sizes` waves one after the other: a request of a later wave waits
+    for the earlier waves to finish; TPOT and latency are those of the waves. ``admitted``: how
+    many requests get their first token in the burst's first prefill, because the engine admits
+    by prompt size (see :func:`~guide_opt.perf.memory.max_admitted_prompts`; default
+    ``running``); the others get it in their wave. TTFT and TPOT are means over requests.
+    """
+    if running is None or running >= config.batch:
+        return _resident_phase_times(config)
+    admitted = min(config.batch, max(running, admitted or running))
+    cache: dict[int, PhaseTimes] = {}
+
+    def resident(size: int) -> PhaseTimes:
+        if size not in cache:
+            cache[size] = _resident_phase_times(dataclasses.replace(config, batch=size))
+        return cache[size]
+
+    first_token_sum_s = admitted * resident(admitted).ttft_s  # prefilled as soon as the burst arrives
+    elapsed_s = tpot_sum_s = prefill_s = 0.0
+    first: PhaseTimes | None = None
+    position = 0  # requests ahead of this wave in arrival order
+    for size in wave_sizes(config.batch, running):
+        wave = resident(size)
+        first = first or wave
+        late = max(0, min(size, position + size - admitted))  # this wave's requests not admitted on arrival
+        first_token_sum_s += late * (elapsed_s + wave.ttft_s)
+        tpot_sum_s += size * wave.tpot_s
+        prefill_s += wave.prefill_total_s
+        elapsed_s += wave.batch_latency_s
+        position += size
+    assert first is not None
+    return PhaseTimes(
+        ttft_s=first_token_sum_s / config.batch,
+        tpot_s=tpot_sum_s / config.batch,
+        batch_latency_s=elapsed_s,
+        prefill_total_s=prefill_s,
+        prefill_bound=first.prefill_bound,
+        decode_bound=first.decode_bound,
+    )
+
+
+def estimate(config: ServingConfig) -> Estimate:
+    """Predict the metrics of ``config``.
+
+    A batch the KV cache cannot hold at once runs in waves of ``max_batch`` sequences
+    (``fits=False``, ``waves > 1``); an engine that cannot serve one request gives no latencies
+    and says why (``start_reason``). Raises ``ValueError`` when the configuration cannot run
+    at all (see :meth:`ServingConfig.unsupported_reason`).
     """
     reason = config.unsupported_reason()
     if reason:
         raise ValueError(reason)
     memory = memory_breakdown(config)
-    fits = memory.fits
+    resident = max_batch(config)
+    start_reason = engine_start_reason(config)
+    waves = 1 if memory.fits or start_reason else len(wave_sizes(config.batch, resident))
     return Estimate(
         config=config,
-        fits=fits,
+        fits=memory.fits,
         memory=memory,
-        max_batch=max_batch(config),
+        max_batch=resident,
         max_sequence_length=max_sequence_length(config),
-        phases=phase_times(config) if fits else None,
+        phases=None if start_reason else phase_times(config, None if memory.fits else resident, max_admitted_prompts(config)),
+        waves=waves,
+        start_reason=start_reason,
     )

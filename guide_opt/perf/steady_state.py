@@ -44,7 +44,7 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
 With equal lengths, at vanishing load every figure reduces to the static estimate of a single
 request (its prefill step, then decode steps of one sequence), and a closed loop of one user is
 exactly that request end to end. ``benchmarks/bench_steady_state.py`` compares the model with the
-simulator (``benchmarks/RESULTS.md`` section 6).
+simulator (``benchmarks/RESULTS.md`` section 9).
 """
 
 from __future__ import annotations

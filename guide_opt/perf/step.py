@@ -6,10 +6,12 @@ function serves prefill (many new tokens per sequence), decode (one per sequence
 prefill and mixed SplitFuse steps, so the static estimator and the simulator agree by
 construction.
 
-Per layer and GPU (TP shards heads and MLP columns): QKV projection, attention, output
-projection and MLP (dense, SwiGLU, or MoE top-k) each take
-``max(FLOPs / compute rate, bytes / memory rate)``; the LM head runs once per step on the
-last stage. Tensor parallelism adds two ring all-reduces per layer; pipeline parallelism
+Per layer and GPU (TP shards heads and MLP columns): QKV projection (or MLA's latent
+projections), attention, output projection and MLP (dense, SwiGLU, or MoE: router, top-k routed
+experts of ``moe_intermediate_size``, shared experts) each take
+``max(FLOPs / compute rate, bytes / memory rate)``; layers of different kinds (dense-first MoE
+models, sliding-window layers) are averaged by their counts. The LM head runs once per step on
+the last stage. Tensor parallelism adds two ring all-reduces per layer; pipeline parallelism
 splits the batch into micro-batches that flow through the stages.
 """
 
@@ -104,55 +106,122 @@ def _experts_touched(num_experts: int, experts_per_token: int, tokens: int) -> f
     return num_experts * (1.0 - (1.0 - experts_per_token / num_experts) ** tokens)
 
 
+def _weighted(parts: list[tuple[float, RooflineTime]]) -> RooflineTime:
+    """The layer-count-weighted mean of the roofline times of different layer kinds (weights sum to 1)."""
+    return RooflineTime(
+        sum(w * t.time_s for w, t in parts), sum(w * t.compute_time_s for w, t in parts), sum(w * t.memory_time_s for w, t in parts)
+    )
+
+
+def _attention_time(config: ServingConfig, shape: StepShape, window: int | None, attention_rate: float, hbm_rate: float) -> RooflineTime:
+    """Roofline time of one layer's attention on one GPU; ``window`` limits each new token to its last ``window`` tokens.
+
+    FLOPs: Q.K over ``head_dim`` and P.V over the value width per head and attended token.
+    Bytes: cached KV read (MLA: the latent), new KV written, Q read and output written. With a
+    window, attended and read tokens are capped at ``window`` per new token and per sequence
+    (the sum of per-sequence minima is at most the minimum of the sums, so this bounds them).
+    """
+    llm, ab = config.llm, config.quantization.activation_bytes
+    kept = config.h2o_kept_fraction
+    attended, kv_read = shape.attended_tokens, shape.kv_read_tokens
+    if window is not None:
+        attended = min(attended, shape.new_tokens * window)
+        kv_read = min(kv_read, shape.sequences * window)
+    head_widths = llm.head_dim + llm.value_head_dim
+    flops = 2.0 * config.heads_per_gpu * head_widths * attended * kept
+    kv_per_token = config.kv_bytes_per_token_per_layer
+    bytes_moved = (
+        kv_read * kept * kv_per_token  # read cached K/V
+        + shape.new_tokens * kv_per_token  # write the new K/V
+        + shape.new_tokens * config.heads_per_gpu * head_widths * ab  # read Q, write the attention output
+    )
+    if not config.flash_attention:
+        bytes_moved += 2 * config.heads_per_gpu * attended * SCORE_ELEMENT_BYTES
+    return roofline_time(flops, bytes_moved, attention_rate, hbm_rate)
+
+
 def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, RooflineTime]:
-    """Roofline time of each operator of one decoder layer on one GPU for ``shape``."""
+    """Roofline time of each operator of one (mean) decoder layer on one GPU for ``shape``.
+
+    Models mixing layer kinds (dense and MoE MLPs; global and sliding-window attention) get
+    each operator's layer-count-weighted mean, so ``layers x`` this is the stage's total.
+    """
     llm, q = config.llm, config.quantization
     gemm_rate, attention_rate, hbm_rate = _rates(config)
     tokens = shape.new_tokens
-    wb, ab = q.weight_bytes_per_param, q.activation_bytes
+    wb, ab = config.weight_bytes_per_param, q.activation_bytes
     hidden = llm.hidden_size
-    q_cols = config.heads_per_gpu * llm.head_dim
-    kv_cols = config.kv_heads_per_gpu * llm.head_dim
-    qkv_cols = q_cols + 2 * kv_cols
 
-    def gemm(rows: int, in_features: int, out_features: int, weight_params: float) -> RooflineTime:
-        flops = 2.0 * rows * in_features * out_features
-        bytes_moved = weight_params * wb + rows * (in_features + out_features) * ab
+    def gemm(rows: int, weight_params: float, io_elements_per_row: float) -> RooflineTime:
+        """A GEMM of ``rows`` tokens through ``weight_params`` weights (FLOPs = 2 x rows x weights)."""
+        flops = 2.0 * rows * weight_params
+        bytes_moved = weight_params * wb + rows * io_elements_per_row * ab
         return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
 
+    o_params = config.output_projection_params_per_gpu
+    qkv_params = config.attention_params_per_gpu - o_params
+    o_cols = config.heads_per_gpu * llm.value_head_dim
+    qkv_cols = config.heads_per_gpu * llm.head_dim + (
+        llm.kv_cache_elements_per_token_per_layer if llm.is_mla else 2 * config.kv_heads_per_gpu * llm.head_dim
+    )
     times = {
-        "qkv_projection": gemm(tokens, hidden, qkv_cols, hidden * qkv_cols),
-        "output_projection": gemm(tokens, q_cols, hidden, q_cols * hidden),
+        "qkv_projection": gemm(tokens, qkv_params, hidden + qkv_cols),
+        "output_projection": gemm(tokens, o_params, o_cols + hidden),
     }
 
-    attention_flops = 4.0 * config.heads_per_gpu * llm.head_dim * shape.attended_tokens * config.h2o_kept_fraction
-    kv_per_token = config.kv_bytes_per_token_per_layer
-    attention_bytes = (
-        shape.kv_read_tokens * config.h2o_kept_fraction * kv_per_token  # read cached K/V
-        + tokens * kv_per_token  # write the new K/V
-        + tokens * 2 * q_cols * ab  # read Q, write the attention output
-    )
-    if not config.flash_attention:
-        attention_bytes += 2 * config.heads_per_gpu * shape.attended_tokens * SCORE_ELEMENT_BYTES
-    times["attention"] = roofline_time(attention_flops, attention_bytes, attention_rate, hbm_rate)
+    full = _attention_time(config, shape, None, attention_rate, hbm_rate)
+    sliding_share = llm.num_sliding_layers / llm.num_layers
+    if sliding_share:
+        windowed = _attention_time(config, shape, llm.sliding_window, attention_rate, hbm_rate)
+        times["attention"] = _weighted([(1 - sliding_share, full), (sliding_share, windowed)])
+    else:
+        times["attention"] = full
 
-    inter_cols = llm.intermediate_size / config.tp
-    matrices = 3 if llm.mlp_kind == "gated" else 2
-    expert_params = matrices * hidden * inter_cols
-    touched = _experts_touched(llm.num_experts, llm.experts_per_token, tokens)
-    mlp_flops = 2.0 * tokens * llm.experts_per_token * expert_params
-    mlp_bytes = touched * expert_params * wb + tokens * llm.experts_per_token * (2 * hidden + (matrices - 1) * inter_cols) * ab
-    times["mlp"] = roofline_time(mlp_flops, mlp_bytes, gemm_rate, hbm_rate)
+    matrices = llm.mlp_matrices
+    parts = []
+    if llm.num_dense_mlp_layers:
+        inter_cols = llm.intermediate_size / config.tp
+        parts.append((llm.num_dense_mlp_layers / llm.num_layers, gemm(tokens, matrices * hidden * inter_cols, 2 * hidden + (matrices - 1) * inter_cols)))
+    if llm.is_moe:
+        parts.append((llm.num_moe_layers / llm.num_layers, _moe_mlp_time(config, tokens, gemm_rate, hbm_rate)))
+    times["mlp"] = parts[0][1] if len(parts) == 1 else _weighted(parts)
     return times
 
 
+def _moe_mlp_time(config: ServingConfig, tokens: int, gemm_rate: float, hbm_rate: float) -> RooflineTime:
+    """Roofline time of one MoE layer's MLP on one GPU: router, top-k routed experts, always-active shared experts.
+
+    Routed experts of width ``moe_intermediate_size``: the distinct experts the step's tokens
+    hit are read once, each token computes through its top-k. Under expert parallelism a GPU
+    holds ``1/tp`` of the experts whole instead of ``1/tp`` of each: in expectation the same
+    FLOPs and bytes per GPU (load imbalance and all-to-all traffic are not modelled here).
+    """
+    llm, ab, wb = config.llm, config.quantization.activation_bytes, config.weight_bytes_per_param
+    hidden, tp, matrices = llm.hidden_size, config.tp, llm.mlp_matrices
+    expert_cols = llm.expert_intermediate_size / tp
+    expert_params = matrices * hidden * expert_cols
+    touched = _experts_touched(llm.num_experts, llm.experts_per_token, tokens)
+    routed_rows = tokens * llm.experts_per_token
+    shared_cols = llm.shared_expert_intermediate_size / tp
+    shared_params = matrices * hidden * shared_cols
+    router_params = llm.router_params  # replicated, 16-bit
+    flops = 2.0 * (routed_rows * expert_params + tokens * shared_params + tokens * router_params)
+    bytes_moved = (
+        (touched * expert_params + shared_params) * wb
+        + router_params * config.unquantized_weight_bytes_per_param
+        + routed_rows * (2 * hidden + (matrices - 1) * expert_cols) * ab
+        + (tokens * (2 * hidden + (matrices - 1) * shared_cols) * ab if shared_params else 0.0)
+    )
+    return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
+
+
 def lm_head_time(config: ServingConfig, shape: StepShape) -> RooflineTime:
-    """Roofline time of the output projection (one logit row per sequence) on one GPU."""
+    """Roofline time of the output projection (one logit row per sequence) on one GPU; its weights stay 16-bit."""
     llm = config.llm
     gemm_rate, _, hbm_rate = _rates(config)
     vocab_cols = llm.vocab_size / config.tp
     flops = 2.0 * shape.sequences * llm.hidden_size * vocab_cols
-    bytes_moved = llm.hidden_size * vocab_cols * config.quantization.weight_bytes_per_param + shape.sequences * vocab_cols * LOGIT_ELEMENT_BYTES
+    bytes_moved = llm.hidden_size * vocab_cols * config.unquantized_weight_bytes_per_param + shape.sequences * vocab_cols * LOGIT_ELEMENT_BYTES
     return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
 
 

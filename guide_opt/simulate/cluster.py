@@ -39,7 +39,8 @@ def kv_capacity_blocks(config: ServingConfig) -> int:
 
     A block is ``kv_block_size_tokens`` tokens on the most loaded GPU. H2O eviction keeping a
     fraction ``f`` of the entries is modelled as blocks costing ``f`` of their bytes (the engine
-    still counts logical tokens).
+    still counts logical tokens). Sliding-window layers are charged their full context here (the
+    simulator does not free out-of-window blocks), so its capacity is conservative for them.
     """
     budget = kv_budget_bytes(config)
     block_bytes = config.framework.kv_block_size_tokens * config.kv_bytes_per_token * config.h2o_kept_fraction

@@ -11,8 +11,8 @@ prediction (:class:`Comparison`). :func:`summarize` groups comparisons, by defau
   (positive: guide-opt predicts too high -- too slow for latencies, too fast for throughput);
 - ``count``      -- compared (row, metric) pairs.
 
-Rows guide-opt cannot evaluate (configuration unsupported, or it does not fit in memory by
-guide-opt's memory model) are counted in :attr:`Evaluation.skipped` with the reason.
+Rows guide-opt cannot evaluate (configuration unsupported, or its engine cannot serve one
+request in guide-opt's memory model) are counted in :attr:`Evaluation.skipped` with the reason.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate, phase_times
 from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
 
-#: Skip reason for rows whose configuration does not fit in memory by guide-opt's model.
-NOT_FITTING = "does not fit in memory by guide-opt's memory model"
+#: Skip reason for rows whose engine cannot serve one request in memory by guide-opt's model.
+NOT_FITTING = "cannot serve one request in memory by guide-opt's memory model"
 
 
 def resolve_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:
@@ -84,9 +84,9 @@ def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -
             "throughput_tokens_per_s": state.output_throughput_tokens_per_s}
 
 
-def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False, serving: str = "static",
-                      statistic: str = "mean") -> dict[str, float] | None:
-    """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when it does not fit in memory.
+def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
+                      running: int | None = None, serving: str = "static", statistic: str = "mean") -> dict[str, float] | None:
+    """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
     one finished. The static estimator still predicts one batch, but the time per output token
@@ -94,17 +94,19 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     divided by the output tokens, ``batch_latency_s / output_tokens``, instead of the bare
     decode step: in steady state the prefills of returning users interleave with everyone's
     decoding. ``check_memory=False`` skips the memory model (for fitting loops over rows
-    already known to fit). ``serving="steady_state"`` predicts a closed-loop row with the
-    steady-state model instead (:func:`steady_closed_loop_metrics`, reading ``statistic``);
-    static-batch rows are predicted statically either way.
+    already known to run); ``running`` then gives the most sequences resident at once (the
+    estimate's ``max_batch`` when the batch runs in waves; None: all of it).
+    ``serving="steady_state"`` predicts a closed-loop row with the steady-state model instead
+    (:func:`steady_closed_loop_metrics`, reading ``statistic``); static-batch rows are predicted
+    statically either way.
     """
     if check_memory:
         est = estimate(config)
-        if not est.fits:
+        if not est.runs:  # a batch the KV cache cannot hold at once still ran: it is estimated in waves
             return None
         p = est.phases
     else:
-        p = phase_times(config)
+        p = phase_times(config, running)
     if closed_loop and serving == "steady_state":
         return steady_closed_loop_metrics(config, statistic)
     return {

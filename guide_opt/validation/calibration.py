@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 from guide_opt.catalog import Catalog, read_yaml, validation_error_to_input_error
 from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors
-from guide_opt.perf import ServingConfig
+from guide_opt.perf import ServingConfig, estimate
 from guide_opt.validation.accuracy import NOT_FITTING, Comparison, error_stats, evaluate, measurement_config, predicted_metrics
 from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
 
@@ -180,6 +180,7 @@ class PreparedRow:
     measurement: Measurement
     config: ServingConfig
     targets: tuple[tuple[str, float], ...]
+    running: int | None = None
 
 
 def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter | None = None) -> list[PreparedRow]:
@@ -192,12 +193,13 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         if reason:
             skipped[f"unsupported configuration: {reason}"] += 1
             continue
-        if predicted_metrics(config) is None:
+        est = estimate(config)
+        if not est.runs:
             skipped[NOT_FITTING] += 1
             continue
         targets = tuple((k, v) for k, v in m.measured.items() if k not in m.report_only and finite_positive(v))
         if targets:
-            prepared.append(PreparedRow(m, config, targets))
+            prepared.append(PreparedRow(m, config, targets, None if est.fits else est.max_batch))
     return prepared
 
 
@@ -215,7 +217,8 @@ def log_residuals(prepared: list[PreparedRow], factors: EfficiencyFactors) -> np
     """``ln(predicted / measured)`` of every fitted (row, metric) pair under ``factors``."""
     out = []
     for row in prepared:
-        predicted = predicted_metrics(replace(row.config, efficiency=factors), check_memory=False, closed_loop=row.measurement.closed_loop)
+        predicted = predicted_metrics(replace(row.config, efficiency=factors), check_memory=False, closed_loop=row.measurement.closed_loop,
+                                      running=row.running)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
 

@@ -644,7 +644,13 @@ def load_vllm_bench_json(path: str | Path, catalog: Catalog, *, model: str | Non
 
 
 def load_user_data(path: str | Path, catalog: Catalog, **vllm_options) -> SourceData:
-    """A user's benchmark file: ``.json`` / ``.jsonl`` -> :func:`load_vllm_bench_json`, anything else -> :func:`load_user_csv`."""
+    """A user's benchmark file: ``.json`` / ``.jsonl`` -> :func:`load_vllm_bench_json`, anything else -> :func:`load_user_csv`.
+
+    The file must be UTF-8 text within :data:`~guide_opt.limits.MAX_INPUT_FILE_BYTES` (checked first).
+    """
+    from guide_opt.limits import read_text_file
+
+    read_text_file(path, f"--data {Path(path).name}")
     if Path(path).suffix.lower() in (".json", ".jsonl"):
         return load_vllm_bench_json(path, catalog, **vllm_options)
     return load_user_csv(path, catalog)

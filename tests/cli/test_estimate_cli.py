@@ -70,12 +70,21 @@ def test_bad_batch_is_bad_input(capsys, value):
     assert_one_line_error(err, "--batch")
 
 
-def test_configuration_that_does_not_fit_exits_2(capsys):
+def test_batch_beyond_the_kv_cache_runs_in_waves_and_exits_0(capsys):
     code, out, _ = run(capsys, ESTIMATE + ["--batch", "1000", "--input-tokens", "2048", "--output-tokens", "2048", "--format", "json"])
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["fits"] is False and payload["runs"] is True and payload["metrics"]["ttft_ms"] > 0
+    # ceil(1000 / max_batch) waves, as the reason says.
+    assert payload["waves"] == -(-1000 // payload["max_batch"]) and f"{payload['waves']} waves" in payload["reason"]
+
+
+def test_configuration_that_cannot_serve_one_request_exits_2(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--model", "llama-2-70b", "--format", "json"])
     assert code == 2
     payload = json.loads(out)
-    assert payload["fits"] is False and payload["metrics"]["ttft_ms"] is None and payload["bounds"] is None
-    assert "largest batch that fits" in payload["reason"] and payload["max_batch"] < 1000
+    assert payload["fits"] is False and payload["runs"] is False and payload["metrics"]["ttft_ms"] is None and payload["bounds"] is None
+    assert "cannot serve one request" in payload["reason"] and payload["max_batch"] == 0
 
 
 def test_not_fitting_table_says_so(capsys):
@@ -166,6 +175,62 @@ def test_request_beyond_the_context_is_bad_input(capsys):
     err = capsys.readouterr().err
     assert code == 1 and "--input-tokens" in err and "4096" in err
 
+
+# ---- config.json files the model cannot represent: exit 1, one line naming the key --------------------
+BERT_BASE = {  # huggingface.co/google-bert/bert-base-uncased config.json (the keys that matter)
+    "architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
+    "num_attention_heads": 12, "num_hidden_layers": 12, "vocab_size": 30522, "max_position_embeddings": 512,
+}
+T5_SMALL = {  # huggingface.co/google-t5/t5-small config.json
+    "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 512, "d_ff": 2048, "num_heads": 8,
+    "num_layers": 6, "vocab_size": 32128, "is_encoder_decoder": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        (BERT_BASE, "architectures"),
+        (T5_SMALL, "is_encoder_decoder"),
+        (dict(BERT_BASE, architectures=["LlamaForCausalLM"], model_type="llama",
+              quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True}), "quantization_config.quant_method"),
+    ],
+)
+def test_config_json_the_model_cannot_represent_is_bad_input(capsys, write_hf_config, config, key):
+    path = write_hf_config(config, "odd")
+    code, out, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "a100-80gb-sxm"])
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"{path}: {key}")
+
+
+def test_moe_mla_config_json_estimates(capsys, write_hf_config):
+    # A DeepSeek-V2-Lite-shaped config.json (huggingface.co/deepseek-ai/DeepSeek-V2-Lite): MLA without q_lora_rank,
+    # 64 routed + 2 shared experts, first layer dense. 15.7B parameters per its model card.
+    path = write_hf_config({
+        "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": 2048, "intermediate_size": 10944,
+        "moe_intermediate_size": 1408, "num_hidden_layers": 27, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_shared_experts": 2, "n_routed_experts": 64, "num_experts_per_tok": 6, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+        "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "vocab_size": 102400, "max_position_embeddings": 163840, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    }, "deepseek-v2-lite")
+    code, out, err = run(capsys, ["estimate", "--model", str(path), "--gpu", "h100-sxm", "--format", "json"])
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["memory"]["weights_gib"] == pytest.approx(15.7e9 * 2 / 2**30, rel=0.01)
+    assert payload["metrics"]["tpot_ms"] > 0
+
+
+def test_expert_parallel_flag(capsys):
+    # Qwen1.5-MoE's 60 experts over 8 GPUs: whole experts put ceil(60 / 8) = 8 on the most loaded GPU
+    # instead of 7.5 experts' worth of columns: 24 layers x half an expert (3 x 2048 x 1408 x 2 bytes) more.
+    args = ["estimate", "--model", "qwen1.5-moe-a2.7b", "--gpu", "h100-sxm", "--tp", "8", "--format", "json"]
+    tp = json.loads(run(capsys, args)[1])["memory"]["weights_gib"]
+    code, out, _ = run(capsys, args + ["--expert-parallel"])
+    assert code == 0
+    assert (json.loads(out)["memory"]["weights_gib"] - tp) * 2**30 == pytest.approx(24 * 0.5 * 3 * 2048 * 1408 * 2, rel=1e-9)
+    code, _, err = run(capsys, ESTIMATE + ["--expert-parallel"])
+    assert code == 1
+    assert_one_line_error(err, "--expert-parallel", "mixture-of-experts")
 
 # ---- steady state (--concurrency / --rate) vs burst (--batch) ------------------------------------
 STEADY = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--input-tokens", "1024", "--output-tokens", "256"]

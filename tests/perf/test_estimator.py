@@ -8,7 +8,8 @@ import math
 import pytest
 
 from guide_opt.perf import ESTIMATORS, StepShape, estimate, estimate_guide2024, step_time
-from guide_opt.perf.estimator import prefill_schedule
+from guide_opt.perf.estimator import phase_times, prefill_schedule
+from guide_opt.perf.memory import kv_budget_bytes, kv_cache_bytes
 
 METRIC_KEYS = {"ttft_ms", "tpot_ms", "batch_latency_s", "throughput_tokens_per_s", "memory_utilization"}
 
@@ -47,15 +48,46 @@ def test_tpot_is_the_mean_of_the_decode_steps(make_config):
     assert estimate(config).tpot_s == pytest.approx(sum(steps) / len(steps), rel=1e-9)
 
 
-def test_does_not_fit_gives_no_latencies(make_config):
-    est = estimate(make_config(batch=1000, input_tokens=2048, output_tokens=2048))
-    assert not est.fits and est.phases is None
+def test_engine_that_cannot_hold_one_request_gives_no_latencies(make_config):
+    # Llama-3.1-8B on a 24 GB L4: ~15 GiB of weights leave ~5 GiB, but one 131072-token request
+    # needs 131072 x 32 layers x 2 x 8 heads x 128 x 2 bytes = 16 GiB of KV cache.
+    est = estimate(make_config(llm="llama-3.1-8b", gpu="l4", input_tokens=130048, output_tokens=1024))
+    assert not est.fits and est.phases is None and not est.runs and "one request of 131072 tokens" in est.start_reason
     assert est.ttft_s is None and est.tpot_s is None and est.batch_latency_s is None
     assert est.throughput_tokens_per_s is None and est.decode_throughput_tokens_per_s is None
     m = est.metrics()
     assert set(m) == METRIC_KEYS and m["memory_utilization"] > est.config.framework.gpu_memory_utilization
     assert all(m[k] is None for k in METRIC_KEYS - {"memory_utilization"})
-    assert 0 < est.max_batch < 1000
+    assert est.max_batch == 0
+
+
+def test_batch_beyond_the_kv_cache_runs_in_waves(make_config):
+    # A continuous-batching engine queues what its KV cache cannot hold; with equal requests
+    # that is successive waves of max_batch M. For exactly three full waves of L seconds each, a
+    # request of wave k (0, 1, 2) waits k x L before its own TTFT, so by hand:
+    # TTFT = TTFT(one wave) + L x (0 + 1 + 2) / 3, TPOT = TPOT(one wave), latency = 3 L.
+    probe = make_config(batch=1, input_tokens=2048, output_tokens=2048)
+    m = estimate(probe).max_batch
+    assert m > 1
+    wave = estimate(make_config(batch=m, input_tokens=2048, output_tokens=2048))
+    config = make_config(batch=3 * m, input_tokens=2048, output_tokens=2048)
+    waves_only = phase_times(config, running=m, admitted=m)
+    assert waves_only.ttft_s == pytest.approx(wave.ttft_s + wave.batch_latency_s, rel=1e-12)
+    assert waves_only.tpot_s == pytest.approx(wave.tpot_s, rel=1e-12)
+    assert waves_only.batch_latency_s == pytest.approx(3 * wave.batch_latency_s, rel=1e-12)
+    # Engines admit by prompt size: with 2M prompts admitted on arrival, those 2M get their first token in
+    # the first prefill (of 2M prompts) and only the third wave's M wait 2 L.
+    two = phase_times(dataclasses.replace(config, batch=2 * m))
+    admitted = phase_times(config, running=m, admitted=2 * m)
+    assert admitted.ttft_s == pytest.approx((2 * m * two.ttft_s + m * (2 * wave.batch_latency_s + wave.ttft_s)) / (3 * m), rel=1e-12)
+    assert admitted.batch_latency_s == waves_only.batch_latency_s and admitted.tpot_s == waves_only.tpot_s
+    three = estimate(config)
+    assert not three.fits and three.runs and three.waves == 3 and three.start_reason is None
+    # The estimate admits floor(KV budget / KV of one prompt + first token) requests on arrival.
+    expected = math.floor(kv_budget_bytes(config) / kv_cache_bytes(config, 1, 2049))
+    assert three.ttft_s == pytest.approx(phase_times(config, running=m, admitted=expected).ttft_s, rel=1e-12)
+    # A partial last wave: ceil(batch / max_batch) waves.
+    assert estimate(make_config(batch=3 * m + 1, input_tokens=2048, output_tokens=2048)).waves == 4
 
 
 def test_weights_alone_do_not_fit(make_config):
@@ -73,7 +105,11 @@ def test_weights_alone_do_not_fit(make_config):
         ({"pp": 33}, "PP=33 exceeds the 32 layers"),
         ({"quantization": "fp8"}, "has no fp8 tensor cores"),
         ({"gpu": "v100-32gb", "quantization": "w8a8"}, "has no int8 tensor cores"),
-        ({"kv_cache_dtype": "fp8"}, "no FP8 support"),
+        ({"gpu": "v100-32gb", "kv_cache_dtype": "fp8"}, "vllm has no fp8 KV cache on v100-32gb"),
+        # TensorRT-LLM's fp8 KV cache needs FP8 tensor cores (SM89+); vLLM's also runs on Ampere.
+        ({"framework": "tensorrt-llm", "kv_cache_dtype": "fp8"}, "tensorrt-llm has no fp8 KV cache on a100-80gb-sxm"),
+        ({"llm": "llama-3.1-70b-awq", "tp": 4}, "serve it with quantization w4a16, not bf16"),
+        ({"expert_parallel": True}, "expert parallelism needs a mixture-of-experts LLM"),
         ({"batch": 0}, "at least 1"),
         ({"input_tokens": 0}, "at least 1"),
         ({"h2o_kept_fraction": 0.0}, "h2o_kept_fraction"),

@@ -24,14 +24,19 @@ LLAMA_2_7B_KV_BYTES_PER_TOKEN = 2 * 32 * 32 * 128 * 2  # K and V, 32 layers, 32 
 # ---- weights -------------------------------------------------------------------------------------
 def test_weights_are_all_parameters_on_one_gpu(make_config):
     assert weight_bytes_per_gpu(make_config()) == LLAMA_2_7B_PARAMS * 2
-    assert weight_bytes_per_gpu(make_config(quantization="w4a16")) == pytest.approx(LLAMA_2_7B_PARAMS * 0.5625)
+    # Weight-only 4-bit: decoder layers at 0.5625 bytes, the embedding and LM head (32000 x 4096 each) stay 16-bit.
+    edges = 2 * 32000 * 4096
+    assert weight_bytes_per_gpu(make_config(quantization="w4a16")) == pytest.approx((LLAMA_2_7B_PARAMS - edges) * 0.5625 + edges * 2)
 
 
 @pytest.mark.parametrize(("llm", "tp"), [("llama-2-7b", 2), ("llama-2-7b", 8), ("llama-3.1-8b", 2), ("llama-3.1-8b", 8), ("mixtral-8x7b", 4)])
 def test_tensor_parallel_divides_weights_when_kv_heads_divide(make_config, llm, tp):
-    # Every tensor (QKV/O, MLP or experts, embedding, LM head) is split tp ways.
-    one = weight_bytes_per_gpu(make_config(llm=llm))
-    assert weight_bytes_per_gpu(make_config(llm=llm, tp=tp)) == pytest.approx(one / tp, rel=1e-12)
+    # Every tensor (QKV/O, MLP or experts, embedding, LM head) is split tp ways; an MoE router
+    # (hidden x experts, 16-bit) is replicated on every GPU (vLLM's gate is a ReplicatedLinear).
+    one_config = make_config(llm=llm)
+    router_bytes = one_config.llm.num_layers * one_config.llm.router_params * 2
+    one = weight_bytes_per_gpu(one_config)
+    assert weight_bytes_per_gpu(make_config(llm=llm, tp=tp)) == pytest.approx((one - router_bytes) / tp + router_bytes, rel=1e-12)
 
 
 def test_multi_query_kv_projection_is_replicated_under_tp(make_config):

@@ -49,3 +49,18 @@ def test_llms_with_the_same_architecture_and_lengths_share_evaluations_but_not_s
     assert sum(c.feasible for c in a.candidates) > sum(c.feasible for c in b.candidates)
     alone = build_space(Problem.from_dict({**data, "models": [twin]}))
     assert _figures(alone)[0] == _figures(space)[1]
+
+
+def test_pre_quantized_llm_is_served_in_its_own_format_whatever_the_tolerance():
+    # DeepSeek-V3's published checkpoint is FP8 (config.json quantization_config): with precision_tolerance
+    # none, FP8 is still its reference precision, while bf16 cannot load it. 8 x H200 holds it (SGLang guide).
+    problem = Problem.from_dict({
+        "name": "deepseek", "objective": "min_cost", "frameworks": ["sglang"],
+        "models": [{"id": "deepseek-v3", "workload": {"input_tokens": 1024, "output_tokens": 256, "request_rate_per_s": 1},
+                    "slo": {"ttft_ms": 10000, "tpot_ms": 500}, "precision_tolerance": "none"}],
+        "hardware": {"gpus": ["h200"], "max_gpus": 8},
+        "search": {"tp": [8], "batch_sizes": [4]},
+    })
+    ms = build_space(problem).models[0]
+    assert {s.quantization.id for s in ms.shapes} == {"fp8"}
+    assert any("serve it with quantization fp8" in reason for reason in ms.pruned)

@@ -43,7 +43,7 @@ def test_the_plan_meets_its_slos_in_the_simulator():
     config = shape_config(ms.llm, 1024, 256, shape, d.max_batch)
     sim = simulate(config, Workload.open_loop(FixedLengths(1024, 256), load), max_num_seqs=d.max_batch, num_requests=1500, seed=2)
     order = np.argsort(sim.requests.arrival_s)[150:]  # after a 10% warm-up
-    # The SLO is p90 <= 25 ms TPOT and 500 ms TTFT; the model is within 20% of the simulator on p90s (RESULTS.md section 6).
+    # The SLO is p90 <= 25 ms TPOT and 500 ms TTFT; the model is within 20% of the simulator on p90s (RESULTS.md section 9).
     assert np.percentile(sim.requests.tpot_s[order], 90) * 1e3 <= 25 * 1.2
     assert np.percentile(sim.requests.ttft_s[order], 90) * 1e3 <= 500
     # One replica fewer would have to take more than the SLO allows or exceed the target utilization.
