@@ -305,15 +305,21 @@ class StepTable:
 
 
 # ---- queueing formulas --------------------------------------------------------------------------
+def erlang_b(servers: int, offered_load: float) -> float:
+    """Probability that all ``servers`` are busy (Erlang B) at ``offered_load = lambda / mu``; 1 with no server."""
+    blocking = 1.0  # the stable recursion B(k) = a B(k-1) / (k + a B(k-1)), B(0) = 1
+    for k in range(1, servers + 1):
+        blocking = offered_load * blocking / (k + offered_load * blocking)
+    return blocking
+
+
 def erlang_c(servers: int, offered_load: float) -> float:
     """Probability that an arrival waits in an M/M/c queue with ``servers`` and ``offered_load = lambda / mu``."""
     if offered_load <= 0:
         return 0.0
     if offered_load >= servers:
         return 1.0
-    blocking = 1.0  # Erlang B by the stable recursion B(k) = a B(k-1) / (k + a B(k-1))
-    for k in range(1, servers + 1):
-        blocking = offered_load * blocking / (k + offered_load * blocking)
+    blocking = erlang_b(servers, offered_load)
     rho = offered_load / servers
     return blocking / (1.0 - rho + rho * blocking)
 
@@ -556,8 +562,23 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     )
 
 
-def _open_solution(table: StepTable, rate: float, slots: int, steps: int) -> _Solution | None:
-    return _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t))
+def _open_solution(table: StepTable, rate: float, slots: int, steps: int, start: tuple[float, float] | None = None) -> _Solution | None:
+    """The open loop's fixed point at ``rate``.
+
+    A prompt can only be prefilled while a request decodes if one of the other ``slots - 1``
+    sequence slots is free, so the prompts a decoding request sees arrive at ``rate`` times
+    the probability that not all of them are held (Erlang B over the slot occupancy; none with a
+    single slot). The occupancy needs TPOT: two passes.
+    """
+    solution, tpot_s = None, table.decode_step_s(1.0, slots)
+    for _ in range(2):
+        held = rate * (table.window(0, 1).time_s + steps * tpot_s)
+        interleaved = rate * (1.0 - erlang_b(slots - 1, held * (slots - 1) / slots))
+        solution = _decode_run(table, slots, interleaved, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
+        if solution is None:
+            return None
+        tpot_s, start = solution.tpot_s, (solution.tpot_s, solution.window_s)
+    return solution
 
 
 def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, first_s: float) -> tuple[float, _Solution]:
@@ -699,7 +720,7 @@ def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None =
     def excess(rate: float) -> float:
         """Slot occupancy at ``rate`` minus the slots (inf when no steady state exists)."""
         start = (best[0].tpot_s, best[0].window_s) if best else None
-        solution = _decode_run(table, slots, rate, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
+        solution = _open_solution(table, rate, slots, steps, start)
         if solution is None:
             return math.inf
         found = min(float(slots), rate * steps * solution.tpot_s)
