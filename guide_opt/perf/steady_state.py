@@ -565,15 +565,16 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
 def _open_solution(table: StepTable, rate: float, slots: int, steps: int, start: tuple[float, float] | None = None) -> _Solution | None:
     """The open loop's fixed point at ``rate``.
 
-    A prompt can only be prefilled while a request decodes if one of the other ``slots - 1``
-    sequence slots is free, so the prompts a decoding request sees arrive at ``rate`` times
-    the probability that not all of them are held (Erlang B over the slot occupancy; none with a
-    single slot). The occupancy needs TPOT: two passes.
+    Every prompt is prefilled next to the requests decoding at that moment, but a prompt that
+    finds all the other ``slots - 1`` sequence slots held waits for one to free, and then runs
+    next to the other ``slots - 1`` only: a decoding request sees the prompts at ``rate x (1 -
+    P(others full) / slots)`` (Erlang B over the other slots; none at all with a single slot).
+    The slot occupancy needs TPOT: two passes.
     """
     solution, tpot_s = None, table.decode_step_s(1.0, slots)
     for _ in range(2):
         held = rate * (table.window(0, 1).time_s + steps * tpot_s)
-        interleaved = rate * (1.0 - erlang_b(slots - 1, held * (slots - 1) / slots))
+        interleaved = rate * (1.0 - erlang_b(slots - 1, held * (slots - 1) / slots) / slots)
         solution = _decode_run(table, slots, interleaved, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
         if solution is None:
             return None
