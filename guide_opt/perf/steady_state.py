@@ -334,6 +334,11 @@ def mdc_waiting(arrival_rate_per_s: float, service_s: float, servers: int) -> tu
 
 
 # ---- discrete distributions ---------------------------------------------------------------------
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a x b)``, correctly rounded: BLAS dot products may round differently with memory
+    alignment, and fixed points and bisections would carry that noise into the plan."""
+    return math.fsum((np.asarray(a) * np.asarray(b)).tolist())
+
 def _compress(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTION_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most ``points`` support points with the same mean in each quantile bin."""
     order = np.argsort(values, kind="stable")
@@ -358,7 +363,7 @@ def _add(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> 
 def _quantile(dist: tuple[np.ndarray, np.ndarray], q: float) -> float:
     """The ``q``-quantile (0..1) of a discrete distribution (sorted support): the smallest value with CDF >= q."""
     values, weights = dist
-    cum = np.cumsum(weights) / weights.sum()
+    cum = np.cumsum(weights) / math.fsum(weights.tolist())
     return float(values[min(int(np.searchsorted(cum, q - 1e-12)), len(values) - 1)])
 
 
@@ -386,7 +391,7 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(1), np.ones(1)
     k = np.arange(limit + 1, dtype=float)
     pmf = np.exp(k * math.log(mean) - mean - _log_factorials(limit))
-    pmf[-1] += max(0.0, 1.0 - pmf.sum())
+    pmf[-1] += max(0.0, 1.0 - math.fsum(pmf.tolist()))
     return k, pmf
 
 
@@ -439,7 +444,7 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
             return None
         k, pmf = _prompt_counts(others_rate_per_s * window_s)
         times, steps = table.windows(n, slots, k)
-        mean_time, mean_steps = float(pmf @ times), float(pmf @ steps)
+        mean_time, mean_steps = _dot(pmf, times), _dot(pmf, steps)
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
@@ -473,18 +478,18 @@ def _step_distribution(table: StepTable, slots: int, solution: _Solution) -> tup
         values.extend(d * scale for d in window.step_s)
         weights.extend([p * n / window.steps] * window.steps)
     weights = np.array(weights)
-    return _compress(np.array(values), weights / weights.sum())
+    return _compress(np.array(values), weights / math.fsum(weights.tolist()))
 
 
 def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[float, float, float]:
     """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` (Cornish-Fisher to the skewness)."""
     values, weights = dist
-    weights = weights / weights.sum()
-    mean = float(weights @ values)
-    sd = math.sqrt(max(0.0, float(weights @ (values - mean) ** 2)))
+    weights = weights / math.fsum(weights.tolist())
+    mean = _dot(weights, values)
+    sd = math.sqrt(max(0.0, _dot(weights, (values - mean) ** 2)))
     if sd == 0.0:
         return mean, mean, mean
-    skew = float(weights @ ((values - mean) / sd) ** 3) / math.sqrt(draws)
+    skew = _dot(weights, ((values - mean) / sd) ** 3) / math.sqrt(draws)
     out = []
     for z in (0.0, 1.2815515655446004, 2.3263478740408408):  # standard normal p50, p90, p99
         corrected = z + (z * z - 1.0) * skew / 6.0
@@ -516,7 +521,7 @@ def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: 
         finish = np.asarray(window.finish_s) * scale
         values.append(finish)
         weights.append(np.full(len(finish), p / len(finish)))
-        mean += p * float(finish.mean())
+        mean += p * math.fsum(finish.tolist()) / len(finish)
     return _compress(np.concatenate(values), np.concatenate(weights)), mean
 
 
@@ -545,8 +550,8 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     k, pmf = _prompt_counts(rate * arrival.window_s)
     times, _ = table.windows(found, slots, k)
-    busy_s = float(pmf @ times)
-    biased_s = float(pmf @ times**2) / busy_s if busy_s > 0 else 0.0
+    busy_s = _dot(pmf, times)
+    biased_s = _dot(pmf, times**2) / busy_s if busy_s > 0 else 0.0
     residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
     first, first_mean_s = _first_token(table, slots, found, rate * biased_s)
     slot_p, slot_wait_s = mdc_waiting(rate, biased_s / 2 + first_mean_s + steps * solution.tpot_s, slots)
@@ -660,7 +665,7 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
         others = running / service_s * (running - 1) / running
         decoding = steps * tpot_s / service_s
         k, pmf = _prompt_counts(others * tpot_s)
-        new_first_s = float(pmf @ table.first_token_mean_s((running - 1) * decoding, slots, k + 1))
+        new_first_s = _dot(pmf, table.first_token_mean_s((running - 1) * decoding, slots, k + 1))
         done = abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
         first_mean_s = new_first_s
         if done:
