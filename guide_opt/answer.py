@@ -6,7 +6,8 @@ so a web session and the CLI run of its downloaded problem file answer with the 
 frontier (:mod:`guide_opt.pareto`), batch-job schedules go to :mod:`guide_opt.scheduling`,
 everything else (single deployments and fleets) to the chosen solver, then verification and,
 when asked, the binding-constraint report. Rendering (tables, charts, refinement) stays with
-the front-ends. :func:`estimate_payload` is the JSON of ``guide-opt estimate``.
+the front-ends. :func:`estimate_payload` is the JSON of ``guide-opt estimate`` (a burst) and
+:func:`steady_payload` that of ``estimate --concurrency / --rate`` (a steady state).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from guide_opt.solution import Solution
 if TYPE_CHECKING:
     from guide_opt.pareto import Frontier
     from guide_opt.perf import Estimate
+    from guide_opt.perf.steady_state import SteadyState
     from guide_opt.scheduling import Schedule
     from guide_opt.space import SearchSpace
 
@@ -216,9 +218,57 @@ def estimate_payload(est: Estimate) -> dict:
         "max_batch": est.max_batch,
         "max_sequence_length": est.max_sequence_length,
     }
+    payload["mode"] = "burst"
     if not est.fits:
         payload["reason"] = not_fitting_reason(est)
     return payload
+
+
+def steady_payload(est: "Estimate", state: "SteadyState | None", capacity_per_s: float) -> dict:
+    """The JSON object of a steady-state estimate (``estimate --concurrency`` / ``--rate``).
+
+    The burst payload's configuration and memory without its burst-only figures, ``mode``
+    ``steady_state``, ``max_num_seqs`` and the ``load``; ``metrics.ttft_ms`` / ``tpot_ms`` /
+    ``itl_ms`` are means, ``*_percentiles_ms`` hold p50 / p90 / p99. ``state`` None: max-num-seqs
+    sequences do not fit (``metrics`` null, ``reason`` says why); an unstable state (beyond
+    capacity) also has null ``metrics``.
+    """
+    payload = {k: v for k, v in estimate_payload(est).items()
+               if k not in ("batch", "decode_throughput_tokens_per_s", "bounds", "reason", "runs", "waves")}
+    payload |= {"mode": "steady_state", "max_num_seqs": est.config.batch}
+    if state is None:
+        return payload | {"metrics": None, "reason": not_fitting_reason(est)}
+    payload["load"] = ({"loop": "closed", "concurrency": int(state.concurrent_users)} if state.mode == "closed_loop"
+                       else {"loop": "open", "request_rate_per_s": state.request_rate_per_s})
+    payload["stable"] = state.stable
+    payload["capacity_request_rate_per_s"] = capacity_per_s
+    if not state.stable:
+        return payload | {"metrics": None, "reason": beyond_capacity_reason(state, capacity_per_s)}
+
+    def percentiles(d) -> dict[str, float]:
+        return {k: v for k, v in d.as_ms().items() if k != "mean"}
+
+    payload["metrics"] = {
+        "ttft_ms": state.ttft.mean_s * 1e3,
+        "tpot_ms": state.tpot.mean_s * 1e3,
+        "itl_ms": state.itl.mean_s * 1e3,
+        "ttft_percentiles_ms": percentiles(state.ttft),
+        "tpot_percentiles_ms": percentiles(state.tpot),
+        "itl_percentiles_ms": percentiles(state.itl),
+        "e2e_mean_ms": state.e2e_mean_s * 1e3,
+        "request_throughput_per_s": state.request_rate_per_s,
+        "throughput_tokens_per_s": state.output_throughput_tokens_per_s,
+        "utilization": None if state.utilization != state.utilization else state.utilization,  # NaN: not computed
+        "batch_latency_s": None,
+        "memory_utilization": est.memory.utilization,
+    }
+    return payload
+
+
+def beyond_capacity_reason(state: "SteadyState", capacity_per_s: float) -> str:
+    """One sentence: the offered rate exceeds what one replica sustains."""
+    return (f"{state.request_rate_per_s:.4g} requests/s is beyond the capacity of one replica ({capacity_per_s:.4g} requests/s): "
+            "queues grow without bound")
 
 
 def not_fitting_reason(est: Estimate) -> str:

@@ -27,7 +27,7 @@ from ortools.sat.python import cp_model
 from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, to_quanta
 from guide_opt.plan import MINIMIZED, Plan, objective_value
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
-from guide_opt.space import ModelSpace, SearchSpace, demand_served_per_replica
+from guide_opt.space import ModelSpace, SearchSpace
 
 _FAMILY_TEXT = {
     "memory": "does not fit in GPU memory",
@@ -156,7 +156,7 @@ DEMAND_QUANTUM = 1e-3
 
 def _served_quanta(space: SearchSpace, c) -> int:
     """Demand one replica of candidate ``c`` serves, in DEMAND_QUANTUM units (rate, users or job requests)."""
-    served = demand_served_per_replica(space.problem.models[c.model_index], c.batch, c.request_latency_s)
+    served = c.demand_served_per_replica
     return to_quanta(served if served is not None else 1.0, DEMAND_QUANTUM, "down")
 
 
@@ -192,14 +192,13 @@ def _relaxation(space: SearchSpace, family: str, plan: Plan) -> dict | None:
                 "text": f"relax models[{m}].slo.tpot_ms from {slo.tpot_ms:g} to {needed:.2f} ms"}
     if kind == "demand":
         w = problem.models[m].workload
-        c = pick.candidate
-        served = pick.replicas * c.batch
+        needed = pick.replicas * (pick.candidate.demand_served_per_replica or 0.0)
         if w.request_rate_per_s is not None:
-            current, needed, unit = w.request_rate_per_s, served / c.request_latency_s, "request_rate_per_s"
+            current, unit = w.request_rate_per_s, "request_rate_per_s"
         elif w.concurrent_users is not None:
-            current, needed, unit = w.concurrent_users, served, "concurrent_users"
+            current, unit = w.concurrent_users, "concurrent_users"
         else:
-            current, needed, unit = w.requests, served * w.deadline_h * 3600 / c.request_latency_s, "requests"
+            current, unit = w.requests, "requests"
         return {"constraint": f"models[{m}].workload.{unit}", "current": current, "needed": needed,
                 "text": f"lower models[{m}].workload.{unit} from {current:g} to {needed:.4g}"}
     return None

@@ -128,7 +128,8 @@ SERVED_SCALE = round(1 / SERVED_QUANTUM)
 
 def served_coefficient(c: Candidate) -> int:
     """Share of demand one replica of ``c`` serves, in :data:`SERVED_QUANTUM` units (rounded down, capped at one LLM)."""
-    return min(SERVED_SCALE, to_quanta(c.served_share_per_replica or 0.0, SERVED_QUANTUM, "down"))
+    # share x SCALE rather than share / QUANTUM: a whole LLM (1.0) must be exactly SCALE (1.0 / 1e-9 is 999999999.99...).
+    return min(SERVED_SCALE, to_quanta((c.served_share_per_replica or 0.0) * SERVED_SCALE, 1.0, "down"))
 
 
 def _served_options(space: SearchSpace, eligible: list[Candidate]) -> list[tuple[Candidate, int, int]]:

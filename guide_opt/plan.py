@@ -7,6 +7,7 @@ inventory, ``max_gpus``) it breaks, so the two solvers cannot disagree on semant
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.solution import Deployment
-from guide_opt.space import Candidate, SearchSpace, demand_of, demand_served_per_replica
+from guide_opt.space import Candidate, SearchSpace, demand_of, evaluate_candidate
 
 #: Objectives that are minimized (the rest are maximized).
 MINIMIZED = frozenset({"min_cost", "min_latency", "min_makespan"})
@@ -93,7 +94,9 @@ def shared_limit_violations(space: SearchSpace, plan: Plan) -> list[str]:
 
 def demand_served(requirement: LlmRequirement, deployment: Deployment) -> float | None:
     """Demand ``deployment`` can serve, in the workload's unit (requests/s, users, job requests); None without demand."""
-    per_replica = demand_served_per_replica(requirement, deployment.max_batch, deployment.metrics["request_latency_ms"] / 1e3)
+    if demand_of(requirement) is None:
+        return None
+    per_replica = deployment.metrics.get("demand_served_per_replica")
     return None if per_replica is None else deployment.replicas * per_replica
 
 
@@ -112,20 +115,22 @@ def served_problem(problem: Problem, deployments: Sequence[Deployment]) -> Probl
     problem checks that each deployment really serves the share it claims, with the same
     full-model checks as any plan. Demand already met is left unchanged.
     """
-    models = []
-    for req, dep in zip(problem.models, deployments):
-        w = req.workload
-        served = demand_served(req, dep)
-        update = {}
-        if served is not None:
-            if w.request_rate_per_s is not None and served < w.request_rate_per_s:
-                update = {"request_rate_per_s": served}
-            elif w.concurrent_users is not None and served < w.concurrent_users:
-                update = {"concurrent_users": max(1, int(served))}
-            elif w.requests is not None and served < w.requests:
-                update = {"requests": max(1, math.floor(served))}
-        models.append(req.model_copy(update={"workload": w.model_copy(update=update)}) if update else req)
+    models = [served_requirement(req, demand_served(req, dep)) for req, dep in zip(problem.models, deployments)]
     return problem.model_copy(update={"models": models})
+
+
+def served_requirement(requirement: LlmRequirement, served: float | None) -> LlmRequirement:
+    """``requirement`` with its demand lowered to ``served`` (in the workload's unit) when that is less; else unchanged."""
+    w = requirement.workload
+    update = {}
+    if served is not None:
+        if w.request_rate_per_s is not None and served < w.request_rate_per_s:
+            update = {"request_rate_per_s": served}
+        elif w.concurrent_users is not None and served < w.concurrent_users:
+            update = {"concurrent_users": max(1, int(served))}
+        elif w.requests is not None and served < w.requests:
+            update = {"requests": max(1, math.floor(served))}
+    return requirement.model_copy(update={"workload": w.model_copy(update=update)}) if update else requirement
 
 
 def verification_problem(problem: Problem, deployments: Sequence[Deployment]) -> Problem:
@@ -134,9 +139,19 @@ def verification_problem(problem: Problem, deployments: Sequence[Deployment]) ->
 
 
 def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:
-    """The contract's :class:`Deployment` for one pick."""
+    """The contract's :class:`Deployment` for one pick.
+
+    A pick with fewer replicas than its demand needs (``max_served``) serves only part of the
+    demand; under the steady-state model its metrics are those at the load it really carries
+    (the demand lowered to what it serves, as :func:`served_problem` verifies it).
+    """
     c, s = pick.candidate, pick.candidate.shape
     ms = space.models[c.model_index]
+    if c.fits and c.serving_model == "steady_state" and c.replicas_min is not None and pick.replicas < c.replicas_min:
+        lowered = served_requirement(ms.requirement, pick.replicas * (c.demand_served_per_replica or 0.0))
+        if lowered is not ms.requirement:
+            ms = dataclasses.replace(ms, requirement=lowered)
+            c = evaluate_candidate(ms, s, c.batch, space.problem.search.max_replicas)
     return Deployment(
         model=ms.llm.id,
         gpu=s.gpu.id,
@@ -155,6 +170,12 @@ def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:
             "request_latency_ms": c.request_latency_s * 1e3,
             "throughput_tokens_per_s": pick.throughput_tokens_per_s,
             "memory_utilization": c.memory_utilization,
+            "ttft_mean_ms": c.ttft_mean_s * 1e3,
+            "tpot_mean_ms": c.tpot_mean_s * 1e3,
+            "slo_percentile": float(ms.requirement.slo.percentile),
+            "load_per_replica": c.load_per_replica,
+            "utilization": c.utilization,
+            "demand_served_per_replica": c.demand_served_per_replica,
         },
         slo_margin=_slo_margin(ms, c),
     )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from guide_opt.catalog import load_catalog, read_yaml
 from guide_opt import limits as L
 from guide_opt.errors import InputError
+from guide_opt.perf.steady_state import DEFAULT_TARGET_UTILIZATION
 from guide_opt.quantization import PRECISION_TOLERANCES
 
 #: Batch sizes (max concurrent sequences per replica) searched when a problem names none.
@@ -206,10 +207,21 @@ class Prediction(_Strict):
         90th percentile; p99 is beyond what a calibration file stores and is refused).
     slo_margin: a safety factor >= 1 multiplying predicted TTFT and TPOT (1.2 = plan with 20%
         headroom), applied on top of the calibration's.
+    serving_model: how a candidate's latencies and replica count are predicted.
+        ``steady_state`` (default): a running server under the LLM's demand
+        (:mod:`guide_opt.perf.steady_state`: continuous batching with arriving prompts mixed into
+        decode steps, queueing, the SLO's percentile), each replica loaded to at most
+        ``target_utilization`` of its capacity. ``burst``: the static estimate of a batch whose
+        prompts arrive at once (GUIDE's view), replicas by Little's law at full load.
+    target_utilization: the largest share (0 < u <= 1) of a replica's capacity (its highest
+        sustainable request rate) a steady-state plan may load it to; the headroom absorbs
+        bursts that the mean-value model does not see.
     """
 
     calibration: str | None = None
     slo_margin: float = Field(default=1.0, ge=1.0, le=L.MAX_SLO_MARGIN)
+    serving_model: Literal["steady_state", "burst"] = "steady_state"
+    target_utilization: float = Field(default=DEFAULT_TARGET_UTILIZATION, gt=0.0, le=1.0)
 
 
 class Problem(_Strict):

@@ -40,9 +40,13 @@ def status_from_cp_sat(code: int) -> Status:
 class Deployment:
     """How to run one LLM: ``replicas`` x (``tp`` x ``pp`` GPUs of type ``gpu``) with one engine.
 
-    metrics: ``ttft_ms``, ``tpot_ms``, ``batch_latency_s`` (per replica, at ``max_batch``
-    concurrent sequences), ``throughput_tokens_per_s`` (all replicas together, generated
-    tokens), ``memory_utilization`` (fraction of one GPU's memory).
+    metrics: ``ttft_ms``, ``tpot_ms`` (per replica; under the steady-state serving model the
+    ``slo_percentile`` of each at the replica's planned load, with ``ttft_mean_ms`` /
+    ``tpot_mean_ms`` the means, ``load_per_replica`` in requests/s or users, its
+    ``utilization`` of capacity and ``demand_served_per_replica`` the most it serves within the
+    SLOs), ``request_latency_ms`` (mean end to end), ``batch_latency_s`` (static burst of a full
+    ``max_batch``), ``throughput_tokens_per_s`` (all replicas together, generated tokens),
+    ``memory_utilization`` (fraction of one GPU's memory).
     slo_margin: when predictions were widened before the SLO check (a calibration's percentile
     or ``prediction.slo_margin``): the factors, the planned TTFT/TPOT and the headroom left.
     simulated: the serving simulator's verdict on this deployment at its own workload

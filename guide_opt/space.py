@@ -3,10 +3,13 @@
 For each LLM of a :class:`~guide_opt.problem.Problem`, :func:`build_space` lists the replica
 *shapes* (GPU type, TP, PP, engine, quantization, KV dtype) that can run at all, and why the
 others cannot (data pre-checks: heads not divisible, weights too large, no price...). Each
-shape crossed with each allowed batch size is a :class:`Candidate`, evaluated once with the
-full (non-linearized) model: memory, TTFT, TPOT, request latency, and the replicas its
-demand needs. Solvers choose among candidates; :mod:`guide_opt.verify` re-evaluates the
-choice independently.
+shape crossed with each allowed batch size (max-num-seqs) is a :class:`Candidate`, evaluated
+once with the full (non-linearized) model: memory, then -- under the default steady-state
+serving model (``prediction.serving_model``) -- the fewest replicas whose per-replica load
+meets the SLOs at their percentile within ``prediction.target_utilization`` of capacity, and
+TTFT, TPOT and request latency at that load (:func:`steady_state_figures`). Solvers choose one
+candidate and a replica count per LLM, so CP-SAT stays exact over this table;
+:mod:`guide_opt.verify` re-evaluates the choice independently with the same functions.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GIB_BYTES, GpuSpec
 from guide_opt.llm import LlmSpec
-from guide_opt.perf import ServingConfig, estimate
+from guide_opt.perf import ServingConfig, estimate, steady_state
 from guide_opt.perf.memory import usable_bytes, weight_bytes_per_gpu
 from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
@@ -81,8 +84,16 @@ class Candidate:
 
     violations: the constraint families this candidate breaks by itself (memory, SLOs,
     demand beyond ``max_replicas``). ``replicas_min`` is the fewest replicas meeting the
-    demand (None when it cannot be met). ``served_share_per_replica`` is the share of the
-    LLM's demand one replica serves (1.0 without demand; None when it does not fit).
+    demand (None when it does not fit). ``served_share_per_replica`` is the share of the
+    LLM's demand one replica serves (1.0 without demand; None when it does not fit), and
+    ``demand_served_per_replica`` the same in the workload's unit (requests/s, users, job
+    requests; None without demand).
+
+    Under the steady-state serving model ``ttft_s`` / ``tpot_s`` are the SLO's percentile at
+    the load of ``replicas_min`` replicas (``load_per_replica``: requests/s or users; its
+    ``utilization`` of capacity), ``ttft_mean_s`` / ``tpot_mean_s`` the means there, and
+    ``request_latency_s`` the mean end-to-end latency; ``batch_latency_s`` stays the static
+    burst figure of a full batch. Under ``burst`` every latency is the static estimate.
     """
 
     model_index: int
@@ -100,6 +111,12 @@ class Candidate:
     replicas_min: int | None
     violations: tuple[str, ...]
     served_share_per_replica: float | None = None
+    demand_served_per_replica: float | None = None
+    serving_model: str = "steady_state"
+    ttft_mean_s: float | None = None
+    tpot_mean_s: float | None = None
+    load_per_replica: float | None = None
+    utilization: float | None = None
 
     @property
     def feasible(self) -> bool:
@@ -137,6 +154,8 @@ class ModelSpace:
     pruned: dict[str, int] = field(default_factory=dict)
     ttft_margin: float = 1.0  # predicted TTFT x this is compared with the SLO (see guide_opt.prediction)
     tpot_margin: float = 1.0  # predicted TPOT x this is compared with the SLO
+    serving_model: str = "steady_state"  # prediction.serving_model
+    target_utilization: float = steady_state.DEFAULT_TARGET_UTILIZATION  # prediction.target_utilization
 
     @property
     def label(self) -> str:
@@ -181,77 +200,200 @@ def resolve_gpus(problem: Problem, catalog: Catalog) -> list[GpuSpec]:
 
 
 def replicas_needed(requirement: LlmRequirement, batch: int, request_latency_s: float) -> int:
-    """Fewest replicas of ``batch`` concurrent sequences meeting the workload's demand.
+    """Fewest replicas of ``batch`` concurrent sequences meeting the workload's demand (the ``burst`` serving model).
 
-    rate R: Little's law, each replica completes ``batch / latency`` requests/s.
+    rate R: Little's law at full load, each replica completes ``batch / latency`` requests/s.
     users U: each replica holds ``batch`` users. job N in D hours: each replica completes
     ``batch x D x 3600 / latency`` requests. No demand: one replica.
     """
-    w = requirement.workload
-    if w.request_rate_per_s is not None:
-        need = w.request_rate_per_s * request_latency_s / batch
-    elif w.concurrent_users is not None:
-        need = w.concurrent_users / batch
-    elif w.requests is not None and w.deadline_h is not None:
-        need = w.requests * request_latency_s / (batch * w.deadline_h * 3600.0)
-    else:
-        need = 1.0
-    return max(1, math.ceil(need - 1e-9))
+    served = burst_demand_served_per_replica(requirement, batch, request_latency_s)
+    return replicas_for(demand_of(requirement), served)
+
+
+def replicas_for(demand: float | None, served_per_replica: float | None) -> int:
+    """Fewest replicas serving ``demand`` when each serves ``served_per_replica`` (one without demand)."""
+    if demand is None or not served_per_replica:
+        return 1
+    return max(1, math.ceil(demand / served_per_replica - 1e-9))
 
 
 #: Full-model figures of one (LLM, lengths, shape, batch), independent of SLOs and demand:
-#: (fits, memory used GiB, memory usable GiB, memory utilization, TTFT s, TPOT s, batch latency s).
+#: (fits, memory used GiB, memory usable GiB, memory utilization, TTFT s, TPOT s, batch latency s)
+#: -- the static burst estimate of a full batch.
 Evaluation = tuple[bool, float, float, float, float | None, float | None, float | None]
 
 
-def evaluate_shape_batch(llm: LlmSpec, input_tokens: int, output_tokens: int, shape: Shape, batch: int) -> Evaluation:
-    """The SLO- and demand-independent figures of ``shape`` at ``batch`` (one :func:`~guide_opt.perf.estimate` call)."""
-    config = ServingConfig(
+def shape_config(llm: LlmSpec, input_tokens: int, output_tokens: int, shape: Shape, batch: int) -> ServingConfig:
+    """The :class:`ServingConfig` of ``shape`` at max-num-seqs ``batch`` for one LLM and lengths."""
+    return ServingConfig(
         llm=llm, gpu=shape.gpu, framework=shape.framework, quantization=shape.quantization, tp=shape.tp, pp=shape.pp,
         batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, kv_cache_dtype=shape.kv_cache_dtype,
         efficiency=shape.efficiency,
     )
-    est = estimate(config)
+
+
+def evaluate_shape_batch(llm: LlmSpec, input_tokens: int, output_tokens: int, shape: Shape, batch: int) -> Evaluation:
+    """The SLO- and demand-independent figures of ``shape`` at ``batch`` (one :func:`~guide_opt.perf.estimate` call)."""
+    est = estimate(shape_config(llm, input_tokens, output_tokens, shape, batch))
     gib = est.memory.as_gib()
     if not est.fits:
         return (False, gib["used_gib"], gib["usable_gib"], est.memory.utilization, None, None, None)
     return (True, gib["used_gib"], gib["usable_gib"], est.memory.utilization, est.ttft_s, est.tpot_s, est.batch_latency_s)
 
 
-def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluation: Evaluation, max_replicas: int) -> Candidate:
-    """Apply the LLM's SLOs and demand to the figures of :func:`evaluate_shape_batch`."""
-    fits, used_gib, usable_gib, utilization, ttft_s, tpot_s, batch_latency_s = evaluation
-    violations: list[str] = []
-    latency_s = throughput = share = None
-    replicas_min = None
-    if not fits:
-        violations.append("memory")
+@dataclass(frozen=True)
+class SteadyFigures:
+    """A candidate's steady-state figures at the load of its fewest sufficient replicas (see :func:`steady_state_figures`).
+
+    ttft_s / tpot_s: at the SLO's percentile; *_mean_s: means; request_latency_s: mean end to
+    end; throughput_per_replica_tokens_per_s: the output tokens/s one replica sustains within
+    the SLOs and the target utilization; demand_served_per_replica: the demand it serves in
+    the workload's unit (None without demand); load_per_replica: requests/s (open loop) or
+    users (closed loop) of one replica; slo_violations: ``ttft_slo`` / ``tpot_slo`` missed at
+    that load.
+    """
+
+    ttft_s: float
+    tpot_s: float
+    ttft_mean_s: float
+    tpot_mean_s: float
+    request_latency_s: float
+    throughput_per_replica_tokens_per_s: float
+    demand_served_per_replica: float | None
+    replicas: int
+    load_per_replica: float
+    utilization: float | None
+    slo_violations: tuple[str, ...]
+
+
+def _slo_limits_s(ms: ModelSpace) -> tuple[float | None, float | None]:
+    """The TTFT and TPOT limits (s) predictions are compared with: the SLO divided by its margin."""
+    slo = ms.requirement.slo
+    ttft = None if slo.ttft_ms is None else slo.ttft_ms / 1e3 / ms.ttft_margin
+    tpot = None if slo.tpot_ms is None else slo.tpot_ms / 1e3 / ms.tpot_margin
+    return ttft, tpot
+
+
+def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_state.StepTable | None = None, *,
+                         replicas: int | None = None) -> SteadyFigures:
+    """Steady-state figures of ``config`` (max-num-seqs ``config.batch``) for the LLM of ``ms``.
+
+    - ``request_rate_per_s`` R: the largest rate one replica takes with the SLOs met at their
+      percentile and at most ``target_utilization`` of its capacity
+      (:func:`~guide_opt.perf.steady_state.max_rate_within`) gives the replicas
+      ``ceil(R / rate)``; metrics are those of the open loop at ``R / replicas``.
+    - ``concurrent_users`` U: likewise with the most users per replica
+      (:func:`~guide_opt.perf.steady_state.max_users_within`, closed loop, zero think time;
+      no utilization bound: a closed loop slows down instead of overloading, and the SLOs bound
+      that); metrics at ``ceil(U / replicas)`` users.
+    - a batch job (N requests in D hours) or no demand: one replica kept full (a closed loop of
+      ``batch`` users) -- its throughput ``X`` sets the replicas ``ceil(N / (X D 3600))``.
+
+    When no load meets an SLO, the replicas are those that keep each within the target
+    utilization (rate) or at ``batch`` users each, and the SLO is reported as missed.
+    ``replicas`` imposes a replica count instead (the load and SLO checks follow from it): what a
+    given deployment carries.
+    """
+    table = table or steady_state.StepTable(config)
+    w, percentile = ms.requirement.workload, ms.requirement.slo.percentile
+    ttft_limit_s, tpot_limit_s = _slo_limits_s(ms)
+    # Capacity bounds an open loop's load and is reported beside a closed loop's; a full replica
+    # (job, no demand) needs neither.
+    demand_driven = w.request_rate_per_s is not None or w.concurrent_users is not None
+    capacity = steady_state.capacity_request_rate_per_s(config, table) if demand_driven else 0.0
+    limits = dict(target_utilization=ms.target_utilization, table=table, capacity_per_s=capacity)
+    output = config.output_tokens
+    if w.request_rate_per_s is not None:
+        best = steady_state.max_rate_within(config, percentile, ttft_limit_s, tpot_limit_s, **limits)
+        per_replica = best if best > 0 else ms.target_utilization * capacity
+        replicas = replicas or replicas_for(w.request_rate_per_s, per_replica)
+        load = w.request_rate_per_s / replicas
+        state = steady_state.open_loop(config, load, table, capacity_per_s=capacity)
+        served, throughput = best, best * output
+    elif w.concurrent_users is not None:
+        best = steady_state.max_users_within(config, percentile, ttft_limit_s, tpot_limit_s, w.concurrent_users, table=table)
+        replicas = replicas or replicas_for(w.concurrent_users, best if best > 0 else min(w.concurrent_users, config.batch))
+        load = math.ceil(w.concurrent_users / replicas)
+        state = steady_state.closed_loop(config, load, table, capacity_per_s=capacity)
+        at_best = state if best in (0, load) else steady_state.closed_loop(config, best, table, capacity_per_s=capacity)
+        served, throughput = float(best), at_best.output_throughput_tokens_per_s
     else:
-        latency_s = ttft_s + (ms.output_tokens - 1) * tpot_s
-        throughput = batch * ms.output_tokens / latency_s
-        slo = ms.requirement.slo
-        if slo.ttft_ms is not None and ttft_s * 1e3 * ms.ttft_margin > slo.ttft_ms:
-            violations.append("ttft_slo")
-        if slo.tpot_ms is not None and tpot_s * 1e3 * ms.tpot_margin > slo.tpot_ms:
-            violations.append("tpot_slo")
-        replicas_min = replicas_needed(ms.requirement, batch, latency_s)
-        share = demand_share_per_replica(ms.requirement, batch, latency_s)
-        if replicas_min > max_replicas:
-            violations.append("demand")
-    return Candidate(
-        model_index=ms.index, shape=shape, batch=batch, fits=fits, memory_used_gib=used_gib,
-        memory_usable_gib=usable_gib, memory_utilization=utilization, ttft_s=ttft_s, tpot_s=tpot_s,
-        batch_latency_s=batch_latency_s, request_latency_s=latency_s, throughput_per_replica_tokens_per_s=throughput,
-        replicas_min=replicas_min, violations=tuple(violations), served_share_per_replica=share,
+        load = config.batch
+        state = steady_state.closed_loop(config, load, table, capacity_per_s=capacity)
+        throughput = state.output_throughput_tokens_per_s
+        served = None if w.requests is None else state.request_rate_per_s * w.deadline_h * 3600.0
+        replicas = replicas or replicas_for(None if w.requests is None else float(w.requests), served)
+    violations = []
+    if ttft_limit_s is not None and not state.ttft.at(percentile) <= ttft_limit_s:
+        violations.append("ttft_slo")
+    if tpot_limit_s is not None and not state.tpot.at(percentile) <= tpot_limit_s:
+        violations.append("tpot_slo")
+    return SteadyFigures(
+        ttft_s=state.ttft.at(percentile), tpot_s=state.tpot.at(percentile), ttft_mean_s=state.ttft.mean_s, tpot_mean_s=state.tpot.mean_s,
+        request_latency_s=state.e2e_mean_s, throughput_per_replica_tokens_per_s=throughput, demand_served_per_replica=served,
+        replicas=replicas, load_per_replica=float(load), utilization=None if math.isnan(state.utilization) else state.utilization,
+        slo_violations=tuple(violations),
     )
 
 
-def demand_served_per_replica(requirement: LlmRequirement, batch: int, request_latency_s: float) -> float | None:
-    """Demand one replica of ``batch`` concurrent sequences serves, in the workload's own unit.
+def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluation: Evaluation, max_replicas: int,
+                              table: steady_state.StepTable | None = None) -> Candidate:
+    """Apply the LLM's SLOs and demand to the figures of :func:`evaluate_shape_batch`.
 
-    The capacity behind :func:`replicas_needed`: ``batch / latency`` requests/s (rate),
-    ``batch`` users, or ``batch x D x 3600 / latency`` requests of a job due in D hours. None
-    when the workload states no demand.
+    Under the steady-state serving model this runs :func:`steady_state_figures` (``table``: the
+    shape's :class:`~guide_opt.perf.steady_state.StepTable`, shared by its batch sizes; built
+    when None -- the figures are the same either way).
+    """
+    fits, used_gib, usable_gib, utilization, ttft_s, tpot_s, batch_latency_s = evaluation
+    memory = dict(model_index=ms.index, shape=shape, batch=batch, fits=fits, memory_used_gib=used_gib, memory_usable_gib=usable_gib,
+                  memory_utilization=utilization, batch_latency_s=batch_latency_s, serving_model=ms.serving_model)
+    if not fits:
+        return Candidate(ttft_s=ttft_s, tpot_s=tpot_s, request_latency_s=None, throughput_per_replica_tokens_per_s=None, replicas_min=None,
+                         violations=("memory",), **memory)
+    if ms.serving_model == "burst":
+        return _burst_candidate(ms, ttft_s, tpot_s, batch, max_replicas, memory)
+    config = shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
+    figures = steady_state_figures(ms, config, table)
+    violations = list(figures.slo_violations)
+    if figures.replicas > max_replicas:
+        violations.append("demand")
+    demand = demand_of(ms.requirement)
+    share = 1.0 if demand is None or figures.demand_served_per_replica is None else figures.demand_served_per_replica / demand
+    return Candidate(
+        ttft_s=figures.ttft_s, tpot_s=figures.tpot_s, request_latency_s=figures.request_latency_s,
+        throughput_per_replica_tokens_per_s=figures.throughput_per_replica_tokens_per_s, replicas_min=figures.replicas,
+        violations=tuple(violations), served_share_per_replica=share, demand_served_per_replica=figures.demand_served_per_replica,
+        ttft_mean_s=figures.ttft_mean_s, tpot_mean_s=figures.tpot_mean_s, load_per_replica=figures.load_per_replica,
+        utilization=figures.utilization, **memory,
+    )
+
+
+def _burst_candidate(ms: ModelSpace, ttft_s: float, tpot_s: float, batch: int, max_replicas: int, memory: dict) -> Candidate:
+    """The ``burst`` serving model: static latencies of a full batch, replicas by Little's law at full load."""
+    latency_s = ttft_s + (ms.output_tokens - 1) * tpot_s
+    slo = ms.requirement.slo
+    violations = []
+    if slo.ttft_ms is not None and ttft_s * 1e3 * ms.ttft_margin > slo.ttft_ms:
+        violations.append("ttft_slo")
+    if slo.tpot_ms is not None and tpot_s * 1e3 * ms.tpot_margin > slo.tpot_ms:
+        violations.append("tpot_slo")
+    replicas_min = replicas_needed(ms.requirement, batch, latency_s)
+    if replicas_min > max_replicas:
+        violations.append("demand")
+    served = burst_demand_served_per_replica(ms.requirement, batch, latency_s)
+    demand = demand_of(ms.requirement)
+    return Candidate(
+        ttft_s=ttft_s, tpot_s=tpot_s, request_latency_s=latency_s, throughput_per_replica_tokens_per_s=batch * ms.output_tokens / latency_s,
+        replicas_min=replicas_min, violations=tuple(violations), served_share_per_replica=1.0 if demand is None else served / demand,
+        demand_served_per_replica=served, ttft_mean_s=ttft_s, tpot_mean_s=tpot_s, load_per_replica=float(batch), **memory,
+    )
+
+
+def burst_demand_served_per_replica(requirement: LlmRequirement, batch: int, request_latency_s: float) -> float | None:
+    """Demand one replica of ``batch`` concurrent sequences serves under the ``burst`` model, in the workload's own unit.
+
+    ``batch / latency`` requests/s (rate), ``batch`` users, or ``batch x D x 3600 / latency``
+    requests of a job due in D hours. None when the workload states no demand.
     """
     w = requirement.workload
     if w.request_rate_per_s is not None:
@@ -272,18 +414,22 @@ def demand_of(requirement: LlmRequirement) -> float | None:
     return None
 
 
-def demand_share_per_replica(requirement: LlmRequirement, batch: int, request_latency_s: float) -> float:
-    """Share of the LLM's demand one replica serves (1.0 when the workload states no demand)."""
-    demand = demand_of(requirement)
-    if demand is None:
-        return 1.0
-    return demand_served_per_replica(requirement, batch, request_latency_s) / demand
-
-
 def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: int) -> Candidate:
     """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model."""
     evaluation = evaluate_shape_batch(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
     return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
+
+
+def _steady_candidates(ms: ModelSpace, evaluations: list[Evaluation], batches: list[int], max_replicas: int) -> list[Candidate]:
+    """The candidates of ``ms`` (shape-major, as evaluated), one step table per shape shared by its batch sizes."""
+    out = []
+    for k, shape in enumerate(ms.shapes):
+        table = None
+        if ms.serving_model == "steady_state" and any(ev[0] for ev in evaluations[k * len(batches):(k + 1) * len(batches)]):
+            table = steady_state.StepTable(shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, max(batches)))
+        for j, b in enumerate(batches):
+            out.append(candidate_from_evaluation(ms, shape, b, evaluations[k * len(batches) + j], max_replicas, table))
+    return out
 
 
 def empty_model_space(problem: Problem, index: int, catalog: Catalog) -> ModelSpace:
@@ -293,7 +439,8 @@ def empty_model_space(problem: Problem, index: int, catalog: Catalog) -> ModelSp
     input_tokens, output_tokens = req.workload.token_lengths()
     ttft_margin, tpot_margin = slo_margins(problem, index)
     return ModelSpace(index=index, requirement=req, llm=llm, input_tokens=input_tokens, output_tokens=output_tokens, shapes=[],
-                      candidates=[], ttft_margin=ttft_margin, tpot_margin=tpot_margin)
+                      candidates=[], ttft_margin=ttft_margin, tpot_margin=tpot_margin,
+                      serving_model=problem.prediction.serving_model, target_utilization=problem.prediction.target_utilization)
 
 
 def make_shape(problem: Problem, gpu: GpuSpec, tp: int, pp: int, framework: FrameworkProfile, quantization: QuantizationSpec,
@@ -440,8 +587,7 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
     evaluations = _evaluate_all(tasks, workers)
     for ms in models:
         group = evaluations[groups[(ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))]]
-        pairs = [(shape, b) for shape in ms.shapes for b in batches]
-        ms.candidates = [candidate_from_evaluation(ms, shape, b, ev, problem.search.max_replicas) for (shape, b), ev in zip(pairs, group)]
+        ms.candidates = _steady_candidates(ms, group, batches, problem.search.max_replicas)
     return SearchSpace(problem=problem, models=models, prices_usd_per_gpu_hour=prices, gpu_ids=[g.id for g in gpus])
 
 

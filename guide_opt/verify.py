@@ -1,8 +1,10 @@
 """Never trust the solver: re-evaluate returned deployments with the full model.
 
 :func:`verify` rebuilds every deployment of a solution from its ids alone (catalog lookup,
-fresh :func:`~guide_opt.perf.estimate` call), checks memory, SLOs, the replicas the demand
-needs, the reported metrics and cost, and the shared limits (budget, inventory, max_gpus).
+fresh :func:`~guide_opt.perf.estimate` call and, under the steady-state serving model, the same
+:func:`~guide_opt.space.steady_state_figures` the planner used), checks memory, SLOs, the replicas
+the demand needs (and the SLOs at the load a deployment with fewer replicas would carry), the
+reported metrics and cost, and the shared limits (budget, inventory, max_gpus).
 It returns the violations as sentences; an empty list means the solution is sound.
 Like python-mip's ``check_optimization_results``.
 """
@@ -16,7 +18,8 @@ from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.plan import Pick, shared_limit_violations
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution
-from guide_opt.space import ModelSpace, SearchSpace, Shape, empty_model_space, evaluate_candidate, make_shape, resolve_prices
+from guide_opt.space import (ModelSpace, SearchSpace, Shape, empty_model_space, evaluate_candidate, make_shape, resolve_prices, shape_config,
+                             steady_state_figures)
 
 #: Relative tolerance when comparing reported metrics with the re-evaluation.
 METRIC_TOLERANCE = 1e-6
@@ -63,6 +66,10 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
             violations.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
         if c.replicas_min is not None and dep.replicas < c.replicas_min:
             violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
+            if c.serving_model == "steady_state":  # and the SLOs its replicas miss at the load they would carry
+                at = steady_state_figures(ms, shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch), replicas=dep.replicas)
+                violations.extend(Violation(i, f"{ms.label}: at {at.load_per_replica:.4g} per replica, {_describe(family, at, ms)}")
+                                  for family in at.slo_violations)
         if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):
             violations.append(Violation(i, f"{ms.label}: cost_per_hour {dep.cost_per_hour} != {dep.replicas * shape.usd_per_replica_hour}"))
         if c.fits:

@@ -183,7 +183,7 @@ def _print_binding(binding: list[dict], listed: int = 6) -> None:
 
 
 def slo_margin_words(req, d) -> str:
-    """Headroom of each latency SLO under the static prediction, after the plan's SLO factors (calibration x slo_margin).
+    """Headroom of each latency SLO under the plan's prediction, after its SLO factors (calibration x slo_margin).
 
     E.g. ``TTFT 480 ms to spare (20.1 ms x 1.00 vs 500), TPOT 33.4 ms to spare (6.6 ms x 1.00 vs 40)``; '' without SLOs.
     """
@@ -212,6 +212,23 @@ def simulated_words(sim: dict) -> str:
 def _simulated_cell(alternative: dict) -> str:
     meets = alternative.get("meets_slo_in_simulation")
     return "-" if meets is None else "meets SLOs" if meets else "MISSES"
+def _percentile_label(problem: Problem, metrics: dict) -> str:
+    """``p90 `` before the latencies when the steady-state model reports the SLO's percentile ("" for the burst model)."""
+    if problem.prediction.serving_model != "steady_state" or metrics.get("slo_percentile") is None:
+        return ""
+    return f"p{metrics['slo_percentile']:.0f} "
+
+
+def _load_text(requirement, metrics: dict) -> str | None:
+    """The planned load of one replica and the means at it, e.g. ``4.00 requests/s per replica (78% of capacity), mean TTFT ...``."""
+    load = metrics.get("load_per_replica")
+    if load is None:
+        return None
+    w = requirement.workload
+    unit = "requests/s" if w.request_rate_per_s is not None else "users" if w.concurrent_users is not None else "concurrent requests (a full replica)"
+    share = "" if metrics.get("utilization") is None else f" ({metrics['utilization']:.0%} of capacity)"
+    return (f"{load:,.4g} {unit} per replica{share}; mean TTFT {fmt_number(metrics['ttft_mean_ms'])} ms, "
+            f"mean TPOT {fmt_number(metrics['tpot_mean_ms'])} ms")
 
 
 def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
@@ -230,11 +247,14 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
         served = f"   serves {payload['served_percent'][len(rows_done)]:.1f}% of demand" if "served_percent" in payload else ""
         rows_done.append(d)
         click.echo(f"  {d.model}: {d.describe()}   ${d.cost_per_hour:,.2f}/h{served}")
-        click.echo(f"      TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
+        click.echo(f"      {_percentile_label(problem, m)}TTFT {fmt_number(m['ttft_ms'])} ms{slo_ttft}, TPOT {fmt_number(m['tpot_ms'])} ms{slo_tpot}, "
                    f"{fmt_number(m['throughput_tokens_per_s'])} tokens/s, memory {m['memory_utilization']:.0%} of each GPU")
+        load = _load_text(req, m) if problem.prediction.serving_model == "steady_state" else None
+        if load:
+            click.echo(f"      steady state: {load}")
         margin = slo_margin_words(req, d)
         if margin:
-            click.echo(f"      SLO margin (static prediction): {margin}")
+            click.echo(f"      SLO margin (predicted): {margin}")
         if d.simulated is not None:
             click.echo(f"      {simulated_words(d.simulated)}")
     for note in solution.notes:

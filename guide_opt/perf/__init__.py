@@ -7,6 +7,9 @@
 - ``memory``        -- per-GPU memory breakdown, max batch, max sequence length.
 - ``estimator``     -- static TTFT / TPOT / batch latency / throughput (:func:`estimate`).
 - ``guide2024``     -- GUIDE's published equations as an alternative estimator.
+- ``steady_state``  -- a running server under a request rate or a number of users: continuous
+                       batching with arriving prompts mixed into decode steps, queueing,
+                       capacity, percentiles (:func:`steady_state.open_loop`, :func:`steady_state.closed_loop`).
 """
 
 from __future__ import annotations

@@ -64,8 +64,28 @@ def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyF
     )
 
 
+#: How a closed-loop row is predicted: ``static`` (a batch of the users, the cycle time per token)
+#: or ``steady_state`` (:func:`guide_opt.perf.steady_state.closed_loop`).
+SERVING_MODELS = ("static", "steady_state")
+
+
+def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -> dict[str, float]:
+    """Steady-state metrics of ``config.batch`` users with zero think time (max-num-seqs = users).
+
+    ``statistic``: ``mean`` gives mean TTFT and mean TPOT; ``median`` the median TTFT and the
+    median inter-token latency. Throughput: generated tokens/s; batch latency: the mean end to end.
+    """
+    from guide_opt.perf import steady_state
+
+    state = steady_state.closed_loop(config, config.batch, capacity_per_s=0.0)
+    ttft = state.ttft.p50_s if statistic == "median" else state.ttft.mean_s
+    tpot = state.itl.p50_s if statistic == "median" else state.tpot.mean_s
+    return {"ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "batch_latency_s": state.e2e_mean_s,
+            "throughput_tokens_per_s": state.output_throughput_tokens_per_s}
+
+
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
-                      running: int | None = None) -> dict[str, float] | None:
+                      running: int | None = None, serving: str = "static", statistic: str = "mean") -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -76,6 +96,9 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     decoding. ``check_memory=False`` skips the memory model (for fitting loops over rows
     already known to run); ``running`` then gives the most sequences resident at once (the
     estimate's ``max_batch`` when the batch runs in waves; None: all of it).
+    ``serving="steady_state"`` predicts a closed-loop row with the steady-state model instead
+    (:func:`steady_closed_loop_metrics`, reading ``statistic``); static-batch rows are predicted
+    statically either way.
     """
     if check_memory:
         est = estimate(config)
@@ -84,6 +107,8 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
         p = est.phases
     else:
         p = phase_times(config, running)
+    if closed_loop and serving == "steady_state":
+        return steady_closed_loop_metrics(config, statistic)
     return {
         "ttft_ms": p.ttft_s * 1e3,
         "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
@@ -120,8 +145,11 @@ class Evaluation:
     skipped: Counter = field(default_factory=Counter)
 
 
-def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = None) -> Evaluation:
-    """Predict every row (with ``calibration``'s factors where it has them) and compare with what was measured."""
+def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = None, *, serving: str = "static") -> Evaluation:
+    """Predict every row (with ``calibration``'s factors where it has them) and compare with what was measured.
+
+    ``serving``: how closed-loop rows are predicted (:data:`SERVING_MODELS`).
+    """
     result = Evaluation()
     for m in rows:
         try:
@@ -133,7 +161,7 @@ def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = N
         if reason:
             result.skipped[f"unsupported configuration: {reason}"] += 1
             continue
-        predicted = predicted_metrics(config, closed_loop=m.closed_loop)
+        predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic)
         if predicted is None:
             result.skipped[NOT_FITTING] += 1
             continue

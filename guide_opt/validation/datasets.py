@@ -102,6 +102,9 @@ class Measurement:
     (derived from another measured metric of the row, or including effects outside the model).
     closed_loop: the row measured a closed loop of ``batch`` users rather than one static batch
     (see :func:`guide_opt.validation.accuracy.predicted_metrics`). key: the row's identity in its source.
+    statistic: what the latencies of a closed-loop row are: ``mean`` (mean TTFT and mean TPOT, as
+    ``vllm bench serve`` reports) or ``median`` (median TTFT and median inter-token latency, as
+    LLM-Pilot reports).
     """
 
     source: str
@@ -118,6 +121,7 @@ class Measurement:
     flash_attention: bool = True
     closed_loop: bool = False
     key: str = ""
+    statistic: str = "mean"
 
     @property
     def group(self) -> tuple[str, str]:
@@ -387,6 +391,7 @@ def load_llm_pilot(data_dir: Path, catalog: Catalog) -> SourceData:
             "llm-pilot", ids[0], ids[1], LLM_PILOT_FRAMEWORK, "bf16", count, users,
             max(1, round(float(row["mean_input_tokens"]))), max(1, round(float(row["mean_output_tokens"]))), measured,
             report_only=frozenset({"throughput_tokens_per_s"}), flash_attention=flash.get(name, True), closed_loop=True, key=f"{name} {row['gpu']} u{users}",
+            statistic="median",
         ))
     return data
 

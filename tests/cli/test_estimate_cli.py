@@ -231,3 +231,63 @@ def test_expert_parallel_flag(capsys):
     code, _, err = run(capsys, ESTIMATE + ["--expert-parallel"])
     assert code == 1
     assert_one_line_error(err, "--expert-parallel", "mixture-of-experts")
+
+# ---- steady state (--concurrency / --rate) vs burst (--batch) ------------------------------------
+STEADY = ["estimate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--input-tokens", "1024", "--output-tokens", "256"]
+
+
+def test_burst_is_labelled(capsys):
+    code, out, _ = run(capsys, ESTIMATE + ["--batch", "4", "--format", "json"])
+    assert code == 0 and json.loads(out)["mode"] == "burst"
+    code, out, _ = run(capsys, ESTIMATE + ["--batch", "4"])
+    assert "burst" in out
+
+
+def test_one_user_is_one_request_alone(capsys):
+    # A closed loop of one user runs each request alone: its TTFT and TPOT are the burst
+    # estimate of a batch of one (the same prefill step and decode steps).
+    code, out, err = run(capsys, STEADY + ["--concurrency", "1", "--format", "json"])
+    assert code == 0, err
+    steady = json.loads(out)
+    _, out, _ = run(capsys, STEADY + ["--batch", "1", "--format", "json"])
+    burst = json.loads(out)
+    assert steady["mode"] == "steady_state" and steady["load"] == {"loop": "closed", "concurrency": 1}
+    assert steady["metrics"]["ttft_ms"] == pytest.approx(burst["metrics"]["ttft_ms"], rel=1e-9)
+    assert steady["metrics"]["tpot_ms"] == pytest.approx(burst["metrics"]["tpot_ms"], rel=1e-9)
+    assert steady["metrics"]["ttft_percentiles_ms"]["p99"] == pytest.approx(burst["metrics"]["ttft_ms"], rel=1e-9)
+
+
+def test_rate_gives_bench_serve_style_metrics(capsys):
+    code, out, err = run(capsys, STEADY + ["--rate", "5", "--format", "json"])
+    assert code == 0, err
+    payload = json.loads(out)
+    m = payload["metrics"]
+    assert payload["mode"] == "steady_state" and payload["load"] == {"loop": "open", "request_rate_per_s": 5.0}
+    assert isinstance(m["ttft_ms"], float) and isinstance(m["tpot_ms"], float)  # plain numbers: the means
+    for key in ("ttft_percentiles_ms", "tpot_percentiles_ms", "itl_percentiles_ms"):
+        p = m[key]
+        assert set(p) == {"p50", "p90", "p99"} and p["p50"] <= p["p90"] <= p["p99"]
+    # Every request is served: the output throughput is the offered rate x output tokens.
+    assert m["throughput_tokens_per_s"] == pytest.approx(5 * 256)
+    assert payload["max_num_seqs"] == 256  # vLLM's default max-num-seqs, and 256 sequences of 1280 tokens fit
+    code, out, _ = run(capsys, STEADY + ["--rate", "5"])
+    assert code == 0 and "steady state" in out and "p99" in out and "output throughput" in out
+
+
+def test_rate_beyond_capacity_exits_2(capsys):
+    code, out, _ = run(capsys, STEADY + ["--rate", "1000", "--format", "json"])
+    payload = json.loads(out)
+    assert code == 2 and payload["stable"] is False and payload["metrics"] is None
+    assert payload["capacity_request_rate_per_s"] < 1000 and "capacity" in payload["reason"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--batch", "8", "--rate", "2"], ("--batch", "--rate")),
+    (["--concurrency", "8", "--rate", "2"], ("--concurrency", "--rate")),
+    (["--max-num-seqs", "8"], ("--max-num-seqs",)),
+    (["--rate", "2", "--estimator", "guide-2024"], ("--estimator",)),
+])
+def test_mixed_modes_are_bad_input(capsys, extra, words):
+    code, out, err = run(capsys, STEADY + extra)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, *words)

@@ -81,8 +81,9 @@ def test_reported_metrics_are_what_the_simulator_gives(small_run):
 
 
 def test_an_incumbent_that_misses_the_simulated_slo_is_reported_and_repaired():
-    """LLM-Pilot's 200 users: the static model's TPOT is optimistic under the closed loop."""
+    """LLM-Pilot's 200 users: the static (burst) model's TPOT is optimistic under the closed loop."""
     problem = Problem.from_yaml(PROBLEMS_DIR / "llm-pilot-200-users.yaml")
+    problem = problem.model_copy(update={"prediction": problem.prediction.model_copy(update={"serving_model": "burst"})})
     r = refine_solution(problem, incumbent(problem), trials=15, seed=0, num_requests=200)
     assert r.incumbent_feasible is False
     assert any(v.startswith("models[0].tpot_p50_ms") for v in r.incumbent_violations)

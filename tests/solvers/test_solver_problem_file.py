@@ -72,3 +72,15 @@ def test_max_throughput_needs_a_limit():
 
     with pytest.raises(InputError, match="budget_per_hour"):
         build_space(Problem.from_dict({**BASE, "objective": "max_throughput"}))
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5])
+def test_target_utilization_outside_0_1_is_bad_input(value):
+    from guide_opt.errors import InputError
+    from guide_opt.problem import Problem
+
+    data = {"name": "x", "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2}}],
+            "prediction": {"target_utilization": value}}
+    with pytest.raises(InputError) as info:
+        Problem.from_dict(data)
+    assert "prediction.target_utilization" in str(info.value)

@@ -62,10 +62,13 @@ def test_infeasible_form_explains_with_the_estimated_tpot(client, capsys):
     assert body["exit_code"] == 2 and body["result"]["status"] == "INFEASIBLE"
     relaxation = body["result"]["explanation"]["relaxations"][0]
     assert relaxation["constraint"] == "models[0].slo.tpot_ms"
-    # independent: the fastest candidate is 8-way TP at batch 1; guide-opt estimate gives its TPOT
+    # independent: nothing decodes faster than one request alone on the fastest shape (8-way TP,
+    # guide-opt estimate --batch 1). The relaxed plan runs its replicas under the demand (the
+    # steady-state model), so its steps carry a few other requests' work: a few percent slower.
     estimate = cli_json(capsys, "estimate", "--model", "llama-2-70b", "--gpu", "a100-80gb-sxm", "--tp", "8", "--batch", "1",
                         "--input-tokens", "512", "--output-tokens", "128")
-    assert relaxation["needed"] == pytest.approx(estimate["metrics"]["tpot_ms"], rel=1e-9)
+    alone = estimate["metrics"]["tpot_ms"]
+    assert alone * (1 - 1e-9) <= relaxation["needed"] <= alone * 1.10
 
 
 def test_bad_form_input_gets_the_cli_message_for_the_downloaded_file(client, capsys, tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ installs them so these run in CI. Screenshots go to ``$GUIDE_OPT_SCREENSHOT_DIR`
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -149,14 +149,18 @@ def test_infeasible_shows_the_relaxation_and_applying_it_solves(page, capsys):
     fill_form(page, INFEASIBLE_FORM)
     solve(page)
     assert page.find_element(By.ID, "result-status").text == "INFEASIBLE"
-    # independent: the TPOT of the fastest shape (8-way TP, batch 1) from guide-opt estimate
+    # independent: nothing decodes faster than one request alone on the fastest shape (8-way TP,
+    # guide-opt estimate --batch 1); the relaxed plan serves the demand (steady state), a few percent slower.
     tpot_ms = cli_json(capsys, "estimate", "--model", "llama-2-70b", "--gpu", "a100-80gb-sxm", "--tp", "8", "--batch", "1",
                        "--input-tokens", "512", "--output-tokens", "128")["metrics"]["tpot_ms"]
     first = page.find_elements(By.CSS_SELECTOR, "#relaxations li.relaxation")[0]
-    assert f"relax models[0].slo.tpot_ms from 5 to {tpot_ms:.2f} ms" in first.text
+    shown = re.search(r"relax models\[0\]\.slo\.tpot_ms from 5 to ([0-9.]+) ms", first.text)
+    assert shown, first.text
+    needed = float(shown.group(1))
+    assert tpot_ms - 0.005 <= needed <= tpot_ms * 1.10
     screenshot(page, "planner-infeasible")
     first.find_element(By.CSS_SELECTOR, "button.apply-relaxation").click()
-    assert float(page.find_element(By.ID, "tpot_ms").get_attribute("value")) == math.ceil(tpot_ms * 100) / 100
+    assert abs(float(page.find_element(By.ID, "tpot_ms").get_attribute("value")) - needed) <= 0.01
     solve(page)
     assert page.find_element(By.ID, "result-status").text == "OPTIMAL"
 

@@ -1,0 +1,825 @@
+"""Steady-state serving of one replica under continuous batching (:func:`open_loop`, :func:`closed_loop`).
+
+The static estimator (:mod:`guide_opt.perf.estimator`) answers "a batch of prompts arrives at
+once, then decodes together". A running server sees something else: requests arrive one by
+one, and each engine step (decode-first, chunked) carries one decode token of every running
+request *plus* the prompt tokens of the requests that just arrived. This module predicts the
+metrics a load test of such a server reports (``vllm bench serve``: mean / median / p90 / p99
+TTFT, TPOT, ITL, output throughput) from :func:`guide_opt.perf.step.step_time` alone, with a
+mean-value queueing model. The simulator (:mod:`guide_opt.simulate`) is the reference it is
+compared with (``benchmarks/bench_steady_state.py``).
+
+Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (max-num-seqs),
+``T`` = the engine's token budget per step, ``n`` sequences decoding in a step.
+
+- **Windows.** Prompts that arrive while the engine runs one *window* of steps are prefilled in
+  the next window, decode-first: each step carries the ``n`` decodes and up to ``T - n`` prompt
+  tokens (``whole`` engines: whole prompts), exactly the estimator's prefill schedule
+  (:func:`guide_opt.perf.estimator.prefill_schedule`) with the decodes added to every step. A
+  window with no prompt is one pure decode step. :class:`StepTable` times windows of ``k``
+  prompts next to ``n`` decodes with :func:`~guide_opt.perf.step.step_time`, exactly on grids of
+  ``n`` and ``k`` and linearly in between.
+- **TPOT** (mean-value fixed point): with ``K ~ Poisson(lambda W)`` prompts per window, the mean
+  window ``W = E[time(n, K)]`` and a decoding request's mean step ``TPOT = E[time] / E[steps]``;
+  the decoders it sees are ``n = 1 + lambda (O - 1) TPOT`` (itself plus the others, Little's
+  law; Poisson arrivals see time averages), at most ``B``. Iterated from below (with Aitken
+  acceleration) to the smallest fixed point; none means the load is beyond capacity.
+- **TTFT** = the rest of the window in progress at arrival (length-biased, solved again for the
+  ``lambda (O - 1) TPOT`` decoders an arrival finds) + the prompt's first-token time in the
+  next window among the prompts that arrived with it (FCFS) + waiting for a free sequence slot
+  when ``B`` binds (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic service).
+- **Percentiles** come from the distributions of those parts (window lengths and positions,
+  the Poisson counts, an exponential tail of the slot wait that starts with the Erlang-C
+  probability of waiting at all). Per-request TPOT is the mean of ``O - 1`` step times
+  (percentiles by Cornish-Fisher from the step-time distribution); ITL is one step time.
+- **Closed loop** (``U`` users, zero think time): the interactive response-time law
+  ``X = min(U, B) / (first token + (O - 1) TPOT)`` solved self-consistently with TPOT (regula
+  falsi); users beyond ``B`` wait ``(U - B) / X`` for a slot. A request arrives when its user's
+  previous one finishes, at a step boundary: no residual, it shares its first window with the
+  requests of the users whose answers finished in the same step.
+- **Capacity** (:func:`capacity_request_rate_per_s`): the smaller of the rate at which windows
+  grow without bound (each extra prompt's time ``s(n)`` times the rate reaches 1) and the rate at
+  which the slots fill; plans keep the load within ``target_utilization`` of it.
+
+With equal lengths, at vanishing load every figure reduces to the static estimate of a single
+request (its prefill step, then decode steps of one sequence), and a closed loop of one user is
+exactly that request end to end. ``benchmarks/bench_steady_state.py`` compares the model with the
+simulator (``benchmarks/RESULTS.md`` section 11).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln
+
+import dataclasses
+
+from guide_opt.perf.config import ServingConfig
+from guide_opt.perf.estimator import prefill_schedule
+from guide_opt.perf.step import StepShape, step_time
+
+#: Decode counts at which step times are evaluated exactly (interpolated in between).
+DECODE_GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+#: Support points kept per discrete distribution when composing percentiles.
+DISTRIBUTION_POINTS = 96
+#: Percentiles reported (the SLO may name 50, 90 or 99).
+PERCENTILES = (50, 90, 99)
+#: Fixed-point iterations before a load is declared beyond capacity.
+MAX_ITERATIONS = 300
+#: Relative change of TPOT at which the fixed point has converged.
+CONVERGENCE = 1e-4
+#: A queue whose utilization reaches this is unstable (its waiting time is unbounded).
+STABILITY_LIMIT = 0.999
+#: Steps from which a window counts as long: windows are evaluated exactly up to this many full steps.
+LINEAR_WINDOW_STEPS = 4
+#: Rounds of the closed loop's first-token time around its TPOT root.
+CLOSED_LOOP_ROUNDS = 20
+#: Most prompts one window may receive on average before the load counts as beyond capacity.
+MAX_PROMPTS_PER_WINDOW = 2048
+#: Relative precision of capacity and SLO-limited rates.
+CAPACITY_TOLERANCE = 1e-2
+#: Default target utilization of planned replicas (open loop): load / capacity.
+DEFAULT_TARGET_UTILIZATION = 0.8
+
+
+@dataclass(frozen=True)
+class LatencyDistribution:
+    """Mean and percentiles of one latency (s)."""
+
+    mean_s: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+    def at(self, percentile: int) -> float:
+        """The ``percentile`` (50, 90 or 99) in seconds."""
+        return {50: self.p50_s, 90: self.p90_s, 99: self.p99_s}[percentile]
+
+    def as_ms(self) -> dict[str, float]:
+        """``{mean, p50, p90, p99}`` in milliseconds."""
+        return {"mean": self.mean_s * 1e3, "p50": self.p50_s * 1e3, "p90": self.p90_s * 1e3, "p99": self.p99_s * 1e3}
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Steady-state metrics of one replica at one load.
+
+    mode: ``open_loop`` (Poisson arrivals at ``request_rate_per_s``) or ``closed_loop``
+    (``concurrent_users`` users, zero think time). stable: False when the load is beyond
+    capacity (then every latency is ``inf``). request_rate_per_s: requests completed per second
+    (the offered rate in an open loop, the response-time law's throughput in a closed one).
+    utilization: ``request_rate_per_s`` / the replica's capacity (NaN when a capacity of 0 was
+    passed: not computed). decode_sequences: mean sequences decoding in a step, as a decoding
+    request sees it (itself included).
+    """
+
+    mode: str
+    stable: bool
+    request_rate_per_s: float
+    concurrent_users: float | None
+    utilization: float
+    ttft: LatencyDistribution
+    tpot: LatencyDistribution
+    itl: LatencyDistribution
+    e2e_mean_s: float
+    decode_sequences: float
+    output_tokens: int
+
+    @property
+    def output_throughput_tokens_per_s(self) -> float:
+        """Generated tokens per second of the replica."""
+        return self.request_rate_per_s * self.output_tokens
+
+    def metrics(self) -> dict[str, object]:
+        """A ``vllm bench serve``-style summary in ms and tokens/s."""
+        return {
+            "mode": self.mode, "stable": self.stable, "request_rate_per_s": self.request_rate_per_s,
+            "concurrent_users": self.concurrent_users, "utilization": self.utilization,
+            "ttft_ms": self.ttft.as_ms(), "tpot_ms": self.tpot.as_ms(), "itl_ms": self.itl.as_ms(),
+            "e2e_mean_ms": self.e2e_mean_s * 1e3, "output_throughput_tokens_per_s": self.output_throughput_tokens_per_s,
+        }
+
+
+#: The latencies of a load beyond capacity.
+UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
+
+
+# ---- step times on a grid of decode counts ----------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """The engine steps that prefill ``k`` prompts arriving together next to ``n`` running decodes.
+
+    time_s: the steps' total time; step_s: each step's time; finish_s: each prompt's first-token
+    time from the window's start (FCFS, as :func:`guide_opt.perf.estimator.prefill_schedule`
+    orders them). With no prompt, a window is one pure decode step (none when ``n = 0``).
+    """
+
+    time_s: float
+    step_s: tuple[float, ...]
+    finish_s: tuple[float, ...]
+
+    @property
+    def steps(self) -> int:
+        """Engine steps in the window."""
+        return len(self.step_s)
+
+
+def prompt_grid(top: int) -> np.ndarray:
+    """Prompt counts at which windows are evaluated exactly: 0..8, then steps of about 25% up to at least ``top``."""
+    points = list(range(9))
+    while points[-1] < top:
+        points.append(math.ceil(points[-1] * 1.25))
+    return np.array(points, dtype=int)
+
+
+class StepTable:
+    """Engine-step windows of one configuration as functions of the decode count ``n`` and prompts ``k``.
+
+    Windows are evaluated exactly (:func:`~guide_opt.perf.step.step_time`) at the decode counts
+    of :data:`DECODE_GRID` plus the max-num-seqs, and interpolated linearly in between. The
+    table depends on the configuration's LLM, hardware, engine and lengths but not on its
+    ``batch``: one table serves every max-num-seqs of a shape (pass it to :func:`open_loop`,
+    :func:`closed_loop` and :func:`capacity_request_rate_per_s`; the max-num-seqs they use is
+    their ``config.batch``). Evaluations are memoised per integer decode count.
+    """
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
+        self._windows: dict[tuple[int, int], Window] = {}
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._rows_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def window(self, decodes: int, prompts: int) -> Window:
+        """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
+        key = (decodes, prompts)
+        found = self._windows.get(key)
+        if found is None:
+            found = self._windows[key] = self._evaluate(decodes, prompts)
+        return found
+
+    def _evaluate(self, decodes: int, prompts: int) -> Window:
+        config = self.config
+        decode = StepShape.decode(decodes, self.context_tokens) if decodes else None
+        if prompts == 0:
+            if decode is None:
+                return Window(0.0, (), ())
+            t = step_time(config, decode).time_s
+            return Window(t, (t,), ())
+        # The prompts' steps are the estimator's prefill schedule of a batch of `prompts` with the
+        # budget left by the decodes (decode-first), each step also carrying the decodes.
+        room = max(1, config.step_token_budget - decodes)
+        batch = dataclasses.replace(config, batch=prompts, max_num_batched_tokens=room)
+        elapsed, steps, finish = 0.0, [], []
+        for shape, finished in prefill_schedule(batch):
+            if decode is not None:
+                shape = StepShape(shape.new_tokens + decode.new_tokens, shape.sequences + decode.sequences,
+                                  shape.attended_tokens + decode.attended_tokens, shape.kv_read_tokens + decode.kv_read_tokens)
+            t = step_time(config, shape, pipeline_fill=True).time_s
+            elapsed += t
+            steps.append(t)
+            finish.extend([elapsed] * finished)
+        return Window(elapsed, tuple(steps), tuple(finish))
+
+    def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exact windows at ``decodes`` on :func:`prompt_grid` up to :meth:`linear_from_prompts`:
+        (prompt counts, values, slopes) with value rows (time s, steps, mean first-token s) and
+        each segment's slope per prompt (the last one also extends beyond the grid)."""
+        found = self._arrays.get(decodes)
+        if found is None:
+            grid = prompt_grid(self.linear_from_prompts(decodes))
+            windows = [self.window(decodes, int(k)) for k in grid]
+            values = np.array([[w.time_s for w in windows], [float(w.steps) for w in windows],
+                               [sum(w.finish_s) / len(w.finish_s) if w.finish_s else 0.0 for w in windows]])
+            found = self._arrays[decodes] = (grid, values, np.diff(values, axis=1) / np.diff(grid))
+        return found
+
+    def linear_from_prompts(self, decodes: int) -> int:
+        """Prompts from which a window is several full steps long, so that each further prompt adds the same time."""
+        room = max(1, self.config.step_token_budget - decodes)
+        return max(16, math.ceil(LINEAR_WINDOW_STEPS * room / self.config.input_tokens))
+
+    def _at_grid(self, decodes: int, prompts: np.ndarray) -> np.ndarray:
+        """Rows (time s, steps, mean first-token s) of windows of each of ``prompts`` at a grid decode count.
+
+        Windows are evaluated exactly at the prompt counts of :func:`prompt_grid` and
+        interpolated linearly in between (a window's time is a staircase in its prompt tokens;
+        the expectation over Poisson counts smooths it); beyond :meth:`linear_from_prompts`
+        they are extended linearly with the slope of the last two exact windows.
+        """
+        contiguous = len(prompts) and prompts[-1] - prompts[0] == len(prompts) - 1  # Poisson supports: memoised
+        key = (decodes, int(prompts[0]), len(prompts)) if contiguous else None
+        found = self._rows_cache.get(key) if key else None
+        if found is None:
+            grid, values, slopes = self._exact(decodes)
+            i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
+            found = values[:, i] + (prompts - grid[i]) * slopes[:, i]
+            if key:
+                self._rows_cache[key] = found
+        return found
+
+    def _rows(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
+        """:meth:`_at_grid` interpolated between the grid decode counts around ``decodes``."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        low = self._at_grid(lo, prompts)
+        return low if w == 0 else (1 - w) * low + w * self._at_grid(hi, prompts)
+
+    def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
+        """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
+        return self._rows(decodes, slots, prompts)[2]
+
+    @staticmethod
+    def _neighbours(decodes: float, slots: int) -> tuple[int, int, float]:
+        """Grid decode counts around ``decodes`` (grid: :data:`DECODE_GRID` up to ``slots``, and ``slots``) and the upper weight."""
+        n = min(max(decodes, 0.0), float(slots))
+        i = bisect.bisect_right(DECODE_GRID, n) - 1
+        lo = DECODE_GRID[i]
+        hi = DECODE_GRID[i + 1] if i + 1 < len(DECODE_GRID) else slots
+        hi = min(hi, slots)
+        if lo >= hi:
+            return hi, hi, 0.0
+        return lo, hi, (n - lo) / (hi - lo)
+
+    def decode_step_s(self, decodes: float, slots: int) -> float:
+        """A pure decode step of ``decodes`` sequences (interpolated; 0 for none)."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        return (1 - w) * self.window(lo, 0).time_s + w * self.window(hi, 0).time_s
+
+    def windows(self, decodes: float, slots: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(time s, steps) of a window of each prompt count in ``prompts`` next to ``decodes`` decodes (interpolated)."""
+        rows = self._rows(decodes, slots, prompts)
+        return rows[0], rows[1]
+
+    def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
+        """The exact windows (nearer grid decode count, next prompt count of :func:`prompt_grid`) whose shape stands for each of ``prompts``."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        grid = hi if w >= 0.5 else lo
+        points = self._exact(grid)[0]
+        nearest = points[np.minimum(np.searchsorted(points, prompts), len(points) - 1)]
+        return [self.window(grid, int(k)) for k in nearest]
+
+
+# ---- queueing formulas --------------------------------------------------------------------------
+def erlang_b(servers: int, offered_load: float) -> float:
+    """Probability that all ``servers`` are busy (Erlang B) at ``offered_load = lambda / mu``; 1 with no server."""
+    blocking = 1.0  # the stable recursion B(k) = a B(k-1) / (k + a B(k-1)), B(0) = 1
+    for k in range(1, servers + 1):
+        blocking = offered_load * blocking / (k + offered_load * blocking)
+    return blocking
+
+
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with ``servers`` and ``offered_load = lambda / mu``."""
+    if offered_load <= 0:
+        return 0.0
+    if offered_load >= servers:
+        return 1.0
+    blocking = erlang_b(servers, offered_load)
+    rho = offered_load / servers
+    return blocking / (1.0 - rho + rho * blocking)
+
+
+def mdc_waiting(arrival_rate_per_s: float, service_s: float, servers: int) -> tuple[float, float]:
+    """(probability of waiting, mean wait s) of an M/D/c queue: Erlang C with Allen-Cunneen's ``(1 + cs^2) / 2 = 1/2``."""
+    offered = arrival_rate_per_s * service_s
+    if offered >= servers:
+        return 1.0, math.inf
+    waits = erlang_c(servers, offered)
+    return waits, 0.5 * waits * service_s / (servers - offered)
+
+
+# ---- discrete distributions ---------------------------------------------------------------------
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a x b)``, correctly rounded: BLAS dot products may round differently with memory
+    alignment, and fixed points and bisections would carry that noise into the plan."""
+    return math.fsum((np.asarray(a) * np.asarray(b)).tolist())
+
+def _compress(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTION_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` support points with the same mean in each quantile bin."""
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    if len(values) <= points:
+        return values, weights
+    cum = np.cumsum(weights)
+    bins = np.minimum((cum - weights / 2) / cum[-1] * points, points - 1).astype(int)
+    mass = np.bincount(bins, weights, points)
+    mean = np.bincount(bins, weights * values, points)
+    keep = mass > 0
+    return mean[keep] / mass[keep], mass[keep]
+
+
+def _add(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distribution of the sum of two independent discrete variables (compressed)."""
+    values = (a[0][:, None] + b[0][None, :]).ravel()
+    weights = (a[1][:, None] * b[1][None, :]).ravel()
+    return _compress(values, weights)
+
+
+def _quantile(dist: tuple[np.ndarray, np.ndarray], q: float) -> float:
+    """The ``q``-quantile (0..1) of a discrete distribution (sorted support): the smallest value with CDF >= q."""
+    values, weights = dist
+    cum = np.cumsum(weights) / math.fsum(weights.tolist())
+    return float(values[min(int(np.searchsorted(cum, q - 1e-12)), len(values) - 1)])
+
+
+def _waiting_dist(probability: float, mean_wait_s: float, points: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """0 with ``1 - probability``, else exponential with mean ``mean_wait_s / probability`` (the M/G/1 tail shape)."""
+    if probability <= 0 or mean_wait_s <= 0:
+        return np.zeros(1), np.ones(1)
+    scale = mean_wait_s / probability
+    q = (np.arange(points) + 0.5) / points
+    values = np.concatenate(([0.0], -scale * np.log1p(-q)))
+    weights = np.concatenate(([1.0 - probability], np.full(points, probability / points)))
+    return values, weights
+
+
+def _uniform_dist(width_s: np.ndarray, weights: np.ndarray, points: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture of uniforms on ``[0, width]`` with the given weights (the residual of the step in progress)."""
+    q = (np.arange(points) + 0.5) / points
+    values = (width_s[:, None] * q[None, :]).ravel()
+    return values, np.repeat(weights / points, points)
+
+
+def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson(mean) on 0..limit, the tail above ``limit`` lumped onto it."""
+    if mean <= 0:
+        return np.zeros(1), np.ones(1)
+    k = np.arange(limit + 1, dtype=float)
+    pmf = np.exp(k * math.log(mean) - mean - _log_factorials(limit))
+    pmf[-1] += max(0.0, 1.0 - math.fsum(pmf.tolist()))
+    return k, pmf
+
+
+@functools.lru_cache(maxsize=None)
+def _log_factorial_table(size: int) -> np.ndarray:
+    return gammaln(np.arange(size, dtype=float) + 1.0)
+
+
+def _log_factorials(limit: int) -> np.ndarray:
+    """``log(k!)`` for k = 0..limit (from a table grown in powers of two)."""
+    size = 1 << max(10, (limit + 1).bit_length())
+    return _log_factorial_table(size)[: limit + 1]
+
+
+def _distribution(dist: tuple[np.ndarray, np.ndarray], mean_s: float) -> LatencyDistribution:
+    return LatencyDistribution(mean_s, *(_quantile(dist, p / 100) for p in PERCENTILES))
+
+
+# ---- the models ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Solution:
+    """The solved mean-value model at one load."""
+
+    tpot_s: float
+    window_s: float  # mean window (the steps that serve one window's arrivals)
+    decodes_seen: float  # decoders a decoding request sees, itself included
+    others_rate_per_s: float  # rate of the other requests' prompts during a decode phase
+
+
+def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson(mean) prompts per window, on a support covering all but a negligible tail."""
+    k, pmf = _poisson_pmf(mean, int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)))
+    return k.astype(int), pmf
+
+
+def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
+    """Smallest fixed point of ``TPOT = E[window time] / E[window steps]``, ``W = E[window time]``; None beyond capacity.
+
+    Prompts arriving during one window (Poisson, mean ``others_rate_per_s x W``) are
+    prefilled in the next, next to ``n = decodes(TPOT)`` decodes. Iterating from below
+    converges monotonically to the smallest fixed point when one exists.
+    """
+    tpot_s = window_s = table.decode_step_s(1.0, slots)
+    if start is not None:
+        tpot_s, window_s = start
+    history: list[tuple[float, float]] = []
+    for _ in range(MAX_ITERATIONS):
+        n = decodes(tpot_s)
+        if not others_rate_per_s * window_s <= MAX_PROMPTS_PER_WINDOW:
+            return None
+        k, pmf = _prompt_counts(others_rate_per_s * window_s)
+        times, steps = table.windows(n, slots, k)
+        mean_time, mean_steps = _dot(pmf, times), _dot(pmf, steps)
+        new_tpot, new_window = mean_time / mean_steps, mean_time
+        if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
+            return _Solution(new_tpot, new_window, n, others_rate_per_s)
+        history.append((new_tpot, new_window))
+        tpot_s, window_s = new_tpot, new_window
+        if len(history) == 3:  # Aitken's delta-squared: the slow mode near capacity converges linearly
+            tpot_s, window_s = _aitken([h[0] for h in history]), _aitken([h[1] for h in history])
+            history.clear()
+    return None
+
+
+def _aitken(x: list[float]) -> float:
+    """Aitken's extrapolation of three iterates of a linearly converging sequence (the last one if it cannot apply)."""
+    d1, d2 = x[1] - x[0], x[2] - x[1]
+    denominator = d2 - d1
+    if denominator == 0 or d1 * d2 <= 0:
+        return x[2]
+    extrapolated = x[2] - d2 * d2 / denominator
+    return extrapolated if extrapolated > 0 else x[2]
+
+
+def _step_distribution(table: StepTable, slots: int, solution: _Solution) -> tuple[np.ndarray, np.ndarray]:
+    """Durations of the steps a decoding request sees (the ITL distribution), weighted by frequency."""
+    k, pmf = _prompt_counts(solution.others_rate_per_s * solution.window_s)
+    times, steps = table.windows(solution.decodes_seen, slots, k)
+    values, weights = [], []
+    for p, t, n, window in zip(pmf, times, steps, table.shapes(solution.decodes_seen, slots, k)):
+        if not window.steps or p <= 0:
+            continue
+        scale = t / window.time_s
+        values.extend(d * scale for d in window.step_s)
+        weights.extend([p * n / window.steps] * window.steps)
+    weights = np.array(weights)
+    return _compress(np.array(values), weights / math.fsum(weights.tolist()))
+
+
+def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[float, float, float]:
+    """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` (Cornish-Fisher to the skewness)."""
+    values, weights = dist
+    weights = weights / math.fsum(weights.tolist())
+    mean = _dot(weights, values)
+    sd = math.sqrt(max(0.0, _dot(weights, (values - mean) ** 2)))
+    if sd == 0.0:
+        return mean, mean, mean
+    skew = _dot(weights, ((values - mean) / sd) ** 3) / math.sqrt(draws)
+    out = []
+    for z in (0.0, 1.2815515655446004, 2.3263478740408408):  # standard normal p50, p90, p99
+        corrected = z + (z * z - 1.0) * skew / 6.0
+        out.append(max(float(values.min()), min(float(values.max()), mean + corrected * sd / math.sqrt(draws))))
+    return out[0], out[1], out[2]
+
+
+def _tpot_itl(table: StepTable, slots: int, solution: _Solution, output_tokens: int) -> tuple[LatencyDistribution, LatencyDistribution]:
+    """Per-request TPOT (mean of its ``O - 1`` step times) and ITL (one step time) distributions."""
+    steps = output_tokens - 1
+    if steps <= 0:
+        zero = LatencyDistribution(0.0, 0.0, 0.0, 0.0)
+        return zero, zero
+    itl = _step_distribution(table, slots, solution)
+    return LatencyDistribution(solution.tpot_s, *_mean_of_draws_quantiles(itl, steps)), _distribution(itl, solution.tpot_s)
+
+
+def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Distribution and mean of the time from a window's start to a prompt's first token.
+
+    The prompt shares its window with Poisson(``companions_mean``) others (FCFS, uniform position).
+    """
+    k, pmf = _prompt_counts(companions_mean)
+    k = k + 1
+    times, _ = table.windows(decodes, slots, k)
+    values, weights, mean = [], [], 0.0
+    for p, t, count, window in zip(pmf, times, k, table.shapes(decodes, slots, k)):
+        scale = t / window.time_s
+        finish = np.asarray(window.finish_s) * scale
+        values.append(finish)
+        weights.append(np.full(len(finish), p / len(finish)))
+        mean += p * math.fsum(finish.tolist()) / len(finish)
+    return _compress(np.concatenate(values), np.concatenate(weights)), mean
+
+
+def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable | None = None, *,
+              capacity_per_s: float | None = None) -> SteadyState:
+    """Steady state of one replica of ``config`` (max-num-seqs ``config.batch``) under Poisson arrivals.
+
+    ``request_rate_per_s`` > 0 is the replica's own arrival rate; ``capacity_per_s`` (computed
+    when not given) only sets the reported utilization. Beyond capacity the result has
+    ``stable=False`` and infinite latencies.
+    """
+    if request_rate_per_s <= 0:
+        raise ValueError("request_rate_per_s must be positive")
+    table = table or StepTable(config)
+    rate, slots, steps = request_rate_per_s, config.batch, config.output_tokens - 1
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+    solution = _open_solution(table, rate, slots, steps)
+    if solution is None:
+        return _unstable("open_loop", rate, None, capacity, config.output_tokens)
+    # An arrival finds rate x (O - 1) x TPOT decoders (Poisson arrivals see time averages) and a
+    # window in progress, length-biased; it is prefilled in the next window with the prompts
+    # that arrived during the same one.
+    found = min(float(slots), rate * steps * solution.tpot_s)
+    # The windows an arrival sees hold the decoders it finds (not counting itself): solve their
+    # length again at that count (at low load mostly idle, zero-length windows).
+    arrival = _decode_run(table, slots, rate, lambda t: found) or solution
+    k, pmf = _prompt_counts(rate * arrival.window_s)
+    times, _ = table.windows(found, slots, k)
+    busy_s = _dot(pmf, times)
+    biased_s = _dot(pmf, times**2) / busy_s if busy_s > 0 else 0.0
+    residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
+    first, first_mean_s = _first_token(table, slots, found, rate * biased_s)
+    slot_p, slot_wait_s = mdc_waiting(rate, biased_s / 2 + first_mean_s + steps * solution.tpot_s, slots)
+    if slot_p >= 1.0:
+        return _unstable("open_loop", rate, None, capacity, config.output_tokens)
+    ttft = _add(_add(residual, first), _waiting_dist(slot_p, slot_wait_s))
+    ttft_mean_s = biased_s / 2 + first_mean_s + slot_wait_s
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
+    return SteadyState(
+        mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
+        utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
+        e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+    )
+
+
+def _open_solution(table: StepTable, rate: float, slots: int, steps: int, start: tuple[float, float] | None = None) -> _Solution | None:
+    """The open loop's fixed point at ``rate``.
+
+    Every prompt is prefilled next to the requests decoding at that moment, but a prompt that
+    finds all the other ``slots - 1`` sequence slots held waits for one to free, and then runs
+    next to the other ``slots - 1`` only: a decoding request sees the prompts at ``rate x (1 -
+    P(others full) / slots)`` (Erlang B over the other slots; none at all with a single slot).
+    The slot occupancy needs TPOT: two passes.
+    """
+    solution, tpot_s = None, table.decode_step_s(1.0, slots)
+    for _ in range(2):
+        held = rate * (table.window(0, 1).time_s + steps * tpot_s)
+        interleaved = rate * (1.0 - erlang_b(slots - 1, held * (slots - 1) / slots) / slots)
+        solution = _decode_run(table, slots, interleaved, lambda t: min(float(slots), 1.0 + rate * steps * t), start)
+        if solution is None:
+            return None
+        tpot_s, start = solution.tpot_s, (solution.tpot_s, solution.window_s)
+    return solution
+
+
+def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, first_s: float) -> tuple[float, _Solution]:
+    """TPOT of ``running`` requests cycling through the slots with zero think time, and its solution.
+
+    Given TPOT ``t``, the response-time law gives the throughput ``X = running / (first + (O - 1) t)``,
+    the others' prompts arrive at ``X (running - 1) / running`` and ``1 + (running - 1) (O - 1) t / E2E``
+    sequences decode; the windows then give a TPOT ``T(t)``. ``T(t) - t`` is positive at a
+    lone decode step and negative for large ``t`` (no arrivals), so the root is bracketed and
+    found by the Illinois variant of regula falsi.
+    """
+    last: list[_Solution] = []  # a nearby solution to start the window iteration from
+
+    def residual(t: float) -> tuple[float, _Solution | None]:
+        service = first_s + steps * t
+        others = running / service * (running - 1) / running
+        n = 1.0 + (running - 1) * steps * t / service
+        solution = _decode_run(table, slots, others, lambda _: n, (last[0].tpot_s, last[0].window_s) if last else None)
+        if solution is None:
+            return math.inf, None
+        last[:] = [solution]
+        return solution.tpot_s - t, solution
+
+    low = table.decode_step_s(1.0, slots)
+    f_low, sol_low = residual(low)
+    if f_low <= 0.0:  # a single user: no one else's prompts, its own decode step
+        return sol_low.tpot_s, sol_low
+    high = 2.0 * max(low, table.decode_step_s(float(running), slots))
+    f_high, sol_high = residual(high)
+    while f_high > 0.0:
+        low, f_low, sol_low = high, f_high, sol_high
+        high *= 2.0
+        f_high, sol_high = residual(high)
+    side = 0
+    for _ in range(MAX_ITERATIONS):
+        if math.isinf(f_low):
+            mid = (low + high) / 2
+        else:
+            mid = high - f_high * (high - low) / (f_high - f_low)
+        f_mid, sol_mid = residual(mid)
+        if sol_mid is not None and abs(f_mid) <= CONVERGENCE * mid or high - low <= CONVERGENCE * high:
+            break
+        if f_mid > 0.0:
+            low, f_low, sol_low = mid, f_mid, sol_mid
+            if side == -1 and not math.isinf(f_high):
+                f_high /= 2
+            side = -1
+        else:
+            high, f_high, sol_high = mid, f_mid, sol_mid
+            if side == 1 and not math.isinf(f_low):
+                f_low /= 2
+            side = 1
+    if sol_mid is None:
+        mid, sol_mid = high, sol_high
+    return sol_mid.tpot_s, sol_mid
+
+
+def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable | None = None, *,
+                capacity_per_s: float | None = None) -> SteadyState:
+    """Steady state of one replica of ``config`` serving ``concurrent_users`` users with zero think time.
+
+    The interactive response-time law ``X = U / E2E`` is solved self-consistently;
+    ``min(U, config.batch)`` requests hold sequence slots, the others wait ``(U - B) / X`` for
+    one. A request arrives when its user's previous one finishes, at a step boundary, so it
+    waits for no step in progress; it is prefilled in the next step with the requests of the
+    users whose answers finished in the same step. ``capacity_per_s`` (computed when not
+    given) only sets the reported utilization.
+    """
+    if concurrent_users < 1:
+        raise ValueError("concurrent_users must be at least 1")
+    table = table or StepTable(config)
+    users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
+    running = min(users, slots)
+    first_mean_s = table.window(0, 1).time_s
+    for _ in range(CLOSED_LOOP_ROUNDS):  # the first-token time depends weakly on TPOT: a few rounds
+        tpot_s, solution = _closed_loop_tpot(table, slots, running, steps, first_mean_s)
+        service_s = first_mean_s + steps * tpot_s
+        others = running / service_s * (running - 1) / running
+        decoding = steps * tpot_s / service_s
+        k, pmf = _prompt_counts(others * tpot_s)
+        new_first_s = _dot(pmf, table.first_token_mean_s((running - 1) * decoding, slots, k + 1))
+        done = abs(new_first_s - first_mean_s) <= CONVERGENCE * new_first_s
+        first_mean_s = new_first_s
+        if done:
+            break
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+    first, first_mean_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
+    throughput = running / (first_mean_s + steps * tpot_s)
+    slot_wait_s = (users - running) / throughput
+    ttft_mean_s = first_mean_s + slot_wait_s
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
+    return SteadyState(
+        mode="closed_loop", stable=True, request_rate_per_s=throughput, concurrent_users=float(users),
+        utilization=throughput / capacity if capacity > 0 else math.nan,
+        ttft=_distribution((first[0] + slot_wait_s, first[1]), ttft_mean_s), tpot=tpot,
+        itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+    )
+
+
+def _unstable(mode: str, rate: float, users: float | None, capacity: float, output_tokens: int) -> SteadyState:
+    return SteadyState(mode=mode, stable=False, request_rate_per_s=rate, concurrent_users=users,
+                       utilization=rate / capacity if capacity > 0 else math.nan, ttft=UNSTABLE, tpot=UNSTABLE, itl=UNSTABLE,
+                       e2e_mean_s=math.inf, decode_sequences=math.nan, output_tokens=output_tokens)
+
+
+def _saturation(table: StepTable, slots: int, steps: int) -> float:
+    """The rate (requests/s) at which prompt windows grow without bound.
+
+    Far into a long window every extra prompt adds ``s(n)`` seconds and ``sigma(n)`` steps
+    (the slopes of :meth:`StepTable.windows`), so ``W = a + rate x W x s(n)`` diverges at
+    ``rate = 1 / s(n)``; there the decoders ``n = 1 + rate (O - 1) TPOT`` see steps of
+    ``TPOT = s(n) / sigma(n)``, i.e. ``n = 1 + (O - 1) / sigma(n)`` (at most ``slots``).
+    """
+    n = 1.0
+    for _ in range(MAX_ITERATIONS):
+        lo, hi, _ = table._neighbours(n, slots)
+        probe = np.array([2, 3]) * max(table.linear_from_prompts(lo), table.linear_from_prompts(hi))
+        times, steps_ = table.windows(n, slots, probe)
+        per_prompt_s, per_prompt_steps = (times[1] - times[0]) / probe[0], (steps_[1] - steps_[0]) / probe[0]
+        new = min(float(slots), 1.0 + steps / per_prompt_steps)
+        if abs(new - n) <= CONVERGENCE * new:
+            break
+        n = new
+    return 1.0 / per_prompt_s
+
+
+def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
+    """Largest sustainable open-loop arrival rate (requests/s) of one replica of ``config``.
+
+    The smaller of two limits: the rate at which prompt work saturates the steps
+    (:func:`_saturation`) and the rate at which the ``config.batch`` sequence slots fill
+    (``rate x (first token + (O - 1) TPOT) = slots``, solved with the model's TPOT at that rate).
+    """
+    table = table or StepTable(config)
+    slots, steps = config.batch, config.output_tokens - 1
+
+    best: list[_Solution] = []  # the solution at the largest rate known to be stable: a start from below
+
+    def excess(rate: float) -> float:
+        """Slot occupancy at ``rate`` minus the slots (inf when no steady state exists)."""
+        start = (best[0].tpot_s, best[0].window_s) if best else None
+        solution = _open_solution(table, rate, slots, steps, start)
+        if solution is None:
+            return math.inf
+        found = min(float(slots), rate * steps * solution.tpot_s)
+        first_s = float(table.windows(found, slots, np.array([1]))[0][0])
+        value = rate * (first_s + steps * solution.tpot_s) - slots * STABILITY_LIMIT
+        if value < 0:
+            best[:] = [solution]
+        return value
+
+    high = _saturation(table, slots, steps) * STABILITY_LIMIT
+    f_high = excess(high)
+    if f_high < 0:
+        return high
+    # Occupancy grows with the rate: regula falsi (Illinois) from below, bisection while the
+    # upper end has no steady state.
+    low, f_low, side = 0.0, -slots * STABILITY_LIMIT, 0
+    while high - low > CAPACITY_TOLERANCE * high:
+        mid = (low + high) / 2 if math.isinf(f_high) else high - f_high * (high - low) / (f_high - f_low)
+        mid = min(max(mid, low + 0.01 * (high - low)), high - 0.01 * (high - low))  # keep strictly inside
+        f_mid = excess(mid)
+        if f_mid < 0:
+            low, f_low = mid, f_mid
+            if side == -1 and not math.isinf(f_high):
+                f_high /= 2
+            side = -1
+        else:
+            high, f_high = mid, f_mid
+            if side == 1:
+                f_low /= 2
+            side = 1
+        if -CAPACITY_TOLERANCE * slots <= f_mid < 0:  # the slots are within tolerance of full
+            break
+    return low
+
+
+def _within(state: SteadyState, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None) -> bool:
+    """Whether ``state`` is stable and meets both limits at ``percentile`` (None: no limit)."""
+    return state.stable and (ttft_limit_s is None or state.ttft.at(percentile) <= ttft_limit_s) and \
+        (tpot_limit_s is None or state.tpot.at(percentile) <= tpot_limit_s)
+
+
+def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, *,
+                    target_utilization: float = DEFAULT_TARGET_UTILIZATION, table: StepTable | None = None,
+                    capacity_per_s: float | None = None) -> float:
+    """Largest open-loop rate (requests/s) one replica takes at ``target_utilization`` of capacity with the SLOs met.
+
+    The limits apply to the ``percentile`` (50, 90 or 99) of TTFT and per-request TPOT; None is
+    no limit. Returns 0.0 when even a vanishing load misses a limit. Latency grows with load,
+    so the largest rate is found by bisection (to :data:`CAPACITY_TOLERANCE`).
+    """
+    table = table or StepTable(config)
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+    high = target_utilization * capacity
+    if high <= 0:
+        return 0.0
+
+    def meets(rate: float) -> bool:
+        return _within(open_loop(config, rate, table, capacity_per_s=capacity), percentile, ttft_limit_s, tpot_limit_s)
+
+    if meets(high):
+        return high
+    low = 0.0
+    if not meets(high * CAPACITY_TOLERANCE):
+        return 0.0
+    while high - low > CAPACITY_TOLERANCE * high:
+        mid = (low + high) / 2
+        if meets(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def max_users_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, users_cap: int, *,
+                     table: StepTable | None = None) -> int:
+    """Most closed-loop users (at most ``users_cap``) one replica serves with the SLOs met at ``percentile``; 0 when one user already misses.
+
+    No utilization bound applies: users with zero think time wait for their answers, so a
+    closed loop cannot push a replica past its capacity (its latency grows instead, which the
+    SLOs bound). Latency grows with users, so the largest count is found by bisection.
+    """
+    table = table or StepTable(config)
+
+    def meets(users: int) -> bool:
+        return _within(closed_loop(config, users, table, capacity_per_s=0.0), percentile, ttft_limit_s, tpot_limit_s)
+
+    if meets(users_cap):
+        return users_cap
+    low, high = 0, users_cap  # meets(low) (vacuously for 0), not meets(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if meets(mid):
+            low = mid
+        else:
+            high = mid
+    return low

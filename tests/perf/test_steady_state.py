@@ -1,0 +1,184 @@
+"""The steady-state serving model (:mod:`guide_opt.perf.steady_state`).
+
+Expected values come from outside the model: the static estimate of a single request (what a
+server with no other work does), closed forms of queueing theory (M/D/1, Erlang C), and the
+discrete-event simulator (an independent implementation of the same engine rules).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guide_opt.perf import estimate
+from guide_opt.perf import steady_state as ss
+from guide_opt.simulate import FixedLengths, HistogramLengths, Workload, simulate
+
+
+@pytest.fixture(scope="module")
+def chat(catalog):
+    """Llama-3.1-8B on one H100 with vLLM, 1024 prompt / 256 output tokens, max-num-seqs 256."""
+    from guide_opt.perf import ServingConfig
+
+    return ServingConfig(llm=catalog.llms["llama-3.1-8b"], gpu=catalog.gpus["h100-sxm"], framework=catalog.frameworks["vllm"],
+                         quantization=catalog.quantization("bf16"), batch=256, input_tokens=1024, output_tokens=256)
+
+
+@pytest.fixture(scope="module")
+def chat_table(chat):
+    return ss.StepTable(chat)
+
+
+def _single_request(config):
+    """The static estimate of one request alone: its prefill, then its decode steps."""
+    import dataclasses
+
+    return estimate(dataclasses.replace(config, batch=1))
+
+
+# ---- reductions to one request ------------------------------------------------------------------
+def test_vanishing_open_loop_load_is_one_request_alone(chat, chat_table):
+    # With arrivals 1000 s apart every request finds an idle server: its TTFT is its own
+    # prefill and its TPOT a decode step of one sequence -- the static estimate at batch 1.
+    alone = _single_request(chat)
+    state = ss.open_loop(chat, 1e-3, chat_table)
+    assert state.stable
+    assert state.ttft.mean_s == pytest.approx(alone.ttft_s, rel=1e-3)
+    assert state.tpot.mean_s == pytest.approx(alone.tpot_s, rel=1e-3)
+    assert state.e2e_mean_s == pytest.approx(alone.batch_latency_s, rel=1e-3)
+
+
+def test_closed_loop_of_one_user_is_one_request_end_to_end(chat, chat_table):
+    # One user with zero think time sends the next request when the last finishes: every
+    # request runs alone, so E2E is the single-request latency and throughput its inverse,
+    # with no spread at all.
+    alone = _single_request(chat)
+    state = ss.closed_loop(chat, 1, chat_table)
+    assert state.e2e_mean_s == pytest.approx(alone.batch_latency_s, rel=1e-9)
+    assert state.ttft.mean_s == pytest.approx(alone.ttft_s, rel=1e-9)
+    assert state.request_rate_per_s == pytest.approx(1.0 / alone.batch_latency_s, rel=1e-9)
+    assert state.ttft.p50_s == state.ttft.p99_s == pytest.approx(alone.ttft_s, rel=1e-9)
+    assert state.tpot.p50_s == state.tpot.p99_s == pytest.approx(alone.tpot_s, rel=1e-9)
+
+
+# ---- queueing closed forms ----------------------------------------------------------------------
+def test_single_server_wait_is_the_md1_closed_form():
+    # M/D/1 (Pollaczek-Khinchine): Wq = rho s / (2 (1 - rho)); rho = 0.5, s = 1 s -> 0.5 s,
+    # and an arrival waits with probability rho.
+    probability, wait_s = ss.mdc_waiting(0.5, 1.0, 1)
+    assert probability == pytest.approx(0.5)
+    assert wait_s == pytest.approx(0.5)
+    # rho = 0.9, s = 2 s: 0.9 x 2 / (2 x 0.1) = 9 s.
+    assert ss.mdc_waiting(0.45, 2.0, 1)[1] == pytest.approx(9.0)
+
+
+def test_erlang_c_by_hand():
+    # c = 2 servers, offered load a = 1: C = (a^2/2! x 2/(2-1)) / (1 + a + a^2/2! x 2/(2-1)) = 1/3.
+    assert ss.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert ss.erlang_c(1, 0.7) == pytest.approx(0.7)  # one server: P(wait) = rho
+    assert ss.erlang_c(3, 3.0) == 1.0 and ss.erlang_c(3, 0.0) == 0.0
+
+
+# ---- agreement with the simulator ---------------------------------------------------------------
+def _steady_records(result, warmup_fraction=0.1):
+    """TTFT and TPOT arrays of the requests after the warm-up (the first 10% by arrival)."""
+    r = result.requests
+    keep = np.argsort(r.arrival_s)[int(len(r.arrival_s) * warmup_fraction):]
+    return r.ttft_s[keep], r.tpot_s[keep]
+
+
+def test_open_loop_agrees_with_the_simulator(chat, chat_table):
+    capacity = ss.capacity_request_rate_per_s(chat, chat_table)
+    rate = 0.5 * capacity
+    state = ss.open_loop(chat, rate, chat_table)
+    sim = simulate(chat, Workload.open_loop(FixedLengths(1024, 256), rate), max_num_seqs=256, num_requests=1500, seed=3)
+    ttft, tpot = _steady_records(sim)
+    assert state.ttft.mean_s == pytest.approx(ttft.mean(), rel=0.10)
+    assert state.tpot.mean_s == pytest.approx(tpot.mean(), rel=0.10)
+    assert state.ttft.p90_s == pytest.approx(np.percentile(ttft, 90), rel=0.20)
+    assert state.tpot.p90_s == pytest.approx(np.percentile(tpot, 90), rel=0.20)
+
+
+def test_closed_loop_agrees_with_the_simulator(chat, chat_table):
+    # Output lengths spread around 256 so that the users do not stay in lock-step (equal
+    # lengths keep a closed loop synchronized forever, a burst repeated, not a steady state).
+    lengths = HistogramLengths(((1024, 1),), tuple((round(256 * x), 1) for x in (0.53, 0.77, 1.0, 1.19, 1.51)))
+    mean_output = round(lengths.mean_output_tokens)
+    import dataclasses
+
+    config = dataclasses.replace(chat, output_tokens=mean_output)
+    state = ss.closed_loop(config, 32)
+    sim = simulate(chat, Workload.closed_loop(lengths, 32), max_num_seqs=256, num_requests=1500, seed=1)
+    ttft, tpot = _steady_records(sim)
+    assert state.tpot.mean_s == pytest.approx(tpot.mean(), rel=0.10)
+    assert state.ttft.mean_s == pytest.approx(ttft.mean(), rel=0.15)
+    assert state.request_rate_per_s == pytest.approx(sim.request_throughput_per_s, rel=0.10)
+
+
+# ---- load ---------------------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None)
+@given(low=st.floats(0.02, 0.9), step=st.floats(0.01, 0.09))
+def test_latency_grows_with_the_arrival_rate(chat, chat_table, low, step):
+    capacity = ss.capacity_request_rate_per_s(chat, chat_table)
+    a = ss.open_loop(chat, low * capacity, chat_table, capacity_per_s=capacity)
+    b = ss.open_loop(chat, (low + step) * capacity, chat_table, capacity_per_s=capacity)
+    assert a.stable and b.stable
+    assert b.ttft.mean_s >= a.ttft.mean_s * (1 - 1e-6)
+    assert b.tpot.mean_s >= a.tpot.mean_s * (1 - 1e-6)
+    assert b.utilization > a.utilization
+
+
+@settings(max_examples=8, deadline=None)
+@given(users=st.integers(1, 200))
+def test_more_users_mean_more_throughput_and_slower_tokens(chat, chat_table, users):
+    a, b = ss.closed_loop(chat, users, chat_table, capacity_per_s=0.0), ss.closed_loop(chat, users + 8, chat_table, capacity_per_s=0.0)
+    assert b.request_rate_per_s >= a.request_rate_per_s * (1 - 1e-6)
+    assert b.tpot.mean_s >= a.tpot.mean_s * (1 - 1e-6)
+
+
+def test_beyond_capacity_is_unstable(chat, chat_table):
+    capacity = ss.capacity_request_rate_per_s(chat, chat_table)
+    assert ss.open_loop(chat, 0.95 * capacity, chat_table, capacity_per_s=capacity).stable
+    over = ss.open_loop(chat, 1.1 * capacity, chat_table, capacity_per_s=capacity)
+    assert not over.stable and math.isinf(over.ttft.mean_s)
+
+
+def test_the_simulator_overloads_beyond_the_capacity(chat, chat_table):
+    # Above capacity the simulator's queue grows: late requests wait far longer than early ones.
+    capacity = ss.capacity_request_rate_per_s(chat, chat_table)
+    sim = simulate(chat, Workload.open_loop(FixedLengths(1024, 256), 1.3 * capacity), max_num_seqs=256, num_requests=1200, seed=0)
+    ttft = sim.requests.ttft_s[np.argsort(sim.requests.arrival_s)]
+    assert np.mean(ttft[-200:]) > 5 * np.mean(ttft[:200])
+
+
+def test_max_rate_within_meets_the_slo_and_the_target(chat, chat_table):
+    capacity = ss.capacity_request_rate_per_s(chat, chat_table)
+    rate = ss.max_rate_within(chat, 90, 0.5, 0.015, target_utilization=0.8, table=chat_table, capacity_per_s=capacity)
+    assert 0 < rate <= 0.8 * capacity
+    at = ss.open_loop(chat, rate, chat_table, capacity_per_s=capacity)
+    assert at.tpot.p90_s <= 0.015 and at.ttft.p90_s <= 0.5
+    beyond = ss.open_loop(chat, rate * 1.05, chat_table, capacity_per_s=capacity)
+    assert beyond.tpot.p90_s > 0.015 or rate * 1.05 > 0.8 * capacity
+    # A TPOT target below a lone decode step cannot be met at any load.
+    assert ss.max_rate_within(chat, 50, None, 0.5 * _single_request(chat).tpot_s, table=chat_table, capacity_per_s=capacity) == 0.0
+
+
+def test_max_users_within_meets_the_slo(chat, chat_table):
+    users = ss.max_users_within(chat, 50, None, 0.012, 500, table=chat_table)
+    assert 1 <= users < 500
+    assert ss.closed_loop(chat, users, chat_table, capacity_per_s=0.0).tpot.p50_s <= 0.012
+    assert ss.closed_loop(chat, users + 1, chat_table, capacity_per_s=0.0).tpot.p50_s > 0.012
+
+
+def test_a_shared_table_gives_the_same_answer(chat):
+    # The planner builds one table per shape for all its max-num-seqs; a fresh table must agree.
+    import dataclasses
+
+    small = dataclasses.replace(chat, batch=32)
+    shared = ss.StepTable(chat)
+    ss.open_loop(chat, 3.0, shared)  # fill the shared table at other decode counts first
+    assert ss.open_loop(small, 3.0, shared).ttft.mean_s == pytest.approx(ss.open_loop(small, 3.0).ttft.mean_s, rel=1e-12)
