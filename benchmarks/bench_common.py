@@ -42,3 +42,19 @@ def replace_results_section(heading: str, body: str) -> None:
     if not pattern.search(text):
         raise SystemExit(f"{RESULTS} has no '{heading}' heading")
     RESULTS.write_text(pattern.sub(lambda m: m.group(1) + "\n" + body.strip("\n") + "\n\n", text, count=1))
+
+
+def replace_results_subsection(section: str, heading: str, body: str) -> None:
+    """Replace (or append to ``section``, creating it at the end if missing) the ``### `` subsection ``heading`` of RESULTS.md."""
+    text = RESULTS.read_text()
+    if not re.search(rf"^{re.escape(section)}$", text, re.M):
+        text = text.rstrip("\n") + f"\n\n{section}\n"
+    pattern = re.compile(rf"^({re.escape(heading)}\n)(.*?)(?=^### |^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: m.group(1) + "\n" + body.strip("\n") + "\n\n", text, count=1)
+    else:
+        start = re.search(rf"^{re.escape(section)}$", text, re.M).end()
+        nxt = re.compile(r"^## ", re.M).search(text, start)
+        end = nxt.start() if nxt else len(text)
+        text = text[:end].rstrip("\n") + f"\n\n{heading}\n\n" + body.strip("\n") + "\n\n" + text[end:]
+    RESULTS.write_text(text.rstrip("\n") + "\n")

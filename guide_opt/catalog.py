@@ -21,6 +21,7 @@ from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.frameworks import FrameworkProfile
 from guide_opt.hardware import GpuSpec
+from guide_opt.kernel_profile import KernelProfile
 from guide_opt.limits import MAX_ARCH_SIZE, check_yaml_node_size, read_text_file
 from guide_opt.llm import LlmSpec
 from guide_opt.prices import PriceTable
@@ -161,6 +162,26 @@ def _lookup(table: dict[str, SpecT], item_id: str, field: str, kind: str) -> Spe
         raise unknown_id_error(field, item_id, list(table), kind) from None
 
 
+def kernel_profile_for(gpu: GpuSpec, profiles: dict[str, KernelProfile]) -> KernelProfile | None:
+    """The kernel curves ``gpu`` gets: its own measured profile, else ``generic-<link kind>``, else ``generic-nvlink``
+    (a GPU fabric such as XGMI is closer to NVLink than to PCIe), else None."""
+    for key in (gpu.id, f"generic-{gpu.link_kind}", "generic-nvlink"):
+        profile = profiles.get(key)
+        if profile is not None and (key != gpu.id or profile.scope == "gpu"):
+            return profile
+    return None
+
+
+def attach_kernel_profiles(gpus: dict[str, GpuSpec], profiles: dict[str, KernelProfile]) -> dict[str, GpuSpec]:
+    """``gpus`` with :attr:`GpuSpec.kernels` set from ``hardware_db/kernels`` (a GPU's inline curves are kept)."""
+    for profile in profiles.values():
+        if profile.scope == "gpu" and profile.id not in gpus:
+            raise InputError(f"kernels/{profile.id}.yaml: id", f"no GPU '{profile.id}' in hardware_db/gpus", "name the file after a GPU id or set scope: generic")
+        if profile.scope == "generic" and not profile.id.startswith("generic-"):
+            raise InputError(f"kernels/{profile.id}.yaml: id", "a generic profile must be named generic-<link kind>", "rename it")
+    return {gid: g if g.kernels is not None else g.model_copy(update={"kernels": kernel_profile_for(g, profiles)}) for gid, g in gpus.items()}
+
+
 def load_catalog_from(root: Path) -> Catalog:
     """Load and validate a ``hardware_db``-shaped folder at ``root``."""
     quant_file = root / "quantizations.yaml"
@@ -175,7 +196,7 @@ def load_catalog_from(root: Path) -> Catalog:
             raise validation_error_to_input_error(f"{quant_file}[{i}]", exc) from None
         quantizations[spec.id] = spec
     catalog = Catalog(
-        gpus=_load_folder(root / "gpus", GpuSpec),
+        gpus=attach_kernel_profiles(_load_folder(root / "gpus", GpuSpec), _load_folder(root / "kernels", KernelProfile)),
         llms=_load_folder(root / "llms", LlmSpec),
         frameworks=_load_folder(root / "frameworks", FrameworkProfile),
         quantizations=quantizations,

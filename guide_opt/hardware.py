@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from guide_opt.kernel_profile import KernelProfile
+
 GIB_BYTES = 2**30
 GB_BYTES = 10**9
 TERA = 10**12
@@ -37,6 +39,8 @@ class GpuSpec(BaseModel):
     GPUs without bf16 (V100, T4; see ``supports_bf16``). Missing low-precision peaks (``None``)
     mean the GPU has no such tensor-core path and quantizations needing it are unavailable.
     ``link_*`` describe the intra-node GPU-to-GPU link per GPU and per direction.
+    ``kernels`` holds the fitted kernel-efficiency curves; the catalog attaches them from
+    ``hardware_db/kernels/`` (see :func:`guide_opt.catalog.kernel_profile_for` for which file a GPU gets).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,6 +61,7 @@ class GpuSpec(BaseModel):
     link_latency_us: PositiveFloat
     gpus_per_node: PositiveInt
     sources: dict[str, str]
+    kernels: KernelProfile | None = None
 
     @model_validator(mode="after")
     def _every_figure_has_a_source(self) -> "GpuSpec":

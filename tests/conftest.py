@@ -41,6 +41,13 @@ def need(catalog: Catalog) -> Callable[[str, str], object]:
 
 
 @pytest.fixture(scope="session")
+def flat_gpu(catalog: Catalog) -> Callable[[str], GpuSpec]:
+    """``flat_gpu(id)``: the catalog GPU without kernel curves, so the engine factors alone set the
+    achieved fractions (the form in which per-operator rooflines are computed by hand)."""
+    return lambda gpu_id: require(catalog, "gpus", gpu_id).model_copy(update={"kernels": None})
+
+
+@pytest.fixture(scope="session")
 def make_config(catalog: Catalog) -> Callable[..., ServingConfig]:
     """Factory: ``make_config(llm="llama-2-7b", gpu="a100-80gb-sxm", framework="vllm", quantization="bf16", **fields)``.
 

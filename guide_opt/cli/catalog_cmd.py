@@ -23,7 +23,7 @@ def hardware_list(price_table: str, output_format: str) -> None:
     prices = catalog.price_table(price_table, field="--price-table").usd_per_gpu_hour()
     gpus = sorted(catalog.gpus.values(), key=lambda g: g.id)
     if output_format == "json":
-        echo_json([g.model_dump() | {"usd_per_gpu_hour": prices.get(g.id)} for g in gpus])
+        echo_json([g.model_dump(exclude={"kernels"}) | {"usd_per_gpu_hour": prices.get(g.id)} for g in gpus])
         return
     rows = [[g.id, fmt_number(g.memory_gib), fmt_number(g.hbm_bandwidth_gbps), fmt_number(g.bf16_dense_tflops),
              fmt_number(g.fp8_dense_tflops), f"{g.link_kind} {fmt_number(g.link_bandwidth_gbps)}", str(g.gpus_per_node),

@@ -1,0 +1,140 @@
+"""Fitting kernel curves: known parameters are recovered from synthetic tables; files and scores are complete."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guide_opt.catalog import attach_kernel_profiles, load_spec
+from guide_opt.errors import InputError
+from guide_opt.kernel_profile import KernelProfile
+from guide_opt.validation.kernel_fit import fit_all, read_table
+
+#: The engine behind the synthetic tables (what the fit must find).
+TRUE_GEMM = {"peak_fraction": 0.75, "half": 50.0, "bandwidth_fraction": 0.8, "latency_us": 4.0}
+TRUE_ATTENTION = {"peak_fraction": 0.6, "half": 1500.0, "bandwidth_fraction": 0.85, "latency_us": 12.0, "per_sequence_us": 0.1}
+TRUE_ALL_REDUCE = {2: (8.0, 0.5), 4: (12.0, 0.6), 8: (20.0, 0.7)}  # latency us, bus-bandwidth fraction
+
+
+def _gemm_ms(gpu, m: int, n: int, k: int) -> float:
+    """bf16 GEMM time by the curve's formula: max(compute, latency + bytes / rate)."""
+    t = TRUE_GEMM
+    compute = 2 * m * n * k / (gpu.bf16_dense_tflops * 1e12 * t["peak_fraction"] * m / (m + t["half"]))
+    memory = t["latency_us"] * 1e-6 + (n * k + m * (n + k)) * 2 / (gpu.hbm_bandwidth_gbps * 1e9 * t["bandwidth_fraction"])
+    return max(compute, memory) * 1e3
+
+
+def _attention_ms(gpu, batch: int, size: float, flops: float, bytes_moved: float) -> float:
+    t = TRUE_ATTENTION
+    compute = flops / (gpu.bf16_dense_tflops * 1e12 * t["peak_fraction"] * size / (size + t["half"]))
+    memory = (t["latency_us"] + t["per_sequence_us"] * batch) * 1e-6 + bytes_moved / (gpu.hbm_bandwidth_gbps * 1e9 * t["bandwidth_fraction"])
+    return max(compute, memory) * 1e3
+
+
+def _write(path: Path, header: list[str], rows: list[list]) -> None:
+    with gzip.open(path, "wt", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(header)
+        out.writerows(rows)
+
+
+def write_tables(root: Path, catalog) -> Path:
+    """A two-GPU aiconfigurator-shaped folder generated from the TRUE_* curves (constant columns in INDEX.csv)."""
+    index = [["gpu", "table", "version", "rows", "constant_columns"]]
+    for data_gpu, gpu_id in (("h100_sxm", "h100-sxm"), ("b200_sxm", "b200")):
+        gpu = catalog.gpu(gpu_id)
+        folder = root / data_gpu
+        folder.mkdir(parents=True)
+        gemm = [["bfloat16", m, n, k, _gemm_ms(gpu, m, n, k)] for m in (1, 8, 32, 128, 512, 2048, 8192) for n in (1024, 4096) for k in (1024, 8192)]
+        _write(folder / "gemm.csv.gz", ["gemm_dtype", "m", "n", "k", "latency"], gemm)
+        h, kv, d = 32, 8, 128
+        prefill = [[b, s, h, kv, _attention_ms(gpu, b, s + 1, 4 * b * h * d * s * (s + 1) / 2, b * s * (2 * h * d * 2 + 2 * kv * d * 2))]
+                   for b in (1, 4) for s in (16, 256, 2048, 8192)]
+        _write(folder / "context_attention.csv.gz", ["batch_size", "isl", "num_heads", "num_key_value_heads", "latency"], prefill)
+        decode = [[b, h, kv, c, _attention_ms(gpu, b, 2 * c, 4 * b * h * d * c, b * c * 2 * kv * d * 2 + b * 2 * h * d * 2)]
+                  for b in (1, 16, 64) for c in (128, 1024, 8192)]
+        _write(folder / "generation_attention.csv.gz", ["batch_size", "num_heads", "num_key_value_heads", "step", "latency"], decode)
+        nccl = []
+        for n, (lat_us, frac) in TRUE_ALL_REDUCE.items():
+            for elements in (256, 65536, 16777216):
+                nccl.append(["all_reduce", "half", n, elements, (lat_us * 1e-6 + 2 * (n - 1) / n * 2 * elements / (frac * gpu.link_bandwidth_gbps * 1e9)) * 1e3])
+        _write(folder / "nccl.csv.gz", ["op_name", "nccl_dtype", "num_gpus", "message_size", "latency"], nccl)
+        index += [[data_gpu, "gemm", "9.9", len(gemm), "kernel_source=torch; op_name=gemm"],
+                  [data_gpu, "context_attention", "9.9", len(prefill), "kernel_source=fa; head_dim=128; kv_cache_dtype=bfloat16"],
+                  [data_gpu, "generation_attention", "9.9", len(decode), "kernel_source=fa; head_dim=128; kv_cache_dtype=bfloat16"],
+                  [data_gpu, "nccl", "1.0", len(nccl), "kernel_source=NCCL"]]
+    with (root / "INDEX.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(index)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(catalog, tmp_path_factory):
+    root = write_tables(tmp_path_factory.mktemp("kernels") / "aiconfigurator", catalog)
+    return root, fit_all(root, catalog, "synthetic")
+
+
+def test_constant_columns_come_from_the_index(fitted):
+    root, _run = fitted
+    row = read_table(root, "h100_sxm", "context_attention")[0]
+    assert row["head_dim"] == "128" and row["kv_cache_dtype"] == "bfloat16" and row["version"] == "9.9"
+
+
+def test_fit_recovers_the_synthetic_curves(fitted):
+    _root, run = fitted
+    p = run.profiles["h100-sxm"]
+    g = p.gemm["bf16"]
+    assert g.peak_fraction == pytest.approx(TRUE_GEMM["peak_fraction"], rel=0.05)
+    assert g.bandwidth_fraction == pytest.approx(TRUE_GEMM["bandwidth_fraction"], rel=0.05)
+    assert g.latency_us == pytest.approx(TRUE_GEMM["latency_us"], abs=1.0)
+    a = p.attention
+    assert a.prefill_peak_fraction == pytest.approx(TRUE_ATTENTION["peak_fraction"], rel=0.05)
+    assert a.decode_bandwidth_fraction == pytest.approx(TRUE_ATTENTION["bandwidth_fraction"], rel=0.05)
+    for fit in p.all_reduce:
+        lat, frac = TRUE_ALL_REDUCE[fit.num_gpus]
+        assert fit.latency_us == pytest.approx(lat, rel=0.02) and fit.bus_bandwidth_fraction == pytest.approx(frac, rel=0.02)
+    assert p.quality["gemm_bf16"].mape_pct < 2.0
+
+
+def test_every_measured_gpu_is_scored_in_sample_and_held_out(fitted):
+    _root, run = fitted
+    assert set(run.profiles) == {"h100-sxm", "b200", "generic-nvlink"}
+    kinds = {(s.data_gpu, s.kind) for s in run.held_out}
+    for gpu in ("h100_sxm", "b200_sxm"):
+        assert {(gpu, k) for k in ("gemm_bf16", "attention_prefill", "attention_decode", "all_reduce")} <= kinds
+    # the synthetic GPUs share one engine, so the other GPU's curves transfer nearly exactly
+    assert all(s.held_out_mape < 5.0 for s in run.held_out)
+
+
+def test_profiles_round_trip_through_yaml_and_the_catalog(fitted, tmp_path, catalog):
+    _root, run = fitted
+    path = tmp_path / "h100-sxm.yaml"
+    path.write_text(yaml.safe_dump(run.profiles["h100-sxm"].model_dump(mode="json")))
+    loaded = load_spec(path, KernelProfile)
+    assert loaded == run.profiles["h100-sxm"]
+    gpus = attach_kernel_profiles({"h100-sxm": catalog.gpu("h100-sxm").model_copy(update={"kernels": None})}, {"h100-sxm": loaded})
+    assert gpus["h100-sxm"].kernels == loaded
+
+
+def test_bad_profiles_are_bad_input(fitted, tmp_path, catalog):
+    _root, run = fitted
+    data = run.profiles["h100-sxm"].model_dump(mode="json")
+    path = tmp_path / "h100-sxm.yaml"
+    path.write_text(yaml.safe_dump({**data, "surprise": 1}))
+    with pytest.raises(InputError, match="surprise"):
+        load_spec(path, KernelProfile)
+    path.write_text(yaml.safe_dump({**data, "gemm": {}}))
+    with pytest.raises(InputError, match="bf16"):
+        load_spec(path, KernelProfile)
+    stray = run.profiles["h100-sxm"].model_copy(update={"id": "no-such-gpu"})
+    with pytest.raises(InputError, match="no-such-gpu"):
+        attach_kernel_profiles(dict(catalog.gpus), {"no-such-gpu": stray})
+
+
+def test_missing_data_folder_is_bad_input(catalog, tmp_path):
+    with pytest.raises(InputError, match="--data-dir"):
+        fit_all(tmp_path / "nothing", catalog, "x")
