@@ -34,7 +34,8 @@ Simulated load: a ``request_rate_per_s`` workload runs open loop (Poisson) at th
 ``deadline_h``) as a burst whose throughput projects the job's duration; max_throughput and
 demand-free workloads run saturated. Demand is a constraint: the open loop must keep up with
 the rate (:func:`open_loop_served_share`), the closed loop must hold every user in a batch
-(replicas x max-num-seqs >= users), the job must finish by its deadline.
+(replicas x max-num-seqs >= users) under the burst serving model -- under the steady-state model
+users beyond the slots queue and the SLOs judge the wait --, the job must finish by its deadline.
 
 Search: TPE (``optuna.samplers.TPESampler(seed=...)``), warm-started with ``enqueue_trial``:
 the incumbent as trial 0, then its one-knob moves. Optuna 5 reads the constraints that each
@@ -178,7 +179,8 @@ class SimulatedMetrics:
     goodput_fraction / goodput_tokens_per_s: requests meeting both SLOs, share and output
     tokens/s (None without an SLO). demand_served_share: how much of the stated demand the
     deployment serves (>= 1 serves it; open loop: capacity / rate from the latency trend, see
-    :func:`open_loop_served_share`, capped at 1; closed loop: replicas x max-num-seqs / users; batch job:
+    :func:`open_loop_served_share`, capped at 1; closed loop: replicas x max-num-seqs / users (1 under the
+    steady-state serving model, where extra users queue); batch job:
     deadline / projected job time; saturating runs with a rate: completed requests/s / rate);
     None without a demand. arrival: the simulated arrival process in words.
     """
@@ -548,6 +550,10 @@ class _Refiner:
             return 0.0 if (w.request_rate_per_s or w.concurrent_users or w.requests) else None
         rps = result.request_throughput_per_s if math.isfinite(result.request_throughput_per_s) else 0.0
         if w.concurrent_users is not None:
+            if self.problem.prediction.serving_model == "steady_state":
+                # Users beyond the sequence slots queue for one, as in a running server; the SLO
+                # percentiles judge that wait, so every user is served.
+                return 1.0
             return s.replicas * s.max_num_seqs / w.concurrent_users
         if w.requests is not None and w.deadline_h is not None:
             return w.deadline_h * 3600.0 * rps / w.requests if rps > 0 else 0.0
