@@ -1,6 +1,6 @@
 """Fixtures for the simulator tests: an LLM-Pilot-like request trace and small configurations.
 
-``shared/data/llm_pilot`` holds only aggregates (its per-request ``raw/`` files are not in the
+``validation_data/llm_pilot`` holds only aggregates (its per-request ``raw/`` files are not in the
 snapshot), so the trace is synthesised: a Gaussian copula with rank correlation ~0.6 between
 lognormal input and output lengths whose medians / means / maxima follow the aggregate's
 low-load rows (``llm_pilot_aggregate.csv``, num_users <= 4: median input 85, mean ~123, max 874;
