@@ -19,12 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class EfficiencyFactors(BaseModel):
-    """Fractions of the hardware peaks an engine reaches, and its fixed per-step costs.
+    """How an engine departs from the GPU's measured kernels, and its fixed per-step costs.
 
-    compute_efficiency: achieved / peak tensor FLOP/s for large GEMMs (0-1].
-    memory_efficiency: achieved / peak HBM bandwidth for streaming weights and KV (0-1].
-    communication_efficiency: achieved / peak link bandwidth for all-reduce (0-1].
+    The achieved fractions of the peaks come from the GPU's fitted kernel curves
+    (:mod:`guide_opt.perf.kernels`); these factors multiply them (1.0 = the kernels as
+    measured; the product never exceeds the peak). For a GPU without curves they are the
+    achieved fractions themselves.
+
+    compute_efficiency: multiplier on the tensor-core efficiency of GEMMs and attention (0-1].
+    memory_efficiency: multiplier on the HBM efficiency of weight and KV-cache streaming (0-1].
+    communication_efficiency: multiplier on the measured all-reduce bus bandwidth (0-1].
     step_overhead_ms: CPU-side scheduling and launch time added to every engine step.
+    collective_latency_scale: multiplier on the measured all-reduce latency (an engine with
+        its own small-message all-reduce is below 1). Fitted by ``guide-opt calibrate`` where
+        rows with TP > 1 were measured.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -33,6 +41,7 @@ class EfficiencyFactors(BaseModel):
     memory_efficiency: float = Field(gt=0, le=1)
     communication_efficiency: float = Field(gt=0, le=1)
     step_overhead_ms: float = Field(ge=0)
+    collective_latency_scale: float = Field(default=1.0, gt=0, le=10)
 
 
 class FrameworkProfile(BaseModel):

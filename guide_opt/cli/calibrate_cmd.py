@@ -85,8 +85,8 @@ def calibrate_command(data_files, sources, data_dir, out, model, gpu, tp, framew
         f = e.efficiency
         fit = ", ".join(f"{METRIC_LABELS[m]} {e.mape_before[m]:.1f}->{e.mape_after.get(m, float('nan')):.1f}" for m in e.mape_before)
         table.append([e.gpu, e.framework, f"{f.compute_efficiency:.3f}", f"{f.memory_efficiency:.3f}", f"{f.communication_efficiency:.3f}",
-                      f"{f.step_overhead_ms:.2f}", str(e.rows), fit])
-    echo_rows(["gpu", "framework", "compute", "memory", "comm", "overhead ms", "rows", "in-sample MAPE % default->fitted"], table)
+                      f"{f.step_overhead_ms:.2f}", f"{f.collective_latency_scale:.2f}", str(e.rows), fit])
+    echo_rows(["gpu", "framework", "compute", "memory", "comm", "overhead ms", "all-reduce latency x", "rows", "in-sample MAPE % default->fitted"], table)
     if held_out:
         click.echo("\nheld out (leave-one-LLM-out), MAPE %: default -> calibrated")
         lines = []

@@ -20,10 +20,8 @@ per engine. Without a profile (a hand-built :class:`~guide_opt.hardware.GpuSpec`
 fractions are 1, latencies 0 and the all-reduce is the ring formula with the GPU's
 ``link_latency_us``: the engine factors alone then set the rates, as absolute fractions.
 
-Status: the curves are fitted (:mod:`guide_opt.validation.kernel_fit`), shipped and attached to
-every catalog GPU, and scored kernel by kernel (``benchmarks/RESULTS.md`` section 12), but
-:mod:`guide_opt.perf.step` does not call these functions yet: the step model still uses the
-engines' scalar efficiency factors.
+The curves are fitted by :mod:`guide_opt.validation.kernel_fit`, shipped in
+``hardware_db/kernels/`` and used by every step of :mod:`guide_opt.perf.step`.
 """
 
 from __future__ import annotations

@@ -10,9 +10,14 @@ Per layer and GPU (TP shards heads and MLP columns): QKV projection (or MLA's la
 projections), attention, output projection and MLP (dense, SwiGLU, or MoE: router, top-k routed
 experts of ``moe_intermediate_size``, shared experts) each take
 ``max(FLOPs / compute rate, bytes / memory rate)``; layers of different kinds (dense-first MoE
-models, sliding-window layers) are averaged by their counts. The LM head runs once per step on
-the last stage. Tensor parallelism adds two ring all-reduces per layer; pipeline parallelism
+models, sliding-window layers) are averaged by their counts. The achieved fractions of the
+peaks come from the GPU's fitted kernel curves (:mod:`guide_opt.perf.kernels`: GEMM efficiency
+by tokens, matrix size and dtype; attention by context; kernel latencies) times the engine's
+factors. The LM head runs once per step on the last stage. Tensor parallelism adds two
+all-reduces per layer at the measured alpha-beta cost of the TP degree; pipeline parallelism
 splits the batch into micro-batches that flow through the stages.
+
+Every function here maps a config and a shape to numbers, without state.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from guide_opt.perf.communication import point_to_point_time_s, ring_all_reduce_time_s
+from guide_opt.perf.communication import point_to_point_time_s
 from guide_opt.perf.config import ALL_REDUCE_ELEMENT_BYTES, ATTENTION_COMPUTE_DTYPE, LOGIT_ELEMENT_BYTES, ServingConfig
-from guide_opt.perf.roofline import Bound, RooflineTime, roofline_time
+from guide_opt.perf.kernels import all_reduce_time_s, attention_time, gemm_time, point_to_point_latency_s
+from guide_opt.perf.roofline import Bound, RooflineTime
 
 #: Bytes per element of a materialized attention score matrix (no FlashAttention).
 SCORE_ELEMENT_BYTES = 2.0
@@ -89,14 +95,31 @@ class StepTime:
         return max(shares, key=shares.__getitem__)
 
 
-def _rates(config: ServingConfig) -> tuple[float, float, float]:
-    """Effective (GEMM FLOP/s, attention FLOP/s, HBM bytes/s) of one GPU."""
-    f = config.factors
-    gemm_peak = config.gpu.peak_flops_per_s(config.quantization.compute_dtype)
-    attention_peak = config.gpu.peak_flops_per_s(ATTENTION_COMPUTE_DTYPE)
-    assert gemm_peak is not None and attention_peak is not None, config.unsupported_reason()
-    gemm_rate = gemm_peak * f.compute_efficiency / config.quantization.dequant_compute_factor
-    return gemm_rate, attention_peak * f.compute_efficiency, config.gpu.hbm_bandwidth_bytes_per_s * f.memory_efficiency
+def _gemm(config: ServingConfig, rows: float, weight_params: float, weight_bytes_per_param: float, input_elements: float,
+          output_elements: float, kernels: int = 1, copies: float = 1.0, unquantized: bool = False) -> RooflineTime:
+    """Time of ``kernels`` GEMMs with ``rows`` tokens each through ``weight_params`` weights in all, on one GPU.
+
+    FLOPs ``2 x rows x weight_params``; HBM bytes: the weights at ``weight_bytes_per_param``
+    and ``input_elements`` / ``output_elements`` activations (all kernels) at the activation
+    width. The compute efficiency follows the GPU's fitted GEMM curve at ``rows`` and at the
+    mean matrix size ``weight_params / (copies x kernels)`` (``copies``: the weights are that
+    many same-shaped matrix sets, e.g. the touched experts, each with its own ``rows``).
+    ``unquantized``: a 16-bit GEMM (LM head, router) under any scheme; else the scheme's
+    compute dtype at its dense peak divided by the dequantization factor, and weights narrower
+    than the activations (AWQ/GPTQ) run at the curve's asymptotic fraction
+    (:func:`guide_opt.perf.kernels.gemm_time`).
+    """
+    q, f = config.quantization, config.factors
+    dtype = ATTENTION_COMPUTE_DTYPE if unquantized else q.compute_dtype
+    peak = config.gpu.peak_flops_per_s(dtype)
+    assert peak is not None, config.unsupported_reason()
+    if not unquantized:
+        peak /= q.dequant_compute_factor
+    weight_only = not unquantized and weight_bytes_per_param < q.activation_bytes
+    ab = q.activation_bytes
+    return gemm_time(2.0 * rows * weight_params, weight_params * weight_bytes_per_param, input_elements * ab, output_elements * ab, rows,
+                     weight_params / (copies * kernels), dtype, peak, config.gpu.hbm_bandwidth_bytes_per_s, config.gpu.kernels,
+                     f.compute_efficiency, f.memory_efficiency, kernels, weight_only)
 
 
 def _experts_touched(num_experts: int, experts_per_token: int, tokens: int) -> float:
@@ -107,19 +130,21 @@ def _experts_touched(num_experts: int, experts_per_token: int, tokens: int) -> f
 
 
 def _weighted(parts: list[tuple[float, RooflineTime]]) -> RooflineTime:
-    """The layer-count-weighted mean of the roofline times of different layer kinds (weights sum to 1)."""
+    """The weighted sum of roofline times: layer-count shares summing to 1 give the mean layer; weights of 1 add kernels run one after another."""
     return RooflineTime(
         sum(w * t.time_s for w, t in parts), sum(w * t.compute_time_s for w, t in parts), sum(w * t.memory_time_s for w, t in parts)
     )
 
 
-def _attention_time(config: ServingConfig, shape: StepShape, window: int | None, attention_rate: float, hbm_rate: float) -> RooflineTime:
+def _attention_time(config: ServingConfig, shape: StepShape, window: int | None) -> RooflineTime:
     """Roofline time of one layer's attention on one GPU; ``window`` limits each new token to its last ``window`` tokens.
 
     FLOPs: Q.K over ``head_dim`` and P.V over the value width per head and attended token.
     Bytes: cached KV read (MLA: the latent), new KV written, Q read and output written. With a
     window, attended and read tokens are capped at ``window`` per new token and per sequence
     (the sum of per-sequence minima is at most the minimum of the sums, so this bounds them).
+    Efficiency: the GPU's fitted attention curve at the mean attended context per new token,
+    plus its kernel and per-sequence latencies (:func:`guide_opt.perf.kernels.attention_time`).
     """
     llm, ab = config.llm, config.quantization.activation_bytes
     kept = config.h2o_kept_fraction
@@ -137,7 +162,12 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None,
     )
     if not config.flash_attention:
         bytes_moved += 2 * config.heads_per_gpu * attended * SCORE_ELEMENT_BYTES
-    return roofline_time(flops, bytes_moved, attention_rate, hbm_rate)
+    peak = config.gpu.peak_flops_per_s(ATTENTION_COMPUTE_DTYPE)
+    assert peak is not None, config.unsupported_reason()
+    f = config.factors
+    mean_context = attended * kept / max(shape.new_tokens, 1)
+    return attention_time(flops, bytes_moved, mean_context, shape.sequences, peak, config.gpu.hbm_bandwidth_bytes_per_s, config.gpu.kernels,
+                          f.compute_efficiency, f.memory_efficiency)
 
 
 def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, RooflineTime]:
@@ -146,17 +176,9 @@ def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, R
     Models mixing layer kinds (dense and MoE MLPs; global and sliding-window attention) get
     each operator's layer-count-weighted mean, so ``layers x`` this is the stage's total.
     """
-    llm, q = config.llm, config.quantization
-    gemm_rate, attention_rate, hbm_rate = _rates(config)
+    llm = config.llm
     tokens = shape.new_tokens
-    wb, ab = config.weight_bytes_per_param, q.activation_bytes
-    hidden = llm.hidden_size
-
-    def gemm(rows: int, weight_params: float, io_elements_per_row: float) -> RooflineTime:
-        """A GEMM of ``rows`` tokens through ``weight_params`` weights (FLOPs = 2 x rows x weights)."""
-        flops = 2.0 * rows * weight_params
-        bytes_moved = weight_params * wb + rows * io_elements_per_row * ab
-        return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
+    wb, hidden = config.weight_bytes_per_param, llm.hidden_size
 
     o_params = config.output_projection_params_per_gpu
     qkv_params = config.attention_params_per_gpu - o_params
@@ -165,64 +187,75 @@ def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, R
         llm.kv_cache_elements_per_token_per_layer if llm.is_mla else 2 * config.kv_heads_per_gpu * llm.head_dim
     )
     times = {
-        "qkv_projection": gemm(tokens, qkv_params, hidden + qkv_cols),
-        "output_projection": gemm(tokens, o_params, o_cols + hidden),
+        "qkv_projection": _gemm(config, tokens, qkv_params, wb, tokens * hidden, tokens * qkv_cols),
+        "output_projection": _gemm(config, tokens, o_params, wb, tokens * o_cols, tokens * hidden),
     }
 
-    full = _attention_time(config, shape, None, attention_rate, hbm_rate)
+    full = _attention_time(config, shape, None)
     sliding_share = llm.num_sliding_layers / llm.num_layers
     if sliding_share:
-        windowed = _attention_time(config, shape, llm.sliding_window, attention_rate, hbm_rate)
+        windowed = _attention_time(config, shape, llm.sliding_window)
         times["attention"] = _weighted([(1 - sliding_share, full), (sliding_share, windowed)])
     else:
         times["attention"] = full
 
-    matrices = llm.mlp_matrices
     parts = []
     if llm.num_dense_mlp_layers:
-        inter_cols = llm.intermediate_size / config.tp
-        parts.append((llm.num_dense_mlp_layers / llm.num_layers, gemm(tokens, matrices * hidden * inter_cols, 2 * hidden + (matrices - 1) * inter_cols)))
+        parts.append((llm.num_dense_mlp_layers / llm.num_layers, _mlp_time(config, tokens, 1.0, llm.intermediate_size / config.tp)))
     if llm.is_moe:
-        parts.append((llm.num_moe_layers / llm.num_layers, _moe_mlp_time(config, tokens, gemm_rate, hbm_rate)))
+        parts.append((llm.num_moe_layers / llm.num_layers, _moe_mlp_time(config, tokens)))
     times["mlp"] = parts[0][1] if len(parts) == 1 else _weighted(parts)
     return times
 
 
-def _moe_mlp_time(config: ServingConfig, tokens: int, gemm_rate: float, hbm_rate: float) -> RooflineTime:
+def _mlp_time(config: ServingConfig, rows: float, copies: float, cols: float) -> RooflineTime:
+    """The two GEMM kernels of an MLP of ``cols`` columns per GPU (gate and up fused, then down; or up, then down).
+
+    ``rows``: tokens through the MLP in all; ``copies``: distinct same-shaped MLPs whose weights
+    are read (the experts a step touches; 1 for a dense MLP), each running its share of the rows.
+    Activations in: the hidden state and the down GEMM's input; out: the up GEMM's
+    ``matrices - 1`` outputs and the hidden state.
+    """
+    hidden, matrices = config.llm.hidden_size, config.llm.mlp_matrices
+    return _gemm(config, rows / copies, copies * matrices * hidden * cols, config.weight_bytes_per_param, rows * (hidden + cols),
+                 rows * (hidden + (matrices - 2) * cols), kernels=2, copies=copies)
+
+
+def _moe_mlp_time(config: ServingConfig, tokens: int) -> RooflineTime:
     """Roofline time of one MoE layer's MLP on one GPU: router, top-k routed experts, always-active shared experts.
 
     Routed experts of width ``moe_intermediate_size``: the distinct experts the step's tokens
-    hit are read once, each token computes through its top-k. Under expert parallelism a GPU
-    holds ``1/tp`` of the experts whole instead of ``1/tp`` of each: in expectation the same
-    FLOPs and bytes per GPU (load imbalance and all-to-all traffic are not modelled here).
+    hit are read once, each token computes through its top-k, each touched expert runs its
+    share of the routed rows. Router (16-bit, replicated), routed and shared experts are
+    separate kernels whose times add. Under expert parallelism a GPU holds ``1/tp`` of the
+    experts whole instead of ``1/tp`` of each: in expectation the same FLOPs and bytes per GPU
+    (load imbalance and all-to-all traffic are not modelled here).
     """
-    llm, ab, wb = config.llm, config.quantization.activation_bytes, config.weight_bytes_per_param
-    hidden, tp, matrices = llm.hidden_size, config.tp, llm.mlp_matrices
-    expert_cols = llm.expert_intermediate_size / tp
-    expert_params = matrices * hidden * expert_cols
+    llm, tp = config.llm, config.tp
     touched = _experts_touched(llm.num_experts, llm.experts_per_token, tokens)
-    routed_rows = tokens * llm.experts_per_token
-    shared_cols = llm.shared_expert_intermediate_size / tp
-    shared_params = matrices * hidden * shared_cols
-    router_params = llm.router_params  # replicated, 16-bit
-    flops = 2.0 * (routed_rows * expert_params + tokens * shared_params + tokens * router_params)
-    bytes_moved = (
-        (touched * expert_params + shared_params) * wb
-        + router_params * config.unquantized_weight_bytes_per_param
-        + routed_rows * (2 * hidden + (matrices - 1) * expert_cols) * ab
-        + (tokens * (2 * hidden + (matrices - 1) * shared_cols) * ab if shared_params else 0.0)
-    )
-    return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
+    parts = [(1.0, _mlp_time(config, tokens * llm.experts_per_token, touched, llm.expert_intermediate_size / tp))]
+    if llm.shared_expert_intermediate_size:
+        parts.append((1.0, _mlp_time(config, tokens, 1.0, llm.shared_expert_intermediate_size / tp)))
+    if llm.router_params:  # its input (the hidden state the experts read too) and its logits are not counted
+        parts.append((1.0, _gemm(config, tokens, llm.router_params, config.unquantized_weight_bytes_per_param, 0.0, 0.0, unquantized=True)))
+    return _weighted(parts)
 
 
 def lm_head_time(config: ServingConfig, shape: StepShape) -> RooflineTime:
-    """Roofline time of the output projection (one logit row per sequence) on one GPU; its weights stay 16-bit."""
+    """Roofline time of the output projection (one logit row per sequence) on one GPU; its weights and math stay 16-bit."""
     llm = config.llm
-    gemm_rate, _, hbm_rate = _rates(config)
     vocab_cols = llm.vocab_size / config.tp
-    flops = 2.0 * shape.sequences * llm.hidden_size * vocab_cols
-    bytes_moved = llm.hidden_size * vocab_cols * config.unquantized_weight_bytes_per_param + shape.sequences * vocab_cols * LOGIT_ELEMENT_BYTES
-    return roofline_time(flops, bytes_moved, gemm_rate, hbm_rate)
+    # logits are written at LOGIT_ELEMENT_BYTES, not the activation width; the one input row per sequence is not counted
+    logit_elements = shape.sequences * vocab_cols * LOGIT_ELEMENT_BYTES / config.quantization.activation_bytes
+    return _gemm(config, shape.sequences, llm.hidden_size * vocab_cols, config.unquantized_weight_bytes_per_param, 0.0, logit_elements,
+                 unquantized=True)
+
+
+def _all_reduce_s(config: ServingConfig, message_bytes: float) -> float:
+    """One tensor-parallel all-reduce of ``message_bytes``: the measured alpha-beta of the TP degree x the engine factors."""
+    gpu, f = config.gpu, config.factors
+    return all_reduce_time_s(message_bytes, config.tp, gpu.link_bandwidth_bytes_per_s, gpu.link_latency_us * 1e-6, gpu.kernels,
+                             f.communication_efficiency, f.collective_latency_scale)
 
 
 def _stage_time(config: ServingConfig, shape: StepShape, with_head: bool) -> StepTime:
@@ -238,11 +271,8 @@ def _stage_time(config: ServingConfig, shape: StepShape, with_head: bool) -> Ste
             compute_s += head.time_s
         else:
             memory_s += head.time_s
-    gpu = config.gpu
-    link_rate = gpu.link_bandwidth_bytes_per_s * config.factors.communication_efficiency
-    link_latency_s = gpu.link_latency_us * 1e-6
     message = shape.new_tokens * config.llm.hidden_size * ALL_REDUCE_ELEMENT_BYTES
-    network_s = layers * 2 * ring_all_reduce_time_s(message, config.tp, link_rate, link_latency_s)
+    network_s = layers * 2 * _all_reduce_s(config, message)
     return StepTime(compute_s + memory_s + network_s, compute_s, memory_s, network_s, 0.0)
 
 
@@ -261,9 +291,10 @@ def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = 
     micro = max(1, min(config.pp, shape.sequences))
     stage = _stage_time(config, shape.split(micro), with_head=True)
     rounds = (micro + config.pp - 1) if pipeline_fill else config.pp
-    gpu = config.gpu
+    gpu, f = config.gpu, config.factors
     hop_bytes = math.ceil(shape.new_tokens / micro) * config.llm.hidden_size * ALL_REDUCE_ELEMENT_BYTES
-    hop_s = point_to_point_time_s(hop_bytes, gpu.link_bandwidth_bytes_per_s * config.factors.communication_efficiency, gpu.link_latency_us * 1e-6)
+    hop_latency_s = point_to_point_latency_s(gpu.link_latency_us * 1e-6, gpu.kernels) * f.collective_latency_scale
+    hop_s = point_to_point_time_s(hop_bytes, gpu.link_bandwidth_bytes_per_s * f.communication_efficiency, hop_latency_s)
     network_s = rounds * stage.network_s + (config.pp - 1) * hop_s
     compute_s, memory_s = rounds * stage.compute_s, rounds * stage.memory_s
     return StepTime(compute_s + memory_s + network_s + overhead_s, compute_s, memory_s, network_s, overhead_s)

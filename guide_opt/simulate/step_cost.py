@@ -6,15 +6,17 @@ module evaluates the *same* function faster by using its structure:
 
 For a fixed ``(new_tokens, sequences, pipeline_fill)`` only the attention operator depends on
 ``attended_tokens`` (A) and ``kv_read_tokens`` (R), and it is a roofline
-``max(alpha * A', gamma + beta * R' + delta * A')`` of the per-micro-batch shares
+``max(alpha * A' + c, gamma + beta * R' + delta * A')`` of the per-micro-batch shares
 ``A' = A / m``, ``R' = R / m`` (``m`` micro-batches under pipeline parallelism), counted
-``rounds x layers_per_stage`` times. So::
+``rounds x layers_per_stage`` times (``c``: the fitted attention efficiency curve makes the
+compute time affine in A for a fixed token count; ``gamma``: the memory time at A = R = 0,
+kernel latencies included). So::
 
     step_time(nt, seq, A, R) = base(nt, seq) + rounds * layers * (attention(A', R') - attention(0, 0))
 
-where ``base`` is ``step_time`` itself at ``A = R = 0`` (memoised per key) and the per-unit
-coefficients ``alpha, beta, delta`` and the per-token ``gamma`` are read off
-:func:`guide_opt.perf.step.layer_operator_times` once. The decomposition is *checked* against
+where ``base`` is ``step_time`` itself at ``A = R = 0``; ``alpha``, ``c`` and ``gamma`` are read
+off :func:`guide_opt.perf.step.layer_operator_times` per key (memoised), ``beta`` and ``delta``
+once. The decomposition is *checked* against
 ``step_time`` on probe shapes (compute- and memory-bound, every pipeline mode) when the model is
 built; if the performance model ever stops having this structure, :attr:`exact_shortcut` is
 False and every call goes straight to ``step_time`` (slower, still exact).
@@ -45,14 +47,12 @@ class StepCostModel:
         self.config = config
         self._layers = config.layers_per_stage
         self._pp = config.pp
-        self._cache: dict[tuple[int, int, bool], tuple[float, float, float, float]] = {}
+        self._cache: dict[tuple[int, int, bool], tuple[float, ...]] = {}
         zero = layer_operator_times(config, StepShape(1, 1, 0.0, 0.0))["attention"]
         by_attended = layer_operator_times(config, StepShape(1, 1, _PROBE, 0.0))["attention"]
         by_read = layer_operator_times(config, StepShape(1, 1, 0.0, _PROBE))["attention"]
-        self._alpha = by_attended.compute_time_s / _PROBE
         self._delta = (by_attended.memory_time_s - zero.memory_time_s) / _PROBE
         self._beta = (by_read.memory_time_s - zero.memory_time_s) / _PROBE
-        self._gamma_per_token = zero.memory_time_s
         self.exact_shortcut = self._self_check()
         self.min_step_s = self.time_s(1, 1, 1.0, 0.0, False)
         """Lower bound of any step's duration (one decode token, empty context), s."""
@@ -65,8 +65,14 @@ class StepCostModel:
             micro = max(1, min(self._pp, sequences))
             rounds = micro + self._pp - 1 if fill else self._pp
         base = step_time(self.config, StepShape(new_tokens, sequences, 0.0, 0.0), pipeline_fill=fill).time_s
-        gamma = self._gamma_per_token * math.ceil(new_tokens / micro)
-        entry = (base, float(rounds * self._layers), 1.0 / micro, gamma)
+        nt, seq = math.ceil(new_tokens / micro), math.ceil(sequences / micro)
+        gamma = layer_operator_times(self.config, StepShape(nt, seq, 0.0, 0.0))["attention"].memory_time_s
+        # compute time at two attended counts (both >= nt / 2, where the efficiency curve is unclamped)
+        # (small probes: the intercept is read off without cancellation)
+        one = layer_operator_times(self.config, StepShape(nt, seq, float(nt), 0.0))["attention"].compute_time_s
+        two = layer_operator_times(self.config, StepShape(nt, seq, 2.0 * nt, 0.0))["attention"].compute_time_s
+        alpha = (two - one) / nt
+        entry = (base, float(rounds * self._layers), 1.0 / micro, gamma, alpha, one - alpha * nt)
         self._cache[(new_tokens, sequences, fill)] = entry
         return entry
 
@@ -78,9 +84,9 @@ class StepCostModel:
         entry = self._cache.get((new_tokens, sequences, pipeline_fill))
         if entry is None:
             entry = self._entry(new_tokens, sequences, pipeline_fill)
-        base, scale, inv_micro, gamma = entry
+        base, scale, inv_micro, gamma, alpha, intercept = entry
         a = attended_tokens * inv_micro
-        compute = self._alpha * a
+        compute = alpha * a + intercept if a > 0 else 0.0
         memory = gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a
         return base + scale * ((compute if compute > memory else memory) - gamma)
 
@@ -93,9 +99,9 @@ class StepCostModel:
         if not self.exact_shortcut:
             return np.array([self.time_s(sequences, sequences, r + sequences, r, False) for r in kv_read_tokens])
         entry = self._cache.get((sequences, sequences, False)) or self._entry(sequences, sequences, False)
-        base, scale, inv_micro, gamma = entry
+        base, scale, inv_micro, gamma, alpha, intercept = entry
         a = (kv_read_tokens + sequences) * inv_micro
-        attention = np.maximum(self._alpha * a, gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a)
+        attention = np.maximum(alpha * a + intercept, gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a)
         return base + scale * (attention - gamma)
 
     # ---- self-check ---------------------------------------------------------------------------

@@ -4,10 +4,14 @@ Fitting (:func:`fit_factors`): for the rows of one (GPU, framework) group, find 
 :class:`~guide_opt.frameworks.EfficiencyFactors` that minimize the log errors
 ``ln(predicted / measured)`` of every measured metric (except report-only ones), with
 ``scipy.optimize.least_squares`` (trust-region reflective, bounded, ``soft_l1`` loss so a
-few rows the static model cannot represent do not dominate). Bounds: efficiencies in
-[0.05, 1.0], step overhead in [0, 20] ms. A weak prior pulls each factor towards the
-framework's documented default, so a factor the data cannot see (communication efficiency
-when every row has TP = 1) stays at its default instead of drifting.
+few rows the static model cannot represent do not dominate). The factors multiply the GPU's
+fitted kernel curves (``hardware_db/kernels``). Five are fitted: compute, memory and
+communication efficiency in [0.05, 1.0], and the two latency terms -- the per-step overhead
+in [0, 20] ms and ``collective_latency_scale`` in [0.05, 10] (multiplying the measured
+all-reduce latency; engines with their own small-message all-reduce sit below 1). A weak
+prior pulls each factor towards the framework's documented default, so a factor the data
+cannot see (communication efficiency and collective latency when every row has TP = 1) stays
+at its default instead of drifting.
 
 Physics (:func:`physics_violation`): before fitting, rows faster than streaming the weights
 once per output token at peak bandwidth, or more than :data:`MAX_SLOWDOWN` times slower than
@@ -29,7 +33,8 @@ for :func:`interval` and :func:`margin_factor`::
     entries:
       - gpu: h100-sxm
         framework: vllm
-        efficiency: {compute_efficiency: 0.52, memory_efficiency: 0.71, communication_efficiency: 0.7, step_overhead_ms: 3.1}
+        efficiency: {compute_efficiency: 0.92, memory_efficiency: 0.88, communication_efficiency: 1.0, step_overhead_ms: 3.1,
+                     collective_latency_scale: 0.4}
         rows: 24
         llms: [llama-2-7b, llama-3.1-8b]
         mape_before: {ttft_ms: 41.0, tpot_ms: 22.5}
@@ -65,8 +70,16 @@ CALIBRATION_FORMAT = "guide-opt-calibration/1"
 EFFICIENCY_BOUNDS: tuple[float, float] = (0.05, 1.0)
 #: Lower / upper bounds of the fitted per-step overhead (ms).
 STEP_OVERHEAD_BOUNDS_MS: tuple[float, float] = (0.0, 20.0)
+#: Lower / upper bounds of the fitted multiplier on the measured all-reduce latency.
+COLLECTIVE_LATENCY_BOUNDS: tuple[float, float] = (0.05, 10.0)
 #: Weight of the pull towards the framework defaults (per factor, in log-residual units).
 PRIOR_WEIGHT = 0.05
+#: The same for ``collective_latency_scale``: much weaker, because engines' own small-message
+#: all-reduces are several times faster than the measured NCCL default and the rows see this
+#: factor only through the TP scaling (a stronger pull let the step overhead and memory
+#: efficiency absorb it); a factor the rows cannot see at all (all TP = 1) has a zero
+#: gradient and stays at its default anyway.
+PRIOR_WEIGHT_COLLECTIVE_LATENCY = 0.0005
 #: Step overhead (ms) that counts as one log unit in the prior.
 PRIOR_OVERHEAD_SCALE_MS = 5.0
 #: ``soft_l1`` scale: log errors beyond about this size grow linearly, not quadratically.
@@ -269,12 +282,13 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
 
 def _factors(x: np.ndarray) -> EfficiencyFactors:
     return EfficiencyFactors.model_construct(
-        compute_efficiency=float(x[0]), memory_efficiency=float(x[1]), communication_efficiency=float(x[2]), step_overhead_ms=float(x[3])
+        compute_efficiency=float(x[0]), memory_efficiency=float(x[1]), communication_efficiency=float(x[2]), step_overhead_ms=float(x[3]),
+        collective_latency_scale=float(x[4]),
     )
 
 
 def _vector(f: EfficiencyFactors) -> np.ndarray:
-    return np.array([f.compute_efficiency, f.memory_efficiency, f.communication_efficiency, f.step_overhead_ms], dtype=float)
+    return np.array([f.compute_efficiency, f.memory_efficiency, f.communication_efficiency, f.step_overhead_ms, f.collective_latency_scale], dtype=float)
 
 
 def log_residuals(prepared: list[PreparedRow], factors: EfficiencyFactors) -> np.ndarray:
@@ -300,7 +314,7 @@ class FitResult:
 
 
 def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None = None) -> FitResult:
-    """Least-squares fit of the four efficiency factors to ``prepared`` rows (one GPU and framework).
+    """Least-squares fit of the five factors to ``prepared`` rows (one GPU and framework).
 
     ``default`` (else the rows' framework defaults) is the starting point and the prior's centre.
     """
@@ -309,21 +323,24 @@ def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None =
     from scipy.optimize import least_squares
 
     default = default or prepared[0].config.framework.efficiency
-    lo = np.array([EFFICIENCY_BOUNDS[0]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[0]])
-    hi = np.array([EFFICIENCY_BOUNDS[1]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[1]])
+    lo = np.array([EFFICIENCY_BOUNDS[0]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[0], COLLECTIVE_LATENCY_BOUNDS[0]])
+    hi = np.array([EFFICIENCY_BOUNDS[1]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[1], COLLECTIVE_LATENCY_BOUNDS[1]])
     centre = np.clip(_vector(default), lo, hi)
     prior_w = math.sqrt(PRIOR_WEIGHT)
+    ratio = [0, 1, 2, 4]  # factors whose prior is on the log scale (the overhead's is linear, in ms)
+    ratio_w = np.array([prior_w] * 3 + [math.sqrt(PRIOR_WEIGHT_COLLECTIVE_LATENCY)])
 
     def residuals(x: np.ndarray) -> np.ndarray:
         data = log_residuals(prepared, _factors(x))
-        prior = np.concatenate([prior_w * (np.log(x[:3]) - np.log(centre[:3])), [prior_w * (x[3] - centre[3]) / PRIOR_OVERHEAD_SCALE_MS]])
+        prior = np.concatenate([ratio_w * (np.log(x[ratio]) - np.log(centre[ratio])), [prior_w * (x[3] - centre[3]) / PRIOR_OVERHEAD_SCALE_MS]])
         return np.concatenate([data, prior])
 
     result = least_squares(residuals, centre, bounds=(lo, hi), loss="soft_l1", f_scale=LOSS_SCALE,
-                           x_scale=np.array([0.1, 0.1, 0.1, 1.0]), diff_step=1e-3, max_nfev=400)
+                           x_scale=np.array([0.1, 0.1, 0.1, 1.0, 0.2]), diff_step=1e-3, max_nfev=400)
     x = np.clip(result.x, lo, hi)
     fitted = EfficiencyFactors(compute_efficiency=round(float(x[0]), 4), memory_efficiency=round(float(x[1]), 4),
-                               communication_efficiency=round(float(x[2]), 4), step_overhead_ms=round(float(x[3]), 4))
+                               communication_efficiency=round(float(x[2]), 4), step_overhead_ms=round(float(x[3]), 4),
+                               collective_latency_scale=round(float(x[4]), 4))
     pairs = sum(len(r.targets) for r in prepared)
     return FitResult(fitted, default, len(prepared), pairs, float(result.cost), bool(result.success))
 

@@ -139,32 +139,33 @@ def test_documented_llama_70b_deployments_serve_long_requests_at_high_concurrenc
 
 
 # ---- step cost ---------------------------------------------------------------------------------------
+# Byte counts by hand: on a GPU without kernel curves (flat_gpu) memory time is exactly bytes / (HBM x memory factor).
 def _hbm(config) -> float:
     return config.gpu.hbm_bandwidth_gbps * 1e9 * config.factors.memory_efficiency
 
 
-def test_moe_decode_reads_top_k_experts_of_the_expert_width(make_config):
+def test_moe_decode_reads_top_k_experts_of_the_expert_width(make_config, flat_gpu):
     # Qwen3-30B-A3B, one token: its 8 experts of 3 x 2048 x 768 weights, the 2048 x 128 router (16-bit),
     # and per expert the token's hidden in/out and its 768-wide intermediate.
-    config = make_config(llm="qwen3-30b-a3b", gpu="h100-sxm")
+    config = make_config(llm="qwen3-30b-a3b", gpu=flat_gpu("h100-sxm"))
     mlp = layer_operator_times(config, StepShape.decode(1, 100))["mlp"]
     expected = 8 * 3 * 2048 * 768 * 2 + 2048 * 128 * 2 + 8 * (2 * 2048 + 2 * 768) * 2
     assert mlp.memory_time_s == pytest.approx(expected / _hbm(config), rel=1e-12)
 
 
-def test_shared_experts_are_always_read(make_config):
+def test_shared_experts_are_always_read(make_config, flat_gpu):
     # Qwen1.5-MoE, one token: 4 routed experts (3 x 2048 x 1408) and the shared expert (3 x 2048 x 5632) every step.
-    config = make_config(llm="qwen1.5-moe-a2.7b", gpu="h100-sxm")
+    config = make_config(llm="qwen1.5-moe-a2.7b", gpu=flat_gpu("h100-sxm"))
     mlp = layer_operator_times(config, StepShape.decode(1, 100))["mlp"]
     weights = (4 * 3 * 2048 * 1408 + 3 * 2048 * 5632) * 2 + 2048 * 60 * 2
     activations = (4 * (2 * 2048 + 2 * 1408) + (2 * 2048 + 2 * 5632)) * 2
     assert mlp.memory_time_s == pytest.approx((weights + activations) / _hbm(config), rel=1e-12)
 
 
-def test_mla_decode_reads_the_latent_cache(make_config):
+def test_mla_decode_reads_the_latent_cache(make_config, flat_gpu):
     # DeepSeek-V3 on 8 GPUs, 4 sequences of 2000 tokens: each GPU reads 8000 x 576 fp8 latent entries,
     # writes 4 new ones, and reads Q / writes the output of its 16 heads (192 + 128 wide, 1-byte activations).
-    config = make_config(llm="deepseek-v3", gpu="h200", quantization="fp8", tp=8, kv_cache_dtype="fp8")
+    config = make_config(llm="deepseek-v3", gpu=flat_gpu("h200"), quantization="fp8", tp=8, kv_cache_dtype="fp8")
     attention = layer_operator_times(config, StepShape.decode(4, 2000))["attention"]
     expected = 8000 * 576 + 4 * 576 + 4 * 16 * (192 + 128) * 1
     assert attention.memory_time_s == pytest.approx(expected / _hbm(config), rel=1e-12)

@@ -102,8 +102,8 @@ def test_step_bound_is_the_largest_share():
     assert StepTime(10, 1, 2, 6, 1).bound is Bound.NETWORK
 
 
-def test_efficiency_override_is_used(make_config):
-    config = make_config(batch=1)
+def test_efficiency_override_is_used(make_config, flat_gpu):
+    config = make_config(gpu=flat_gpu("a100-80gb-sxm"), batch=1)
     half_bandwidth = dataclasses.replace(config, efficiency=config.factors.model_copy(
         update={"memory_efficiency": config.factors.memory_efficiency / 2}))
     base, slow = step_time(config, StepShape.decode(1, 512)), step_time(half_bandwidth, StepShape.decode(1, 512))

@@ -28,7 +28,8 @@ def model(request, make_config):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(1, 9000), st.integers(1, 300), st.floats(0, 2e6), st.floats(0, 3e7), st.booleans())
+# token counts: no subnormal floats (below 1e-308 the efficiency curve loses precision, no step attends that little)
+@given(st.integers(1, 9000), st.integers(1, 300), st.floats(0, 2e6, allow_subnormal=False), st.floats(0, 3e7, allow_subnormal=False), st.booleans())
 def test_equals_step_time(model, new_tokens, sequences, kv_read, extra_attended, fill):
     sequences = min(sequences, new_tokens)
     shape = StepShape(new_tokens, sequences, kv_read + extra_attended, kv_read)

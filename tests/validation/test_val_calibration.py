@@ -169,3 +169,21 @@ def test_physically_impossible_rows_are_refused_with_a_count_and_an_example(cata
 def test_a_file_of_impossible_rows_is_bad_input(catalog):
     with pytest.raises(InputError, match="physically impossible"):
         calibrate([_row(0.001, "a"), _row(0.001, "b")], catalog, cross_validate=False)
+
+
+def test_calibration_fits_the_all_reduce_latency(catalog):
+    """Noise-free rows from an engine whose all-reduce latency is 0.3 x the measured NCCL one (a
+    custom small-message all-reduce), with compute 0.8 and memory 0.85: the fit recovers all of them."""
+    from guide_opt.validation.calibration import fit_factors, prepare_rows
+
+    truth = catalog.framework("vllm").efficiency.model_copy(update={"collective_latency_scale": 0.3, "memory_efficiency": 0.85, "compute_efficiency": 0.8})
+    rows = []
+    for tp in (1, 2, 4, 8):
+        for batch in (1, 4, 16):
+            m = Measurement("synthetic", "llama-3.1-8b", "h100-sxm", "vllm", "bf16", tp, batch, 512, 128, {})
+            p = predicted_metrics(measurement_config(m, catalog, truth))
+            rows.append(replace(m, measured={k: p[k] for k in ("ttft_ms", "tpot_ms")}))
+    fit = fit_factors(prepare_rows(rows, catalog))
+    assert fit.factors.collective_latency_scale == pytest.approx(0.3, abs=0.05)
+    assert fit.factors.step_overhead_ms == pytest.approx(truth.step_overhead_ms, abs=0.2)
+    assert fit.factors.memory_efficiency == pytest.approx(0.85, abs=0.03)
