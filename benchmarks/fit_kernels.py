@@ -37,7 +37,7 @@ from guide_opt.validation.kernel_fit import DATA_GPU_IDS, fit_all, read_table
 FP8_SHAPES = ((6144, 4096), (4096, 4096), (10240, 8192), (8192, 8192))
 FP8_TOKENS = (1024, 4096, 8192)
 
-HEADING = "## 12. Kernel efficiency curves (fitted and shipped; not yet used by the step model)"
+HEADING = "## 12. Kernel efficiency curves: fitted, shipped and used by the step model"
 SUBHEADING = "### 12.1 Fitted kernel curves: in-sample and leave-one-GPU-out"
 
 
