@@ -66,7 +66,7 @@ def test_no_runnable_shape_is_explained_by_data_prechecks():
 
 def test_binding_constraints_report_savings():
     problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
-                                     "slo": {"ttft_ms": 800, "tpot_ms": 8}}])
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 10}}])  # only A100 TP 2 (about 8.5 ms) meets it; TP 1 about 13 ms
     space = build_space(problem)
     result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), time_limit_s=5, seed=0)
     report = {b["constraint"]: b for b in explain_binding(space, result.plans[0], load_preset())}
