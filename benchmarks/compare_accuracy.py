@@ -22,6 +22,8 @@ HELD_OUT_HEADER = "| source | gpu | metric | MAPE default | MAPE calibrated | bi
 
 def _table(text: str, header: str) -> list[list[str]]:
     lines = text.splitlines()
+    if header not in lines:  # e.g. a run cut short before its calibrated section
+        return []
     start = lines.index(header) + 2
     rows = []
     for line in lines[start:]:
