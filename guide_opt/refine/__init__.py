@@ -5,7 +5,7 @@ simulator (:func:`guide_opt.simulate.simulate`) is the truer, nonlinear objectiv
 continuous batching, chunked prefill, paged-KV preemption). :func:`refine_solution` starts an
 Optuna study at the incumbent and searches its neighbourhood with the simulator as judge.
 
-The package, one job per module (each imports only those above it in this list):
+The package, one job per module (each imports only the modules listed before it):
 
 - :mod:`~guide_opt.refine.knobs` -- the knob table :data:`KNOBS`: per LLM the serving engine
   (among ``problem.frameworks``), TP (the incumbent's and the neighbouring degrees of
