@@ -134,7 +134,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
         print_solution(problem, solution, payload)
         _print_emitted(payload)
         if refinement is not None:
-            from guide_opt.refine import print_refinement
+            from guide_opt.cli.refine_output import print_refinement
 
             click.echo("")
             print_refinement(refinement)

@@ -10,7 +10,7 @@ import pytest
 from guide_opt.catalog import load_catalog
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
-from guide_opt.refine import _Refiner, simulate_deployments
+from guide_opt.refine import Evaluator, simulate_deployments
 from guide_opt.simcheck import check_plan
 from guide_opt.simulate import FixedLengths, Workload, simulate
 from guide_opt.solvers import get_solver
@@ -61,7 +61,7 @@ def test_simulation_uses_the_plans_calibrated_efficiency(calibrated):
 def test_refined_deployments_carry_the_planners_metrics(calibrated):
     """A refined batch size reports the static metrics the planner computed for that candidate (calibrated)."""
     problem, solution = calibrated
-    refiner = _Refiner(problem, solution.deployments, 200, 0)
+    refiner = Evaluator(problem, solution.deployments, 200, 0)
     settings = refiner.incumbent_settings[0]
     other = next(b for b in refiner.neighbourhoods[0].max_num_seqs if b != settings.max_num_seqs)
     refined = refiner.deployments((dataclasses.replace(settings, max_num_seqs=other),))[0]

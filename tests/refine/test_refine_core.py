@@ -8,13 +8,13 @@ import math
 import optuna
 import pytest
 
-import guide_opt.refine as refine
 from guide_opt.catalog import load_catalog
 from guide_opt.errors import InputError
 from guide_opt.perf import ServingConfig
 from guide_opt.plan import better
 from guide_opt.problem import Problem
-from guide_opt.refine import Refinement, open_loop_served_share, print_refinement, refine_solution
+from guide_opt.cli.refine_output import print_refinement
+from guide_opt.refine import Refinement, evaluate, open_loop_served_share, refine_solution
 from guide_opt.simulate import FixedLengths, Workload
 from guide_opt.solvers import get_solver
 from problem_fixtures import PROBLEMS_DIR, small_problem
@@ -70,9 +70,9 @@ def test_reported_metrics_are_what_the_simulator_gives(small_run):
     config = ServingConfig(llm=catalog.llm(d.model), gpu=catalog.gpu(d.gpu), framework=catalog.framework(s.framework),
                            quantization=catalog.quantization(d.quantization), tp=s.tp, pp=d.pp, kv_cache_dtype=d.kv_cache_dtype,
                            max_num_batched_tokens=s.max_num_batched_tokens, gpu_memory_utilization=s.gpu_memory_utilization)
-    result = refine.simulate(config, Workload.open_loop(FixedLengths(512, 128), 4.0), max_num_seqs=s.max_num_seqs,
-                             max_num_batched_tokens=s.max_num_batched_tokens, num_requests=NUM_REQUESTS, seed=r.simulation_seed,
-                             replicas=s.replicas, balancer="least_loaded")
+    result = evaluate.simulate(config, Workload.open_loop(FixedLengths(512, 128), 4.0), max_num_seqs=s.max_num_seqs,
+                               max_num_batched_tokens=s.max_num_batched_tokens, num_requests=NUM_REQUESTS, seed=r.simulation_seed,
+                               replicas=s.replicas, balancer="least_loaded")
     assert m.ttft_p50_ms == pytest.approx(result.ttft_s.p50_s * 1e3)
     assert m.tpot_p90_ms == pytest.approx(result.tpot_s.p90_s * 1e3)
     assert m.throughput_tokens_per_s == pytest.approx(result.throughput_tokens_per_s)
@@ -107,14 +107,14 @@ def test_same_seed_same_refinement_and_same_trials():
 
 # ---- failures -------------------------------------------------------------------------------
 def test_a_simulator_failure_is_a_failed_trial_not_a_crash(monkeypatch):
-    original = refine.simulate
+    original = evaluate.simulate
 
     def flaky(config, workload, **kwargs):
         if kwargs["max_num_seqs"] == 4:
             raise RuntimeError("simulator crashed on purpose")
         return original(config, workload, **kwargs)
 
-    monkeypatch.setattr(refine, "simulate", flaky)
+    monkeypatch.setattr(evaluate, "simulate", flaky)
     problem = small_problem()
     storage = optuna.storages.InMemoryStorage()
     r = refine_solution(problem, incumbent(problem), trials=TRIALS, seed=0, num_requests=NUM_REQUESTS, storage=storage, study_name="flaky")
@@ -130,7 +130,7 @@ def test_a_simulator_that_always_fails_still_returns_a_report(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no simulator today")
 
-    monkeypatch.setattr(refine, "simulate", broken)
+    monkeypatch.setattr(evaluate, "simulate", broken)
     problem = small_problem()
     solution = incumbent(problem)
     r = refine_solution(problem, solution, trials=5, seed=0, num_requests=NUM_REQUESTS)
