@@ -33,9 +33,12 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.limits import MAX_MODEL_INTEGER
 from guide_opt.plan import Pick, Plan
+from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
+from guide_opt.solution import Status, status_from_cp_sat
 from guide_opt.space import Candidate, SearchSpace, replica_limit
 
 #: One quantum of time (µs) for latency objective coefficients.
@@ -44,6 +47,26 @@ TIME_QUANTUM_US = 10
 COST_QUANTUM_USD_PER_H = 1e-6
 #: One quantum of throughput (generated tokens/s).
 THROUGHPUT_QUANTUM_TOKENS_PER_S = 1e-3
+
+
+def run_cp_sat(model: cp_model.CpModel, preset: SolverPreset, deadline: Deadline, *, seed: int | None = None,
+               cap_s: float | None = None, num_workers: int | None = None) -> tuple[Status, cp_model.CpSolver]:
+    """Solve ``model`` once: the one place every CP-SAT call of a solve goes through.
+
+    The call gets what is left of ``deadline`` (at most ``cap_s``) and is counted in it; the
+    preset's parameters apply, with ``num_workers`` (if given) overriding the preset's. The
+    search is deterministic (``interleave_search``: the workers' work is interleaved in fixed
+    batches, independent of thread timing), so a solve that finishes within its limit returns
+    the same solution on every run with the same seed, even among equal-objective optima.
+    """
+    solver = cp_model.CpSolver()
+    apply_cp_sat_parameters(solver, preset, time_limit_s=deadline.call_limit_s(cap_s), seed=seed)
+    if num_workers is not None:
+        solver.parameters.num_workers = num_workers
+    solver.parameters.interleave_search = True
+    code = solver.Solve(model)
+    deadline.add_cp_sat_call(solver.WallTime())
+    return status_from_cp_sat(code), solver
 
 
 def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: str = "a figure of the plan") -> int:
