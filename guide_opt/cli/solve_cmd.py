@@ -20,23 +20,15 @@ from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
+from guide_opt.plan import OBJECTIVES
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
 
-_OBJECTIVE_UNITS = {"min_cost": ("$", "/h"), "max_throughput": ("", " tokens/s"), "min_latency": ("", " ms"),
-                    "max_served": ("", "% of demand served"), "pareto": ("$", "/h (cheapest point)"),
-                    "min_makespan": ("", " h"), "schedule_cost": ("$", " total")}
-#: Objectives printed with two decimals.
-_TWO_DECIMALS = frozenset({"min_cost", "pareto", "min_makespan", "schedule_cost", "max_served"})
-
-
 def format_objective(name: str, value: float | None) -> str:
-    """``$5.98/h``, ``42,218 tokens/s``, ``1,081 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``; '-' for None."""
-    if value is None:
-        return "-"
-    prefix, suffix = _OBJECTIVE_UNITS.get(name, ("", ""))
-    return f"{prefix}{value:,.2f}{suffix}" if name in _TWO_DECIMALS else f"{prefix}{value:,.1f}{suffix}"
+    """``$5.98/h``, ``42,218.0 tokens/s``, ``1,081.0 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``
+    (:data:`guide_opt.plan.OBJECTIVES`); '-' for None."""
+    return OBJECTIVES[name].format(value)
 
 
 def progress(message: str) -> None:

@@ -125,6 +125,7 @@ class Solver(abc.ABC):
         refuted: list[str] = []
         cuts = rounds = 0
         check: PlanCheck | None = None
+        check_s = 0.0
         exhausted = out_of_time = False
         while True:
             rounds += 1
@@ -132,7 +133,9 @@ class Solver(abc.ABC):
                                      seed=seed)
             if not result.plans:
                 break
+            check_started = time.perf_counter()
             check = self.check_plan(working, result.plans[0], simulate=simulate)
+            check_s = time.perf_counter() - check_started
             if check.ok:
                 break
             refuted.append(_plan_words(working, result.plans[0]) + ": " + "; ".join(check.failures))
@@ -173,7 +176,8 @@ class Solver(abc.ABC):
                          "replicas, or run solve --refine")
         deployments = _with_simulated(tuple(to_deployment(working, p) for p in best), check.simulated if check else None)
         deadline.phase("alternatives")
-        alts = self._alternatives(working, result, deadline, seed, simulate, check.simulated if check else None) if alternatives else ()
+        alts = (self._alternatives(working, result, deadline, seed, simulate, check.simulated if check else None, simulation_s=check_s)
+                if alternatives else ())
         deadline.phase(None)
         stats["timing"] = deadline.timing(space_build_s=build_s)
         return Solution(
@@ -215,7 +219,7 @@ class Solver(abc.ABC):
         return PlanCheck(cut=tuple(cut), replica_floors=tuple(floors), failures=tuple(failures), simulated=simulated)
 
     def _alternatives(self, space: SearchSpace, ranked: PlanResult, deadline: Deadline, seed: int, simulate: bool = False,
-                      optimum_simulated: "tuple[DeploymentCheck, ...] | None" = None) -> tuple[dict, ...]:
+                      optimum_simulated: "tuple[DeploymentCheck, ...] | None" = None, *, simulation_s: float = 0.0) -> tuple[dict, ...]:
         """GUIDE's outputs: top-3 plans, and the best-throughput / minimum-latency picks within budget.
 
         Without a budget the picks are limited to the optimum's cost, so they answer "what
@@ -223,12 +227,13 @@ class Solver(abc.ABC):
         carries its ``status`` (OPTIMAL, FEASIBLE when not proven, UNKNOWN with no plan when the
         time limit was spent first) -- none is dropped. With ``simulate`` each alternative is
         simulated too (``meets_slo_in_simulation`` and each deployment's ``simulated``) while
-        time is left, but not re-planned: only the optimum is. ``ranked``: the optimum and the
+        the deadline leaves at least ``simulation_s`` (what the optimum's check took: a plan
+        is not simulated when that would overrun the limit), but not re-planned: only the optimum is. ``ranked``: the optimum and the
         next plans of other shapes (one :meth:`best_plans` call); the optimum's simulation is reused.
         """
         problem = space.problem
         out = [_alternative(space, f"top-{i + 1}", problem.objective, plan, ranked.status_of(i), deadline=deadline, simulate=simulate,
-                            simulated=optimum_simulated if i == 0 else None)
+                            simulated=optimum_simulated if i == 0 else None, simulation_s=simulation_s)
                for i, plan in enumerate(ranked.plans)]
         out += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
         limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked.plans[0])
@@ -241,7 +246,8 @@ class Solver(abc.ABC):
                 continue
             pick = self.best_plans(capped, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
             if pick.plans:
-                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, deadline=deadline, simulate=simulate))
+                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, deadline=deadline, simulate=simulate,
+                                        simulation_s=simulation_s))
             elif pick.status is not Status.INFEASIBLE:
                 out.append(_unfinished(kind, objective, pick.status))
         return tuple(out)
@@ -249,8 +255,8 @@ class Solver(abc.ABC):
 
 def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL, *,
                  deadline: Deadline | None = None, simulate: bool = False,
-                 simulated: "tuple[DeploymentCheck, ...] | None" = None) -> dict:
-    """One alternative's JSON; simulated (unless ``simulated`` is given) only while ``deadline`` has time left."""
+                 simulated: "tuple[DeploymentCheck, ...] | None" = None, simulation_s: float = 0.0) -> dict:
+    """One alternative's JSON; simulated (unless ``simulated`` is given) only while ``deadline`` leaves ``simulation_s`` or more."""
     deployments = tuple(to_deployment(space, p) for p in plan)
     out = {
         "kind": kind,
@@ -260,7 +266,7 @@ def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, stat
         "cost_per_hour": objective_value("min_cost", plan),
     }
     if simulate:
-        if simulated is None and (deadline is None or not deadline.expired):
+        if simulated is None and (deadline is None or deadline.remaining_s() >= max(simulation_s, 1e-9)):
             from guide_opt.simcheck import check_plan as simulate_plan
 
             simulated = simulate_plan(space.problem, deployments)

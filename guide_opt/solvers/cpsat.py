@@ -10,7 +10,7 @@ from ortools.sat.python import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.formulation import (COST_QUANTUM_USD_PER_H, SERVED_QUANTUM, SERVED_SCALE, THROUGHPUT_QUANTUM_TOKENS_PER_S, TIME_QUANTUM_US,
                                    Formulation, build_formulation, objective_coefficient, run_cp_sat)
-from guide_opt.plan import Plan
+from guide_opt.plan import OBJECTIVES, Plan
 from guide_opt.presets import SolverPreset
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
@@ -163,7 +163,8 @@ def lexicographic(form: Formulation) -> Lexicographic:
     proto = form.model.Proto()
 
     def upper(var) -> int:
-        return int(proto.variables[var.Index()].domain[-1])
+        domain = proto.variables[var.Index()].domain
+        return int(domain[len(domain) - 1])  # the protobuf field does not take negative indices
 
     per_model_cost, per_model_latency, per_model_throughput = [], [], []
     for indices in form.by_model:
@@ -171,16 +172,13 @@ def lexicographic(form: Formulation) -> Lexicographic:
         per_model_latency.append(max((objective_coefficient("min_latency", form.candidates[i]) for i in indices), default=0))
         per_model_throughput.append(max((upper(form.replicas[i]) * objective_coefficient("max_throughput", form.candidates[i])
                                          for i in indices), default=0))
-    cost_ub, latency_ub = sum(per_model_cost), sum(per_model_latency)
-    objective = form.objective
-    if objective == "min_cost":
-        primary, sign, primary_ub, secondary, secondary_ub = form.cost_expr, 1, cost_ub, form.latency_expr, latency_ub
-    elif objective == "min_latency":
-        primary, sign, primary_ub, secondary, secondary_ub = form.latency_expr, 1, latency_ub, form.cost_expr, cost_ub
-    elif objective == "max_throughput":
-        primary, sign, primary_ub, secondary, secondary_ub = form.throughput_expr, -1, sum(per_model_throughput), form.cost_expr, cost_ub
-    else:  # max_served
-        primary, sign, primary_ub, secondary, secondary_ub = form.served_expr, -1, SERVED_SCALE * len(form.by_model), form.cost_expr, cost_ub
+    # each plan objective as (expression, upper bound) in this model
+    terms = {"min_cost": (form.cost_expr, sum(per_model_cost)), "min_latency": (form.latency_expr, sum(per_model_latency)),
+             "max_throughput": (form.throughput_expr, sum(per_model_throughput)),
+             "max_served": (form.served_expr, SERVED_SCALE * len(form.by_model))}
+    kind = OBJECTIVES[form.objective]
+    (primary, primary_ub), (secondary, secondary_ub) = terms[kind.name], terms[kind.tie_break]
+    sign = kind.sense
     weight = secondary_ub + 1
     exact = primary_ub * weight + secondary_ub < 2**53
     return Lexicographic(primary, sign, secondary, weight if exact else None)

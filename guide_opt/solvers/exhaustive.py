@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from guide_opt.deadline import Deadline
-from guide_opt.plan import Pick, Plan, objective_value
+from guide_opt.plan import OBJECTIVES, Pick, Plan, objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace, replica_limit
@@ -47,8 +47,8 @@ class ExhaustiveSolver(Solver):
             options.append(picks)
 
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
-        sign = -1.0 if objective in ("max_throughput", "max_served") else 1.0
-        tie_breaker = "min_latency" if objective == "min_cost" else "min_cost"  # same rule as the CP-SAT solver
+        sign = float(OBJECTIVES[objective].sense)
+        tie_breaker = OBJECTIVES[objective].tie_break  # the CP-SAT solver's rule too
         budget = problem.budget_per_hour
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
