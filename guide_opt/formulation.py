@@ -3,11 +3,14 @@
 The reduction, in the manner of CVXPY's ``apply`` / ``invert``:
 
 - :func:`build_formulation` turns a :class:`~guide_opt.space.SearchSpace` into a ``CpModel``.
-  Per LLM and candidate ``c`` (a shape at one batch size) there is a Boolean ``use[c]`` and
-  an integer ``replicas[c]``; exactly one candidate per LLM is used. The batch of LLM m is
-  the integer ``sum_c batch_c x use[c]`` (SOS1 form), so every latency, memory and
-  capacity figure is a piecewise-linear function of it, sampled at the candidate batch
-  sizes from the full performance model -- exact at those breakpoints.
+  Every candidate ``c`` (a shape at one batch size) was evaluated once, in Python, with the
+  full performance model (:mod:`guide_opt.space`); the model only chooses among them. Per LLM
+  and candidate there is a Boolean ``use[c]`` and an integer ``replicas[c]``; exactly one
+  candidate per LLM is used. Candidates that break a per-LLM constraint (memory, SLOs) are
+  left out; cost, GPUs, throughput and latency enter as integer coefficients of ``use`` and
+  ``replicas``, so the model is exact on the table of candidates (no linearization, no
+  interpolation between batch sizes) and CP-SAT handles only the choice and the shared limits
+  (budget, inventory, max_gpus).
 - :meth:`Formulation.decode` maps solver values back to a :class:`~guide_opt.plan.Plan`.
 - Before the variables are made, candidates dominated for the objective may be pruned
   (``prune=True``; exact, see :mod:`guide_opt.pruning`).
