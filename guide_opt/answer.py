@@ -25,6 +25,7 @@ from guide_opt.problem import Problem
 from guide_opt.solution import Solution
 
 if TYPE_CHECKING:
+    from guide_opt.deadline import Deadline
     from guide_opt.pareto import Frontier
     from guide_opt.perf import Estimate
     from guide_opt.perf.steady_state import SteadyState
@@ -76,6 +77,7 @@ def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: Solver
         return with_artifacts(problem, _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
     if problem.is_schedule:
         return with_artifacts(problem, _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
+    from guide_opt.deadline import Deadline
     from guide_opt.plan import verification_problem
     from guide_opt.solvers import get_solver
     from guide_opt.verify import verify
@@ -84,19 +86,20 @@ def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: Solver
     started = time.perf_counter()
     progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
     space = build_space(problem, workers=workers)
-    progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
+    build_s = time.perf_counter() - started
+    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    progress(f"{space.candidate_count:,} candidates in {build_s:.1f} s; solving with {solver_name} "
              "(then the top-3 and the best-throughput / minimum-latency picks) ...")
-    solution = solver.solve(problem, time_limit_s=time_limit_s, seed=seed, space=space)
+    solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)
     violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
     binding = []
     if explain and solution.status.found:
         progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
-        binding = binding_constraints(problem, solution, preset, space)
-    payload = solution.to_json()
-    payload["problem"] = problem.name
-    payload["verified"] = solution.status.found and not violations
-    if violations:
-        payload["verification_failures"] = [v.text for v in violations]
+        deadline.phase("explanation")
+        binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
+        deadline.phase(None)
+    payload = solved_payload(problem, solution, violations)
+    payload["stats"]["timing"] = deadline.timing(space_build_s=build_s) | {"total_s": round(time.perf_counter() - started, 4)}
     if binding:
         payload["binding_constraints"] = binding
     if problem.objective == "max_served" and solution.status.found:
@@ -104,6 +107,21 @@ def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: Solver
 
         payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
     return with_artifacts(problem, Answer(solution, payload, space=space))
+
+
+def solved_payload(problem: Problem, solution: Solution, violations: list | None = None) -> dict[str, Any]:
+    """The solution's JSON with the problem's name and its verification verdict (``verified``, ``verification_failures``).
+
+    ``violations``: what the full-model check found (:class:`~guide_opt.verify.Violation`);
+    None takes the failures the solver recorded in ``stats["verification_failures"]`` (Pareto).
+    """
+    payload = solution.to_json()
+    payload["problem"] = problem.name
+    failures = [v.text for v in violations] if violations is not None else solution.stats.get("verification_failures", [])
+    payload["verified"] = solution.status.found and not failures
+    if failures and violations is not None:
+        payload["verification_failures"] = failures
+    return payload
 
 
 def with_artifacts(problem: Problem, answer: Answer) -> Answer:
@@ -118,8 +136,12 @@ def with_artifacts(problem: Problem, answer: Answer) -> Answer:
     return answer
 
 
-def binding_constraints(problem: Problem, solution: Solution, preset: SolverPreset, space: "SearchSpace | None" = None) -> list[dict]:
-    """Which constraints bind at ``solution`` and what relaxing each would gain (:func:`~guide_opt.explain.explain_binding`)."""
+def binding_constraints(problem: Problem, solution: Solution, preset: SolverPreset, space: "SearchSpace | None" = None, *,
+                        deadline: "Deadline | float | None" = None, seed: int | None = None) -> list[dict]:
+    """Which constraints bind at ``solution`` and what relaxing each would gain (:func:`~guide_opt.explain.explain_binding`).
+
+    ``deadline``: the solve's, so that the report shares ``--time-limit-s`` (None: a budget of its own).
+    """
     from guide_opt.explain import explain_binding
     from guide_opt.plan import Pick
     from guide_opt.space import build_space
@@ -129,7 +151,7 @@ def binding_constraints(problem: Problem, solution: Solution, preset: SolverPres
     for ms, dep in zip(space.models, solution.deployments):
         match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
         plan.append(Pick(match, dep.replicas))
-    return explain_binding(space, tuple(plan), preset)
+    return explain_binding(space, tuple(plan), preset, deadline, seed=seed)
 
 
 def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
@@ -141,9 +163,7 @@ def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, tim
     space = build_space(problem, workers=workers) if workers is not None else None
     progress("computing the exact Pareto frontier (one CP-SAT solve per point) ...")
     solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
-    payload = solution.to_json()
-    payload["problem"] = problem.name
-    payload["verified"] = solution.status.found and "verification_failures" not in solution.stats
+    payload = solved_payload(problem, solution)
     payload.update(frontier_json(space, frontier))
     return Answer(solution, payload, space=space, frontier=frontier)
 
@@ -158,12 +178,8 @@ def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, t
     progress("scheduling the jobs on the GPU pool with CP-SAT ...")
     solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
     violations = verify_schedule(problem, schedule, space) if solution.status.found else []
-    payload = solution.to_json()
-    payload["problem"] = problem.name
+    payload = solved_payload(problem, solution, violations)
     payload["objective_unit"] = "h" if problem.objective == "min_makespan" else "$"
-    payload["verified"] = solution.status.found and not violations
-    if violations:
-        payload["verification_failures"] = [v.text for v in violations]
     payload.update(schedule_json(schedule))
     return Answer(solution, payload, space=space, schedule=schedule)
 

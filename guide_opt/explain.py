@@ -19,14 +19,15 @@ reports what relaxing it would gain.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter
 
 from ortools.sat.python import cp_model
 
-from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, to_quanta
+from guide_opt.deadline import Deadline
+from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, run_cp_sat, to_quanta
 from guide_opt.plan import MINIMIZED, Plan, objective_value
-from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
+from guide_opt.presets import SolverPreset
+from guide_opt.solution import Status
 from guide_opt.space import ModelSpace, SearchSpace
 
 _FAMILY_TEXT = {
@@ -78,27 +79,30 @@ def _precheck_reasons(space: SearchSpace) -> list[str]:
     return reasons
 
 
-def _solver(preset: SolverPreset) -> cp_model.CpSolver:
-    solver = cp_model.CpSolver()
-    apply_cp_sat_parameters(solver, preset, time_limit_s=min(preset.time_limit_s, 10.0))
-    return solver
+def explanation_deadline(preset: SolverPreset, deadline: Deadline | float | None) -> Deadline:
+    """``deadline`` as a :class:`Deadline`; None: a budget of the preset's time limit for the whole explanation."""
+    return Deadline.of(deadline if deadline is not None else preset.time_limit_s)
 
 
-def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_model.IntVar], preset: SolverPreset) -> list[str]:
+def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_model.IntVar], preset: SolverPreset,
+                     deadline: Deadline | float | None = None) -> list[str]:
     """A minimal set of the named families whose literals, assumed true, make ``model`` infeasible.
 
     CP-SAT's sufficient assumptions give a conflicting subset; deletion filtering then drops
     every family whose removal keeps the rest infeasible, so each name returned is necessary
-    to the conflict. Empty when the model is feasible with every family enforced.
+    to the conflict. Empty when the model is feasible with every family enforced. Every
+    re-solve draws on ``deadline`` (see :func:`explanation_deadline`); a deletion step that
+    runs out of time keeps its family (the set stays a conflict, perhaps not a minimal one).
     """
+    deadline = explanation_deadline(preset, deadline)
     by_index = {v.Index(): name for name, v in family_literals.items()}
 
     def infeasible_under(names: list[str]) -> tuple[bool, list[str]]:
         model.ClearAssumptions()
         model.AddAssumptions([family_literals[n] for n in names])
-        solver = _solver(preset)
-        solver.parameters.num_workers = 1  # cores are reported by the single-thread search
-        if solver.Solve(model) != cp_model.INFEASIBLE:
+        # one worker: cores are reported by the single-thread search
+        status, solver = run_cp_sat(model, preset, deadline, num_workers=1)
+        if status is not Status.INFEASIBLE:
             return False, []
         return True, sorted(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
 
@@ -112,13 +116,13 @@ def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_mode
     return core if infeasible else []
 
 
-def conflicting_families(space: SearchSpace, preset: SolverPreset) -> list[str]:
+def conflicting_families(space: SearchSpace, preset: SolverPreset, deadline: Deadline | float | None = None) -> list[str]:
     """A minimal set of constraint families that together make the problem infeasible (see :func:`minimal_conflict`)."""
     form = build_formulation(space, "min_cost", explain=True)
-    return minimal_conflict(form.model, form.family_literals, preset)
+    return minimal_conflict(form.model, form.family_literals, preset, deadline)
 
 
-def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset) -> Plan | None:
+def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset, deadline: Deadline) -> Plan | None:
     """Optimize the quantity limited by ``dropped`` with every other family enforced."""
     form = build_formulation(space, "min_cost", explain=True)
     model = form.model
@@ -144,10 +148,8 @@ def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset) -> 
         m = int(dropped.split("[", 1)[1].split("]", 1)[0])
         model.Maximize(sum(form.replicas[i] * _served_quanta(space, c) for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
     # budget: the cheapest plan (min cost, the formulation's objective) is the right measure
-    solver = _solver(preset)
-    if solver.Solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
-    return form.decode(solver)
+    status, solver = run_cp_sat(model, preset, deadline)
+    return form.decode(solver) if status.found else None
 
 
 #: Demand quantum for the "largest servable demand" relaxation (requests/s, users or requests).
@@ -226,13 +228,14 @@ def family_label(space: SearchSpace, family: str) -> str:
     }[kind]
 
 
-def explain_infeasible(space: SearchSpace, preset: SolverPreset) -> dict:
-    """The explanation object of an infeasible problem: reasons, conflict, relaxations."""
+def explain_infeasible(space: SearchSpace, preset: SolverPreset, deadline: Deadline | float | None = None) -> dict:
+    """The explanation object of an infeasible problem: reasons, conflict, relaxations (all re-solves draw on ``deadline``)."""
+    deadline = explanation_deadline(preset, deadline)
     reasons = _precheck_reasons(space)
-    conflict = [] if any(not ms.shapes for ms in space.models) else conflicting_families(space, preset)
+    conflict = [] if any(not ms.shapes for ms in space.models) else conflicting_families(space, preset, deadline)
     relaxations = []
     for family in conflict:
-        plan = _relaxed_optimum(space, family, preset)
+        plan = _relaxed_optimum(space, family, preset, deadline)
         if plan is not None:
             relaxation = _relaxation(space, family, plan)
             if relaxation:
@@ -262,12 +265,15 @@ def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[
     }
 
 
-def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, time_budget_s: float | None = None) -> list[dict]:
+def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadline: Deadline | float | None = None,
+                    seed: int | None = None) -> list[dict]:
     """For a solved problem: each relaxable constraint and what dropping it would gain.
 
-    One relaxed solve per constraint: shared limits first, then each LLM's SLOs. After
-    ``time_budget_s`` (default: the preset's time limit) the remaining constraints are listed
-    as not evaluated, so a large fleet still answers promptly.
+    One relaxed solve per constraint: shared limits first, then each LLM's SLOs, all drawing
+    on ``deadline`` (the solve's own, so ``--time-limit-s`` bounds the whole answer; seconds
+    or None: a budget of its own, see :func:`explanation_deadline`). Once it is spent the
+    remaining constraints are listed as not evaluated (``binding`` None), so a large fleet
+    still answers promptly. ``seed``: CP-SAT's (default: the preset's).
     """
     from guide_opt.solvers.cpsat import CpSatSolver
 
@@ -288,25 +294,28 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, time_b
                     r.model_copy(update={"slo": r.slo.model_copy(update={key: None})}) if j == m else r for j, r in enumerate(problem.models)]}))
     out = []
     solver = CpSatSolver(preset)
-    budget_s = preset.time_limit_s if time_budget_s is None else time_budget_s
-    started = time.perf_counter()
+    deadline = explanation_deadline(preset, deadline)
+    seed = seed if seed is not None else preset.seed
     for name, update in families:
-        if time.perf_counter() - started > budget_s:
+        if deadline.expired:
             out.append({"constraint": name, "binding": None,
-                        "text": f"{name}: not evaluated (the {budget_s:g} s explanation budget was spent; --no-explain skips this report)"})
+                        "text": f"{name}: not evaluated (the {deadline.total_s:g} s time limit was spent; --no-explain skips this report)"})
             continue
         relaxed_problem = problem.model_copy(update=update)
         if objective == "max_throughput" and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
-        result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), time_limit_s=min(preset.time_limit_s, 5.0), seed=preset.seed)
+        result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
         if not result.plans:
+            if result.status is not Status.INFEASIBLE:
+                out.append({"constraint": name, "binding": None, "status": result.status.value,
+                            "text": f"{name}: not evaluated (no relaxed plan within the time limit)"})
             continue
         value = objective_value(objective, result.plans[0])
         gain = (base_value - value) if objective in MINIMIZED else (value - base_value)
         binding = gain > 1e-9 * max(1.0, abs(base_value))
-        out.append({"constraint": name, "binding": binding, "objective_if_relaxed": value, "gain": gain,
+        out.append({"constraint": name, "binding": binding, "status": result.status.value, "objective_if_relaxed": value, "gain": gain,
                     "text": _gain_text(name, objective, gain) if binding else f"{name} does not bind"})
     return out
 

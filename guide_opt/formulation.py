@@ -3,11 +3,14 @@
 The reduction, in the manner of CVXPY's ``apply`` / ``invert``:
 
 - :func:`build_formulation` turns a :class:`~guide_opt.space.SearchSpace` into a ``CpModel``.
-  Per LLM and candidate ``c`` (a shape at one batch size) there is a Boolean ``use[c]`` and
-  an integer ``replicas[c]``; exactly one candidate per LLM is used. The batch of LLM m is
-  the integer ``sum_c batch_c x use[c]`` (SOS1 form), so every latency, memory and
-  capacity figure is a piecewise-linear function of it, sampled at the candidate batch
-  sizes from the full performance model -- exact at those breakpoints.
+  Every candidate ``c`` (a shape at one batch size) was evaluated once, in Python, with the
+  full performance model (:mod:`guide_opt.space`); the model only chooses among them. Per LLM
+  and candidate there is a Boolean ``use[c]`` and an integer ``replicas[c]``; exactly one
+  candidate per LLM is used. Candidates that break a per-LLM constraint (memory, SLOs) are
+  left out; cost, GPUs, throughput and latency enter as integer coefficients of ``use`` and
+  ``replicas``, so the model is exact on the table of candidates (no linearization, no
+  interpolation between batch sizes) and CP-SAT handles only the choice and the shared limits
+  (budget, inventory, max_gpus).
 - :meth:`Formulation.decode` maps solver values back to a :class:`~guide_opt.plan.Plan`.
 - Before the variables are made, candidates dominated for the objective may be pruned
   (``prune=True``; exact, see :mod:`guide_opt.pruning`).
@@ -33,9 +36,12 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.limits import MAX_MODEL_INTEGER
 from guide_opt.plan import Pick, Plan
+from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
+from guide_opt.solution import Status, status_from_cp_sat
 from guide_opt.space import Candidate, SearchSpace, replica_limit
 
 #: One quantum of time (µs) for latency objective coefficients.
@@ -44,6 +50,26 @@ TIME_QUANTUM_US = 10
 COST_QUANTUM_USD_PER_H = 1e-6
 #: One quantum of throughput (generated tokens/s).
 THROUGHPUT_QUANTUM_TOKENS_PER_S = 1e-3
+
+
+def run_cp_sat(model: cp_model.CpModel, preset: SolverPreset, deadline: Deadline, *, seed: int | None = None,
+               cap_s: float | None = None, num_workers: int | None = None) -> tuple[Status, cp_model.CpSolver]:
+    """Solve ``model`` once: the one place every CP-SAT call of a solve goes through.
+
+    The call gets what is left of ``deadline`` (at most ``cap_s``) and is counted in it; the
+    preset's parameters apply, with ``num_workers`` (if given) overriding the preset's. The
+    search is deterministic (``interleave_search``: the workers' work is interleaved in fixed
+    batches, independent of thread timing), so a solve that finishes within its limit returns
+    the same solution on every run with the same seed, even among equal-objective optima.
+    """
+    solver = cp_model.CpSolver()
+    apply_cp_sat_parameters(solver, preset, time_limit_s=deadline.call_limit_s(cap_s), seed=seed)
+    if num_workers is not None:
+        solver.parameters.num_workers = num_workers
+    solver.parameters.interleave_search = True
+    code = solver.Solve(model)
+    deadline.add_cp_sat_call(solver.WallTime())
+    return status_from_cp_sat(code), solver
 
 
 def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: str = "a figure of the plan") -> int:

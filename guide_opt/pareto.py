@@ -45,12 +45,13 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
-from guide_opt.formulation import COST_QUANTUM_USD_PER_H, Formulation, build_formulation, objective_coefficient, to_quanta
+from guide_opt.formulation import COST_QUANTUM_USD_PER_H, Formulation, build_formulation, objective_coefficient, run_cp_sat, to_quanta
 from guide_opt.plan import Pick, Plan, objective_value, shared_limit_violations, to_deployment
-from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
+from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
-from guide_opt.solution import Solution, Status, status_from_cp_sat
+from guide_opt.solution import Solution, Status
 from guide_opt.space import SearchSpace, build_space, replica_limit
 from guide_opt.verify import verify_deployments
 
@@ -163,8 +164,8 @@ def _check_limits(problem: Problem) -> None:
 class _EpsilonSolver:
     """The lexicographic epsilon-constraint oracle over one CP-SAT model (bounds changed in place)."""
 
-    def __init__(self, form: Formulation, preset: SolverPreset, time_limit_s: float, seed: int) -> None:
-        self.form, self.preset, self.time_limit_s, self.seed = form, preset, time_limit_s, seed
+    def __init__(self, form: Formulation, preset: SolverPreset, deadline: Deadline, seed: int) -> None:
+        self.form, self.preset, self.deadline, self.seed = form, preset, deadline, seed
         model = form.model
         space = form.space
         cost_ub = lat_ub = thr_ub = 0
@@ -194,11 +195,8 @@ class _EpsilonSolver:
         dom[0], dom[1] = max(lo, base_lo), min(hi, base_hi)
 
     def _solve(self) -> tuple[Status, cp_model.CpSolver]:
-        solver = cp_model.CpSolver()
-        apply_cp_sat_parameters(solver, self.preset, time_limit_s=self.time_limit_s, seed=self.seed)
-        code = solver.Solve(self.form.model)
+        status, solver = run_cp_sat(self.form.model, self.preset, self.deadline, seed=self.seed)
         self.solves += 1
-        status = status_from_cp_sat(code)
         if status is not Status.OPTIMAL and status is not Status.INFEASIBLE:
             self.all_proven = False
         return status, solver
@@ -282,19 +280,22 @@ def _sweep(oracle: _EpsilonSolver, max_points: int) -> tuple[list[ParetoPoint], 
 
 
 def pareto_frontier(space: SearchSpace, preset: SolverPreset | None = None, *, time_limit_s: float | None = None, seed: int | None = None,
-                    max_points: int = MAX_POINTS, forbidden: frozenset[int] = frozenset(), prune_dominated: bool = True) -> Frontier:
+                    max_points: int = MAX_POINTS, forbidden: frozenset[int] = frozenset(), prune_dominated: bool = True,
+                    deadline: Deadline | None = None) -> Frontier:
     """The exact (cost, latency, throughput) Pareto frontier of ``space`` by epsilon-constraint over CP-SAT.
 
-    ``time_limit_s`` applies to each CP-SAT solve. Candidates whose id() is in ``forbidden``
-    are left out; dominated candidates are pruned first (exact, :mod:`guide_opt.pruning`)
-    unless ``prune_dominated`` is False.
+    Every CP-SAT solve of the sweep draws on one ``deadline`` (default: a new one of
+    ``time_limit_s``, else the preset's limit); a sweep cut short by it is FEASIBLE, not
+    OPTIMAL. Candidates whose id() is in ``forbidden`` are left out; dominated candidates are
+    pruned first (exact, :mod:`guide_opt.pruning`) unless ``prune_dominated`` is False.
     """
     started = time.perf_counter()
     preset = preset or load_preset()
-    time_limit_s = time_limit_s if time_limit_s is not None else preset.time_limit_s
+    if deadline is None:
+        deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
     seed = seed if seed is not None else preset.seed
     form = build_formulation(space, "pareto", forbidden=forbidden, prune=prune_dominated)
-    oracle = _EpsilonSolver(form, preset, time_limit_s, seed)
+    oracle = _EpsilonSolver(form, preset, deadline, seed)
     points, first_status, reused, truncated = _sweep(oracle, max_points)
     points = nondominated(points)  # a no-op on an exact run; guards a time-limited one
     if points:
@@ -352,13 +353,15 @@ def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPrese
     preset = preset or load_preset()
     space = space or build_space(problem)
     build_s = time.perf_counter() - started
+    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    deadline.phase("solve")
     forbidden: set[int] = set()
     failures: list[str] = []
     for _ in range(MAX_VERIFICATION_ROUNDS):
         if solver == "exhaustive":
             frontier = brute_force_frontier(space)
         else:
-            frontier = pareto_frontier(space, preset, time_limit_s=time_limit_s, seed=seed, forbidden=frozenset(forbidden))
+            frontier = pareto_frontier(space, preset, seed=seed, forbidden=frozenset(forbidden), deadline=deadline)
         bad = set()
         failures = []
         for point in frontier.points:
@@ -369,7 +372,7 @@ def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPrese
         if not bad or solver == "exhaustive":
             break
         forbidden |= bad
-    stats = {"space_build_s": round(build_s, 4), "candidates": space.candidate_count,
+    stats = {"candidates": space.candidate_count,
              "pruned_shapes": sum(sum(m.pruned.values()) for m in space.models), "cuts": len(forbidden), **frontier.stats,
              "latency_kind": LATENCY_KIND}
     if failures:
@@ -380,11 +383,16 @@ def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPrese
         if frontier.status is Status.INFEASIBLE:
             from guide_opt.explain import explain_infeasible
 
-            explanation = explain_infeasible(space, preset)
+            deadline.phase("explanation")
+            explanation = explain_infeasible(space, preset, deadline)
+        deadline.phase(None)
+        stats["timing"] = deadline.timing(space_build_s=build_s)
         solution = Solution(frontier.status, None, None, time.perf_counter() - started, solver, explanation=explanation, stats=stats,
                             objective_name="pareto")
         return solution, frontier, space
     bound = cheapest.cost_per_hour if frontier.status is Status.OPTIMAL else None
+    deadline.phase(None)
+    stats["timing"] = deadline.timing(space_build_s=build_s)
     solution = Solution(status=frontier.status, objective=cheapest.cost_per_hour, bound=bound, wall_time_s=time.perf_counter() - started,
                         solver=solver, deployments=tuple(to_deployment(space, p) for p in cheapest.plan), stats=stats, objective_name="pareto")
     return solution, frontier, space

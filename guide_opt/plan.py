@@ -10,15 +10,71 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.solution import Deployment
 from guide_opt.space import Candidate, SearchSpace, demand_of, evaluate_candidate
 
+@dataclass(frozen=True)
+class ObjectiveKind:
+    """One objective of a plan, as every layer needs it: one entry of :data:`OBJECTIVES`.
+
+    sense: +1 minimized, -1 maximized. unit: the reporting unit (``$/h``, ``tokens/s``, ...);
+    prefix / suffix / decimals: how it is printed (``$5.98/h``). tie_break: the plan objective
+    that decides between plans equal in this one (None: none). value: the objective of a
+    fleet plan in its unit (None for objectives whose answers are not plans of picks).
+    """
+
+    name: str
+    sense: int
+    unit: str
+    prefix: str = ""
+    suffix: str = ""
+    decimals: int = 1
+    tie_break: str | None = None
+    value: "Callable[[Plan], float] | None" = None
+
+    @property
+    def minimized(self) -> bool:
+        """True when smaller is better."""
+        return self.sense > 0
+
+    def format(self, value: float | None) -> str:
+        """``value`` with its unit, e.g. ``$5.98/h`` or ``42,218.0 tokens/s``; '-' for None."""
+        return "-" if value is None else f"{self.prefix}{value:,.{self.decimals}f}{self.suffix}"
+
+
+def _cost(plan: "Plan") -> float:
+    return math.fsum(p.cost_per_hour for p in plan)
+
+
+def _throughput(plan: "Plan") -> float:
+    return math.fsum(p.throughput_tokens_per_s for p in plan)
+
+
+def _latency(plan: "Plan") -> float:
+    return math.fsum(p.candidate.request_latency_s * 1e3 for p in plan)
+
+
+def _served(plan: "Plan") -> float:
+    return 100.0 * math.fsum(p.served_share for p in plan) / max(1, len(plan))
+
+
+#: Every objective by name. Ties on cost go to the fastest plan; ties on anything else to the cheapest.
+OBJECTIVES: dict[str, ObjectiveKind] = {o.name: o for o in (
+    ObjectiveKind("min_cost", 1, "$/h", "$", "/h", 2, tie_break="min_latency", value=_cost),
+    ObjectiveKind("max_throughput", -1, "tokens/s", "", " tokens/s", 1, tie_break="min_cost", value=_throughput),
+    ObjectiveKind("min_latency", 1, "ms", "", " ms", 1, tie_break="min_cost", value=_latency),
+    ObjectiveKind("max_served", -1, "% of demand served", "", "% of demand served", 2, tie_break="min_cost", value=_served),
+    ObjectiveKind("pareto", 1, "$/h", "$", "/h (cheapest point)", 2, value=_cost),
+    ObjectiveKind("min_makespan", 1, "h", "", " h", 2, tie_break="schedule_cost"),
+    ObjectiveKind("schedule_cost", 1, "$", "$", " total", 2),
+)}
+
 #: Objectives that are minimized (the rest are maximized).
-MINIMIZED = frozenset({"min_cost", "min_latency", "min_makespan"})
+MINIMIZED = frozenset(name for name, o in OBJECTIVES.items() if o.minimized)
 
 
 @dataclass(frozen=True)
@@ -53,21 +109,15 @@ Plan = tuple[Pick, ...]
 
 
 def objective_value(objective: str, plan: Plan) -> float:
-    """Value of ``objective`` for ``plan``: $/h, tokens/s, ms of summed mean request latency,
+    """Value of ``objective`` for ``plan`` (:data:`OBJECTIVES`): $/h, tokens/s, ms of summed mean request latency,
     or (``max_served``) the mean over LLMs of the percent of demand served."""
-    if objective == "max_served":
-        return 100.0 * math.fsum(p.served_share for p in plan) / max(1, len(plan))
-    if objective == "max_throughput":
-        return math.fsum(p.throughput_tokens_per_s for p in plan)
-    if objective == "min_latency":
-        return math.fsum(p.candidate.request_latency_s * 1e3 for p in plan)
-    return math.fsum(p.cost_per_hour for p in plan)
+    return OBJECTIVES[objective].value(plan)
 
 
 def better(objective: str, a: float, b: float, tolerance: float = 1e-9) -> bool:
     """True when objective value ``a`` is strictly better than ``b``."""
     scale = max(abs(a), abs(b), 1.0) * tolerance
-    if objective in MINIMIZED:
+    if OBJECTIVES[objective].minimized:
         return a < b - scale
     return a > b + scale
 

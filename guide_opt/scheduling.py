@@ -54,16 +54,17 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
-from guide_opt.explain import candidate_report, infeasibility_report, minimal_conflict
-from guide_opt.formulation import COST_QUANTUM_USD_PER_H, to_quanta
+from guide_opt.explain import candidate_report, explanation_deadline, infeasibility_report, minimal_conflict
+from guide_opt.formulation import COST_QUANTUM_USD_PER_H, run_cp_sat, to_quanta
 
 #: Longest job duration represented in the model, in time quanta (2**40: millennia at 1-minute quanta).
 MAX_JOB_QUANTA = 2**40
 from guide_opt.plan import Pick, to_deployment
-from guide_opt.presets import SolverPreset, apply_cp_sat_parameters, load_preset
+from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
-from guide_opt.solution import Deployment, Solution, Status, status_from_cp_sat
+from guide_opt.solution import Deployment, Solution, Status
 from guide_opt.space import Candidate, SearchSpace, build_space, replica_limit
 from guide_opt.verify import Violation, verify_deployments
 
@@ -361,22 +362,18 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
     return ScheduleModel(model, options, present, starts, ends, makespan, cost_expr, literals, capacities, deadlines)
 
 
-def _solve(model: cp_model.CpModel, preset: SolverPreset, time_limit_s: float, seed: int) -> tuple[Status, cp_model.CpSolver]:
-    solver = cp_model.CpSolver()
-    apply_cp_sat_parameters(solver, preset, time_limit_s=time_limit_s, seed=seed)
-    return status_from_cp_sat(solver.Solve(model)), solver
-
-
-def _optimize(space: SearchSpace, options: list[list[JobOption]], objective: str, preset: SolverPreset, time_limit_s: float,
+def _optimize(space: SearchSpace, options: list[list[JobOption]], objective: str, preset: SolverPreset, deadline: Deadline,
               seed: int) -> tuple[Status, tuple[ScheduledJob, ...], float | None, dict]:
-    """Solve for ``objective`` and break ties (min_makespan -> cheaper, min_cost -> earlier). Returns status, jobs, bound, stats."""
+    """Solve for ``objective`` and break ties (min_makespan -> cheaper, min_cost -> earlier). Returns status, jobs, bound, stats.
+
+    The tie-break re-solves the same model, hinted with the first answer; both draw on ``deadline``.
+    """
     sm = build_schedule_model(space, options)
     model = sm.model
     primary, secondary = (sm.makespan, sm.cost_expr) if objective == "min_makespan" else (sm.cost_expr, sm.makespan)
     model.Minimize(primary)
-    status, solver = _solve(model, preset, time_limit_s, seed)
-    stats = {"cp_sat_wall_s": round(solver.WallTime(), 4), "variables": len(model.Proto().variables),
-             "constraints": len(model.Proto().constraints)}
+    status, solver = run_cp_sat(model, preset, deadline, seed=seed)
+    stats = {"variables": len(model.Proto().variables), "constraints": len(model.Proto().constraints)}
     if not status.found:
         return status, (), None, stats
     bound_quanta = solver.BestObjectiveBound()
@@ -387,10 +384,10 @@ def _optimize(space: SearchSpace, options: list[list[JobOption]], objective: str
         model.AddHint(sm.starts[j], solver.Value(sm.starts[j]))
         for x in lits:
             model.AddHint(x, solver.Value(x))
-    second_status, second = _solve(model, preset, time_limit_s, seed)
+    second_status, second = run_cp_sat(model, preset, deadline, seed=seed)
     if second_status.found:
         jobs = sm.decode(second, space)
-    stats["cp_sat_wall_s"] = round(stats["cp_sat_wall_s"] + second.WallTime(), 4)
+    stats["tie_break_proven"] = second_status is Status.OPTIMAL
     return status, jobs, bound_quanta, stats
 
 
@@ -494,12 +491,7 @@ def _precheck_reasons(space: SearchSpace, options: list[list[JobOption]]) -> lis
     return reasons
 
 
-def _conflict(sm: ScheduleModel, preset: SolverPreset) -> list[str]:
-    """A minimal set of limit families that together admit no schedule (assumptions + deletion filter)."""
-    return minimal_conflict(sm.model, sm.family_literals, preset)
-
-
-def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: SolverPreset) -> dict | None:
+def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: SolverPreset, deadline: Deadline) -> dict | None:
     """The least relaxation of ``family`` alone that admits a schedule."""
     model = sm.model.Clone()
     for name, lit in sm.family_literals.items():
@@ -511,7 +503,7 @@ def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: Solv
         model.Minimize(model.GetIntVarFromProtoIndex(sm.ends[m].Index()))
     else:
         model.Minimize(model.GetIntVarFromProtoIndex(sm.capacities[family].Index()))
-    status, solver = _solve(model, preset, min(preset.time_limit_s, 10.0), preset.seed)
+    status, solver = run_cp_sat(model, preset, deadline)
     if not status.found:
         return None
     value = round(solver.ObjectiveValue())
@@ -534,17 +526,20 @@ def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: Solv
             "text": f"raise budget_per_hour from ${current:.2f} to ${needed:.2f}/h"}
 
 
-def explain_schedule_infeasible(space: SearchSpace, preset: SolverPreset, options: list[list[JobOption]]) -> dict:
-    """Why no schedule exists: per-job pre-checks, the conflicting limits (named), and single relaxations."""
+def explain_schedule_infeasible(space: SearchSpace, preset: SolverPreset, options: list[list[JobOption]],
+                                deadline: Deadline | float | None = None) -> dict:
+    """Why no schedule exists: per-job pre-checks, the conflicting limits (named, assumptions + deletion filter), and
+    single relaxations; every re-solve draws on ``deadline`` (see :func:`~guide_opt.explain.explanation_deadline`)."""
+    deadline = explanation_deadline(preset, deadline)
     reasons = _precheck_reasons(space, options)
     conflict: list[str] = []
     relaxations = []
     if all(any(c.usable_for("max_served") for c in ms.candidates) for ms in space.models):
         loose = [job_options(space, j, respect_limits=False)[0] for j in range(len(space.models))]
         sm = build_schedule_model(space, loose, explain=True)
-        conflict = _conflict(sm, preset)
+        conflict = minimal_conflict(sm.model, sm.family_literals, preset, deadline)
         for family in conflict:
-            r = _relaxation(space, sm, family, preset)
+            r = _relaxation(space, sm, family, preset, deadline)
             if r:
                 relaxations.append(r)
     return infeasibility_report(space, reasons, conflict, relaxations,
@@ -632,18 +627,19 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
         raise InputError("objective", f"a batch-job schedule minimizes min_makespan or min_cost, not {objective}", "change the objective")
     started = time.perf_counter()
     preset = preset or load_preset()
-    time_limit_s = time_limit_s if time_limit_s is not None else preset.time_limit_s
     seed = seed if seed is not None else preset.seed
     space = space or build_space(problem)
     quantum_s = problem.scheduling.time_quantum_s
     build_s = time.perf_counter() - started
+    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    deadline.phase("solve")
     forbidden: set[int] = set()
     rounds = 0
     while True:
         rounds += 1
         built = [job_options(space, j, forbidden=frozenset(forbidden), prune=prune) for j in range(len(space.models))]
         options = [o for o, _ in built]
-        stats = {"space_build_s": round(build_s, 4), "candidates": space.candidate_count,
+        stats = {"candidates": space.candidate_count,
                  "pruned_shapes": sum(sum(m.pruned.values()) for m in space.models),
                  "job_options": sum(len(o) for o in options), "dominated_pruned": sum(n for _, n in built), "time_quantum_s": quantum_s}
         if solver == "exhaustive":
@@ -652,7 +648,7 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
         elif any(not o for o in options):
             status, jobs, bound = Status.INFEASIBLE, (), None
         else:
-            status, jobs, bound_quanta, solve_stats = _optimize(space, options, objective, preset, time_limit_s, seed)
+            status, jobs, bound_quanta, solve_stats = _optimize(space, options, objective, preset, deadline, seed)
             stats.update(solve_stats)
             bound = _bound_in_units(objective, bound_quanta, quantum_s) if bound_quanta is not None else None
         if not jobs:
@@ -664,7 +660,10 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
         forbidden.update(id(c) for c in bad)
     stats.update({"verification_rounds": rounds, "cuts": len(forbidden)})
     if not jobs:
-        explanation = explain_schedule_infeasible(space, preset, options) if status is Status.INFEASIBLE else None
+        deadline.phase("explanation")
+        explanation = explain_schedule_infeasible(space, preset, options, deadline) if status is Status.INFEASIBLE else None
+        deadline.phase(None)
+        stats["timing"] = deadline.timing(space_build_s=build_s)
         schedule = Schedule(status, objective, None, None, (), quantum_s, stats, explanation)
         return (Solution(status, None, None, time.perf_counter() - started, solver, explanation=explanation, stats=stats,
                          objective_name=objective), schedule, space)
@@ -672,6 +671,8 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
     bound = value if status is Status.OPTIMAL else bound
     schedule = Schedule(status, objective, value, bound, jobs, quantum_s, stats)
     stats.update({"makespan_h": schedule.makespan_h, "cost_usd": round(schedule.cost_usd, 4)})
+    deadline.phase(None)
+    stats["timing"] = deadline.timing(space_build_s=build_s)
     solution = Solution(status=status, objective=value, bound=bound, wall_time_s=time.perf_counter() - started, solver=solver,
                         deployments=tuple(job_deployment(space, j) for j in jobs), stats=stats, objective_name=objective)
     return solution, schedule, space

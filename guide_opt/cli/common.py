@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -71,22 +72,11 @@ def replica_options(func: Callable) -> Callable:
 
 def build_config(
     *,
-    model: str,
-    gpu: str,
-    tp: int = 1,
-    pp: int = 1,
-    framework: str = "vllm",
-    quantization: str = "bf16",
-    kv_cache_dtype: str = "fp16",
-    batch: int = 1,
-    input_tokens: int = 512,
-    output_tokens: int = 128,
-    flash_attention: bool = True,
-    h2o_kept_fraction: float = 1.0,
-    expert_parallel: bool = False,
     calibration: "Calibration | Mapping[tuple[str, str], EfficiencyFactors] | None" = None,
+    **options: Any,
 ) -> ServingConfig:
-    """Resolve CLI ids into a :class:`ServingConfig`; unrunnable settings raise :class:`InputError` naming the option.
+    """Resolve CLI ids into a :class:`ServingConfig` (:func:`guide_opt.answer.serving_config`, whose keyword
+    ``options`` it takes: ``model``, ``gpu``, ``tp``, ...); unrunnable settings raise :class:`InputError` naming the option.
 
     ``calibration``: a :class:`~guide_opt.validation.calibration.Calibration` (or a mapping
     ``(gpu id, framework id) -> EfficiencyFactors``) whose factors for this GPU and framework
@@ -94,12 +84,8 @@ def build_config(
     the running command (if any) is used. Without an entry for the pair, the framework's
     default factors stay in force (a note says so on stderr).
     """
-    return serving_config(
-        model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype,
-        batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, flash_attention=flash_attention,
-        h2o_kept_fraction=h2o_kept_fraction, expert_parallel=expert_parallel,
-        efficiency=lambda: _calibrated_factors(calibration, gpu, framework),
-    )
+    framework = options.get("framework", inspect.signature(serving_config).parameters["framework"].default)
+    return serving_config(**options, efficiency=lambda: _calibrated_factors(calibration, options["gpu"], framework))
 
 
 def _calibrated_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFactors | None:

@@ -20,23 +20,15 @@ from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
+from guide_opt.plan import OBJECTIVES
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
 
-_OBJECTIVE_UNITS = {"min_cost": ("$", "/h"), "max_throughput": ("", " tokens/s"), "min_latency": ("", " ms"),
-                    "max_served": ("", "% of demand served"), "pareto": ("$", "/h (cheapest point)"),
-                    "min_makespan": ("", " h"), "schedule_cost": ("$", " total")}
-#: Objectives printed with two decimals.
-_TWO_DECIMALS = frozenset({"min_cost", "pareto", "min_makespan", "schedule_cost", "max_served"})
-
-
 def format_objective(name: str, value: float | None) -> str:
-    """``$5.98/h``, ``42,218 tokens/s``, ``1,081 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``; '-' for None."""
-    if value is None:
-        return "-"
-    prefix, suffix = _OBJECTIVE_UNITS.get(name, ("", ""))
-    return f"{prefix}{value:,.2f}{suffix}" if name in _TWO_DECIMALS else f"{prefix}{value:,.1f}{suffix}"
+    """``$5.98/h``, ``42,218.0 tokens/s``, ``1,081.0 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``
+    (:data:`guide_opt.plan.OBJECTIVES`); '-' for None."""
+    return OBJECTIVES[name].format(value)
 
 
 def progress(message: str) -> None:
@@ -61,7 +53,9 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
               help="cpsat (exact), exhaustive (brute-force cross-check) or optuna (CP-SAT, then Optuna against the serving simulator).")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Solver preset: a name in solvers/ (fast, exact, refine) or a YAML path.")
 @click.option("--time-limit-s", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_TIME_LIMIT_S), default=None,
-              help="Wall-clock limit per solve, s (overrides the preset).")
+              help="Wall-clock limit, s, for the whole solve after the candidates are evaluated (that evaluation is not "
+                   "limited): the optimum, its plan checks, the alternatives and the explanation share it; picks cut short "
+                   "are reported with their status (overrides the preset).")
 @click.option("--seed", type=seed_int, default=None, help="Random seed, 0 to 2147483647 (overrides the preset).")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -209,9 +203,16 @@ def simulated_words(sim: dict) -> str:
             f"TPOT p{pct} {fmt_number(sim['tpot_ms'])} ms{goodput} -- {verdict}")
 
 
+def _alternative_status(status: str) -> str:
+    """'' for a proven pick, else a word on what its status means."""
+    return {"OPTIMAL": "", "FEASIBLE": " (best found, not proven)"}.get(status, " (not found within the time limit)")
+
+
 def _simulated_cell(alternative: dict) -> str:
     meets = alternative.get("meets_slo_in_simulation")
     return "-" if meets is None else "meets SLOs" if meets else "MISSES"
+
+
 def _percentile_label(problem: Problem, metrics: dict) -> str:
     """``p90 `` before the latencies when the steady-state model reports the SLO's percentile ("" for the burst model)."""
     if problem.prediction.serving_model != "steady_state" or metrics.get("slo_percentile") is None:
@@ -267,8 +268,9 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     if solution.alternatives:
         click.echo("")
         click.echo("Alternatives")
-        rows = [[a["kind"] + ("" if a.get("status", "OPTIMAL") == "OPTIMAL" else " (best found, not proven)"), format_objective(a["objective_name"], a["objective"]), f"${a['cost_per_hour']:,.2f}/h",
-                 _simulated_cell(a), plan_summary(a["deployments"])] for a in solution.alternatives]
+        rows = [[a["kind"] + _alternative_status(a["status"]), format_objective(a["objective_name"], a["objective"]),
+                 "-" if a["cost_per_hour"] is None else f"${a['cost_per_hour']:,.2f}/h", _simulated_cell(a),
+                 plan_summary(a["deployments"]) or "-"] for a in solution.alternatives]
         echo_rows(["kind", "objective", "cost", "simulated", "deployments"], rows)
     binding = payload.get("binding_constraints")
     if binding:

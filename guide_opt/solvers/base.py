@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.plan import Plan, objective_value, to_deployment, verification_problem
 from guide_opt.presets import SolverPreset, load_preset
@@ -47,12 +48,23 @@ def register(cls: type["Solver"]) -> type["Solver"]:
 
 @dataclass(frozen=True)
 class PlanResult:
-    """What :meth:`Solver.best_plans` found: status, plans best first, proven bound."""
+    """What :meth:`Solver.best_plans` found: status, plans best first, proven bound.
+
+    statuses: the status of each plan (empty: all have ``status``). unfinished: the status of
+    each rank that was asked for but not found before the deadline (UNKNOWN) -- reported, not
+    dropped; a rank that provably does not exist is simply absent.
+    """
 
     status: Status
     plans: tuple[Plan, ...] = ()
     bound: float | None = None
     stats: dict = dataclasses.field(default_factory=dict)
+    statuses: tuple[Status, ...] = ()
+    unfinished: tuple[Status, ...] = ()
+
+    def status_of(self, rank: int) -> Status:
+        """The status of ``plans[rank]``."""
+        return self.statuses[rank] if rank < len(self.statuses) else self.status
 
 
 class Solver(abc.ABC):
@@ -73,12 +85,21 @@ class Solver(abc.ABC):
 
     @abc.abstractmethod
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   time_limit_s: float, seed: int) -> PlanResult:
-        """Up to ``k`` best plans with pairwise different shapes, never using a candidate whose id() is in ``forbidden``."""
+                   deadline: Deadline | float, seed: int) -> PlanResult:
+        """Up to ``k`` best plans with pairwise different shapes, never using a candidate whose id() is in ``forbidden``.
+
+        ``deadline``: the budget every search step of this call draws on (seconds: a new one).
+        """
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
-              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True) -> Solution:
+              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True,
+              deadline: Deadline | None = None) -> Solution:
         """Find the best deployment(s) for ``problem``; never raises on infeasibility.
+
+        ``time_limit_s`` (default: the preset's) bounds everything after the space build: the
+        solves, plan checks and alternatives share one :class:`~guide_opt.deadline.Deadline`
+        (pass ``deadline`` to share it further, e.g. with the explanation). ``stats["timing"]``
+        is the breakdown (:meth:`~guide_opt.deadline.Deadline.timing`).
 
         Each optimum is checked before it is returned (:meth:`check_plan`): re-evaluated from
         its ids with the full model (:mod:`guide_opt.verify`) and, with ``check_by_simulation``
@@ -93,32 +114,38 @@ class Solver(abc.ABC):
         if problem.objective not in self.objectives:
             raise InputError("objective", f"solver '{self.name}' does not handle '{problem.objective}'",
                              f"use one of {', '.join(sorted(self.objectives))}")
-        time_limit_s = time_limit_s if time_limit_s is not None else self.preset.time_limit_s
         seed = seed if seed is not None else self.preset.seed
         space = space or build_space(problem)
         build_s = time.perf_counter() - started
+        if deadline is None:
+            deadline = Deadline(time_limit_s if time_limit_s is not None else self.preset.time_limit_s)
+        deadline.phase("solve")
         simulate = check_by_simulation and checks_apply(problem)
         working = with_nogoods(space)
         refuted: list[str] = []
         cuts = rounds = 0
         check: PlanCheck | None = None
-        exhausted = False
+        check_s = 0.0
+        exhausted = out_of_time = False
         while True:
             rounds += 1
-            result = self.best_plans(working, problem.objective, k=3 if alternatives else 1, forbidden=frozenset(),
-                                     time_limit_s=time_limit_s, seed=seed)
+            result = self.best_plans(working, problem.objective, k=3 if alternatives else 1, forbidden=frozenset(), deadline=deadline,
+                                     seed=seed)
             if not result.plans:
                 break
+            check_started = time.perf_counter()
             check = self.check_plan(working, result.plans[0], simulate=simulate)
+            check_s = time.perf_counter() - check_started
             if check.ok:
                 break
             refuted.append(_plan_words(working, result.plans[0]) + ": " + "; ".join(check.failures))
-            if rounds >= MAX_VERIFICATION_ROUNDS:
+            out_of_time = deadline.expired
+            if rounds >= MAX_VERIFICATION_ROUNDS or out_of_time:
                 exhausted = True
                 break
             cuts += check.nogood_count
             working = with_nogoods(working, check)
-        stats = {"space_build_s": round(build_s, 4), "candidates": space.candidate_count,
+        stats = {"candidates": space.candidate_count,
                  "pruned_shapes": sum(sum(m.pruned.values()) for m in space.models),
                  "verification_rounds": rounds, "cuts": cuts, "simulation_checked": simulate, **result.stats}
         notes = []
@@ -132,7 +159,10 @@ class Solver(abc.ABC):
             elif result.status is Status.INFEASIBLE:
                 from guide_opt.explain import explain_infeasible
 
-                explanation = explain_infeasible(space, self.preset)
+                deadline.phase("explanation")
+                explanation = explain_infeasible(space, self.preset, deadline)
+            deadline.phase(None)
+            stats["timing"] = deadline.timing(space_build_s=build_s)
             return Solution(result.status, None, result.bound, time.perf_counter() - started, self.name,
                             explanation=explanation, stats=stats, objective_name=problem.objective, notes=tuple(notes))
         best = result.plans[0]
@@ -140,11 +170,16 @@ class Solver(abc.ABC):
         status, bound = result.status, (objective if result.status is Status.OPTIMAL else result.bound)
         if exhausted:
             status, bound = Status.FEASIBLE, None
-            notes.append(f"the plan check ran out after {rounds} rounds; the returned plan FAILS it ("
+            ran_out = f"the time limit ({deadline.total_s:g} s) was spent" if out_of_time else f"the plan check ran out after {rounds} rounds"
+            notes.append(f"{ran_out}; the returned plan FAILS the check ("
                          + "; ".join(check.failures) + "): it is not vouched for -- relax the SLOs, allow more GPUs or "
                          "replicas, or run solve --refine")
         deployments = _with_simulated(tuple(to_deployment(working, p) for p in best), check.simulated if check else None)
-        alts = self._alternatives(working, result.plans, time_limit_s, seed, frozenset(), simulate) if alternatives else ()
+        deadline.phase("alternatives")
+        alts = (self._alternatives(working, result, deadline, seed, simulate, check.simulated if check else None, simulation_s=check_s)
+                if alternatives else ())
+        deadline.phase(None)
+        stats["timing"] = deadline.timing(space_build_s=build_s)
         return Solution(
             status=status, objective=objective, bound=bound, wall_time_s=time.perf_counter() - started, solver=self.name,
             deployments=deployments, alternatives=alts, stats=stats, objective_name=problem.objective, notes=tuple(notes),
@@ -183,32 +218,45 @@ class Solver(abc.ABC):
                 cut.append(pick.candidate.key)
         return PlanCheck(cut=tuple(cut), replica_floors=tuple(floors), failures=tuple(failures), simulated=simulated)
 
-    def _alternatives(self, space: SearchSpace, ranked: tuple[Plan, ...], time_limit_s: float, seed: int,
-                      forbidden: frozenset[int], simulate: bool = False) -> tuple[dict, ...]:
+    def _alternatives(self, space: SearchSpace, ranked: PlanResult, deadline: Deadline, seed: int, simulate: bool = False,
+                      optimum_simulated: "tuple[DeploymentCheck, ...] | None" = None, *, simulation_s: float = 0.0) -> tuple[dict, ...]:
         """GUIDE's outputs: top-3 plans, and the best-throughput / minimum-latency picks within budget.
 
         Without a budget the picks are limited to the optimum's cost, so they answer "what
-        else could the same money buy". Each pick gets a quarter of the time limit (at least
-        1 s): it is a side answer, and its ``status`` says whether it was proven. With
-        ``simulate`` each alternative is simulated too (``meets_slo_in_simulation`` and each
-        deployment's ``simulated``), but not re-planned: only the optimum is.
+        else could the same money buy". Every pick draws on the solve's ``deadline``; each one
+        carries its ``status`` (OPTIMAL, FEASIBLE when not proven, UNKNOWN with no plan when the
+        time limit was spent first) -- none is dropped. With ``simulate`` each alternative is
+        simulated too (``meets_slo_in_simulation`` and each deployment's ``simulated``) while
+        the deadline leaves at least ``simulation_s`` (what the optimum's check took: a plan
+        is not simulated when that would overrun the limit), but not re-planned: only the optimum is. ``ranked``: the optimum and the
+        next plans of other shapes (one :meth:`best_plans` call); the optimum's simulation is reused.
         """
         problem = space.problem
-        out = [_alternative(space, f"top-{i + 1}", problem.objective, plan, simulate=simulate) for i, plan in enumerate(ranked)]
-        pick_limit_s = max(1.0, time_limit_s / 4)
-        limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked[0])
+        out = [_alternative(space, f"top-{i + 1}", problem.objective, plan, ranked.status_of(i), deadline=deadline, simulate=simulate,
+                            simulated=optimum_simulated if i == 0 else None, simulation_s=simulation_s)
+               for i, plan in enumerate(ranked.plans)]
+        out += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
+        limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked.plans[0])
         capped = dataclasses.replace(space, problem=problem.model_copy(update={"budget_per_hour": limit}))
         for kind, objective in (("best-throughput", "max_throughput"), ("min-latency", "min_latency")):
             if objective == problem.objective:
                 continue
-            pick = self.best_plans(capped, objective, k=1, forbidden=forbidden, time_limit_s=pick_limit_s, seed=seed)
+            if deadline.expired:
+                out.append(_unfinished(kind, objective, Status.UNKNOWN))
+                continue
+            pick = self.best_plans(capped, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
             if pick.plans:
-                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, simulate=simulate))
+                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, deadline=deadline, simulate=simulate,
+                                        simulation_s=simulation_s))
+            elif pick.status is not Status.INFEASIBLE:
+                out.append(_unfinished(kind, objective, pick.status))
         return tuple(out)
 
 
 def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL, *,
-                 simulate: bool = False) -> dict:
+                 deadline: Deadline | None = None, simulate: bool = False,
+                 simulated: "tuple[DeploymentCheck, ...] | None" = None, simulation_s: float = 0.0) -> dict:
+    """One alternative's JSON; simulated (unless ``simulated`` is given) only while ``deadline`` leaves ``simulation_s`` or more."""
     deployments = tuple(to_deployment(space, p) for p in plan)
     out = {
         "kind": kind,
@@ -218,13 +266,24 @@ def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, stat
         "cost_per_hour": objective_value("min_cost", plan),
     }
     if simulate:
-        from guide_opt.simcheck import check_plan as simulate_plan
+        if simulated is None and (deadline is None or deadline.remaining_s() >= max(simulation_s, 1e-9)):
+            from guide_opt.simcheck import check_plan as simulate_plan
 
-        verdicts = simulate_plan(space.problem, deployments)
-        deployments = _with_simulated(deployments, verdicts)
-        out["meets_slo_in_simulation"] = all(v.meets for v in verdicts)
+            simulated = simulate_plan(space.problem, deployments)
+        if simulated is not None:
+            deployments = _with_simulated(deployments, simulated)
+            out["meets_slo_in_simulation"] = all(v.meets for v in simulated)
+        else:
+            out["meets_slo_in_simulation"] = None
+            out["note"] = "not simulated: the time limit was spent"
     out["deployments"] = [d.to_json() for d in deployments]
     return out
+
+
+def _unfinished(kind: str, objective: str, status: Status) -> dict:
+    """An alternative that was asked for but not found: its status says why (UNKNOWN: the time limit was spent first)."""
+    return {"kind": kind, "status": status.value, "objective_name": objective, "objective": None, "cost_per_hour": None,
+            "deployments": [], "note": "not found within the time limit (raise --time-limit-s)"}
 
 
 @dataclass(frozen=True)

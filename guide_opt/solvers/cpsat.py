@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from ortools.sat.python import cp_model
 
-from guide_opt.formulation import (COST_QUANTUM_USD_PER_H, SERVED_QUANTUM, THROUGHPUT_QUANTUM_TOKENS_PER_S, TIME_QUANTUM_US, Formulation,
-                                   build_formulation)
-from guide_opt.plan import Plan
-from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
-from guide_opt.solution import Status, status_from_cp_sat
+from guide_opt.deadline import Deadline
+from guide_opt.formulation import (COST_QUANTUM_USD_PER_H, SERVED_QUANTUM, SERVED_SCALE, THROUGHPUT_QUANTUM_TOKENS_PER_S, TIME_QUANTUM_US,
+                                   Formulation, build_formulation, objective_coefficient, run_cp_sat)
+from guide_opt.plan import OBJECTIVES, Plan
+from guide_opt.presets import SolverPreset
+from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace
 
@@ -21,8 +25,6 @@ OBJECTIVE_QUANTUM = {
     "min_latency": TIME_QUANTUM_US / 1000.0,
     "max_served": SERVED_QUANTUM * 100.0,
 }
-#: Objectives CP-SAT maximizes.
-MAXIMIZED = frozenset({"max_throughput", "max_served"})
 
 
 @register
@@ -43,52 +45,140 @@ class CpSatSolver(Solver):
         self.prune_dominated = prune_dominated
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   time_limit_s: float, seed: int) -> PlanResult:
-        plans: list[Plan] = []
-        first_status, bound, stats = Status.UNKNOWN, None, {}
-        for rank in range(k):
-            status, plan, bound_quanta, solve_stats = self._solve_once(space, objective, forbidden, plans, time_limit_s, seed)
-            if rank == 0:
-                first_status, stats = status, solve_stats
-                if bound_quanta is not None:
-                    bound = bound_quanta * OBJECTIVE_QUANTUM[objective]
-                    if objective == "max_served":
-                        bound /= max(1, len(space.models))
-            if plan is None:
-                break
-            plans.append(plan)
-        return PlanResult(first_status, tuple(plans), bound, stats)
+                   deadline: Deadline | float, seed: int) -> PlanResult:
+        """The optimum, then up to ``k - 1`` plans of other shapes, all within one ``deadline``.
 
-    def _solve_once(self, space: SearchSpace, objective: str, forbidden: frozenset[int], excluded: list[Plan],
-                    time_limit_s: float, seed: int):
-        # Shape combinations to avoid (alternatives) limit pruning to siblings of one shape.
-        form = build_formulation(space, objective, forbidden=forbidden, prune=self.prune_dominated, prune_across_shapes=not excluded)
-        for plan in excluded:
-            form.forbid_plan_shapes(plan)
-        solver = cp_model.CpSolver()
-        apply_cp_sat_parameters(solver, self.preset, time_limit_s=time_limit_s, seed=seed)
-        code = solver.Solve(form.model)
-        status = status_from_cp_sat(code)
-        stats = {"cp_sat_wall_s": round(solver.WallTime(), 4), "cp_sat_branches": solver.NumBranches(),
-                 "variables": len(form.model.Proto().variables), "constraints": len(form.model.Proto().constraints),
-                 "dominated_pruned": form.pruned}
+        The optimum is solved on a model pruned across shapes; the other ranks share one second
+        model (pruned among siblings of one shape only, as excluding shape combinations needs),
+        each rank adding the no-good of the plan before it. Every solve optimizes the objective
+        and its tie-break at once (:meth:`_solve`). A rank cut short by the deadline is
+        reported with its status (UNKNOWN, plan None), never dropped.
+        """
+        deadline = Deadline.of(deadline)
+        form = build_formulation(space, objective, forbidden=forbidden, prune=self.prune_dominated)
+        status, plan, bound, stats = self._solve(form, deadline, seed)
+        plans: list[Plan] = [] if plan is None else [plan]
+        statuses = [status] if plan is not None else []
+        unfinished: list[Status] = []
+        if k > 1 and plan is not None:
+            others = build_formulation(space, objective, forbidden=forbidden, prune=self.prune_dominated, prune_across_shapes=False)
+            for rank in range(1, k):
+                if deadline.expired:
+                    unfinished = [Status.UNKNOWN] * (k - rank)
+                    break
+                others.forbid_plan_shapes(plans[-1])
+                rank_status, rank_plan, _, _ = self._solve(others, deadline, seed)
+                if rank_plan is None:
+                    if rank_status is not Status.INFEASIBLE:  # INFEASIBLE: no plan of other shapes exists
+                        unfinished = [rank_status] * (k - rank)
+                    break
+                statuses.append(rank_status)
+                plans.append(rank_plan)
+        return PlanResult(status, tuple(plans), bound, stats, statuses=tuple(statuses), unfinished=tuple(unfinished))
+
+    def _solve(self, form: Formulation, deadline: Deadline, seed: int) -> tuple[Status, Plan | None, float | None, dict]:
+        """One solve of ``form`` for its objective, ties broken in the same solve; (status, plan, bound in objective units, stats).
+
+        Ties on throughput / latency / served demand go to the cheapest plan, ties on cost to
+        the fastest: the objective is ``primary x W + secondary`` with ``W`` above any value of
+        the secondary, the exact lexicographic order in one CP-SAT call (:func:`lexicographic`).
+        When that product would leave the exactly representable integers, the primary is
+        solved first and the tie-break second, on the same model, hinted with the first answer.
+        The status is the primary's: OPTIMAL once the primary is proven, even if the tie-break
+        is not (``stats["tie_break_proven"]`` says).
+        """
+        lex = lexicographic(form)
+        if lex.weight is not None:
+            form.model.Minimize(lex.combined)
+            status, solver = run_cp_sat(form.model, self.preset, deadline, seed=seed)
+        else:
+            form.model.Minimize(lex.sign * lex.primary)
+            status, solver = run_cp_sat(form.model, self.preset, deadline, seed=seed)
+        stats = {"cp_sat_branches": solver.NumBranches(), "variables": len(form.model.Proto().variables),
+                 "constraints": len(form.model.Proto().constraints), "dominated_pruned": form.pruned}
         if not status.found:
             return status, None, None, stats
-        bound = solver.BestObjectiveBound()
-        plan = self._break_ties(form, solver, time_limit_s, seed) or form.decode(solver)
-        return status, plan, bound, stats
-
-    def _break_ties(self, form: Formulation, solver: cp_model.CpSolver, time_limit_s: float, seed: int) -> Plan | None:
-        """Second pass among the optima: the cheapest one (min_latency, max_throughput, max_served) or the fastest one (min_cost)."""
-        value = round(solver.ObjectiveValue())
-        model = form.model
-        if form.objective in MAXIMIZED:
-            model.Add(form.objective_expr >= value)
+        primary = round(solver.Value(lex.primary))
+        if lex.weight is not None:
+            bound_quanta = lex.primary_bound(solver.BestObjectiveBound())
+            tie_proven = status is Status.OPTIMAL
+            plan = form.decode(solver)
         else:
-            model.Add(form.objective_expr <= value)
-        model.Minimize(form.latency_expr if form.objective == "min_cost" else form.cost_expr)
-        second = cp_model.CpSolver()
-        apply_cp_sat_parameters(second, self.preset, time_limit_s=time_limit_s, seed=seed)
-        if second.Solve(model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return form.decode(second)
-        return None
+            bound_quanta = lex.sign * solver.BestObjectiveBound()
+            plan, tie_proven = self._second_pass(form, lex, solver, primary, deadline, seed)
+        proven = status is Status.OPTIMAL or (bound_quanta is not None and round(bound_quanta) == primary)
+        stats["tie_break_proven"] = tie_proven
+        bound = (primary if proven else bound_quanta) * OBJECTIVE_QUANTUM[form.objective]
+        if form.objective == "max_served":
+            bound /= max(1, len(form.space.models))
+        return (Status.OPTIMAL if proven else Status.FEASIBLE), plan, bound, stats
+
+    def _second_pass(self, form: Formulation, lex: "Lexicographic", first: cp_model.CpSolver, primary: int, deadline: Deadline,
+                     seed: int) -> tuple[Plan, bool]:
+        """The tie-break as a second solve on a copy of the model, hinted with the first answer (objective too large to combine)."""
+        model = form.model.Clone()
+        model.Add(lex.primary == primary)
+        model.Minimize(lex.secondary)
+        for v in (*form.use, *form.replicas):
+            model.AddHint(v, first.Value(v))
+        status, second = run_cp_sat(model, self.preset, deadline, seed=seed)
+        if status.found:
+            return form.decode(second), status is Status.OPTIMAL
+        return form.decode(first), False
+
+
+@dataclass(frozen=True)
+class Lexicographic:
+    """The objective of a formulation and its tie-break as one integer objective to minimize.
+
+    primary: the objective's expression (quanta), ``sign`` +1 to minimize it, -1 to maximize.
+    secondary: the tie-break (cost quanta, or summed latency quanta for min_cost), to minimize,
+    with values in ``[0, secondary_ub]``. weight: ``secondary_ub + 1`` when
+    ``sign x primary x weight + secondary`` stays within 2**53 in size (exact in the doubles
+    CP-SAT reports objectives in), else None (two solves).
+    """
+
+    primary: cp_model.LinearExpr
+    sign: int
+    secondary: cp_model.LinearExpr
+    weight: int | None
+
+    @property
+    def combined(self) -> cp_model.LinearExpr:
+        """``sign x primary x weight + secondary``."""
+        return self.primary * (self.sign * self.weight) + self.secondary
+
+    def primary_bound(self, combined_bound: float) -> int:
+        """The best primary value (quanta) a bound on the combined objective proves.
+
+        Every plan has ``sign x P x W + S >= B`` with ``0 <= S <= W - 1``, so
+        ``sign x P >= (B - W + 1) / W``; rounded to the integers P takes.
+        """
+        least = math.ceil((combined_bound - self.weight + 1) / self.weight - 1e-9)
+        return self.sign * least
+
+
+def lexicographic(form: Formulation) -> Lexicographic:
+    """The :class:`Lexicographic` objective of ``form`` (see :meth:`CpSatSolver._solve` for the tie-break rule)."""
+    proto = form.model.Proto()
+
+    def upper(var) -> int:
+        domain = proto.variables[var.Index()].domain
+        return int(domain[len(domain) - 1])  # the protobuf field does not take negative indices
+
+    per_model_cost, per_model_latency, per_model_throughput = [], [], []
+    for indices in form.by_model:
+        per_model_cost.append(max((upper(form.replicas[i]) * objective_coefficient("min_cost", form.candidates[i]) for i in indices), default=0))
+        per_model_latency.append(max((objective_coefficient("min_latency", form.candidates[i]) for i in indices), default=0))
+        per_model_throughput.append(max((upper(form.replicas[i]) * objective_coefficient("max_throughput", form.candidates[i])
+                                         for i in indices), default=0))
+    # each plan objective as (expression, upper bound) in this model
+    terms = {"min_cost": (form.cost_expr, sum(per_model_cost)), "min_latency": (form.latency_expr, sum(per_model_latency)),
+             "max_throughput": (form.throughput_expr, sum(per_model_throughput)),
+             "max_served": (form.served_expr, SERVED_SCALE * len(form.by_model))}
+    kind = OBJECTIVES[form.objective]
+    (primary, primary_ub), (secondary, secondary_ub) = terms[kind.name], terms[kind.tie_break]
+    sign = kind.sense
+    weight = secondary_ub + 1
+    exact = primary_ub * weight + secondary_ub < 2**53
+    return Lexicographic(primary, sign, secondary, weight if exact else None)

@@ -9,10 +9,10 @@ max_gpus. Exponential in the number of LLMs: meant for checking, not for fleets.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
-from guide_opt.plan import Pick, Plan, objective_value
+from guide_opt.deadline import Deadline
+from guide_opt.plan import OBJECTIVES, Pick, Plan, objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace, replica_limit
@@ -27,8 +27,8 @@ class ExhaustiveSolver(Solver):
     objectives = frozenset({"min_cost", "max_throughput", "min_latency", "max_served"})
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   time_limit_s: float, seed: int) -> PlanResult:
-        deadline = time.perf_counter() + time_limit_s
+                   deadline: Deadline | float, seed: int) -> PlanResult:
+        deadline = Deadline.of(deadline)
         problem = space.problem
         options: list[list[Pick]] = []
         for ms in space.models:
@@ -47,8 +47,8 @@ class ExhaustiveSolver(Solver):
             options.append(picks)
 
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
-        sign = -1.0 if objective in ("max_throughput", "max_served") else 1.0
-        tie_breaker = "min_latency" if objective == "min_cost" else "min_cost"  # same rule as the CP-SAT solver
+        sign = float(OBJECTIVES[objective].sense)
+        tie_breaker = OBJECTIVES[objective].tie_break  # the CP-SAT solver's rule too
         budget = problem.budget_per_hour
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
@@ -64,7 +64,7 @@ class ExhaustiveSolver(Solver):
                 if any(combination <= keys for combination in space.excluded_combinations):
                     return
                 examined += 1
-                if examined % 4096 == 0 and time.perf_counter() > deadline:
+                if examined % 4096 == 0 and deadline.expired:
                     timed_out = True
                 plan = tuple(chosen)
                 key = tuple(p.candidate.shape for p in plan)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+from guide_opt.deadline import Deadline
 from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from pathlib import Path
@@ -51,17 +52,18 @@ class OptunaSolver(Solver):
         self.progress = progress
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   time_limit_s: float, seed: int) -> PlanResult:
+                   deadline: Deadline | float, seed: int) -> PlanResult:
         """CP-SAT's plans (the incumbent and the alternatives)."""
-        return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, time_limit_s=time_limit_s, seed=seed)
+        return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, deadline=deadline, seed=seed)
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
-              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True) -> Solution:
+              space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True,
+              deadline: Deadline | None = None) -> Solution:
         """Solve with CP-SAT (its plan checked by simulation unless told not to), then refine the incumbent for ``preset.trials`` trials."""
         started = time.perf_counter()
         seed = seed if seed is not None else self.preset.seed
         incumbent = super().solve(problem, time_limit_s=time_limit_s, seed=seed, space=space, alternatives=alternatives,
-                                  check_by_simulation=check_by_simulation)
+                                  check_by_simulation=check_by_simulation, deadline=deadline)
         if not incumbent.status.found:
             return incumbent
         refinement = refine_solution(problem, incumbent, trials=self.preset.trials, seed=seed, storage=self.storage,

@@ -54,7 +54,7 @@ def injected(fails):
 def brute_force_cost(problem: Problem, edit) -> float | None:
     """Cheapest plan by exhaustive enumeration over the space after ``edit(space) -> space`` (None if none)."""
     space = edit(build_space(problem))
-    result = get_solver("exhaustive").best_plans(space, problem.objective, k=1, forbidden=frozenset(), time_limit_s=120, seed=0)
+    result = get_solver("exhaustive").best_plans(space, problem.objective, k=1, forbidden=frozenset(), deadline=120, seed=0)
     return sum(p.cost_per_hour for p in result.plans[0]) if result.plans else None
 
 

@@ -1,0 +1,86 @@
+"""One wall-clock budget for a whole solve (:class:`Deadline`), shared by every step that searches.
+
+``--time-limit-s`` is a total: the optimum's CP-SAT solve and its tie-break, the plan-check
+rounds, the alternatives (top-2/3, best-throughput, minimum-latency) and the binding-constraint
+explanation all draw on one :class:`Deadline` started once the candidates are evaluated (the
+space build is not limited: its work is fixed by the problem). Each CP-SAT call is given
+what is left (:meth:`Deadline.call_limit_s`); optional work that finds the budget spent is
+skipped and reported as such, never silently dropped.
+
+The deadline also keeps the breakdown the JSON reports (:meth:`Deadline.timing`): seconds per
+phase and the CP-SAT time summed over every call.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+#: The least time a CP-SAT call is given once the budget is spent (s): enough to return its
+#: presolve verdict (UNKNOWN when nothing was found), short enough not to overrun the limit.
+MIN_CALL_S = 0.01
+
+
+class Deadline:
+    """A wall-clock budget of ``total_s`` seconds starting now (``clock``: seconds, monotonic).
+
+    ``phase(name)`` charges the time until the next phase change to ``name``; ``cp_sat_s`` and
+    ``cp_sat_calls`` sum every CP-SAT call made under this deadline (:func:`add_cp_sat_call`).
+    """
+
+    def __init__(self, total_s: float, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total_s = float(total_s)
+        self._clock = clock
+        self.started = clock()
+        self.cp_sat_s = 0.0
+        self.cp_sat_calls = 0
+        self._phases: dict[str, float] = {}
+        self._phase: str | None = None
+        self._phase_started = self.started
+
+    @classmethod
+    def of(cls, limit: "Deadline | float") -> "Deadline":
+        """``limit`` itself when it is a deadline, else a new one of ``limit`` seconds."""
+        return limit if isinstance(limit, Deadline) else cls(limit)
+
+    def elapsed_s(self) -> float:
+        """Seconds since the deadline started."""
+        return self._clock() - self.started
+
+    def remaining_s(self) -> float:
+        """Seconds left (negative once overrun)."""
+        return self.total_s - self.elapsed_s()
+
+    @property
+    def expired(self) -> bool:
+        """True once the whole budget is spent."""
+        return self.remaining_s() <= 0.0
+
+    def call_limit_s(self, cap_s: float | None = None) -> float:
+        """The time limit of the next call: what is left, at most ``cap_s``, at least :data:`MIN_CALL_S`."""
+        left = self.remaining_s() if cap_s is None else min(self.remaining_s(), cap_s)
+        return max(left, MIN_CALL_S)
+
+    def add_cp_sat_call(self, wall_s: float) -> None:
+        """Count one CP-SAT call of ``wall_s`` seconds."""
+        self.cp_sat_s += wall_s
+        self.cp_sat_calls += 1
+
+    def phase(self, name: str | None) -> None:
+        """Charge the time since the last phase change to the current phase, then start ``name`` (None: stop)."""
+        now = self._clock()
+        if self._phase is not None:
+            self._phases[self._phase] = self._phases.get(self._phase, 0.0) + now - self._phase_started
+        self._phase, self._phase_started = name, now
+
+    def timing(self, *, space_build_s: float | None = None) -> dict[str, float | int]:
+        """Seconds per phase so far (``<phase>_s``), the CP-SAT time and call count, the limit and the time used.
+
+        ``space_build_s``: the candidate evaluation before the deadline started, listed first.
+        """
+        self.phase(self._phase)  # close the running phase's interval without ending it
+        out: dict[str, float | int] = {} if space_build_s is None else {"space_build_s": round(space_build_s, 4)}
+        out |= {f"{name}_s": round(seconds, 4) for name, seconds in self._phases.items()}
+        out |= {"cp_sat_s": round(self.cp_sat_s, 4), "cp_sat_calls": self.cp_sat_calls, "time_limit_s": self.total_s,
+                "used_s": round(self.elapsed_s(), 4)}
+        return out

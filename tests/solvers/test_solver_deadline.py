@@ -1,0 +1,108 @@
+"""One time limit for the whole solve (:class:`~guide_opt.deadline.Deadline`), and the same answer on every run.
+
+Expected values come from the definitions: a deadline of T seconds on a clock that reads t has
+T - t left; a pick asked for and not found must still be listed (with its status); two runs of
+the same command with the same seed print the same JSON once wall times are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guide_opt.deadline import MIN_CALL_S, Deadline
+from guide_opt.plan import objective_value
+from guide_opt.solution import Status
+from guide_opt.solvers import get_solver
+from guide_opt.space import build_space
+from problem_fixtures import small_problem, small_problem_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeClock:
+    """A clock that reads ``now`` (s); tests move it by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deadline_counts_down_and_charges_phases():
+    clock = FakeClock()
+    deadline = Deadline(5.0, clock=clock)
+    deadline.phase("solve")
+    clock.now += 2.0
+    # 5 s budget, 2 s spent: 3 s left; a call capped at 1 s gets 1 s
+    assert deadline.remaining_s() == pytest.approx(3.0) and deadline.call_limit_s(1.0) == pytest.approx(1.0)
+    deadline.phase("alternatives")
+    clock.now += 4.0
+    assert deadline.expired and deadline.call_limit_s() == MIN_CALL_S  # overrun: the floor, never a negative limit
+    deadline.add_cp_sat_call(0.25)
+    deadline.add_cp_sat_call(0.5)
+    timing = deadline.timing(space_build_s=7.0)
+    assert timing == {"space_build_s": 7.0, "solve_s": 2.0, "alternatives_s": 4.0, "cp_sat_s": 0.75, "cp_sat_calls": 2,
+                      "time_limit_s": 5.0, "used_s": 6.0}
+
+
+def test_picks_cut_short_by_the_deadline_are_reported_not_dropped():
+    problem = small_problem()
+    solver = get_solver("cpsat")
+    space = build_space(problem)
+    ranked = solver.best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=30.0, seed=0)
+    clock = FakeClock()
+    spent = Deadline(1.0, clock=clock)
+    clock.now += 2.0  # the whole budget is gone before the picks
+    alternatives = solver._alternatives(space, ranked, spent, seed=0)
+    kinds = {a["kind"]: a for a in alternatives}
+    # asked for: top-1 (already solved) and the two GUIDE picks a min_cost problem adds
+    assert set(kinds) == {"top-1", "best-throughput", "min-latency"}
+    assert kinds["top-1"]["status"] == "OPTIMAL" and kinds["top-1"]["deployments"]
+    for kind in ("best-throughput", "min-latency"):
+        assert kinds[kind]["status"] == Status.UNKNOWN.value and kinds[kind]["deployments"] == [] and kinds[kind]["objective"] is None
+
+
+def test_tie_break_in_one_solve_is_lexicographic():
+    # Brute force over every plan of the small problem (exhaustive solver): the cheapest cost, and among
+    # the cheapest plans the least latency, must be what CP-SAT's single combined solve returns.
+    problem = small_problem()
+    space = build_space(problem)
+    exact = get_solver("exhaustive").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=120.0, seed=0).plans[0]
+    combined = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=30.0, seed=0).plans[0]
+    assert objective_value("min_cost", combined) == pytest.approx(objective_value("min_cost", exact), rel=1e-9)
+    assert objective_value("min_latency", combined) == pytest.approx(objective_value("min_latency", exact), rel=1e-9)
+
+
+def _without_timing(payload):
+    """``payload`` without what measures time: wall times and the timing breakdown."""
+    if isinstance(payload, dict):
+        return {k: _without_timing(v) for k, v in payload.items() if k not in ("wall_time_s", "timing")}
+    if isinstance(payload, list):
+        return [_without_timing(v) for v in payload]
+    return payload
+
+
+@pytest.mark.parametrize("objective", ["min_cost", "max_throughput"])
+def test_same_seed_same_json_across_processes(tmp_path, objective):
+    # A two-LLM fleet with two engines whose figures tie often (equal-objective plans exist), solved in
+    # two fresh processes with one seed: the JSON must be identical apart from timings.
+    data = small_problem_data(
+        models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                 "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                 "slo": {"ttft_ms": 800, "tpot_ms": 50}}],
+        frameworks=["vllm", "sglang"], objective=objective, prediction={"serving_model": "burst"})
+    path = tmp_path / "fleet.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    command = [sys.executable, "-m", "guide_opt.cli", "solve", str(path), "--seed", "7", "--format", "json"]
+    runs = [subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    first, second = (json.loads(r.stdout) for r in runs)
+    assert first["status"] == "OPTIMAL"
+    assert _without_timing(first) == _without_timing(second)
