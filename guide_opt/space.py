@@ -420,13 +420,22 @@ def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: i
     return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
 
 
-def _steady_candidates(ms: ModelSpace, evaluations: list[Evaluation], batches: list[int], max_replicas: int) -> list[Candidate]:
-    """The candidates of ``ms`` (shape-major, as evaluated), one step table per shape shared by its batch sizes."""
+def _steady_candidates(ms: ModelSpace, evaluations: list[Evaluation], batches: list[int], max_replicas: int,
+                       tables: dict[int, steady_state.StepTable] | None = None) -> list[Candidate]:
+    """The candidates of ``ms`` (shape-major, as evaluated), one step table per shape shared by its batch sizes.
+
+    ``tables`` (shape index -> table, filled as needed) shares the tables with the other LLMs of
+    the same evaluation group: same LLM, lengths and shapes, so the same tables; each table
+    memoises its answers (capacities, SLO-limited loads), which those LLMs then compute once.
+    """
     out = []
+    tables = {} if tables is None else tables
     for k, shape in enumerate(ms.shapes):
         table = None
         if ms.serving_model == "steady_state" and any(ev[0] for ev in evaluations[k * len(batches):(k + 1) * len(batches)]):
-            table = steady_state.StepTable(shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, max(batches)))
+            table = tables.get(k)
+            if table is None:
+                table = tables[k] = steady_state.StepTable(shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, max(batches)))
         for j, b in enumerate(batches):
             out.append(candidate_from_evaluation(ms, shape, b, evaluations[k * len(batches) + j], max_replicas, table))
     return out
@@ -585,9 +594,10 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
             tasks.append((ms.llm, ms.input_tokens, ms.output_tokens, ms.shapes, batches))
     workers = (os.cpu_count() or 1) if workers is None else workers
     evaluations = _evaluate_all(tasks, workers)
+    tables: list[dict[int, steady_state.StepTable]] = [{} for _ in tasks]  # per group: its shapes' step tables
     for ms in models:
-        group = evaluations[groups[(ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))]]
-        ms.candidates = _steady_candidates(ms, group, batches, problem.search.max_replicas)
+        g = groups[(ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))]
+        ms.candidates = _steady_candidates(ms, evaluations[g], batches, problem.search.max_replicas, tables[g])
     return SearchSpace(problem=problem, models=models, prices_usd_per_gpu_hour=prices, gpu_ids=[g.id for g in gpus])
 
 
