@@ -1,6 +1,6 @@
 """Benchmark: fleet planning scale, Pareto frontiers and batch-job schedules.
 
-Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,40,50] [--repeats N] [--explain] [--quick]``
+Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--repeats N] [--explain] [--quick]``
 (prints Markdown tables for ``benchmarks/RESULTS.md`` section 3).
 
 A. Fleet scale: n LLM services x 16 GPU types sharing per-type inventory, ``max_gpus`` and a
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_common import cpu_model, median_time  # noqa: E402
+from guide_opt.errors import InputError  # noqa: E402
 from guide_opt.pareto import brute_force_frontier, pareto_frontier  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.scheduling import solve_schedule  # noqa: E402
@@ -107,7 +108,11 @@ def part_a(sizes: list[int], repeats: int, explain: bool) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         for objective in ("min_cost", "max_served"):
-            problem = fleet_problem(n, objective)
+            try:
+                problem = fleet_problem(n, objective)
+            except InputError as exc:  # beyond the input limits (limits.MAX_MODELS, MAX_CANDIDATES)
+                print(f"| {n} | - | - | {objective} | - | - | - | - | - | refused: {exc} | - |", flush=True)
+                continue
             build_s, space = median_time(lambda: build_space(problem, workers=1), repeats)
             solve_s, solution = median_time(lambda: CpSatSolver().solve(problem, space=space, alternatives=False, time_limit_s=10), repeats)
             explain_s = "-"
