@@ -444,11 +444,27 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=4096)
 def _support(limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """0..limit as floats and as integers, and their ``log(k!)`` (shared, read-only: the fixed points ask for the same supports again and again)."""
-    out = (np.arange(limit + 1, dtype=float), np.arange(limit + 1), _log_factorials(limit))
+    """0..limit as floats and as integers, and their ``log(k!)``: read-only views of shared tables
+    (the fixed points ask for the same supports again and again)."""
+    floats, integers = _range_tables(_table_size(limit))
+    out = (floats[: limit + 1], integers[: limit + 1], _log_factorials(limit))
     for a in out:
         a.setflags(write=False)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _range_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """0..size-1 as floats and as integers (read-only)."""
+    out = (np.arange(size, dtype=float), np.arange(size))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def _table_size(limit: int) -> int:
+    """Length of the shared tables that hold 0..limit: a power of two, at least 1024."""
+    return 1 << max(10, (limit + 1).bit_length())
 
 
 @functools.lru_cache(maxsize=None)
@@ -458,8 +474,7 @@ def _log_factorial_table(size: int) -> np.ndarray:
 
 def _log_factorials(limit: int) -> np.ndarray:
     """``log(k!)`` for k = 0..limit (from a table grown in powers of two)."""
-    size = 1 << max(10, (limit + 1).bit_length())
-    return _log_factorial_table(size)[: limit + 1]
+    return _log_factorial_table(_table_size(limit))[: limit + 1]
 
 
 def _distribution(dist: tuple[np.ndarray, np.ndarray], mean_s: float) -> LatencyDistribution:
