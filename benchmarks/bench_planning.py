@@ -1,15 +1,15 @@
 """Benchmark: fleet planning scale, Pareto frontiers and batch-job schedules.
 
-Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,40,50] [--repeats N] [--workers N] [--quick]``
+Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--repeats N] [--explain] [--quick]``
 (prints Markdown tables for ``benchmarks/RESULTS.md`` section 3).
 
 A. Fleet scale: n LLM services x 16 GPU types sharing per-type inventory, ``max_gpus`` and a
    budget (:func:`fleet_problem`), objectives ``min_cost`` and ``max_served``. Per n: the space
-   build (candidate evaluation with the full model; serial and with ``--workers`` processes),
-   then the CP-SAT solve of the optimum alone (``alternatives=False``, ``fast`` preset, 10 s
-   limit, 2 workers): wall time, status (OPTIMAL = proven), candidates in the model after
-   dominance pruning. The solve time includes building the CP-SAT model, pruning, the
-   tie-break pass and full-model verification; not the space build.
+   build (candidate evaluation with the full model, one process), the CP-SAT solve of the
+   optimum alone (``alternatives=False``, ``fast`` preset, 10 s limit, 2 workers; it includes
+   building the CP-SAT model, pruning, the tie-break pass and full-model verification), the
+   binding-constraint explanation of ``min_cost`` (``--explain``), the peak memory of the
+   process (``ru_maxrss``) and the status.
 B. Pareto frontiers of the bundled pareto problem and of growing search spaces: points, CP-SAT
    solves, wall time, and the brute-force cross-check where it is small enough.
 C. Batch-job schedules: the bundled 5-job problems, and n jobs on a 3-type pool.
@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_common import cpu_model, median_time  # noqa: E402
+from guide_opt.errors import InputError  # noqa: E402
 from guide_opt.pareto import brute_force_frontier, pareto_frontier  # noqa: E402
 from guide_opt.problem import Problem  # noqa: E402
 from guide_opt.scheduling import solve_schedule  # noqa: E402
@@ -45,20 +48,32 @@ LLMS = ["llama-3.2-1b", "llama-3.1-8b", "qwen2-7b", "llama-2-7b", "mpt-7b", "cha
 PROFILES = [(1024, 256, 1500, 60), (512, 512, 2000, 50), (2048, 256, 4000, 80)]
 
 
+def profile_for(i: int, context_tokens: int) -> tuple[int, int, int, int]:
+    """Profile i mod 3, or the next one (cyclically) whose prompt and answer fit the LLM's context."""
+    for j in range(len(PROFILES)):
+        profile = PROFILES[(i + j) % len(PROFILES)]
+        if profile[0] + profile[1] <= context_tokens:
+            return profile
+    raise ValueError(f"no request profile fits a context of {context_tokens} tokens")
+
+
 def machine() -> str:
     return f"{cpu_model()}, nproc {os.cpu_count()}, Python {platform.python_version()}"
 
 
 def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
-    """n services: LLM i mod 17, profile i mod 3, demand varying with i; 16 GPU types, shared limits.
+    """n services: LLM i mod 17, profile i mod 3 (the next one that fits the LLM's context), demand varying with i; 16 GPU types, shared limits.
 
     Inventory: 8 GPUs per type for n <= 10, growing with n (n // 2 + 4 per type), so that the
     per-type limits bind as the fleet grows; max_gpus 8n; budget: unlimited for min_cost, a
     tight $1/h per service for max_served.
     """
+    from guide_opt.catalog import load_catalog
+
+    catalog = load_catalog()
     models = []
     for i in range(n):
-        inp, out, ttft, tpot = PROFILES[i % len(PROFILES)]
+        inp, out, ttft, tpot = profile_for(i, catalog.llm(LLMS[i % len(LLMS)]).max_position_embeddings)
         workload = {"input_tokens": inp, "output_tokens": out}
         if i % 2:
             workload["concurrent_users"] = 16 * (1 + i % 5)
@@ -78,24 +93,37 @@ def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
     return Problem.from_dict(data)
 
 
-def part_a(sizes: list[int], repeats: int, workers: int) -> None:
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def part_a(sizes: list[int], repeats: int, explain: bool) -> None:
+    from guide_opt.answer import binding_constraints
+    from guide_opt.presets import load_preset
+
     print(f"### A. Fleet scale: n services x {len(GPUS)} GPU types, median of {repeats} run(s)\n")
-    print("| services | candidates | build s (1 process) | build s (" + str(workers) + " processes) | objective | dominated pruned | CP-SAT variables "
-          "| solve s | status | objective value |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| services | candidates | build s | objective | dominated pruned | CP-SAT variables | solve s | explanation s | peak MiB "
+          "| status | objective value |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         for objective in ("min_cost", "max_served"):
-            problem = fleet_problem(n, objective)
-            if objective == "min_cost":
-                serial_s, space = median_time(lambda: build_space(problem, workers=1), repeats)
-                parallel_s, _ = median_time(lambda: build_space(problem, workers=workers), repeats) if workers > 1 else (serial_s, None)
-            else:
-                space = build_space(problem, workers=workers)
+            try:
+                problem = fleet_problem(n, objective)
+            except InputError as exc:  # beyond the input limits (limits.MAX_MODELS, MAX_CANDIDATES)
+                print(f"| {n} | - | - | {objective} | - | - | - | - | - | refused: {exc} | - |", flush=True)
+                continue
+            build_s, space = median_time(lambda: build_space(problem, workers=1), repeats)
             solve_s, solution = median_time(lambda: CpSatSolver().solve(problem, space=space, alternatives=False, time_limit_s=10), repeats)
+            explain_s = "-"
+            if explain and objective == "min_cost" and solution.status.found:
+                start = time.perf_counter()
+                binding_constraints(problem, solution, load_preset("fast"), space)
+                explain_s = f"{time.perf_counter() - start:.2f}"
             value = "-" if solution.objective is None else (f"${solution.objective:,.2f}/h" if objective == "min_cost" else f"{solution.objective:.2f}%")
             in_model = solution.stats.get("variables", 0)
-            print(f"| {n} | {space.candidate_count:,} | {serial_s:.2f} | {parallel_s:.2f} | {objective} | {solution.stats.get('dominated_pruned', 0):,} "
-                  f"| {in_model:,} | {solve_s:.2f} | {solution.status.value} | {value} |", flush=True)
+            print(f"| {n} | {space.candidate_count:,} | {build_s:.2f} | {objective} | {solution.stats.get('dominated_pruned', 0):,} "
+                  f"| {in_model:,} | {solve_s:.2f} | {explain_s} | {peak_memory_mib():,.0f} | {solution.status.value} | {value} |", flush=True)
     print()
 
 
@@ -151,7 +179,7 @@ def main() -> None:
     parser.add_argument("--models", default="5,10,20,30,40,50", help="fleet sizes of part A")
     parser.add_argument("--jobs", default="5,8,12,16", help="job counts of part C")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel space build")
+    parser.add_argument("--explain", action="store_true", help="time the binding-constraint explanation of min_cost (part A)")
     parser.add_argument("--quick", action="store_true", help="sizes 5,10 and 5 jobs only")
     parser.add_argument("--parts", default="abc")
     args = parser.parse_args()
@@ -160,7 +188,7 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     print(f"Command: python benchmarks/bench_planning.py {' '.join(sys.argv[1:])}\n")
     if "a" in args.parts:
-        part_a(sizes, args.repeats, args.workers)
+        part_a(sizes, args.repeats, args.explain)
     if "b" in args.parts:
         part_b(args.repeats)
     if "c" in args.parts:

@@ -337,12 +337,12 @@ def steady_state_figures(ms: ModelSpace, config: ServingConfig, table: steady_st
 
 
 def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluation: Evaluation, max_replicas: int,
-                              table: steady_state.StepTable | None = None) -> Candidate:
+                              table: steady_state.StepTable | None = None, figures: SteadyFigures | None = None) -> Candidate:
     """Apply the LLM's SLOs and demand to the figures of :func:`evaluate_shape_batch`.
 
     Under the steady-state serving model this runs :func:`steady_state_figures` (``table``: the
     shape's :class:`~guide_opt.perf.steady_state.StepTable`, shared by its batch sizes; built
-    when None -- the figures are the same either way).
+    when None -- the figures are the same either way), unless ``figures`` brings them.
     """
     fits, used_gib, usable_gib, utilization, ttft_s, tpot_s, batch_latency_s = evaluation
     memory = dict(model_index=ms.index, shape=shape, batch=batch, fits=fits, memory_used_gib=used_gib, memory_usable_gib=usable_gib,
@@ -352,8 +352,8 @@ def candidate_from_evaluation(ms: ModelSpace, shape: Shape, batch: int, evaluati
                          violations=("memory",), **memory)
     if ms.serving_model == "burst":
         return _burst_candidate(ms, ttft_s, tpot_s, batch, max_replicas, memory)
-    config = shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
-    figures = steady_state_figures(ms, config, table)
+    if figures is None:
+        figures = steady_state_figures(ms, shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch), table)
     violations = list(figures.slo_violations)
     if figures.replicas > max_replicas:
         violations.append("demand")
@@ -418,18 +418,6 @@ def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: i
     """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model."""
     evaluation = evaluate_shape_batch(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
     return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
-
-
-def _steady_candidates(ms: ModelSpace, evaluations: list[Evaluation], batches: list[int], max_replicas: int) -> list[Candidate]:
-    """The candidates of ``ms`` (shape-major, as evaluated), one step table per shape shared by its batch sizes."""
-    out = []
-    for k, shape in enumerate(ms.shapes):
-        table = None
-        if ms.serving_model == "steady_state" and any(ev[0] for ev in evaluations[k * len(batches):(k + 1) * len(batches)]):
-            table = steady_state.StepTable(shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, max(batches)))
-        for j, b in enumerate(batches):
-            out.append(candidate_from_evaluation(ms, shape, b, evaluations[k * len(batches) + j], max_replicas, table))
-    return out
 
 
 def empty_model_space(problem: Problem, index: int, catalog: Catalog) -> ModelSpace:
@@ -501,49 +489,73 @@ def _shapes_for(ms: ModelSpace, problem: Problem, catalog: Catalog, gpus: list[G
 
 #: Evaluations above which :func:`build_space` spreads the work over processes (when it may).
 PARALLEL_MIN_EVALUATIONS = 6000
+#: Steady-state figures (each tens of milliseconds, a hundred times an evaluation) above which
+#: :func:`build_space` spreads the work over processes.
+PARALLEL_MIN_STEADY_FIGURES = 64
+
+#: What one shape of one evaluation group yields: its evaluation at every batch size and, under
+#: the steady-state model, each LLM's figures at every batch size (None where it does not fit).
+ShapeWork = tuple[list[Evaluation], list[list["SteadyFigures | None"]]]
 
 
-def _evaluate_group(task: tuple) -> list[Evaluation]:
-    """Evaluate every (shape, batch) of one (LLM, lengths) group."""
+def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int) -> ShapeWork:
+    """Evaluate shape ``k`` of ``task`` at every batch size, then the steady-state figures of each of ``models`` there.
+
+    One :class:`~guide_opt.perf.steady_state.StepTable` serves the shape's batch sizes and all
+    of ``models`` (the LLMs of the group: same LLM, lengths and shapes); it memoises capacities
+    and SLO-limited loads, so LLMs with the same SLOs compute them once.
+    """
     llm, input_tokens, output_tokens, shapes, batches = task
-    return [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for shape in shapes for b in batches]
+    shape = shapes[k]
+    evaluations = [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for b in batches]
+    figures: list[list[SteadyFigures | None]] = [[None] * len(batches) for _ in models]
+    steady = [i for i, ms in enumerate(models) if ms.serving_model == "steady_state"]
+    if steady and any(ev[0] for ev in evaluations):
+        table = steady_state.StepTable(shape_config(llm, input_tokens, output_tokens, shape, max(batches)))
+        for j, (b, ev) in enumerate(zip(batches, evaluations)):
+            if ev[0]:
+                config = shape_config(llm, input_tokens, output_tokens, shape, b)
+                for i in steady:
+                    figures[i][j] = steady_state_figures(models[i], config, table)
+    return evaluations, figures
 
 
-#: The tasks of the parallel evaluation in progress (inherited by the forked workers, so
-#: only indices and result tuples cross the process boundary).
+#: The tasks and their LLMs of the parallel evaluation in progress (inherited by the forked
+#: workers, so only indices and result tuples cross the process boundary).
 _FORKED_TASKS: list[tuple] = []
+_FORKED_MODELS: list[list[ModelSpace]] = []
 
 
-def _evaluate_forked(item: tuple[int, int]) -> list[Evaluation]:
-    """Worker body: evaluate shape ``item[1]`` of task ``item[0]`` of :data:`_FORKED_TASKS` at every batch."""
-    llm, input_tokens, output_tokens, shapes, batches = _FORKED_TASKS[item[0]]
-    shape = shapes[item[1]]
-    return [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for b in batches]
+def _evaluate_forked(item: tuple[int, int]) -> ShapeWork:
+    """Worker body: :func:`_evaluate_shape` of shape ``item[1]`` of task ``item[0]`` of :data:`_FORKED_TASKS`."""
+    return _evaluate_shape(_FORKED_TASKS[item[0]], _FORKED_MODELS[item[0]], item[1])
 
 
-def _evaluate_all(tasks: list[tuple], workers: int) -> list[list[Evaluation]]:
-    """Evaluate ``tasks`` serially, or over ``workers`` forked processes (same results either way)."""
+def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: int) -> list[list[ShapeWork]]:
+    """:func:`_evaluate_shape` of every shape of every task (LLMs: ``models[t]``), serially or over ``workers`` forked processes (same results either way)."""
     import threading
 
+    items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
     size = sum(len(t[3]) * len(t[4]) for t in tasks)
+    steady = sum(len(t[3]) * len(t[4]) * sum(ms.serving_model == "steady_state" for ms in group) for t, group in zip(tasks, models))
     # Forking is only safe from a single-threaded process (a web server's worker thread stays serial).
-    if workers > 1 and size >= PARALLEL_MIN_EVALUATIONS and threading.active_count() == 1:
+    if workers > 1 and (size >= PARALLEL_MIN_EVALUATIONS or steady >= PARALLEL_MIN_STEADY_FIGURES) and threading.active_count() == 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         if "fork" in multiprocessing.get_all_start_methods():
-            items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
-            _FORKED_TASKS[:] = tasks
+            _FORKED_TASKS[:], _FORKED_MODELS[:] = tasks, models
             try:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
                     flat = list(pool.map(_evaluate_forked, items, chunksize=max(1, len(items) // (4 * workers))))
             finally:
                 _FORKED_TASKS.clear()
-            out: list[list[Evaluation]] = [[] for _ in tasks]
-            for (t, _), evaluations in zip(items, flat):
-                out[t].extend(evaluations)
+                _FORKED_MODELS.clear()
+            out: list[list[ShapeWork]] = [[] for _ in tasks]
+            for (t, _), work in zip(items, flat):
+                out[t].append(work)
             return out
-    return [_evaluate_group(t) for t in tasks]
+    return [[_evaluate_shape(task, group, k) for k in range(len(task[3]))] for task, group in zip(tasks, models)]
 
 
 def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: int | None = None) -> SearchSpace:
@@ -554,10 +566,12 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
 
     - LLMs of the problem with the same architecture and token lengths share one evaluation
       of each (shape, batch) -- only the SLO and demand checks are per LLM
-      (:func:`candidate_from_evaluation`);
-    - above :data:`PARALLEL_MIN_EVALUATIONS` evaluations the work is spread over ``workers``
-      forked processes (default: the machine's cores; 1 keeps it in this process; never from
-      a multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
+      (:func:`candidate_from_evaluation`) -- and, under the steady-state model, one step table
+      per shape that memoises capacities and SLO-limited loads (:func:`_evaluate_shape`);
+    - above :data:`PARALLEL_MIN_EVALUATIONS` evaluations or :data:`PARALLEL_MIN_STEADY_FIGURES`
+      steady-state figures the work is spread, shape by shape, over ``workers`` forked
+      processes (default: the machine's cores; 1 keeps it in this process; never from a
+      multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
       function of its inputs, so the candidates are identical.
     """
     catalog = catalog or load_catalog()
@@ -578,16 +592,20 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
     # precision tolerance too, so they are part of the key.
     groups: dict[tuple, int] = {}
     tasks: list[tuple] = []
+    members: list[list[ModelSpace]] = []
     for ms in models:
         key = (ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))
         if key not in groups:
             groups[key] = len(tasks)
             tasks.append((ms.llm, ms.input_tokens, ms.output_tokens, ms.shapes, batches))
+            members.append([])
+        members[groups[key]].append(ms)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    evaluations = _evaluate_all(tasks, workers)
-    for ms in models:
-        group = evaluations[groups[(ms.llm, ms.input_tokens, ms.output_tokens, tuple(s.key for s in ms.shapes))]]
-        ms.candidates = _steady_candidates(ms, group, batches, problem.search.max_replicas)
+    work = _evaluate_all(tasks, members, workers)
+    for t, group in enumerate(members):
+        for i, ms in enumerate(group):
+            ms.candidates = [candidate_from_evaluation(ms, shape, b, evaluations[j], problem.search.max_replicas, figures=figures[i][j])
+                             for shape, (evaluations, figures) in zip(ms.shapes, work[t]) for j, b in enumerate(batches)]
     return SearchSpace(problem=problem, models=models, prices_usd_per_gpu_hour=prices, gpu_ids=[g.id for g in gpus])
 
 

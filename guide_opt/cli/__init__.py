@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from guide_opt.cli.app import cli, register_commands
+from guide_opt.cli.app import cli
 from guide_opt.errors import InputError
 
 EXIT_OK = 0
@@ -30,8 +30,10 @@ def one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``guide-opt`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
-    register_commands()
+    """Run ``guide-opt`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    Only the module of the verb that runs is imported (:class:`~guide_opt.cli.app.LazyGroup`).
+    """
     try:
         result = cli.main(args=argv, prog_name="guide-opt", standalone_mode=False)
     except InputError as exc:

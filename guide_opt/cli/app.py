@@ -8,20 +8,41 @@ import click
 
 from guide_opt import __version__
 
-#: Modules under guide_opt.cli that each define one or more commands on :data:`cli`.
-COMMAND_MODULES = (
-    "guide_opt.cli.estimate_cmd",
-    "guide_opt.cli.catalog_cmd",
-    "guide_opt.cli.solve_cmd",
-    "guide_opt.cli.validate_cmd",
-    "guide_opt.cli.calibrate_cmd",
-    "guide_opt.cli.simulate_cmd",
-    "guide_opt.cli.serve_cmd",
-    "guide_opt.cli.characterize_cmd",
-)
+#: The module under guide_opt.cli that defines each verb (a command or group on :data:`cli`).
+COMMAND_MODULES = {
+    "estimate": "guide_opt.cli.estimate_cmd",
+    "hardware": "guide_opt.cli.catalog_cmd",
+    "models": "guide_opt.cli.catalog_cmd",
+    "solve": "guide_opt.cli.solve_cmd",
+    "validate": "guide_opt.cli.validate_cmd",
+    "calibrate": "guide_opt.cli.calibrate_cmd",
+    "simulate": "guide_opt.cli.simulate_cmd",
+    "serve": "guide_opt.cli.serve_cmd",
+    "characterize": "guide_opt.cli.characterize_cmd",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group that imports a verb's module only when that verb runs (or help lists them all).
+
+    The verbs pull in very different libraries (OR-Tools, the simulator, an HTTP client, a web
+    server); loading only the one asked for keeps a ``solve`` from paying for the others.
+    """
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The verb ``cmd_name``, its module imported first."""
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(module)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every verb (all modules imported: the help lists them with their summaries)."""
+        register_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="guide-opt")
 def cli() -> None:
     """Plan LLM deployments: GPUs, parallelism, engine, batch and precision under SLOs and budgets."""
@@ -29,5 +50,5 @@ def cli() -> None:
 
 def register_commands() -> None:
     """Import every verb module so its commands attach to :data:`cli` (idempotent)."""
-    for name in COMMAND_MODULES:
+    for name in dict.fromkeys(COMMAND_MODULES.values()):
         importlib.import_module(name)

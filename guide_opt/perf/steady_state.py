@@ -186,6 +186,12 @@ class StepTable:
     ``batch``: one table serves every max-num-seqs of a shape (pass it to :func:`open_loop`,
     :func:`closed_loop` and :func:`capacity_request_rate_per_s`; the max-num-seqs they use is
     their ``config.batch``). Evaluations are memoised per integer decode count.
+
+    The table also memoises the answers of the functions it is passed to, keyed by their
+    arguments (max-num-seqs, load, SLO limits; :meth:`memo`): they are pure functions of the
+    table and those arguments, so a table shared by the batch sizes of a shape and by the LLMs
+    of a fleet that serve the same LLM at the same lengths answers each question once, with
+    exactly the figures a fresh table gives.
     """
 
     def __init__(self, config: ServingConfig) -> None:
@@ -194,6 +200,19 @@ class StepTable:
         self._windows: dict[tuple[int, int], Window] = {}
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._rows_cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self._answers: dict[tuple, object] = {}
+
+    def memo(self, key: tuple, compute):
+        """``compute()`` the first time ``key`` is asked for, the stored answer afterwards.
+
+        ``key`` must name the function and every argument its answer depends on besides this
+        table (whose LLM, hardware, engine and lengths are fixed).
+        """
+        try:
+            return self._answers[key]
+        except KeyError:
+            found = self._answers[key] = compute()
+            return found
 
     def window(self, decodes: int, prompts: int) -> Window:
         """The :class:`Window` of ``prompts`` prompts next to exactly ``decodes`` decodes (memoised)."""
@@ -263,11 +282,19 @@ class StepTable:
                 self._rows_cache[key] = found
         return found
 
-    def _rows(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
-        """:meth:`_at_grid` interpolated between the grid decode counts around ``decodes``."""
+    def _rows(self, decodes: float, slots: int, prompts: np.ndarray, rows: int = 3) -> np.ndarray:
+        """The first ``rows`` rows of :meth:`_at_grid` interpolated between the grid decode counts around ``decodes``."""
         lo, hi, w = self._neighbours(decodes, slots)
-        low = self._at_grid(lo, prompts)
-        return low if w == 0 else (1 - w) * low + w * self._at_grid(hi, prompts)
+        low = self._at_grid(lo, prompts)[:rows]
+        return low if w == 0 else (1 - w) * low + w * self._at_grid(hi, prompts)[:rows]
+
+    def mean_window(self, decodes: float, slots: int, prompts: np.ndarray, pmf: np.ndarray) -> tuple[float, float]:
+        """Mean (time s, steps) of a window whose prompt count is ``prompts`` with probabilities ``pmf``, next to ``decodes`` decodes.
+
+        The same sums as :func:`_dot` of ``pmf`` with each of :meth:`windows`, in one product.
+        """
+        weighted = self._rows(decodes, slots, prompts, 2) * pmf
+        return _fsum(weighted[0], nonnegative=True), _fsum(weighted[1], nonnegative=True)
 
     def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
         """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
@@ -292,7 +319,7 @@ class StepTable:
 
     def windows(self, decodes: float, slots: int, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(time s, steps) of a window of each prompt count in ``prompts`` next to ``decodes`` decodes (interpolated)."""
-        rows = self._rows(decodes, slots, prompts)
+        rows = self._rows(decodes, slots, prompts, 2)
         return rows[0], rows[1]
 
     def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
@@ -334,10 +361,30 @@ def mdc_waiting(arrival_rate_per_s: float, service_s: float, servers: int) -> tu
 
 
 # ---- discrete distributions ---------------------------------------------------------------------
+#: Terms from which :func:`_fsum` orders them before summing (below, ordering costs more than it saves).
+FSUM_ORDER_FROM = 64
+
+
+def _fsum(values: np.ndarray, nonnegative: bool = False) -> float:
+    """``sum(values)``, correctly rounded (:func:`math.fsum`).
+
+    ``math.fsum`` returns the exact sum rounded once, so its answer does not depend on the order
+    of the terms, but its cost does: a term below the rounding error of the running partials
+    opens a new partial, and the far Poisson tails (terms down to 1e-300 next to terms near 1)
+    make it quadratic. Largest magnitudes first keeps the partials few (18x faster at 600
+    terms), with the same answer. ``nonnegative``: the caller knows no term is negative (a plain
+    sort orders them).
+    """
+    x = np.asarray(values, dtype=float)
+    if len(x) >= FSUM_ORDER_FROM:
+        x = np.sort(x)[::-1] if nonnegative else x[np.argsort(-np.abs(x), kind="stable")]
+    return math.fsum(x.tolist())
+
+
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """``sum(a x b)``, correctly rounded: BLAS dot products may round differently with memory
     alignment, and fixed points and bisections would carry that noise into the plan."""
-    return math.fsum((np.asarray(a) * np.asarray(b)).tolist())
+    return _fsum(np.asarray(a) * np.asarray(b))
 
 def _compress(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTION_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most ``points`` support points with the same mean in each quantile bin."""
@@ -363,7 +410,7 @@ def _add(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> 
 def _quantile(dist: tuple[np.ndarray, np.ndarray], q: float) -> float:
     """The ``q``-quantile (0..1) of a discrete distribution (sorted support): the smallest value with CDF >= q."""
     values, weights = dist
-    cum = np.cumsum(weights) / math.fsum(weights.tolist())
+    cum = np.cumsum(weights) / _fsum(weights)
     return float(values[min(int(np.searchsorted(cum, q - 1e-12)), len(values) - 1)])
 
 
@@ -389,10 +436,35 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Poisson(mean) on 0..limit, the tail above ``limit`` lumped onto it."""
     if mean <= 0:
         return np.zeros(1), np.ones(1)
-    k = np.arange(limit + 1, dtype=float)
-    pmf = np.exp(k * math.log(mean) - mean - _log_factorials(limit))
-    pmf[-1] += max(0.0, 1.0 - math.fsum(pmf.tolist()))
+    k, _, log_factorials = _support(limit)
+    pmf = np.exp(k * math.log(mean) - mean - log_factorials)
+    pmf[-1] += max(0.0, 1.0 - _fsum(pmf, nonnegative=True))
     return k, pmf
+
+
+@functools.lru_cache(maxsize=4096)
+def _support(limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0..limit as floats and as integers, and their ``log(k!)``: read-only views of shared tables
+    (the fixed points ask for the same supports again and again)."""
+    floats, integers = _range_tables(_table_size(limit))
+    out = (floats[: limit + 1], integers[: limit + 1], _log_factorials(limit))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _range_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """0..size-1 as floats and as integers (read-only)."""
+    out = (np.arange(size, dtype=float), np.arange(size))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def _table_size(limit: int) -> int:
+    """Length of the shared tables that hold 0..limit: a power of two, at least 1024."""
+    return 1 << max(10, (limit + 1).bit_length())
 
 
 @functools.lru_cache(maxsize=None)
@@ -402,8 +474,7 @@ def _log_factorial_table(size: int) -> np.ndarray:
 
 def _log_factorials(limit: int) -> np.ndarray:
     """``log(k!)`` for k = 0..limit (from a table grown in powers of two)."""
-    size = 1 << max(10, (limit + 1).bit_length())
-    return _log_factorial_table(size)[: limit + 1]
+    return _log_factorial_table(_table_size(limit))[: limit + 1]
 
 
 def _distribution(dist: tuple[np.ndarray, np.ndarray], mean_s: float) -> LatencyDistribution:
@@ -423,8 +494,9 @@ class _Solution:
 
 def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
     """Poisson(mean) prompts per window, on a support covering all but a negligible tail."""
-    k, pmf = _poisson_pmf(mean, int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)))
-    return k.astype(int), pmf
+    limit = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0))
+    k, pmf = _poisson_pmf(mean, limit)
+    return (_support(limit)[1] if len(k) > 1 else k.astype(int)), pmf
 
 
 def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
@@ -443,8 +515,7 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
         if not others_rate_per_s * window_s <= MAX_PROMPTS_PER_WINDOW:
             return None
         k, pmf = _prompt_counts(others_rate_per_s * window_s)
-        times, steps = table.windows(n, slots, k)
-        mean_time, mean_steps = _dot(pmf, times), _dot(pmf, steps)
+        mean_time, mean_steps = table.mean_window(n, slots, k, pmf)
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
@@ -478,13 +549,13 @@ def _step_distribution(table: StepTable, slots: int, solution: _Solution) -> tup
         values.extend(d * scale for d in window.step_s)
         weights.extend([p * n / window.steps] * window.steps)
     weights = np.array(weights)
-    return _compress(np.array(values), weights / math.fsum(weights.tolist()))
+    return _compress(np.array(values), weights / _fsum(weights))
 
 
 def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[float, float, float]:
     """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` (Cornish-Fisher to the skewness)."""
     values, weights = dist
-    weights = weights / math.fsum(weights.tolist())
+    weights = weights / _fsum(weights)
     mean = _dot(weights, values)
     sd = math.sqrt(max(0.0, _dot(weights, (values - mean) ** 2)))
     if sd == 0.0:
@@ -521,7 +592,7 @@ def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: 
         finish = np.asarray(window.finish_s) * scale
         values.append(finish)
         weights.append(np.full(len(finish), p / len(finish)))
-        mean += p * math.fsum(finish.tolist()) / len(finish)
+        mean += p * _fsum(finish) / len(finish)
     return _compress(np.concatenate(values), np.concatenate(weights)), mean
 
 
@@ -536,6 +607,12 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
     if request_rate_per_s <= 0:
         raise ValueError("request_rate_per_s must be positive")
     table = table or StepTable(config)
+    return table.memo(("open_loop", config.batch, request_rate_per_s, capacity_per_s),
+                      lambda: _open_loop(config, request_rate_per_s, table, capacity_per_s))
+
+
+def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable, capacity_per_s: float | None) -> SteadyState:
+    """:func:`open_loop` computed (not memoised)."""
     rate, slots, steps = request_rate_per_s, config.batch, config.output_tokens - 1
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     solution = _open_solution(table, rate, slots, steps)
@@ -656,6 +733,12 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
     if concurrent_users < 1:
         raise ValueError("concurrent_users must be at least 1")
     table = table or StepTable(config)
+    return table.memo(("closed_loop", config.batch, int(concurrent_users), capacity_per_s),
+                      lambda: _closed_loop(config, concurrent_users, table, capacity_per_s))
+
+
+def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable, capacity_per_s: float | None) -> SteadyState:
+    """:func:`closed_loop` computed (not memoised)."""
     users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
     running = min(users, slots)
     first_mean_s = table.window(0, 1).time_s
@@ -719,6 +802,11 @@ def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None =
     (``rate x (first token + (O - 1) TPOT) = slots``, solved with the model's TPOT at that rate).
     """
     table = table or StepTable(config)
+    return table.memo(("capacity", config.batch), lambda: _capacity(config, table))
+
+
+def _capacity(config: ServingConfig, table: StepTable) -> float:
+    """:func:`capacity_request_rate_per_s` computed (not memoised)."""
     slots, steps = config.batch, config.output_tokens - 1
 
     best: list[_Solution] = []  # the solution at the largest rate known to be stable: a start from below
@@ -779,6 +867,13 @@ def max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float 
     """
     table = table or StepTable(config)
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
+    return table.memo(("max_rate_within", config.batch, percentile, ttft_limit_s, tpot_limit_s, target_utilization, capacity),
+                      lambda: _max_rate_within(config, percentile, ttft_limit_s, tpot_limit_s, target_utilization, table, capacity))
+
+
+def _max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None,
+                     target_utilization: float, table: StepTable, capacity: float) -> float:
+    """:func:`max_rate_within` computed (not memoised)."""
     high = target_utilization * capacity
     if high <= 0:
         return 0.0
@@ -809,6 +904,13 @@ def max_users_within(config: ServingConfig, percentile: int, ttft_limit_s: float
     SLOs bound). Latency grows with users, so the largest count is found by bisection.
     """
     table = table or StepTable(config)
+    return table.memo(("max_users_within", config.batch, percentile, ttft_limit_s, tpot_limit_s, users_cap),
+                      lambda: _max_users_within(config, percentile, ttft_limit_s, tpot_limit_s, users_cap, table))
+
+
+def _max_users_within(config: ServingConfig, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None, users_cap: int,
+                      table: StepTable) -> int:
+    """:func:`max_users_within` computed (not memoised)."""
 
     def meets(users: int) -> bool:
         return _within(closed_loop(config, users, table, capacity_per_s=0.0), percentile, ttft_limit_s, tpot_limit_s)
