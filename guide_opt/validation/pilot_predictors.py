@@ -46,7 +46,7 @@ from guide_opt.simulate.workloads import HistogramLengths
 from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, read_csv_rows, resolve_id
 
 #: The predictors, in the order reports list them.
-PREDICTORS = ("physics", "learned", "hybrid")
+PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
 #: benchmark (benchmarks/RESULTS.md, section 1.5).
 DEFAULT_PREDICTOR = "hybrid"
@@ -266,3 +266,144 @@ def train_learned(points: dict, llm_features: dict, gpu_features: dict, train_mo
                 targets[1].append(math.log(measured[1] / base[1]))
     regressors = tuple(_regressor().fit(np.array(X), np.array(y)) for y in targets)
     return LearnedModel(regressors, features, physics)
+
+
+# ---- the TGIS batcher predictor -------------------------------------------------------------------
+#: Grids of the per-GPU-type fit of the ``tgis`` predictor (stage 1: the one-user levels).
+TGIS_MEMORY_EFFICIENCIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+TGIS_STEP_OVERHEADS_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0)
+#: Stage 2: host time per running sequence per decode step (ms).
+TGIS_PER_SEQUENCE_MS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8)
+#: Measured requests per simulated level of the TGIS batcher: at least this many, and this many per user.
+TGIS_MIN_REQUESTS = 80
+TGIS_REQUESTS_PER_USER = 3
+
+
+@dataclass(frozen=True)
+class TgisFit:
+    """Fitted TGIS parameters of one GPU type: efficiencies of the ``tgis`` profile and host costs (ms)."""
+
+    memory_efficiency: float
+    step_overhead_ms: float
+    prefill_overhead_ms: float
+    per_sequence_overhead_ms: float
+
+
+@dataclass
+class TgisTable:
+    """Configurations and simulated TGIS levels per (model, profile, fit), computed on first use and kept."""
+
+    catalog: Catalog
+    lengths: HistogramLengths
+    llm_ids: dict[str, str]
+    flash: dict[str, bool]
+    levels: tuple[int, ...]
+    cache: dict[tuple, Levels | None] = field(default_factory=dict)
+
+    def config(self, model: str, profile: str, memory_efficiency: float | None = None, step_overhead_ms: float | None = None) -> ServingConfig | None:
+        """The ``tgis`` configuration of (model, profile) with these factors (None: the profile's defaults); None when unsupported."""
+        count, gpu_type = llm_pilot_profile(profile)
+        gpu_id = resolve_id(LLM_PILOT_GPUS.get(gpu_type, ()), self.catalog.gpus)
+        if gpu_id is None or model not in self.llm_ids:
+            return None
+        framework = self.catalog.framework(TGIS_FRAMEWORK)
+        update = {k: v for k, v in (("memory_efficiency", memory_efficiency), ("step_overhead_ms", step_overhead_ms)) if v is not None}
+        config = ServingConfig(llm=self.catalog.llms[self.llm_ids[model]], gpu=self.catalog.gpus[gpu_id], framework=framework,
+                               quantization=self.catalog.quantization("bf16"), tp=count, batch=1,
+                               input_tokens=round(self.lengths.mean_input_tokens), output_tokens=round(self.lengths.mean_output_tokens),
+                               flash_attention=self.flash.get(model, True), efficiency=framework.efficiency.model_copy(update=update))
+        return None if config.unsupported_reason() else config
+
+    def settings(self, model: str, fit: TgisFit | None) -> "TgisSettings":
+        """TGIS's batching of ``model`` (flash attention: the engine's batch limit; padded: :data:`PADDED_MAX_BATCH`) with ``fit``'s host costs."""
+        from guide_opt.validation.tgis import TgisSettings
+
+        flash = self.flash.get(model, True)
+        seqs = self.catalog.framework(TGIS_FRAMEWORK).max_num_seqs if flash else PADDED_MAX_BATCH
+        if fit is None:
+            return TgisSettings(seqs, padded=not flash)
+        return TgisSettings(seqs, padded=not flash, per_sequence_overhead_ms=fit.per_sequence_overhead_ms, prefill_overhead_ms=fit.prefill_overhead_ms)
+
+    def get(self, model: str, profile: str, fit: TgisFit | None, levels: tuple[int, ...] | None = None) -> Levels | None:
+        """Simulated (nTTFT, ITL) per level of (model, profile) under ``fit`` (None: the profile's defaults, no host costs)."""
+        from guide_opt.validation.tgis import tgis_closed_loop
+
+        levels = levels or self.levels
+        key = (model, profile, fit, levels)
+        if key not in self.cache:
+            config = self.config(model, profile, *((fit.memory_efficiency, fit.step_overhead_ms) if fit else ()))
+            if config is None:
+                self.cache[key] = None
+            else:
+                settings = self.settings(model, fit)
+                self.cache[key] = {u: tgis_closed_loop(config, u, self.lengths, settings, seed=SIMULATION_SEED,
+                                                       num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * u)).pilot_pair
+                                   for u in levels}
+        return self.cache[key]
+
+
+def _one_user_times(table: TgisTable, model: str, profile: str, memory: float, overhead: float) -> tuple[float, float] | None:
+    """(prefill pass of the mean prompt, decode step of one sequence) in ms, or None when unsupported."""
+    from guide_opt.perf.step import StepShape, step_time
+
+    config = table.config(model, profile, memory, overhead)
+    if config is None:
+        return None
+    prompt = config.input_tokens
+    prefill = step_time(config, StepShape.prefill_chunk(1, prompt), pipeline_fill=True).time_s
+    decode = step_time(config, StepShape.decode(1, prompt + config.output_tokens / 2)).time_s
+    return prefill * 1e3, decode * 1e3
+
+
+def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str]) -> dict[str, TgisFit]:
+    """GPU type -> :class:`TgisFit` from ``train_models``' measured medians only (never the held-out LLM's).
+
+    Stage 1 (one user, no queue): memory efficiency and step overhead minimize the summed |log
+    error| of the one-user ITL (one decode step) over the grids; the prefill overhead is the
+    median of (measured one-user median TTFT, ``one_user_ttft_ms[(model, profile)]``, - the
+    predicted prefill pass), at least 0. Stage 2: the
+    per-sequence host time minimizes the summed |log error| of the simulated ITL and nTTFT
+    (weight :data:`NTTFT_WEIGHT`) over the levels with more than one user.
+    """
+    by_type: dict[str, list[tuple[str, str]]] = {}
+    for model in train_models:
+        for profile in points.get(model, {}):
+            by_type.setdefault(llm_pilot_profile(profile)[1], []).append((model, profile))
+    fits = {}
+    for gpu_type, pairs in by_type.items():
+        ones = [(m, p, points[m][p][1]) for m, p in pairs if 1 in points[m][p]]
+        best, best_error = (0.8, 1.0), math.inf
+        for memory, overhead in itertools.product(TGIS_MEMORY_EFFICIENCIES, TGIS_STEP_OVERHEADS_MS):
+            error = 0.0
+            for m, p, (_nttft, itl) in ones:
+                times = _one_user_times(table, m, p, memory, overhead)
+                if times is not None:
+                    error += abs(math.log(times[1] / itl))
+            if error < best_error:
+                best, best_error = (memory, overhead), error
+        gaps = []
+        for m, p, _ in ones:
+            times = _one_user_times(table, m, p, *best)
+            if times is not None and (m, p) in one_user_ttft_ms:
+                gaps.append(one_user_ttft_ms[(m, p)] - times[0])
+        prefill_overhead = max(0.0, round(statistics.median(gaps), 1)) if gaps else 0.0
+        loaded = tuple(u for u in table.levels if u > 1)
+        errors = []
+        for per_seq in TGIS_PER_SEQUENCE_MS:
+            fit = TgisFit(best[0], best[1], prefill_overhead, per_seq)
+            error = 0.0
+            for m, p in pairs:
+                levels = table.get(m, p, fit, loaded)
+                if levels is None:
+                    continue
+                for users, (nttft, itl) in levels.items():
+                    measured = points[m][p].get(users)
+                    if measured is None:
+                        continue
+                    if not (math.isfinite(itl) and math.isfinite(nttft)):
+                        error += 10.0
+                        continue
+                    error += abs(math.log(itl / measured[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(measured[0], 1e-6)))
+            errors.append(error)
+        fits[gpu_type] = TgisFit(best[0], best[1], prefill_overhead, TGIS_PER_SEQUENCE_MS[int(np.argmin(errors))])
+    return fits

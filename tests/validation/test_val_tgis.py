@@ -1,0 +1,90 @@
+"""The TGIS closed-loop batcher (:mod:`guide_opt.validation.tgis`): timelines worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.simulate.workloads import HistogramLengths
+from guide_opt.validation import tgis
+from guide_opt.validation.accuracy import evaluate, summarize
+from guide_opt.validation.datasets import load_source
+
+PROMPT, OUTPUT = 100, 5
+
+
+@pytest.fixture(scope="module")
+def config(catalog) -> ServingConfig:
+    return ServingConfig(llm=catalog.llms["llama-7b"], gpu=catalog.gpus["a100-40gb"], framework=catalog.framework("tgis"),
+                         quantization=catalog.quantization("bf16"), tp=1, batch=1, input_tokens=PROMPT, output_tokens=OUTPUT)
+
+
+def fixed_lengths(prompt: int = PROMPT, output: int = OUTPUT) -> HistogramLengths:
+    return HistogramLengths(input_bins=((prompt, 1.0),), output_bins=((output, 1.0),))
+
+
+def test_one_user_sees_one_prefill_pass_then_single_sequence_decode_steps(config):
+    """Alone, a request never queues: TTFT = its prefill pass + the pass's host cost; each gap = one decode step + one sequence's host cost."""
+    settings = tgis.TgisSettings(256, per_sequence_overhead_ms=0.5, prefill_overhead_ms=7.0)
+    level = tgis.tgis_closed_loop(config, 1, fixed_lengths(), settings, num_requests=5)
+    prefill_ms = step_time(config, StepShape.prefill_chunk(1, PROMPT), pipeline_fill=True).time_s * 1e3 + 7.0
+    assert level.median_ttft_ms == pytest.approx(prefill_ms, rel=0.01)
+    assert level.median_nttft_ms_per_token == pytest.approx(prefill_ms / PROMPT, rel=0.01)
+    # the decode gaps see contexts PROMPT+1 .. PROMPT+OUTPUT-1; the median one is the middle context
+    middle = PROMPT + OUTPUT // 2
+    decode_ms = step_time(config, StepShape.decode(1, middle)).time_s * 1e3 + 0.5
+    assert level.median_itl_ms == pytest.approx(decode_ms, rel=0.01)
+
+
+class _ConstantSteps:
+    """Decode steps of 10 ms and prefill passes of 5 ms, whatever their shape."""
+
+    def __init__(self, config, settings):
+        pass
+
+    def decode_s(self, contexts):
+        return 0.010
+
+    def prefill_s(self, prompts):
+        return 0.005
+
+
+def test_users_beyond_the_batch_limit_wait_a_whole_service(monkeypatch, config):
+    """Batch limit 1, two users, 3 output tokens, prefill 5 ms, decode 10 ms: each request waits for the other's
+    service (5 + 2 x 10 = 25 ms) and then its own prefill (5 ms): TTFT 30 ms, every gap one decode step (10 ms)."""
+    monkeypatch.setattr(tgis, "_StepTimes", _ConstantSteps)
+    level = tgis.tgis_closed_loop(config, 2, fixed_lengths(output=3), tgis.TgisSettings(1), num_requests=6)
+    assert level.median_ttft_ms == pytest.approx(30.0)
+    assert level.median_itl_ms == pytest.approx(10.0)
+
+
+def test_users_that_finish_together_are_prefilled_together(monkeypatch, config):
+    """Two users, batch limit 2, 3 output tokens: both start in one 5 ms prefill and finish together, so they return
+    together and are prefilled together again: TTFT 5 ms. Gaps are the 10 ms decode steps."""
+    monkeypatch.setattr(tgis, "_StepTimes", _ConstantSteps)
+    level = tgis.tgis_closed_loop(config, 2, fixed_lengths(output=3), tgis.TgisSettings(2), num_requests=6)
+    assert level.median_ttft_ms == pytest.approx(5.0)
+    assert level.median_itl_ms == pytest.approx(10.0)
+
+
+def test_a_batch_that_does_not_fit_reads_as_violating_both_limits(catalog):
+    """llama-13b (about 26 GB of 16-bit weights) cannot run on a 16 GB T4."""
+    config = ServingConfig(llm=catalog.llms["llama-13b"], gpu=catalog.gpus["t4"], framework=catalog.framework("tgis"),
+                           quantization=catalog.quantization("bf16"), tp=1, batch=1, input_tokens=PROMPT, output_tokens=OUTPUT)
+    level = tgis.tgis_closed_loop(config, 4, fixed_lengths(), tgis.TgisSettings(256), num_requests=5)
+    assert not level.fits and level.pilot_pair == (math.inf, math.inf)
+
+
+def test_tgis_serving_of_llm_pilot_rows_grows_ttft_with_users(catalog, data_dir):
+    """LLM-Pilot's median TTFT of llama-7b on 1 x A100 grows from 29 ms (1 user) to 329 ms (32 users), measured;
+    the TGIS batcher must grow it too (queueing behind the add-on rule), which the steady-state model barely does."""
+    rows = [m for m in load_source("llm-pilot", catalog, data_dir).rows
+            if m.key in ("llama-7b 1 x A100 u1", "llama-7b 1 x A100 u32")]
+    assert len(rows) == 2
+    result = evaluate(rows, catalog, serving="tgis", closed_loop_framework="tgis")
+    ttft = {c.measurement.batch: c.predicted for c in result.comparisons if c.metric == "ttft_ms"}
+    assert ttft[32] > 5 * ttft[1]
+    assert {r.metric for r in summarize(result.comparisons)} >= {"ttft_ms", "tpot_ms"}
