@@ -342,9 +342,9 @@ def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
 
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
                               prices: dict[str, float], candidates: str, table=None) -> dict[str, Recommendation]:
-    """Leave-one-LLM-out recommendations of predictor ``name`` (physics, learned or hybrid) for every model in ``models``.
+    """Leave-one-LLM-out recommendations of predictor ``name`` (one of ``pilot_predictors.PREDICTORS``) for every model in ``models``.
 
-    ``table``: a :func:`physics_table` to reuse (physics and hybrid; None: a new one).
+    ``table``: a :func:`physics_table` (physics, hybrid) or :func:`tgis_table` (tgis, tgis-hybrid) to reuse; None: a new one.
     """
     from guide_opt.validation import pilot_predictors as pp
 
@@ -464,3 +464,46 @@ def benchmark_payload(result: BenchmarkResult, predictor: str | None = None) -> 
         "skipped_llms": sorted(LLM_PILOT_ENCODER_DECODER),
         "skipped_reason": "encoder-decoder LLMs (T5 family: flan-t5-xl/xxl, flan-ul2, mt0-xxl); guide-opt models decoder-only LLMs",
     }
+
+
+def tgis_held_out_comparisons(data_dir: Path, catalog: Catalog) -> tuple[list, dict[str, dict[str, Any]]]:
+    """Every decoder-only LLM's LLM-Pilot rows predicted by the TGIS batcher fitted on the *other* LLMs.
+
+    For each LLM, :func:`~guide_opt.validation.pilot_predictors.fit_tgis` fits the memory
+    efficiency, step overhead and host costs per GPU type on the other decoder-only LLMs; the
+    LLM's rows (its own mean lengths, u users) are then played with
+    :func:`~guide_opt.validation.tgis.tgis_closed_loop`. Returns the comparisons (median TTFT
+    and median ITL, :class:`~guide_opt.validation.accuracy.Comparison`) and, per held-out LLM,
+    the fits used (GPU type -> fit).
+    """
+    from guide_opt.simulate.workloads import HistogramLengths
+    from guide_opt.validation import pilot_predictors as pp
+    from guide_opt.validation.accuracy import Comparison, measurement_config
+    from guide_opt.validation.tgis import tgis_closed_loop
+
+    truth = ground_truth(data_dir)
+    models = [name for name in LLM_PILOT_LLMS if name in truth and resolve_id(LLM_PILOT_LLMS[name], catalog.llms)]
+    table, points, one_user = tgis_table(data_dir, catalog, models), load_points(data_dir), load_one_user_ttft(data_dir)
+    framework = catalog.framework(pp.TGIS_FRAMEWORK)
+    rows = load_llm_pilot(data_dir, catalog).rows
+    comparisons, used = [], {}
+    for model in models:
+        fits = pp.fit_tgis(table, points, one_user, [m for m in models if m != model])
+        used[model] = fits
+        for m in rows:
+            if m.key.split(" ")[0] != model:
+                continue
+            fit = fits.get(llm_pilot_profile(" ".join(m.key.split(" ")[1:-1]))[1])
+            efficiency = None if fit is None else framework.efficiency.model_copy(
+                update={"memory_efficiency": fit.memory_efficiency, "step_overhead_ms": fit.step_overhead_ms})
+            config = measurement_config(replace(m, framework=pp.TGIS_FRAMEWORK, batch=1), catalog, efficiency)
+            if config.unsupported_reason():
+                continue
+            lengths = HistogramLengths(input_bins=((m.input_tokens, 1.0),), output_bins=((m.output_tokens, 1.0),))
+            level = tgis_closed_loop(config, m.batch, lengths, table.settings(model, fit),
+                                     num_requests=max(pp.TGIS_MIN_REQUESTS, pp.TGIS_REQUESTS_PER_USER * m.batch))
+            if not level.fits:
+                continue
+            comparisons.append(Comparison(m, "ttft_ms", level.median_ttft_ms, m.measured["ttft_ms"]))
+            comparisons.append(Comparison(m, "tpot_ms", level.median_itl_ms, m.measured["tpot_ms"]))
+    return comparisons, used

@@ -18,6 +18,12 @@ are trained on the *other* LLMs only (leave one LLM out).
   points, encoder-decoder ones included, as the paper does.
 - ``hybrid`` -- the physics prediction times a learned residual: the regressor is trained on
   ``ln(measured / physics)`` with the physics prediction among its features.
+- ``tgis`` -- TGIS's own batching played step by step (:mod:`guide_opt.validation.tgis`: add-on
+  prefill passes pulled by TGIS's waiting rule, batch limit 256 or :data:`PADDED_MAX_BATCH`) on the
+  ``tgis`` profile, fitted per GPU type on the other decoder-only LLMs (:func:`fit_tgis`: memory
+  efficiency and step overhead from the one-user ITL, a prefill-pass host cost from the one-user
+  TTFT, a host cost per running sequence per decode step from the loaded levels).
+- ``tgis-hybrid`` -- the ``tgis`` prediction times a learned residual, as ``hybrid``.
 
 The request lengths of the simulated users are the benchmark's workload, common to every LLM:
 a log-normal per direction matching the mean and median prompt and output lengths of the
@@ -48,8 +54,8 @@ from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, rea
 #: The predictors, in the order reports list them.
 PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
-#: benchmark (benchmarks/RESULTS.md, section 1.5).
-DEFAULT_PREDICTOR = "hybrid"
+#: benchmark, leave-one-LLM-out (benchmarks/RESULTS.md, section 1.5).
+DEFAULT_PREDICTOR = "tgis-hybrid"
 #: Engine profile standing in for TGIS.
 TGIS_FRAMEWORK = "tgis"
 #: (compute efficiency, memory efficiency, step overhead ms) searched per GPU type for ``physics``.
@@ -298,7 +304,7 @@ class TgisTable:
     llm_ids: dict[str, str]
     flash: dict[str, bool]
     levels: tuple[int, ...]
-    cache: dict[tuple, Levels | None] = field(default_factory=dict)
+    cache: dict[tuple, tuple[float, float]] = field(default_factory=dict)
 
     def config(self, model: str, profile: str, memory_efficiency: float | None = None, step_overhead_ms: float | None = None) -> ServingConfig | None:
         """The ``tgis`` configuration of (model, profile) with these factors (None: the profile's defaults); None when unsupported."""
@@ -329,17 +335,19 @@ class TgisTable:
         from guide_opt.validation.tgis import tgis_closed_loop
 
         levels = levels or self.levels
-        key = (model, profile, fit, levels)
-        if key not in self.cache:
-            config = self.config(model, profile, *((fit.memory_efficiency, fit.step_overhead_ms) if fit else ()))
-            if config is None:
-                self.cache[key] = None
-            else:
-                settings = self.settings(model, fit)
-                self.cache[key] = {u: tgis_closed_loop(config, u, self.lengths, settings, seed=SIMULATION_SEED,
-                                                       num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * u)).pilot_pair
-                                   for u in levels}
-        return self.cache[key]
+        config = None
+        out: Levels = {}
+        for users in levels:
+            key = (model, profile, fit, users)
+            if key not in self.cache:
+                if config is None:
+                    config = self.config(model, profile, *((fit.memory_efficiency, fit.step_overhead_ms) if fit else ()))
+                    if config is None:
+                        return None
+                self.cache[key] = tgis_closed_loop(config, users, self.lengths, self.settings(model, fit), seed=SIMULATION_SEED,
+                                                   num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * users)).pilot_pair
+            out[users] = self.cache[key]
+        return out
 
 
 def _one_user_times(table: TgisTable, model: str, profile: str, memory: float, overhead: float) -> tuple[float, float] | None:
