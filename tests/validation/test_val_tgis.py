@@ -88,3 +88,17 @@ def test_tgis_serving_of_llm_pilot_rows_grows_ttft_with_users(catalog, data_dir)
     ttft = {c.measurement.batch: c.predicted for c in result.comparisons if c.metric == "ttft_ms"}
     assert ttft[32] > 5 * ttft[1]
     assert {r.metric for r in summarize(result.comparisons)} >= {"ttft_ms", "tpot_ms"}
+
+
+def test_validate_serving_tgis_reports_llm_pilot_rows(capsys, data_dir):
+    """`validate --serving tgis` predicts LLM-Pilot's closed-loop rows on the tgis profile; it does not go with --llm-pilot."""
+    import json
+
+    from guide_opt.cli import main
+
+    assert main(["validate", "--source", "llm-pilot", "--serving", "tgis", "--data-dir", str(data_dir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["gpu"], r["metric"]) for r in rows} >= {("a100-40gb", "ttft_ms"), ("h100-sxm", "tpot_ms")}
+    assert all(r["count"] > 0 for r in rows)
+    assert main(["validate", "--llm-pilot", "--serving", "tgis"]) == 1
+    assert "--serving goes without --llm-pilot" in capsys.readouterr().err
