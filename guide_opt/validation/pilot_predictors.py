@@ -160,18 +160,25 @@ class PhysicsTable:
 
 def physics_fit_error(table: PhysicsTable, points: dict, model: str, profile: str, grid_index: int) -> float:
     """Summed |log error| of one (model, profile) at one grid point over its measured levels (ITL + weighted nTTFT)."""
-    levels = table.get(model, profile, grid_index)
+    return levels_error(table.get(model, profile, grid_index), points[model][profile])
+
+
+def levels_error(levels: Levels | None, measured: Levels) -> float:
+    """Summed |log error| of predicted ``levels`` against ``measured`` ones (ITL + :data:`NTTFT_WEIGHT` x nTTFT).
+
+    A level predicted not to fit where it was measured running adds 10; None (unsupported) adds nothing.
+    """
     if levels is None:
         return 0.0
     error = 0.0
     for users, (nttft, itl) in levels.items():
-        measured = points[model][profile].get(users)
-        if measured is None:
+        point = measured.get(users)
+        if point is None:
             continue
         if not (math.isfinite(itl) and math.isfinite(nttft)):
-            error += 10.0  # predicted not to fit where it was measured running
+            error += 10.0
             continue
-        error += abs(math.log(itl / measured[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(measured[0], 1e-6)))
+        error += abs(math.log(itl / point[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(point[0], 1e-6)))
     return error
 
 
@@ -399,19 +406,6 @@ def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, s
         errors = []
         for per_seq in TGIS_PER_SEQUENCE_MS:
             fit = TgisFit(best[0], best[1], prefill_overhead, per_seq)
-            error = 0.0
-            for m, p in pairs:
-                levels = table.get(m, p, fit, loaded)
-                if levels is None:
-                    continue
-                for users, (nttft, itl) in levels.items():
-                    measured = points[m][p].get(users)
-                    if measured is None:
-                        continue
-                    if not (math.isfinite(itl) and math.isfinite(nttft)):
-                        error += 10.0
-                        continue
-                    error += abs(math.log(itl / measured[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(measured[0], 1e-6)))
-            errors.append(error)
+            errors.append(sum(levels_error(table.get(m, p, fit, loaded), points[m][p]) for m, p in pairs))
         fits[gpu_type] = TgisFit(best[0], best[1], prefill_overhead, TGIS_PER_SEQUENCE_MS[int(np.argmin(errors))])
     return fits

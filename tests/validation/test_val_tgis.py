@@ -102,3 +102,26 @@ def test_validate_serving_tgis_reports_llm_pilot_rows(capsys, data_dir):
     assert all(r["count"] > 0 for r in rows)
     assert main(["validate", "--llm-pilot", "--serving", "tgis"]) == 1
     assert "--serving goes without --llm-pilot" in capsys.readouterr().err
+
+
+def test_the_tgis_fit_recovers_known_parameters_from_the_training_llms_only(catalog, data_dir):
+    """Synthetic measurements made with memory efficiency 0.7, step overhead 3 ms, prefill host cost 12 ms and
+    0.3 ms per sequence: the fit must return exactly those, whatever the held-out LLM's (absurd) points say."""
+    from guide_opt.validation import pilot_predictors as pp
+    from guide_opt.validation.llm_pilot import tgis_table
+
+    class Table(pp.TgisTable):
+        def get(self, model, profile, fit, levels=None):  # loaded levels: ITL grows with the per-sequence cost
+            return {u: (1.0, 10.0 + 100.0 * fit.per_sequence_overhead_ms * math.sqrt(u)) for u in (levels or self.levels)}
+
+    real = tgis_table(data_dir, catalog, ["llama-7b", "llama-13b", "EleutherAI/gpt-neox-20b"])
+    table = Table(real.catalog, real.lengths, real.llm_ids, real.flash, real.levels)
+    points, one_user = {}, {}
+    for model in ("llama-7b", "llama-13b"):
+        prefill_ms, decode_ms = pp._one_user_times(table, model, "1 x A100", 0.7, 3.0)
+        points[model] = {"1 x A100": {1: (1.0, decode_ms), **{u: (1.0, 10.0 + 30.0 * math.sqrt(u)) for u in (2, 4, 8, 16)}}}
+        one_user[(model, "1 x A100")] = prefill_ms + 12.0
+    points["EleutherAI/gpt-neox-20b"] = {"1 x A100": {u: (1e6, 1e6) for u in (1, 2, 4)}}
+    one_user[("EleutherAI/gpt-neox-20b", "1 x A100")] = 1e6
+    fits = pp.fit_tgis(table, points, one_user, ["llama-7b", "llama-13b"])
+    assert fits["A100"] == pp.TgisFit(0.7, 3.0, 12.0, 0.3)
