@@ -41,7 +41,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -77,6 +77,9 @@ ROUNDS_PER_USER = 6
 SIMULATION_SEED = 0
 #: Gradient boosting settings (fixed, not tuned on the held-out LLM).
 BOOSTING = {"max_iter": 300, "learning_rate": 0.05, "min_samples_leaf": 5, "random_state": 0}
+if TYPE_CHECKING:  # imported lazily at run time: the TGIS batcher is only needed by the tgis predictors
+    from guide_opt.validation.tgis import TgisSettings
+
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 
 #: user level -> (median nTTFT ms/token, median ITL ms); (inf, inf) where it does not fit.
@@ -327,7 +330,7 @@ class TgisTable:
                                flash_attention=self.flash.get(model, True), efficiency=framework.efficiency.model_copy(update=update))
         return None if config.unsupported_reason() else config
 
-    def settings(self, model: str, fit: TgisFit | None) -> "TgisSettings":
+    def settings(self, model: str, fit: TgisFit | None) -> TgisSettings:
         """TGIS's batching of ``model`` (flash attention: the engine's batch limit; padded: :data:`PADDED_MAX_BATCH`) with ``fit``'s host costs."""
         from guide_opt.validation.tgis import TgisSettings
 
