@@ -41,11 +41,14 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--llm-pilot", "llm_pilot", is_flag=True, help="Run LLM-Pilot's GPU recommendation benchmark (leave-one-LLM-out) instead.")
 @click.option("--candidates", type=click.Choice(["measured", "all"]), default="measured", show_default=True,
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
-@click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "all"]), default=None,
-              help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: hybrid, the best S/O in benchmarks/RESULTS.md 1.5); "
-                   "'all' runs and lists the three (physics and hybrid simulate every pair: minutes).")
+@click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "tgis", "tgis-hybrid", "all"]), default=None,
+              help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: tgis-hybrid, the best S/O in benchmarks/RESULTS.md 1.5); "
+                   "'all' runs and lists every predictor (physics and hybrid simulate every pair: minutes).")
+@click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
+              help="How closed-loop rows (LLM-Pilot) are predicted: a static batch of the users (vllm profile), the steady-state "
+                   "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile.")
 @format_option
-def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, output_format) -> int:
+def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, serving, output_format) -> int:
     """Compare guide-opt's predictions with measured public data: MAPE, median APE, bias and count
     per source, GPU and metric (TTFT, TPOT/ITL, batch latency, throughput), as GUIDE's Tables 1-2.
 
@@ -55,6 +58,8 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, pred
     data_dir = data_dir or default_data_dir()
     if predictor is not None and not llm_pilot:
         raise click.UsageError("--predictor goes with --llm-pilot")
+    if serving != "static" and llm_pilot:
+        raise click.UsageError("--serving goes without --llm-pilot (choose the recommendation's model with --predictor)")
     if llm_pilot:
         from guide_opt.validation.llm_pilot import benchmark_payload, run_benchmark
         from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTORS
@@ -77,13 +82,15 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, pred
     skipped: dict[str, dict[str, int]] = {}
     for name in sources or sorted(SOURCES):
         data = load_source(name, catalog, data_dir)
-        result = evaluate(data.rows, catalog, cal)
+        result = evaluate(data.rows, catalog, cal, serving=serving.replace("-", "_"),
+                          closed_loop_framework=None if serving == "static" else "tgis")
         rows.extend(summarize(result.comparisons))
         skipped[name] = dict(data.skipped) | dict(result.skipped)
     if output_format == "json":
         echo_json([r.as_dict() for r in rows])
         return 0
     label = f"calibration {calibration}" if calibration else "default efficiency factors (hardware_db/frameworks, not fitted)"
+    label += f"; closed-loop rows: {serving}" + ("" if serving == "static" else " (tgis profile)")
     click.echo(f"Predicted vs measured, {label}. Errors in %: bias > 0 means guide-opt predicts too high.")
     echo_guide_tables(rows)
     click.echo("")
@@ -107,7 +114,9 @@ def _print_llm_pilot(payload: dict) -> None:
                f"{payload['scored_llms']} decoder-only LLMs, leave-one-LLM-out, candidates: {payload['candidates']} profiles")
     labels = {"physics": "guide-opt physics (TGIS profile, closed-loop simulation, fitted per GPU type)",
               "learned": "learned baseline (gradient boosting on the characterization, the paper's method)",
-              "hybrid": "hybrid (physics x learned residual)"}
+              "hybrid": "hybrid (physics x learned residual)",
+              "tgis": "guide-opt TGIS batcher (TGIS's add-on batching rule, host costs fitted per GPU type)",
+              "tgis-hybrid": "TGIS batcher x learned residual"}
     sp = payload["static_policy"]
     table = [score_row(labels[name] + (" <- recommendations below" if name == payload["predictor"] else ""), sc)
              for name, sc in payload["predictors"].items()]

@@ -17,6 +17,7 @@ request in guide-opt's memory model) are counted in :attr:`Evaluation.skipped` w
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -64,9 +65,13 @@ def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyF
     )
 
 
-#: How a closed-loop row is predicted: ``static`` (a batch of the users, the cycle time per token)
-#: or ``steady_state`` (:func:`guide_opt.perf.steady_state.closed_loop`).
-SERVING_MODELS = ("static", "steady_state")
+#: How a closed-loop row is predicted: ``static`` (a batch of the users, the cycle time per token),
+#: ``steady_state`` (:func:`guide_opt.perf.steady_state.closed_loop`) or ``tgis`` (TGIS's batching
+#: rule played step by step, :func:`guide_opt.validation.tgis.tgis_closed_loop`, default settings).
+SERVING_MODELS = ("static", "steady_state", "tgis")
+#: Requests measured per closed-loop row by the ``tgis`` serving model (and per user, the larger applies).
+TGIS_ROW_REQUESTS = 80
+TGIS_ROW_REQUESTS_PER_USER = 3
 
 
 def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -> dict[str, float]:
@@ -84,6 +89,27 @@ def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -
             "throughput_tokens_per_s": state.output_throughput_tokens_per_s}
 
 
+def tgis_closed_loop_metrics(config: ServingConfig) -> dict[str, float]:
+    """Median TTFT and median ITL (ms) of ``config.batch`` users on TGIS (:mod:`guide_opt.validation.tgis`).
+
+    Every request has the row's mean lengths; the batch limit is the engine's max-num-seqs with
+    flash attention, fmperf's 12 for padded (non-flash) LLMs; no host costs are added (the
+    ``tgis`` profile's defaults). Throughput and batch latency follow from the medians.
+    """
+    from guide_opt.simulate.workloads import HistogramLengths
+    from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH
+    from guide_opt.validation.tgis import TgisSettings, tgis_closed_loop
+
+    users = config.batch
+    settings = TgisSettings(config.framework.max_num_seqs if config.flash_attention else PADDED_MAX_BATCH, padded=not config.flash_attention)
+    lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
+    level = tgis_closed_loop(replace(config, batch=1), users, lengths, settings,
+                             num_requests=max(TGIS_ROW_REQUESTS, TGIS_ROW_REQUESTS_PER_USER * users))
+    e2e_s = (level.median_ttft_ms + (config.output_tokens - 1) * level.median_itl_ms) * 1e-3
+    return {"ttft_ms": level.median_ttft_ms, "tpot_ms": level.median_itl_ms, "batch_latency_s": e2e_s,
+            "throughput_tokens_per_s": min(users, settings.max_batch_size) * config.output_tokens / e2e_s}
+
+
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
                       running: int | None = None, serving: str = "static", statistic: str = "mean") -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
@@ -97,9 +123,13 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     already known to run); ``running`` then gives the most sequences resident at once (the
     estimate's ``max_batch`` when the batch runs in waves; None: all of it).
     ``serving="steady_state"`` predicts a closed-loop row with the steady-state model instead
-    (:func:`steady_closed_loop_metrics`, reading ``statistic``); static-batch rows are predicted
+    (:func:`steady_closed_loop_metrics`, reading ``statistic``), ``serving="tgis"`` with TGIS's
+    batching rule (:func:`tgis_closed_loop_metrics`, medians); static-batch rows are predicted
     statically either way.
     """
+    if closed_loop and serving == "tgis":  # its own memory check: the batch TGIS runs, not all the users
+        metrics = tgis_closed_loop_metrics(config)
+        return metrics if math.isfinite(metrics["ttft_ms"]) else None
     if check_memory:
         est = estimate(config)
         if not est.runs:  # a batch the KV cache cannot hold at once still ran: it is estimated in waves
@@ -109,6 +139,7 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
         p = phase_times(config, running)
     if closed_loop and serving == "steady_state":
         return steady_closed_loop_metrics(config, statistic)
+
     return {
         "ttft_ms": p.ttft_s * 1e3,
         "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
@@ -145,13 +176,20 @@ class Evaluation:
     skipped: Counter = field(default_factory=Counter)
 
 
-def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = None, *, serving: str = "static") -> Evaluation:
+def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = None, *, serving: str = "static",
+             closed_loop_framework: str | None = None) -> Evaluation:
     """Predict every row (with ``calibration``'s factors where it has them) and compare with what was measured.
 
     ``serving``: how closed-loop rows are predicted (:data:`SERVING_MODELS`).
+    ``closed_loop_framework``: an engine profile that replaces the row's for closed-loop rows
+    (LLM-Pilot's TGIS rows: ``tgis``); None keeps the row's.
     """
+    if serving not in SERVING_MODELS:
+        raise ValueError(f"serving must be one of {SERVING_MODELS}, not {serving!r}")
     result = Evaluation()
     for m in rows:
+        if closed_loop_framework and m.closed_loop:
+            m = replace(m, framework=closed_loop_framework)
         try:
             config = measurement_config(m, catalog, resolve_factors(calibration, m.gpu, m.framework))
         except KeyError as exc:

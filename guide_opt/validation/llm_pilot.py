@@ -79,6 +79,12 @@ def load_points(data_dir: Path) -> dict[str, dict[str, dict[int, tuple[float, fl
     return points
 
 
+def load_one_user_ttft(data_dir: Path) -> dict[tuple[str, str], float]:
+    """(model, profile) -> measured median TTFT (ms) of one user alone, from ``llm_pilot_aggregate.csv``."""
+    return {(row["model"], row["gpu"]): float(row["median_ttft_ms"])
+            for row in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv") if int(row["num_users"]) == 1}
+
+
 def u_max(levels: dict[int, tuple[float, float]]) -> int:
     """Eq. (3): the largest user count whose level and every lower level meet both limits (0 if u = 1 fails).
 
@@ -234,7 +240,7 @@ class Recommendation:
     llm_id: str
     choice: Choice | None
     predicted_u_max: dict[str, int]
-    factors: dict[str, EfficiencyFactors | None]
+    factors: dict[str, Any]
 
 
 def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, prices: dict[str, float], workload: Workload,
@@ -311,11 +317,12 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
         calibrated_outcomes.append(outcome(model, rec.choice, truth[model], prices))
         default_outcomes.append(outcome(model, base.choice, truth[model], prices))
     result.calibrated, result.default = score(calibrated_outcomes), score(default_outcomes)
-    table = None  # the physics simulations, shared by the physics and hybrid predictors
+    tables: dict[str, Any] = {}  # the simulations, shared by the predictors built on the same model
     for name in predictors:
-        if name != "learned" and table is None:
-            table = physics_table(data_dir, catalog, models)
-        recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, table)
+        kind = "tgis" if name.startswith("tgis") else "physics"
+        if name != "learned" and kind not in tables:
+            tables[kind] = tgis_table(data_dir, catalog, models) if kind == "tgis" else physics_table(data_dir, catalog, models)
+        recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, tables.get(kind))
         result.predicted[name] = recs
         result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
     return result
@@ -335,9 +342,9 @@ def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
 
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
                               prices: dict[str, float], candidates: str, table=None) -> dict[str, Recommendation]:
-    """Leave-one-LLM-out recommendations of predictor ``name`` (physics, learned or hybrid) for every model in ``models``.
+    """Leave-one-LLM-out recommendations of predictor ``name`` (one of ``pilot_predictors.PREDICTORS``) for every model in ``models``.
 
-    ``table``: a :func:`physics_table` to reuse (physics and hybrid; None: a new one).
+    ``table``: a :func:`physics_table` (physics, hybrid) or :func:`tgis_table` (tgis, tgis-hybrid) to reuse; None: a new one.
     """
     from guide_opt.validation import pilot_predictors as pp
 
@@ -345,30 +352,54 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
         raise ValueError(f"unknown predictor {name!r}")
     points = load_points(data_dir)
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
-    table = table if table is not None else physics_table(data_dir, catalog, models)
+    tgis_based = name.startswith("tgis")
+    one_user_ttft = load_one_user_ttft(data_dir)
+    if tgis_based:
+        table = table if isinstance(table, pp.TgisTable) else tgis_table(data_dir, catalog, models)
+    elif name != "learned":
+        table = table if isinstance(table, pp.PhysicsTable) else physics_table(data_dir, catalog, models)
     llm_features, gpu_features = pp.load_features(data_dir)
     out = {}
     for model in models:
         train = [m for m in models if m != model]
         profiles = _profiles(truth[model], prices, candidates)
-        grid = pp.fit_grid(table, points, train) if name != "learned" else {}
+        if tgis_based:
+            fits = pp.fit_tgis(table, points, one_user_ttft, train)
 
-        def physics(m: str, profile: str, users: int, grid=grid):
-            levels = pp.physics_levels(table, m, profile, grid)
+            def base_levels(m: str, profile: str, fits=fits):
+                return table.get(m, profile, fits.get(llm_pilot_profile(profile)[1]))
+        elif name != "learned":
+            grid = pp.fit_grid(table, points, train)
+
+            def base_levels(m: str, profile: str, grid=grid):
+                return pp.physics_levels(table, m, profile, grid)
+
+        def base(m: str, profile: str, users: int):
+            levels = base_levels(m, profile)
             return None if levels is None else levels.get(users)
 
-        if name == "physics":
-            predicted = {p: u_max(pp.physics_levels(table, model, p, grid) or {}) for p in profiles}
-            factors = {p: grid.get(llm_pilot_profile(p)[1], pp.FALLBACK_GRID_INDEX) for p in profiles}
+        factors: dict = {}
+        if name in ("physics", "tgis"):
+            predicted = {p: u_max(base_levels(model, p) or {}) for p in profiles}
+            if name == "physics":
+                factors = {p: _grid_factors(grid.get(llm_pilot_profile(p)[1], pp.FALLBACK_GRID_INDEX)) for p in profiles}
+            else:
+                factors = {p: fits.get(llm_pilot_profile(p)[1]) for p in profiles}
         else:
             # the learned baseline trains on every other measured LLM (encoder-decoder ones too), as the paper does
             learned_train = [m for m in points if m != model] if name == "learned" else train
-            fitted = pp.train_learned(points, llm_features, gpu_features, learned_train, physics=physics if name == "hybrid" else None)
+            fitted = pp.train_learned(points, llm_features, gpu_features, learned_train, physics=None if name == "learned" else base)
             predicted = {p: u_max(fitted.levels(model, p, USER_LEVELS)) for p in profiles}
-            factors = {}
-        out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted,
-                                    {p: _grid_factors(g) for p, g in factors.items()})
+        out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted, factors)
     return out
+
+
+def tgis_table(data_dir: Path, catalog: Catalog, models: list[str]):
+    """The (lazily filled) table of TGIS-batcher levels of ``models`` (see :func:`guide_opt.validation.pilot_predictors.fit_tgis`)."""
+    from guide_opt.validation import pilot_predictors as pp
+
+    llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
+    return pp.TgisTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
 
 
 def _grid_factors(index: int) -> EfficiencyFactors:
@@ -433,3 +464,46 @@ def benchmark_payload(result: BenchmarkResult, predictor: str | None = None) -> 
         "skipped_llms": sorted(LLM_PILOT_ENCODER_DECODER),
         "skipped_reason": "encoder-decoder LLMs (T5 family: flan-t5-xl/xxl, flan-ul2, mt0-xxl); guide-opt models decoder-only LLMs",
     }
+
+
+def tgis_held_out_comparisons(data_dir: Path, catalog: Catalog) -> tuple[list, dict[str, dict[str, Any]]]:
+    """Every decoder-only LLM's LLM-Pilot rows predicted by the TGIS batcher fitted on the *other* LLMs.
+
+    For each LLM, :func:`~guide_opt.validation.pilot_predictors.fit_tgis` fits the memory
+    efficiency, step overhead and host costs per GPU type on the other decoder-only LLMs; the
+    LLM's rows (its own mean lengths, u users) are then played with
+    :func:`~guide_opt.validation.tgis.tgis_closed_loop`. Returns the comparisons (median TTFT
+    and median ITL, :class:`~guide_opt.validation.accuracy.Comparison`) and, per held-out LLM,
+    the fits used (GPU type -> fit).
+    """
+    from guide_opt.simulate.workloads import HistogramLengths
+    from guide_opt.validation import pilot_predictors as pp
+    from guide_opt.validation.accuracy import Comparison, measurement_config
+    from guide_opt.validation.tgis import tgis_closed_loop
+
+    truth = ground_truth(data_dir)
+    models = [name for name in LLM_PILOT_LLMS if name in truth and resolve_id(LLM_PILOT_LLMS[name], catalog.llms)]
+    table, points, one_user = tgis_table(data_dir, catalog, models), load_points(data_dir), load_one_user_ttft(data_dir)
+    framework = catalog.framework(pp.TGIS_FRAMEWORK)
+    rows = load_llm_pilot(data_dir, catalog).rows
+    comparisons, used = [], {}
+    for model in models:
+        fits = pp.fit_tgis(table, points, one_user, [m for m in models if m != model])
+        used[model] = fits
+        for m in rows:
+            if m.key.split(" ")[0] != model:
+                continue
+            fit = fits.get(llm_pilot_profile(" ".join(m.key.split(" ")[1:-1]))[1])
+            efficiency = None if fit is None else framework.efficiency.model_copy(
+                update={"memory_efficiency": fit.memory_efficiency, "step_overhead_ms": fit.step_overhead_ms})
+            config = measurement_config(replace(m, framework=pp.TGIS_FRAMEWORK, batch=1), catalog, efficiency)
+            if config.unsupported_reason():
+                continue
+            lengths = HistogramLengths(input_bins=((m.input_tokens, 1.0),), output_bins=((m.output_tokens, 1.0),))
+            level = tgis_closed_loop(config, m.batch, lengths, table.settings(model, fit),
+                                     num_requests=max(pp.TGIS_MIN_REQUESTS, pp.TGIS_REQUESTS_PER_USER * m.batch))
+            if not level.fits:
+                continue
+            comparisons.append(Comparison(m, "ttft_ms", level.median_ttft_ms, m.measured["ttft_ms"]))
+            comparisons.append(Comparison(m, "tpot_ms", level.median_itl_ms, m.measured["tpot_ms"]))
+    return comparisons, used

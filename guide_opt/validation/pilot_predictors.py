@@ -18,6 +18,12 @@ are trained on the *other* LLMs only (leave one LLM out).
   points, encoder-decoder ones included, as the paper does.
 - ``hybrid`` -- the physics prediction times a learned residual: the regressor is trained on
   ``ln(measured / physics)`` with the physics prediction among its features.
+- ``tgis`` -- TGIS's own batching played step by step (:mod:`guide_opt.validation.tgis`: add-on
+  prefill passes pulled by TGIS's waiting rule, batch limit 256 or :data:`PADDED_MAX_BATCH`) on the
+  ``tgis`` profile, fitted per GPU type on the other decoder-only LLMs (:func:`fit_tgis`: memory
+  efficiency and step overhead from the one-user ITL, a prefill-pass host cost from the one-user
+  TTFT, a host cost per running sequence per decode step from the loaded levels).
+- ``tgis-hybrid`` -- the ``tgis`` prediction times a learned residual, as ``hybrid``.
 
 The request lengths of the simulated users are the benchmark's workload, common to every LLM:
 a log-normal per direction matching the mean and median prompt and output lengths of the
@@ -35,7 +41,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -46,10 +52,10 @@ from guide_opt.simulate.workloads import HistogramLengths
 from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, read_csv_rows, resolve_id
 
 #: The predictors, in the order reports list them.
-PREDICTORS = ("physics", "learned", "hybrid")
+PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
-#: benchmark (benchmarks/RESULTS.md, section 1.5).
-DEFAULT_PREDICTOR = "hybrid"
+#: benchmark, leave-one-LLM-out (benchmarks/RESULTS.md, section 1.5).
+DEFAULT_PREDICTOR = "tgis-hybrid"
 #: Engine profile standing in for TGIS.
 TGIS_FRAMEWORK = "tgis"
 #: (compute efficiency, memory efficiency, step overhead ms) searched per GPU type for ``physics``.
@@ -71,6 +77,9 @@ ROUNDS_PER_USER = 6
 SIMULATION_SEED = 0
 #: Gradient boosting settings (fixed, not tuned on the held-out LLM).
 BOOSTING = {"max_iter": 300, "learning_rate": 0.05, "min_samples_leaf": 5, "random_state": 0}
+if TYPE_CHECKING:  # imported lazily at run time: the TGIS batcher is only needed by the tgis predictors
+    from guide_opt.validation.tgis import TgisSettings
+
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 
 #: user level -> (median nTTFT ms/token, median ITL ms); (inf, inf) where it does not fit.
@@ -154,18 +163,25 @@ class PhysicsTable:
 
 def physics_fit_error(table: PhysicsTable, points: dict, model: str, profile: str, grid_index: int) -> float:
     """Summed |log error| of one (model, profile) at one grid point over its measured levels (ITL + weighted nTTFT)."""
-    levels = table.get(model, profile, grid_index)
+    return levels_error(table.get(model, profile, grid_index), points[model][profile])
+
+
+def levels_error(levels: Levels | None, measured: Levels) -> float:
+    """Summed |log error| of predicted ``levels`` against ``measured`` ones (ITL + :data:`NTTFT_WEIGHT` x nTTFT).
+
+    A level predicted not to fit where it was measured running adds 10; None (unsupported) adds nothing.
+    """
     if levels is None:
         return 0.0
     error = 0.0
     for users, (nttft, itl) in levels.items():
-        measured = points[model][profile].get(users)
-        if measured is None:
+        point = measured.get(users)
+        if point is None:
             continue
         if not (math.isfinite(itl) and math.isfinite(nttft)):
-            error += 10.0  # predicted not to fit where it was measured running
+            error += 10.0
             continue
-        error += abs(math.log(itl / measured[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(measured[0], 1e-6)))
+        error += abs(math.log(itl / point[1])) + NTTFT_WEIGHT * abs(math.log(nttft / max(point[0], 1e-6)))
     return error
 
 
@@ -266,3 +282,133 @@ def train_learned(points: dict, llm_features: dict, gpu_features: dict, train_mo
                 targets[1].append(math.log(measured[1] / base[1]))
     regressors = tuple(_regressor().fit(np.array(X), np.array(y)) for y in targets)
     return LearnedModel(regressors, features, physics)
+
+
+# ---- the TGIS batcher predictor -------------------------------------------------------------------
+#: Grids of the per-GPU-type fit of the ``tgis`` predictor (stage 1: the one-user levels).
+TGIS_MEMORY_EFFICIENCIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+TGIS_STEP_OVERHEADS_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0)
+#: Stage 2: host time per running sequence per decode step (ms).
+TGIS_PER_SEQUENCE_MS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8)
+#: Measured requests per simulated level of the TGIS batcher: at least this many, and this many per user.
+TGIS_MIN_REQUESTS = 80
+TGIS_REQUESTS_PER_USER = 3
+
+
+@dataclass(frozen=True)
+class TgisFit:
+    """Fitted TGIS parameters of one GPU type: efficiencies of the ``tgis`` profile and host costs (ms)."""
+
+    memory_efficiency: float
+    step_overhead_ms: float
+    prefill_overhead_ms: float
+    per_sequence_overhead_ms: float
+
+
+@dataclass
+class TgisTable:
+    """Configurations and simulated TGIS levels per (model, profile, fit), computed on first use and kept."""
+
+    catalog: Catalog
+    lengths: HistogramLengths
+    llm_ids: dict[str, str]
+    flash: dict[str, bool]
+    levels: tuple[int, ...]
+    cache: dict[tuple, tuple[float, float]] = field(default_factory=dict)
+
+    def config(self, model: str, profile: str, memory_efficiency: float | None = None, step_overhead_ms: float | None = None) -> ServingConfig | None:
+        """The ``tgis`` configuration of (model, profile) with these factors (None: the profile's defaults); None when unsupported."""
+        count, gpu_type = llm_pilot_profile(profile)
+        gpu_id = resolve_id(LLM_PILOT_GPUS.get(gpu_type, ()), self.catalog.gpus)
+        if gpu_id is None or model not in self.llm_ids:
+            return None
+        framework = self.catalog.framework(TGIS_FRAMEWORK)
+        update = {k: v for k, v in (("memory_efficiency", memory_efficiency), ("step_overhead_ms", step_overhead_ms)) if v is not None}
+        config = ServingConfig(llm=self.catalog.llms[self.llm_ids[model]], gpu=self.catalog.gpus[gpu_id], framework=framework,
+                               quantization=self.catalog.quantization("bf16"), tp=count, batch=1,
+                               input_tokens=round(self.lengths.mean_input_tokens), output_tokens=round(self.lengths.mean_output_tokens),
+                               flash_attention=self.flash.get(model, True), efficiency=framework.efficiency.model_copy(update=update))
+        return None if config.unsupported_reason() else config
+
+    def settings(self, model: str, fit: TgisFit | None) -> TgisSettings:
+        """TGIS's batching of ``model`` (flash attention: the engine's batch limit; padded: :data:`PADDED_MAX_BATCH`) with ``fit``'s host costs."""
+        from guide_opt.validation.tgis import TgisSettings
+
+        flash = self.flash.get(model, True)
+        seqs = self.catalog.framework(TGIS_FRAMEWORK).max_num_seqs if flash else PADDED_MAX_BATCH
+        if fit is None:
+            return TgisSettings(seqs, padded=not flash)
+        return TgisSettings(seqs, padded=not flash, per_sequence_overhead_ms=fit.per_sequence_overhead_ms, prefill_overhead_ms=fit.prefill_overhead_ms)
+
+    def get(self, model: str, profile: str, fit: TgisFit | None, levels: tuple[int, ...] | None = None) -> Levels | None:
+        """Simulated (nTTFT, ITL) per level of (model, profile) under ``fit`` (None: the profile's defaults, no host costs)."""
+        from guide_opt.validation.tgis import tgis_closed_loop
+
+        levels = levels or self.levels
+        config = None
+        out: Levels = {}
+        for users in levels:
+            key = (model, profile, fit, users)
+            if key not in self.cache:
+                if config is None:
+                    config = self.config(model, profile, *((fit.memory_efficiency, fit.step_overhead_ms) if fit else ()))
+                    if config is None:
+                        return None
+                self.cache[key] = tgis_closed_loop(config, users, self.lengths, self.settings(model, fit), seed=SIMULATION_SEED,
+                                                   num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * users)).pilot_pair
+            out[users] = self.cache[key]
+        return out
+
+
+def _one_user_times(table: TgisTable, model: str, profile: str, memory: float, overhead: float) -> tuple[float, float] | None:
+    """(prefill pass of the mean prompt, decode step of one sequence) in ms, or None when unsupported."""
+    from guide_opt.perf.step import StepShape, step_time
+
+    config = table.config(model, profile, memory, overhead)
+    if config is None:
+        return None
+    prompt = config.input_tokens
+    prefill = step_time(config, StepShape.prefill_chunk(1, prompt), pipeline_fill=True).time_s
+    decode = step_time(config, StepShape.decode(1, prompt + config.output_tokens / 2)).time_s
+    return prefill * 1e3, decode * 1e3
+
+
+def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str]) -> dict[str, TgisFit]:
+    """GPU type -> :class:`TgisFit` from ``train_models``' measured medians only (never the held-out LLM's).
+
+    Stage 1 (one user, no queue): memory efficiency and step overhead minimize the summed |log
+    error| of the one-user ITL (one decode step) over the grids; the prefill overhead is the
+    median of (measured one-user median TTFT, ``one_user_ttft_ms[(model, profile)]``, - the
+    predicted prefill pass), at least 0. Stage 2: the
+    per-sequence host time minimizes the summed |log error| of the simulated ITL and nTTFT
+    (weight :data:`NTTFT_WEIGHT`) over the levels with more than one user.
+    """
+    by_type: dict[str, list[tuple[str, str]]] = {}
+    for model in train_models:
+        for profile in points.get(model, {}):
+            by_type.setdefault(llm_pilot_profile(profile)[1], []).append((model, profile))
+    fits = {}
+    for gpu_type, pairs in by_type.items():
+        ones = [(m, p, points[m][p][1]) for m, p in pairs if 1 in points[m][p]]
+        best, best_error = (0.8, 1.0), math.inf
+        for memory, overhead in itertools.product(TGIS_MEMORY_EFFICIENCIES, TGIS_STEP_OVERHEADS_MS):
+            error = 0.0
+            for m, p, (_nttft, itl) in ones:
+                times = _one_user_times(table, m, p, memory, overhead)
+                if times is not None:
+                    error += abs(math.log(times[1] / itl))
+            if error < best_error:
+                best, best_error = (memory, overhead), error
+        gaps = []
+        for m, p, _ in ones:
+            times = _one_user_times(table, m, p, *best)
+            if times is not None and (m, p) in one_user_ttft_ms:
+                gaps.append(one_user_ttft_ms[(m, p)] - times[0])
+        prefill_overhead = max(0.0, round(statistics.median(gaps), 1)) if gaps else 0.0
+        loaded = tuple(u for u in table.levels if u > 1)
+        errors = []
+        for per_seq in TGIS_PER_SEQUENCE_MS:
+            fit = TgisFit(best[0], best[1], prefill_overhead, per_seq)
+            errors.append(sum(levels_error(table.get(m, p, fit, loaded), points[m][p]) for m, p in pairs))
+        fits[gpu_type] = TgisFit(best[0], best[1], prefill_overhead, TGIS_PER_SEQUENCE_MS[int(np.argmin(errors))])
+    return fits

@@ -1,0 +1,203 @@
+"""A closed loop of users on IBM's TGIS server, step by step, with TGIS's own batching rule.
+
+LLM-Pilot measured every LLM on TGIS (IBM/text-generation-inference, the image of
+``fmperf_model_specifications_tgis_all.yml``) under a closed loop of ``u`` users with zero
+think time. TGIS batches differently from vLLM, and the difference is what decides its
+latencies under load (``router/src/batcher.rs`` of IBM/text-generation-inference):
+
+- **Separate prefill passes.** New requests are prefilled as an *add-on batch* in a forward
+  pass of their own, while the running batch waits; their first token comes out of that pass.
+  Prefill is never mixed into a decode step (no chunking).
+- **The add-on rule.** After each decode step the router pulls waiting requests only when at
+  least ``min_size = max(1, b (M - w) / M)`` of them wait (integer division), where ``b`` is the
+  running batch, ``w`` the decode steps since the last prefill and ``M`` =
+  ``max_waiting_tokens``; with ``b <= 1`` or ``w >= M`` one waiting request suffices. So under
+  load a returning user's request waits for several decode steps before its prefill: TTFT grows
+  with ``u`` far faster than one prefill, and each add-on prefill pauses every running request
+  (the gaps that lift the median ITL).
+- **Batch limit.** At most ``max_batch_size`` requests run; the rest wait in the queue.
+  LLMs without flash attention run padded batches (every prompt padded to the longest one of
+  its prefill batch, every decode attends over the longest context of the batch).
+
+:func:`tgis_closed_loop` plays this loop with engine-step times from
+:func:`guide_opt.perf.step.step_time` (plus an optional per-sequence host cost per decode step
+and a fixed cost per prefill pass, :class:`TgisSettings`), for ``u`` users whose request lengths
+are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports the
+medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded and
+deterministic. Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by
+guide-opt's memory model instead), the "batch about to complete" exception of the add-on rule,
+client-side and network time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.estimator import estimate
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.simulate.workloads import HistogramLengths
+
+#: fmperf's TGIS deployment default for ``MAX_WAITING_TOKENS`` (``TGISModelSpec`` in IBM/fmperf;
+#: LLM-Pilot's specification file does not override it).
+MAX_WAITING_TOKENS = 12
+#: Context tokens per bucket when step times are memoised (the step time changes by far less).
+CONTEXT_BUCKET_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class TgisSettings:
+    """How one TGIS deployment batches, and its host-side costs.
+
+    max_batch_size: most requests running at once. padded: batches padded to their longest
+    sequence (LLMs served without flash attention). max_waiting_tokens: ``M`` of the add-on
+    rule. per_sequence_overhead_ms: host time added to every decode step per running sequence
+    (token processing and stopping checks in TGIS's Python shard). prefill_overhead_ms: fixed
+    host time of every prefill pass (building the add-on batch).
+    """
+
+    max_batch_size: int
+    padded: bool = False
+    max_waiting_tokens: int = MAX_WAITING_TOKENS
+    per_sequence_overhead_ms: float = 0.0
+    prefill_overhead_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class TgisLevel:
+    """Medians of one closed-loop level (ms; nTTFT in ms per input token). fits: the batch fits in memory."""
+
+    fits: bool
+    median_ttft_ms: float
+    median_nttft_ms_per_token: float
+    median_itl_ms: float
+
+    @property
+    def pilot_pair(self) -> tuple[float, float]:
+        """(median nTTFT, median ITL), inf when it does not fit: the form LLM-Pilot's u_max rule reads."""
+        return (self.median_nttft_ms_per_token, self.median_itl_ms) if self.fits else (math.inf, math.inf)
+
+
+NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
+
+
+class _StepTimes:
+    """Memoised prefill-pass and decode-step times (s) of one configuration and settings."""
+
+    def __init__(self, config: ServingConfig, settings: TgisSettings) -> None:
+        self.config, self.settings = config, settings
+        self._decode: dict[tuple[int, int], float] = {}
+        self._prefill: dict[tuple[int, int, int], float] = {}
+
+    def decode_s(self, contexts: list[int]) -> float:
+        n = len(contexts)
+        total = n * max(contexts) if self.settings.padded else sum(contexts)
+        key = (n, round(total / CONTEXT_BUCKET_TOKENS))
+        found = self._decode.get(key)
+        if found is None:
+            context = key[1] * CONTEXT_BUCKET_TOKENS
+            found = step_time(self.config, StepShape(n, n, context, context)).time_s
+            found += n * self.settings.per_sequence_overhead_ms * 1e-3
+            self._decode[key] = found
+        return found
+
+    def prefill_s(self, prompts: list[int]) -> float:
+        k = len(prompts)
+        if self.settings.padded:
+            longest = max(prompts)
+            tokens, attended = k * longest, k * longest * (longest + 1) / 2
+        else:
+            tokens, attended = sum(prompts), sum(p * (p + 1) / 2 for p in prompts)
+        key = (k, round(tokens / 16), round(attended / (16 * CONTEXT_BUCKET_TOKENS)))
+        found = self._prefill.get(key)
+        if found is None:
+            found = step_time(self.config, StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0),
+                              pipeline_fill=True).time_s
+            found += self.settings.prefill_overhead_ms * 1e-3
+            self._prefill[key] = found
+        return found
+
+
+def fits_in_memory(config: ServingConfig, users: int, settings: TgisSettings) -> bool:
+    """Whether the batch TGIS would run for ``users`` users (at most ``max_batch_size``) fits in guide-opt's memory model."""
+    return estimate(replace(config, batch=max(1, min(users, settings.max_batch_size)))).runs
+
+
+def tgis_closed_loop(config: ServingConfig, users: int, lengths: HistogramLengths, settings: TgisSettings, *,
+                     num_requests: int, seed: int = 0) -> TgisLevel:
+    """Medians of ``users`` users with zero think time on TGIS (see the module docstring).
+
+    ``num_requests`` requests are measured, after ``users`` warm-up requests; ``users`` more keep
+    the load up while the measured ones finish. Each user sends its next request the moment its
+    previous answer completes. Returns :data:`NOT_FITTING` when the running batch does not fit.
+    """
+    if users < 1 or num_requests < 1:
+        raise ValueError("users and num_requests must be at least 1")
+    if not fits_in_memory(config, users, settings):
+        return NOT_FITTING
+    rng = np.random.default_rng(seed)
+    total = num_requests + 2 * users
+    measured = range(users, users + num_requests)
+    inputs, outputs = (a.tolist() for a in lengths.sample(rng, total))
+    times = _StepTimes(config, settings)
+    queue: deque[tuple[int, float]] = deque((i, 0.0) for i in range(users))
+    submitted = users
+    running: list[list] = []  # [request, tokens left, context tokens, time of its last token]
+    ttft, itl = np.full(total, math.nan), []
+    done_measured, now, waiting = 0, 0.0, 0
+
+    def finish(request: int) -> None:
+        nonlocal submitted, done_measured
+        if request in measured:
+            done_measured += 1
+        if submitted < total:
+            queue.append((submitted, now))
+            submitted += 1
+
+    def prefill(count: int) -> None:
+        nonlocal now
+        batch = [queue.popleft() for _ in range(count)]
+        now += times.prefill_s([inputs[r] for r, _ in batch])
+        for request, arrived in batch:
+            ttft[request] = now - arrived
+            if outputs[request] <= 1:
+                finish(request)
+            else:
+                running.append([request, outputs[request] - 1, inputs[request] + 1, now])
+
+    while done_measured < num_requests:
+        if not running:
+            prefill(min(len(queue), settings.max_batch_size))
+            waiting = 1
+            continue
+        batch = len(running)
+        if batch <= 1 or waiting >= settings.max_waiting_tokens:
+            min_size = 1
+        else:
+            min_size = max(1, batch * (settings.max_waiting_tokens - waiting) // settings.max_waiting_tokens)
+        room = settings.max_batch_size - batch
+        if queue and room > 0 and len(queue) >= min_size:
+            prefill(min(len(queue), room))
+            waiting = 1
+        now += times.decode_s([seq[2] for seq in running])
+        waiting += 1
+        still = []
+        for seq in running:
+            if seq[0] in measured:
+                itl.append(now - seq[3])
+            seq[1] -= 1
+            seq[2] += 1
+            seq[3] = now
+            if seq[1] == 0:
+                finish(seq[0])
+            else:
+                still.append(seq)
+        running = still
+    sel = ttft[users:users + num_requests]
+    per_token = sel / np.array(inputs[users:users + num_requests], dtype=float)
+    return TgisLevel(True, float(np.median(sel)) * 1e3, float(np.median(per_token)) * 1e3,
+                     float(np.median(itl)) * 1e3 if itl else math.inf)

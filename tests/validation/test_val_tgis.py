@@ -1,0 +1,127 @@
+"""The TGIS closed-loop batcher (:mod:`guide_opt.validation.tgis`): timelines worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.simulate.workloads import HistogramLengths
+from guide_opt.validation import tgis
+from guide_opt.validation.accuracy import evaluate, summarize
+from guide_opt.validation.datasets import load_source
+
+PROMPT, OUTPUT = 100, 5
+
+
+@pytest.fixture(scope="module")
+def config(catalog) -> ServingConfig:
+    return ServingConfig(llm=catalog.llms["llama-7b"], gpu=catalog.gpus["a100-40gb"], framework=catalog.framework("tgis"),
+                         quantization=catalog.quantization("bf16"), tp=1, batch=1, input_tokens=PROMPT, output_tokens=OUTPUT)
+
+
+def fixed_lengths(prompt: int = PROMPT, output: int = OUTPUT) -> HistogramLengths:
+    return HistogramLengths(input_bins=((prompt, 1.0),), output_bins=((output, 1.0),))
+
+
+def test_one_user_sees_one_prefill_pass_then_single_sequence_decode_steps(config):
+    """Alone, a request never queues: TTFT = its prefill pass + the pass's host cost; each gap = one decode step + one sequence's host cost."""
+    settings = tgis.TgisSettings(256, per_sequence_overhead_ms=0.5, prefill_overhead_ms=7.0)
+    level = tgis.tgis_closed_loop(config, 1, fixed_lengths(), settings, num_requests=5)
+    prefill_ms = step_time(config, StepShape.prefill_chunk(1, PROMPT), pipeline_fill=True).time_s * 1e3 + 7.0
+    assert level.median_ttft_ms == pytest.approx(prefill_ms, rel=0.01)
+    assert level.median_nttft_ms_per_token == pytest.approx(prefill_ms / PROMPT, rel=0.01)
+    # the decode gaps see contexts PROMPT+1 .. PROMPT+OUTPUT-1; the median one is the middle context
+    middle = PROMPT + OUTPUT // 2
+    decode_ms = step_time(config, StepShape.decode(1, middle)).time_s * 1e3 + 0.5
+    assert level.median_itl_ms == pytest.approx(decode_ms, rel=0.01)
+
+
+class _ConstantSteps:
+    """Decode steps of 10 ms and prefill passes of 5 ms, whatever their shape."""
+
+    def __init__(self, config, settings):
+        pass
+
+    def decode_s(self, contexts):
+        return 0.010
+
+    def prefill_s(self, prompts):
+        return 0.005
+
+
+def test_users_beyond_the_batch_limit_wait_a_whole_service(monkeypatch, config):
+    """Batch limit 1, two users, 3 output tokens, prefill 5 ms, decode 10 ms: each request waits for the other's
+    service (5 + 2 x 10 = 25 ms) and then its own prefill (5 ms): TTFT 30 ms, every gap one decode step (10 ms)."""
+    monkeypatch.setattr(tgis, "_StepTimes", _ConstantSteps)
+    level = tgis.tgis_closed_loop(config, 2, fixed_lengths(output=3), tgis.TgisSettings(1), num_requests=6)
+    assert level.median_ttft_ms == pytest.approx(30.0)
+    assert level.median_itl_ms == pytest.approx(10.0)
+
+
+def test_users_that_finish_together_are_prefilled_together(monkeypatch, config):
+    """Two users, batch limit 2, 3 output tokens: both start in one 5 ms prefill and finish together, so they return
+    together and are prefilled together again: TTFT 5 ms. Gaps are the 10 ms decode steps."""
+    monkeypatch.setattr(tgis, "_StepTimes", _ConstantSteps)
+    level = tgis.tgis_closed_loop(config, 2, fixed_lengths(output=3), tgis.TgisSettings(2), num_requests=6)
+    assert level.median_ttft_ms == pytest.approx(5.0)
+    assert level.median_itl_ms == pytest.approx(10.0)
+
+
+def test_a_batch_that_does_not_fit_reads_as_violating_both_limits(catalog):
+    """llama-13b (about 26 GB of 16-bit weights) cannot run on a 16 GB T4."""
+    config = ServingConfig(llm=catalog.llms["llama-13b"], gpu=catalog.gpus["t4"], framework=catalog.framework("tgis"),
+                           quantization=catalog.quantization("bf16"), tp=1, batch=1, input_tokens=PROMPT, output_tokens=OUTPUT)
+    level = tgis.tgis_closed_loop(config, 4, fixed_lengths(), tgis.TgisSettings(256), num_requests=5)
+    assert not level.fits and level.pilot_pair == (math.inf, math.inf)
+
+
+def test_tgis_serving_of_llm_pilot_rows_grows_ttft_with_users(catalog, data_dir):
+    """LLM-Pilot's median TTFT of llama-7b on 1 x A100 grows from 29 ms (1 user) to 329 ms (32 users), measured;
+    the TGIS batcher must grow it too (queueing behind the add-on rule), which the steady-state model barely does."""
+    rows = [m for m in load_source("llm-pilot", catalog, data_dir).rows
+            if m.key in ("llama-7b 1 x A100 u1", "llama-7b 1 x A100 u32")]
+    assert len(rows) == 2
+    result = evaluate(rows, catalog, serving="tgis", closed_loop_framework="tgis")
+    ttft = {c.measurement.batch: c.predicted for c in result.comparisons if c.metric == "ttft_ms"}
+    assert ttft[32] > 5 * ttft[1]
+    assert {r.metric for r in summarize(result.comparisons)} >= {"ttft_ms", "tpot_ms"}
+
+
+def test_validate_serving_tgis_reports_llm_pilot_rows(capsys, data_dir):
+    """`validate --serving tgis` predicts LLM-Pilot's closed-loop rows on the tgis profile; it does not go with --llm-pilot."""
+    import json
+
+    from guide_opt.cli import main
+
+    assert main(["validate", "--source", "llm-pilot", "--serving", "tgis", "--data-dir", str(data_dir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["gpu"], r["metric"]) for r in rows} >= {("a100-40gb", "ttft_ms"), ("h100-sxm", "tpot_ms")}
+    assert all(r["count"] > 0 for r in rows)
+    assert main(["validate", "--llm-pilot", "--serving", "tgis"]) == 1
+    assert "--serving goes without --llm-pilot" in capsys.readouterr().err
+
+
+def test_the_tgis_fit_recovers_known_parameters_from_the_training_llms_only(catalog, data_dir):
+    """Synthetic measurements made with memory efficiency 0.7, step overhead 3 ms, prefill host cost 12 ms and
+    0.3 ms per sequence: the fit must return exactly those, whatever the held-out LLM's (absurd) points say."""
+    from guide_opt.validation import pilot_predictors as pp
+    from guide_opt.validation.llm_pilot import tgis_table
+
+    class Table(pp.TgisTable):
+        def get(self, model, profile, fit, levels=None):  # loaded levels: ITL grows with the per-sequence cost
+            return {u: (1.0, 10.0 + 100.0 * fit.per_sequence_overhead_ms * math.sqrt(u)) for u in (levels or self.levels)}
+
+    real = tgis_table(data_dir, catalog, ["llama-7b", "llama-13b", "EleutherAI/gpt-neox-20b"])
+    table = Table(real.catalog, real.lengths, real.llm_ids, real.flash, real.levels)
+    points, one_user = {}, {}
+    for model in ("llama-7b", "llama-13b"):
+        prefill_ms, decode_ms = pp._one_user_times(table, model, "1 x A100", 0.7, 3.0)
+        points[model] = {"1 x A100": {1: (1.0, decode_ms), **{u: (1.0, 10.0 + 30.0 * math.sqrt(u)) for u in (2, 4, 8, 16)}}}
+        one_user[(model, "1 x A100")] = prefill_ms + 12.0
+    points["EleutherAI/gpt-neox-20b"] = {"1 x A100": {u: (1e6, 1e6) for u in (1, 2, 4)}}
+    one_user[("EleutherAI/gpt-neox-20b", "1 x A100")] = 1e6
+    fits = pp.fit_tgis(table, points, one_user, ["llama-7b", "llama-13b"])
+    assert fits["A100"] == pp.TgisFit(0.7, 3.0, 12.0, 0.3)
