@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -62,12 +63,15 @@ def data_label(root: Path) -> str:
     return f"shared/data/kernels/aiconfigurator (aiconfigurator-core 0.12.0), INDEX.csv sha256 {digest}"
 
 
-def write_profiles(profiles: dict, folder: Path) -> None:
-    """One YAML file per profile, validated on the way (the catalog reads them back)."""
+def write_profiles(profiles: dict, folder: Path, rules: dict[str, str] | None = None) -> None:
+    """One YAML file per profile, validated on the way (the catalog reads them back); ``rules``
+    (file stem -> sentence) goes into the header comment of the generic profiles."""
     folder.mkdir(exist_ok=True)
     for stem, profile in profiles.items():
         header = ("# Fitted by benchmarks/fit_kernels.py from measured kernel tables; do not edit by hand.\n"
                   "# Fields: guide_opt/kernel_profile.py. Refit: python benchmarks/fit_kernels.py --write\n")
+        if rules and stem in rules:
+            header += "".join(f"# {line}\n" for line in textwrap.wrap(rules[stem], 130))
         (folder / f"{stem}.yaml").write_text(header + yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False, width=140))
 
 
@@ -78,7 +82,7 @@ def section(run, label: str, wall_s: float) -> str:
             f"CPU only, {wall_s:.0f} s). Data: {label}. Kernel time errors are (predicted - measured) / measured: MAPE = mean |error|, "
             "bias = mean signed error. In-sample: the GPU's own profile. Held out: the generic profile fitted on the other GPUs "
             "(GEMM/attention pooled, all-reduce pooled over the other GPUs with the same link kind, else the NVLink ones) -- what an "
-            "unmeasured GPU of its specs gets. Rows: GEMMs with n, k >= 512 and m <= 16384 (bf16, per-tensor fp8), FlashAttention-style prefill "
+            "unmeasured GPU of its specs gets. " + " ".join(f"`{stem}` {rule}" for stem, rule in run.rules.items()) + " Rows: GEMMs with n, k >= 512 and m <= 16384 (bf16, per-tensor fp8), FlashAttention-style prefill "
             "and decode attention with head_dim 128 and full attention, NCCL all-reduce of fp16 messages on 2/4/8 GPUs.", ""]
     rows = []
     for s in scores:
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
              "fitted curves give it (the old model: exactly 2.00):\n\n" + fp8_gain_table(root, run.profiles))
     print(text)
     if args.write:
-        write_profiles(run.profiles, data_dir("hardware_db") / "kernels")
+        write_profiles(run.profiles, data_dir("hardware_db") / "kernels", run.rules)
         replace_results_subsection(HEADING, SUBHEADING, text)
     return 0
 

@@ -19,7 +19,9 @@ in :mod:`guide_opt.perf.kernels`):
 Which profile a GPU gets (:func:`guide_opt.catalog.kernel_profile_for`): its own file
 ``<gpu-id>.yaml`` when its kernels were measured; else ``generic-<link kind>.yaml`` (GEMM and
 attention pooled over every measured GPU, collectives pooled over the measured GPUs with that
-link kind); else ``generic-nvlink.yaml``. Efficiencies are fractions of the GPU's own datasheet
+link kind -- on PCIe a GPU count keeps its own bus bandwidth only where two or more measured
+systems support it, else the 2-GPU one, see
+:func:`guide_opt.validation.kernel_fit.generic_all_reduce`); else ``generic-nvlink.yaml``. Efficiencies are fractions of the GPU's own datasheet
 peaks and link bandwidth, so a pooled curve transfers to a GPU by its specs; latencies are
 absolute.
 """

@@ -15,6 +15,9 @@ and a 50 ms kernel weigh alike):
   the most rows, Triton excluded): prefill and decode rows jointly -- ``prefill_peak_fraction``,
   ``prefill_half_tokens``, ``decode_bandwidth_fraction``, ``latency_us``.
 - All-reduce (``half`` elements) per GPU count: ``latency_us``, ``bus_bandwidth_fraction``.
+  The generic PCIe profile (:func:`generic_all_reduce`) keeps a GPU count's bus bandwidth only
+  where at least :data:`MIN_SYSTEMS_PER_COUNT` measured PCIe systems have rows at that count;
+  elsewhere it takes the 2-GPU (smallest count's) bus bandwidth with that count's latency.
 
 Generalization (:func:`leave_one_gpu_out`): each measured GPU's rows are predicted by the
 profile an unmeasured GPU would get -- the generic fit of the other GPUs (collectives from the
@@ -65,6 +68,16 @@ ALL_REDUCE_ELEMENT_BYTES = 2.0
 #: Attention rows fitted: the head size of the catalog's Llama/Qwen/Mistral LLMs, full attention.
 ATTENTION_HEAD_DIM = 128
 SOURCE = "NVIDIA aiconfigurator-core 0.12.0 systems/data (Apache-2.0), kernel tables collected with vLLM kernels and NCCL"
+#: A generic PCIe profile's all-reduce bus bandwidth at a GPU count is pooled from the measured systems
+#: of that link kind only where at least this many systems have rows at that count. NCCL's bus
+#: bandwidth is normalised for the ring, so on a flat topology it stays roughly constant in the GPU
+#: count; a drop seen on a single box (the measured L40S system: about 20 GB/s at 2 GPUs, 5 at 4,
+#: 1.5 at 8, consistent with a ring crossing CPU sockets or PCIe root complexes) is a property of
+#: that box, not of its link kind.
+MIN_SYSTEMS_PER_COUNT = 2
+#: Link kinds whose multi-GPU bus bandwidth depends on the box's topology (the host's PCIe tree),
+#: unlike a GPU fabric (NVLink/NVSwitch, XGMI) that joins every GPU of the node alike.
+TOPOLOGY_DEPENDENT_LINKS = ("pcie",)
 KINDS = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "all_reduce")
 MS = 1e-3
 
@@ -295,6 +308,46 @@ def fit_all_reduce(rows: CollectiveRows) -> list[CollectiveFit]:
     return fits
 
 
+def systems_per_count(rows: CollectiveRows) -> dict[int, int]:
+    """GPU count -> number of distinct measured systems (data GPUs) with all-reduce rows at that count."""
+    return {int(n): len(set(rows.gpu[rows.num_gpus == n])) for n in sorted(set(int(v) for v in rows.num_gpus))}
+
+
+def generic_all_reduce(rows: CollectiveRows, link_kind: str) -> list[CollectiveFit]:
+    """All-reduce fits of a generic profile pooled over ``rows`` (the measured systems of ``link_kind``).
+
+    Fabric links (not in :data:`TOPOLOGY_DEPENDENT_LINKS`) keep the pooled fit of every count. On PCIe,
+    a GPU count measured on at least :data:`MIN_SYSTEMS_PER_COUNT` systems keeps its pooled fit.
+    Any other count keeps its fitted latency (the small-message time, which grows with the count on
+    every measured system) but takes the bus-bandwidth fraction of the smallest count (2 GPUs: one
+    hop, the case every box of the link kind shares), since one box's multi-GPU bandwidth depends on
+    its topology.
+    """
+    fits = fit_all_reduce(rows)
+    if link_kind not in TOPOLOGY_DEPENDENT_LINKS:
+        return fits
+    systems = systems_per_count(rows)
+    base = min(fits, key=lambda f: f.num_gpus)
+    return [f if systems[f.num_gpus] >= MIN_SYSTEMS_PER_COUNT or f is base else f.model_copy(update={"bus_bandwidth_fraction": base.bus_bandwidth_fraction})
+            for f in fits]
+
+
+def generic_all_reduce_rule(rows: CollectiveRows, link_kind: str) -> str:
+    """One sentence stating which all-reduce fits of a generic profile pooled over ``rows`` are kept and which are borrowed."""
+    names = ", ".join(sorted(set(rows.gpu)))
+    if link_kind not in TOPOLOGY_DEPENDENT_LINKS:
+        return f"all_reduce: pooled over the measured {link_kind} systems ({names}), one fit per GPU count (a GPU fabric: every count kept)."
+    systems = systems_per_count(rows)
+    borrowed = [n for n in systems if systems[n] < MIN_SYSTEMS_PER_COUNT and n != min(systems)]
+    rule = (f"all_reduce: pooled over the measured {link_kind} systems ({names}); a GPU count keeps its own bus-bandwidth fraction "
+            f"only where at least {MIN_SYSTEMS_PER_COUNT} measured systems have rows at that count")
+    if not borrowed:
+        return rule + " (every count here)."
+    return (rule + f"; the other counts ({', '.join(map(str, borrowed))} GPUs) keep their fitted latency and take the "
+            f"{min(systems)}-GPU bus-bandwidth fraction, because NCCL bus bandwidth is ring-normalised and stays roughly constant "
+            "in the GPU count on a flat topology, so one box's multi-GPU drop is a property of that box.")
+
+
 def error_pct(predicted_s: np.ndarray, measured_s: np.ndarray) -> tuple[float, float]:
     """(MAPE, bias) in percent of ``(predicted - measured) / measured``."""
     err = (predicted_s - measured_s) / measured_s
@@ -347,14 +400,17 @@ def profile_quality(profile: KernelProfile, data: list[GpuKernelData]) -> dict[s
 
 
 def fit_profile(profile_id: str, scope: str, data: list[GpuKernelData], collective_data: list[GpuKernelData], data_commit: str) -> KernelProfile:
-    """Fit one profile on ``data`` (GEMM, attention) and ``collective_data`` (all-reduce)."""
+    """Fit one profile on ``data`` (GEMM, attention) and ``collective_data`` (all-reduce; by
+    :func:`generic_all_reduce`'s rule for ``scope: generic`` pooled over one link kind)."""
     gemm = {}
     for dtype in ("bf16", "fp8"):
         parts = [d.gemm[dtype] for d in data if dtype in d.gemm]
         if parts:
             gemm[dtype] = fit_gemm(KernelRows.concat(parts))
     attention = fit_attention(KernelRows.concat([d.prefill for d in data]), KernelRows.concat([d.decode for d in data]))
-    all_reduce = fit_all_reduce(CollectiveRows.concat([d.all_reduce for d in collective_data]))
+    collectives = CollectiveRows.concat([d.all_reduce for d in collective_data])
+    link_kinds = {d.gpu.link_kind for d in collective_data}
+    all_reduce = generic_all_reduce(collectives, link_kinds.pop()) if scope == "generic" and len(link_kinds) == 1 else fit_all_reduce(collectives)
     versions = "; ".join(f"{d.data_gpu}: {d.version}" for d in data)
     profile = KernelProfile(id=profile_id, scope=scope, source=SOURCE, data_version=f"{data_commit}; tables {versions}", fitted_utc=_now(),
                             fitted_on=sorted(d.data_gpu for d in data), gemm=gemm, attention=attention, all_reduce=all_reduce)
@@ -421,10 +477,12 @@ def leave_one_gpu_out(data: list[GpuKernelData], own: dict[str, KernelProfile], 
 
 @dataclass(frozen=True)
 class FitRun:
-    """Profiles fitted by :func:`fit_all` (file stem -> profile) and the leave-one-GPU-out scores."""
+    """Profiles fitted by :func:`fit_all` (file stem -> profile), the leave-one-GPU-out scores, and
+    per generic profile the sentence stating its all-reduce rule (file stem -> text)."""
 
     profiles: dict[str, KernelProfile]
     held_out: list[HeldOutScore]
+    rules: dict[str, str]
 
 
 def fit_all(root: Path, catalog: Catalog, data_commit: str, gpus: list[str] | None = None) -> FitRun:
@@ -435,9 +493,11 @@ def fit_all(root: Path, catalog: Catalog, data_commit: str, gpus: list[str] | No
     data = [load_gpu(root, g, catalog) for g in names]
     own = {d.data_gpu: fit_profile(d.gpu.id, "gpu", [d], [d], data_commit) for d in data}
     profiles = {own[d.data_gpu].id: own[d.data_gpu] for d in data}
+    rules = {}
     for kind in sorted({d.gpu.link_kind for d in data}):
         same = [d for d in data if d.gpu.link_kind == kind]
         profiles[f"generic-{kind}"] = fit_profile(f"generic-{kind}", "generic", data, same, data_commit)
-    return FitRun(profiles, leave_one_gpu_out(data, own, data_commit))
+        rules[f"generic-{kind}"] = generic_all_reduce_rule(CollectiveRows.concat([d.all_reduce for d in same]), kind)
+    return FitRun(profiles, leave_one_gpu_out(data, own, data_commit), rules)
 
 

@@ -148,6 +148,25 @@ def test_gpus_without_measurements_get_the_generic_curves(catalog):
         assert gpu.kernels is not None, gpu.id
 
 
+def test_generic_pcie_all_reduce_is_alpha_beta_from_the_measured_2_gpu_bandwidth(catalog):
+    """Only one PCIe box (L40S) has measured all-reduces; its 4- and 8-GPU bus bandwidth is 4-13x below
+    its 2-GPU one. The generic PCIe curve keeps each count's latency but the 2-GPU bus bandwidth, so a
+    32 MiB fp16 all-reduce on 4 GPUs is, by hand from l40s/nccl.csv.gz (decompressed line numbers):
+    latency = the 256-element time on 4 GPUs, line 296: 11.89 us; 2-GPU bus bandwidth from line 144
+    (16777216 elements in 1.6893 ms): 2 x 1/2 x 33554432 B / 1.6893 ms = 19.86 GB/s; time = 11.89 us +
+    2 x 3/4 x 33554432 B / 19.86 GB/s = 2.546 ms (the box itself measured 9.8366 ms, line 312).
+    The fit pools all message sizes, so 15% is allowed (its 2-GPU fit is within 10% of line 144)."""
+    l40s = catalog.gpu("l40s")
+    generic = catalog.gpu("a10g").kernels  # an unmeasured PCIe GPU
+    assert generic.id == "generic-pcie"
+    message = 16777216 * 2
+    expected_s = 11.89e-6 + 1.5 * message / (message / 1.6893e-3)
+    assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, generic, 1.0, 1.0) == pytest.approx(expected_s, rel=0.15)
+    # the L40S's own curve keeps the box's measured drop (line 312: 9.8366 ms; line 480, 8 GPUs: 38.854 ms)
+    assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) == pytest.approx(9.8366e-3, rel=ROW_TOLERANCE)
+    assert all_reduce_time_s(message, 8, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) == pytest.approx(38.854e-3, rel=ROW_TOLERANCE)
+
+
 # ---- the step model on the curves -------------------------------------------------------------------------
 #: Engine factors of 1 (the kernels as measured), a 0.5 ms step overhead, all-reduce latency as measured.
 AS_MEASURED = EfficiencyFactors(compute_efficiency=1.0, memory_efficiency=1.0, communication_efficiency=1.0, step_overhead_ms=0.5)

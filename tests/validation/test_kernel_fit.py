@@ -18,6 +18,9 @@ from guide_opt.validation.kernel_fit import fit_all, read_table
 TRUE_GEMM = {"peak_fraction": 0.75, "half": 50.0, "bandwidth_fraction": 0.8, "latency_us": 4.0}
 TRUE_ATTENTION = {"peak_fraction": 0.6, "half": 1500.0, "bandwidth_fraction": 0.85, "latency_us": 12.0, "per_sequence_us": 0.1}
 TRUE_ALL_REDUCE = {2: (8.0, 0.5), 4: (12.0, 0.6), 8: (20.0, 0.7)}  # latency us, bus-bandwidth fraction
+#: A PCIe box whose 4/8-GPU ring crosses a slower path (the shape of the measured L40S tables).
+TRUE_PCIE_ALL_REDUCE = {2: (7.0, 0.6), 4: (12.0, 0.15), 8: (23.0, 0.05)}
+NVLINK_SYSTEMS = (("h100_sxm", "h100-sxm", TRUE_ALL_REDUCE), ("b200_sxm", "b200", TRUE_ALL_REDUCE))
 
 
 def _gemm_ms(gpu, m: int, n: int, k: int) -> float:
@@ -42,10 +45,11 @@ def _write(path: Path, header: list[str], rows: list[list]) -> None:
         out.writerows(rows)
 
 
-def write_tables(root: Path, catalog) -> Path:
-    """A two-GPU aiconfigurator-shaped folder generated from the TRUE_* curves (constant columns in INDEX.csv)."""
+def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS) -> Path:
+    """An aiconfigurator-shaped folder generated from the TRUE_* curves (constant columns in INDEX.csv), one
+    folder per (data GPU, catalog id, all-reduce truth) of ``systems``."""
     index = [["gpu", "table", "version", "rows", "constant_columns"]]
-    for data_gpu, gpu_id in (("h100_sxm", "h100-sxm"), ("b200_sxm", "b200")):
+    for data_gpu, gpu_id, all_reduce in systems:
         gpu = catalog.gpu(gpu_id)
         folder = root / data_gpu
         folder.mkdir(parents=True)
@@ -59,7 +63,7 @@ def write_tables(root: Path, catalog) -> Path:
                   for b in (1, 16, 64) for c in (128, 1024, 8192)]
         _write(folder / "generation_attention.csv.gz", ["batch_size", "num_heads", "num_key_value_heads", "step", "latency"], decode)
         nccl = []
-        for n, (lat_us, frac) in TRUE_ALL_REDUCE.items():
+        for n, (lat_us, frac) in all_reduce.items():
             for elements in (256, 65536, 16777216):
                 nccl.append(["all_reduce", "half", n, elements, (lat_us * 1e-6 + 2 * (n - 1) / n * 2 * elements / (frac * gpu.link_bandwidth_gbps * 1e9)) * 1e3])
         _write(folder / "nccl.csv.gz", ["op_name", "nccl_dtype", "num_gpus", "message_size", "latency"], nccl)
@@ -138,3 +142,27 @@ def test_bad_profiles_are_bad_input(fitted, tmp_path, catalog):
 def test_missing_data_folder_is_bad_input(catalog, tmp_path):
     with pytest.raises(InputError, match="--data-dir"):
         fit_all(tmp_path / "nothing", catalog, "x")
+
+
+@pytest.fixture(scope="module")
+def fitted_with_pcie(catalog, tmp_path_factory):
+    systems = NVLINK_SYSTEMS + (("l40s", "l40s", TRUE_PCIE_ALL_REDUCE),)
+    return fit_all(write_tables(tmp_path_factory.mktemp("kernels_pcie") / "aiconfigurator", catalog, systems), catalog, "synthetic")
+
+
+def test_generic_pcie_all_reduce_takes_the_2_gpu_bandwidth_where_one_box_measured_more(fitted_with_pcie, catalog):
+    """One PCIe box measured: its own profile keeps its 4/8-GPU drop; the generic PCIe profile uses the
+    2-GPU bus bandwidth with each count's own latency. Expected times by hand from TRUE_PCIE_ALL_REDUCE."""
+    run = fitted_with_pcie
+    link = catalog.gpu("l40s").link_bandwidth_bytes_per_s  # 32 GB/s per direction
+    message = 32 * 2**20  # bytes
+    own = run.profiles["l40s"].all_reduce_fit(4)
+    assert own.latency_us == pytest.approx(12.0, rel=0.02) and own.bus_bandwidth_fraction == pytest.approx(0.15, rel=0.02)
+    generic = run.profiles["generic-pcie"].all_reduce_fit(4)
+    # 12 us + 2 x 3/4 x 33554432 B / (0.6 x 32e9 B/s) = 12 us + 2621.44 us
+    assert generic.latency_us * 1e-6 + 1.5 * message / (generic.bus_bandwidth_fraction * link) == pytest.approx(12e-6 + 2621.44e-6, rel=0.02)
+    assert run.profiles["generic-pcie"].all_reduce_fit(8).bus_bandwidth_fraction == pytest.approx(0.6, rel=0.02)
+    assert run.profiles["generic-pcie"].all_reduce_fit(8).latency_us == pytest.approx(23.0, rel=0.02)
+    # two NVLink systems measured every count: the pooled per-count fits stay
+    assert run.profiles["generic-nvlink"].all_reduce_fit(4).bus_bandwidth_fraction == pytest.approx(0.6, rel=0.02)
+    assert "4, 8 GPUs" in run.rules["generic-pcie"] and "every count" in run.rules["generic-nvlink"]
