@@ -55,7 +55,7 @@ from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, rea
 PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
 #: benchmark, leave-one-LLM-out (benchmarks/RESULTS.md, section 1.5).
-DEFAULT_PREDICTOR = "tgis-hybrid"
+DEFAULT_PREDICTOR = "tgis"
 #: Engine profile standing in for TGIS.
 TGIS_FRAMEWORK = "tgis"
 #: (compute efficiency, memory efficiency, step overhead ms) searched per GPU type for ``physics``.
