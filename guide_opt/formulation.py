@@ -133,18 +133,6 @@ class Formulation:
         same_shape = [self.use[i] for i, c in enumerate(self.candidates) if (c.model_index, c.shape) in chosen]
         self.model.Add(sum(same_shape) <= len(self.by_model) - 1)  # at least one LLM changes shape
 
-    def forbid_candidate(self, candidate: Candidate) -> None:
-        """Exclude ``candidate`` (a cut after verification found it violating)."""
-        for i, c in enumerate(self.candidates):
-            if c is candidate:
-                self.model.Add(self.use[i] == 0)
-
-    def objective_in_quanta(self, objective: str, plan: Plan) -> int:
-        """The integer objective this model assigns to ``plan``."""
-        if objective == "max_served":
-            return sum(min(SERVED_SCALE, p.replicas * served_coefficient(p.candidate)) for p in plan)
-        return sum(_objective_coefficient(objective, p.candidate) * (1 if objective == "min_latency" else p.replicas) for p in plan)
-
 
 #: One quantum of served demand share (fraction of one LLM's demand) for ``max_served``.
 SERVED_QUANTUM = 1e-9

@@ -73,11 +73,6 @@ class Deployment:
         """GPUs used by all replicas."""
         return self.replicas * self.tp * self.pp
 
-    @property
-    def shape_key(self) -> tuple:
-        """(model, gpu, tp, pp, framework, quantization, kv dtype): the replica shape."""
-        return (self.model, self.gpu, self.tp, self.pp, self.framework, self.quantization, self.kv_cache_dtype)
-
     def describe(self) -> str:
         """The deployment as a user would run it, e.g. ``2 x (4 x h100-sxm, TP=4) vllm, max-num-seqs 64, fp8``."""
         parallel = f"TP={self.tp}" + (f", PP={self.pp}" if self.pp > 1 else "")

@@ -248,8 +248,3 @@ def summarize(comparisons: Iterable[Comparison], *, by_gpu: bool = True, label: 
         mape, median_ape, bias = error_stats(group)
         rows.append(AccuracyRow(source, gpu, metric, mape, median_ape, bias, len(group)))
     return sorted(rows, key=lambda r: (r.source, r.gpu, METRICS.index(r.metric)))
-
-
-def with_source(m: Measurement, source: str) -> Measurement:
-    """A copy of ``m`` attributed to ``source`` (to tag held-out rows in reports)."""
-    return replace(m, source=source)
