@@ -41,7 +41,7 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--llm-pilot", "llm_pilot", is_flag=True, help="Run LLM-Pilot's GPU recommendation benchmark (leave-one-LLM-out) instead.")
 @click.option("--candidates", type=click.Choice(["measured", "all"]), default="measured", show_default=True,
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
-@click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "tgis", "tgis-hybrid", "all"]), default=None,
+@click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "tgis", "tgis-hybrid", "tgis-kv", "all"]), default=None,
               help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: tgis, the best S/O in benchmarks/RESULTS.md 1.5); "
                    "'all' runs and lists every predictor (physics and hybrid simulate every pair: minutes).")
 @click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
@@ -116,7 +116,8 @@ def _print_llm_pilot(payload: dict) -> None:
               "learned": "learned baseline (gradient boosting on the characterization, the paper's method)",
               "hybrid": "hybrid (physics x learned residual)",
               "tgis": "guide-opt TGIS batcher (TGIS's add-on batching rule, host costs fitted per GPU type)",
-              "tgis-hybrid": "TGIS batcher x learned residual"}
+              "tgis-hybrid": "TGIS batcher x learned residual",
+              "tgis-kv": "guide-opt TGIS batcher, step overhead per pod size, host costs per sequence and per GiB of KV cache"}
     sp = payload["static_policy"]
     table = [score_row(labels[name] + (" <- recommendations below" if name == payload["predictor"] else ""), sc)
              for name, sc in payload["predictors"].items()]

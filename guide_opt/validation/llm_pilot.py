@@ -85,6 +85,12 @@ def load_one_user_ttft(data_dir: Path) -> dict[tuple[str, str], float]:
             for row in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv") if int(row["num_users"]) == 1}
 
 
+def load_failed_fractions(data_dir: Path) -> dict[tuple[str, str, int], float]:
+    """(model, profile, users) -> fraction of that level's requests that failed (``fail_frac`` of ``llm_pilot_aggregate.csv``)."""
+    return {(row["model"], row["gpu"], int(row["num_users"])): float(row["fail_frac"])
+            for row in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv")}
+
+
 def u_max(levels: dict[int, tuple[float, float]]) -> int:
     """Eq. (3): the largest user count whose level and every lower level meet both limits (0 if u = 1 fails).
 
@@ -321,7 +327,7 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
     for name in predictors:
         kind = "tgis" if name.startswith("tgis") else "physics"
         if name != "learned" and kind not in tables:
-            tables[kind] = tgis_table(data_dir, catalog, models) if kind == "tgis" else physics_table(data_dir, catalog, models)
+            tables[kind] = {} if kind == "tgis" else physics_table(data_dir, catalog, models)
         recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, tables.get(kind))
         result.predicted[name] = recs
         result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
@@ -341,10 +347,13 @@ def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
 
 
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
-                              prices: dict[str, float], candidates: str, table=None) -> dict[str, Recommendation]:
+                              prices: dict[str, float], candidates: str, table=None, held_out: list[str] | None = None) -> dict[str, Recommendation]:
     """Leave-one-LLM-out recommendations of predictor ``name`` (one of ``pilot_predictors.PREDICTORS``) for every model in ``models``.
 
-    ``table``: a :func:`physics_table` (physics, hybrid) or :func:`tgis_table` (tgis, tgis-hybrid) to reuse; None: a new one.
+    ``table``: a :func:`physics_table` (physics, hybrid) to reuse, or for the TGIS predictors a
+    dict held-out model -> :func:`tgis_table` (filled here; each fold's simulated workload comes
+    from its training LLMs' rows only); None: new ones. ``held_out``: the models to predict
+    (default: every one of ``models``; the others still train).
     """
     from guide_opt.validation import pilot_predictors as pp
 
@@ -354,20 +363,24 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
     tgis_based = name.startswith("tgis")
     one_user_ttft = load_one_user_ttft(data_dir)
+    failed = load_failed_fractions(data_dir)
     if tgis_based:
-        table = table if isinstance(table, pp.TgisTable) else tgis_table(data_dir, catalog, models)
+        folds = table if isinstance(table, dict) else {}
     elif name != "learned":
         table = table if isinstance(table, pp.PhysicsTable) else physics_table(data_dir, catalog, models)
     llm_features, gpu_features = pp.load_features(data_dir)
     out = {}
-    for model in models:
+    for model in held_out or models:
         train = [m for m in models if m != model]
         profiles = _profiles(truth[model], prices, candidates)
         if tgis_based:
-            fits = pp.fit_tgis(table, points, one_user_ttft, train)
+            if model not in folds:
+                folds[model] = tgis_table(data_dir, catalog, models, lengths_from=train)
+            table = folds[model]
+            fits = pp.fit_tgis_kv(table, points, one_user_ttft, train, failed) if name == "tgis-kv" else pp.fit_tgis(table, points, one_user_ttft, train)
 
-            def base_levels(m: str, profile: str, fits=fits):
-                return table.get(m, profile, fits.get(llm_pilot_profile(profile)[1]))
+            def base_levels(m: str, profile: str, fits=fits, table=table):
+                return table.get(m, profile, pp.profile_fit(fits, profile))
         elif name != "learned":
             grid = pp.fit_grid(table, points, train)
 
@@ -379,12 +392,12 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
             return None if levels is None else levels.get(users)
 
         factors: dict = {}
-        if name in ("physics", "tgis"):
+        if name in ("physics", "tgis", "tgis-kv"):
             predicted = {p: u_max(base_levels(model, p) or {}) for p in profiles}
             if name == "physics":
                 factors = {p: _grid_factors(grid.get(llm_pilot_profile(p)[1], pp.FALLBACK_GRID_INDEX)) for p in profiles}
             else:
-                factors = {p: fits.get(llm_pilot_profile(p)[1]) for p in profiles}
+                factors = {p: pp.profile_fit(fits, p) for p in profiles}
         else:
             # the learned baseline trains on every other measured LLM (encoder-decoder ones too), as the paper does
             learned_train = [m for m in points if m != model] if name == "learned" else train
@@ -394,12 +407,16 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
     return out
 
 
-def tgis_table(data_dir: Path, catalog: Catalog, models: list[str]):
-    """The (lazily filled) table of TGIS-batcher levels of ``models`` (see :func:`guide_opt.validation.pilot_predictors.fit_tgis`)."""
+def tgis_table(data_dir: Path, catalog: Catalog, models: list[str], lengths_from: list[str] | None = None):
+    """The (lazily filled) table of TGIS-batcher levels of ``models`` (see :func:`guide_opt.validation.pilot_predictors.fit_tgis`).
+
+    The simulated request lengths come from the rows of ``lengths_from`` (default: ``models``);
+    a fold passes its training LLMs so that no row of the held-out LLM enters its prediction.
+    """
     from guide_opt.validation import pilot_predictors as pp
 
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
-    return pp.TgisTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+    return pp.TgisTable(catalog, pp.pilot_lengths(data_dir, lengths_from or models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
 
 
 def _grid_factors(index: int) -> EfficiencyFactors:
@@ -483,17 +500,19 @@ def tgis_held_out_comparisons(data_dir: Path, catalog: Catalog) -> tuple[list, d
 
     truth = ground_truth(data_dir)
     models = [name for name in LLM_PILOT_LLMS if name in truth and resolve_id(LLM_PILOT_LLMS[name], catalog.llms)]
-    table, points, one_user = tgis_table(data_dir, catalog, models), load_points(data_dir), load_one_user_ttft(data_dir)
+    points, one_user = load_points(data_dir), load_one_user_ttft(data_dir)
     framework = catalog.framework(pp.TGIS_FRAMEWORK)
     rows = load_llm_pilot(data_dir, catalog).rows
     comparisons, used = [], {}
     for model in models:
-        fits = pp.fit_tgis(table, points, one_user, [m for m in models if m != model])
+        train = [m for m in models if m != model]
+        table = tgis_table(data_dir, catalog, models, lengths_from=train)
+        fits = pp.fit_tgis(table, points, one_user, train)
         used[model] = fits
         for m in rows:
             if m.key.split(" ")[0] != model:
                 continue
-            fit = fits.get(llm_pilot_profile(" ".join(m.key.split(" ")[1:-1]))[1])
+            fit = pp.profile_fit(fits, " ".join(m.key.split(" ")[1:-1]))
             efficiency = None if fit is None else framework.efficiency.model_copy(
                 update={"memory_efficiency": fit.memory_efficiency, "step_overhead_ms": fit.step_overhead_ms})
             config = measurement_config(replace(m, framework=pp.TGIS_FRAMEWORK, batch=1), catalog, efficiency)

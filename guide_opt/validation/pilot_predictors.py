@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Callable
@@ -52,10 +52,10 @@ from guide_opt.simulate.workloads import HistogramLengths
 from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, read_csv_rows, resolve_id
 
 #: The predictors, in the order reports list them.
-PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid")
+PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid", "tgis-kv")
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
 #: benchmark, leave-one-LLM-out (benchmarks/RESULTS.md, section 1.5).
-DEFAULT_PREDICTOR = "tgis"
+DEFAULT_PREDICTOR = "tgis-kv"
 #: Engine profile standing in for TGIS.
 TGIS_FRAMEWORK = "tgis"
 #: (compute efficiency, memory efficiency, step overhead ms) searched per GPU type for ``physics``.
@@ -284,12 +284,26 @@ def train_learned(points: dict, llm_features: dict, gpu_features: dict, train_mo
     return LearnedModel(regressors, features, physics)
 
 
-# ---- the TGIS batcher predictor -------------------------------------------------------------------
-#: Grids of the per-GPU-type fit of the ``tgis`` predictor (stage 1: the one-user levels).
+# ---- the TGIS batcher predictors ------------------------------------------------------------------
+#: Grids of stage 1 of the TGIS fits (the one-user ITL): memory efficiency per GPU type and step overhead.
 TGIS_MEMORY_EFFICIENCIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: ``tgis``: one step overhead per GPU type.
 TGIS_STEP_OVERHEADS_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0)
-#: Stage 2: host time per running sequence per decode step (ms).
+#: ``tgis-kv``: one step overhead per pod size (TGIS's shard processes add a per-step cost that
+#: grows with the TP degree: about 2-3 ms at one GPU and 6-10 ms at four in LLM-Pilot's data).
+TGIS_KV_STEP_OVERHEADS_MS = tuple(0.5 * i for i in range(29))
+#: ``tgis`` stage 2: host time per running sequence per decode step (ms).
 TGIS_PER_SEQUENCE_MS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8)
+#: ``tgis-kv`` stage 2 uses the loaded levels with more than one user, at most this failed
+#: fraction of requests (a level where requests fail for lack of memory reports medians of the
+#: survivors only, which no model of a running server reproduces) ...
+TGIS_FIT_MAX_FAILED_FRACTION = 0.01
+#: ... and a measured median ITL at most this many times the ITL limit (the region where u_max is decided).
+TGIS_FIT_MAX_ITL_OVER_LIMIT = 1.5
+#: ``tgis-kv`` stage 3: add-on cost of padded deployments searched (ms per add-on prefill pass).
+TGIS_PADDED_ADDON_MS = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0)
+#: Rounds of the linearized least-squares fit of ``tgis-kv`` stage 2 (each re-simulates the training levels).
+TGIS_FIT_ROUNDS = 3
 #: Measured requests per simulated level of the TGIS batcher: at least this many, and this many per user.
 TGIS_MIN_REQUESTS = 80
 TGIS_REQUESTS_PER_USER = 3
@@ -297,12 +311,47 @@ TGIS_REQUESTS_PER_USER = 3
 
 @dataclass(frozen=True)
 class TgisFit:
-    """Fitted TGIS parameters of one GPU type: efficiencies of the ``tgis`` profile and host costs (ms)."""
+    """Fitted TGIS parameters of one GPU profile: efficiencies of the ``tgis`` profile and host costs (ms)."""
 
     memory_efficiency: float
     step_overhead_ms: float
     prefill_overhead_ms: float
     per_sequence_overhead_ms: float
+    kv_ms_per_gib: float = 0.0
+    padded_addon_overhead_ms: float = 0.0
+
+
+def _nearest(by_gpus: tuple[tuple[int, float], ...], count: int) -> float:
+    """The value of the pod size nearest ``count`` GPUs (ties: the larger pod) in ``(GPUs, value)`` pairs."""
+    return min(by_gpus, key=lambda item: (abs(item[0] - count), -item[0]))[1]
+
+
+@dataclass(frozen=True)
+class TgisGpuFit:
+    """Fitted TGIS parameters of one GPU type; step overhead and per-sequence cost as (GPUs per pod, ms) pairs.
+
+    A pod size no training LLM was measured on takes the nearest measured one's values (ties: the larger pod).
+    """
+
+    memory_efficiency: float
+    step_overhead_ms: tuple[tuple[int, float], ...]
+    prefill_overhead_ms: float
+    per_sequence_overhead_ms: tuple[tuple[int, float], ...]
+    kv_ms_per_gib: float = 0.0
+    padded_addon_overhead_ms: float = 0.0
+
+    def for_gpus(self, count: int) -> TgisFit:
+        """The parameters of a pod of ``count`` GPUs."""
+        per_seq = _nearest(self.per_sequence_overhead_ms, count) if self.per_sequence_overhead_ms else 0.0
+        return TgisFit(self.memory_efficiency, _nearest(self.step_overhead_ms, count), self.prefill_overhead_ms, per_seq,
+                       self.kv_ms_per_gib, self.padded_addon_overhead_ms)
+
+
+def profile_fit(fits: dict[str, TgisGpuFit], profile: str) -> TgisFit | None:
+    """The :class:`TgisFit` of ``profile`` (e.g. ``"4 x T4"``) from per-GPU-type fits; None when its GPU type was not fitted."""
+    count, gpu_type = llm_pilot_profile(profile)
+    found = fits.get(gpu_type)
+    return None if found is None else found.for_gpus(count)
 
 
 @dataclass
@@ -314,7 +363,7 @@ class TgisTable:
     llm_ids: dict[str, str]
     flash: dict[str, bool]
     levels: tuple[int, ...]
-    cache: dict[tuple, tuple[float, float]] = field(default_factory=dict)
+    cache: dict[tuple, object] = field(default_factory=dict)
 
     def config(self, model: str, profile: str, memory_efficiency: float | None = None, step_overhead_ms: float | None = None) -> ServingConfig | None:
         """The ``tgis`` configuration of (model, profile) with these factors (None: the profile's defaults); None when unsupported."""
@@ -338,15 +387,17 @@ class TgisTable:
         seqs = self.catalog.framework(TGIS_FRAMEWORK).max_num_seqs if flash else PADDED_MAX_BATCH
         if fit is None:
             return TgisSettings(seqs, padded=not flash)
-        return TgisSettings(seqs, padded=not flash, per_sequence_overhead_ms=fit.per_sequence_overhead_ms, prefill_overhead_ms=fit.prefill_overhead_ms)
+        return TgisSettings(seqs, padded=not flash, per_sequence_overhead_ms=fit.per_sequence_overhead_ms,
+                            prefill_overhead_ms=fit.prefill_overhead_ms, kv_ms_per_gib=fit.kv_ms_per_gib,
+                            addon_overhead_ms=0.0 if flash else fit.padded_addon_overhead_ms)
 
-    def get(self, model: str, profile: str, fit: TgisFit | None, levels: tuple[int, ...] | None = None) -> Levels | None:
-        """Simulated (nTTFT, ITL) per level of (model, profile) under ``fit`` (None: the profile's defaults, no host costs)."""
+    def simulated(self, model: str, profile: str, fit: TgisFit | None, levels: tuple[int, ...] | None = None) -> dict | None:
+        """Simulated :class:`~guide_opt.validation.tgis.TgisLevel` per level of (model, profile) under ``fit``; None when unsupported."""
         from guide_opt.validation.tgis import tgis_closed_loop
 
         levels = levels or self.levels
         config = None
-        out: Levels = {}
+        out = {}
         for users in levels:
             key = (model, profile, fit, users)
             if key not in self.cache:
@@ -355,9 +406,14 @@ class TgisTable:
                     if config is None:
                         return None
                 self.cache[key] = tgis_closed_loop(config, users, self.lengths, self.settings(model, fit), seed=SIMULATION_SEED,
-                                                   num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * users)).pilot_pair
+                                                   num_requests=max(TGIS_MIN_REQUESTS, TGIS_REQUESTS_PER_USER * users))
             out[users] = self.cache[key]
         return out
+
+    def get(self, model: str, profile: str, fit: TgisFit | None, levels: tuple[int, ...] | None = None) -> Levels | None:
+        """Simulated (nTTFT, ITL) per level of (model, profile) under ``fit`` (None: the profile's defaults, no host costs)."""
+        found = self.simulated(model, profile, fit, levels)
+        return None if found is None else {users: level.pilot_pair for users, level in found.items()}
 
 
 def _one_user_times(table: TgisTable, model: str, profile: str, memory: float, overhead: float) -> tuple[float, float] | None:
@@ -373,22 +429,38 @@ def _one_user_times(table: TgisTable, model: str, profile: str, memory: float, o
     return prefill * 1e3, decode * 1e3
 
 
-def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str]) -> dict[str, TgisFit]:
-    """GPU type -> :class:`TgisFit` from ``train_models``' measured medians only (never the held-out LLM's).
-
-    Stage 1 (one user, no queue): memory efficiency and step overhead minimize the summed |log
-    error| of the one-user ITL (one decode step) over the grids; the prefill overhead is the
-    median of (measured one-user median TTFT, ``one_user_ttft_ms[(model, profile)]``, - the
-    predicted prefill pass), at least 0. Stage 2: the
-    per-sequence host time minimizes the summed |log error| of the simulated ITL and nTTFT
-    (weight :data:`NTTFT_WEIGHT`) over the levels with more than one user.
-    """
+def _pairs_by_type(points: dict, train_models: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """GPU type -> the (model, profile) pairs of ``train_models`` measured on it."""
     by_type: dict[str, list[tuple[str, str]]] = {}
     for model in train_models:
         for profile in points.get(model, {}):
             by_type.setdefault(llm_pilot_profile(profile)[1], []).append((model, profile))
+    return by_type
+
+
+def _prefill_overhead_ms(table: TgisTable, one_user_ttft_ms: dict[tuple[str, str], float], pairs: list[tuple[str, str]],
+                         memory: float, overhead_of: Callable[[str], float]) -> float:
+    """Median of (measured one-user TTFT - predicted prefill pass) over ``pairs``, at least 0, rounded to 0.1 ms."""
+    gaps = []
+    for m, p in pairs:
+        times = _one_user_times(table, m, p, memory, overhead_of(p))
+        if times is not None and (m, p) in one_user_ttft_ms:
+            gaps.append(one_user_ttft_ms[(m, p)] - times[0])
+    return max(0.0, round(statistics.median(gaps), 1)) if gaps else 0.0
+
+
+def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str]) -> dict[str, TgisGpuFit]:
+    """The ``tgis`` fit: GPU type -> :class:`TgisGpuFit` from ``train_models``' measured medians only (never the held-out LLM's).
+
+    Stage 1 (one user, no queue): memory efficiency and one step overhead per GPU type minimize
+    the summed |log error| of the one-user ITL (one decode step) over the grids; the prefill
+    overhead is the median of (measured one-user median TTFT, ``one_user_ttft_ms[(model,
+    profile)]``, - the predicted prefill pass), at least 0. Stage 2: one per-sequence host time
+    per GPU type minimizes the summed |log error| of the simulated ITL and nTTFT (weight
+    :data:`NTTFT_WEIGHT`) over the levels with more than one user.
+    """
     fits = {}
-    for gpu_type, pairs in by_type.items():
+    for gpu_type, pairs in _pairs_by_type(points, train_models).items():
         ones = [(m, p, points[m][p][1]) for m, p in pairs if 1 in points[m][p]]
         best, best_error = (0.8, 1.0), math.inf
         for memory, overhead in itertools.product(TGIS_MEMORY_EFFICIENCIES, TGIS_STEP_OVERHEADS_MS):
@@ -399,16 +471,138 @@ def fit_tgis(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, s
                     error += abs(math.log(times[1] / itl))
             if error < best_error:
                 best, best_error = (memory, overhead), error
-        gaps = []
-        for m, p, _ in ones:
-            times = _one_user_times(table, m, p, *best)
-            if times is not None and (m, p) in one_user_ttft_ms:
-                gaps.append(one_user_ttft_ms[(m, p)] - times[0])
-        prefill_overhead = max(0.0, round(statistics.median(gaps), 1)) if gaps else 0.0
+        prefill_overhead = _prefill_overhead_ms(table, one_user_ttft_ms, [(m, p) for m, p, _ in ones], best[0], lambda _p: best[1])
         loaded = tuple(u for u in table.levels if u > 1)
         errors = []
         for per_seq in TGIS_PER_SEQUENCE_MS:
             fit = TgisFit(best[0], best[1], prefill_overhead, per_seq)
             errors.append(sum(levels_error(table.get(m, p, fit, loaded), points[m][p]) for m, p in pairs))
-        fits[gpu_type] = TgisFit(best[0], best[1], prefill_overhead, TGIS_PER_SEQUENCE_MS[int(np.argmin(errors))])
+        per_seq = TGIS_PER_SEQUENCE_MS[int(np.argmin(errors))]
+        fits[gpu_type] = TgisGpuFit(best[0], ((1, best[1]),), prefill_overhead, ((1, per_seq),))
     return fits
+
+
+def _fit_one_user(table: TgisTable, points: dict, pairs: list[tuple[str, str]]) -> tuple[float, dict[int, float]]:
+    """``tgis-kv`` stage 1: (memory efficiency, pod size -> step overhead ms) minimizing the summed |log error| of the one-user ITL.
+
+    The step overhead adds to the decode step (no pipeline parallelism here), so for each memory
+    efficiency the best overhead of each pod size is found on the grid from the zero-overhead times.
+    """
+    best, best_error = (TGIS_MEMORY_EFFICIENCIES[-1], {}), math.inf
+    for memory in TGIS_MEMORY_EFFICIENCIES:
+        by_gpus: dict[int, list[tuple[float, float]]] = {}
+        for m, p in pairs:
+            if 1 not in points[m][p]:
+                continue
+            times = _one_user_times(table, m, p, memory, 0.0)
+            if times is not None:
+                by_gpus.setdefault(llm_pilot_profile(p)[0], []).append((times[1], points[m][p][1][1]))
+        error, overheads = 0.0, {}
+        for gpus, rows in by_gpus.items():
+            errors = [sum(abs(math.log((step + o) / itl)) for step, itl in rows) for o in TGIS_KV_STEP_OVERHEADS_MS]
+            overheads[gpus] = TGIS_KV_STEP_OVERHEADS_MS[int(np.argmin(errors))]
+            error += min(errors)
+        if overheads and error < best_error:
+            best, best_error = (memory, overheads), error
+    return best
+
+
+def _fit_loaded(table: TgisTable, points: dict, usable: Callable[[str, str, int], bool], pairs: list[tuple[str, str]],
+                fit_of: Callable[[str, dict[int, float], float], TgisFit]) -> tuple[dict[int, float], float]:
+    """``tgis-kv`` stage 2: (pod size -> ms per sequence, ms per GiB of KV cache) per decode step.
+
+    Least squares on the relative error of the median ITL of the usable levels of the pairs
+    served with flash attention (the batch limit of padded deployments is not known for every
+    one: fmperf's file holds two specifications of mpt-7b-instruct2, batch 12 and 64). The median
+    ITL moves with the two costs by the batch and the KV cache of its decode steps
+    (:attr:`~guide_opt.validation.tgis.TgisLevel.itl_batch`, ``itl_kv_gib``); each round
+    simulates the levels at the current costs, linearizes there and solves the non-negative
+    least squares; :data:`TGIS_FIT_ROUNDS` rounds.
+    """
+    from scipy.optimize import nnls
+
+    sizes = sorted({llm_pilot_profile(p)[0] for m, p in pairs if table.flash.get(m, True)})
+    per_seq, per_gib = {g: 0.0 for g in sizes}, 0.0
+    for _ in range(TGIS_FIT_ROUNDS):
+        rows, targets = [], []
+        for m, p in pairs:
+            if not table.flash.get(m, True):
+                continue
+            gpus = llm_pilot_profile(p)[0]
+            levels = tuple(u for u in table.levels if u > 1 and u in points[m][p] and usable(m, p, u))
+            found = table.simulated(m, p, fit_of(p, per_seq, per_gib), levels) if levels else None
+            for users, level in (found or {}).items():
+                measured = points[m][p][users][1]
+                if not (level.fits and math.isfinite(level.median_itl_ms)):
+                    continue
+                rows.append([level.itl_batch / measured if size == gpus else 0.0 for size in sizes] + [level.itl_kv_gib / measured])
+                targets.append((measured - level.median_itl_ms + per_seq[gpus] * level.itl_batch + per_gib * level.itl_kv_gib) / measured)
+        if not rows:
+            break
+        solution, _ = nnls(np.array(rows), np.array(targets))
+        per_seq = {g: round(float(v), 3) for g, v in zip(sizes, solution[:-1])}
+        per_gib = round(float(solution[-1]), 2)
+    return per_seq, per_gib
+
+
+def fit_tgis_kv(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str],
+                failed_fraction: dict[tuple[str, str, int], float] | None = None) -> dict[str, TgisGpuFit]:
+    """The ``tgis-kv`` fit: GPU type -> :class:`TgisGpuFit` from ``train_models``' measured medians only.
+
+    Stage 1 (:func:`_fit_one_user`): the memory efficiency of the GPU type and a step overhead
+    per pod size minimize the summed |log error| of the one-user ITL; the prefill overhead as in
+    :func:`fit_tgis`. Stage 2 (:func:`_fit_loaded`): a host time per running sequence per pod
+    size and one per GiB of KV cache on one GPU, on the loaded levels whose
+    ``failed_fraction[(model, profile, users)]`` is at most :data:`TGIS_FIT_MAX_FAILED_FRACTION`
+    (missing: 0) and whose median ITL is at most :data:`TGIS_FIT_MAX_ITL_OVER_LIMIT` times the limit.
+    """
+    from guide_opt.validation.llm_pilot import ITL_LIMIT_MS
+
+    failed = failed_fraction or {}
+
+    def usable(model: str, profile: str, users: int) -> bool:
+        return (failed.get((model, profile, users), 0.0) <= TGIS_FIT_MAX_FAILED_FRACTION
+                and points[model][profile][users][1] <= TGIS_FIT_MAX_ITL_OVER_LIMIT * ITL_LIMIT_MS)
+
+    fits = {}
+    for gpu_type, pairs in _pairs_by_type(points, train_models).items():
+        memory, overheads = _fit_one_user(table, points, pairs)
+        if not overheads:
+            continue
+        prefill = _prefill_overhead_ms(table, one_user_ttft_ms, [(m, p) for m, p in pairs if 1 in points[m][p]], memory,
+                                       lambda p, o=overheads: o[llm_pilot_profile(p)[0]])
+        stage1 = TgisGpuFit(memory, tuple(sorted(overheads.items())), prefill, ())
+
+        def fit_of(profile: str, per_seq: dict[int, float], per_gib: float, stage1=stage1) -> TgisFit:
+            return replace(stage1, per_sequence_overhead_ms=tuple(sorted(per_seq.items())), kv_ms_per_gib=per_gib).for_gpus(
+                llm_pilot_profile(profile)[0])
+
+        per_seq, per_gib = _fit_loaded(table, points, usable, pairs, fit_of)
+        fits[gpu_type] = replace(stage1, per_sequence_overhead_ms=tuple(sorted(per_seq.items())), kv_ms_per_gib=per_gib)
+    padded = [(m, p) for m in train_models if not table.flash.get(m, True) for p in points.get(m, {})
+              if llm_pilot_profile(p)[1] in fits]
+    addon = _fit_padded_addon(table, points, lambda m, p, u: failed.get((m, p, u), 0.0) <= TGIS_FIT_MAX_FAILED_FRACTION, padded, fits)
+    return {gpu_type: replace(fit, padded_addon_overhead_ms=addon) for gpu_type, fit in fits.items()}
+
+
+def _fit_padded_addon(table: TgisTable, points: dict, usable: Callable[[str, str, int], bool], pairs: list[tuple[str, str]],
+                      fits: dict[str, TgisGpuFit]) -> float:
+    """``tgis-kv`` stage 3: the add-on cost of padded deployments (ms per add-on prefill pass), one for every GPU type.
+
+    TGIS merges an add-on batch into a running padded batch by re-padding it (``concatenate`` of
+    its non-flash batches), a cost a lone request's TTFT does not show; under load it paces the
+    batch-limited server's throughput, hence the queue and the nTTFT. Chosen from
+    :data:`TGIS_PADDED_ADDON_MS` to minimize the summed |log error| of the median nTTFT over the
+    usable loaded levels of the training LLMs served without flash attention (0 when there are none).
+    """
+    errors = []
+    for addon in TGIS_PADDED_ADDON_MS:
+        error = 0.0
+        for m, p in pairs:
+            fit = replace(profile_fit(fits, p), padded_addon_overhead_ms=addon)
+            levels = tuple(u for u in table.levels if u > 1 and u in points[m][p] and usable(m, p, u))
+            for users, (nttft, _itl) in (table.get(m, p, fit, levels) or {}).items() if levels else ():
+                measured = points[m][p][users][0]
+                error += abs(math.log(nttft / measured)) if math.isfinite(nttft) else 10.0
+        errors.append(error)
+    return TGIS_PADDED_ADDON_MS[int(np.argmin(errors))] if pairs else 0.0

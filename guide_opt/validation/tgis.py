@@ -24,7 +24,11 @@ latencies under load (``router/src/batcher.rs`` of IBM/text-generation-inference
 and a fixed cost per prefill pass, :class:`TgisSettings`), for ``u`` users whose request lengths
 are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports the
 medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded and
-deterministic. Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by
+deterministic. A third host cost, per GiB of KV cache the decode step holds on one GPU
+(``kv_ms_per_gib``), carries what LLM-Pilot's measurements show: at equal load the ITL of an LLM
+grows with the size of its KV cache (llama-13b's 0.8 MB per token grows it far more than
+starcoder's multi-query 20 kB per token on the same GPUs), beyond the single read of the cache
+that the step model prices. Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by
 guide-opt's memory model instead), the "batch about to complete" exception of the add-on rule,
 client-side and network time.
 """
@@ -57,7 +61,10 @@ class TgisSettings:
     sequence (LLMs served without flash attention). max_waiting_tokens: ``M`` of the add-on
     rule. per_sequence_overhead_ms: host time added to every decode step per running sequence
     (token processing and stopping checks in TGIS's Python shard). prefill_overhead_ms: fixed
-    host time of every prefill pass (building the add-on batch).
+    host time of every prefill pass (building the add-on batch). kv_ms_per_gib: time added to
+    every decode step per GiB of KV cache its sequences hold on one GPU (padded: every sequence
+    at the longest context). addon_overhead_ms: host time added to a prefill pass that joins a
+    running batch (an add-on; TGIS then merges the new batch into the running one).
     """
 
     max_batch_size: int
@@ -65,16 +72,26 @@ class TgisSettings:
     max_waiting_tokens: int = MAX_WAITING_TOKENS
     per_sequence_overhead_ms: float = 0.0
     prefill_overhead_ms: float = 0.0
+    kv_ms_per_gib: float = 0.0
+    addon_overhead_ms: float = 0.0
 
 
 @dataclass(frozen=True)
 class TgisLevel:
-    """Medians of one closed-loop level (ms; nTTFT in ms per input token). fits: the batch fits in memory."""
+    """Medians of one closed-loop level (ms; nTTFT in ms per input token). fits: the batch fits in memory.
+
+    itl_batch / itl_kv_gib: the mean running batch and KV cache (GiB on one GPU) of the decode
+    steps that ended the middle decile of the inter-token gaps -- how much a per-sequence or
+    per-GiB host cost moves the median ITL (the fit of :mod:`~guide_opt.validation.pilot_predictors`
+    linearizes with them).
+    """
 
     fits: bool
     median_ttft_ms: float
     median_nttft_ms_per_token: float
     median_itl_ms: float
+    itl_batch: float = math.nan
+    itl_kv_gib: float = math.nan
 
     @property
     def pilot_pair(self) -> tuple[float, float]:
@@ -85,6 +102,9 @@ class TgisLevel:
 NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 
 
+GIB = 2.0**30
+
+
 class _StepTimes:
     """Memoised prefill-pass and decode-step times (s) of one configuration and settings."""
 
@@ -93,15 +113,22 @@ class _StepTimes:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
 
+    def held_tokens(self, contexts: list[int]) -> int:
+        """Context tokens a decode step of ``contexts`` holds and attends over (padded: each at the longest)."""
+        return len(contexts) * max(contexts) if self.settings.padded else sum(contexts)
+
+    def kv_gib(self, tokens: float) -> float:
+        """GiB of KV cache ``tokens`` context tokens take on one GPU."""
+        return tokens * self.config.kv_bytes_per_token / GIB
+
     def decode_s(self, contexts: list[int]) -> float:
         n = len(contexts)
-        total = n * max(contexts) if self.settings.padded else sum(contexts)
-        key = (n, round(total / CONTEXT_BUCKET_TOKENS))
+        key = (n, round(self.held_tokens(contexts) / CONTEXT_BUCKET_TOKENS))
         found = self._decode.get(key)
         if found is None:
             context = key[1] * CONTEXT_BUCKET_TOKENS
             found = step_time(self.config, StepShape(n, n, context, context)).time_s
-            found += n * self.settings.per_sequence_overhead_ms * 1e-3
+            found += (n * self.settings.per_sequence_overhead_ms + self.kv_gib(context) * self.settings.kv_ms_per_gib) * 1e-3
             self._decode[key] = found
         return found
 
@@ -147,7 +174,7 @@ def tgis_closed_loop(config: ServingConfig, users: int, lengths: HistogramLength
     queue: deque[tuple[int, float]] = deque((i, 0.0) for i in range(users))
     submitted = users
     running: list[list] = []  # [request, tokens left, context tokens, time of its last token]
-    ttft, itl = np.full(total, math.nan), []
+    ttft, itl, itl_batch, itl_kv = np.full(total, math.nan), [], [], []
     done_measured, now, waiting = 0, 0.0, 0
 
     def finish(request: int) -> None:
@@ -161,7 +188,7 @@ def tgis_closed_loop(config: ServingConfig, users: int, lengths: HistogramLength
     def prefill(count: int) -> None:
         nonlocal now
         batch = [queue.popleft() for _ in range(count)]
-        now += times.prefill_s([inputs[r] for r, _ in batch])
+        now += times.prefill_s([inputs[r] for r, _ in batch]) + (settings.addon_overhead_ms * 1e-3 if running else 0.0)
         for request, arrived in batch:
             ttft[request] = now - arrived
             if outputs[request] <= 1:
@@ -183,12 +210,16 @@ def tgis_closed_loop(config: ServingConfig, users: int, lengths: HistogramLength
         if queue and room > 0 and len(queue) >= min_size:
             prefill(min(len(queue), room))
             waiting = 1
-        now += times.decode_s([seq[2] for seq in running])
+        contexts = [seq[2] for seq in running]
+        now += times.decode_s(contexts)
         waiting += 1
+        kv_gib = times.kv_gib(times.held_tokens(contexts))
         still = []
         for seq in running:
             if seq[0] in measured:
                 itl.append(now - seq[3])
+                itl_batch.append(batch)
+                itl_kv.append(kv_gib)
             seq[1] -= 1
             seq[2] += 1
             seq[3] = now
@@ -199,5 +230,9 @@ def tgis_closed_loop(config: ServingConfig, users: int, lengths: HistogramLength
         running = still
     sel = ttft[users:users + num_requests]
     per_token = sel / np.array(inputs[users:users + num_requests], dtype=float)
-    return TgisLevel(True, float(np.median(sel)) * 1e3, float(np.median(per_token)) * 1e3,
-                     float(np.median(itl)) * 1e3 if itl else math.inf)
+    if not itl:
+        return TgisLevel(True, float(np.median(sel)) * 1e3, float(np.median(per_token)) * 1e3, math.inf)
+    order = np.argsort(itl, kind="stable")
+    middle = order[int(0.45 * len(order)):int(0.55 * len(order)) + 1]
+    return TgisLevel(True, float(np.median(sel)) * 1e3, float(np.median(per_token)) * 1e3, float(np.median(itl)) * 1e3,
+                     float(np.mean(np.array(itl_batch)[middle])), float(np.mean(np.array(itl_kv)[middle])))

@@ -55,3 +55,85 @@ def test_the_learned_predictor_recovers_a_smooth_law():
     model = pp.train_learned(points, features, {"1 x G": gpu}, list(sizes))
     # by the law, a 10B LLM: 10 + 0.5 u <= 50 up to u = 80 -> u_max 64 (level 128 gives 74 ms)
     assert u_max(model.levels("held", "1 x G", USER_LEVELS)) == 64
+
+
+def test_the_tgis_kv_fit_recovers_known_costs_from_the_training_llms_only(catalog, data_dir):
+    """Synthetic measurements played by the TGIS batcher itself with memory efficiency 0.7, step overhead 2 ms (1 GPU)
+    and 5 ms (2 GPUs), prefill host cost 12 ms, 0.4 / 0.3 ms per sequence (1 / 2 GPUs) and 5 ms per GiB of KV cache:
+    the fit must return them (the costs to the rounding of the linearized least squares), whatever the held-out
+    LLM's absurd points say, and ignore a training level where half the requests failed."""
+    from guide_opt.validation.llm_pilot import tgis_table
+
+    table = tgis_table(data_dir, catalog, ["llama-7b", "llama-13b", "bigcode/starcoder"])
+    truth = pp.TgisGpuFit(0.7, ((1, 2.0), (2, 5.0)), 12.0, ((1, 0.4), (2, 0.3)), 5.0)
+    points, one_user, failed = {}, {}, {}
+    for model in ("llama-7b", "bigcode/starcoder"):
+        for profile in ("1 x A100", "2 x A100"):
+            overhead = truth.for_gpus(int(profile[0])).step_overhead_ms
+            prefill_ms, decode_ms = pp._one_user_times(table, model, profile, 0.7, overhead)
+            loaded = table.get(model, profile, truth.for_gpus(int(profile[0])), (2, 4, 8, 16, 32))
+            points.setdefault(model, {})[profile] = {1: (1.0, decode_ms), **loaded, 64: (1e-3, 1e-3)}
+            failed[(model, profile, 64)] = 0.5
+            one_user[(model, profile)] = prefill_ms + 12.0
+    points["llama-13b"] = {"1 x A100": {u: (1e6, 1e6) for u in (1, 2, 4)}}
+    one_user[("llama-13b", "1 x A100")] = 1e6
+    fit = pp.fit_tgis_kv(table, points, one_user, ["llama-7b", "bigcode/starcoder"], failed)["A100"]
+    assert (fit.memory_efficiency, fit.step_overhead_ms, fit.prefill_overhead_ms) == (0.7, ((1, 2.0), (2, 5.0)), 12.0)
+    per_seq = dict(fit.per_sequence_overhead_ms)
+    assert per_seq[1] == pytest.approx(0.4, abs=0.02) and per_seq[2] == pytest.approx(0.3, abs=0.02)
+    assert fit.kv_ms_per_gib == pytest.approx(5.0, abs=0.5)
+    assert fit.padded_addon_overhead_ms == 0.0  # no training LLM without flash attention
+
+
+def test_a_pod_size_without_training_data_takes_the_nearest_measured_one():
+    """Pod sizes 1 and 4 fitted: 2 GPUs are nearer 1 and take its values, 8 take 4's; with sizes 2 and 4 fitted,
+    3 GPUs are as near either and take the larger pod's."""
+    fit = pp.TgisGpuFit(0.8, ((1, 2.0), (4, 9.0)), 10.0, ((1, 0.5), (4, 0.4)), 3.0, 20.0)
+    assert fit.for_gpus(2) == pp.TgisFit(0.8, 2.0, 10.0, 0.5, 3.0, 20.0)
+    assert fit.for_gpus(8).step_overhead_ms == 9.0 and fit.for_gpus(8).per_sequence_overhead_ms == 0.4
+    tie = pp.TgisGpuFit(0.8, ((2, 5.0), (4, 9.0)), 10.0, ((2, 0.5), (4, 0.4)))
+    assert (tie.for_gpus(3).step_overhead_ms, tie.for_gpus(3).per_sequence_overhead_ms) == (9.0, 0.4)
+    assert pp.profile_fit({"A100": fit}, "1 x H100") is None
+
+
+def _perturbed_copy(data_dir, tmp_path, model):
+    """A copy of validation_data/llm_pilot where ``model``'s aggregate rows read 3x slower, with twice the tokens and 90% failed."""
+    import csv
+    import shutil
+
+    shutil.copytree(data_dir / "llm_pilot", tmp_path / "llm_pilot")
+    path = tmp_path / "llm_pilot" / "llm_pilot_aggregate.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row["model"] == model:
+            for key in ("median_itl_ms", "median_nttft_ms_per_in_tok", "median_ttft_ms"):
+                row[key] = str(3 * float(row[key]))
+            for key in ("mean_input_tokens", "median_input_tokens", "mean_output_tokens", "median_output_tokens"):
+                row[key] = str(2 * float(row[key]))
+            row["fail_frac"] = "0.9"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def test_the_held_out_llms_rows_never_reach_its_tgis_kv_prediction(catalog, data_dir, tmp_path):
+    """Leak test: starcoder held out, llama-7b trains. Making starcoder's measured rows 3x slower (and its prompts
+    longer, its levels failed) must leave its prediction -- u_max per profile and the fitted costs -- unchanged;
+    the same change to llama-7b's rows (the training LLM) must move the fitted costs (the test can fail)."""
+    from guide_opt.validation.llm_pilot import ground_truth, load_prices, predictor_recommendations
+
+    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+    models = ["llama-7b", "bigcode/starcoder"]
+
+    def predict(folder):
+        return predictor_recommendations("tgis-kv", folder, catalog, models, truth, prices, "measured",
+                                         held_out=["bigcode/starcoder"])["bigcode/starcoder"]
+
+    base = predict(data_dir)
+    held = predict(_perturbed_copy(data_dir, tmp_path / "held", "bigcode/starcoder"))
+    assert held.predicted_u_max == base.predicted_u_max and held.factors == base.factors
+    trained = predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b"))
+    assert trained.factors != base.factors

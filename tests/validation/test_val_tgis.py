@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from guide_opt.perf import ServingConfig
@@ -39,17 +40,51 @@ def test_one_user_sees_one_prefill_pass_then_single_sequence_decode_steps(config
     assert level.median_itl_ms == pytest.approx(decode_ms, rel=0.01)
 
 
-class _ConstantSteps:
+class _ConstantSteps(tgis._StepTimes):
     """Decode steps of 10 ms and prefill passes of 5 ms, whatever their shape."""
-
-    def __init__(self, config, settings):
-        pass
 
     def decode_s(self, contexts):
         return 0.010
 
     def prefill_s(self, prompts):
         return 0.005
+
+
+def test_the_kv_cost_adds_per_gib_of_cache_the_decode_step_holds(config):
+    """One user, 125-token prompt, 5 output tokens: every decode step holds 126..129 context tokens, one 64-token
+    bucket of 128. llama-7b's cache on one GPU: 32 layers x 2 (K, V) x 32 heads x 128 dims x 2 bytes = 0.5 MiB per
+    token, so 128 tokens hold 1/16 GiB and 1000 ms per GiB adds 62.5 ms to each gap."""
+    settings = tgis.TgisSettings(256, kv_ms_per_gib=1000.0)
+    level = tgis.tgis_closed_loop(config, 1, fixed_lengths(125, 5), settings, num_requests=5)
+    decode_ms = step_time(config, StepShape.decode(1, 128)).time_s * 1e3
+    assert level.median_itl_ms == pytest.approx(decode_ms + 62.5, rel=1e-9)
+    assert level.itl_batch == 1.0 and level.itl_kv_gib == pytest.approx(1 / 16)
+
+
+class _AlternatingLengths:
+    """Prompts of 100 tokens; outputs 3, 5, 3, 5, ... tokens by request number."""
+
+    def sample(self, rng, n):
+        return np.full(n, 100, dtype=np.int64), np.array([3 if i % 2 == 0 else 5 for i in range(n)], dtype=np.int64)
+
+
+def test_an_add_on_pass_pays_the_add_on_cost_and_pauses_the_running_batch(monkeypatch, config):
+    """Two users, batch limit 2, prefill 5 ms, decode 10 ms, add-on cost 100 ms, played by hand:
+    r0 (3 tokens) and r1 (5) are prefilled together at 5 ms (an idle server: no add-on cost); decode steps end at
+    15 and 25 ms, where r0 finishes and its user sends r2. One request runs, so one waiting request suffices:
+    r2's add-on pass ends at 25 + 5 + 100 = 130 ms (TTFT 105 ms), the next step at 140 ms, r2's last at 150 ms,
+    where r1 and r2 finish and r3, r4 arrive to an idle server: prefilled together at 155 ms (TTFT 5 ms).
+    Measured requests start at r2: TTFTs 105 and 5 ms, median 55 ms. r2's gaps 10, 10; r3's gaps 10, 10, then
+    115 (r5's add-on pass at 175 + 105 ms pauses it), 10: median ITL 10 ms."""
+    monkeypatch.setattr(tgis, "_StepTimes", _ConstantSteps)
+    level = tgis.tgis_closed_loop(config, 2, _AlternatingLengths(), tgis.TgisSettings(2, addon_overhead_ms=100.0), num_requests=1)
+    assert level.median_ttft_ms == pytest.approx(105.0)
+    level = tgis.tgis_closed_loop(config, 2, _AlternatingLengths(), tgis.TgisSettings(2, addon_overhead_ms=100.0), num_requests=2)
+    assert level.median_ttft_ms == pytest.approx(55.0)
+    assert level.median_itl_ms == pytest.approx(10.0)
+    # without the add-on cost, r2 waits for its 5 ms pass only
+    level = tgis.tgis_closed_loop(config, 2, _AlternatingLengths(), tgis.TgisSettings(2), num_requests=1)
+    assert level.median_ttft_ms == pytest.approx(5.0)
 
 
 def test_users_beyond_the_batch_limit_wait_a_whole_service(monkeypatch, config):
@@ -124,4 +159,4 @@ def test_the_tgis_fit_recovers_known_parameters_from_the_training_llms_only(cata
     points["EleutherAI/gpt-neox-20b"] = {"1 x A100": {u: (1e6, 1e6) for u in (1, 2, 4)}}
     one_user[("EleutherAI/gpt-neox-20b", "1 x A100")] = 1e6
     fits = pp.fit_tgis(table, points, one_user, ["llama-7b", "llama-13b"])
-    assert fits["A100"] == pp.TgisFit(0.7, 3.0, 12.0, 0.3)
+    assert pp.profile_fit(fits, "1 x A100") == pp.TgisFit(0.7, 3.0, 12.0, 0.3)
