@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_accuracy.py            # print the section as Markdown
     python benchmarks/bench_accuracy.py --write    # also replace section 1 of benchmarks/RESULTS.md
+    python benchmarks/bench_accuracy.py --llm-pilot-only --write   # only subsection 1.5 (LLM-Pilot's recommendation)
 
 What it measures (no timing assertions; wall times are informative only):
 
@@ -19,6 +20,7 @@ What it measures (no timing assertions; wall times are informative only):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -26,7 +28,7 @@ import sys
 import time
 from dataclasses import replace
 
-from bench_common import cpu_model, replace_results_section  # noqa: E402
+from bench_common import cpu_model, replace_results_section, replace_results_subsection  # noqa: E402
 from guide_opt.catalog import load_catalog
 from guide_opt.validation.accuracy import AccuracyRow, evaluate, summarize
 from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
@@ -144,11 +146,154 @@ def _steady_state_section(sources: dict, catalog, data_dir) -> list[str]:
     ]
 
 
+LLM_PILOT_HEADING = "### 1.5 LLM-Pilot GPU recommendation benchmark"
+PREDICTOR_LABELS = {"physics": "guide-opt physics: TGIS profile, closed-loop simulation, efficiencies fitted per GPU type",
+                    "learned": "learned baseline: gradient boosting on the characterization (the paper's method)",
+                    "hybrid": "hybrid: physics x learned residual",
+                    "tgis": "guide-opt TGIS batcher: TGIS's add-on rule step by step, host costs fitted per GPU type",
+                    "tgis-hybrid": "TGIS batcher x learned residual",
+                    "tgis-kv": "guide-opt TGIS batcher, costs per pod size, per sequence and per GiB of KV cache (default)"}
+
+
+def _first_violation(levels: dict, failed: dict, model: str, profile: str) -> str:
+    """Which limit the measured levels break first (the level after u_max), and that level's failed requests."""
+    from guide_opt.validation.llm_pilot import ITL_LIMIT_MS, NTTFT_LIMIT_MS_PER_TOKEN, USER_LEVELS
+
+    for users in USER_LEVELS:
+        if users not in levels:
+            return "not measured beyond"
+        nttft, itl = levels[users]
+        broken = [f"nTTFT {nttft:.0f}"] if nttft > NTTFT_LIMIT_MS_PER_TOKEN else []
+        broken += [f"ITL {itl:.0f}"] if itl > ITL_LIMIT_MS else []
+        if broken:
+            share = failed.get((model, profile, users), 0.0)
+            return f"{' and '.join(broken)} at u={users}" + (f" ({share:.0%} failed)" if share > 0.01 else "")
+    return "none up to 128"
+
+
+def llm_pilot_section(catalog, data_dir) -> tuple[list[str], list[list[str]], object, int]:
+    """Section 1.5 (Markdown lines), its method table, the static policy's score on the same LLMs and their count."""
+    from guide_opt.validation.llm_pilot import load_failed_fractions, load_points
+
+    variants = [("measured", True), ("all", True), ("measured", False)]
+    rec_table, details = [], None
+    for candidates, closed_loop in variants:
+        first = details is None
+        res = run_benchmark(data_dir, catalog, candidates=candidates, closed_loop=closed_loop, predictors=PREDICTORS if first else ())
+        itl = "cycle time / token" if closed_loop else "decode step (TPOT)"
+        for name, s in res.predictors.items():
+            rec_table.append([PREDICTOR_LABELS[name], candidates, "simulated" if name != "learned" else "-", pct(s.success_rate),
+                              pct(s.mean_overspend), f"{s.so_score:.3f}"])
+        for label, s in (("static estimator (vllm profile), calibrated (leave-one-LLM-out)", res.calibrated),
+                         ("static estimator (vllm profile), default factors", res.default)):
+            rec_table.append([label, candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
+        if details is None:
+            details, static_all, static_dec = res, res.static_policy_all, res.static_policy_decoder_only
+    n = len(details.calibrated.outcomes)
+    rec_table += [
+        [f"static policy 4 x (1 x A100), same {n} LLMs", "-", "-", pct(static_dec.success_rate), pct(static_dec.mean_overspend), f"{static_dec.so_score:.3f}"],
+        ["static policy 4 x (1 x A100), all 10 LLMs (our ground truth)", "-", "-", pct(static_all.success_rate), pct(static_all.mean_overspend), f"{static_all.so_score:.3f}"],
+        ["paper: LLM-Pilot (XGBoost, 10 LLMs)", "-", "-", "80%", "< 20%", "-"],
+        ["paper: best static policy (10 LLMs)", "-", "-", "50%", "-", "0.65"],
+    ]
+    out = [
+        LLM_PILOT_HEADING,
+        "",
+        "`guide-opt validate --llm-pilot` (JSON: `--format json`; `--candidates all` for the second line). U = 200 users,",
+        "median nTTFT <= 100 ms/token and median ITL <= 50 ms, u in {1, 2, ..., 128}, pods = ceil(U / u_max), AWS prices of",
+        "`llm_pilot/prices.csv`. Ground truth derived from `llm_pilot_aggregate.csv` with the same rule",
+        "(`llm_pilot_recommendation_groundtruth.csv` is not in validation_data); it reproduces the paper's best static policy",
+        f"(S/O {static_all.so_score:.4f}). Scored: the {n} decoder-only LLMs guide-opt models (the 4 T5-family LLMs are",
+        "encoder-decoder, out of scope). Predictions: static estimator, batch = u, the training LLMs' mean lengths",
+        f"(about {details.workloads[next(iter(details.workloads))].input_tokens} in / "
+        f"{details.workloads[next(iter(details.workloads))].output_tokens} out tokens), TGIS as the `vllm` profile, factors",
+        "fitted per GPU type on the other decoder-only LLMs' TTFT and ITL. `candidates measured`: the profiles LLM-Pilot",
+        "measured for that LLM; `all`: every priced profile (an unmeasured pick counts as a failure). The ITL reading",
+        "`cycle time / token` (batch latency / output tokens) is the default; `decode step` is shown for comparison.",
+        "",
+        md_table(["method", "candidates", "ITL read as", "success", "mean overspend", "S/O"], rec_table),
+        "",
+        "Predictors of u_max (`--predictor physics|learned|hybrid|tgis|tgis-hybrid|tgis-kv`, candidates measured; see",
+        "`guide_opt/validation/pilot_predictors.py`): physics simulates a closed loop of u users on the `tgis` profile",
+        "(whole-prompt prefill, 4096-token prefill limit, batch limit 12 for LLMs served without flash attention) with",
+        "efficiencies chosen per GPU type from a 27-point grid on the other decoder-only LLMs; learned is the paper's method",
+        "(scikit-learn HistGradientBoosting on llm_features / gpu_features / users, trained on the other 9 LLMs);",
+        "hybrid multiplies the physics prediction by a learned residual. tgis plays TGIS's own batching step by step",
+        "(`guide_opt/validation/tgis.py`: add-on prefill passes pulled once max(1, b (12 - w) / 12) requests wait) with the",
+        "memory efficiency, step overhead and host costs (per prefill pass, per running sequence per step) fitted per GPU",
+        "type on the other decoder-only LLMs; tgis-hybrid multiplies it by a learned residual. tgis-kv (the default) plays",
+        "the same batcher with what the measured levels show `tgis` lacks: a step overhead per pod size (TGIS's shard",
+        "processes: about 2-3 ms at 1 GPU, 4-6 ms at 2 and 8-10 ms at 4, where `tgis` has one value per GPU type), a host",
+        "cost per running sequence per pod size and one per GiB of KV cache the step holds on a GPU (the ITL grows with",
+        "load far more for LLMs with a large KV cache: llama-13b's 0.8 MB per token against starcoder's multi-query 20 kB),",
+        "fitted by linearized non-negative least squares on the relative ITL error of the training LLMs' levels with at",
+        "most 1% failed requests and ITL <= 75 ms (a level where requests failed for lack of memory reports the survivors'",
+        "medians), and an add-on cost for padded deployments (LLMs served without flash attention: TGIS re-pads the running",
+        "batch to merge an add-on into it) fitted on the other padded LLMs' nTTFT. Every TGIS fold simulates request",
+        "lengths from its training LLMs' rows only (before, every LLM's rows set the lengths; physics and hybrid still do).",
+        "",
+        "Per LLM (candidates measured, default ITL reading):",
+        "",
+    ]
+    per = []
+    for name, score in [*details.predictors.items(), ("static estimator, calibrated", details.calibrated)]:
+        for o in score.outcomes:
+            rec, best = o.choice, details.truth[o.model].best
+            per.append([name, o.model, f"{rec.pods} x ({rec.profile})" if rec else "-", f"{rec.cost_usd_per_hour:.2f}" if rec else "-",
+                        f"{best.pods} x ({best.profile})" if best else "-", f"{best.cost_usd_per_hour:.2f}" if best else "-",
+                        "yes" if o.success else "no", pct(o.overspend)])
+    out += [md_table(["method", "LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
+    points, failed = load_points(data_dir), load_failed_fractions(data_dir)
+    shown = [name for name in ("learned", "tgis", "tgis-kv") if name in details.predicted]
+    rows = []
+    for model, truth in details.truth.items():
+        if model not in details.predicted.get(shown[0], {}):
+            continue
+        for profile, true_u in sorted(truth.u_max_by_profile.items()):
+            rows.append([model, profile, str(true_u), _first_violation(points[model][profile], failed, model, profile)]
+                        + [str(details.predicted[name][model].predicted_u_max.get(profile, "-")) for name in shown])
+    accuracy = []
+    for name, recs in details.predicted.items():
+        itl_errors, nttft_errors = [], []
+        for model, rec in recs.items():
+            for profile, levels in rec.levels.items():
+                for users, (nttft, itl) in levels.items():
+                    measured = points[model][profile].get(users)
+                    if measured is None or failed.get((model, profile, users), 0.0) > 0.01 or not math.isfinite(itl):
+                        continue
+                    itl_errors.append(abs(itl / measured[1] - 1) * 100)
+                    nttft_errors.append(abs(nttft / measured[0] - 1) * 100)
+        if itl_errors:
+            accuracy.append([name, f"{statistics.median(itl_errors):.1f}", f"{statistics.fmean(itl_errors):.1f}",
+                             f"{statistics.median(nttft_errors):.1f}", str(len(itl_errors))])
+    out += ["Held-out accuracy of each predictor's levels (every measured level of the candidate profiles with at most 1%",
+            "failed requests, each LLM predicted by the fold that left it out; APE %):", "",
+            md_table(["predictor", "ITL median APE", "ITL mean APE", "nTTFT median APE", "levels"], accuracy), ""]
+    out += ["Predicted u_max per (LLM, profile) beside the measured one and the limit the measured levels break first",
+            "(the level after u_max; its share of failed requests when above 1%: those levels report the medians of the",
+            "requests that survived an out-of-memory error):", "",
+            md_table(["LLM", "profile", "true u_max", "first measured violation", *(f"{name} u_max" for name in shown)], rows), ""]
+    return out, rec_table, static_dec, n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="replace section 1 of benchmarks/RESULTS.md")
+    parser.add_argument("--llm-pilot-only", action="store_true",
+                        help="measure only section 1.5 (LLM-Pilot's recommendation benchmark); with --write replace only that subsection")
     args = parser.parse_args()
     catalog, data_dir = load_catalog(), default_data_dir()
+    if args.llm_pilot_only:
+        started = time.perf_counter()
+        section = llm_pilot_section(catalog, data_dir)[0]
+        section += [f"Produced by `python benchmarks/bench_accuracy.py --llm-pilot-only --write` ({cpu_model()}, {os.cpu_count()} "
+                    f"logical CPUs, Python {platform.python_version()}; CPU only) in {time.perf_counter() - started:.0f} s.", ""]
+        text = "\n".join(section)
+        print(text)
+        if args.write:
+            heading, body = text.split("\n", 1)
+            replace_results_subsection("## 1. Prediction accuracy", heading, body)
+        return 0
     out: list[str] = ["## 1. Prediction accuracy", ""]
     started = time.perf_counter()
     machine = f"{cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
@@ -272,70 +417,8 @@ def main() -> int:
             md_table(["source", "metric", "default", "calibrated", "<= 15%", "n"], held_rows), ""]
 
     # ---- 1.5 LLM-Pilot recommendation ----------------------------------------------------------
-    variants = [("measured", True), ("all", True), ("measured", False)]
-    rec_table, details = [], None
-    predictor_labels = {"physics": "guide-opt physics: TGIS profile, closed-loop simulation, efficiencies fitted per GPU type",
-                        "learned": "learned baseline: gradient boosting on the characterization (the paper's method)",
-                        "hybrid": "hybrid: physics x learned residual",
-                        "tgis": "guide-opt TGIS batcher: TGIS's add-on rule step by step, host costs fitted per GPU type",
-                        "tgis-hybrid": "TGIS batcher x learned residual"}
-    for candidates, closed_loop in variants:
-        first = details is None
-        res = run_benchmark(data_dir, catalog, candidates=candidates, closed_loop=closed_loop, predictors=PREDICTORS if first else ())
-        itl = "cycle time / token" if closed_loop else "decode step (TPOT)"
-        for name, s in res.predictors.items():
-            rec_table.append([predictor_labels[name], candidates, "simulated" if name != "learned" else "-", pct(s.success_rate),
-                              pct(s.mean_overspend), f"{s.so_score:.3f}"])
-        for label, s in (("static estimator (vllm profile), calibrated (leave-one-LLM-out)", res.calibrated),
-                         ("static estimator (vllm profile), default factors", res.default)):
-            rec_table.append([label, candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
-        if details is None:
-            details, static_all, static_dec = res, res.static_policy_all, res.static_policy_decoder_only
-    n = len(details.calibrated.outcomes)
-    rec_table += [
-        [f"static policy 4 x (1 x A100), same {n} LLMs", "-", "-", pct(static_dec.success_rate), pct(static_dec.mean_overspend), f"{static_dec.so_score:.3f}"],
-        ["static policy 4 x (1 x A100), all 10 LLMs (our ground truth)", "-", "-", pct(static_all.success_rate), pct(static_all.mean_overspend), f"{static_all.so_score:.3f}"],
-        ["paper: LLM-Pilot (XGBoost, 10 LLMs)", "-", "-", "80%", "< 20%", "-"],
-        ["paper: best static policy (10 LLMs)", "-", "-", "50%", "-", "0.65"],
-    ]
-    out += [
-        "### 1.5 LLM-Pilot GPU recommendation benchmark",
-        "",
-        "`guide-opt validate --llm-pilot` (JSON: `--format json`; `--candidates all` for the second line). U = 200 users,",
-        "median nTTFT <= 100 ms/token and median ITL <= 50 ms, u in {1, 2, ..., 128}, pods = ceil(U / u_max), AWS prices of",
-        "`llm_pilot/prices.csv`. Ground truth derived from `llm_pilot_aggregate.csv` with the same rule",
-        "(`llm_pilot_recommendation_groundtruth.csv` is not in validation_data); it reproduces the paper's best static policy",
-        f"(S/O {static_all.so_score:.4f}). Scored: the {n} decoder-only LLMs guide-opt models (the 4 T5-family LLMs are",
-        "encoder-decoder, out of scope). Predictions: static estimator, batch = u, the training LLMs' mean lengths",
-        f"(about {details.workloads[next(iter(details.workloads))].input_tokens} in / "
-        f"{details.workloads[next(iter(details.workloads))].output_tokens} out tokens), TGIS as the `vllm` profile, factors",
-        "fitted per GPU type on the other decoder-only LLMs' TTFT and ITL. `candidates measured`: the profiles LLM-Pilot",
-        "measured for that LLM; `all`: every priced profile (an unmeasured pick counts as a failure). The ITL reading",
-        "`cycle time / token` (batch latency / output tokens) is the default; `decode step` is shown for comparison.",
-        "",
-        md_table(["method", "candidates", "ITL read as", "success", "mean overspend", "S/O"], rec_table),
-        "",
-        "Predictors of u_max (`--predictor physics|learned|hybrid|tgis|tgis-hybrid`, candidates measured; see",
-        "`guide_opt/validation/pilot_predictors.py`): physics simulates a closed loop of u users on the `tgis` profile",
-        "(whole-prompt prefill, 4096-token prefill limit, batch limit 12 for LLMs served without flash attention) with",
-        "efficiencies chosen per GPU type from a 27-point grid on the other decoder-only LLMs; learned is the paper's method",
-        "(scikit-learn HistGradientBoosting on llm_features / gpu_features / users, trained on the other 9 LLMs);",
-        "hybrid multiplies the physics prediction by a learned residual. tgis plays TGIS's own batching step by step",
-        "(`guide_opt/validation/tgis.py`: add-on prefill passes pulled once max(1, b (12 - w) / 12) requests wait) with the",
-        "memory efficiency, step overhead and host costs (per prefill pass, per running sequence per step) fitted per GPU",
-        "type on the other decoder-only LLMs; tgis-hybrid multiplies it by a learned residual.",
-        "",
-        "Per LLM (candidates measured, default ITL reading):",
-        "",
-    ]
-    per = []
-    for name, score in [*details.predictors.items(), ("static estimator, calibrated", details.calibrated)]:
-        for o in score.outcomes:
-            rec, best = o.choice, details.truth[o.model].best
-            per.append([name, o.model, f"{rec.pods} x ({rec.profile})" if rec else "-", f"{rec.cost_usd_per_hour:.2f}" if rec else "-",
-                        f"{best.pods} x ({best.profile})" if best else "-", f"{best.cost_usd_per_hour:.2f}" if best else "-",
-                        "yes" if o.success else "no", pct(o.overspend)])
-    out += [md_table(["method", "LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
+    section, rec_table, static_dec, n = llm_pilot_section(catalog, data_dir)
+    out += section
 
     # ---- 1.6 summary ------------------------------------------------------------------------------
     lm = {r.metric: r for r in summarize(primary.comparisons)}
@@ -363,7 +446,7 @@ def main() -> int:
         "  Calibrated factors make the closed-loop ITL pessimistic at 32-64 users (100% success, large overspend); default",
         "  factors are optimistic (failures). The u_max threshold at ITL = 50 ms sits where TGIS's ITL grows with its batch",
         "  and its queue grows behind the add-on rule, which a static batch of u cannot represent; the predictors built on",
-        "  TGIS's batching rule (tgis, tgis-hybrid) model it.",
+        "  TGIS's batching rule (tgis, tgis-hybrid, tgis-kv) model it.",
         "",
     ]
     out += [f"Wall time of this script: {time.perf_counter() - started:.0f} s.", ""]

@@ -240,13 +240,18 @@ def predict_levels(config: ServingConfig, workload: Workload, *, closed_loop: bo
 
 @dataclass(frozen=True)
 class Recommendation:
-    """guide-opt's recommendation for one unseen LLM, its predicted u_max per profile, and the factors used."""
+    """guide-opt's recommendation for one unseen LLM, its predicted u_max per profile, and the factors used.
+
+    levels: the predicted (nTTFT, ITL) per user level of each profile (the predictors of
+    :mod:`~guide_opt.validation.pilot_predictors` fill it; empty for the static estimator).
+    """
 
     model: str
     llm_id: str
     choice: Choice | None
     predicted_u_max: dict[str, int]
     factors: dict[str, Any]
+    levels: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
 
 
 def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, prices: dict[str, float], workload: Workload,
@@ -393,7 +398,7 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
 
         factors: dict = {}
         if name in ("physics", "tgis", "tgis-kv"):
-            predicted = {p: u_max(base_levels(model, p) or {}) for p in profiles}
+            levels = {p: base_levels(model, p) or {} for p in profiles}
             if name == "physics":
                 factors = {p: _grid_factors(grid.get(llm_pilot_profile(p)[1], pp.FALLBACK_GRID_INDEX)) for p in profiles}
             else:
@@ -402,8 +407,9 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
             # the learned baseline trains on every other measured LLM (encoder-decoder ones too), as the paper does
             learned_train = [m for m in points if m != model] if name == "learned" else train
             fitted = pp.train_learned(points, llm_features, gpu_features, learned_train, physics=None if name == "learned" else base)
-            predicted = {p: u_max(fitted.levels(model, p, USER_LEVELS)) for p in profiles}
-        out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted, factors)
+            levels = {p: fitted.levels(model, p, USER_LEVELS) for p in profiles}
+        predicted = {p: u_max(found) for p, found in levels.items()}
+        out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted, factors, levels)
     return out
 
 

@@ -24,6 +24,15 @@ are trained on the *other* LLMs only (leave one LLM out).
   efficiency and step overhead from the one-user ITL, a prefill-pass host cost from the one-user
   TTFT, a host cost per running sequence per decode step from the loaded levels).
 - ``tgis-hybrid`` -- the ``tgis`` prediction times a learned residual, as ``hybrid``.
+- ``tgis-kv`` (the default) -- the same batcher, fitted per GPU type with what the measured levels
+  show ``tgis`` lacks (:func:`fit_tgis_kv`): a step overhead per pod size (TGIS's shard processes
+  cost more per step with more GPUs), a host cost per running sequence per pod size and one per
+  GiB of KV cache held on a GPU (the ITL of an LLM with a large KV cache grows faster with load),
+  fitted on the training levels where no more than 1% of requests failed, and an add-on cost of
+  padded deployments fitted on the other padded LLMs' nTTFT.
+
+Every TGIS fold simulates request lengths from its training LLMs' rows only
+(:func:`guide_opt.validation.llm_pilot.predictor_recommendations`).
 
 The request lengths of the simulated users are the benchmark's workload, common to every LLM:
 a log-normal per direction matching the mean and median prompt and output lengths of the
