@@ -144,6 +144,7 @@ def binding_constraints(problem: Problem, solution: Solution, preset: SolverPres
     """
     from guide_opt.explain import explain_binding
     from guide_opt.plan import Pick
+    from guide_opt.solvers.cpsat import CpSatSolver
     from guide_opt.space import build_space
 
     space = space or build_space(problem)
@@ -151,7 +152,7 @@ def binding_constraints(problem: Problem, solution: Solution, preset: SolverPres
     for ms, dep in zip(space.models, solution.deployments):
         match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
         plan.append(Pick(match, dep.replicas))
-    return explain_binding(space, tuple(plan), preset, deadline, seed=seed)
+    return explain_binding(space, tuple(plan), CpSatSolver(preset), deadline, seed=seed)
 
 
 def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:

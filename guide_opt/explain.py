@@ -13,19 +13,23 @@ Two layers (STYLE.md rule 8):
    "models[0].tpot_ms 62 ms"); the cheapest is the smallest relative change.
 
 For a solved problem :func:`explain_binding` drops each relaxable family in turn and
-reports what relaxing it would gain.
+reports what relaxing it would gain, re-solving with the solver it is given (any
+:class:`PlanRanker`: the solvers sit above this module, which imports none of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import Protocol
 
 from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
-from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, run_cp_sat, to_quanta
-from guide_opt.plan import MINIMIZED, Plan, objective_value
+from guide_opt.formulation import build_formulation, run_cp_sat
+from guide_opt.objectives import OBJECTIVES
+from guide_opt.plan import Plan, objective_value
+from guide_opt.quanta import TIME_QUANTUM_US, to_quanta
 from guide_opt.presets import SolverPreset
 from guide_opt.solution import Status
 from guide_opt.space import ModelSpace, SearchSpace
@@ -265,7 +269,18 @@ def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[
     }
 
 
-def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadline: Deadline | float | None = None,
+class PlanRanker(Protocol):
+    """What :func:`explain_binding` needs of a solver: its preset and the k best plans of an objective
+    (:meth:`guide_opt.solvers.base.Solver.best_plans`)."""
+
+    preset: SolverPreset
+
+    def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
+                   deadline: Deadline | float, seed: int):
+        """Up to ``k`` best plans of ``objective`` (a :class:`~guide_opt.solvers.base.PlanResult`)."""
+
+
+def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline: Deadline | float | None = None,
                     seed: int | None = None) -> list[dict]:
     """For a solved problem: each relaxable constraint and what dropping it would gain.
 
@@ -273,12 +288,12 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
     on ``deadline`` (the solve's own, so ``--time-limit-s`` bounds the whole answer; seconds
     or None: a budget of its own, see :func:`explanation_deadline`). Once it is spent the
     remaining constraints are listed as not evaluated (``binding`` None), so a large fleet
-    still answers promptly. ``seed``: CP-SAT's (default: the preset's).
+    still answers promptly. ``solver`` re-solves each relaxed problem (the front-ends pass
+    CP-SAT); ``seed``: its seed (default: its preset's).
     """
-    from guide_opt.solvers.cpsat import CpSatSolver
-
     problem = space.problem
     objective = problem.objective
+    kind = OBJECTIVES[objective]
     base_value = objective_value(objective, plan)
     families = []
     if problem.budget_per_hour is not None:
@@ -293,7 +308,7 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                 families.append((f"models[{m}].slo.{key}", {"models": [
                     r.model_copy(update={"slo": r.slo.model_copy(update={key: None})}) if j == m else r for j, r in enumerate(problem.models)]}))
     out = []
-    solver = CpSatSolver(preset)
+    preset = solver.preset
     deadline = explanation_deadline(preset, deadline)
     seed = seed if seed is not None else preset.seed
     for name, update in families:
@@ -302,7 +317,7 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                         "text": f"{name}: not evaluated (the {deadline.total_s:g} s time limit was spent; --no-explain skips this report)"})
             continue
         relaxed_problem = problem.model_copy(update=update)
-        if objective == "max_throughput" and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
+        if kind.grows_with_replicas and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
@@ -313,10 +328,10 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                             "text": f"{name}: not evaluated (no relaxed plan within the time limit)"})
             continue
         value = objective_value(objective, result.plans[0])
-        gain = (base_value - value) if objective in MINIMIZED else (value - base_value)
+        gain = (base_value - value) if kind.minimized else (value - base_value)
         binding = gain > 1e-9 * max(1.0, abs(base_value))
         out.append({"constraint": name, "binding": binding, "status": result.status.value, "objective_if_relaxed": value, "gain": gain,
-                    "text": _gain_text(name, objective, gain) if binding else f"{name} does not bind"})
+                    "text": f"{name} binds: relaxing it would {kind.gain_text(gain)}" if binding else f"{name} does not bind"})
     return out
 
 
@@ -329,15 +344,4 @@ def _refilter(ms: ModelSpace, problem) -> ModelSpace:
                            if not (v == "ttft_slo" and req.slo.ttft_ms is None) and not (v == "tpot_slo" and req.slo.tpot_ms is None))
         candidates.append(dataclasses.replace(c, violations=violations))
     return dataclasses.replace(ms, requirement=req, candidates=candidates)
-
-
-def _gain_text(name: str, objective: str, gain: float) -> str:
-    if objective == "min_cost":
-        return f"{name} binds: relaxing it would save ${gain:.2f}/h"
-    if objective == "max_throughput":
-        return f"{name} binds: relaxing it would add {gain:,.0f} tokens/s"
-    if objective == "max_served":
-        return f"{name} binds: relaxing it would serve {gain:.1f} percentage points more of the demand"
-    return f"{name} binds: relaxing it would cut latency by {gain:.1f} ms"
-
 

@@ -57,7 +57,8 @@ from ortools.sat.python import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.explain import candidate_report, explanation_deadline, infeasibility_report, minimal_conflict
-from guide_opt.formulation import COST_QUANTUM_USD_PER_H, run_cp_sat, to_quanta
+from guide_opt.formulation import run_cp_sat
+from guide_opt.quanta import COST_QUANTUM_USD_PER_H, to_quanta
 
 #: Longest job duration represented in the model, in time quanta (2**40: millennia at 1-minute quanta).
 MAX_JOB_QUANTA = 2**40
