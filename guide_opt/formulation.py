@@ -27,8 +27,9 @@ needs no change here. Costs are quantized by rounding
 (exact for prices with up to six decimals); times and throughputs are only objective
 coefficients and are re-evaluated exactly when the plan is decoded.
 
-Constraint families carry enforcement literals (``memory``, ``ttft_slo``, ``tpot_slo``,
-``demand`` per LLM; ``budget``, ``inventory[gpu]``, ``max_gpus`` shared) so that
+Constraint families (:class:`guide_opt.families.Family`) carry enforcement literals
+(``memory``, ``ttft_slo``, ``tpot_slo``, ``demand`` per LLM; ``budget``, ``inventory[gpu]``,
+``max_gpus`` shared) so that
 :mod:`guide_opt.explain` can re-solve with assumptions and name a conflict.
 """
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
+from guide_opt.families import Family, gpu_family, llm_family, shared_family
 from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
@@ -87,7 +89,7 @@ class Formulation:
     use: list[cp_model.IntVar]
     replicas: list[cp_model.IntVar]
     by_model: list[list[int]]
-    family_literals: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    family_literals: dict[Family, cp_model.IntVar] = field(default_factory=dict)
     cost_expr: cp_model.LinearExpr | None = None
     objective_expr: cp_model.LinearExpr | None = None
     expressions: dict[str, cp_model.LinearExpr] = field(default_factory=dict)
@@ -207,16 +209,16 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     problem = space.problem
     prune = prune and not space.excluded_combinations
     model = cp_model.CpModel()
-    literals: dict[str, cp_model.IntVar] = {}
+    literals: dict[Family, cp_model.IntVar] = {}
     kind = OBJECTIVES[objective]
     served_mode = kind.replicas == "share" and not explain
 
-    def family(name: str):
+    def family(f: Family):
         if not explain:
             return None
-        if name not in literals:
-            literals[name] = model.NewBoolVar(name)
-        return literals[name]
+        if f not in literals:
+            literals[f] = model.NewBoolVar(f.name)
+        return literals[f]
 
     candidates, use, replicas, by_model = [], [], [], []
     pruned_total = 0
@@ -266,10 +268,10 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             model.Add(r >= 1).OnlyEnforceIf(u)
             model.Add(r == 0).OnlyEnforceIf(u.Not())
             if c.replicas_min is not None and c.replicas_min > 1:
-                lit = family(f"{ms.label}.demand")
+                lit = family(llm_family("demand", ms))
                 model.Add(r >= c.replicas_min).OnlyEnforceIf([u] if lit is None else [u, lit])
             for violated in c.violations if explain else ():
-                lit = family(f"{ms.label}.{violated}")
+                lit = family(llm_family(violated, ms))
                 model.Add(u == 0).OnlyEnforceIf(lit)
             use.append(u)
             replicas.append(r)
@@ -286,7 +288,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     if problem.budget_per_hour is not None:
         ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
         if explain:
-            ct.OnlyEnforceIf(family("budget"))
+            ct.OnlyEnforceIf(family(shared_family("budget")))
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})
     for gpu_id in gpu_ids:
         limit = problem.hardware.inventory.get(gpu_id)
@@ -295,11 +297,11 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         used = sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates) if c.shape.gpu.id == gpu_id)
         ct = model.Add(used <= limit)
         if explain:
-            ct.OnlyEnforceIf(family(f"inventory[{gpu_id}]"))
+            ct.OnlyEnforceIf(family(gpu_family("inventory", gpu_id)))
     if problem.hardware.max_gpus is not None:
         ct = model.Add(sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates)) <= problem.hardware.max_gpus)
         if explain:
-            ct.OnlyEnforceIf(family("max_gpus"))
+            ct.OnlyEnforceIf(family(shared_family("max_gpus")))
 
     expressions = {name: _objective_expression(o, candidates, use, replicas) for name, o in OBJECTIVES.items()
                    if o.coefficient is not None and o.replicas != "share"}

@@ -200,9 +200,9 @@ for _kind in (
     register_objective(_kind)
 
 
-def minimized_objectives() -> frozenset[str]:
-    """Names of the objectives that are minimized (the rest are maximized)."""
-    return frozenset(name for name, o in OBJECTIVES.items() if o.minimized)
+def schedule_reporting(objective: str) -> str:
+    """The entry a batch-job schedule solved for ``objective`` is reported in: its own (``min_makespan``, h), else ``schedule_cost`` ($)."""
+    return objective if OBJECTIVES[objective].stack == "schedule" else "schedule_cost"
 
 
 def problem_objectives() -> tuple[str, ...]:
