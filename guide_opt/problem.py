@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from guide_opt.catalog import load_catalog, read_yaml
@@ -26,8 +26,9 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 DEFAULT_TP_DEGREES = (1, 2, 4, 8)
 DEFAULT_PP_DEGREES = (1,)
 
-def _registered_objective(name: str) -> str:
-    """``name`` when it is a problem objective of the registry (:data:`guide_opt.objectives.OBJECTIVES`); else pydantic's literal error."""
+def _registered_objective(name: object) -> object:
+    """``name`` when it is a problem objective of the registry (:data:`guide_opt.objectives.OBJECTIVES`); else pydantic's literal
+    error, for any input (checked before the type, so a number or a list gets the same line as a misspelling)."""
     names = problem_objectives()
     if name not in names:
         expected = ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}"
@@ -35,7 +36,7 @@ def _registered_objective(name: str) -> str:
     return name
 
 
-Objective = Annotated[str, AfterValidator(_registered_objective)]
+Objective = Annotated[str, BeforeValidator(_registered_objective)]
 """What to optimize: a problem objective of the registry (:mod:`guide_opt.objectives`, one entry each).
 
 - ``min_cost``: $/h of the plan (of a batch-job schedule: $ of the whole schedule).
