@@ -16,7 +16,7 @@ each taking ``L``::
 
 which is never shorter than ``requests x L / (r x b)``, so a job that meets its deadline here
 also meets the fleet plan's demand check. In the CP-SAT model time is an integer number of
-quanta of ``scheduling.time_quantum_s`` seconds (:func:`~guide_opt.formulation.to_quanta`):
+quanta of ``scheduling.time_quantum_s`` seconds (:func:`~guide_opt.quanta.to_quanta`):
 durations round *up*, deadlines round *down*, so every slot the model reserves covers the
 real duration and ends by the real deadline.
 
