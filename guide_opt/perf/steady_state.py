@@ -200,6 +200,7 @@ class StepTable:
         self._windows: dict[tuple[int, int], Window] = {}
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._dense_rows: dict[int, np.ndarray] = {}
+        self._step_times: dict[StepShape, float] = {}
         self._answers: dict[tuple, object] = {}
 
     def memo(self, key: tuple, compute):
@@ -239,11 +240,20 @@ class StepTable:
             if decode is not None:
                 shape = StepShape(shape.new_tokens + decode.new_tokens, shape.sequences + decode.sequences,
                                   shape.attended_tokens + decode.attended_tokens, shape.kv_read_tokens + decode.kv_read_tokens)
-            t = step_time(config, shape, pipeline_fill=True).time_s
+            t = self._step_s(shape)
             elapsed += t
             steps.append(t)
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
+
+    def _step_s(self, shape: StepShape) -> float:
+        """:func:`~guide_opt.perf.step.step_time` of a prefill step of this configuration (pipeline fill
+        included), memoised: the windows of neighbouring prompt counts repeat many steps (a third of
+        a quickstart build's steps)."""
+        found = self._step_times.get(shape)
+        if found is None:
+            found = self._step_times[shape] = step_time(self.config, shape, pipeline_fill=True).time_s
+        return found
 
     def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The exact windows at ``decodes`` on :func:`prompt_grid` up to :meth:`linear_from_prompts`:
@@ -306,8 +316,11 @@ class StepTable:
     def poisson_window(self, decodes: float, slots: int, mean: float) -> tuple[float, float]:
         """:meth:`mean_window` over Poisson(``mean``) prompt counts (:func:`_prompt_counts`): the same
         operations on the same numbers without the general path's checks (the fixed points' inner loop)."""
-        k, pmf = _prompt_counts(mean)
-        first, size = int(k[0]), int(k[-1]) + 1
+        if mean > 0:
+            size = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)) + 1
+            first, pmf = _poisson_terms(mean, size - 1)
+        else:
+            first, size, pmf = 0, 1, _CERTAIN
         lo, hi, w = self._neighbours(decodes, slots)
         low = self._dense_rows.get(lo)
         if low is None or low.shape[1] < size:
@@ -319,7 +332,10 @@ class StepTable:
                 high = self._dense(hi, size)
             rows = (1 - w) * rows + w * high[:2, first:size]
         weighted = rows * pmf
-        return _fsum(weighted[0], nonnegative=True), _fsum(weighted[1], nonnegative=True)
+        if len(pmf) < FSUM_ORDER_FROM:  # _fsum's own choice, without its call
+            return math.fsum(weighted[0].tolist()), math.fsum(weighted[1].tolist())
+        weighted.sort(axis=1)
+        return math.fsum(weighted[0, ::-1].tolist()), math.fsum(weighted[1, ::-1].tolist())
 
     def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
         """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
@@ -465,16 +481,26 @@ def _uniform_dist(width_s: np.ndarray, weights: np.ndarray, points: int = 8) -> 
 POISSON_LOWER_SIGMAS = math.sqrt(2.0 * math.log(1e30))
 
 
+#: Poisson(0): no prompt, certainly (read-only).
+_CERTAIN = np.ones(1)
+_CERTAIN.setflags(write=False)
+
+
 def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Poisson(mean) on first..limit, the tail above ``limit`` lumped onto it (first: :data:`POISSON_LOWER_SIGMAS` below the mean)."""
     if mean <= 0:
         return np.zeros(1), np.ones(1)
+    first, pmf = _poisson_terms(mean, limit)
+    return _support(limit)[0][first:], pmf
+
+
+def _poisson_terms(mean: float, limit: int) -> tuple[int, np.ndarray]:
+    """The first count and the probabilities of :func:`_poisson_pmf` (``mean`` > 0)."""
     first = max(0, int(mean - POISSON_LOWER_SIGMAS * math.sqrt(mean)))
     k, _, log_factorials = _support(limit)
-    k = k[first:]
-    pmf = np.exp(k * math.log(mean) - mean - log_factorials[first:])
+    pmf = np.exp(k[first:] * math.log(mean) - mean - log_factorials[first:])
     pmf[-1] += max(0.0, 1.0 - _fsum(pmf, nonnegative=True))
-    return k, pmf
+    return first, pmf
 
 
 @functools.lru_cache(maxsize=4096)
