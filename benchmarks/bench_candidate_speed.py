@@ -8,7 +8,9 @@ Run::
 Builds the search space (``build_space``, one process) of the fleet of ``--models`` services of
 ``bench_planning.fleet_problem`` (or of ``--problem``) once with the reference's ``guide_opt``
 and once with this checkout's, each in a fresh process, one after the other; prints CPU and wall
-seconds of each build, their ratio, and whether every candidate's figures are identical.
+seconds of each build, their ratio, and how the candidates compare: ``identical``, ``within R
+relative`` (R: the largest relative difference of any float figure, every other field -- shape,
+batch, fit, replicas, violations -- equal) or what differs first.
 """
 
 from __future__ import annotations
