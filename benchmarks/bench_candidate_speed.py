@@ -8,12 +8,15 @@ Run::
 Builds the search space (``build_space``, one process) of the fleet of ``--models`` services of
 ``bench_planning.fleet_problem`` (or of ``--problem``) once with the reference's ``guide_opt``
 and once with this checkout's, each in a fresh process, one after the other; prints CPU and wall
-seconds of each build, their ratio, and whether every candidate's figures are identical.
+seconds of each build, their ratio, and how the candidates compare: ``identical``, ``within R
+relative`` (R: the largest relative difference of any float figure, every other field -- shape,
+batch, fit, replicas, violations -- equal) or what differs first.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import subprocess
 import sys
@@ -62,9 +65,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ref = build(args.reference.resolve(), source, Path(tmp) / "ref.pkl")
         new = build(ROOT, source, Path(tmp) / "new.pkl")
-        same = pickle.loads((Path(tmp) / "ref.pkl").read_bytes()) == pickle.loads((Path(tmp) / "new.pkl").read_bytes())
-    print(f"| {source} | {new[2]:,} | {ref[0]:.1f} / {ref[1]:.1f} | {new[0]:.1f} / {new[1]:.1f} | {ref[0] / new[0]:.2f}x | "
-          f"{'identical' if same else 'DIFFERENT'} |")
+        verdict = compare(pickle.loads((Path(tmp) / "ref.pkl").read_bytes()), pickle.loads((Path(tmp) / "new.pkl").read_bytes()))
+    print(f"| {source} | {new[2]:,} | {ref[0]:.1f} / {ref[1]:.1f} | {new[0]:.1f} / {new[1]:.1f} | {ref[0] / new[0]:.2f}x | {verdict} |")
+
+
+def compare(ref: list, new: list) -> str:
+    """``identical``, ``within R`` (the largest relative difference of any float figure, every
+    other field equal), or what differs first."""
+    if len(ref) != len(new) or any(len(a) != len(b) for a, b in zip(ref, new)):
+        return "DIFFERENT candidates"
+    worst = 0.0
+    for rows_a, rows_b in zip(ref, new):
+        for a, b in zip(rows_a, rows_b):
+            for x, y in zip(a, b):
+                if isinstance(x, float) and isinstance(y, float):
+                    if x != y and not (math.isinf(x) and x == y):
+                        worst = max(worst, abs(x - y) / max(abs(x), abs(y)))
+                elif x != y:
+                    return f"DIFFERENT ({a[0]} batch {a[1]}: {x!r} vs {y!r})"
+    return "identical" if worst == 0.0 else f"within {worst:.1e} relative"
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def peak_memory_mib() -> float:
 
 
 def part_a(sizes: list[int], repeats: int, explain: bool) -> None:
-    from guide_opt.answer import binding_constraints
+    from guide_opt.api import binding_constraints
     from guide_opt.presets import load_preset
 
     print(f"### A. Fleet scale: n services x {len(GPUS)} GPU types, median of {repeats} run(s)\n")

@@ -1,19 +1,15 @@
-"""The answers every front-end gives: a solved problem's JSON and one configuration's estimate.
+"""The JSON every front-end gives: a solved problem's payload and one configuration's estimate.
 
-``guide-opt solve`` and the web planner (:mod:`guide_opt.web`) both call :func:`solve_answer`,
-so a web session and the CLI run of its downloaded problem file answer with the same JSON
-(``solve --format json``). The dispatch is the CLI's: ``objective: pareto`` computes the
-frontier (:mod:`guide_opt.pareto`), batch-job schedules go to :mod:`guide_opt.scheduling`,
-everything else (single deployments and fleets) to the chosen solver, then verification and,
-when asked, the binding-constraint report. Rendering (tables, charts, refinement) stays with
-the front-ends. :func:`estimate_payload` is the JSON of ``guide-opt estimate`` (a burst) and
-:func:`steady_payload` that of ``estimate --concurrency / --rate`` (a steady state).
+:func:`solved_payload` and :func:`with_artifacts` build the object ``solve --format json``
+prints from a solution (the orchestrator, :func:`guide_opt.api.solve`, calls them);
+:func:`check_contexts` and :func:`in_problem_file` are the input checks and error phrasing
+the CLI and the web planner share. :func:`estimate_payload` is the JSON of ``guide-opt
+estimate`` (a burst) and :func:`steady_payload` that of ``estimate --concurrency / --rate``
+(a steady state).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from guide_opt.catalog import load_catalog
@@ -25,88 +21,8 @@ from guide_opt.problem import Problem
 from guide_opt.solution import Solution
 
 if TYPE_CHECKING:
-    from guide_opt.deadline import Deadline
-    from guide_opt.pareto import Frontier
     from guide_opt.perf import Estimate
     from guide_opt.perf.steady_state import SteadyState
-    from guide_opt.scheduling import Schedule
-    from guide_opt.space import SearchSpace
-
-#: A progress sink: receives one short sentence per stage of a solve.
-Progress = Callable[[str], None]
-
-
-def _silent(_message: str) -> None:
-    """The default :data:`Progress` sink: says nothing."""
-
-
-@dataclass
-class Answer:
-    """A solved problem: the :class:`Solution`, the JSON payload, and what renderers need.
-
-    payload: the object ``solve --format json`` prints (the front-ends may add keys such as
-        ``plot`` or ``refinement``).
-    space: the evaluated search space (None when the solver built its own and did not return it).
-    frontier / schedule: the Pareto frontier or batch-job schedule, for those objectives.
-    """
-
-    solution: Solution
-    payload: dict[str, Any]
-    space: "SearchSpace | None" = None
-    frontier: "Frontier | None" = None
-    schedule: "Schedule | None" = None
-
-    @property
-    def exit_code(self) -> int:
-        """0 when an answer was found, 2 otherwise (the CLI's exit codes)."""
-        return 0 if self.solution.status.found else 2
-
-
-def solve_answer(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset, time_limit_s: float | None = None,
-                 seed: int | None = None, explain: bool = True, workers: int | None = None, progress: Progress = _silent) -> Answer:
-    """Solve ``problem`` and build the JSON answer of ``guide-opt solve --format json``.
-
-    ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
-    a server running several solves at once passes 1). ``progress`` receives a sentence at
-    each stage. Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
-    raise (the payload carries the explanation).
-    """
-    from guide_opt.space import build_space
-
-    if problem.objective == "pareto":
-        return with_artifacts(problem, _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
-    if problem.is_schedule:
-        return with_artifacts(problem, _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress))
-    from guide_opt.deadline import Deadline
-    from guide_opt.plan import verification_problem
-    from guide_opt.solvers import get_solver
-    from guide_opt.verify import verify
-
-    solver = get_solver(solver_name, preset)
-    started = time.perf_counter()
-    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
-    space = build_space(problem, workers=workers)
-    build_s = time.perf_counter() - started
-    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    progress(f"{space.candidate_count:,} candidates in {build_s:.1f} s; solving with {solver_name} "
-             "(then the top-3 and the best-throughput / minimum-latency picks) ...")
-    solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)
-    violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
-    binding = []
-    if explain and solution.status.found:
-        progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
-        deadline.phase("explanation")
-        binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
-        deadline.phase(None)
-    payload = solved_payload(problem, solution, violations)
-    payload["stats"]["timing"] = deadline.timing(space_build_s=build_s) | {"total_s": round(time.perf_counter() - started, 4)}
-    if binding:
-        payload["binding_constraints"] = binding
-    if problem.objective == "max_served" and solution.status.found:
-        from guide_opt.plan import served_percent
-
-        payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
-    return with_artifacts(problem, Answer(solution, payload, space=space))
 
 
 def solved_payload(problem: Problem, solution: Solution, violations: list | None = None) -> dict[str, Any]:
@@ -134,54 +50,6 @@ def with_artifacts(problem: Problem, answer: Answer) -> Answer:
         for entry, artifacts in zip(answer.payload["deployments"], built):
             entry["artifacts"] = artifacts.to_json()
     return answer
-
-
-def binding_constraints(problem: Problem, solution: Solution, preset: SolverPreset, space: "SearchSpace | None" = None, *,
-                        deadline: "Deadline | float | None" = None, seed: int | None = None) -> list[dict]:
-    """Which constraints bind at ``solution`` and what relaxing each would gain (:func:`~guide_opt.explain.explain_binding`).
-
-    ``deadline``: the solve's, so that the report shares ``--time-limit-s`` (None: a budget of its own).
-    """
-    from guide_opt.explain import explain_binding
-    from guide_opt.plan import Pick
-    from guide_opt.space import build_space
-
-    space = space or build_space(problem)
-    plan = []
-    for ms, dep in zip(space.models, solution.deployments):
-        match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
-        plan.append(Pick(match, dep.replicas))
-    return explain_binding(space, tuple(plan), preset, deadline, seed=seed)
-
-
-def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
-    """``objective: pareto``: the exact frontier, its points and the cheapest point as the solution."""
-    from guide_opt.pareto import frontier_json, solve_pareto
-    from guide_opt.space import build_space
-
-    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
-    space = build_space(problem, workers=workers) if workers is not None else None
-    progress("computing the exact Pareto frontier (one CP-SAT solve per point) ...")
-    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
-    payload = solved_payload(problem, solution)
-    payload.update(frontier_json(space, frontier))
-    return Answer(solution, payload, space=space, frontier=frontier)
-
-
-def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
-    """Batch jobs scheduled on the GPU pool: the schedule, verified."""
-    from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
-    from guide_opt.space import build_space
-
-    progress(f"evaluating the candidates of {len(problem.models)} batch job(s) with the performance model ...")
-    space = build_space(problem, workers=workers) if workers is not None else None
-    progress("scheduling the jobs on the GPU pool with CP-SAT ...")
-    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
-    violations = verify_schedule(problem, schedule, space) if solution.status.found else []
-    payload = solved_payload(problem, solution, violations)
-    payload["objective_unit"] = "h" if problem.objective == "min_makespan" else "$"
-    payload.update(schedule_json(schedule))
-    return Answer(solution, payload, space=space, schedule=schedule)
 
 
 def check_contexts(problem: Problem) -> None:

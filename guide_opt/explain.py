@@ -13,30 +13,29 @@ Two layers (STYLE.md rule 8):
    "models[0].tpot_ms 62 ms"); the cheapest is the smallest relative change.
 
 For a solved problem :func:`explain_binding` drops each relaxable family in turn and
-reports what relaxing it would gain.
+reports what relaxing it would gain, re-solving with the solver it is given (any
+:class:`PlanRanker`: the solvers sit above this module, which imports none of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
-from guide_opt.formulation import TIME_QUANTUM_US, build_formulation, run_cp_sat, to_quanta
-from guide_opt.plan import MINIMIZED, Plan, objective_value
+from guide_opt.families import Family
+from guide_opt.formulation import build_formulation, run_cp_sat
+from guide_opt.objectives import OBJECTIVES
+from guide_opt.plan import Plan, objective_value
+from guide_opt.quanta import TIME_QUANTUM_US, to_quanta
 from guide_opt.presets import SolverPreset
 from guide_opt.solution import Status
 from guide_opt.space import ModelSpace, SearchSpace
-
-_FAMILY_TEXT = {
-    "memory": "does not fit in GPU memory",
-    "ttft_slo": "misses the TTFT SLO",
-    "tpot_slo": "misses the TPOT SLO",
-    "demand": "needs more than search.max_replicas replicas for the demand",
-}
-
 
 def candidate_report(ms: ModelSpace) -> dict:
     """Per-LLM pre-check: pruned shapes, why candidates fail, and the best values reached."""
@@ -47,7 +46,7 @@ def candidate_report(ms: ModelSpace) -> dict:
         "shapes_pruned": [{"reason": r, "count": n} for r, n in sorted(ms.pruned.items(), key=lambda kv: -kv[1])],
         "candidates": len(ms.candidates),
         "candidates_feasible": sum(c.feasible for c in ms.candidates),
-        "candidates_failing": {family: counts[family] for family in _FAMILY_TEXT if counts[family]},
+        "candidates_failing": {family: counts[family] for family in FAMILY_KINDS if FAMILY_KINDS[family].failing and counts[family]},
     }
     if fitting:
         best_ttft = min(fitting, key=lambda c: c.ttft_s)
@@ -66,7 +65,7 @@ def _precheck_reasons(space: SearchSpace) -> list[str]:
             continue
         if not any(c.feasible for c in ms.candidates):
             counts = Counter(v for c in ms.candidates for v in c.violations)
-            parts = [f"{n} of {len(ms.candidates)} candidates {_FAMILY_TEXT[f]}" for f, n in counts.most_common()]
+            parts = [f"{n} of {len(ms.candidates)} candidates {FAMILY_KINDS[f].failing}" for f, n in counts.most_common()]
             fitting = [c for c in ms.candidates if c.fits]
             slo = ms.requirement.slo
             if fitting and slo.tpot_ms is not None:
@@ -84,29 +83,32 @@ def explanation_deadline(preset: SolverPreset, deadline: Deadline | float | None
     return Deadline.of(deadline if deadline is not None else preset.time_limit_s)
 
 
-def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_model.IntVar], preset: SolverPreset,
-                     deadline: Deadline | float | None = None) -> list[str]:
+def minimal_conflict(model: cp_model.CpModel, family_literals: dict[Family, cp_model.IntVar], preset: SolverPreset,
+                     deadline: Deadline | float | None = None) -> list[Family]:
     """A minimal set of the named families whose literals, assumed true, make ``model`` infeasible.
 
     CP-SAT's sufficient assumptions give a conflicting subset; deletion filtering then drops
     every family whose removal keeps the rest infeasible, so each name returned is necessary
-    to the conflict. Empty when the model is feasible with every family enforced. Every
+    to the conflict (in name order). Empty when the model is feasible with every family enforced. Every
     re-solve draws on ``deadline`` (see :func:`explanation_deadline`); a deletion step that
     runs out of time keeps its family (the set stays a conflict, perhaps not a minimal one).
     """
     deadline = explanation_deadline(preset, deadline)
-    by_index = {v.Index(): name for name, v in family_literals.items()}
+    by_index = {v.Index(): f for f, v in family_literals.items()}
 
-    def infeasible_under(names: list[str]) -> tuple[bool, list[str]]:
+    def by_name(families) -> list[Family]:
+        return sorted(families, key=lambda f: f.name)
+
+    def infeasible_under(names: list[Family]) -> tuple[bool, list[Family]]:
         model.ClearAssumptions()
         model.AddAssumptions([family_literals[n] for n in names])
         # one worker: cores are reported by the single-thread search
         status, solver = run_cp_sat(model, preset, deadline, num_workers=1)
         if status is not Status.INFEASIBLE:
             return False, []
-        return True, sorted(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
+        return True, by_name(by_index[i] for i in solver.SufficientAssumptionsForInfeasibility() if i in by_index)
 
-    infeasible, core = infeasible_under(sorted(family_literals))
+    infeasible, core = infeasible_under(by_name(family_literals))
     if infeasible:
         for name in list(core):
             still, smaller = infeasible_under([n for n in core if n != name])
@@ -116,39 +118,20 @@ def minimal_conflict(model: cp_model.CpModel, family_literals: dict[str, cp_mode
     return core if infeasible else []
 
 
-def conflicting_families(space: SearchSpace, preset: SolverPreset, deadline: Deadline | float | None = None) -> list[str]:
+def conflicting_families(space: SearchSpace, preset: SolverPreset, deadline: Deadline | float | None = None) -> list[Family]:
     """A minimal set of constraint families that together make the problem infeasible (see :func:`minimal_conflict`)."""
     form = build_formulation(space, "min_cost", explain=True)
     return minimal_conflict(form.model, form.family_literals, preset, deadline)
 
 
-def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset, deadline: Deadline) -> Plan | None:
-    """Optimize the quantity limited by ``dropped`` with every other family enforced."""
+def _relaxed_optimum(space: SearchSpace, dropped: Family, preset: SolverPreset, deadline: Deadline) -> Plan | None:
+    """Optimize the quantity limited by ``dropped`` with every other family enforced (None: not relaxable, or no plan)."""
     form = build_formulation(space, "min_cost", explain=True)
-    model = form.model
-    for name, lit in form.family_literals.items():
-        model.Add(lit == (0 if name == dropped else 1))
-    family = dropped.rsplit(".", 1)[-1]
-    if family in ("ttft_slo", "tpot_slo"):
-        m = int(dropped.split("[", 1)[1].split("]", 1)[0])
-        key = "ttft_s" if family == "ttft_slo" else "tpot_s"
-        model.Minimize(sum(form.use[i] * to_quanta(getattr(c, key) * 1e6, TIME_QUANTUM_US, "up")
-                           for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
-        for i, c in enumerate(form.candidates):
-            if c.model_index == m and not c.fits:
-                model.Add(form.use[i] == 0)
-    elif dropped.startswith("inventory["):
-        gpu_id = dropped[len("inventory["):-1]
-        model.Minimize(sum(form.replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(form.candidates) if c.shape.gpu.id == gpu_id))
-    elif dropped == "max_gpus":
-        model.Minimize(sum(form.replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(form.candidates)))
-    elif family == "memory":
-        return None  # physical: no relaxation to offer
-    elif family == "demand":
-        m = int(dropped.split("[", 1)[1].split("]", 1)[0])
-        model.Maximize(sum(form.replicas[i] * _served_quanta(space, c) for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
-    # budget: the cheapest plan (min cost, the formulation's objective) is the right measure
-    status, solver = run_cp_sat(model, preset, deadline)
+    for family, lit in form.family_literals.items():
+        form.model.Add(lit == (0 if family == dropped else 1))
+    if not FAMILY_KINDS[dropped.kind].relax(form, dropped):
+        return None
+    status, solver = run_cp_sat(form.model, preset, deadline)
     return form.decode(solver) if status.found else None
 
 
@@ -156,76 +139,141 @@ def _relaxed_optimum(space: SearchSpace, dropped: str, preset: SolverPreset, dea
 DEMAND_QUANTUM = 1e-3
 
 
-def _served_quanta(space: SearchSpace, c) -> int:
+def _served_quanta(c) -> int:
     """Demand one replica of candidate ``c`` serves, in DEMAND_QUANTUM units (rate, users or job requests)."""
     served = c.demand_served_per_replica
     return to_quanta(served if served is not None else 1.0, DEMAND_QUANTUM, "down")
 
 
-def _relaxation(space: SearchSpace, family: str, plan: Plan) -> dict | None:
-    """Describe the relaxation of ``family`` that ``plan`` needs."""
-    problem = space.problem
-    kind = family.rsplit(".", 1)[-1]
-    if family == "budget":
-        needed = objective_value("min_cost", plan)
-        current = problem.budget_per_hour
-        return {"constraint": "budget_per_hour", "current": current, "needed": needed,
-                "text": f"raise budget_per_hour from ${current:.2f} to ${needed:.2f}/h (+${needed - current:.2f}/h)"}
-    if family == "max_gpus":
-        needed = sum(p.gpus for p in plan)
-        current = problem.hardware.max_gpus
-        return {"constraint": "hardware.max_gpus", "current": current, "needed": needed, "text": f"raise hardware.max_gpus from {current} to {needed}"}
-    if family.startswith("inventory["):
-        gpu_id = family[len("inventory["):-1]
-        needed = sum(p.gpus for p in plan if p.candidate.shape.gpu.id == gpu_id)
-        current = problem.hardware.inventory[gpu_id]
-        return {"constraint": f"hardware.inventory.{gpu_id}", "current": current, "needed": needed,
-                "text": f"have {needed} x {gpu_id} instead of {current}"}
-    m = int(family.split("[", 1)[1].split("]", 1)[0])
-    pick = plan[m]
-    slo = problem.models[m].slo
-    if kind == "ttft_slo":
-        needed = pick.candidate.ttft_s * 1e3
-        return {"constraint": f"models[{m}].slo.ttft_ms", "current": slo.ttft_ms, "needed": needed,
-                "text": f"relax models[{m}].slo.ttft_ms from {slo.ttft_ms:g} to {needed:.1f} ms"}
-    if kind == "tpot_slo":
-        needed = pick.candidate.tpot_s * 1e3
-        return {"constraint": f"models[{m}].slo.tpot_ms", "current": slo.tpot_ms, "needed": needed,
-                "text": f"relax models[{m}].slo.tpot_ms from {slo.tpot_ms:g} to {needed:.2f} ms"}
-    if kind == "demand":
-        w = problem.models[m].workload
-        needed = pick.replicas * (pick.candidate.demand_served_per_replica or 0.0)
-        if w.request_rate_per_s is not None:
-            current, unit = w.request_rate_per_s, "request_rate_per_s"
-        elif w.concurrent_users is not None:
-            current, unit = w.concurrent_users, "concurrent_users"
-        else:
-            current, unit = w.requests, "requests"
-        return {"constraint": f"models[{m}].workload.{unit}", "current": current, "needed": needed,
-                "text": f"lower models[{m}].workload.{unit} from {current:g} to {needed:.4g}"}
-    return None
+# ---- what each kind of family means to the explanation ------------------------------------------
+# relax(form, family): with ``family`` dropped, set the model's objective to the quantity it limits
+# (False: a physical limit, nothing to relax). relaxation(space, family, plan): what ``plan`` (that
+# optimum) needs of it. label(space, family): its readable name with its current value.
+
+def _keep_min_cost(form, family: Family) -> bool:
+    return True  # the budget: the cheapest plan (the formulation's own objective) is the right measure
 
 
-def family_label(space: SearchSpace, family: str) -> str:
-    """Readable name of a constraint family, e.g. ``models[0].slo.tpot_ms (llama-3.1-70b)``."""
-    if family == "budget":
-        return f"budget_per_hour (${space.problem.budget_per_hour:g}/h)"
-    if family == "max_gpus":
-        return f"hardware.max_gpus ({space.problem.hardware.max_gpus})"
-    if family.startswith("inventory["):
-        gpu_id = family[len("inventory["):-1]
-        return f"hardware.inventory.{gpu_id} ({space.problem.hardware.inventory[gpu_id]})"
-    m = int(family.split("[", 1)[1].split("]", 1)[0])
-    req = space.problem.models[m]
-    kind = family.rsplit(".", 1)[-1]
-    w = req.workload
+def _not_relaxable(form, family: Family) -> bool:
+    return False
+
+
+def _minimize_time(key: str):
+    def relax(form, family: Family) -> bool:
+        m = family.model_index
+        form.model.Minimize(sum(form.use[i] * to_quanta(getattr(c, key) * 1e6, TIME_QUANTUM_US, "up")
+                                for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
+        for i, c in enumerate(form.candidates):
+            if c.model_index == m and not c.fits:
+                form.model.Add(form.use[i] == 0)
+        return True
+    return relax
+
+
+def _minimize_gpus(form, family: Family) -> bool:
+    form.model.Minimize(sum(form.replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(form.candidates)
+                            if family.gpu_id is None or c.shape.gpu.id == family.gpu_id))
+    return True
+
+
+def _maximize_served(form, family: Family) -> bool:
+    m = family.model_index
+    form.model.Maximize(sum(form.replicas[i] * _served_quanta(c) for i, c in enumerate(form.candidates) if c.model_index == m and c.fits))
+    return True
+
+
+def _budget_relaxation(space: SearchSpace, family: Family, plan: Plan) -> dict:
+    needed, current = objective_value("min_cost", plan), space.problem.budget_per_hour
+    return {"constraint": "budget_per_hour", "current": current, "needed": needed,
+            "text": f"raise budget_per_hour from ${current:.2f} to ${needed:.2f}/h (+${needed - current:.2f}/h)"}
+
+
+def _max_gpus_relaxation(space: SearchSpace, family: Family, plan: Plan) -> dict:
+    needed, current = sum(p.gpus for p in plan), space.problem.hardware.max_gpus
+    return {"constraint": "hardware.max_gpus", "current": current, "needed": needed, "text": f"raise hardware.max_gpus from {current} to {needed}"}
+
+
+def _inventory_relaxation(space: SearchSpace, family: Family, plan: Plan) -> dict:
+    gpu_id = family.gpu_id
+    needed = sum(p.gpus for p in plan if p.candidate.shape.gpu.id == gpu_id)
+    current = space.problem.hardware.inventory[gpu_id]
+    return {"constraint": f"hardware.inventory.{gpu_id}", "current": current, "needed": needed,
+            "text": f"have {needed} x {gpu_id} instead of {current}"}
+
+
+def _slo_relaxation(key: str, digits: int):
+    def relaxation(space: SearchSpace, family: Family, plan: Plan) -> dict:
+        m = family.model_index
+        needed = getattr(plan[m].candidate, f"{key}_s") * 1e3
+        current = getattr(space.problem.models[m].slo, f"{key}_ms")
+        return {"constraint": f"models[{m}].slo.{key}_ms", "current": current, "needed": needed,
+                "text": f"relax models[{m}].slo.{key}_ms from {current:g} to {needed:.{digits}f} ms"}
+    return relaxation
+
+
+def _demand_unit(w) -> str:
+    """The workload key that states the demand: request_rate_per_s, concurrent_users or requests."""
+    return "request_rate_per_s" if w.request_rate_per_s is not None else "concurrent_users" if w.concurrent_users is not None else "requests"
+
+
+def _demand_relaxation(space: SearchSpace, family: Family, plan: Plan) -> dict:
+    m = family.model_index
+    pick, w = plan[m], space.problem.models[m].workload
+    needed = pick.replicas * (pick.candidate.demand_served_per_replica or 0.0)
+    unit = _demand_unit(w)
+    current = getattr(w, unit)
+    return {"constraint": f"models[{m}].workload.{unit}", "current": current, "needed": needed,
+            "text": f"lower models[{m}].workload.{unit} from {current:g} to {needed:.4g}"}
+
+
+def _slo_label(key: str):
+    def label(space: SearchSpace, family: Family) -> str:
+        m = family.model_index
+        limit = getattr(space.problem.models[m].slo, f"{key}_ms")
+        return f"models[{m}].slo.{key}_ms ({limit:g} ms)" if limit else f"models[{m}].slo.{key}_ms"
+    return label
+
+
+def _demand_label(space: SearchSpace, family: Family) -> str:
+    m = family.model_index
+    w = space.problem.models[m].workload
     demand = next((f"{k} {getattr(w, k):g}" for k in ("request_rate_per_s", "concurrent_users", "requests") if getattr(w, k) is not None), "one replica")
-    return {
-        "memory": f"models[{m}] GPU memory ({req.id}; physical, not relaxable)",
-        "ttft_slo": f"models[{m}].slo.ttft_ms ({req.slo.ttft_ms:g} ms)" if req.slo.ttft_ms else f"models[{m}].slo.ttft_ms",
-        "tpot_slo": f"models[{m}].slo.tpot_ms ({req.slo.tpot_ms:g} ms)" if req.slo.tpot_ms else f"models[{m}].slo.tpot_ms",
-        "demand": f"models[{m}].workload demand ({demand})",
-    }[kind]
+    return f"models[{m}].workload demand ({demand})"
+
+
+@dataclass(frozen=True)
+class FamilyKind:
+    """What the explanation knows of one kind of constraint family: one entry of :data:`FAMILY_KINDS`.
+
+    failing: how a candidate breaks it (``misses the TPOT SLO``); None for a limit of the whole
+    plan. relax / relaxation / label: see the comment above the entries.
+    """
+
+    kind: str
+    label: Callable[[SearchSpace, Family], str]
+    relax: Callable[..., bool] = _not_relaxable
+    relaxation: Callable[[SearchSpace, Family, Plan], dict] | None = None
+    failing: str | None = None
+
+
+#: Every kind of constraint family of the fleet model (:mod:`guide_opt.formulation`); a new family is one entry.
+FAMILY_KINDS: dict[str, FamilyKind] = {k.kind: k for k in (
+    FamilyKind("memory", lambda space, f: f"models[{f.model_index}] GPU memory ({space.problem.models[f.model_index].id}; physical, not relaxable)",
+               failing="does not fit in GPU memory"),
+    FamilyKind("ttft_slo", _slo_label("ttft"), _minimize_time("ttft_s"), _slo_relaxation("ttft", 1), failing="misses the TTFT SLO"),
+    FamilyKind("tpot_slo", _slo_label("tpot"), _minimize_time("tpot_s"), _slo_relaxation("tpot", 2), failing="misses the TPOT SLO"),
+    FamilyKind("demand", _demand_label, _maximize_served, _demand_relaxation,
+               failing="needs more than search.max_replicas replicas for the demand"),
+    FamilyKind("budget", lambda space, f: f"budget_per_hour (${space.problem.budget_per_hour:g}/h)", _keep_min_cost, _budget_relaxation),
+    FamilyKind("max_gpus", lambda space, f: f"hardware.max_gpus ({space.problem.hardware.max_gpus})", _minimize_gpus, _max_gpus_relaxation),
+    FamilyKind("inventory", lambda space, f: f"hardware.inventory.{f.gpu_id} ({space.problem.hardware.inventory[f.gpu_id]})", _minimize_gpus,
+               _inventory_relaxation),
+)}
+
+
+def family_label(space: SearchSpace, family: Family) -> str:
+    """Readable name of a constraint family, e.g. ``models[0].slo.tpot_ms (20 ms)``."""
+    return FAMILY_KINDS[family.kind].label(space, family)
 
 
 def explain_infeasible(space: SearchSpace, preset: SolverPreset, deadline: Deadline | float | None = None) -> dict:
@@ -237,14 +285,12 @@ def explain_infeasible(space: SearchSpace, preset: SolverPreset, deadline: Deadl
     for family in conflict:
         plan = _relaxed_optimum(space, family, preset, deadline)
         if plan is not None:
-            relaxation = _relaxation(space, family, plan)
-            if relaxation:
-                relaxations.append(relaxation)
+            relaxations.append(FAMILY_KINDS[family.kind].relaxation(space, family, plan))
     return infeasibility_report(space, reasons, conflict, relaxations,
                                 "together these constraints admit no plan: " + ", ".join(family_label(space, f) for f in conflict))
 
 
-def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[str], relaxations: list[dict],
+def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[Family], relaxations: list[dict],
                          conflict_reason: str) -> dict:
     """The ``explanation`` object: reasons, the conflicting families, relaxations ranked by relative change.
 
@@ -258,14 +304,25 @@ def infeasibility_report(space: SearchSpace, reasons: list[str], conflict: list[
         reasons = [*reasons, conflict_reason]
     return {
         "reasons": reasons,
-        "conflicting_constraints": conflict,
+        "conflicting_constraints": [f.name for f in conflict],
         "relaxations": relaxations,
         "cheapest_relaxation": relaxations[0]["text"] if relaxations else None,
         "models": [candidate_report(ms) for ms in space.models],
     }
 
 
-def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadline: Deadline | float | None = None,
+class PlanRanker(Protocol):
+    """What :func:`explain_binding` needs of a solver: its preset and the k best plans of an objective
+    (:meth:`guide_opt.solvers.base.Solver.best_plans`)."""
+
+    preset: SolverPreset
+
+    def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
+                   deadline: Deadline | float, seed: int):
+        """Up to ``k`` best plans of ``objective`` (a :class:`~guide_opt.solvers.base.PlanResult`)."""
+
+
+def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline: Deadline | float | None = None,
                     seed: int | None = None) -> list[dict]:
     """For a solved problem: each relaxable constraint and what dropping it would gain.
 
@@ -273,12 +330,12 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
     on ``deadline`` (the solve's own, so ``--time-limit-s`` bounds the whole answer; seconds
     or None: a budget of its own, see :func:`explanation_deadline`). Once it is spent the
     remaining constraints are listed as not evaluated (``binding`` None), so a large fleet
-    still answers promptly. ``seed``: CP-SAT's (default: the preset's).
+    still answers promptly. ``solver`` re-solves each relaxed problem (the front-ends pass
+    CP-SAT); ``seed``: its seed (default: its preset's).
     """
-    from guide_opt.solvers.cpsat import CpSatSolver
-
     problem = space.problem
     objective = problem.objective
+    kind = OBJECTIVES[objective]
     base_value = objective_value(objective, plan)
     families = []
     if problem.budget_per_hour is not None:
@@ -293,7 +350,7 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                 families.append((f"models[{m}].slo.{key}", {"models": [
                     r.model_copy(update={"slo": r.slo.model_copy(update={key: None})}) if j == m else r for j, r in enumerate(problem.models)]}))
     out = []
-    solver = CpSatSolver(preset)
+    preset = solver.preset
     deadline = explanation_deadline(preset, deadline)
     seed = seed if seed is not None else preset.seed
     for name, update in families:
@@ -302,7 +359,7 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                         "text": f"{name}: not evaluated (the {deadline.total_s:g} s time limit was spent; --no-explain skips this report)"})
             continue
         relaxed_problem = problem.model_copy(update=update)
-        if objective == "max_throughput" and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
+        if kind.grows_with_replicas and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
@@ -313,10 +370,10 @@ def explain_binding(space: SearchSpace, plan: Plan, preset: SolverPreset, deadli
                             "text": f"{name}: not evaluated (no relaxed plan within the time limit)"})
             continue
         value = objective_value(objective, result.plans[0])
-        gain = (base_value - value) if objective in MINIMIZED else (value - base_value)
+        gain = (base_value - value) if kind.minimized else (value - base_value)
         binding = gain > 1e-9 * max(1.0, abs(base_value))
         out.append({"constraint": name, "binding": binding, "status": result.status.value, "objective_if_relaxed": value, "gain": gain,
-                    "text": _gain_text(name, objective, gain) if binding else f"{name} does not bind"})
+                    "text": f"{name} binds: relaxing it would {kind.gain_text(gain)}" if binding else f"{name} does not bind"})
     return out
 
 
@@ -329,15 +386,4 @@ def _refilter(ms: ModelSpace, problem) -> ModelSpace:
                            if not (v == "ttft_slo" and req.slo.ttft_ms is None) and not (v == "tpot_slo" and req.slo.tpot_ms is None))
         candidates.append(dataclasses.replace(c, violations=violations))
     return dataclasses.replace(ms, requirement=req, candidates=candidates)
-
-
-def _gain_text(name: str, objective: str, gain: float) -> str:
-    if objective == "min_cost":
-        return f"{name} binds: relaxing it would save ${gain:.2f}/h"
-    if objective == "max_throughput":
-        return f"{name} binds: relaxing it would add {gain:,.0f} tokens/s"
-    if objective == "max_served":
-        return f"{name} binds: relaxing it would serve {gain:.1f} percentage points more of the demand"
-    return f"{name} binds: relaxing it would cut latency by {gain:.1f} ms"
-
 

@@ -19,13 +19,17 @@ The reduction, in the manner of CVXPY's ``apply`` / ``invert``:
   ``pareto`` builds the min-cost model whose cost / latency / throughput expressions
   :mod:`guide_opt.pareto` bounds in turn.
 
-Every float becomes an integer here and only here (:func:`to_quanta`), with the named
-quanta below; CP-SAT accepts integer coefficients only. Costs are quantized by rounding
+Every float becomes an integer (:func:`guide_opt.quanta.to_quanta`), with the named quanta
+of :mod:`guide_opt.quanta`; CP-SAT accepts integer coefficients only. Each objective's
+expression is built from its registry entry (:data:`guide_opt.objectives.OBJECTIVES`: its
+integer ``coefficient`` times the replica count or the use literal), so a new objective
+needs no change here. Costs are quantized by rounding
 (exact for prices with up to six decimals); times and throughputs are only objective
 coefficients and are re-evaluated exactly when the plan is decoded.
 
-Constraint families carry enforcement literals (``memory``, ``ttft_slo``, ``tpot_slo``,
-``demand`` per LLM; ``budget``, ``inventory[gpu]``, ``max_gpus`` shared) so that
+Constraint families (:class:`guide_opt.families.Family`) carry enforcement literals
+(``memory``, ``ttft_slo``, ``tpot_slo``, ``demand`` per LLM; ``budget``, ``inventory[gpu]``,
+``max_gpus`` shared) so that
 :mod:`guide_opt.explain` can re-solve with assumptions and name a conflict.
 """
 
@@ -37,20 +41,13 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
-from guide_opt.errors import InputError
-from guide_opt.limits import MAX_MODEL_INTEGER
+from guide_opt.families import Family, gpu_family, llm_family, shared_family
+from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
 from guide_opt.solution import Status, status_from_cp_sat
+from guide_opt.quanta import COST_QUANTUM_USD_PER_H, SERVED_SCALE, to_quanta
 from guide_opt.space import Candidate, SearchSpace, replica_limit
-
-#: One quantum of time (µs) for latency objective coefficients.
-TIME_QUANTUM_US = 10
-#: One quantum of cost ($/h).
-COST_QUANTUM_USD_PER_H = 1e-6
-#: One quantum of throughput (generated tokens/s).
-THROUGHPUT_QUANTUM_TOKENS_PER_S = 1e-3
-
 
 def run_cp_sat(model: cp_model.CpModel, preset: SolverPreset, deadline: Deadline, *, seed: int | None = None,
                cap_s: float | None = None, num_workers: int | None = None) -> tuple[Status, cp_model.CpSolver]:
@@ -72,33 +69,16 @@ def run_cp_sat(model: cp_model.CpModel, preset: SolverPreset, deadline: Deadline
     return status_from_cp_sat(code), solver
 
 
-def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: str = "a figure of the plan") -> int:
-    """Express ``value`` in integer multiples of ``quantum`` (rounding: nearest, down or up).
-
-    The result is at most :data:`~guide_opt.limits.MAX_MODEL_INTEGER` in size, so sums over every
-    candidate stay inside CP-SAT's 64-bit integers; a value beyond that (or not finite) raises
-    :class:`~guide_opt.errors.InputError` naming ``field`` instead of overflowing. The problem's
-    own limits (:mod:`guide_opt.limits`) keep valid inputs far below it.
-    """
-    ratio = value / quantum
-    if not math.isfinite(ratio) or abs(ratio) > MAX_MODEL_INTEGER:
-        raise InputError(field, f"{value:g} is beyond what the CP-SAT model can represent in units of {quantum:g}",
-                         "give values within the limits of problems/README.md")
-    if rounding == "down":
-        return math.floor(ratio + 1e-9)
-    if rounding == "up":
-        return math.ceil(ratio - 1e-9)
-    return round(ratio)
-
-
 @dataclass
 class Formulation:
     """A CP-SAT model over a search space, with the handles needed to decode and explain it.
 
-    ``cost_expr`` ($/h quanta), ``latency_expr`` (summed request latency, time quanta),
-    ``throughput_expr`` (tokens/s quanta) and, for ``max_served``, ``served_expr`` (summed
-    served share, :data:`SERVED_QUANTUM` units) are the quantities objectives and epsilon
-    constraints are built from. ``pruned`` counts the candidates removed by dominance
+    ``expressions`` holds each registered objective's expression in its quanta (``min_cost``:
+    $/h, ``min_latency``: summed request latency, ``max_throughput``: tokens/s, ...);
+    ``cost_expr`` is the cost the budget limits and, for an objective that serves a share of
+    the demand (``max_served``), ``served_expr`` the summed served share
+    (:data:`~guide_opt.quanta.SERVED_QUANTUM` units). Objectives and epsilon constraints are
+    built from them. ``pruned`` counts the candidates removed by dominance
     (:mod:`guide_opt.pruning`) before the model was built.
     """
 
@@ -109,13 +89,28 @@ class Formulation:
     use: list[cp_model.IntVar]
     replicas: list[cp_model.IntVar]
     by_model: list[list[int]]
-    family_literals: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    family_literals: dict[Family, cp_model.IntVar] = field(default_factory=dict)
     cost_expr: cp_model.LinearExpr | None = None
     objective_expr: cp_model.LinearExpr | None = None
-    latency_expr: cp_model.LinearExpr | None = None
-    throughput_expr: cp_model.LinearExpr | None = None
+    expressions: dict[str, cp_model.LinearExpr] = field(default_factory=dict)
     served_expr: cp_model.LinearExpr | None = None
     pruned: int = 0
+
+    @property
+    def latency_expr(self) -> cp_model.LinearExpr:
+        """Summed mean request latency (time quanta): the Pareto frontier's latency axis."""
+        return self.expressions["min_latency"]
+
+    @property
+    def throughput_expr(self) -> cp_model.LinearExpr:
+        """Generated tokens/s of all replicas (throughput quanta): the Pareto frontier's throughput axis."""
+        return self.expressions["max_throughput"]
+
+    def expression(self, objective: str) -> cp_model.LinearExpr:
+        """The expression (quanta) of ``objective``: the served share for a ``share`` objective, else its coefficient sum."""
+        if OBJECTIVES[objective].replicas == "share":
+            return self.served_expr
+        return self.expressions[OBJECTIVES[objective].model_objective]
 
     def decode(self, solver: cp_model.CpSolver) -> Plan:
         """The plan of the solver's current solution: one pick per LLM."""
@@ -134,24 +129,12 @@ class Formulation:
         self.model.Add(sum(same_shape) <= len(self.by_model) - 1)  # at least one LLM changes shape
 
 
-#: One quantum of served demand share (fraction of one LLM's demand) for ``max_served``.
-SERVED_QUANTUM = 1e-9
-#: A fully served LLM, in :data:`SERVED_QUANTUM` units.
-SERVED_SCALE = round(1 / SERVED_QUANTUM)
-
-
-def served_coefficient(c: Candidate) -> int:
-    """Share of demand one replica of ``c`` serves, in :data:`SERVED_QUANTUM` units (rounded down, capped at one LLM)."""
-    # share x SCALE rather than share / QUANTUM: a whole LLM (1.0) must be exactly SCALE (1.0 / 1e-9 is 999999999.99...).
-    return min(SERVED_SCALE, to_quanta((c.served_share_per_replica or 0.0) * SERVED_SCALE, 1.0, "down"))
-
-
-def _served_options(space: SearchSpace, eligible: list[Candidate]) -> list[tuple[Candidate, int, int]]:
+def _served_options(space: SearchSpace, eligible: list[Candidate], objective: str) -> list[tuple[Candidate, int, int]]:
     """(candidate, replicas, served quanta) for every useful replica count: 1 up to the limit, or
     up to the count that serves the whole demand (more can only cost more)."""
     options = []
     for c in eligible:
-        k = served_coefficient(c)
+        k = objective_coefficient(objective, c)
         cap = replica_limit(space, c) if k == 0 else min(replica_limit(space, c), math.ceil(SERVED_SCALE / k))
         options.extend((c, r, min(SERVED_SCALE, r * k)) for r in range(1, max(cap, 1) + 1))
     return options
@@ -178,18 +161,8 @@ def _prune_served_options(options: list[tuple[Candidate, int, int]]) -> tuple[li
 
 
 def objective_coefficient(objective: str, c: Candidate) -> int:
-    """Per-replica (per-use for ``min_latency``) integer coefficient of ``c`` in ``objective``'s expression."""
-    return _objective_coefficient(objective, c)
-
-
-def _objective_coefficient(objective: str, c: Candidate) -> int:
-    if not c.fits:
-        return 0  # never usable: guarded by the memory family (explain mode only)
-    if objective == "max_throughput":
-        return to_quanta(c.throughput_per_replica_tokens_per_s, THROUGHPUT_QUANTUM_TOKENS_PER_S, "down")
-    if objective == "min_latency":
-        return to_quanta(c.request_latency_s * 1e6, TIME_QUANTUM_US, "nearest")
-    return to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H)
+    """Integer coefficient of ``c`` in ``objective``'s expression: per replica, or per use (``per_replica`` False, ``min_latency``)."""
+    return OBJECTIVES[OBJECTIVES[objective].model_objective].coefficient(c)
 
 
 def add_excluded_combinations(model: cp_model.CpModel, space: SearchSpace, candidates: list[Candidate], use: list) -> None:
@@ -227,7 +200,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     solve that forbids shape combinations needs.
 
     ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
-    replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x served_coefficient)``;
+    replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x coefficient)``;
     the objective maximizes the sum over LLMs. With ``prune`` an option is also dropped when
     another on the same GPU type serves as much with no more GPUs (:func:`_prune_served_options`).
     """
@@ -236,15 +209,16 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     problem = space.problem
     prune = prune and not space.excluded_combinations
     model = cp_model.CpModel()
-    literals: dict[str, cp_model.IntVar] = {}
-    served_mode = objective == "max_served" and not explain
+    literals: dict[Family, cp_model.IntVar] = {}
+    kind = OBJECTIVES[objective]
+    served_mode = kind.replicas == "share" and not explain
 
-    def family(name: str):
+    def family(f: Family):
         if not explain:
             return None
-        if name not in literals:
-            literals[name] = model.NewBoolVar(name)
-        return literals[name]
+        if f not in literals:
+            literals[f] = model.NewBoolVar(f.name)
+        return literals[f]
 
     candidates, use, replicas, by_model = [], [], [], []
     pruned_total = 0
@@ -269,7 +243,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             # One Boolean per (candidate, replica count): the served share of each option is
             # exact (capped at the whole demand), which gives CP-SAT a much tighter bound than
             # a replica count times a capped share.
-            options = _served_options(space, eligible)
+            options = _served_options(space, eligible, objective)
             if prune:
                 options, pruned = _prune_served_options(options)
                 pruned_total += pruned
@@ -294,10 +268,10 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             model.Add(r >= 1).OnlyEnforceIf(u)
             model.Add(r == 0).OnlyEnforceIf(u.Not())
             if c.replicas_min is not None and c.replicas_min > 1:
-                lit = family(f"{ms.label}.demand")
+                lit = family(llm_family("demand", ms))
                 model.Add(r >= c.replicas_min).OnlyEnforceIf([u] if lit is None else [u, lit])
             for violated in c.violations if explain else ():
-                lit = family(f"{ms.label}.{violated}")
+                lit = family(llm_family(violated, ms))
                 model.Add(u == 0).OnlyEnforceIf(lit)
             use.append(u)
             replicas.append(r)
@@ -309,12 +283,12 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             model.AddBoolOr([])  # no candidate left for this LLM: the model is infeasible
 
     add_excluded_combinations(model, space, candidates, use)
-    cost_terms = [replicas[i] * to_quanta(c.shape.usd_per_replica_hour, COST_QUANTUM_USD_PER_H) for i, c in enumerate(candidates)]
+    cost_terms = [replicas[i] * cost_coefficient(c) for i, c in enumerate(candidates)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
         ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
         if explain:
-            ct.OnlyEnforceIf(family("budget"))
+            ct.OnlyEnforceIf(family(shared_family("budget")))
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})
     for gpu_id in gpu_ids:
         limit = problem.hardware.inventory.get(gpu_id)
@@ -323,26 +297,27 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         used = sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates) if c.shape.gpu.id == gpu_id)
         ct = model.Add(used <= limit)
         if explain:
-            ct.OnlyEnforceIf(family(f"inventory[{gpu_id}]"))
+            ct.OnlyEnforceIf(family(gpu_family("inventory", gpu_id)))
     if problem.hardware.max_gpus is not None:
         ct = model.Add(sum(replicas[i] * c.shape.gpus_per_replica for i, c in enumerate(candidates)) <= problem.hardware.max_gpus)
         if explain:
-            ct.OnlyEnforceIf(family("max_gpus"))
+            ct.OnlyEnforceIf(family(shared_family("max_gpus")))
 
-    latency_expr = sum(use[i] * _objective_coefficient("min_latency", c) for i, c in enumerate(candidates)) if candidates else 0
-    throughput_expr = sum(replicas[i] * _objective_coefficient("max_throughput", c) for i, c in enumerate(candidates)) if candidates else 0
+    expressions = {name: _objective_expression(o, candidates, use, replicas) for name, o in OBJECTIVES.items()
+                   if o.coefficient is not None and o.replicas != "share"}
     served_expr = sum(served_vars) if served_vars else None
-    if objective == "min_latency":
-        objective_expr = latency_expr
+    objective_expr = served_expr if served_mode else expressions[kind.model_objective]
+    if OBJECTIVES[kind.model_objective].minimized:
         model.Minimize(objective_expr)
-    elif objective == "max_throughput":
-        objective_expr = throughput_expr
-        model.Maximize(objective_expr)
-    elif served_mode:
-        objective_expr = served_expr
-        model.Maximize(objective_expr)
     else:
-        objective_expr = cost_expr
-        model.Minimize(objective_expr)
-    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, latency_expr,
-                       throughput_expr, served_expr, pruned_total)
+        model.Maximize(objective_expr)
+    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
+                       served_expr, pruned_total)
+
+
+def _objective_expression(kind, candidates: list[Candidate], use: list, replicas: list) -> cp_model.LinearExpr:
+    """``kind``'s coefficient of each candidate times its replica count (``per_replica``) or its use literal, summed."""
+    if not candidates:
+        return 0
+    variables = replicas if kind.per_replica else use
+    return sum(variables[i] * kind.coefficient(c) for i, c in enumerate(candidates))

@@ -4,7 +4,7 @@ Every number a user can give (problem-file keys, command-line flags, calibration
 files) is checked at the boundary: it must be finite and inside a documented range, and a value
 outside gets one :class:`~guide_opt.errors.InputError` naming the field, the limit and the fix
 (exit code 1). The ranges are far beyond any real deployment; they exist so that no input can
-overflow the CP-SAT model's 64-bit integers (:func:`guide_opt.formulation.to_quanta`) or make a
+overflow the CP-SAT model's 64-bit integers (:func:`guide_opt.quanta.to_quanta`) or make a
 run take unbounded memory or time. ``problems/README.md`` ("Limits") lists them for users.
 """
 

@@ -47,7 +47,8 @@ from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
-from guide_opt.formulation import COST_QUANTUM_USD_PER_H, Formulation, build_formulation, objective_coefficient, run_cp_sat, to_quanta
+from guide_opt.formulation import Formulation, build_formulation, objective_coefficient, run_cp_sat
+from guide_opt.quanta import COST_QUANTUM_USD_PER_H, to_quanta
 from guide_opt.plan import Pick, Plan, objective_value, shared_limit_violations, to_deployment
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem

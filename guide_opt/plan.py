@@ -1,8 +1,9 @@
 """A plan: one (candidate, replicas) pick per LLM, its objective value and shared limits.
 
 Both the CP-SAT and the exhaustive solver produce plans; these functions are the single
-definition of what a plan costs, what it scores, and which shared limits (budget, per-type
-inventory, ``max_gpus``) it breaks, so the two solvers cannot disagree on semantics.
+definition of what a plan costs, what it scores (through the objective registry,
+:mod:`guide_opt.objectives`), and which shared limits (budget, per-type inventory,
+``max_gpus``) it breaks, so the two solvers cannot disagree on semantics.
 """
 
 from __future__ import annotations
@@ -10,72 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.solution import Deployment
 from guide_opt.space import Candidate, SearchSpace, demand_of, evaluate_candidate
-
-@dataclass(frozen=True)
-class ObjectiveKind:
-    """One objective of a plan, as every layer needs it: one entry of :data:`OBJECTIVES`.
-
-    sense: +1 minimized, -1 maximized. unit: the reporting unit (``$/h``, ``tokens/s``, ...);
-    prefix / suffix / decimals: how it is printed (``$5.98/h``). tie_break: the plan objective
-    that decides between plans equal in this one (None: none). value: the objective of a
-    fleet plan in its unit (None for objectives whose answers are not plans of picks).
-    """
-
-    name: str
-    sense: int
-    unit: str
-    prefix: str = ""
-    suffix: str = ""
-    decimals: int = 1
-    tie_break: str | None = None
-    value: "Callable[[Plan], float] | None" = None
-
-    @property
-    def minimized(self) -> bool:
-        """True when smaller is better."""
-        return self.sense > 0
-
-    def format(self, value: float | None) -> str:
-        """``value`` with its unit, e.g. ``$5.98/h`` or ``42,218.0 tokens/s``; '-' for None."""
-        return "-" if value is None else f"{self.prefix}{value:,.{self.decimals}f}{self.suffix}"
-
-
-def _cost(plan: "Plan") -> float:
-    return math.fsum(p.cost_per_hour for p in plan)
-
-
-def _throughput(plan: "Plan") -> float:
-    return math.fsum(p.throughput_tokens_per_s for p in plan)
-
-
-def _latency(plan: "Plan") -> float:
-    return math.fsum(p.candidate.request_latency_s * 1e3 for p in plan)
-
-
-def _served(plan: "Plan") -> float:
-    return 100.0 * math.fsum(p.served_share for p in plan) / max(1, len(plan))
-
-
-#: Every objective by name. Ties on cost go to the fastest plan; ties on anything else to the cheapest.
-OBJECTIVES: dict[str, ObjectiveKind] = {o.name: o for o in (
-    ObjectiveKind("min_cost", 1, "$/h", "$", "/h", 2, tie_break="min_latency", value=_cost),
-    ObjectiveKind("max_throughput", -1, "tokens/s", "", " tokens/s", 1, tie_break="min_cost", value=_throughput),
-    ObjectiveKind("min_latency", 1, "ms", "", " ms", 1, tie_break="min_cost", value=_latency),
-    ObjectiveKind("max_served", -1, "% of demand served", "", "% of demand served", 2, tie_break="min_cost", value=_served),
-    ObjectiveKind("pareto", 1, "$/h", "$", "/h (cheapest point)", 2, value=_cost),
-    ObjectiveKind("min_makespan", 1, "h", "", " h", 2, tie_break="schedule_cost"),
-    ObjectiveKind("schedule_cost", 1, "$", "$", " total", 2),
-)}
-
-#: Objectives that are minimized (the rest are maximized).
-MINIMIZED = frozenset(name for name, o in OBJECTIVES.items() if o.minimized)
-
 
 @dataclass(frozen=True)
 class Pick:
@@ -109,8 +51,8 @@ Plan = tuple[Pick, ...]
 
 
 def objective_value(objective: str, plan: Plan) -> float:
-    """Value of ``objective`` for ``plan`` (:data:`OBJECTIVES`): $/h, tokens/s, ms of summed mean request latency,
-    or (``max_served``) the mean over LLMs of the percent of demand served."""
+    """Value of ``objective`` for ``plan`` in its unit (:data:`guide_opt.objectives.OBJECTIVES`): $/h, tokens/s,
+    ms of summed mean request latency, or (``max_served``) the mean over LLMs of the percent of demand served."""
     return OBJECTIVES[objective].value(plan)
 
 
@@ -184,8 +126,9 @@ def served_requirement(requirement: LlmRequirement, served: float | None) -> Llm
 
 
 def verification_problem(problem: Problem, deployments: Sequence[Deployment]) -> Problem:
-    """The problem a plan's deployments are verified against: :func:`served_problem` for ``max_served``, else ``problem``."""
-    return served_problem(problem, deployments) if problem.objective == "max_served" else problem
+    """The problem a plan's deployments are verified against: :func:`served_problem` for an objective that
+    may serve a share of the demand (``max_served``), else ``problem``."""
+    return served_problem(problem, deployments) if OBJECTIVES[problem.objective].replicas == "share" else problem
 
 
 def to_deployment(space: SearchSpace, pick: Pick) -> Deployment:

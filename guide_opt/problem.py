@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from guide_opt.catalog import load_catalog, read_yaml
 from guide_opt import limits as L
 from guide_opt.errors import InputError
+from guide_opt.objectives import OBJECTIVES, problem_objectives
 from guide_opt.perf.steady_state import DEFAULT_TARGET_UTILIZATION
 from guide_opt.quantization import PRECISION_TOLERANCES
 
@@ -24,8 +26,18 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 DEFAULT_TP_DEGREES = (1, 2, 4, 8)
 DEFAULT_PP_DEGREES = (1,)
 
-Objective = Literal["min_cost", "max_throughput", "min_latency", "pareto", "min_makespan", "max_served"]
-"""What to optimize.
+def _registered_objective(name: object) -> object:
+    """``name`` when it is a problem objective of the registry (:data:`guide_opt.objectives.OBJECTIVES`); else pydantic's literal
+    error, for any input (checked before the type, so a number or a list gets the same line as a misspelling)."""
+    names = problem_objectives()
+    if name not in names:
+        expected = ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}"
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+Objective = Annotated[str, BeforeValidator(_registered_objective)]
+"""What to optimize: a problem objective of the registry (:mod:`guide_opt.objectives`, one entry each).
 
 - ``min_cost``: $/h of the plan (of a batch-job schedule: $ of the whole schedule).
 - ``max_throughput``: generated tokens/s of all replicas, within the limits.
@@ -39,8 +51,6 @@ Objective = Literal["min_cost", "max_throughput", "min_latency", "pareto", "min_
   replica; ties go to the cheaper plan).
 """
 
-#: Objectives that plan batch jobs over time rather than steady replicas.
-SCHEDULE_OBJECTIVES = frozenset({"min_makespan"})
 
 
 class _Strict(BaseModel):
@@ -272,7 +282,7 @@ class Problem(_Strict):
         """True when the batch jobs are scheduled over time (see :class:`Scheduling`)."""
         if self.scheduling.enabled != "auto":
             return bool(self.scheduling.enabled)
-        return self.objective in SCHEDULE_OBJECTIVES
+        return OBJECTIVES[self.objective].stack == "schedule"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Problem":

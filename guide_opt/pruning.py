@@ -3,7 +3,8 @@
 A fleet of many LLMs on many GPU types has thousands of candidates (shape x batch size) per
 LLM, but for a given objective most of them are beaten by a sibling on the same GPU type.
 :func:`prune_dominated` keeps, per LLM and GPU type, only the candidates no sibling
-dominates; :func:`dominance_signature` says what "dominates" means for each objective.
+dominates; each objective's registry entry (:data:`guide_opt.objectives.OBJECTIVES`, its
+``dominance``) says what "dominates" means for it, and an objective without one is not pruned.
 
 Why pruning is exact
 --------------------
@@ -44,7 +45,7 @@ frontier) unchanged. Dominance is transitive and a candidate is only removed by 
 does not depend on the order of removals.
 
 The comparisons use the candidates' floats; the model's integer coefficients are monotone
-roundings of them (:func:`guide_opt.formulation.to_quanta`), so dominance also holds for what
+roundings of them (:func:`guide_opt.quanta.to_quanta`), so dominance also holds for what
 CP-SAT sees.
 
 Two uses need a weaker rule, chosen by ``same_shape_only``: a solve that must avoid given
@@ -60,29 +61,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.space import Candidate
-
-#: Objectives with a dominance rule (others are not pruned).
-PRUNABLE_OBJECTIVES = frozenset({"min_cost", "min_latency", "max_throughput", "max_served", "pareto"})
-
 
 def dominance_signature(c: Candidate, objective: str) -> tuple[tuple, tuple[float, ...]]:
     """(group, vector) of ``c`` for ``objective``: within a group, a smaller-or-equal vector dominates.
 
-    The group always holds the LLM index and the GPU type; for objectives where the replica
-    count is free (``max_throughput``, ``max_served``, ``pareto``) it also holds the GPUs per
-    replica. See the module docstring for why each vector makes pruning exact.
+    The objective's registry entry defines it (:attr:`guide_opt.objectives.ObjectiveKind.dominance`);
+    see the module docstring for why each vector makes pruning exact.
     """
-    gpus = c.shape.gpus_per_replica
-    if objective in ("min_cost", "min_latency"):
-        return (c.model_index, c.shape.gpu.id), (float(c.replicas_min * gpus), c.request_latency_s)
-    if objective == "max_throughput":
-        return (c.model_index, c.shape.gpu.id, gpus), (float(c.replicas_min), -c.throughput_per_replica_tokens_per_s)
-    if objective == "max_served":
-        return (c.model_index, c.shape.gpu.id, gpus), (-c.served_share_per_replica,)
-    if objective == "pareto":
-        return (c.model_index, c.shape.gpu.id, gpus), (float(c.replicas_min), c.request_latency_s, -c.throughput_per_replica_tokens_per_s)
-    raise ValueError(f"no dominance rule for objective {objective!r}")
+    rule = OBJECTIVES[objective].dominance
+    if rule is None:
+        raise ValueError(f"no dominance rule for objective {objective!r}")
+    return rule(c)
 
 
 def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -95,9 +86,9 @@ def prune_dominated(candidates: Sequence[Candidate], objective: str, *, same_sha
     ``candidates`` must be the ones the model may use (usable, within their replica limits);
     a candidate is only ever pruned by one of them. With ``same_shape_only`` only candidates
     of the same shape (other batch sizes) are compared. Objectives outside
-    :data:`PRUNABLE_OBJECTIVES` return the input unchanged.
+    without a dominance rule (:attr:`~guide_opt.objectives.ObjectiveKind.dominance` None) return the input unchanged.
     """
-    if objective not in PRUNABLE_OBJECTIVES:
+    if OBJECTIVES[objective].dominance is None:
         return list(candidates), 0
     groups: dict[tuple, list[tuple[tuple[float, ...], int]]] = defaultdict(list)
     for i, c in enumerate(candidates):

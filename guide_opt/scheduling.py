@@ -16,7 +16,7 @@ each taking ``L``::
 
 which is never shorter than ``requests x L / (r x b)``, so a job that meets its deadline here
 also meets the fleet plan's demand check. In the CP-SAT model time is an integer number of
-quanta of ``scheduling.time_quantum_s`` seconds (:func:`~guide_opt.formulation.to_quanta`):
+quanta of ``scheduling.time_quantum_s`` seconds (:func:`~guide_opt.quanta.to_quanta`):
 durations round *up*, deadlines round *down*, so every slot the model reserves covers the
 real duration and ends by the real deadline.
 
@@ -57,7 +57,10 @@ from ortools.sat.python import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.explain import candidate_report, explanation_deadline, infeasibility_report, minimal_conflict
-from guide_opt.formulation import COST_QUANTUM_USD_PER_H, run_cp_sat, to_quanta
+from guide_opt.families import Family, gpu_family, llm_family, shared_family
+from guide_opt.objectives import OBJECTIVES, schedule_reporting
+from guide_opt.formulation import run_cp_sat
+from guide_opt.quanta import COST_QUANTUM_USD_PER_H, to_quanta
 
 #: Longest job duration represented in the model, in time quanta (2**40: millennia at 1-minute quanta).
 MAX_JOB_QUANTA = 2**40
@@ -272,8 +275,8 @@ class ScheduleModel:
     ends: list[cp_model.IntVar]
     makespan: cp_model.IntVar
     cost_expr: cp_model.LinearExpr
-    family_literals: dict[str, cp_model.IntVar]
-    capacities: dict[str, cp_model.IntVar]
+    family_literals: dict[Family, cp_model.IntVar]
+    capacities: dict[Family, cp_model.IntVar]
     deadline_quanta: list[int]
 
     def decode(self, solver: cp_model.CpSolver, space: SearchSpace) -> tuple[ScheduledJob, ...]:
@@ -300,13 +303,13 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
         horizon = sum(max((o.duration_quanta for o in opts), default=0) for opts in options) + max(deadlines, default=0)
     else:
         horizon = max(deadlines, default=0)
-    literals: dict[str, cp_model.IntVar] = {}
-    capacities: dict[str, cp_model.IntVar] = {}
+    literals: dict[Family, cp_model.IntVar] = {}
+    capacities: dict[Family, cp_model.IntVar] = {}
 
-    def family(name: str):
-        if name not in literals:
-            literals[name] = model.NewBoolVar(name)
-        return literals[name]
+    def family(f: Family):
+        if f not in literals:
+            literals[f] = model.NewBoolVar(f.name)
+        return literals[f]
 
     present, starts, ends = [], [], []
     intervals: list[tuple[cp_model.IntervalVar, JobOption]] = []
@@ -326,17 +329,17 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
             model.AddBoolOr([])  # no option for this job
         deadline = model.Add(end <= deadlines[j])
         if explain:
-            deadline.OnlyEnforceIf(family(f"{space.models[j].label}.deadline_h"))
+            deadline.OnlyEnforceIf(family(llm_family("deadline_h", space.models[j])))
         model.Add(makespan >= end)
         present.append(lits)
         starts.append(start)
         ends.append(end)
 
-    def cumulative(name: str, members: list[tuple[cp_model.IntervalVar, int]], limit: int) -> None:
+    def cumulative(name: Family, members: list[tuple[cp_model.IntervalVar, int]], limit: int) -> None:
         if not members:
             return
         if explain:
-            cap = model.NewIntVar(0, max(limit, sum(d for _, d in members)), f"capacity[{name}]")
+            cap = model.NewIntVar(0, max(limit, sum(d for _, d in members)), f"capacity[{name.name}]")
             model.Add(cap <= limit).OnlyEnforceIf(family(name))
             capacities[name] = cap
             model.AddCumulative([iv for iv, _ in members], [d for _, d in members], cap)
@@ -346,17 +349,17 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
     for gpu_id in sorted({o.gpu_id for _, o in intervals}):
         limit = problem.hardware.inventory.get(gpu_id)
         if limit is not None:
-            cumulative(f"inventory[{gpu_id}]", [(iv, o.gpus) for iv, o in intervals if o.gpu_id == gpu_id], limit)
+            cumulative(gpu_family("inventory", gpu_id), [(iv, o.gpus) for iv, o in intervals if o.gpu_id == gpu_id], limit)
             if not explain:  # redundant energy bound: GPU-quanta used on the type <= capacity x makespan
                 model.Add(sum(x * (o.gpus * o.duration_quanta) for lits, opts in zip(present, options) for x, o in zip(lits, opts)
                               if o.gpu_id == gpu_id) <= limit * makespan)
     if problem.hardware.max_gpus is not None:
-        cumulative("max_gpus", [(iv, o.gpus) for iv, o in intervals], problem.hardware.max_gpus)
+        cumulative(shared_family("max_gpus"), [(iv, o.gpus) for iv, o in intervals], problem.hardware.max_gpus)
         if not explain:
             model.Add(sum(x * (o.gpus * o.duration_quanta) for lits, opts in zip(present, options) for x, o in zip(lits, opts))
                       <= problem.hardware.max_gpus * makespan)
     if problem.budget_per_hour is not None:
-        cumulative("budget", [(iv, to_quanta(o.usd_per_hour, COST_QUANTUM_USD_PER_H)) for iv, o in intervals],
+        cumulative(shared_family("budget"), [(iv, to_quanta(o.usd_per_hour, COST_QUANTUM_USD_PER_H)) for iv, o in intervals],
                    to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down"))
     cost_expr = sum(x * o.cost_quanta for lits, opts in zip(present, options) for x, o in zip(lits, opts))
     return ScheduleModel(model, options, present, starts, ends, makespan, cost_expr, literals, capacities, deadlines)
@@ -491,33 +494,32 @@ def _precheck_reasons(space: SearchSpace, options: list[list[JobOption]]) -> lis
     return reasons
 
 
-def _relaxation(space: SearchSpace, sm: ScheduleModel, family: str, preset: SolverPreset, deadline: Deadline) -> dict | None:
+def _relaxation(space: SearchSpace, sm: ScheduleModel, family: Family, preset: SolverPreset, deadline: Deadline) -> dict | None:
     """The least relaxation of ``family`` alone that admits a schedule."""
     model = sm.model.Clone()
     for name, lit in sm.family_literals.items():
         model.Add(model.GetBoolVarFromProtoIndex(lit.Index()) == (0 if name == family else 1))
     problem = space.problem
     quantum_s = problem.scheduling.time_quantum_s
-    if family.endswith(".deadline_h"):
-        m = int(family.split("[", 1)[1].split("]", 1)[0])
-        model.Minimize(model.GetIntVarFromProtoIndex(sm.ends[m].Index()))
+    if family.kind == "deadline_h":
+        model.Minimize(model.GetIntVarFromProtoIndex(sm.ends[family.model_index].Index()))
     else:
         model.Minimize(model.GetIntVarFromProtoIndex(sm.capacities[family].Index()))
     status, solver = run_cp_sat(model, preset, deadline)
     if not status.found:
         return None
     value = round(solver.ObjectiveValue())
-    if family.endswith(".deadline_h"):
-        m = int(family.split("[", 1)[1].split("]", 1)[0])
+    if family.kind == "deadline_h":
+        m = family.model_index
         current, needed = problem.models[m].workload.deadline_h, value * quantum_s / 3600.0
         return {"constraint": f"models[{m}].workload.deadline_h", "current": current, "needed": needed,
                 "text": f"relax models[{m}].workload.deadline_h ({space.models[m].llm.id}) from {current:g} to {needed:.2f} h"}
-    if family.startswith("inventory["):
-        gpu_id = family[len("inventory["):-1]
+    if family.kind == "inventory":
+        gpu_id = family.gpu_id
         current = problem.hardware.inventory[gpu_id]
         return {"constraint": f"hardware.inventory.{gpu_id}", "current": current, "needed": value,
                 "text": f"have {value} x {gpu_id} instead of {current}"}
-    if family == "max_gpus":
+    if family.kind == "max_gpus":
         current = problem.hardware.max_gpus
         return {"constraint": "hardware.max_gpus", "current": current, "needed": value, "text": f"raise hardware.max_gpus from {current} to {value}"}
     needed = value * COST_QUANTUM_USD_PER_H
@@ -532,7 +534,7 @@ def explain_schedule_infeasible(space: SearchSpace, preset: SolverPreset, option
     single relaxations; every re-solve draws on ``deadline`` (see :func:`~guide_opt.explain.explanation_deadline`)."""
     deadline = explanation_deadline(preset, deadline)
     reasons = _precheck_reasons(space, options)
-    conflict: list[str] = []
+    conflict: list[Family] = []
     relaxations = []
     if all(any(c.usable_for("max_served") for c in ms.candidates) for ms in space.models):
         loose = [job_options(space, j, respect_limits=False)[0] for j in range(len(space.models))]
@@ -543,7 +545,7 @@ def explain_schedule_infeasible(space: SearchSpace, preset: SolverPreset, option
             if r:
                 relaxations.append(r)
     return infeasibility_report(space, reasons, conflict, relaxations,
-                                "together these constraints admit no schedule: " + ", ".join(conflict))
+                                "together these constraints admit no schedule: " + ", ".join(f.name for f in conflict))
 
 
 # ---- brute force -----------------------------------------------------------------------------
@@ -684,5 +686,5 @@ def schedule_json(schedule: Schedule) -> dict:
         "schedule": [j.to_json() for j in schedule.jobs],
         "schedule_summary": {"makespan_h": schedule.makespan_h, "cost_usd": round(schedule.cost_usd, 4),
                              "time_quantum_s": schedule.quantum_s,
-                             "objective_unit": "h" if schedule.objective_name == "min_makespan" else "$"},
+                             "objective_unit": OBJECTIVES[schedule_reporting(schedule.objective_name)].unit},
     }

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from guide_opt.catalog import Catalog
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment
 
@@ -33,15 +34,13 @@ from guide_opt.solution import Deployment
 SIMULATION_REQUESTS = 2000
 #: Seed of the checked request stream (the check is deterministic).
 SIMULATION_SEED = 0
-#: Objectives whose plans are checked by simulation.
-CHECKED_OBJECTIVES = frozenset({"min_cost", "max_throughput", "min_latency"})
 #: Simulated constraint kinds that more replicas can repair under a stated demand.
 _LOAD_KINDS = ("ttft", "tpot", "demand")
 
 
 def checks_apply(problem: Problem) -> bool:
     """True when ``problem``'s plans are checked by simulation (see the module doc)."""
-    return problem.objective in CHECKED_OBJECTIVES and not problem.is_schedule
+    return OBJECTIVES[problem.objective].simulated and not problem.is_schedule
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
         failed = tuple(dict.fromkeys(name.split("_p")[0] for name, value in mine.items() if value > 0))
         pct = req.slo.percentile
         ttft_factor, tpot_factor = slo_margins(problem, i)
-        saturating = problem.objective == "max_throughput" or not (req.workload.request_rate_per_s or req.workload.concurrent_users)
+        saturating = OBJECTIVES[problem.objective].grows_with_replicas or not (req.workload.request_rate_per_s or req.workload.concurrent_users)
         json_metrics = metrics.to_json()
         out.append(DeploymentCheck(
             model_index=i, meets=not failed, failed=failed,

@@ -1,10 +1,11 @@
 """``guide-opt solve``: the best deployment for a problem file, proven and explained.
 
-One verb, dispatched on the problem: ``objective: pareto`` prints the exact Pareto frontier
-(:mod:`guide_opt.pareto`), a batch-job schedule (``min_makespan``, or ``scheduling.enabled``)
-prints the schedule (:mod:`guide_opt.scheduling`), everything else (single deployments and
-fleets: min_cost, max_throughput, min_latency, max_served) the optimal plan. ``--plot FILE``
-draws the frontier, the Gantt chart or the fleet (:mod:`guide_opt.plotting`).
+This module parses the options and renders the answer; :func:`guide_opt.api.solve` computes
+it (build, solve, verify, explain, refine). What is printed follows the answer: the exact
+Pareto frontier (``objective: pareto``), a batch-job schedule (``min_makespan``, or
+``scheduling.enabled``), or the optimal plan of a single deployment or fleet. ``--plot FILE``
+draws the frontier, the Gantt chart or the fleet (:mod:`guide_opt.plotting`); ``--emit DIR``
+writes the deployment artifacts.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from pathlib import Path
 import click
 
 from guide_opt import limits
-from guide_opt.answer import check_contexts, in_problem_file, solve_answer
+from guide_opt.answer import check_contexts, in_problem_file
+from guide_opt.api import Answer, RefineRequest, refinable, solve
 from guide_opt.cli.app import cli
 from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
-from guide_opt.plan import OBJECTIVES
+from guide_opt.objectives import OBJECTIVES, schedule_reporting
 from guide_opt.presets import DEFAULT_PRESET, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
 
 def format_objective(name: str, value: float | None) -> str:
     """``$5.98/h``, ``42,218.0 tokens/s``, ``1,081.0 ms``, ``97.50% of demand served``, ``6.42 h`` or ``$236.48 total``
-    (:data:`guide_opt.plan.OBJECTIVES`); '-' for None."""
+    (:data:`guide_opt.objectives.OBJECTIVES`); '-' for None."""
     return OBJECTIVES[name].format(value)
 
 
@@ -98,29 +100,23 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
         from guide_opt.plotting import check_plot_path
 
         check_plot_path(plot_file)
-    if (refine or storage or study_name) and (problem.objective in ("pareto", "max_served") or problem.is_schedule):
+    if (refine or storage or study_name) and not refinable(problem):
         raise click.UsageError(f"--refine handles min_cost, max_throughput and min_latency problems, not {problem.objective}")
     if (storage or study_name or trials is not None) and not refine:
         raise click.UsageError("--trials, --storage and --study-name go with --refine")
-    if problem.objective == "pareto":
-        return _solve_pareto(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
-    if problem.is_schedule:
-        return _solve_schedule(problem, solver_name, solver_preset, time_limit_s, seed, plot_file, output_format, emit_dir)
-    answer = solve_answer(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed,
-                          explain=explain, progress=progress)
-    solution, payload = answer.solution, answer.payload
+    request = (RefineRequest(trials if trials is not None else solver_preset.trials, storage, study_name, progress_bar=output_format == "table")
+               if refine else None)
+    answer = solve(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed, explain=explain,
+                   refine=request, progress=progress)
+    if answer.frontier is not None:
+        return _print_pareto(problem, answer, plot_file, output_format, emit_dir)
+    if answer.schedule is not None:
+        return _print_schedule(problem, answer, plot_file, output_format, emit_dir)
+    solution, payload, refinement = answer.solution, answer.payload, answer.refinement
     if plot_file is not None and solution.status.found:
         from guide_opt.plotting import plot_fleet
 
         payload["plot"] = str(plot_fleet(solution, plot_file, title=problem.name))
-    refinement = None
-    if refine and solution.status.found:
-        from guide_opt.refine import refine_solution
-
-        refinement = refine_solution(problem, solution, trials=trials if trials is not None else solver_preset.trials,
-                                     seed=seed if seed is not None else solver_preset.seed, storage=storage, study_name=study_name,
-                                     progress=output_format == "table")
-        payload["refinement"] = refinement.to_json()
     emit_artifacts(problem, solution, payload, emit_dir)
     if output_format == "json":
         echo_json(payload)
@@ -297,10 +293,8 @@ def _header(problem: Problem, solution: Solution, objective_key: str) -> None:
                f"bound {format_objective(objective_key, solution.bound)}   gap {gap}   time {solution.wall_time_s:.2f} s   solver {solution.solver}")
 
 
-def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
-                  emit_dir: Path | None = None) -> int:
+def _print_pareto(problem: Problem, answer: Answer, plot_file: Path | None, output_format: str, emit_dir: Path | None = None) -> int:
     """``objective: pareto``: the exact frontier, its points, the optimum, and the chart."""
-    answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
     solution, payload, frontier, space = answer.solution, answer.payload, answer.frontier, answer.space
     if plot_file is not None and frontier.points:
         from guide_opt.plotting import plot_frontier
@@ -310,7 +304,7 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
-    _header(problem, solution, "pareto")
+    _header(problem, solution, problem.objective)
     if not solution.status.found:
         _print_explanation(solution)
         return 2
@@ -339,10 +333,8 @@ def _solve_pareto(problem: Problem, solver_name: str, preset, time_limit_s, seed
     return 0
 
 
-def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, seed, plot_file: Path | None, output_format: str,
-                    emit_dir: Path | None = None) -> int:
+def _print_schedule(problem: Problem, answer: Answer, plot_file: Path | None, output_format: str, emit_dir: Path | None = None) -> int:
     """Batch jobs scheduled on the GPU pool: the schedule table, its verification, the Gantt chart."""
-    answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, progress=progress)
     solution, payload, schedule = answer.solution, answer.payload, answer.schedule
     if plot_file is not None and schedule.jobs:
         from guide_opt.plotting import plot_schedule
@@ -352,7 +344,7 @@ def _solve_schedule(problem: Problem, solver_name: str, preset, time_limit_s, se
     if output_format == "json":
         echo_json(payload)
         return 0 if solution.status.found else 2
-    _header(problem, solution, "min_makespan" if problem.objective == "min_makespan" else "schedule_cost")
+    _header(problem, solution, schedule_reporting(problem.objective))
     if not solution.status.found:
         _print_explanation(solution)
         return 2

@@ -199,7 +199,8 @@ class StepTable:
         self.context_tokens = config.input_tokens + (config.output_tokens - 1) / 2
         self._windows: dict[tuple[int, int], Window] = {}
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._rows_cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self._dense_rows: dict[int, np.ndarray] = {}
+        self._step_times: dict[StepShape, float] = {}
         self._answers: dict[tuple, object] = {}
 
     def memo(self, key: tuple, compute):
@@ -239,11 +240,20 @@ class StepTable:
             if decode is not None:
                 shape = StepShape(shape.new_tokens + decode.new_tokens, shape.sequences + decode.sequences,
                                   shape.attended_tokens + decode.attended_tokens, shape.kv_read_tokens + decode.kv_read_tokens)
-            t = step_time(config, shape, pipeline_fill=True).time_s
+            t = self._step_s(shape)
             elapsed += t
             steps.append(t)
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
+
+    def _step_s(self, shape: StepShape) -> float:
+        """:func:`~guide_opt.perf.step.step_time` of a prefill step of this configuration (pipeline fill
+        included), memoised: the windows of neighbouring prompt counts repeat many steps (a third of
+        a quickstart build's steps)."""
+        found = self._step_times.get(shape)
+        if found is None:
+            found = self._step_times[shape] = step_time(self.config, shape, pipeline_fill=True).time_s
+        return found
 
     def _exact(self, decodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The exact windows at ``decodes`` on :func:`prompt_grid` up to :meth:`linear_from_prompts`:
@@ -271,16 +281,23 @@ class StepTable:
         the expectation over Poisson counts smooths it); beyond :meth:`linear_from_prompts`
         they are extended linearly with the slope of the last two exact windows.
         """
-        contiguous = len(prompts) and prompts[-1] - prompts[0] == len(prompts) - 1  # Poisson supports: memoised
-        key = (decodes, int(prompts[0]), len(prompts)) if contiguous else None
-        found = self._rows_cache.get(key) if key else None
-        if found is None:
+        if len(prompts) and prompts[-1] - prompts[0] == len(prompts) - 1:  # Poisson supports: from the memoised rows
+            start = int(prompts[0])
+            return self._dense(decodes, start + len(prompts))[:, start:]
+        grid, values, slopes = self._exact(decodes)
+        i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
+        return values[:, i] + (prompts - grid[i]) * slopes[:, i]
+
+    def _dense(self, decodes: int, size: int) -> np.ndarray:
+        """:meth:`_at_grid` of the prompt counts 0..``size - 1`` at a grid decode count, from a memoised
+        table grown in powers of two (each entry is the same expression of its own prompt count)."""
+        found = self._dense_rows.get(decodes)
+        if found is None or found.shape[1] < size:
+            prompts = np.arange(max(64, 1 << (size - 1).bit_length()))
             grid, values, slopes = self._exact(decodes)
             i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
-            found = values[:, i] + (prompts - grid[i]) * slopes[:, i]
-            if key:
-                self._rows_cache[key] = found
-        return found
+            found = self._dense_rows[decodes] = values[:, i] + (prompts - grid[i]) * slopes[:, i]
+        return found[:, :size]
 
     def _rows(self, decodes: float, slots: int, prompts: np.ndarray, rows: int = 3) -> np.ndarray:
         """The first ``rows`` rows of :meth:`_at_grid` interpolated between the grid decode counts around ``decodes``."""
@@ -295,6 +312,30 @@ class StepTable:
         """
         weighted = self._rows(decodes, slots, prompts, 2) * pmf
         return _fsum(weighted[0], nonnegative=True), _fsum(weighted[1], nonnegative=True)
+
+    def poisson_window(self, decodes: float, slots: int, mean: float) -> tuple[float, float]:
+        """:meth:`mean_window` over Poisson(``mean``) prompt counts (:func:`_prompt_counts`): the same
+        operations on the same numbers without the general path's checks (the fixed points' inner loop)."""
+        if mean > 0:
+            size = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)) + 1
+            first, pmf = _poisson_terms(mean, size - 1)
+        else:
+            first, size, pmf = 0, 1, _CERTAIN
+        lo, hi, w = self._neighbours(decodes, slots)
+        low = self._dense_rows.get(lo)
+        if low is None or low.shape[1] < size:
+            low = self._dense(lo, size)
+        rows = low[:2, first:size]
+        if w != 0:
+            high = self._dense_rows.get(hi)
+            if high is None or high.shape[1] < size:
+                high = self._dense(hi, size)
+            rows = (1 - w) * rows + w * high[:2, first:size]
+        weighted = rows * pmf
+        if len(pmf) < FSUM_ORDER_FROM:  # _fsum's own choice, without its call
+            return math.fsum(weighted[0].tolist()), math.fsum(weighted[1].tolist())
+        weighted.sort(axis=1)
+        return math.fsum(weighted[0, ::-1].tolist()), math.fsum(weighted[1, ::-1].tolist())
 
     def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
         """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
@@ -432,14 +473,34 @@ def _uniform_dist(width_s: np.ndarray, weights: np.ndarray, points: int = 8) -> 
     return values, np.repeat(weights / points, points)
 
 
+#: Standard deviations below the mean where Poisson supports start: the mass below is at most
+#: ``exp(-z^2 / 2) = 1e-30`` (the Chernoff bound of the Poisson lower tail), so leaving it out
+#: moves no sum it would enter by more than 1e-30 relative (30 orders below a double's
+#: resolution: a correctly rounded sum changes only if its exact value lies within 1e-30 of a
+#: rounding boundary), and large means sum hundreds of terms fewer.
+POISSON_LOWER_SIGMAS = math.sqrt(2.0 * math.log(1e30))
+
+
+#: Poisson(0): no prompt, certainly (read-only).
+_CERTAIN = np.ones(1)
+_CERTAIN.setflags(write=False)
+
+
 def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson(mean) on 0..limit, the tail above ``limit`` lumped onto it."""
+    """Poisson(mean) on first..limit, the tail above ``limit`` lumped onto it (first: :data:`POISSON_LOWER_SIGMAS` below the mean)."""
     if mean <= 0:
         return np.zeros(1), np.ones(1)
+    first, pmf = _poisson_terms(mean, limit)
+    return _support(limit)[0][first:], pmf
+
+
+def _poisson_terms(mean: float, limit: int) -> tuple[int, np.ndarray]:
+    """The first count and the probabilities of :func:`_poisson_pmf` (``mean`` > 0)."""
+    first = max(0, int(mean - POISSON_LOWER_SIGMAS * math.sqrt(mean)))
     k, _, log_factorials = _support(limit)
-    pmf = np.exp(k * math.log(mean) - mean - log_factorials)
+    pmf = np.exp(k[first:] * math.log(mean) - mean - log_factorials[first:])
     pmf[-1] += max(0.0, 1.0 - _fsum(pmf, nonnegative=True))
-    return k, pmf
+    return first, pmf
 
 
 @functools.lru_cache(maxsize=4096)
@@ -493,10 +554,10 @@ class _Solution:
 
 
 def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson(mean) prompts per window, on a support covering all but a negligible tail."""
+    """Poisson(mean) prompts per window (integers, probabilities), on a support covering all but a negligible mass."""
     limit = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0))
     k, pmf = _poisson_pmf(mean, limit)
-    return (_support(limit)[1] if len(k) > 1 else k.astype(int)), pmf
+    return (_support(limit)[1][limit + 1 - len(k):] if len(k) > 1 else k.astype(int)), pmf
 
 
 def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes, start: tuple[float, float] | None = None) -> _Solution | None:
@@ -514,8 +575,7 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
         n = decodes(tpot_s)
         if not others_rate_per_s * window_s <= MAX_PROMPTS_PER_WINDOW:
             return None
-        k, pmf = _prompt_counts(others_rate_per_s * window_s)
-        mean_time, mean_steps = table.mean_window(n, slots, k, pmf)
+        mean_time, mean_steps = table.poisson_window(n, slots, others_rate_per_s * window_s)
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
@@ -528,10 +588,17 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
 
 
 def _aitken(x: list[float]) -> float:
-    """Aitken's extrapolation of three iterates of a linearly converging sequence (the last one if it cannot apply)."""
+    """Aitken's extrapolation of three iterates of a linearly converging sequence (the last one if it cannot apply).
+
+    It applies to monotone iterates whose steps shrink. Steps that grow mean the iteration
+    diverges (the load is beyond capacity): extrapolating them points back at the repelling
+    root below, and jumping there restarts the divergence, a cycle that ran to
+    :data:`MAX_ITERATIONS` (half of all fixed-point iterations of a quickstart build); left
+    alone, the window outgrows :data:`MAX_PROMPTS_PER_WINDOW` in a few steps.
+    """
     d1, d2 = x[1] - x[0], x[2] - x[1]
     denominator = d2 - d1
-    if denominator == 0 or d1 * d2 <= 0:
+    if denominator == 0 or d1 * d2 <= 0 or abs(d2) >= abs(d1):
         return x[2]
     extrapolated = x[2] - d2 * d2 / denominator
     return extrapolated if extrapolated > 0 else x[2]

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from guide_opt.catalog import Catalog, load_catalog
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.perf import ServingConfig
 from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
@@ -211,7 +212,7 @@ class Evaluator:
     def _saturating(self, i: int) -> bool:
         w = self.problem.models[i].workload
         no_demand = w.request_rate_per_s is None and w.concurrent_users is None and w.requests is None
-        return self.problem.objective == "max_throughput" or no_demand
+        return OBJECTIVES[self.problem.objective].grows_with_replicas or no_demand
 
     def _workload(self, i: int, s: EngineSettings) -> Workload:
         w = self.problem.models[i].workload
@@ -303,14 +304,11 @@ class Evaluator:
         self._shared_constraints(settings, constraints, violations)
         cost = math.fsum(m.cost_per_hour for m in metrics)
         latency = math.fsum(m.e2e_mean_ms if math.isfinite(m.e2e_mean_ms) else UNMEASURED_LATENCY_MS for m in metrics)
-        objective = self.problem.objective
-        if objective == "min_cost":
-            value, secondary = cost, latency
-        elif objective == "max_throughput":
-            value, secondary = math.fsum(m.throughput_tokens_per_s if math.isfinite(m.throughput_tokens_per_s) else 0.0 for m in metrics), cost
-        else:
-            value, secondary = latency, cost
-        return PlanEvaluation(settings, metrics, constraints, tuple(violations), value, secondary, cost)
+        throughput = math.fsum(m.throughput_tokens_per_s if math.isfinite(m.throughput_tokens_per_s) else 0.0 for m in metrics)
+        # The simulated value of each refinable objective; the secondary is the objective's tie-break.
+        simulated = {"min_cost": cost, "max_throughput": throughput, "min_latency": latency}
+        kind = OBJECTIVES[self.problem.objective]
+        return PlanEvaluation(settings, metrics, constraints, tuple(violations), simulated[kind.name], simulated[kind.tie_break], cost)
 
     def _llm_constraints(self, i: int, req: LlmRequirement, m: SimulatedMetrics, constraints: dict[str, float],
                          violations: list[str]) -> None:

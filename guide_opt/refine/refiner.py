@@ -15,6 +15,7 @@ import optuna
 
 from guide_opt.catalog import Catalog
 from guide_opt.errors import InputError
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import Problem
 from guide_opt.refine import knobs, select, study
 from guide_opt.refine.evaluate import (DEFAULT_CONFIRMATIONS, DEFAULT_NUM_REQUESTS, DEFAULT_SIMULATION_SEED, Evaluator,
@@ -22,8 +23,8 @@ from guide_opt.refine.evaluate import (DEFAULT_CONFIRMATIONS, DEFAULT_NUM_REQUES
 from guide_opt.refine.report import Refinement, verdict
 from guide_opt.solution import Solution
 
-#: Objectives the refinement handles.
-SUPPORTED_OBJECTIVES = ("min_cost", "max_throughput", "min_latency")
+#: Objectives the refinement handles: the fleet objectives whose plans the simulator checks (registry order).
+SUPPORTED_OBJECTIVES = tuple(name for name, kind in OBJECTIVES.items() if kind.stack == "fleet" and kind.simulated)
 
 
 def refine_solution(problem: Problem, solution: Solution, *, trials: int, seed: int = 0,

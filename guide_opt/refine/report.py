@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import Problem
 from guide_opt.refine.evaluate import PlanEvaluation, SimulatedMetrics, finite_or_none
 from guide_opt.refine.knobs import EngineSettings
@@ -110,15 +111,14 @@ class Refinement:
         }
 
 
-#: Each objective in words and its unit, for the verdict.
-OBJECTIVE_WORDS = {"min_cost": ("cost", "$/h"), "max_throughput": ("simulated throughput", "tokens/s"),
-                   "min_latency": ("simulated mean latency", "ms")}
+#: Each refinable objective in words, for the verdict (its unit and format come from the registry).
+OBJECTIVE_WORDS = {"min_cost": "cost", "max_throughput": "simulated throughput", "min_latency": "simulated mean latency"}
 
 
 def verdict(notes: list[str], problem: Problem, inc: PlanEvaluation | None, inc_error: str | None, chosen: PlanEvaluation | None,
             improved: bool, run: int, feasible: int) -> None:
     """The report's verdict in words (appended to ``notes``)."""
-    what, unit = OBJECTIVE_WORDS[problem.objective]
+    what, kind = OBJECTIVE_WORDS[problem.objective], OBJECTIVES[problem.objective]
     if inc is None:
         notes.append(f"the incumbent could not be simulated ({inc_error}); it is not vouched for by the simulator")
     elif not inc.feasible:
@@ -135,12 +135,12 @@ def verdict(notes: list[str], problem: Problem, inc: PlanEvaluation | None, inc_
         delta = chosen.objective - inc.objective
         rel = abs(delta) / max(abs(inc.objective), 1e-9)
         if abs(delta) > 1e-9 * max(1.0, abs(inc.objective)):
-            notes.append(f"refinement improves the {what} from {inc.objective:,.2f} to {chosen.objective:,.2f} {unit} ({rel:.1%}), "
+            notes.append(f"refinement improves the {what} from {inc.objective:,.2f} to {chosen.objective:,.2f} {kind.unit} ({rel:.1%}), "
                          "simulator-checked")
         else:
-            value = f"${chosen.objective:,.2f}/h" if problem.objective == "min_cost" else f"{chosen.objective:,.2f} {unit}"
+            value = f"{kind.prefix}{chosen.objective:,.2f}{kind.suffix}"
             notes.append(f"same {what} ({value}); the refined plan wins the tie-break "
-                         f"({'lower mean latency' if problem.objective == 'min_cost' else 'lower cost'})")
+                         f"({'lower mean latency' if kind.tie_break == 'min_latency' else 'lower cost'})")
     else:
         cost_delta = chosen.cost_per_hour - (math.fsum(m.cost_per_hour for m in inc.metrics) if inc else chosen.cost_per_hour)
         versus = ("the same cost as the incumbent" if abs(cost_delta) < 1e-9 else

@@ -31,6 +31,7 @@ from typing import Any
 import optuna
 
 from guide_opt.errors import InputError
+from guide_opt.objectives import OBJECTIVES
 from guide_opt.refine import knobs
 from guide_opt.refine.evaluate import Evaluator, finite_or_none
 
@@ -152,8 +153,8 @@ def fingerprint(evaluator: Evaluator) -> str:
 
 
 def direction_of(objective: str) -> str:
-    """Optuna's direction for a refinement objective: ``maximize`` for max_throughput, else ``minimize``."""
-    return "maximize" if objective == "max_throughput" else "minimize"
+    """Optuna's direction for a refinement objective: its registry entry's sense."""
+    return "minimize" if OBJECTIVES[objective].minimized else "maximize"
 
 
 def _open_study(storage: optuna.storages.BaseStorage, study_name: str, direction: str, fingerprint: str, seed: int,

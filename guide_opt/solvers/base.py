@@ -24,6 +24,8 @@ from typing import ClassVar
 
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
+from guide_opt.explain import explain_infeasible
+from guide_opt.objectives import fleet_objectives
 from guide_opt.plan import Plan, objective_value, to_deployment, verification_problem
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
@@ -73,15 +75,21 @@ class Solver(abc.ABC):
     Class attributes:
         name: registry key (``--solver`` value).
         proves_optimality: True when an OPTIMAL status is a proof.
-        objectives: the problem objectives it handles.
+        simulated_only: True when it handles only the objectives the serving simulator checks
+            (:attr:`~guide_opt.objectives.ObjectiveKind.simulated`); else every fleet objective.
     """
 
     name: ClassVar[str]
     proves_optimality: ClassVar[bool]
-    objectives: ClassVar[frozenset[str]] = frozenset({"min_cost", "max_throughput", "min_latency"})
+    simulated_only: ClassVar[bool] = False
 
     def __init__(self, preset: SolverPreset | None = None) -> None:
         self.preset = preset or load_preset()
+
+    @property
+    def objectives(self) -> frozenset[str]:
+        """The problem objectives it handles, read from the registry (:func:`guide_opt.objectives.fleet_objectives`)."""
+        return fleet_objectives(simulated_only=self.simulated_only)
 
     @abc.abstractmethod
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
@@ -157,8 +165,6 @@ class Solver(abc.ABC):
             if refuted and result.status is Status.INFEASIBLE:
                 explanation = _refuted_explanation(working, refuted)
             elif result.status is Status.INFEASIBLE:
-                from guide_opt.explain import explain_infeasible
-
                 deadline.phase("explanation")
                 explanation = explain_infeasible(space, self.preset, deadline)
             deadline.phase(None)
@@ -349,13 +355,3 @@ def _refuted_explanation(space: SearchSpace, refuted: list[str]) -> dict:
     reasons += [f"refuted: {r}" for r in refuted[:MAX_REFUTED_REPORTED]]
     return {"reasons": reasons, "conflicting_constraints": [], "relaxations": [], "cheapest_relaxation": None,
             "refuted_plans": refuted}
-
-
-def get_solver(name: str, preset: SolverPreset | None = None) -> Solver:
-    """Instantiate the solver registered as ``name``."""
-    from guide_opt.solvers import load_all
-
-    load_all()
-    if name not in SOLVERS:
-        raise InputError("--solver", f"unknown solver '{name}'", f"use one of {', '.join(sorted(SOLVERS))}")
-    return SOLVERS[name](preset)

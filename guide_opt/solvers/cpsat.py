@@ -8,23 +8,14 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
-from guide_opt.formulation import (COST_QUANTUM_USD_PER_H, SERVED_QUANTUM, SERVED_SCALE, THROUGHPUT_QUANTUM_TOKENS_PER_S, TIME_QUANTUM_US,
-                                   Formulation, build_formulation, objective_coefficient, run_cp_sat)
-from guide_opt.plan import OBJECTIVES, Plan
+from guide_opt.formulation import Formulation, build_formulation, objective_coefficient, run_cp_sat
+from guide_opt.objectives import OBJECTIVES
+from guide_opt.plan import Plan
+from guide_opt.quanta import SERVED_SCALE
 from guide_opt.presets import SolverPreset
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace
-
-
-#: Objective quantum of each objective in its reporting unit ($/h, tokens/s, ms; for
-#: max_served percent of one LLM's demand, to be divided by the number of LLMs).
-OBJECTIVE_QUANTUM = {
-    "min_cost": COST_QUANTUM_USD_PER_H,
-    "max_throughput": THROUGHPUT_QUANTUM_TOKENS_PER_S,
-    "min_latency": TIME_QUANTUM_US / 1000.0,
-    "max_served": SERVED_QUANTUM * 100.0,
-}
 
 
 @register
@@ -38,8 +29,6 @@ class CpSatSolver(Solver):
 
     name = "cpsat"
     proves_optimality = True
-    objectives = frozenset({"min_cost", "max_throughput", "min_latency", "max_served"})
-
     def __init__(self, preset: SolverPreset | None = None, *, prune_dominated: bool = True) -> None:
         super().__init__(preset)
         self.prune_dominated = prune_dominated
@@ -108,9 +97,7 @@ class CpSatSolver(Solver):
             plan, tie_proven = self._second_pass(form, lex, solver, primary, deadline, seed)
         proven = status is Status.OPTIMAL or (bound_quanta is not None and round(bound_quanta) == primary)
         stats["tie_break_proven"] = tie_proven
-        bound = (primary if proven else bound_quanta) * OBJECTIVE_QUANTUM[form.objective]
-        if form.objective == "max_served":
-            bound /= max(1, len(form.space.models))
+        bound = OBJECTIVES[form.objective].bound_in_unit(primary if proven else bound_quanta, len(form.space.models))
         return (Status.OPTIMAL if proven else Status.FEASIBLE), plan, bound, stats
 
     def _second_pass(self, form: Formulation, lex: "Lexicographic", first: cp_model.CpSolver, primary: int, deadline: Deadline,
@@ -166,18 +153,17 @@ def lexicographic(form: Formulation) -> Lexicographic:
         domain = proto.variables[var.Index()].domain
         return int(domain[len(domain) - 1])  # the protobuf field does not take negative indices
 
-    per_model_cost, per_model_latency, per_model_throughput = [], [], []
-    for indices in form.by_model:
-        per_model_cost.append(max((upper(form.replicas[i]) * objective_coefficient("min_cost", form.candidates[i]) for i in indices), default=0))
-        per_model_latency.append(max((objective_coefficient("min_latency", form.candidates[i]) for i in indices), default=0))
-        per_model_throughput.append(max((upper(form.replicas[i]) * objective_coefficient("max_throughput", form.candidates[i])
-                                         for i in indices), default=0))
-    # each plan objective as (expression, upper bound) in this model
-    terms = {"min_cost": (form.cost_expr, sum(per_model_cost)), "min_latency": (form.latency_expr, sum(per_model_latency)),
-             "max_throughput": (form.throughput_expr, sum(per_model_throughput)),
-             "max_served": (form.served_expr, SERVED_SCALE * len(form.by_model))}
+    def upper_bound(objective: str) -> int:
+        """The largest value (quanta) ``objective``'s expression takes in this model: per LLM, its largest term."""
+        o = OBJECTIVES[objective]
+        if o.replicas == "share":
+            return SERVED_SCALE * len(form.by_model)  # each LLM's share is capped at its whole demand
+        return sum(max(((upper(form.replicas[i]) if o.per_replica else 1) * objective_coefficient(objective, form.candidates[i])
+                        for i in indices), default=0) for indices in form.by_model)
+
     kind = OBJECTIVES[form.objective]
-    (primary, primary_ub), (secondary, secondary_ub) = terms[kind.name], terms[kind.tie_break]
+    primary, primary_ub = form.expression(kind.name), upper_bound(kind.name)
+    secondary, secondary_ub = form.expression(kind.tie_break), upper_bound(kind.tie_break)
     sign = kind.sense
     weight = secondary_ub + 1
     exact = primary_ub * weight + secondary_ub < 2**53

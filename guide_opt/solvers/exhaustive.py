@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 from guide_opt.deadline import Deadline
-from guide_opt.plan import OBJECTIVES, Pick, Plan, objective_value
+from guide_opt.objectives import OBJECTIVES
+from guide_opt.plan import Pick, Plan, objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace, replica_limit
@@ -24,12 +25,12 @@ class ExhaustiveSolver(Solver):
 
     name = "exhaustive"
     proves_optimality = True
-    objectives = frozenset({"min_cost", "max_throughput", "min_latency", "max_served"})
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
                    deadline: Deadline | float, seed: int) -> PlanResult:
         deadline = Deadline.of(deadline)
         problem = space.problem
+        kind = OBJECTIVES[objective]
         options: list[list[Pick]] = []
         for ms in space.models:
             picks = []
@@ -37,18 +38,13 @@ class ExhaustiveSolver(Solver):
                 if not c.usable_for(objective) or id(c) in forbidden:
                     continue
                 r_max = replica_limit(space, c)
-                if objective == "max_served":
-                    replica_counts = range(1, min(r_max, c.replicas_min) + 1)
-                elif objective == "max_throughput":
-                    replica_counts = range(c.replicas_min, r_max + 1)
-                else:
-                    replica_counts = [c.replicas_min] if c.replicas_min <= r_max else []
+                replica_counts = _replica_counts(kind.replicas, c.replicas_min, r_max)
                 picks.extend(Pick(c, r) for r in replica_counts)
             options.append(picks)
 
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
-        sign = float(OBJECTIVES[objective].sense)
-        tie_breaker = OBJECTIVES[objective].tie_break  # the CP-SAT solver's rule too
+        sign = float(kind.sense)
+        tie_breaker = kind.tie_break  # the CP-SAT solver's rule too
         budget = problem.budget_per_hour
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
@@ -98,3 +94,11 @@ class ExhaustiveSolver(Solver):
         return PlanResult(status, plans, None if timed_out else objective_value(objective, plans[0]), stats)
 
 
+def _replica_counts(rule: str, floor: int, limit: int) -> range:
+    """The replica counts an optimum may use (:attr:`~guide_opt.objectives.ObjectiveKind.replicas`): ``share`` 1 up to the
+    demand's ``floor``, ``any`` the floor up to ``limit``, ``fewest`` the floor alone; none above ``limit``."""
+    if rule == "share":
+        return range(1, min(limit, floor) + 1)
+    if rule == "any":
+        return range(floor, limit + 1)
+    return range(floor, floor + 1) if floor <= limit else range(0)

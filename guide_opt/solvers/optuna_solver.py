@@ -40,7 +40,7 @@ class OptunaSolver(Solver):
 
     name = "optuna"
     proves_optimality = False
-    objectives = frozenset({"min_cost", "max_throughput", "min_latency"})
+    simulated_only = True
 
     def __init__(self, preset: SolverPreset | None = None, *, num_requests: int = DEFAULT_NUM_REQUESTS, storage: str | None = None,
                  study_name: str | None = None, progress: bool = False) -> None:

@@ -7,6 +7,6 @@
   ``/api/jobs`` and the OpenAPI documentation at ``/docs``.
 
 The page and the API call the same library function as ``guide-opt solve``
-(:func:`guide_opt.answer.solve_answer`), so a web session's downloaded problem file reproduces
+(:func:`guide_opt.api.solve`), so a web session's downloaded problem file reproduces
 its answer on the command line.
 """

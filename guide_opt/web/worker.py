@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from guide_opt.answer import check_contexts, estimate_payload, in_problem_file, serving_config, solve_answer
+from guide_opt.answer import check_contexts, estimate_payload, in_problem_file, serving_config
+from guide_opt.api import solve
 from guide_opt.catalog import load_catalog, parse_yaml_text
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.presets import DEFAULT_PRESET, load_preset
@@ -138,8 +139,8 @@ def run_solve(request: dict, progress: Callable[[str], None] = lambda _m: None, 
             try:
                 problem = Problem.from_dict(solved, source=PROBLEM_FILE_NAME)
                 check_contexts(problem)
-                answer = solve_answer(problem, solver_name=solver_name, preset=preset, time_limit_s=limit,
-                                      seed=request.get("seed"), explain=request.get("explain", True), workers=workers, progress=progress)
+                answer = solve(problem, solver_name=solver_name, preset=preset, time_limit_s=limit,
+                               seed=request.get("seed"), explain=request.get("explain", True), workers=workers, progress=progress)
             except InputError as exc:
                 raise _without_folder(exc, Path(tmp)) from None
     except InputError as exc:

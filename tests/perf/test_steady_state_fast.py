@@ -1,12 +1,15 @@
 """The fast evaluation of the steady-state model gives the scalar model's figures.
 
-Three things make candidate evaluation fast (:mod:`guide_opt.perf.steady_state`): correctly
-rounded sums with their terms ordered by magnitude (:func:`~guide_opt.perf.steady_state._fsum`),
-cached Poisson supports, and step tables that memoise their answers and are shared by the batch
-sizes of a shape and by the LLMs of a fleet. The references here are independent of those
-paths: :func:`math.fsum` over the terms as given, the Poisson probabilities written out with
-:func:`scipy.special.gammaln`, and a fresh table per question (nothing memoised, nothing shared).
-"""
+What makes candidate evaluation fast (:mod:`guide_opt.perf.steady_state`): correctly rounded
+sums with their terms ordered by magnitude (:func:`~guide_opt.perf.steady_state._fsum`), cached
+Poisson supports that leave out a lower tail of at most 1e-30 of the mass, memoised window rows
+read by the fixed points' inner loop (:meth:`~guide_opt.perf.steady_state.StepTable.poisson_window`),
+step tables that memoise their answers and are shared by the batch sizes of a shape and by the
+LLMs of a fleet, and an Aitken step that no longer extrapolates diverging iterations. The
+references here are independent of those paths: :func:`math.fsum` over the terms as given, the
+Poisson probabilities written out with :func:`scipy.special.gammaln` on whole supports, window
+rows interpolated one by one through the general mean-window path, the Aitken step as it was,
+and a fresh table per question (nothing memoised, nothing shared)."""
 
 from __future__ import annotations
 
@@ -42,10 +45,14 @@ def test_ordered_fsum_is_math_fsum(values):
 def test_poisson_pmf_on_cached_supports_is_the_formula(mean):
     limit = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0))
     k = np.arange(limit + 1, dtype=float)
-    expected = np.exp(k * math.log(mean) - mean - gammaln(k + 1.0))
-    expected[-1] += max(0.0, 1.0 - math.fsum(expected.tolist()))
+    full = np.exp(k * math.log(mean) - mean - gammaln(k + 1.0))
     got_k, got_pmf = ss._prompt_counts(mean)
-    assert np.array_equal(got_k, np.arange(limit + 1)) and np.array_equal(got_pmf, expected)
+    first = int(got_k[0])
+    # The support may leave out only a lower tail of at most 1e-30 of the mass (summed here from the formula).
+    assert math.fsum(full[:first].tolist()) <= 1e-30
+    expected = full[first:].copy()
+    expected[-1] += max(0.0, 1.0 - math.fsum(expected.tolist()))
+    assert np.array_equal(got_k, np.arange(first, limit + 1)) and np.array_equal(got_pmf, expected)
     with pytest.raises(ValueError):  # the shared supports cannot be changed by a caller
         got_k[0] = 1
 
@@ -98,3 +105,90 @@ def test_shared_memoising_table_matches_a_fresh_one(catalog, llm, gpu, engine, t
     assert ss.max_users_within(config, *limits, cap, table=shared) == ss.max_users_within(config, *limits, cap, table=ss.StepTable(config))
     fast, scalar = ss.closed_loop(config, users, shared, capacity_per_s=0.0), ss.closed_loop(config, users, ss.StepTable(config), capacity_per_s=0.0)
     assert all(map(_close, _figures(fast), _figures(scalar)))
+
+
+# ---- the scalar model as it was before the fast path, kept as the reference -------------------
+def _reference_aitken(x):
+    """Aitken's step as it was: applied to growing steps too (the cycle that ran diverging loads to the iteration limit)."""
+    d1, d2 = x[1] - x[0], x[2] - x[1]
+    denominator = d2 - d1
+    if denominator == 0 or d1 * d2 <= 0:
+        return x[2]
+    extrapolated = x[2] - d2 * d2 / denominator
+    return extrapolated if extrapolated > 0 else x[2]
+
+
+def test_a_diverging_window_is_declared_beyond_capacity_without_cycling(catalog, monkeypatch):
+    # A quickstart shape (Llama-3.1-8B, one A100-80GB SXM, vLLM, 1024/256 tokens) with its 8
+    # slots full and the others' prompts at 33.0 requests/s, a load found beyond capacity while
+    # its capacity was searched: the windows grow by ~1.7x per iteration. Aitken's step on such
+    # growing steps jumped back to the repelling root, which restarted the growth until the
+    # iteration limit; the reference implementation shows that cycle, the model must not.
+    config = _config(catalog, "llama-3.1-8b", "a100-80gb-sxm", "vllm", 1, 1024, 256, 8)
+    table = ss.StepTable(config)
+    calls = []
+    window = ss.StepTable.poisson_window
+    monkeypatch.setattr(ss.StepTable, "poisson_window", lambda self, *a: calls.append(1) or window(self, *a))
+    assert ss._decode_run(table, 8, 33.013439566792, lambda t: 8.0) is None
+    fast = len(calls)
+    calls.clear()
+    monkeypatch.setattr(ss, "_aitken", _reference_aitken)
+    assert ss._decode_run(table, 8, 33.013439566792, lambda t: 8.0) is None
+    assert len(calls) == ss.MAX_ITERATIONS and fast < ss.MAX_ITERATIONS // 10
+
+
+def _reference_poisson_pmf(mean, limit):
+    """Poisson(mean) on the whole of 0..limit, written out (no support left out)."""
+    if mean <= 0:
+        return np.zeros(1), np.ones(1)
+    k = np.arange(limit + 1, dtype=float)
+    pmf = np.exp(k * math.log(mean) - mean - gammaln(k + 1.0))
+    pmf[-1] += max(0.0, 1.0 - math.fsum(pmf.tolist()))
+    return k, pmf
+
+
+def _reference_at_grid(self, decodes, prompts):
+    """Window rows interpolated on the exact prompt grid, every prompt count on its own (no memoised rows)."""
+    grid, values, slopes = self._exact(decodes)
+    i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
+    return values[:, i] + (prompts - grid[i]) * slopes[:, i]
+
+
+def _reference_poisson_window(self, decodes, slots, mean):
+    """The mean window through the general path: Poisson counts, then :meth:`StepTable.mean_window`."""
+    return self.mean_window(decodes, slots, *ss._prompt_counts(mean))
+
+
+def _reference_figures(config, load, users, limits):
+    """:func:`_all_figures` with the steady-state model's sums switched to their reference implementation
+    (whole Poisson supports, every window row interpolated on its own, the general mean-window path)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ss, "_poisson_pmf", _reference_poisson_pmf)
+        patch.setattr(ss.StepTable, "_at_grid", _reference_at_grid)
+        patch.setattr(ss.StepTable, "poisson_window", _reference_poisson_window)
+        return _all_figures(config, load, users, limits)
+
+
+def _all_figures(config, load, users, limits):
+    table = ss.StepTable(config)
+    capacity = ss.capacity_request_rate_per_s(config, table)
+    best = ss.max_rate_within(config, *limits, table=table, capacity_per_s=capacity)
+    figures = [capacity, best, *_figures(ss.open_loop(config, load * capacity, table, capacity_per_s=capacity))]
+    figures += _figures(ss.closed_loop(config, users, table, capacity_per_s=capacity))
+    return figures + [float(ss.max_users_within(config, *limits, min(users, 64), table=table))]
+
+
+@given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]), tp=st.sampled_from([1, 2]),
+       input_tokens=st.integers(16, 4096), output_tokens=st.integers(2, 1024), batch=st.sampled_from([1, 2, 3, 8, 24, 64, 200]),
+       load=st.floats(0.05, 0.95), users=st.integers(1, 300), ttft_ms=st.floats(20, 5000), tpot_ms=st.floats(5, 200),
+       percentile=st.sampled_from([50, 90, 99]))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fast_path_matches_the_reference_model(catalog, llm, gpu, engine, tp, input_tokens, output_tokens, batch, load,
+                                               users, ttft_ms, tpot_ms, percentile):
+    config = _config(catalog, llm, gpu, engine, tp, input_tokens, output_tokens, batch)
+    if config.unsupported_reason() or config.context_reason():
+        return
+    limits = (percentile, ttft_ms / 1e3, tpot_ms / 1e3)
+    fast = _all_figures(config, load, users, limits)
+    reference = _reference_figures(config, load, users, limits)
+    assert all(map(_close, fast, reference)), [(a, b) for a, b in zip(fast, reference) if not _close(a, b)]

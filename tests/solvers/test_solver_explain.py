@@ -69,7 +69,7 @@ def test_binding_constraints_report_savings():
                                      "slo": {"ttft_ms": 800, "tpot_ms": 10}}])  # only A100 TP 2 (about 8.5 ms) meets it; TP 1 about 13 ms
     space = build_space(problem)
     result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=5, seed=0)
-    report = {b["constraint"]: b for b in explain_binding(space, result.plans[0], load_preset())}
+    report = {b["constraint"]: b for b in explain_binding(space, result.plans[0], get_solver("cpsat"))}
     assert report["models[0].slo.tpot_ms"]["binding"]
     assert report["models[0].slo.tpot_ms"]["gain"] > 0
     assert not report["budget_per_hour"]["binding"]
@@ -79,7 +79,7 @@ def test_binding_report_respects_its_time_budget():
     problem = small_problem()
     space = build_space(problem)
     result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=5, seed=0)
-    report = explain_binding(space, result.plans[0], load_preset(), deadline=0.0)
+    report = explain_binding(space, result.plans[0], get_solver("cpsat"), deadline=0.0)
     names = [b["constraint"] for b in report]
     assert names == ["budget_per_hour", "hardware.max_gpus", "models[0].slo.ttft_ms", "models[0].slo.tpot_ms"]
     assert all(b["binding"] is None and "not evaluated" in b["text"] for b in report)

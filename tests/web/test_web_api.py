@@ -191,7 +191,7 @@ def test_a_job_reports_progress_and_can_be_cancelled(client):
     while not running["progress"] and time.monotonic() < deadline:
         time.sleep(0.05)
         running = client.get(f"/api/jobs/{job['id']}").json()
-    # the first stage the solver reports (guide_opt.answer.solve_answer)
+    # the first stage the solver reports (guide_opt.api.solve)
     assert running["state"] == "running" and running["progress"][0].startswith("evaluating the candidates")
     # the server answers other requests while the job runs
     assert client.get("/api/catalog").status_code == 200

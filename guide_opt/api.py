@@ -1,0 +1,195 @@
+"""The one orchestrator: :func:`solve` answers a problem for every front-end.
+
+``guide-opt solve`` and the web planner (:mod:`guide_opt.web`) both call :func:`solve`, so a
+web session and the CLI run of its downloaded problem file answer with the same JSON
+(``solve --format json``). It runs the stages in turn, on one
+:class:`~guide_opt.deadline.Deadline` (``--time-limit-s`` bounds them all after the space build):
+
+1. build: the candidates of every LLM, evaluated with the performance model (:mod:`guide_opt.space`);
+2. solve: the stack the objective's registry entry names (:attr:`~guide_opt.objectives.ObjectiveKind.stack`):
+   ``fleet`` -- the chosen solver (:mod:`guide_opt.solvers`: optimum, plan checks in the
+   simulator, alternatives; an infeasible answer carries its explanation); ``pareto`` -- the
+   exact frontier (:mod:`guide_opt.pareto`); ``schedule`` -- batch jobs on the GPU pool
+   (:mod:`guide_opt.scheduling`), also whenever ``scheduling.enabled`` is true;
+3. verify: the answer re-checked with the full model (:mod:`guide_opt.verify`);
+4. explain: which constraints bind and what relaxing each gains (:mod:`guide_opt.explain`);
+5. refine (when asked): Optuna against the serving simulator (:mod:`guide_opt.refine`);
+6. the payload, with each deployment's launch artifacts (:mod:`guide_opt.answer`).
+
+Front-ends only parse their input and render the :class:`Answer` (tables, charts, files).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from guide_opt.answer import solved_payload, with_artifacts
+from guide_opt.deadline import Deadline
+from guide_opt.objectives import OBJECTIVES, schedule_reporting
+from guide_opt.plan import Pick, served_percent, verification_problem
+from guide_opt.presets import SolverPreset
+from guide_opt.problem import Problem
+from guide_opt.solution import Solution
+from guide_opt.space import SearchSpace, build_space
+
+if TYPE_CHECKING:
+    from guide_opt.pareto import Frontier
+    from guide_opt.refine import Refinement
+    from guide_opt.scheduling import Schedule
+
+#: A progress sink: receives one short sentence per stage of a solve.
+Progress = Callable[[str], None]
+
+
+def _silent(_message: str) -> None:
+    """The default :data:`Progress` sink: says nothing."""
+
+
+@dataclass(frozen=True)
+class RefineRequest:
+    """Stage 5's settings (``solve --refine``): Optuna trials, an optional shared storage and study, a progress bar."""
+
+    trials: int
+    storage: str | None = None
+    study_name: str | None = None
+    progress_bar: bool = False
+
+
+@dataclass
+class Answer:
+    """A solved problem: the :class:`Solution`, the JSON payload, and what renderers need.
+
+    payload: the object ``solve --format json`` prints (front-ends may add keys such as
+        ``plot`` or ``emitted``).
+    space: the evaluated search space (None when the solver built its own and did not return it).
+    frontier / schedule: the Pareto frontier or batch-job schedule, for those objectives.
+    refinement: the refinement, when one was asked for and a plan was found.
+    """
+
+    solution: Solution
+    payload: dict[str, Any]
+    space: SearchSpace | None = None
+    frontier: "Frontier | None" = None
+    schedule: "Schedule | None" = None
+    refinement: "Refinement | None" = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when an answer was found, 2 otherwise (the CLI's exit codes)."""
+        return 0 if self.solution.status.found else 2
+
+
+def refinable(problem: Problem) -> bool:
+    """True when ``problem``'s plans can be refined in the simulator (:attr:`~guide_opt.objectives.ObjectiveKind.simulated`, not a schedule)."""
+    return OBJECTIVES[problem.objective].simulated and not problem.is_schedule
+
+
+def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset, time_limit_s: float | None = None,
+          seed: int | None = None, explain: bool = True, refine: RefineRequest | None = None, workers: int | None = None,
+          progress: Progress = _silent) -> Answer:
+    """Answer ``problem``: build, solve, verify, explain, refine (see the module docstring); the JSON of ``solve --format json``.
+
+    ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
+    a server running several solves at once passes 1). ``progress`` receives a sentence at
+    each stage. Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
+    raise (the payload carries the explanation).
+    """
+    if problem.is_schedule:
+        answer = _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+    elif OBJECTIVES[problem.objective].stack == "pareto":
+        answer = _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+    else:
+        answer = _fleet_answer(problem, solver_name, preset, time_limit_s, seed, explain, workers, progress)
+    if refine is not None and answer.solution.status.found:
+        answer = _refined(problem, answer, refine, seed if seed is not None else preset.seed)
+    return with_artifacts(problem, answer)
+
+
+def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s: float | None, seed: int | None,
+                  explain: bool, workers: int | None, progress: Progress) -> Answer:
+    """One pick per LLM: the solver's optimum and alternatives, verified, with the binding-constraint report."""
+    from guide_opt.solvers import get_solver
+    from guide_opt.verify import verify
+
+    solver = get_solver(solver_name, preset)
+    started = time.perf_counter()
+    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
+    space = build_space(problem, workers=workers)
+    build_s = time.perf_counter() - started
+    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    progress(f"{space.candidate_count:,} candidates in {build_s:.1f} s; solving with {solver_name} "
+             "(then the top-3 and the best-throughput / minimum-latency picks) ...")
+    solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)
+    violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
+    binding = []
+    if explain and solution.status.found:
+        progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
+        deadline.phase("explanation")
+        binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
+        deadline.phase(None)
+    payload = solved_payload(problem, solution, violations)
+    payload["stats"]["timing"] = deadline.timing(space_build_s=build_s) | {"total_s": round(time.perf_counter() - started, 4)}
+    if binding:
+        payload["binding_constraints"] = binding
+    if OBJECTIVES[problem.objective].replicas == "share" and solution.status.found:
+        payload["served_percent"] = [served_percent(req, d) for req, d in zip(problem.models, solution.deployments)]
+    return Answer(solution, payload, space=space)
+
+
+def binding_constraints(problem: Problem, solution: Solution, preset: SolverPreset, space: SearchSpace | None = None, *,
+                        deadline: Deadline | float | None = None, seed: int | None = None) -> list[dict]:
+    """Which constraints bind at ``solution`` and what relaxing each would gain (:func:`~guide_opt.explain.explain_binding`,
+    re-solving with CP-SAT whichever solver found the plan).
+
+    ``deadline``: the solve's, so that the report shares ``--time-limit-s`` (None: a budget of its own).
+    """
+    from guide_opt.explain import explain_binding
+    from guide_opt.solvers.cpsat import CpSatSolver
+
+    space = space or build_space(problem)
+    plan = []
+    for ms, dep in zip(space.models, solution.deployments):
+        match = next(c for c in ms.candidates if c.shape.key == (dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype) and c.batch == dep.max_batch)
+        plan.append(Pick(match, dep.replicas))
+    return explain_binding(space, tuple(plan), CpSatSolver(preset), deadline, seed=seed)
+
+
+def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
+    """``objective: pareto``: the exact frontier, its points and the cheapest point as the solution."""
+    from guide_opt.pareto import frontier_json, solve_pareto
+
+    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
+    space = build_space(problem, workers=workers) if workers is not None else None
+    progress("computing the exact Pareto frontier (one CP-SAT solve per point) ...")
+    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
+    payload = solved_payload(problem, solution)
+    payload.update(frontier_json(space, frontier))
+    return Answer(solution, payload, space=space, frontier=frontier)
+
+
+def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
+    """Batch jobs scheduled on the GPU pool: the schedule, verified."""
+    from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
+
+    progress(f"evaluating the candidates of {len(problem.models)} batch job(s) with the performance model ...")
+    space = build_space(problem, workers=workers) if workers is not None else None
+    progress("scheduling the jobs on the GPU pool with CP-SAT ...")
+    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
+    violations = verify_schedule(problem, schedule, space) if solution.status.found else []
+    payload = solved_payload(problem, solution, violations)
+    payload["objective_unit"] = OBJECTIVES[schedule_reporting(problem.objective)].unit
+    payload.update(schedule_json(schedule))
+    return Answer(solution, payload, space=space, schedule=schedule)
+
+
+def _refined(problem: Problem, answer: Answer, request: RefineRequest, seed: int) -> Answer:
+    """``answer`` with its plan refined against the serving simulator (``payload["refinement"]``)."""
+    from guide_opt.refine import refine_solution
+
+    refinement = refine_solution(problem, answer.solution, trials=request.trials, seed=seed, storage=request.storage,
+                                 study_name=request.study_name, progress=request.progress_bar)
+    answer.payload["refinement"] = refinement.to_json()
+    answer.refinement = refinement
+    return answer
