@@ -247,7 +247,7 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
                         "yes" if o.success else "no", pct(o.overspend)])
     out += [md_table(["method", "LLM", "recommended", "$/h", "truly cheapest", "$/h", "success", "overspend"], per), ""]
     points, failed = load_points(data_dir), load_failed_fractions(data_dir)
-    shown = [name for name in ("learned", "tgis", "tgis-kv") if name in details.predicted]
+    shown = [name for name in ("learned", "tgis", "tgis-hybrid", "tgis-kv") if name in details.predicted]
     rows = []
     for model, truth in details.truth.items():
         if model not in details.predicted.get(shown[0], {}):
