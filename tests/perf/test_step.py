@@ -42,6 +42,9 @@ def test_llama_2_7b_decode_step_by_hand(make_config, flat_gpu):
         + (h * h * 2 + 2 * h * 2)  # output projection
         + (ctx * kv_token_layer + kv_token_layer + 2 * h * 2)  # attention: read cache, write new K/V, Q in / out
         + (3 * h * inter * 2 + (2 * h + 2 * inter) * 2)  # SwiGLU MLP
+        # elementwise kernels: 2 RMSNorms with fused residual add (read x and residual, write both),
+        # RoPE reading and writing Q and K, SwiGLU activation reading gate and up and writing one
+        + (2 * 4 * h + 2 * (h + h) + 3 * inter) * 2
     )
     head_bytes = h * 32000 * 2 + 32000 * 4
     expected = (32 * per_layer_bytes + head_bytes) / hbm + f.step_overhead_ms * 1e-3
@@ -54,7 +57,7 @@ def test_step_is_layers_times_operators_plus_head(make_config):
     config = make_config(llm="llama-3.1-8b", batch=8)
     shape = StepShape.prefill_chunk(2, 300)
     ops = layer_operator_times(config, shape)
-    assert set(ops) == {"qkv_projection", "output_projection", "attention", "mlp"}
+    assert set(ops) == {"qkv_projection", "output_projection", "attention", "elementwise", "mlp"}
     expected = config.llm.num_layers * sum(t.time_s for t in ops.values()) + lm_head_time(config, shape).time_s
     expected += config.factors.step_overhead_ms * 1e-3
     assert step_time(config, shape).time_s == pytest.approx(expected, rel=1e-12)
