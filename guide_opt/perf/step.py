@@ -312,6 +312,15 @@ def _stage_time(config: ServingConfig, shape: StepShape, with_head: bool) -> Ste
     return StepTime(compute_s + memory_s + network_s, compute_s, memory_s, network_s, 0.0)
 
 
+def host_overhead_s(config: ServingConfig, sequences: int) -> float:
+    """Host time of one engine step of ``sequences`` sequences: the fixed step overhead, the
+    per-sequence scheduling/sampling cost and, on a multi-GPU replica, the hand-off of the step
+    to the other ranks (:class:`~guide_opt.frameworks.EfficiencyFactors`)."""
+    f = config.factors
+    multi_gpu_s = f.tp_step_overhead_ms * 1e-3 if config.tp * config.pp > 1 else 0.0
+    return f.step_overhead_ms * 1e-3 + f.sequence_overhead_us * 1e-6 * sequences + multi_gpu_s
+
+
 def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False) -> StepTime:
     """Seconds of one engine step of ``shape`` on one replica.
 
@@ -320,7 +329,7 @@ def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = 
     step that must fill the pipeline (``pipeline_fill=True``, e.g. a prefill) takes
     ``m + pp - 1`` stage times. Stage hops add one point-to-point transfer per boundary.
     """
-    overhead_s = config.factors.step_overhead_ms * 1e-3
+    overhead_s = host_overhead_s(config, shape.sequences)
     if config.pp == 1:
         stage = _stage_time(config, shape, with_head=True)
         return StepTime(stage.time_s + overhead_s, stage.compute_s, stage.memory_s, stage.network_s, overhead_s)
