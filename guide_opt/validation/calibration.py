@@ -89,6 +89,8 @@ MAX_SLOWDOWN = 100.0
 #: Reasons of refused rows (see :func:`physics_violation`).
 PHYSICS_TOO_FAST = "faster than streaming the weights once per output token at peak HBM bandwidth"
 PHYSICS_TOO_SLOW = f"more than {MAX_SLOWDOWN:g}x slower than the model predicts"
+#: Reason of a row skipped because none of its fitted metrics is a finite positive number.
+NO_USABLE_METRIC = "no fitted metric is a finite positive number"
 #: Quantiles of ``ln(measured / predicted)`` stored in a calibration file.
 QUANTILE_GRID: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
@@ -273,8 +275,10 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
             examples.setdefault(violation[0], violation[1])
             continue
         targets = tuple((k, v) for k, v in m.measured.items() if k not in m.report_only and finite_positive(v))
-        if targets:
-            prepared.append(PreparedRow(m, config, targets, running))
+        if not targets:
+            skipped[NO_USABLE_METRIC] += 1
+            continue
+        prepared.append(PreparedRow(m, config, targets, running))
     for kind, count in refused.items():
         skipped[f"refused, {kind} (e.g. {examples[kind]})"] += count
     return prepared

@@ -166,6 +166,17 @@ def test_physically_impossible_rows_are_refused_with_a_count_and_an_example(cata
     assert run.calibration.entries[0].rows == 2  # only the plausible rows were fitted
 
 
+def test_a_row_without_a_usable_metric_is_counted_not_dropped(catalog):
+    """A row whose only metric is NaN (a load level where every request failed) cannot be fitted; it
+    is left out with its own reason, so the report accounts for every row it was given."""
+    from guide_opt.validation.calibration import NO_USABLE_METRIC
+
+    rows = [_row(math.nan, "failed-level"), _row(LLAMA2_7B_A100_FLOOR_MS * 1.3, "plausible-1"), _row(LLAMA2_7B_A100_FLOOR_MS * 1.5, "plausible-2")]
+    run = calibrate(rows, catalog, cross_validate=False)
+    assert run.skipped[NO_USABLE_METRIC] == 1
+    assert run.calibration.entries[0].rows == 2
+
+
 def test_a_file_of_impossible_rows_is_bad_input(catalog):
     with pytest.raises(InputError, match="physically impossible"):
         calibrate([_row(0.001, "a"), _row(0.001, "b")], catalog, cross_validate=False)
