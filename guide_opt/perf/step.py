@@ -17,7 +17,9 @@ peaks come from the GPU's fitted kernel curves (:mod:`guide_opt.perf.kernels`: G
 by tokens, matrix size and dtype; attention by context; kernel latencies) times the engine's
 factors. The LM head runs once per step on the last stage. Tensor parallelism adds two
 all-reduces per layer at the measured alpha-beta cost of the TP degree; pipeline parallelism
-splits the batch into micro-batches that flow through the stages.
+splits the batch into micro-batches that flow through the stages. Every step also waits for the
+engine's host work (:func:`host_overhead_s`): a fixed overhead, a cost per sequence in the step
+and, on a multi-GPU replica, the hand-off of the step to the other ranks.
 
 Every function here maps a config and a shape to numbers, without state.
 """
