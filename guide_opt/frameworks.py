@@ -33,6 +33,16 @@ class EfficiencyFactors(BaseModel):
     collective_latency_scale: multiplier on the measured all-reduce latency (an engine with
         its own small-message all-reduce is below 1). Fitted by ``guide-opt calibrate`` where
         rows with TP > 1 were measured.
+    sequence_overhead_us: host time per sequence in the step, every step: the engine's
+        scheduler, the per-request input tensors (positions, block tables, sampling
+        parameters), sampling and detokenizing each request's token run on the CPU between
+        GPU steps, so a step of 64 sequences waits longer than one of 1 while the kernels
+        barely change. Kept at the profile's value by ``guide-opt calibrate``.
+    tp_step_overhead_ms: host time per step added when the replica spans several GPUs
+        (TP > 1 or PP > 1): the driver process hands every step's batch to the other ranks'
+        workers (vLLM broadcasts the step's inputs, TensorRT-LLM's ranks synchronise the
+        step's requests) before the first kernel runs. Kept at the profile's value by
+        ``guide-opt calibrate``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +52,8 @@ class EfficiencyFactors(BaseModel):
     communication_efficiency: float = Field(gt=0, le=1)
     step_overhead_ms: float = Field(ge=0)
     collective_latency_scale: float = Field(default=1.0, gt=0, le=10)
+    sequence_overhead_us: float = Field(default=0.0, ge=0)
+    tp_step_overhead_ms: float = Field(default=0.0, ge=0)
 
 
 class FrameworkProfile(BaseModel):

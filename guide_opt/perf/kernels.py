@@ -10,6 +10,8 @@ scalar per engine:
   (bandwidth_fraction x HBM peak)``, plus a serialized input pass (FP8 input quantization).
 - :func:`attention_time`: compute efficiency by context length (short prompts are
   inefficient), memory time of the KV-cache traffic after a fixed latency and a per-sequence cost.
+- :func:`elementwise_time`: the memory-bound normalization, rotary and activation kernels
+  between the GEMMs, at the GEMM curve's HBM fraction and kernel latency.
 - :func:`all_reduce_time_s`: alpha-beta with the measured latency and bus bandwidth of the
   TP degree.
 
@@ -100,6 +102,25 @@ def attention_time(flops: float, bytes_moved: float, mean_context_tokens: float,
     compute_s = flops / (peak_flops_per_s * compute_frac) if flops > 0 else 0.0
     memory_s = latency_s + bytes_moved / (hbm_bytes_per_s * memory_frac)
     return RooflineTime(max(compute_s, memory_s), compute_s, memory_s)
+
+
+def elementwise_time(bytes_moved: float, kernels: int, hbm_bytes_per_s: float, profile: KernelProfile | None,
+                     memory_scale: float) -> RooflineTime:
+    """Roofline time of ``kernels`` memory-bound elementwise kernels moving ``bytes_moved`` in all.
+
+    RMSNorm (with its fused residual add), rotary embedding and the gated activation do a few
+    FLOPs per byte, so their time is a kernel floor plus streaming their tensors once. Neither
+    kind of kernel was profiled on its own in the aiconfigurator tables, so they take the
+    GPU's measured GEMM memory side (its HBM fraction and per-kernel latency): the same
+    streaming rate and launch floor as a weight-bound GEMM.
+    """
+    if profile is None:
+        memory_frac, latency_s = _capped(1.0, memory_scale), 0.0
+    else:
+        curve = profile.gemm_curve("bf16")
+        memory_frac, latency_s = _capped(curve.bandwidth_fraction, memory_scale), kernels * curve.latency_us * US
+    memory_s = latency_s + bytes_moved / (hbm_bytes_per_s * memory_frac)
+    return RooflineTime(memory_s, 0.0, memory_s)
 
 
 def all_reduce_time_s(message_bytes: float, num_gpus: int, link_bandwidth_bytes_per_s: float, default_latency_s: float,

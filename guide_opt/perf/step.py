@@ -10,12 +10,16 @@ Per layer and GPU (TP shards heads and MLP columns): QKV projection (or MLA's la
 projections), attention, output projection and MLP (dense, SwiGLU, or MoE: router, top-k routed
 experts of ``moe_intermediate_size``, shared experts) each take
 ``max(FLOPs / compute rate, bytes / memory rate)``; layers of different kinds (dense-first MoE
-models, sliding-window layers) are averaged by their counts. The achieved fractions of the
+models, sliding-window layers) are averaged by their counts. The memory-bound kernels between
+them -- two RMSNorms with fused residual adds, the rotary embedding, the MLP activation -- stream
+their tensors once after a kernel floor (``elementwise``). The achieved fractions of the
 peaks come from the GPU's fitted kernel curves (:mod:`guide_opt.perf.kernels`: GEMM efficiency
 by tokens, matrix size and dtype; attention by context; kernel latencies) times the engine's
 factors. The LM head runs once per step on the last stage. Tensor parallelism adds two
 all-reduces per layer at the measured alpha-beta cost of the TP degree; pipeline parallelism
-splits the batch into micro-batches that flow through the stages.
+splits the batch into micro-batches that flow through the stages. Every step also waits for the
+engine's host work (:func:`host_overhead_s`): a fixed overhead, a cost per sequence in the step
+and, on a multi-GPU replica, the hand-off of the step to the other ranks.
 
 Every function here maps a config and a shape to numbers, without state.
 """
@@ -27,11 +31,16 @@ from dataclasses import dataclass
 
 from guide_opt.perf.communication import point_to_point_time_s
 from guide_opt.perf.config import ALL_REDUCE_ELEMENT_BYTES, ATTENTION_COMPUTE_DTYPE, LOGIT_ELEMENT_BYTES, ServingConfig
-from guide_opt.perf.kernels import all_reduce_time_s, attention_time, gemm_time, point_to_point_latency_s
+from guide_opt.perf.kernels import all_reduce_time_s, attention_time, elementwise_time, gemm_time, point_to_point_latency_s
 from guide_opt.perf.roofline import Bound, RooflineTime
 
 #: Bytes per element of a materialized attention score matrix (no FlashAttention).
 SCORE_ELEMENT_BYTES = 2.0
+#: Separate elementwise kernels per decoder layer: two RMSNorms (each with its residual add
+#: fused, as vLLM's ``fused_add_rms_norm``), the rotary embedding of Q and K, the MLP activation.
+ELEMENTWISE_KERNELS_PER_LAYER = 4
+#: Hidden-state passes of one RMSNorm with a fused residual add: read x and the residual, write both.
+NORM_HIDDEN_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,8 @@ def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, R
     else:
         times["attention"] = full
 
+    times["elementwise"] = _elementwise_time(config, tokens)
+
     parts = []
     if llm.num_dense_mlp_layers:
         parts.append((llm.num_dense_mlp_layers / llm.num_layers, _mlp_time(config, tokens, 1.0, llm.intermediate_size / config.tp)))
@@ -206,6 +217,33 @@ def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, R
         parts.append((llm.num_moe_layers / llm.num_layers, _moe_mlp_time(config, tokens)))
     times["mlp"] = parts[0][1] if len(parts) == 1 else _weighted(parts)
     return times
+
+
+def _activation_columns(config: ServingConfig) -> float:
+    """Activation columns per token of one (mean) layer's MLP on one GPU: its width, over the routed and shared experts of an MoE."""
+    llm = config.llm
+    dense = llm.intermediate_size * llm.num_dense_mlp_layers
+    moe = (llm.experts_per_token * llm.expert_intermediate_size + llm.shared_expert_intermediate_size) * llm.num_moe_layers if llm.is_moe else 0
+    return (dense + moe) / llm.num_layers / config.tp
+
+
+def _elementwise_time(config: ServingConfig, tokens: int) -> RooflineTime:
+    """The normalization, rotary and activation kernels of one layer on one GPU (the roofline of GEMMs and attention leaves them out).
+
+    Each streams its tensors once at the GPU's measured rate after a kernel floor
+    (:func:`guide_opt.perf.kernels.elementwise_time`): two RMSNorms with fused residual adds
+    over the full hidden state (replicated on every TP rank, so they do not shrink with TP),
+    the rotary embedding reading and writing Q and K, and the activation reading the up
+    GEMM's ``matrices - 1`` outputs and writing one (the MLP's ``matrices x width`` elements).
+    Measured per-layer times of these operators (vidur profiling of Llama-2-7B on A100/H100,
+    ``input_layernorm``, ``attn_rope``, ``post_attention_layernorm``, ``mlp_act``, ``add``)
+    add 10-19% to the layer's four projection GEMMs, at one token and at thousands.
+    """
+    llm, ab = config.llm, config.quantization.activation_bytes
+    rope_cols = config.heads_per_gpu * llm.head_dim + config.kv_heads_per_gpu * llm.head_dim
+    per_token = 2 * NORM_HIDDEN_PASSES * llm.hidden_size + 2 * rope_cols + llm.mlp_matrices * _activation_columns(config)
+    return elementwise_time(tokens * per_token * ab, ELEMENTWISE_KERNELS_PER_LAYER, config.gpu.hbm_bandwidth_bytes_per_s, config.gpu.kernels,
+                            config.factors.memory_efficiency)
 
 
 def _mlp_time(config: ServingConfig, rows: float, copies: float, cols: float) -> RooflineTime:
@@ -276,6 +314,15 @@ def _stage_time(config: ServingConfig, shape: StepShape, with_head: bool) -> Ste
     return StepTime(compute_s + memory_s + network_s, compute_s, memory_s, network_s, 0.0)
 
 
+def host_overhead_s(config: ServingConfig, sequences: int) -> float:
+    """Host time of one engine step of ``sequences`` sequences: the fixed step overhead, the
+    per-sequence scheduling/sampling cost and, on a multi-GPU replica, the hand-off of the step
+    to the other ranks (:class:`~guide_opt.frameworks.EfficiencyFactors`)."""
+    f = config.factors
+    multi_gpu_s = f.tp_step_overhead_ms * 1e-3 if config.tp * config.pp > 1 else 0.0
+    return f.step_overhead_ms * 1e-3 + f.sequence_overhead_us * 1e-6 * sequences + multi_gpu_s
+
+
 def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False) -> StepTime:
     """Seconds of one engine step of ``shape`` on one replica.
 
@@ -284,7 +331,7 @@ def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = 
     step that must fill the pipeline (``pipeline_fill=True``, e.g. a prefill) takes
     ``m + pp - 1`` stage times. Stage hops add one point-to-point transfer per boundary.
     """
-    overhead_s = config.factors.step_overhead_ms * 1e-3
+    overhead_s = host_overhead_s(config, shape.sequences)
     if config.pp == 1:
         stage = _stage_time(config, shape, with_head=True)
         return StepTime(stage.time_s + overhead_s, stage.compute_s, stage.memory_s, stage.network_s, overhead_s)

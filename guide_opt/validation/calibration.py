@@ -284,10 +284,11 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
     return prepared
 
 
-def _factors(x: np.ndarray) -> EfficiencyFactors:
+def _factors(x: np.ndarray, default: EfficiencyFactors) -> EfficiencyFactors:
+    """The fitted five factors ``x``; the host costs that are not fitted keep ``default``'s values."""
     return EfficiencyFactors.model_construct(
         compute_efficiency=float(x[0]), memory_efficiency=float(x[1]), communication_efficiency=float(x[2]), step_overhead_ms=float(x[3]),
-        collective_latency_scale=float(x[4]),
+        collective_latency_scale=float(x[4]), sequence_overhead_us=default.sequence_overhead_us, tp_step_overhead_ms=default.tp_step_overhead_ms,
     )
 
 
@@ -335,7 +336,7 @@ def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None =
     ratio_w = np.array([prior_w] * 3 + [math.sqrt(PRIOR_WEIGHT_COLLECTIVE_LATENCY)])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        data = log_residuals(prepared, _factors(x))
+        data = log_residuals(prepared, _factors(x, default))
         prior = np.concatenate([ratio_w * (np.log(x[ratio]) - np.log(centre[ratio])), [prior_w * (x[3] - centre[3]) / PRIOR_OVERHEAD_SCALE_MS]])
         return np.concatenate([data, prior])
 
@@ -344,7 +345,8 @@ def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None =
     x = np.clip(result.x, lo, hi)
     fitted = EfficiencyFactors(compute_efficiency=round(float(x[0]), 4), memory_efficiency=round(float(x[1]), 4),
                                communication_efficiency=round(float(x[2]), 4), step_overhead_ms=round(float(x[3]), 4),
-                               collective_latency_scale=round(float(x[4]), 4))
+                               collective_latency_scale=round(float(x[4]), 4), sequence_overhead_us=default.sequence_overhead_us,
+                               tp_step_overhead_ms=default.tp_step_overhead_ms)
     pairs = sum(len(r.targets) for r in prepared)
     return FitResult(fitted, default, len(prepared), pairs, float(result.cost), bool(result.success))
 

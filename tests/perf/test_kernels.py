@@ -191,8 +191,11 @@ def test_decode_step_by_hand_from_curve_parameters(make_config, catalog):
     kv_per_token = 2 * 32 * 128 * 2
     attention = max(2 * 32 * 256 * ctx / (peak * 0.5 * 1024 / (1024 + 1000)),  # the curve at twice the context
                     (10 + 0.5) * us + (ctx * kv_per_token + kv_per_token + 32 * 256 * 2) / (0.8 * hbm))
+    # two RMSNorms with fused residual adds (4 hidden passes each), RoPE on Q and K (read + write), SwiGLU
+    # activation (read gate and up, write one): 4 kernels at the GEMM curve's latency and HBM fraction
+    elementwise = 4 * 4 * us + 2 * (2 * 4 * h + 2 * (32 * 128 + 32 * 128) + 3 * inter) / (0.5 * hbm)
     head = max(2 * h * vocab / gemm_rate, 4 * us + (2 * h * vocab + vocab * 4) / (0.5 * hbm))  # fp32 logits
-    expected = 32 * (qkv + out + mlp + attention) + head + 0.5e-3
+    expected = 32 * (qkv + out + mlp + attention + elementwise) + head + 0.5e-3
     assert step_time(config, StepShape.decode(1, ctx)).time_s == pytest.approx(expected, rel=1e-9)
 
 

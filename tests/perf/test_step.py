@@ -42,21 +42,40 @@ def test_llama_2_7b_decode_step_by_hand(make_config, flat_gpu):
         + (h * h * 2 + 2 * h * 2)  # output projection
         + (ctx * kv_token_layer + kv_token_layer + 2 * h * 2)  # attention: read cache, write new K/V, Q in / out
         + (3 * h * inter * 2 + (2 * h + 2 * inter) * 2)  # SwiGLU MLP
+        # elementwise kernels: 2 RMSNorms with fused residual add (read x and residual, write both),
+        # RoPE reading and writing Q and K, SwiGLU activation reading gate and up and writing one
+        + (2 * 4 * h + 2 * (h + h) + 3 * inter) * 2
     )
     head_bytes = h * 32000 * 2 + 32000 * 4
-    expected = (32 * per_layer_bytes + head_bytes) / hbm + f.step_overhead_ms * 1e-3
+    # host time: the fixed step overhead and one sequence's scheduling/sampling cost (one GPU: no TP hand-off)
+    expected = (32 * per_layer_bytes + head_bytes) / hbm + f.step_overhead_ms * 1e-3 + f.sequence_overhead_us * 1e-6
     t = step_time(config, StepShape.decode(1, ctx))
     assert t.compute_s == 0 and t.network_s == 0
     assert t.time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_host_overhead_grows_with_sequences_and_a_multi_gpu_replica(make_config):
+    """Host time per step, by hand from the EfficiencyFactors fields: 2 ms fixed, 50 us per sequence, 0.7 ms when
+    the replica spans several GPUs. 16 sequences on one GPU: 2 + 16 x 0.05 = 2.8 ms; on TP 2: 2.8 + 0.7 = 3.5 ms."""
+    from guide_opt.frameworks import EfficiencyFactors
+    from guide_opt.perf.step import host_overhead_s
+
+    factors = EfficiencyFactors(compute_efficiency=1.0, memory_efficiency=1.0, communication_efficiency=1.0, step_overhead_ms=2.0,
+                                sequence_overhead_us=50.0, tp_step_overhead_ms=0.7)
+    one = make_config(batch=16, efficiency=factors)
+    two = make_config(batch=16, tp=2, efficiency=factors)
+    assert host_overhead_s(one, 16) == pytest.approx(2.8e-3, rel=1e-12)
+    assert host_overhead_s(two, 16) == pytest.approx(3.5e-3, rel=1e-12)
+    assert step_time(two, StepShape.decode(16, 100)).overhead_s == pytest.approx(3.5e-3, rel=1e-12)
 
 
 def test_step_is_layers_times_operators_plus_head(make_config):
     config = make_config(llm="llama-3.1-8b", batch=8)
     shape = StepShape.prefill_chunk(2, 300)
     ops = layer_operator_times(config, shape)
-    assert set(ops) == {"qkv_projection", "output_projection", "attention", "mlp"}
+    assert set(ops) == {"qkv_projection", "output_projection", "attention", "elementwise", "mlp"}
     expected = config.llm.num_layers * sum(t.time_s for t in ops.values()) + lm_head_time(config, shape).time_s
-    expected += config.factors.step_overhead_ms * 1e-3
+    expected += config.factors.step_overhead_ms * 1e-3 + config.factors.sequence_overhead_us * 1e-6 * shape.sequences
     assert step_time(config, shape).time_s == pytest.approx(expected, rel=1e-12)
 
 

@@ -115,7 +115,9 @@ def test_golden_pareto_problem(problem_file):
     cheapest = get_solver("exhaustive").solve(problem.model_copy(update={"objective": "min_cost"}), alternatives=False,
                                               check_by_simulation=False)
     assert solution.objective == pytest.approx(cheapest.objective)
-    assert 30 <= len(frontier.points) <= 42
+    # brute_force_frontier over the same space (every plan enumerated) gives 23 non-dominated points on the step model
+    # with the elementwise kernels and the engines' host costs; a window of +-3 points
+    assert 20 <= len(frontier.points) <= 26
     assert frontier.slo_latency_ms == pytest.approx(500 + 255 * 20)
     assert all(p.latency_ms <= frontier.slo_latency_ms for p in frontier.points)
 

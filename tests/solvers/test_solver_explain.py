@@ -66,7 +66,8 @@ def test_no_runnable_shape_is_explained_by_data_prechecks():
 
 def test_binding_constraints_report_savings():
     problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
-                                     "slo": {"ttft_ms": 800, "tpot_ms": 10}}])  # only A100 TP 2 (about 8.5 ms) meets it; TP 1 about 13 ms
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 12}}])
+    # only A100 TP 2 (10.4-11.2 ms p-TPOT at this load) meets it; A100 TP 1 needs 13.8 ms and L40S TP 2 14.9 ms
     space = build_space(problem)
     result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=5, seed=0)
     report = {b["constraint"]: b for b in explain_binding(space, result.plans[0], get_solver("cpsat"))}

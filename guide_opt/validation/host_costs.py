@@ -1,0 +1,124 @@
+"""Fitting the engines' host costs per step from measured static-batch rows, with held-out scores.
+
+A decode step of a serving engine waits for host work the kernels do not show: the scheduler,
+the per-request input tensors, sampling and detokenization (a cost per running sequence), and,
+on a replica spanning several GPUs, handing the step to the other ranks (a cost per step).
+:class:`~guide_opt.frameworks.EfficiencyFactors` carries them as ``sequence_overhead_us`` and
+``tp_step_overhead_ms``; this module fits both per engine from measured batch latencies:
+
+1. predict every row with the host costs set to zero (:func:`without_host_costs`);
+2. read the measured excess per decode step, ``(measured - predicted batch latency) /
+   (output tokens - 1)`` (:func:`step_residuals`), on rows whose batch was resident at once
+   (a batch that overflows the KV cache runs in waves and preempts: another regime);
+3. fit ``excess_ms = sequences x us / 1000 + [TP > 1] x ms`` by robust least squares
+   (:func:`fit_host_costs`, soft-L1 loss, so a few odd rows do not steer it).
+
+:func:`held_out_comparisons` scores the fit on rows it never saw: each GPU (or LLM) in turn is
+predicted with the costs fitted on the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from guide_opt.catalog import Catalog
+from guide_opt.validation.accuracy import Comparison, evaluate, measurement_config
+from guide_opt.validation.datasets import Measurement
+
+#: The metric the fit reads (a static batch's end-to-end latency).
+FITTED_METRIC = "batch_latency_s"
+#: Soft-L1 scale of the fit, ms per step: residuals beyond it count linearly, not squared.
+LOSS_SCALE_MS = 0.5
+#: Upper bounds of the fitted costs (us per sequence, ms per step).
+MAX_SEQUENCE_US, MAX_TP_STEP_MS = 1000.0, 5.0
+
+
+@dataclass(frozen=True)
+class HostCosts:
+    """Fitted host costs of one engine: per running sequence per step (us) and per multi-GPU step (ms)."""
+
+    sequence_overhead_us: float
+    tp_step_overhead_ms: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class StepResidual:
+    """The measured excess per decode step of one row over the model without host costs."""
+
+    measurement: Measurement
+    excess_ms: float
+
+
+def with_host_costs(catalog: Catalog, costs: dict[str, tuple[float, float]]) -> Catalog:
+    """A copy of ``catalog`` whose engines in ``costs`` (id -> (us per sequence, ms per multi-GPU step)) carry those host costs."""
+    frameworks = dict(catalog.frameworks)
+    for framework_id, (sequence_us, tp_ms) in costs.items():
+        profile = frameworks[framework_id]
+        efficiency = profile.efficiency.model_copy(update={"sequence_overhead_us": sequence_us, "tp_step_overhead_ms": tp_ms})
+        frameworks[framework_id] = profile.model_copy(update={"efficiency": efficiency})
+    return dataclasses.replace(catalog, frameworks=frameworks)
+
+
+def without_host_costs(catalog: Catalog, framework_ids: Iterable[str]) -> Catalog:
+    """A copy of ``catalog`` with the host costs of ``framework_ids`` set to zero."""
+    return with_host_costs(catalog, {f: (0.0, 0.0) for f in framework_ids})
+
+
+def _resident(m: Measurement, catalog: Catalog) -> bool:
+    from guide_opt.perf.estimator import estimate
+
+    return estimate(measurement_config(m, catalog)).waves == 1
+
+
+def step_residuals(comparisons: Iterable[Comparison], catalog: Catalog) -> list[StepResidual]:
+    """Measured minus predicted batch latency per decode step (ms) of the resident-batch rows of ``comparisons``."""
+    out = []
+    for c in comparisons:
+        m = c.measurement
+        if c.metric == FITTED_METRIC and m.output_tokens > 1 and _resident(m, catalog):
+            out.append(StepResidual(m, (c.measured - c.predicted) / (m.output_tokens - 1) * 1e3))
+    return out
+
+
+def fit_host_costs(residuals: list[StepResidual]) -> HostCosts:
+    """Robust least squares of ``excess_ms = batch x us / 1000 + [TP x PP > 1] x ms`` over ``residuals`` (one engine)."""
+    if not residuals:
+        raise ValueError("no rows to fit host costs on")
+    from scipy.optimize import least_squares
+
+    design = np.array([[r.measurement.batch * 1e-3, 1.0 if r.measurement.tp > 1 else 0.0] for r in residuals])
+    excess = np.array([r.excess_ms for r in residuals])
+    result = least_squares(lambda x: design @ x - excess, np.array([50.0, 0.5]), loss="soft_l1", f_scale=LOSS_SCALE_MS,
+                           bounds=([0.0, 0.0], [MAX_SEQUENCE_US, MAX_TP_STEP_MS]))
+    return HostCosts(float(result.x[0]), float(result.x[1]), len(residuals))
+
+
+def fit_per_framework(rows: list[Measurement], catalog: Catalog) -> dict[str, HostCosts]:
+    """Host costs per engine of ``rows``, fitted on their residuals under the model without host costs."""
+    frameworks = sorted({m.framework for m in rows})
+    bare = without_host_costs(catalog, frameworks)
+    residuals = step_residuals(evaluate(rows, bare).comparisons, bare)
+    return {f: fit_host_costs([r for r in residuals if r.measurement.framework == f]) for f in frameworks}
+
+
+def held_out_comparisons(rows: list[Measurement], catalog: Catalog, key: str) -> tuple[list[Comparison], dict[str, dict[str, HostCosts]]]:
+    """Each value of ``key`` (``gpu`` or ``llm``) held out in turn: its rows predicted with host costs fitted on the other rows.
+
+    Returns the held-out comparisons and the fits (held-out value -> engine -> costs).
+    """
+    frameworks = sorted({m.framework for m in rows})
+    bare = without_host_costs(catalog, frameworks)
+    residuals = step_residuals(evaluate(rows, bare).comparisons, bare)
+    comparisons, fits = [], {}
+    for value in sorted({getattr(m, key) for m in rows}):
+        train = [r for r in residuals if getattr(r.measurement, key) != value]
+        fitted = {f: fit_host_costs([r for r in train if r.measurement.framework == f]) for f in frameworks}
+        fits[value] = fitted
+        patched = with_host_costs(catalog, {f: (c.sequence_overhead_us, c.tp_step_overhead_ms) for f, c in fitted.items()})
+        comparisons += evaluate([m for m in rows if getattr(m, key) == value], patched).comparisons
+    return comparisons, fits

@@ -1,0 +1,66 @@
+"""Host costs per step: the fit recovers costs planted in synthetic measurements, and held-out scoring never trains on the held-out rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from guide_opt.validation.accuracy import measurement_config, predicted_metrics
+from guide_opt.validation.datasets import Measurement
+from guide_opt.validation.host_costs import (
+    StepResidual,
+    fit_host_costs,
+    fit_per_framework,
+    held_out_comparisons,
+    with_host_costs,
+    without_host_costs,
+)
+
+#: Planted host costs of the synthetic engine: 50 us per running sequence per step, 0.8 ms per multi-GPU step.
+PLANTED_US, PLANTED_MS = 50.0, 0.8
+
+
+def _rows(catalog, costs) -> list[Measurement]:
+    """Static batches 'measured' on the vllm profile carrying ``costs`` (llama-2-7b and llama-3.1-8b, A100 80GB, TP 1/2, batch 1-64)."""
+    truth = with_host_costs(catalog, {"vllm": costs})
+    rows = []
+    for llm in ("llama-2-7b", "llama-3.1-8b"):
+        for tp in (1, 2):
+            for batch in (1, 8, 32, 64):
+                m = Measurement("synthetic", llm, "a100-80gb-sxm", "vllm", "bf16", tp, batch, 128, 512, {})
+                value = predicted_metrics(measurement_config(m, truth))["batch_latency_s"]
+                rows.append(Measurement("synthetic", llm, "a100-80gb-sxm", "vllm", "bf16", tp, batch, 128, 512, {"batch_latency_s": value}))
+    return rows
+
+
+def test_fit_of_exact_linear_residuals_is_exact():
+    # excess = batch x 0.05 ms + [TP > 1] x 0.8 ms, by hand for four rows
+    rows = [Measurement("s", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", tp, b, 128, 128, {}) for tp, b in ((1, 1), (1, 64), (2, 1), (2, 16))]
+    residuals = [StepResidual(m, m.batch * 0.05 + (0.8 if m.tp > 1 else 0.0)) for m in rows]
+    fit = fit_host_costs(residuals)
+    assert fit.sequence_overhead_us == pytest.approx(PLANTED_US, rel=1e-6)
+    assert fit.tp_step_overhead_ms == pytest.approx(PLANTED_MS, rel=1e-6)
+
+
+def test_fit_per_framework_recovers_planted_costs(catalog):
+    """The fit reads the excess per *decode* step, but the planted costs also lengthen the few prefill steps
+    (one per batch of 128-token prompts against 511 decode steps), so the fit sits within 2% above the truth."""
+    fit = fit_per_framework(_rows(catalog, (PLANTED_US, PLANTED_MS)), catalog)["vllm"]
+    assert PLANTED_US <= fit.sequence_overhead_us <= PLANTED_US * 1.02
+    assert PLANTED_MS <= fit.tp_step_overhead_ms <= PLANTED_MS * 1.02
+
+
+def test_without_host_costs_leaves_the_cached_catalog_alone(catalog):
+    shipped = catalog.frameworks["vllm"].efficiency
+    bare = without_host_costs(catalog, ["vllm"])
+    assert bare.frameworks["vllm"].efficiency.sequence_overhead_us == 0.0
+    assert catalog.frameworks["vllm"].efficiency == shipped
+
+
+def test_held_out_llm_is_predicted_with_costs_fitted_without_it(catalog):
+    rows = _rows(catalog, (PLANTED_US, PLANTED_MS))
+    comparisons, fits = held_out_comparisons(rows, catalog, "llm")
+    assert set(fits) == {"llama-2-7b", "llama-3.1-8b"}
+    assert fits["llama-2-7b"]["vllm"].rows == 8  # only the other LLM's 8 rows
+    assert len(comparisons) == len(rows)
+    # the planted costs are the same for both LLMs, so each held-out LLM is predicted within 1%
+    assert all(c.ape_percent < 1.0 for c in comparisons)
