@@ -382,7 +382,7 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
             if model not in folds:
                 folds[model] = tgis_table(data_dir, catalog, models, lengths_from=train)
             table = folds[model]
-            fits = pp.fit_tgis_kv(table, points, one_user_ttft, train, failed) if name == "tgis-kv" else pp.fit_tgis(table, points, one_user_ttft, train)
+            fits = pp.fit_tgis_kv(table, points, one_user_ttft, train, failed, itl_limit_ms=ITL_LIMIT_MS) if name == "tgis-kv" else pp.fit_tgis(table, points, one_user_ttft, train)
 
             def base_levels(m: str, profile: str, fits=fits, table=table):
                 return table.get(m, profile, pp.profile_fit(fits, profile))

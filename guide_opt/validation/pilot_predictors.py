@@ -556,7 +556,7 @@ def _fit_loaded(table: TgisTable, points: dict, usable: Callable[[str, str, int]
 
 
 def fit_tgis_kv(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str, str], float], train_models: list[str],
-                failed_fraction: dict[tuple[str, str, int], float] | None = None) -> dict[str, TgisGpuFit]:
+                failed_fraction: dict[tuple[str, str, int], float] | None = None, *, itl_limit_ms: float) -> dict[str, TgisGpuFit]:
     """The ``tgis-kv`` fit: GPU type -> :class:`TgisGpuFit` from ``train_models``' measured medians only.
 
     Stage 1 (:func:`_fit_one_user`): the memory efficiency of the GPU type and a step overhead
@@ -564,15 +564,14 @@ def fit_tgis_kv(table: TgisTable, points: dict, one_user_ttft_ms: dict[tuple[str
     :func:`fit_tgis`. Stage 2 (:func:`_fit_loaded`): a host time per running sequence per pod
     size and one per GiB of KV cache on one GPU, on the loaded levels whose
     ``failed_fraction[(model, profile, users)]`` is at most :data:`TGIS_FIT_MAX_FAILED_FRACTION`
-    (missing: 0) and whose median ITL is at most :data:`TGIS_FIT_MAX_ITL_OVER_LIMIT` times the limit.
+    (missing: 0) and whose median ITL is at most :data:`TGIS_FIT_MAX_ITL_OVER_LIMIT` times the
+    benchmark's ITL limit ``itl_limit_ms``.
     """
-    from guide_opt.validation.llm_pilot import ITL_LIMIT_MS
-
     failed = failed_fraction or {}
 
     def usable(model: str, profile: str, users: int) -> bool:
         return (failed.get((model, profile, users), 0.0) <= TGIS_FIT_MAX_FAILED_FRACTION
-                and points[model][profile][users][1] <= TGIS_FIT_MAX_ITL_OVER_LIMIT * ITL_LIMIT_MS)
+                and points[model][profile][users][1] <= TGIS_FIT_MAX_ITL_OVER_LIMIT * itl_limit_ms)
 
     fits = {}
     for gpu_type, pairs in _pairs_by_type(points, train_models).items():

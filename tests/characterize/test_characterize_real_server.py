@@ -28,11 +28,12 @@ from guide_opt.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT_TOKENS, OUTPUT_TOKENS = 32, 8
-#: The rows are labelled as Llama-3.1-8B on an A10 (predicted TTFT and TPOT about 33 ms at these lengths): a
-#: CPU running the tiny model through transformers serve takes 0.1-3.6 s to a first token depending on the
-#: machine's load, and calibrate refuses rows more than 100x slower than the model; a 1B label (6.6 ms)
-#: would leave a loaded machine no margin.
-LABELS = ["--llm", "llama-3.1-8b", "--gpu", "a10", "--framework", "vllm"]
+#: The rows are labelled as Llama-3.2-1B on an A10. calibrate accepts a row between the weight-streaming
+#: floor (4.1 ms per token here) and 100x the model (TTFT about 6.6 ms at these lengths): a lightly loaded CPU running
+#: the tiny model measured TPOT 7.3-10.1 ms and TTFT 48-218 ms, inside that window; a heavily loaded one
+#: (load average 11 on 2 cores) 1.2-3.6 s to a first token, which calibrate refuses. An 8B label (floor 27 ms)
+#: refused the lightly loaded machine's rows as too fast instead.
+LABELS = ["--llm", "llama-3.2-1b", "--gpu", "a10", "--framework", "vllm"]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -78,7 +79,7 @@ def test_characterization_of_a_real_server(characterized):
 PROBLEM = """
 name: the characterized LLM on its GPU
 models:
-  - id: llama-3.1-8b
+  - id: llama-3.2-1b
     workload: {input_tokens: 32, output_tokens: 8, concurrent_users: 4}
     slo: {tpot_ms: 5000}
 hardware: {gpus: [a10], max_gpus: 4}

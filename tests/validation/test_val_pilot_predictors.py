@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from guide_opt.validation import pilot_predictors as pp
-from guide_opt.validation.llm_pilot import USER_LEVELS, u_max
+from guide_opt.validation.llm_pilot import ITL_LIMIT_MS, USER_LEVELS, u_max
 
 
 def test_lognormal_bins_match_the_median_and_mean():
@@ -77,7 +77,7 @@ def test_the_tgis_kv_fit_recovers_known_costs_from_the_training_llms_only(catalo
             one_user[(model, profile)] = prefill_ms + 12.0
     points["llama-13b"] = {"1 x A100": {u: (1e6, 1e6) for u in (1, 2, 4)}}
     one_user[("llama-13b", "1 x A100")] = 1e6
-    fit = pp.fit_tgis_kv(table, points, one_user, ["llama-7b", "bigcode/starcoder"], failed)["A100"]
+    fit = pp.fit_tgis_kv(table, points, one_user, ["llama-7b", "bigcode/starcoder"], failed, itl_limit_ms=ITL_LIMIT_MS)["A100"]
     assert (fit.memory_efficiency, fit.step_overhead_ms, fit.prefill_overhead_ms) == (0.7, ((1, 2.0), (2, 5.0)), 12.0)
     per_seq = dict(fit.per_sequence_overhead_ms)
     assert per_seq[1] == pytest.approx(0.4, abs=0.02) and per_seq[2] == pytest.approx(0.3, abs=0.02)
