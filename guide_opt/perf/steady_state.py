@@ -284,6 +284,10 @@ class StepTable:
         if len(prompts) and prompts[-1] - prompts[0] == len(prompts) - 1:  # Poisson supports: from the memoised rows
             start = int(prompts[0])
             return self._dense(decodes, start + len(prompts))[:, start:]
+        return self._interpolate(decodes, prompts)
+
+    def _interpolate(self, decodes: int, prompts: np.ndarray) -> np.ndarray:
+        """The rows of :meth:`_at_grid`, computed: the exact windows' values plus each segment's slope."""
         grid, values, slopes = self._exact(decodes)
         i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
         return values[:, i] + (prompts - grid[i]) * slopes[:, i]
@@ -293,10 +297,7 @@ class StepTable:
         table grown in powers of two (each entry is the same expression of its own prompt count)."""
         found = self._dense_rows.get(decodes)
         if found is None or found.shape[1] < size:
-            prompts = np.arange(max(64, 1 << (size - 1).bit_length()))
-            grid, values, slopes = self._exact(decodes)
-            i = np.minimum(np.searchsorted(grid, prompts, side="right") - 1, len(grid) - 2)
-            found = self._dense_rows[decodes] = values[:, i] + (prompts - grid[i]) * slopes[:, i]
+            found = self._dense_rows[decodes] = self._interpolate(decodes, np.arange(max(64, 1 << (size - 1).bit_length())))
         return found[:, :size]
 
     def _rows(self, decodes: float, slots: int, prompts: np.ndarray, rows: int = 3) -> np.ndarray:
@@ -305,32 +306,19 @@ class StepTable:
         low = self._at_grid(lo, prompts)[:rows]
         return low if w == 0 else (1 - w) * low + w * self._at_grid(hi, prompts)[:rows]
 
-    def mean_window(self, decodes: float, slots: int, prompts: np.ndarray, pmf: np.ndarray) -> tuple[float, float]:
-        """Mean (time s, steps) of a window whose prompt count is ``prompts`` with probabilities ``pmf``, next to ``decodes`` decodes.
-
-        The same sums as :func:`_dot` of ``pmf`` with each of :meth:`windows`, in one product.
-        """
-        weighted = self._rows(decodes, slots, prompts, 2) * pmf
-        return _fsum(weighted[0], nonnegative=True), _fsum(weighted[1], nonnegative=True)
-
     def poisson_window(self, decodes: float, slots: int, mean: float) -> tuple[float, float]:
-        """:meth:`mean_window` over Poisson(``mean``) prompt counts (:func:`_prompt_counts`): the same
-        operations on the same numbers without the general path's checks (the fixed points' inner loop)."""
+        """Mean (time s, steps) of a window next to ``decodes`` decodes whose prompt count is Poisson(``mean``)
+        (:func:`_prompt_counts`): the correctly rounded sums of the probabilities times :meth:`windows`,
+        straight from the memoised rows (the fixed points' inner loop)."""
         if mean > 0:
-            size = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0)) + 1
+            size = _support_limit(mean) + 1
             first, pmf = _poisson_terms(mean, size - 1)
         else:
             first, size, pmf = 0, 1, _CERTAIN
         lo, hi, w = self._neighbours(decodes, slots)
-        low = self._dense_rows.get(lo)
-        if low is None or low.shape[1] < size:
-            low = self._dense(lo, size)
-        rows = low[:2, first:size]
+        rows = self._dense(lo, size)[:2, first:]
         if w != 0:
-            high = self._dense_rows.get(hi)
-            if high is None or high.shape[1] < size:
-                high = self._dense(hi, size)
-            rows = (1 - w) * rows + w * high[:2, first:size]
+            rows = (1 - w) * rows + w * self._dense(hi, size)[:2, first:]
         weighted = rows * pmf
         if len(pmf) < FSUM_ORDER_FROM:  # _fsum's own choice, without its call
             return math.fsum(weighted[0].tolist()), math.fsum(weighted[1].tolist())
@@ -553,9 +541,14 @@ class _Solution:
     others_rate_per_s: float  # rate of the other requests' prompts during a decode phase
 
 
+def _support_limit(mean: float) -> int:
+    """Largest prompt count kept for Poisson(``mean``): six standard deviations and six counts above the mean."""
+    return int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0))
+
+
 def _prompt_counts(mean: float) -> tuple[np.ndarray, np.ndarray]:
     """Poisson(mean) prompts per window (integers, probabilities), on a support covering all but a negligible mass."""
-    limit = int(math.ceil(mean + 6.0 * math.sqrt(mean) + 6.0))
+    limit = _support_limit(mean)
     k, pmf = _poisson_pmf(mean, limit)
     return (_support(limit)[1][limit + 1 - len(k):] if len(k) > 1 else k.astype(int)), pmf
 

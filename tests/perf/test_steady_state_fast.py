@@ -155,8 +155,10 @@ def _reference_at_grid(self, decodes, prompts):
 
 
 def _reference_poisson_window(self, decodes, slots, mean):
-    """The mean window through the general path: Poisson counts, then :meth:`StepTable.mean_window`."""
-    return self.mean_window(decodes, slots, *ss._prompt_counts(mean))
+    """The mean window through the general path: Poisson counts, the interpolated window rows, correctly rounded sums."""
+    prompts, pmf = ss._prompt_counts(mean)
+    weighted = self._rows(decodes, slots, prompts, 2) * pmf
+    return math.fsum(weighted[0].tolist()), math.fsum(weighted[1].tolist())
 
 
 def _reference_figures(config, load, users, limits):
