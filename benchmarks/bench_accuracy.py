@@ -38,7 +38,7 @@ from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
 from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
 from guide_opt.validation.host_costs import fit_per_framework, held_out_comparisons
 from guide_opt.validation.llm_pilot import run_benchmark, tgis_held_out_comparisons
-from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTORS
+from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTOR_LABELS, PREDICTORS
 
 
 
@@ -151,12 +151,6 @@ def _steady_state_section(sources: dict, catalog, data_dir) -> list[str]:
 
 
 LLM_PILOT_HEADING = "### 1.5 LLM-Pilot GPU recommendation benchmark"
-PREDICTOR_LABELS = {"physics": "guide-opt physics: TGIS profile, closed-loop simulation, efficiencies fitted per GPU type",
-                    "learned": "learned baseline: gradient boosting on the characterization (the paper's method)",
-                    "hybrid": "hybrid: physics x learned residual",
-                    "tgis": "guide-opt TGIS batcher: TGIS's add-on rule step by step, host costs fitted per GPU type",
-                    "tgis-hybrid": "TGIS batcher x learned residual",
-                    "tgis-kv": "guide-opt TGIS batcher, costs per pod size, per sequence and per GiB of KV cache"}
 
 
 def _first_violation(levels: dict, failed: dict, model: str, profile: str) -> str:

@@ -104,6 +104,8 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, pred
 
 
 def _print_llm_pilot(payload: dict) -> None:
+    from guide_opt.validation.pilot_predictors import PREDICTOR_LABELS
+
     def pct(value) -> str:
         return "-" if value is None else f"{value:.1%}"
 
@@ -112,14 +114,8 @@ def _print_llm_pilot(payload: dict) -> None:
 
     click.echo(f"LLM-Pilot GPU recommendation, U=200 users, median nTTFT <= 100 ms/token, median ITL <= 50 ms; "
                f"{payload['scored_llms']} decoder-only LLMs, leave-one-LLM-out, candidates: {payload['candidates']} profiles")
-    labels = {"physics": "guide-opt physics (TGIS profile, closed-loop simulation, fitted per GPU type)",
-              "learned": "learned baseline (gradient boosting on the characterization, the paper's method)",
-              "hybrid": "hybrid (physics x learned residual)",
-              "tgis": "guide-opt TGIS batcher (TGIS's add-on batching rule, host costs fitted per GPU type)",
-              "tgis-hybrid": "TGIS batcher x learned residual",
-              "tgis-kv": "guide-opt TGIS batcher, step overhead per pod size, host costs per sequence and per GiB of KV cache"}
     sp = payload["static_policy"]
-    table = [score_row(labels[name] + (" <- recommendations below" if name == payload["predictor"] else ""), sc)
+    table = [score_row(PREDICTOR_LABELS[name] + (" <- recommendations below" if name == payload["predictor"] else ""), sc)
              for name, sc in payload["predictors"].items()]
     table += [
         score_row("static estimator (vllm profile), calibrated on the other LLMs", payload["static_estimator"]["calibrated"]),

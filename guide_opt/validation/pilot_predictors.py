@@ -62,6 +62,13 @@ from guide_opt.validation.datasets import LLM_PILOT_GPUS, llm_pilot_profile, rea
 
 #: The predictors, in the order reports list them.
 PREDICTORS = ("physics", "learned", "hybrid", "tgis", "tgis-hybrid", "tgis-kv")
+#: Each predictor in words, as reports and ``validate --llm-pilot`` label it.
+PREDICTOR_LABELS = {"physics": "guide-opt physics: TGIS profile, closed-loop simulation, efficiencies fitted per GPU type",
+                    "learned": "learned baseline: gradient boosting on the characterization (the paper's method)",
+                    "hybrid": "hybrid: physics x learned residual",
+                    "tgis": "guide-opt TGIS batcher: TGIS's add-on rule step by step, host costs fitted per GPU type",
+                    "tgis-hybrid": "TGIS batcher x learned residual",
+                    "tgis-kv": "guide-opt TGIS batcher, costs per pod size, per sequence and per GiB of KV cache"}
 #: The predictor ``validate --llm-pilot`` uses unless told otherwise: the best S/O on the
 #: benchmark, leave-one-LLM-out (benchmarks/RESULTS.md, section 1.5: 100% success, 37.5% overspend,
 #: S/O 0.769), the most accurate held-out ITL, and no learned part (no scikit-learn needed).
