@@ -558,12 +558,17 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
 
     Prompts arriving during one window (Poisson, mean ``others_rate_per_s x W``) are
     prefilled in the next, next to ``n = decodes(TPOT)`` decodes. Iterating from below
-    converges monotonically to the smallest fixed point when one exists.
+    converges monotonically to the smallest fixed point when one exists. Near capacity that
+    iteration creeps (each step moves the window by a fraction of a percent): once the window
+    is bracketed at one decode count -- a window whose next one is longer and one whose next
+    one is shorter (:class:`_WindowBracket`, an Aitken step usually lands beyond the fixed
+    point) -- the fixed point is found by regula falsi inside the bracket instead.
     """
     tpot_s = window_s = table.decode_step_s(1.0, slots)
     if start is not None:
         tpot_s, window_s = start
     history: list[tuple[float, float]] = []
+    bracket = _WindowBracket()
     for _ in range(MAX_ITERATIONS):
         n = decodes(tpot_s)
         if not others_rate_per_s * window_s <= MAX_PROMPTS_PER_WINDOW:
@@ -572,12 +577,53 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
+        inside = bracket.add(n, window_s, new_window - window_s)
+        if inside is not None:
+            tpot_s, window_s = new_tpot, inside
+            history.clear()
+            continue
         history.append((new_tpot, new_window))
         tpot_s, window_s = new_tpot, new_window
         if len(history) == 3:  # Aitken's delta-squared: the slow mode near capacity converges linearly
             tpot_s, window_s = _aitken([h[0] for h in history]), _aitken([h[1] for h in history])
             history.clear()
     return None
+
+
+class _WindowBracket:
+    """Windows on both sides of the window's fixed point at one decode count, and regula falsi between them.
+
+    ``g(W) = E[time of the window after one of length W] - W`` is positive below the fixed
+    point and negative above it (the window map is increasing). With a window of each sign
+    known at the same decode count, the next window to try is the Illinois variant of regula
+    falsi between them, which converges superlinearly where the plain iteration creeps. A
+    change of the decode count (the decoders follow TPOT) starts a new bracket.
+    """
+
+    def __init__(self) -> None:
+        self.decodes = math.nan
+        self.below: tuple[float, float] | None = None  # (window s, g > 0)
+        self.above: tuple[float, float] | None = None  # (window s, g < 0)
+        self.side = 0
+
+    def add(self, decodes: float, window_s: float, g: float) -> float | None:
+        """Record ``g(window_s)`` at ``decodes``; the next window to try when it is bracketed (else None)."""
+        if decodes != self.decodes:
+            self.decodes, self.below, self.above, self.side = decodes, None, None, 0
+        if g > 0 and (self.above is None or window_s < self.above[0]):
+            self.below = (window_s, g)
+            if self.side == 1 and self.above is not None:  # the same end moved twice: Illinois halves the other
+                self.above = (self.above[0], self.above[1] / 2)
+            self.side = 1
+        elif g < 0 and (self.below is None or window_s > self.below[0]):
+            self.above = (window_s, g)
+            if self.side == -1 and self.below is not None:
+                self.below = (self.below[0], self.below[1] / 2)
+            self.side = -1
+        if self.below is None or self.above is None:
+            return None
+        (low, g_low), (high, g_high) = self.below, self.above
+        return low - g_low * (high - low) / (g_high - g_low)
 
 
 def _aitken(x: list[float]) -> float:
@@ -854,6 +900,13 @@ def _saturation(table: StepTable, slots: int, steps: int) -> float:
     return 1.0 / per_prompt_s
 
 
+def _slots_filled_rate_per_s(table: StepTable, slots: int, steps: int) -> float:
+    """A rate (requests/s) at which the ``slots`` are surely full: each request holds its slot at
+    least for a lone prompt's window and ``steps`` lone decode steps (``rate x that = slots``,
+    Little's law, at :data:`STABILITY_LIMIT`)."""
+    return slots * STABILITY_LIMIT / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0, slots))
+
+
 def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
     """Largest sustainable open-loop arrival rate (requests/s) of one replica of ``config``.
 
@@ -884,8 +937,14 @@ def _capacity(config: ServingConfig, table: StepTable) -> float:
             best[:] = [solution]
         return value
 
-    high = _saturation(table, slots, steps) * STABILITY_LIMIT
+    saturated = _saturation(table, slots, steps) * STABILITY_LIMIT
+    # Near the saturation rate the windows' fixed point is nearly critical and slow to find (or
+    # to refute); when the slots fill at a much lower rate, the search starts from a rate at
+    # which they are surely full -- unless the model finds them not full there after all.
+    high = min(saturated, _slots_filled_rate_per_s(table, slots, steps))
     f_high = excess(high)
+    if f_high < 0 and high < saturated:
+        high, f_high = saturated, excess(saturated)
     if f_high < 0:
         return high
     # Occupancy grows with the rate: regula falsi (Illinois) from below, bisection while the
