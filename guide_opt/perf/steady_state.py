@@ -900,13 +900,6 @@ def _saturation(table: StepTable, slots: int, steps: int) -> float:
     return 1.0 / per_prompt_s
 
 
-def _slots_filled_rate_per_s(table: StepTable, slots: int, steps: int) -> float:
-    """A rate (requests/s) at which the ``slots`` are surely full: each request holds its slot at
-    least for a lone prompt's window and ``steps`` lone decode steps (``rate x that = slots``,
-    Little's law, at :data:`STABILITY_LIMIT`)."""
-    return slots * STABILITY_LIMIT / (table.window(0, 1).time_s + steps * table.decode_step_s(1.0, slots))
-
-
 def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
     """Largest sustainable open-loop arrival rate (requests/s) of one replica of ``config``.
 
@@ -938,35 +931,45 @@ def _capacity(config: ServingConfig, table: StepTable) -> float:
         return value
 
     saturated = _saturation(table, slots, steps) * STABILITY_LIMIT
-    # Near the saturation rate the windows' fixed point is nearly critical and slow to find (or
-    # to refute); when the slots fill at a much lower rate, the search starts from a rate at
-    # which they are surely full -- unless the model finds them not full there after all.
-    high = min(saturated, _slots_filled_rate_per_s(table, slots, steps))
-    f_high = excess(high)
-    if f_high < 0 and high < saturated:
-        high, f_high = saturated, excess(saturated)
-    if f_high < 0:
-        return high
-    # Occupancy grows with the rate: regula falsi (Illinois) from below, bisection while the
-    # upper end has no steady state.
-    low, f_low, side = 0.0, -slots * STABILITY_LIMIT, 0
-    while high - low > CAPACITY_TOLERANCE * high:
-        mid = (low + high) / 2 if math.isinf(f_high) else high - f_high * (high - low) / (f_high - f_low)
-        mid = min(max(mid, low + 0.01 * (high - low)), high - 0.01 * (high - low))  # keep strictly inside
-        f_mid = excess(mid)
-        if f_mid < 0:
-            low, f_low = mid, f_mid
-            if side == -1 and not math.isinf(f_high):
-                f_high /= 2
+    full = slots * STABILITY_LIMIT
+    # Occupancy = rate x holding time (Little's law), and the holding time grows with the rate:
+    # a try above the capacity bounds it from below by full / holding, a try below bounds it
+    # from above the same way. Tries: a first guess (every slot decoding), then regula falsi
+    # between the nearest tries on each side (bisection while no finite one is known above),
+    # aimed at the middle of the accepted occupancies and kept strictly inside the bracket.
+    # The guess keeps the first try away from saturation, where the windows' fixed point is
+    # nearly critical and slow to find or refute, unless saturation binds.
+    low, high = 0.0, saturated
+    below, above = (0.0, -full), (saturated, math.inf)  # the nearest tries: (rate, excess)
+    aim = -CAPACITY_TOLERANCE * slots / 2
+    rate = min(saturated, full / (table.window(0, 1).time_s + steps * table.decode_step_s(float(slots), slots)))
+    side, tried_saturated = 0, rate >= saturated
+    while True:
+        f = excess(rate)
+        if -CAPACITY_TOLERANCE * slots <= f < 0 or (f < 0 and rate >= saturated):  # within tolerance of full
+            return rate
+        holding_s = (f + full) / rate
+        if f < 0:
+            low, below = rate, (rate, f)
+            high = min(high, full / holding_s)
+            if side == -1 and not math.isinf(above[1]):  # the same end moved twice: Illinois
+                above = (above[0], above[1] / 2)
             side = -1
         else:
-            high, f_high = mid, f_mid
+            high, above = rate, (rate, f)
+            if not math.isinf(f):
+                low = max(low, full / holding_s)
             if side == 1:
-                f_low /= 2
+                below = (below[0], below[1] / 2)
             side = 1
-        if -CAPACITY_TOLERANCE * slots <= f_mid < 0:  # the slots are within tolerance of full
-            break
-    return low
+        if high - low <= CAPACITY_TOLERANCE * high:
+            return low
+        if high >= saturated and not tried_saturated:  # the slots may never fill below saturation
+            rate, tried_saturated = saturated, True
+            continue
+        (r_low, f_low), (r_high, f_high) = below, above
+        rate = (low + high) / 2 if math.isinf(f_high) else r_high - (f_high - aim) * (r_high - r_low) / (f_high - f_low)
+        rate = min(max(rate, low + 0.01 * (high - low)), high - 0.01 * (high - low))
 
 
 def _within(state: SteadyState, percentile: int, ttft_limit_s: float | None, tpot_limit_s: float | None) -> bool:
