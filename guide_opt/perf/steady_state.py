@@ -559,10 +559,13 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
     Prompts arriving during one window (Poisson, mean ``others_rate_per_s x W``) are
     prefilled in the next, next to ``n = decodes(TPOT)`` decodes. Iterating from below
     converges monotonically to the smallest fixed point when one exists. Near capacity that
-    iteration creeps (each step moves the window by a fraction of a percent): once the window
-    is bracketed at one decode count -- a window whose next one is longer and one whose next
-    one is shorter (:class:`_WindowBracket`, an Aitken step usually lands beyond the fixed
-    point) -- the fixed point is found by regula falsi inside the bracket instead.
+    iteration creeps (each step moves the window by a fraction of a percent), converging or
+    diverging; at one decode count (:class:`_WindowBracket`) it is replaced by regula falsi
+    once the window is bracketed -- a window whose next one is longer and one whose next one
+    is shorter (an Aitken step usually lands beyond the fixed point) -- and by steps of
+    doubling length while each step is longer than the one before (the window map is steeper
+    than the identity: no fixed point ahead while it stays so), which reach either a window
+    beyond the fixed point (a bracket) or :data:`MAX_PROMPTS_PER_WINDOW` in a few tries.
     """
     tpot_s = window_s = table.decode_step_s(1.0, slots)
     if start is not None:
@@ -577,9 +580,9 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
         new_tpot, new_window = mean_time / mean_steps, mean_time
         if abs(new_tpot - tpot_s) <= CONVERGENCE * new_tpot and abs(new_window - window_s) <= CONVERGENCE * new_window:
             return _Solution(new_tpot, new_window, n, others_rate_per_s)
-        inside = bracket.add(n, window_s, new_window - window_s)
-        if inside is not None:
-            tpot_s, window_s = new_tpot, inside
+        ahead = bracket.add(n, window_s, new_window - window_s)
+        if ahead is not None:
+            tpot_s, window_s = new_tpot, ahead
             history.clear()
             continue
         history.append((new_tpot, new_window))
@@ -591,13 +594,16 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
 
 
 class _WindowBracket:
-    """Windows on both sides of the window's fixed point at one decode count, and regula falsi between them.
+    """The window's fixed point at one decode count: regula falsi once it is bracketed, long steps while the map expands.
 
     ``g(W) = E[time of the window after one of length W] - W`` is positive below the fixed
     point and negative above it (the window map is increasing). With a window of each sign
     known at the same decode count, the next window to try is the Illinois variant of regula
-    falsi between them, which converges superlinearly where the plain iteration creeps. A
-    change of the decode count (the decoders follow TPOT) starts a new bracket.
+    falsi between them, which converges superlinearly where the plain iteration creeps.
+    Before that, while ``g`` grows from one window to the next longer one (the map is steeper
+    than the identity, as a window's time is roughly convex in its prompts: the iteration
+    diverges, or converges only far ahead), the next window to try is ``W + 2^j g(W)`` at
+    the ``j``-th such step. A change of the decode count (the decoders follow TPOT) starts over.
     """
 
     def __init__(self) -> None:
@@ -605,11 +611,13 @@ class _WindowBracket:
         self.below: tuple[float, float] | None = None  # (window s, g > 0)
         self.above: tuple[float, float] | None = None  # (window s, g < 0)
         self.side = 0
+        self.stride = 1.0  # the multiple of g of the next long step
 
     def add(self, decodes: float, window_s: float, g: float) -> float | None:
-        """Record ``g(window_s)`` at ``decodes``; the next window to try when it is bracketed (else None)."""
+        """Record ``g(window_s)`` at ``decodes``; the next window to try (None: the plain iteration's)."""
         if decodes != self.decodes:
-            self.decodes, self.below, self.above, self.side = decodes, None, None, 0
+            self.decodes, self.below, self.above, self.side, self.stride = decodes, None, None, 0, 1.0
+        before = self.below if self.above is None else None
         if g > 0 and (self.above is None or window_s < self.above[0]):
             self.below = (window_s, g)
             if self.side == 1 and self.above is not None:  # the same end moved twice: Illinois halves the other
@@ -620,10 +628,14 @@ class _WindowBracket:
             if self.side == -1 and self.below is not None:
                 self.below = (self.below[0], self.below[1] / 2)
             self.side = -1
-        if self.below is None or self.above is None:
-            return None
-        (low, g_low), (high, g_high) = self.below, self.above
-        return low - g_low * (high - low) / (g_high - g_low)
+        if self.below is not None and self.above is not None:
+            (low, g_low), (high, g_high) = self.below, self.above
+            return low - g_low * (high - low) / (g_high - g_low)
+        if g > 0 and before is not None and window_s > before[0] and g >= before[1]:
+            self.stride *= 2
+            return window_s + self.stride * g
+        self.stride = 1.0
+        return None
 
 
 def _aitken(x: list[float]) -> float:
