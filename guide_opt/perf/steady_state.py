@@ -601,23 +601,32 @@ class _WindowBracket:
     known at the same decode count, the next window to try is the Illinois variant of regula
     falsi between them, which converges superlinearly where the plain iteration creeps.
     Before that, while ``g`` grows from one window to the next longer one (the map is steeper
-    than the identity, as a window's time is roughly convex in its prompts: the iteration
-    diverges, or converges only far ahead), the next window to try is ``W + 2^j g(W)`` at
-    the ``j``-th such step. A change of the decode count (the decoders follow TPOT) starts over.
+    than the identity: the iteration diverges, or converges only far ahead), the next window
+    to try is ``W + 2^j g(W)`` at the ``j``-th such step. A long step after which ``g`` is
+    smaller than before may have passed over a dip of ``g`` to a fixed point (a window's time
+    is a staircase in its prompts, not convex): the iteration then goes back to the plain
+    step from where the long steps began and takes no more of them. A change of the decode
+    count (the decoders follow TPOT) starts over.
     """
 
     def __init__(self) -> None:
-        self.decodes = math.nan
+        self._start(math.nan)
+
+    def _start(self, decodes: float) -> None:
+        self.decodes = decodes
         self.below: tuple[float, float] | None = None  # (window s, g > 0)
         self.above: tuple[float, float] | None = None  # (window s, g < 0)
         self.side = 0
-        self.stride = 1.0  # the multiple of g of the next long step
+        self.last: tuple[float, float] | None = None  # the window tried before, and its g
+        self.origin: tuple[float, float] | None = None  # where the long steps began (a plain step's window), and its g
+        self.stride = 1.0  # the multiple of g of the last long step (1: none)
+        self.long_steps = True  # False once a long step may have passed over a fixed point
 
     def add(self, decodes: float, window_s: float, g: float) -> float | None:
         """Record ``g(window_s)`` at ``decodes``; the next window to try (None: the plain iteration's)."""
         if decodes != self.decodes:
-            self.decodes, self.below, self.above, self.side, self.stride = decodes, None, None, 0, 1.0
-        before = self.below if self.above is None else None
+            self._start(decodes)
+        last, self.last = self.last, (window_s, g)
         if g > 0 and (self.above is None or window_s < self.above[0]):
             self.below = (window_s, g)
             if self.side == 1 and self.above is not None:  # the same end moved twice: Illinois halves the other
@@ -631,7 +640,13 @@ class _WindowBracket:
         if self.below is not None and self.above is not None:
             (low, g_low), (high, g_high) = self.below, self.above
             return low - g_low * (high - low) / (g_high - g_low)
-        if g > 0 and before is not None and window_s > before[0] and g >= before[1]:
+        expanding = g > 0 and last is not None and window_s > last[0]
+        if expanding and self.stride > 1 and g < last[1]:  # g fell across the long step
+            origin, self.long_steps, self.stride, self.below = self.origin, False, 1.0, None
+            return origin[0] + origin[1]
+        if expanding and self.long_steps and g >= last[1]:
+            if self.stride == 1:
+                self.origin = (window_s, g)
             self.stride *= 2
             return window_s + self.stride * g
         self.stride = 1.0

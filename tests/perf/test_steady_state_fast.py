@@ -218,19 +218,29 @@ def _reference_decode_run(table, slots, others_rate_per_s, decodes, aitken=ss._a
     return None, ss.MAX_ITERATIONS
 
 
-def _smallest_window_root(table, decodes, slots, rate):
-    """The smallest window ``W`` with ``E[time of the next window] = W`` at a fixed decode count, by brute
-    force: a scan up from a lone decode step to the first change of sign, then Brent's method (None:
-    no change of sign below :data:`~guide_opt.perf.steady_state.MAX_PROMPTS_PER_WINDOW` prompts)."""
+def _window_roots(table, decodes, slots, rate):
+    """At a fixed decode count, by brute force (a scan up from a lone decode step, then Brent's method):
+    the first window an iteration from below may stop at (its next window is at most CONVERGENCE
+    longer) and the smallest fixed point (the next window is no longer); None for either when there
+    is none below :data:`~guide_opt.perf.steady_state.MAX_PROMPTS_PER_WINDOW` prompts."""
     from scipy.optimize import brentq
 
-    def g(window_s):
-        return table.poisson_window(decodes, slots, rate * window_s)[0] - window_s
+    def g(window_s, slack=0.0):
+        after = table.poisson_window(decodes, slots, rate * window_s)[0]
+        return after - window_s - slack * after
 
-    grid = np.geomspace(table.decode_step_s(1.0, slots), ss.MAX_PROMPTS_PER_WINDOW / rate, 2000)
-    values = [g(w) for w in grid]
-    i = next((i for i in range(len(grid) - 1) if values[i] > 0 >= values[i + 1]), None)
-    return None if i is None else brentq(g, grid[i], grid[i + 1], xtol=1e-12)
+    grid = np.geomspace(table.decode_step_s(1.0, slots), ss.MAX_PROMPTS_PER_WINDOW / rate, 3000)
+    found = []
+    for slack in (ss.CONVERGENCE, 0.0):
+        values = [g(w, slack) for w in grid]
+        i = next((i for i in range(len(grid) - 1) if values[i] > 0 >= values[i + 1]), None)
+        found.append(None if i is None else brentq(lambda w: g(w, slack), grid[i], grid[i + 1], xtol=1e-12))
+    return found
+
+
+def _smallest_window_root(table, decodes, slots, rate):
+    """The smallest fixed point of :func:`_window_roots`."""
+    return _window_roots(table, decodes, slots, rate)[1]
 
 
 def test_a_creeping_window_iteration_converges_to_the_smallest_fixed_point(catalog):
@@ -263,23 +273,29 @@ def test_a_creeping_window_iteration_converges_to_the_smallest_fixed_point(catal
 def test_the_window_iteration_finds_the_smallest_fixed_point(catalog, llm, gpu, engine, input_tokens, output_tokens, batch, load,
                                                              decoding):
     # At a fixed decode count (the closed loop's and an arrival's windows) the fixed point is
-    # one-dimensional. Expected, by brute force: the smallest window whose next window is no
-    # longer (a scan and Brent's method), or none below MAX_PROMPTS_PER_WINDOW: beyond capacity.
-    # Loads around saturation, where the plain iteration creeps for hundreds of steps (and
-    # the reference could stop in a flat stretch of the map, or skip a fixed point with an
-    # Aitken step, which the brute force shows).
+    # one-dimensional. Expected, by brute force (a scan and Brent's method): beyond capacity
+    # exactly where no window below MAX_PROMPTS_PER_WINDOW prompts has a next window at most
+    # CONVERGENCE longer; otherwise a fixed point, the smallest one unless the map only touches
+    # the identity below it. Loads around saturation, where the plain iteration creeps for
+    # hundreds of steps (and the reference stopped in flat stretches of the map, or gave up).
     config = _config(catalog, llm, gpu, engine, 1, input_tokens, output_tokens, batch)
     if config.unsupported_reason() or config.context_reason():
         return
     table, steps = ss.StepTable(config), output_tokens - 1
     rate = load * ss._saturation(table, batch, steps)
     n = 1.0 + decoding * (batch - 1)
-    root = _smallest_window_root(table, n, batch, rate)
+    acceptable, root = _window_roots(table, n, batch, rate)
     solution = ss._decode_run(table, batch, rate, lambda t: n)
-    if root is None:
+    if acceptable is None:
         assert solution is None
     else:
-        assert solution is not None and solution.window_s == pytest.approx(root, rel=1e-3)
+        assert solution is not None
+        after = table.poisson_window(n, batch, rate * solution.window_s)[0]
+        assert abs(after - solution.window_s) <= 2 * ss.CONVERGENCE * after  # a fixed point
+        # Past the smallest fixed point only where the map nearly touches the identity below it
+        # (Aitken's step or a long step may pass over such a dip, as the plain iteration
+        # creeps there): a stretch of windows whose next one is at most CONVERGENCE longer.
+        assert root is None or solution.window_s <= root * (1 + 1e-3) or acceptable <= root * (1 - 1e-3)
 
 
 @given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]),
