@@ -602,11 +602,12 @@ class _WindowBracket:
     falsi between them, which converges superlinearly where the plain iteration creeps.
     Before that, while ``g`` grows from one window to the next longer one (the map is steeper
     than the identity: the iteration diverges, or converges only far ahead), the next window
-    to try is ``W + 2^j g(W)`` at the ``j``-th such step. A long step after which ``g`` is
-    smaller than before may have passed over a dip of ``g`` to a fixed point (a window's time
-    is a staircase in its prompts, not convex): the iteration then goes back to the plain
-    step from where the long steps began and takes no more of them. A change of the decode
-    count (the decoders follow TPOT) starts over.
+    to try is ``W + 2^j g(W)`` at the ``j``-th such step. Like Aitken's step, a long step can
+    pass over a stretch where the map barely touches the identity (window times are a
+    staircase in prompts); ``tests/perf/test_steady_state_fast.py`` checks against brute
+    force, on random shapes, that it passes over no fixed point the map crosses clearly. A
+    change of the decode count (the decoders follow TPOT) starts over: brackets and steps
+    carried across decode counts mix different maps, and the iteration then cycles.
     """
 
     def __init__(self) -> None:
@@ -618,9 +619,7 @@ class _WindowBracket:
         self.above: tuple[float, float] | None = None  # (window s, g < 0)
         self.side = 0
         self.last: tuple[float, float] | None = None  # the window tried before, and its g
-        self.origin: tuple[float, float] | None = None  # where the long steps began (a plain step's window), and its g
         self.stride = 1.0  # the multiple of g of the last long step (1: none)
-        self.long_steps = True  # False once a long step may have passed over a fixed point
 
     def add(self, decodes: float, window_s: float, g: float) -> float | None:
         """Record ``g(window_s)`` at ``decodes``; the next window to try (None: the plain iteration's)."""
@@ -640,13 +639,7 @@ class _WindowBracket:
         if self.below is not None and self.above is not None:
             (low, g_low), (high, g_high) = self.below, self.above
             return low - g_low * (high - low) / (g_high - g_low)
-        expanding = g > 0 and last is not None and window_s > last[0]
-        if expanding and self.stride > 1 and g < last[1]:  # g fell across the long step
-            origin, self.long_steps, self.stride, self.below = self.origin, False, 1.0, None
-            return origin[0] + origin[1]
-        if expanding and self.long_steps and g >= last[1]:
-            if self.stride == 1:
-                self.origin = (window_s, g)
+        if g > 0 and last is not None and window_s > last[0] and g >= last[1]:
             self.stride *= 2
             return window_s + self.stride * g
         self.stride = 1.0

@@ -269,7 +269,7 @@ def test_a_creeping_window_iteration_converges_to_the_smallest_fixed_point(catal
 @given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]),
        input_tokens=st.integers(64, 4096), output_tokens=st.integers(2, 1024), batch=st.sampled_from([1, 2, 8, 24, 64, 200]),
        load=st.floats(0.3, 1.5), decoding=st.floats(0.0, 1.0))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_window_iteration_finds_the_smallest_fixed_point(catalog, llm, gpu, engine, input_tokens, output_tokens, batch, load,
                                                              decoding):
     # At a fixed decode count (the closed loop's and an arrival's windows) the fixed point is
