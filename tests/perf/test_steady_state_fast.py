@@ -355,3 +355,22 @@ def test_capacity_is_within_its_tolerance_of_a_fine_bisection(catalog, llm, gpu,
         expected = low
     capacity = ss.capacity_request_rate_per_s(config, ss.StepTable(config))
     assert expected * (1 - ss.CAPACITY_TOLERANCE) * (1 - 1e-4) <= capacity <= expected * (1 + 1e-4)
+
+
+@given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]),
+       input_tokens=st.integers(16, 4096), output_tokens=st.integers(2, 1024), batch=st.sampled_from([2, 8, 24, 64, 200]),
+       users=st.integers(2, 300), guess=st.floats(0.3, 3.0))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_guessed_closed_loop_tpot_finds_the_same_root(catalog, llm, gpu, engine, input_tokens, output_tokens, batch, users, guess):
+    # The reference: the closed loop's TPOT root bracketed from a lone decode step up, as before
+    # guesses. A guess (the previous round's root; here anywhere from 0.3x to 3x the root, so
+    # that the bracket has to widen on either side) must lead to the same root, within the
+    # tolerance of the root's residual (CONVERGENCE, amplified where T(t) is nearly t).
+    config = _config(catalog, llm, gpu, engine, 1, input_tokens, output_tokens, batch)
+    if config.unsupported_reason() or config.context_reason():
+        return
+    table, running, steps = ss.StepTable(config), min(users, batch), output_tokens - 1
+    first_s = table.window(0, 1).time_s
+    reference, _ = ss._closed_loop_tpot(table, batch, running, steps, first_s)
+    guessed, _ = ss._closed_loop_tpot(table, batch, running, steps, first_s, guess * reference)
+    assert guessed == pytest.approx(reference, rel=1e-3)
