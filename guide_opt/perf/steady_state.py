@@ -22,8 +22,10 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
 - **TPOT** (mean-value fixed point): with ``K ~ Poisson(lambda W)`` prompts per window, the mean
   window ``W = E[time(n, K)]`` and a decoding request's mean step ``TPOT = E[time] / E[steps]``;
   the decoders it sees are ``n = 1 + lambda (O - 1) TPOT`` (itself plus the others, Little's
-  law; Poisson arrivals see time averages), at most ``B``. Iterated from below (with Aitken
-  acceleration) to the smallest fixed point; none means the load is beyond capacity.
+  law; Poisson arrivals see time averages), at most ``B``. Iterated from below to the smallest
+  fixed point, accelerated where the iteration creeps (Aitken's step, regula falsi once the
+  window is bracketed, steps of doubling length while the map expands); none below
+  :data:`MAX_PROMPTS_PER_WINDOW` prompts per window means the load is beyond capacity.
 - **TTFT** = the rest of the window in progress at arrival (length-biased, solved again for the
   ``lambda (O - 1) TPOT`` decoders an arrival finds) + the prompt's first-token time in the
   next window among the prompts that arrived with it (FCFS) + waiting for a free sequence slot
@@ -39,7 +41,8 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
   requests of the users whose answers finished in the same step.
 - **Capacity** (:func:`capacity_request_rate_per_s`): the smaller of the rate at which windows
   grow without bound (each extra prompt's time ``s(n)`` times the rate reaches 1) and the rate at
-  which the slots fill; plans keep the load within ``target_utilization`` of it.
+  which the slots fill (found to :data:`CAPACITY_TOLERANCE`, each try's holding time bounding
+  it from the other side); plans keep the load within ``target_utilization`` of it.
 
 With equal lengths, at vanishing load every figure reduces to the static estimate of a single
 request (its prefill step, then decode steps of one sequence), and a closed loop of one user is
