@@ -9,7 +9,11 @@ LLMs of a fleet, and an Aitken step that no longer extrapolates diverging iterat
 references here are independent of those paths: :func:`math.fsum` over the terms as given, the
 Poisson probabilities written out with :func:`scipy.special.gammaln` on whole supports, window
 rows interpolated one by one through the general mean-window path, the Aitken step as it was,
-and a fresh table per question (nothing memoised, nothing shared)."""
+and a fresh table per question (nothing memoised, nothing shared). The accelerated fixed points
+(regula falsi in a bracket, long steps while the window map expands, guessed closed-loop
+brackets) and the capacity search are checked against brute force: a scan and Brent's method
+for the window's fixed point, a fine bisection of the occupancy's sign for the capacity, the
+unguessed search for the closed loop's TPOT."""
 
 from __future__ import annotations
 
