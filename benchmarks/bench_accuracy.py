@@ -18,6 +18,9 @@ What it measures (no timing assertions; wall times are informative only):
 4. LLM-Pilot's recommendation benchmark (Eq. 1-7), calibrated on the other decoder-only LLMs.
 5. The engines' host costs per step (section 1.7): fitted on LLM-Inference-Bench, scored
    leave-one-GPU-out and leave-one-LLM-out, and the batch-latency bias by batch and TP degree.
+6. MI300X's curves fitted end to end on its LLM-Inference-Bench rows (section 1.8, by
+   ``benchmarks/fit_end_to_end.py``; ``fit_end_to_end.py --write`` also ships them), scored
+   in-sample and leave-one-LLM-out.
 """
 
 from __future__ import annotations
@@ -293,8 +296,8 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
 
 
 #: Subsections --only can pick; 1.4 needs 1.2 and 1.3, 1.6 needs all the others.
-SECTIONS = ("1.1", "1.2", "1.3", "1.5", "1.7")
-#: LLM-Inference-Bench GPUs the host costs are fitted on (MI300X runs vLLM on ROCm with the generic curves).
+SECTIONS = ("1.1", "1.2", "1.3", "1.5", "1.7", "1.8")
+#: LLM-Inference-Bench GPUs the host costs are fitted on (MI300X's rows fit its own curves instead, section 1.8).
 HOST_COST_GPUS = ("a100-40gb-sxm", "h100-sxm")
 
 
@@ -565,6 +568,11 @@ def main() -> int:
     # ---- 1.7 host costs per step ------------------------------------------------------------------
     if "1.7" in wanted:
         out += _host_cost_section(catalog, data_dir)
+    # ---- 1.8 MI300X curves fitted end to end ------------------------------------------------------
+    if "1.8" in wanted:
+        from fit_end_to_end import HEADING as END_TO_END_HEADING, section as end_to_end_section
+
+        out += [END_TO_END_HEADING, "", end_to_end_section(catalog, data_dir)[0], ""]
 
     out += [f"Wall time of this script: {time.perf_counter() - started:.0f} s.", ""]
 
