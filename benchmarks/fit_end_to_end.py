@@ -34,7 +34,7 @@ from guide_opt.perf import StepShape, estimate, step_time
 from guide_opt.validation.accuracy import Comparison, error_stats, evaluate, measurement_config
 from guide_opt.validation.calibration import prepare_rows, weight_stream_time_s
 from guide_opt.validation.datasets import default_data_dir, load_llm_inference_bench_prefill, load_source
-from guide_opt.validation.profile_fit import (FITTED_METRIC, PARAMETER_NAMES, EndToEndParams, apply_params, batch_latency_quality,
+from guide_opt.validation.profile_fit import (FITTED_METRIC, PARAMETER_NAMES, EndToEndParams, batch_latency_quality,
                                               end_to_end_profile, fit_end_to_end, leave_one_llm_out, rounded, with_gpu_kernels)
 
 GPU = "mi300x"
@@ -223,7 +223,10 @@ def section(catalog, root: Path, *, variant: bool = True) -> tuple[str, KernelPr
 
     fit = fit_end_to_end(prepared, base)
     params = rounded(fit.params)
-    fitted = with_gpu_kernels(catalog, GPU, apply_params(base, params))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    shipped = end_to_end_profile(base, params, GPU, source=SOURCE, data_version=data_version(root), fitted_utc=stamp,
+                                 fitted_on=["AMD MI300X GPU (LLM-Inference-Bench, vLLM)"], quality={})
+    fitted = with_gpu_kernels(catalog, GPU, shipped)
     generic = with_gpu_kernels(catalog, GPU, base)
     before = latency(evaluate(rows, generic).comparisons)
     after = latency(evaluate(rows, fitted).comparisons)
@@ -233,9 +236,7 @@ def section(catalog, root: Path, *, variant: bool = True) -> tuple[str, KernelPr
     kept_fit = fit_end_to_end(prepared, base, all_reduce=False) if variant else None
 
     quality = {"end_to_end_batch_latency": batch_latency_quality(after)}
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    profile = end_to_end_profile(base, params, GPU, source=SOURCE, data_version=data_version(root), fitted_utc=stamp,
-                                 fitted_on=["AMD MI300X GPU (LLM-Inference-Bench, vLLM)"], quality=quality)
+    profile = shipped.model_copy(update={"quality": quality})
     loo, ins = batch_latency_quality(held_out), quality["end_to_end_batch_latency"]
     header = (f"# Fitted end to end by benchmarks/fit_end_to_end.py --write on measured serving latencies, NOT on kernel tables; do not edit\n"
               f"# by hand. Fields: guide_opt/kernel_profile.py; method: guide_opt/validation/profile_fit.py. Starts from {base.id} (the curves\n"
