@@ -331,8 +331,7 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
     tables: dict[str, Any] = {}  # the simulations, shared by the predictors built on the same model
     for name in predictors:
         kind = "tgis" if name.startswith("tgis") else "physics"
-        if name != "learned" and kind not in tables:
-            tables[kind] = {} if kind == "tgis" else physics_table(data_dir, catalog, models)
+        tables.setdefault(kind, {})  # held-out model -> its fold's table (lengths of its training LLMs only)
         recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, tables.get(kind))
         result.predicted[name] = recs
         result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
@@ -343,22 +342,27 @@ def _profiles(truth: TruthLlm, prices: dict[str, float], candidates: str) -> lis
     return sorted(truth.u_max_by_profile) if candidates == "measured" else sorted(prices)
 
 
-def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
-    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`)."""
+def physics_table(data_dir: Path, catalog: Catalog, models: list[str], lengths_from: list[str] | None = None):
+    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`).
+
+    The simulated request lengths come from the rows of ``lengths_from`` (default: ``models``);
+    a fold passes its training LLMs so that no row of the held-out LLM enters its prediction.
+    """
     from guide_opt.validation import pilot_predictors as pp
 
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
-    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, lengths_from or models), llm_ids, llm_pilot_flash_attention(data_dir),
+                           USER_LEVELS)
 
 
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
                               prices: dict[str, float], candidates: str, table=None, held_out: list[str] | None = None) -> dict[str, Recommendation]:
     """Leave-one-LLM-out recommendations of predictor ``name`` (one of ``pilot_predictors.PREDICTORS``) for every model in ``models``.
 
-    ``table``: a :func:`physics_table` (physics, hybrid) to reuse, or for the TGIS predictors a
-    dict held-out model -> :func:`tgis_table` (filled here; each fold's simulated workload comes
-    from its training LLMs' rows only); None: new ones. ``held_out``: the models to predict
-    (default: every one of ``models``; the others still train).
+    ``table``: a dict held-out model -> :func:`physics_table` (physics, hybrid) or
+    :func:`tgis_table` (the TGIS predictors) to reuse, filled here; each fold's simulated
+    workload comes from its training LLMs' rows only. None: new ones. ``held_out``: the models
+    to predict (default: every one of ``models``; the others still train).
     """
     from guide_opt.validation import pilot_predictors as pp
 
@@ -369,19 +373,16 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
     tgis_based = name.startswith("tgis")
     one_user_ttft = load_one_user_ttft(data_dir)
     failed = load_failed_fractions(data_dir)
-    if tgis_based:
-        folds = table if isinstance(table, dict) else {}
-    elif name != "learned":
-        table = table if isinstance(table, pp.PhysicsTable) else physics_table(data_dir, catalog, models)
+    folds = table if isinstance(table, dict) else {}
     llm_features, gpu_features = pp.load_features(data_dir)
     out = {}
     for model in held_out or models:
         train = [m for m in models if m != model]
         profiles = _profiles(truth[model], prices, candidates)
+        if name != "learned" and model not in folds:
+            folds[model] = (tgis_table if tgis_based else physics_table)(data_dir, catalog, models, lengths_from=train)
+        table = folds.get(model)
         if tgis_based:
-            if model not in folds:
-                folds[model] = tgis_table(data_dir, catalog, models, lengths_from=train)
-            table = folds[model]
             fits = pp.fit_tgis_kv(table, points, one_user_ttft, train, failed, itl_limit_ms=ITL_LIMIT_MS) if name == "tgis-kv" else pp.fit_tgis(table, points, one_user_ttft, train)
 
             def base_levels(m: str, profile: str, fits=fits, table=table):
@@ -389,7 +390,7 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
         elif name != "learned":
             grid = pp.fit_grid(table, points, train)
 
-            def base_levels(m: str, profile: str, grid=grid):
+            def base_levels(m: str, profile: str, grid=grid, table=table):
                 return pp.physics_levels(table, m, profile, grid)
 
         def base(m: str, profile: str, users: int):
