@@ -171,7 +171,7 @@ def _first_violation(levels: dict, failed: dict, model: str, profile: str) -> st
 
 def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTORS) -> tuple[list[str], list[list[str]], object, int]:
     """Section 1.5 (Markdown lines) with ``predictors``, its method table, the static policy's score on the same LLMs and their count."""
-    from guide_opt.validation.llm_pilot import load_failed_fractions, load_points
+    from guide_opt.validation.llm_pilot import load_failed_fractions, load_points, load_prices, nested_margin_recommendations, outcome, score
 
     variants = [("measured", True), ("all", True), ("measured", False)]
     rec_table, details = [], None
@@ -187,6 +187,22 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
             rec_table.append([label, candidates, itl, pct(s.success_rate), pct(s.mean_overspend), f"{s.so_score:.3f}"])
         if details is None:
             details, static_all, static_dec = res, res.static_policy_all, res.static_policy_decoder_only
+    margin_line = []
+    if DEFAULT_PREDICTOR in details.predicted:  # the safety rule tried on the default predictor, chosen without the held-out LLM
+        outer, prices = details.predicted[DEFAULT_PREDICTOR], load_prices(data_dir)
+        margin = nested_margin_recommendations(DEFAULT_PREDICTOR, data_dir, catalog, list(outer), details.truth, prices, "measured", outer)
+        ms = score([outcome(m, choice, details.truth[m], prices) for m, (_scale, choice) in margin.items()])
+        rec_table.insert(len(details.predictors), [f"{DEFAULT_PREDICTOR}, ITL safety scale chosen by nested leave-one-LLM-out", "measured",
+                                                   "simulated", pct(ms.success_rate), pct(ms.mean_overspend), f"{ms.so_score:.3f}"])
+        margin_line = [
+            f"Safety rule tried on `{DEFAULT_PREDICTOR}` (the `ITL safety scale` row): its predicted ITL is multiplied by a scale from",
+            "0.8 to 1.2 chosen, per held-out LLM, by the best S/O of the training LLMs' own leave-one-out recommendations (each",
+            "predicted by a fit on the other training LLMs, lengths included; `nested_margin_recommendations` in",
+            "`guide_opt/validation/llm_pilot.py`). Scales chosen: "
+            + ", ".join(f"{m} {scale:g}" for m, (scale, _c) in margin.items())
+            + ". Picks: " + ", ".join(f"{m} {c.pods} x ({c.profile})" if c else f"{m} -" for m, (_s, c) in margin.items()) + ".",
+            "",
+        ]
     n = len(details.calibrated.outcomes)
     rec_table += [
         [f"static policy 4 x (1 x A100), same {n} LLMs", "-", "-", pct(static_dec.success_rate), pct(static_dec.mean_overspend), f"{static_dec.so_score:.3f}"],
@@ -227,12 +243,14 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
         "fitted by linearized non-negative least squares on the relative ITL error of the training LLMs' levels with at",
         "most 1% failed requests and ITL <= 75 ms (a level where requests failed for lack of memory reports the survivors'",
         "medians), and an add-on cost for padded deployments (LLMs served without flash attention: TGIS re-pads the running",
-        "batch to merge an add-on into it) fitted on the other padded LLMs' nTTFT. Every TGIS fold simulates request",
-        "lengths from its training LLMs' rows only (before, every LLM's rows set the lengths; physics and hybrid still do).",
+        "batch to merge an add-on into it) fitted on the other padded LLMs' nTTFT. Every fold of every simulating",
+        "predictor (physics and hybrid too, since this measurement) simulates request lengths from its training LLMs' rows",
+        "only: a user planning a new LLM has none of its measurements, its request lengths included.",
         f"`validate --llm-pilot` uses `{DEFAULT_PREDICTOR}` unless told otherwise: the best S/O of this table. With six",
         "LLMs one recommendation moves S/O by up to 0.2, and the ranking of the TGIS predictors moved when their workload",
         "stopped including the held-out LLM's lengths: read it as a comparison on six LLMs, not a general ranking.",
         "",
+        *margin_line,
         "Per LLM (candidates measured, default ITL reading):",
         "",
     ]

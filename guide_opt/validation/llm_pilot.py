@@ -414,6 +414,45 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
     return out
 
 
+#: ITL scales the nested safety rule searches (predicted median ITL x scale before the u_max rule):
+#: below 1 optimistic, above 1 a safety margin.
+ITL_MARGIN_SCALES = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
+
+
+def scaled_choice(levels: dict[str, dict[int, tuple[float, float]]], itl_scale: float, prices: dict[str, float]) -> Choice | None:
+    """The cheapest choice when every predicted median ITL of ``levels`` (profile -> level -> (nTTFT, ITL)) is multiplied by ``itl_scale``."""
+    predicted = {p: u_max({u: (nttft, itl * itl_scale) for u, (nttft, itl) in found.items()}) for p, found in levels.items()}
+    return cheapest(predicted, prices)
+
+
+def choose_itl_scale(inner: dict[str, dict[str, dict[int, tuple[float, float]]]], truth: dict[str, TruthLlm],
+                     prices: dict[str, float], scales: tuple[float, ...] = ITL_MARGIN_SCALES) -> float:
+    """The scale of ``scales`` whose recommendations score the best S/O over ``inner`` (model -> its held-out levels); ties: nearest 1."""
+    def so(scale: float) -> float:
+        return score([outcome(m, scaled_choice(levels, scale, prices), truth[m], prices) for m, levels in inner.items()]).so_score
+
+    return max(scales, key=lambda scale: (round(so(scale), 9), -abs(scale - 1.0)))
+
+
+def nested_margin_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
+                                  prices: dict[str, float], candidates: str, outer: dict[str, Recommendation]) -> dict[str, tuple[float, Choice | None]]:
+    """Predictor ``name`` with an ITL safety scale chosen by nested leave-one-LLM-out: held-out model -> (scale, choice).
+
+    For each held-out model H (its prediction ``outer[H]``, fitted without it), every training LLM
+    T of H is predicted by a fit on the training LLMs other than T (their lengths too), and the
+    scale of :data:`ITL_MARGIN_SCALES` with the best S/O over those T (:func:`choose_itl_scale`)
+    is applied to H's levels. H's measurements reach neither the inner fits nor the choice.
+    """
+    out = {}
+    for held in outer:
+        train = [m for m in models if m != held]
+        inner = {t: predictor_recommendations(name, data_dir, catalog, train, truth, prices, candidates, held_out=[t])[t].levels
+                 for t in train}
+        scale = choose_itl_scale(inner, truth, prices)
+        out[held] = (scale, scaled_choice(outer[held].levels, scale, prices))
+    return out
+
+
 def tgis_table(data_dir: Path, catalog: Catalog, models: list[str], lengths_from: list[str] | None = None):
     """The (lazily filled) table of TGIS-batcher levels of ``models`` (see :func:`guide_opt.validation.pilot_predictors.fit_tgis`).
 
