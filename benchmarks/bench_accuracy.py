@@ -169,6 +169,59 @@ def _first_violation(levels: dict, failed: dict, model: str, profile: str) -> st
     return "none up to 128"
 
 
+def _with_pods(users: int | None) -> str:
+    """``u_max (pods)``: a per-pod user limit and the pods LLM-Pilot's rule then deploys for U users; "-" when not predicted."""
+    from guide_opt.validation.llm_pilot import pods_needed
+
+    if users is None:
+        return "-"
+    pods = pods_needed(users)
+    return f"{users} ({pods if pods is not None else '-'})"
+
+
+def _miss_levels(details, points: dict, failed: dict, prices: dict, name: str) -> list[list[str]]:
+    """Per level, predicted / measured median ITL of predictor ``name`` on the profiles of each LLM it did not get right.
+
+    The profiles shown: its pick and the truly cheapest one. A measured level with more than 1%
+    failed requests is marked with its share (its medians are those of the surviving requests).
+    """
+    from guide_opt.validation.llm_pilot import USER_LEVELS, outcome
+
+    rows = []
+    for model, rec in details.predicted.get(name, {}).items():
+        truth = details.truth[model]
+        o = outcome(model, rec.choice, truth, prices)
+        if o.success and not o.overspend:
+            continue
+        for profile in dict.fromkeys(c.profile for c in (rec.choice, truth.best) if c is not None):
+            levels, measured = rec.levels.get(profile, {}), points[model].get(profile, {})
+            cells = []
+            for users in USER_LEVELS:
+                if users in levels and users in measured:
+                    share = failed.get((model, profile, users), 0.0)
+                    cells.append(f"{users}: {levels[users][1]:.0f} / {measured[users][1]:.0f}" + (f" ({share:.0%} failed)" if share > 0.01 else ""))
+            rows.append([model, profile, _with_pods(rec.predicted_u_max.get(profile)), _with_pods(truth.u_max_by_profile.get(profile)),
+                         "; ".join(cells)])
+    return rows
+
+
+def _failing_levels_line(points: dict, failed: dict, models: list[str]) -> list[str]:
+    """A paragraph: the measured levels of ``models`` where more than 10% of requests failed, and which of them meet both limits."""
+    from guide_opt.validation.llm_pilot import ITL_LIMIT_MS, NTTFT_LIMIT_MS_PER_TOKEN
+
+    heavy = [(m, p, u) for (m, p, u), share in sorted(failed.items()) if m in models and share > 0.10 and u in points[m].get(p, {})]
+    passing = [(m, p, u) for m, p, u in heavy if points[m][p][u][0] <= NTTFT_LIMIT_MS_PER_TOKEN and points[m][p][u][1] <= ITL_LIMIT_MS]
+    pairs = dict.fromkeys((m, p) for m, p, _u in passing)
+    where = "; ".join(f"{m} on {p}, whose levels above 10% failed read " + ", ".join(
+        f"u = {u}: {failed[(m2, p2, u)]:.0%} failed, ITL {points[m][p][u][1]:.0f} ms" for m2, p2, u in heavy if (m2, p2) == (m, p))
+        for m, p in pairs)
+    return [f"Of the {len(heavy)} measured levels of these LLMs where more than 10% of the requests failed, {len(passing)} meet both",
+            f"limits{', all of one (LLM, profile)' if len(pairs) == 1 else ''}: {where or 'none'}. A fold without that LLM sees only",
+            "failing levels that break a limit, so no rule fitted or chosen on the training LLMs alone says such a level can",
+            "pass. Nor does a memory capacity explain the pattern: a cap on the running batch at what memory holds would keep",
+            "the ITL near its value at the cap at every load above it, 128 users included, where the measured ITL rises again.", ""]
+
+
 def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTORS) -> tuple[list[str], list[list[str]], object, int]:
     """Section 1.5 (Markdown lines) with ``predictors``, its method table, the static policy's score on the same LLMs and their count."""
     from guide_opt.validation.llm_pilot import load_failed_fractions, load_points, load_prices, nested_margin_recommendations, outcome, score
@@ -269,8 +322,9 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
         if model not in details.predicted.get(shown[0], {}):
             continue
         for profile, true_u in sorted(truth.u_max_by_profile.items()):
-            rows.append([model, profile, str(true_u), _first_violation(points[model][profile], failed, model, profile)]
-                        + [str(details.predicted[name][model].predicted_u_max.get(profile, "-")) for name in shown])
+            rows.append([_with_pods(true_u), _first_violation(points[model][profile], failed, model, profile)]
+                        + [_with_pods(details.predicted[name][model].predicted_u_max.get(profile)) for name in shown])
+            rows[-1][:0] = [model, profile]
     accuracy = []
     for name, recs in details.predicted.items():
         itl_errors, nttft_errors = [], []
@@ -302,11 +356,18 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
         "ITL limit. It does not model TGIS's out-of-memory failures, and fits only levels where at most 1% of requests",
         "failed.",
         "",
+        *_failing_levels_line(points, failed, list(details.predicted[shown[0]]) if shown else []),
     ]
-    out += ["Predicted u_max per (LLM, profile) beside the measured one and the limit the measured levels break first",
-            "(the level after u_max; its share of failed requests when above 1%: those levels report the medians of the",
-            "requests that survived an out-of-memory error):", "",
-            md_table(["LLM", "profile", "true u_max", "first measured violation", *(f"{name} u_max" for name in shown)], rows), ""]
+    misses = _miss_levels(details, points, failed, load_prices(data_dir), DEFAULT_PREDICTOR)
+    if misses:
+        out += [f"Where `{DEFAULT_PREDICTOR}` does not pick the truly cheapest deployment: its pick's and the truly cheapest",
+                "profile's u_max (pods for 200 users), predicted and measured, and the median ITL per level, predicted / measured",
+                "(ms):", "",
+                md_table(["LLM", "profile", f"{DEFAULT_PREDICTOR} u_max (pods)", "true u_max (pods)", "ITL predicted / measured"], misses), ""]
+    out += ["Predicted u_max per (LLM, profile), with the pods it gives for 200 users, beside the measured one and the limit",
+            "the measured levels break first (the level after u_max; its share of failed requests when above 1%: those levels",
+            "report the medians of the requests that survived an out-of-memory error):", "",
+            md_table(["LLM", "profile", "true u_max (pods)", "first measured violation", *(f"{name} u_max (pods)" for name in shown)], rows), ""]
     return out, rec_table, static_dec, n
 
 
