@@ -43,7 +43,7 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
 @click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "tgis", "tgis-hybrid", "tgis-kv", "all"]), default=None,
               help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: tgis-kv, the best S/O in benchmarks/RESULTS.md 1.5); "
-                   "'all' runs and lists every predictor (physics and hybrid simulate every pair: minutes).")
+                   "'all' runs and lists every predictor (physics and hybrid simulate every pair in every fold: tens of minutes).")
 @click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
               help="How closed-loop rows (LLM-Pilot) are predicted: a static batch of the users (vllm profile), the steady-state "
                    "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile.")

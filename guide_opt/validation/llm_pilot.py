@@ -304,7 +304,8 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
     as the bare decode step instead of the cycle time per token (for comparison), in the fit
     and in the predictions alike. ``predictors``: names from
     :data:`~guide_opt.validation.pilot_predictors.PREDICTORS` to run as well (physics and
-    hybrid simulate every measured (LLM, profile) pair at every grid point once: minutes).
+    hybrid simulate every measured (LLM, profile) pair at every grid point once per fold, each
+    fold with its training LLMs' request lengths: tens of minutes).
     """
     truth, prices = ground_truth(data_dir), load_prices(data_dir)
     flash = llm_pilot_flash_attention(data_dir)
