@@ -51,6 +51,35 @@ from guide_opt.simulate.workloads import HistogramLengths
 MAX_WAITING_TOKENS = 12
 #: Context tokens per bucket when step times are memoised (the step time changes by far less).
 CONTEXT_BUCKET_TOKENS = 64
+#: Tensor-parallel all-reduces per decoder layer (after the attention output and after the MLP,
+#: TGIS's ``TensorParallelRowLinear``), each a point where the ranks wait for one another.
+ALL_REDUCES_PER_LAYER = 2
+
+
+def launch_floor_s(config: ServingConfig) -> float:
+    """Host time to launch one forward pass of ``config`` on an eager engine (0 when the engine has no :attr:`eager_launch`).
+
+    Per layer of the stage: ``kernels_per_layer x launch_us``, plus ``ALL_REDUCES_PER_LAYER x
+    rank_sync_us`` when the replica spans several GPUs (:class:`~guide_opt.frameworks.EagerLaunch`).
+    The same kernels run in a prefill pass and in a decode step, so both have this floor.
+    """
+    launch = config.framework.eager_launch
+    if launch is None:
+        return 0.0
+    sync_us = ALL_REDUCES_PER_LAYER * launch.rank_sync_us if config.tp * config.pp > 1 else 0.0
+    return config.layers_per_stage * (launch.kernels_per_layer * launch.launch_us + sync_us) * 1e-6
+
+
+def eager_step_s(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False) -> float:
+    """Seconds of one engine step of ``shape`` on an eager engine: host overhead + max(GPU work, launch floor).
+
+    The GPU work (kernels and all-reduces of :func:`~guide_opt.perf.step.step_time`) overlaps
+    the host's launches of it: the host runs ahead of a busy GPU, a fast GPU waits for the
+    host, so the forward pass takes the longer of the two. The step model's host overhead
+    (fixed per step, per sequence, multi-GPU hand-off) happens between forward passes and adds.
+    """
+    step = step_time(config, shape, pipeline_fill=pipeline_fill)
+    return step.overhead_s + max(step.time_s - step.overhead_s, launch_floor_s(config))
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,23 @@ class TgisLevel:
 
 NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 
+#: TGIS's host time per prefill pass (ms) with default factors: building the pass's batch in the Python shard
+#: before its first kernel. Fitted on LLM-Pilot's one-user levels (:func:`guide_opt.validation.tgis_host.fit_all`;
+#: held-out scores in benchmarks/RESULTS.md 1.2.1).
+PREFILL_HOST_MS = 19.0
+#: TGIS's host time per running sequence per decode step (ms) with default factors: the Python loop over the
+#: batch's requests after every step (next-token choice, stopping checks, detokenization). Fitted on LLM-Pilot's
+#: loaded levels (:func:`guide_opt.validation.tgis_host.fit_all`).
+SEQUENCE_HOST_MS = 0.6
+
+
+def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_ms: float | None = None,
+                     sequence_host_ms: float | None = None) -> TgisSettings:
+    """TGIS's batching with the engine's default host costs (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`)."""
+    return TgisSettings(max_batch_size, padded=padded,
+                        per_sequence_overhead_ms=SEQUENCE_HOST_MS if sequence_host_ms is None else sequence_host_ms,
+                        prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms)
+
 
 GIB = 2.0**30
 
@@ -127,7 +173,7 @@ class _StepTimes:
         found = self._decode.get(key)
         if found is None:
             context = key[1] * CONTEXT_BUCKET_TOKENS
-            found = step_time(self.config, StepShape(n, n, context, context)).time_s
+            found = eager_step_s(self.config, StepShape(n, n, context, context))
             found += (n * self.settings.per_sequence_overhead_ms + self.kv_gib(context) * self.settings.kv_ms_per_gib) * 1e-3
             self._decode[key] = found
         return found
@@ -142,8 +188,8 @@ class _StepTimes:
         key = (k, round(tokens / 16), round(attended / (16 * CONTEXT_BUCKET_TOKENS)))
         found = self._prefill.get(key)
         if found is None:
-            found = step_time(self.config, StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0),
-                              pipeline_fill=True).time_s
+            found = eager_step_s(self.config, StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0),
+                                 pipeline_fill=True)
             found += self.settings.prefill_overhead_ms * 1e-3
             self._prefill[key] = found
         return found
