@@ -20,17 +20,30 @@ latencies under load (``router/src/batcher.rs`` of IBM/text-generation-inference
   its prefill batch, every decode attends over the longest context of the batch).
 
 :func:`tgis_closed_loop` plays this loop with engine-step times from
-:func:`guide_opt.perf.step.step_time` (plus an optional per-sequence host cost per decode step
-and a fixed cost per prefill pass, :class:`TgisSettings`), for ``u`` users whose request lengths
-are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports the
-medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded and
-deterministic. A third host cost, per GiB of KV cache the decode step holds on one GPU
-(``kv_ms_per_gib``), carries what LLM-Pilot's measurements show: at equal load the ITL of an LLM
-grows with the size of its KV cache (llama-13b's 0.8 MB per token grows it far more than
-starcoder's multi-query 20 kB per token on the same GPUs), beyond the single read of the cache
-that the step model prices. Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by
-guide-opt's memory model instead), the "batch about to complete" exception of the add-on rule,
-client-side and network time.
+:func:`guide_opt.perf.step.step_time` under TGIS's host time, for ``u`` users whose request
+lengths are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports
+the medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded
+and deterministic. TGIS's host time:
+
+- **Launch floor** (:func:`eager_step_s`). TGIS runs PyTorch eagerly (no CUDA graphs): Python
+  launches every kernel of every layer, so a pass takes ``max(GPU work, launch time)`` --
+  the host runs ahead of a busy GPU, a fast GPU waits for the host -- with the launch time of
+  the profile's :class:`~guide_opt.frameworks.EagerLaunch` (``tgis.yaml``; per-rank
+  synchronisation of each all-reduce at TP > 1). This is why one user's ITL on several H100s
+  stops falling with the GPU count. The step model's host overhead adds outside the max. On in
+  :func:`default_settings` (``TgisSettings.launch_floor``).
+- **Host costs** of :class:`TgisSettings`: a fixed cost per prefill pass (the Python shard
+  re-tokenizes and builds the pass's batch, ``FlashCausalLMBatch.from_pb``), a cost per running
+  sequence per decode step (``generate_token``'s Python loop over the batch), an add-on cost
+  and a cost per GiB of KV cache (``kv_ms_per_gib``: at equal load LLM-Pilot's ITL grows with the
+  size of the KV cache, llama-13b's 0.8 MB per token far more than starcoder's multi-query
+  20 kB, beyond the single read of the cache that the step model prices). :func:`default_settings`
+  gives the engine defaults, fitted on LLM-Pilot (:mod:`guide_opt.validation.tgis_host`).
+
+Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by guide-opt's memory
+model instead), the "batch about to complete" exception of the add-on rule, client-side and
+network time (LLM-Pilot's TTFT starts once the router has validated the request and sent its
+first message, ``router/src/batcher.rs`` ``infer_stream``).
 """
 
 from __future__ import annotations
@@ -94,6 +107,10 @@ class TgisSettings:
     every decode step per GiB of KV cache its sequences hold on one GPU (padded: every sequence
     at the longest context). addon_overhead_ms: host time added to a prefill pass that joins a
     running batch (an add-on; TGIS then merges the new batch into the running one).
+    launch_floor: passes take max(GPU work, the profile's launch time) (:func:`eager_step_s`);
+    off, they take the step model's time. :func:`default_settings` turns it on; the recommendation
+    predictors of :mod:`~guide_opt.validation.pilot_predictors` leave it off (their fitted step
+    overheads and host costs stand in for it).
     """
 
     max_batch_size: int
@@ -103,6 +120,7 @@ class TgisSettings:
     prefill_overhead_ms: float = 0.0
     kv_ms_per_gib: float = 0.0
     addon_overhead_ms: float = 0.0
+    launch_floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,8 +160,9 @@ SEQUENCE_HOST_MS = 0.6
 
 def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_ms: float | None = None,
                      sequence_host_ms: float | None = None) -> TgisSettings:
-    """TGIS's batching with the engine's default host costs (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`)."""
-    return TgisSettings(max_batch_size, padded=padded,
+    """TGIS's batching with the engine's default host time: the launch floor on, host costs per prefill pass and per
+    running sequence (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`)."""
+    return TgisSettings(max_batch_size, padded=padded, launch_floor=True,
                         per_sequence_overhead_ms=SEQUENCE_HOST_MS if sequence_host_ms is None else sequence_host_ms,
                         prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms)
 
@@ -159,6 +178,12 @@ class _StepTimes:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
 
+    def pass_s(self, shape: StepShape, *, pipeline_fill: bool) -> float:
+        """One forward pass of ``shape``: under the launch floor when the settings ask for it."""
+        if self.settings.launch_floor:
+            return eager_step_s(self.config, shape, pipeline_fill=pipeline_fill)
+        return step_time(self.config, shape, pipeline_fill=pipeline_fill).time_s
+
     def held_tokens(self, contexts: list[int]) -> int:
         """Context tokens a decode step of ``contexts`` holds and attends over (padded: each at the longest)."""
         return len(contexts) * max(contexts) if self.settings.padded else sum(contexts)
@@ -173,7 +198,7 @@ class _StepTimes:
         found = self._decode.get(key)
         if found is None:
             context = key[1] * CONTEXT_BUCKET_TOKENS
-            found = eager_step_s(self.config, StepShape(n, n, context, context))
+            found = self.pass_s(StepShape(n, n, context, context), pipeline_fill=False)
             found += (n * self.settings.per_sequence_overhead_ms + self.kv_gib(context) * self.settings.kv_ms_per_gib) * 1e-3
             self._decode[key] = found
         return found
@@ -188,8 +213,7 @@ class _StepTimes:
         key = (k, round(tokens / 16), round(attended / (16 * CONTEXT_BUCKET_TOKENS)))
         found = self._prefill.get(key)
         if found is None:
-            found = eager_step_s(self.config, StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0),
-                                 pipeline_fill=True)
+            found = self.pass_s(StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0), pipeline_fill=True)
             found += self.settings.prefill_overhead_ms * 1e-3
             self._prefill[key] = found
         return found

@@ -76,3 +76,18 @@ def test_the_shipped_launch_and_prefill_host_times_are_the_fit_on_llm_pilot(cata
     shipped = catalog.framework("tgis").eager_launch
     assert tgis_host.fit_launch(rows, catalog) == (shipped.launch_us, shipped.rank_sync_us)
     assert tgis_host.fit_prefill_host_ms(rows, catalog, shipped) == tgis.PREFILL_HOST_MS
+
+
+def test_one_user_on_a_launch_bound_replica_sees_the_launch_time_per_token(catalog):
+    """One user alone on 4 x H100 (llama-7b, launches of 25 us x 12 + 2 x 50 us per layer = 12.8 ms per pass): every
+    inter-token gap is one decode step = the step model's host overhead + 12.8 ms with the floor on, the step model's
+    time with it off (the GPU work is below the floor, so the two differ)."""
+    config = tgis_config(catalog, "llama-7b", "h100-sxm", 4, EagerLaunch(kernels_per_layer=12, launch_us=25.0, rank_sync_us=50.0))
+    lengths = tgis.HistogramLengths(input_bins=((120, 1.0),), output_bins=((5, 1.0),))
+    middle = StepShape.decode(1, 120 + 5 // 2)  # the gaps see contexts 121..124; the median is the middle one
+    on = tgis.tgis_closed_loop(config, 1, lengths, tgis.TgisSettings(256, launch_floor=True), num_requests=5)
+    off = tgis.tgis_closed_loop(config, 1, lengths, tgis.TgisSettings(256), num_requests=5)
+    overhead_ms = step_time(config, middle).overhead_s * 1e3
+    assert on.median_itl_ms == pytest.approx(overhead_ms + 12.8, rel=1e-6)
+    assert off.median_itl_ms == pytest.approx(step_time(config, middle).time_s * 1e3, rel=0.01)
+    assert off.median_itl_ms < on.median_itl_ms
