@@ -15,7 +15,6 @@ candidate and a replica count per LLM, so CP-SAT stays exact over this table;
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GIB_BYTES, GpuSpec
 from guide_opt.llm import LlmSpec
+from guide_opt.parallel import default_workers, forked_map
 from guide_opt.perf import ServingConfig, estimate, steady_state
 from guide_opt.perf.memory import usable_bytes, weight_bytes_per_gpu
 from guide_opt.prediction import calibrated_efficiency, slo_margins
@@ -520,42 +520,19 @@ def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int) -> ShapeWork:
     return evaluations, figures
 
 
-#: The tasks and their LLMs of the parallel evaluation in progress (inherited by the forked
-#: workers, so only indices and result tuples cross the process boundary).
-_FORKED_TASKS: list[tuple] = []
-_FORKED_MODELS: list[list[ModelSpace]] = []
-
-
-def _evaluate_forked(item: tuple[int, int]) -> ShapeWork:
-    """Worker body: :func:`_evaluate_shape` of shape ``item[1]`` of task ``item[0]`` of :data:`_FORKED_TASKS`."""
-    return _evaluate_shape(_FORKED_TASKS[item[0]], _FORKED_MODELS[item[0]], item[1])
-
-
 def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: int) -> list[list[ShapeWork]]:
     """:func:`_evaluate_shape` of every shape of every task (LLMs: ``models[t]``), serially or over ``workers`` forked processes (same results either way)."""
-    import threading
-
     items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
     size = sum(len(t[3]) * len(t[4]) for t in tasks)
     steady = sum(len(t[3]) * len(t[4]) * sum(ms.serving_model == "steady_state" for ms in group) for t, group in zip(tasks, models))
-    # Forking is only safe from a single-threaded process (a web server's worker thread stays serial).
-    if workers > 1 and (size >= PARALLEL_MIN_EVALUATIONS or steady >= PARALLEL_MIN_STEADY_FIGURES) and threading.active_count() == 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        if "fork" in multiprocessing.get_all_start_methods():
-            _FORKED_TASKS[:], _FORKED_MODELS[:] = tasks, models
-            try:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                    flat = list(pool.map(_evaluate_forked, items, chunksize=max(1, len(items) // (4 * workers))))
-            finally:
-                _FORKED_TASKS.clear()
-                _FORKED_MODELS.clear()
-            out: list[list[ShapeWork]] = [[] for _ in tasks]
-            for (t, _), work in zip(items, flat):
-                out[t].append(work)
-            return out
-    return [[_evaluate_shape(task, group, k) for k in range(len(task[3]))] for task, group in zip(tasks, models)]
+    if size < PARALLEL_MIN_EVALUATIONS and steady < PARALLEL_MIN_STEADY_FIGURES:
+        workers = 1
+    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers,
+                      chunksize=len(items) // (4 * max(1, workers)))
+    out: list[list[ShapeWork]] = [[] for _ in tasks]
+    for (t, _), work in zip(items, flat):
+        out[t].append(work)
+    return out
 
 
 def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: int | None = None) -> SearchSpace:
@@ -570,8 +547,8 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
       per shape that memoises capacities and SLO-limited loads (:func:`_evaluate_shape`);
     - above :data:`PARALLEL_MIN_EVALUATIONS` evaluations or :data:`PARALLEL_MIN_STEADY_FIGURES`
       steady-state figures the work is spread, shape by shape, over ``workers`` forked
-      processes (default: the machine's cores; 1 keeps it in this process; never from a
-      multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
+      processes (:func:`guide_opt.parallel.forked_map`; default: the machine's cores; 1 keeps
+      it in this process; never from a multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
       function of its inputs, so the candidates are identical.
     """
     catalog = catalog or load_catalog()
@@ -600,7 +577,7 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
             tasks.append((ms.llm, ms.input_tokens, ms.output_tokens, ms.shapes, batches))
             members.append([])
         members[groups[key]].append(ms)
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     work = _evaluate_all(tasks, members, workers)
     for t, group in enumerate(members):
         for i, ms in enumerate(group):

@@ -46,7 +46,8 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
                    "'all' runs and lists every predictor (physics and hybrid simulate every pair in every fold: tens of minutes).")
 @click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
               help="How closed-loop rows (LLM-Pilot) are predicted: a static batch of the users (vllm profile), the steady-state "
-                   "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile.")
+                   "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile with TGIS's "
+                   "default host time (launch floor, host time per prefill pass and per running sequence).")
 @format_option
 def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, serving, output_format) -> int:
     """Compare guide-opt's predictions with measured public data: MAPE, median APE, bias and count

@@ -21,14 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
-
-import optuna
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from guide_opt.catalog import Catalog
 from guide_opt.frameworks import FrameworkProfile
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment
+
+if TYPE_CHECKING:
+    import optuna
 
 #: Replicas searched either side of the incumbent's.
 REPLICA_RADIUS = 2

@@ -232,50 +232,78 @@ class Solver(abc.ABC):
         else could the same money buy". Every pick draws on the solve's ``deadline``; each one
         carries its ``status`` (OPTIMAL, FEASIBLE when not proven, UNKNOWN with no plan when the
         time limit was spent first) -- none is dropped. With ``simulate`` each alternative is
-        simulated too (``meets_slo_in_simulation`` and each deployment's ``simulated``) while
-        the deadline leaves at least ``simulation_s`` (what the optimum's check took: a plan
-        is not simulated when that would overrun the limit), but not re-planned: only the optimum is. ``ranked``: the optimum and the
-        next plans of other shapes (one :meth:`best_plans` call); the optimum's simulation is reused.
+        simulated too (``meets_slo_in_simulation`` and each deployment's ``simulated``), but not
+        re-planned: only the optimum is. ``ranked``: the optimum and the next plans of other
+        shapes (one :meth:`best_plans` call); the optimum's simulation is reused. The other
+        picks are found first, then simulated together (:func:`_simulate_alternatives`).
         """
         problem = space.problem
-        out = [_alternative(space, f"top-{i + 1}", problem.objective, plan, ranked.status_of(i), deadline=deadline, simulate=simulate,
-                            simulated=optimum_simulated if i == 0 else None, simulation_s=simulation_s)
-               for i, plan in enumerate(ranked.plans)]
-        out += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
+        found: list[dict | _Pick] = [_Pick(f"top-{i + 1}", problem.objective, plan, ranked.status_of(i), optimum_simulated if i == 0 else None)
+                                     for i, plan in enumerate(ranked.plans)]
+        found += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
         limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked.plans[0])
         capped = dataclasses.replace(space, problem=problem.model_copy(update={"budget_per_hour": limit}))
         for kind, objective in (("best-throughput", "max_throughput"), ("min-latency", "min_latency")):
             if objective == problem.objective:
                 continue
             if deadline.expired:
-                out.append(_unfinished(kind, objective, Status.UNKNOWN))
+                found.append(_unfinished(kind, objective, Status.UNKNOWN))
                 continue
             pick = self.best_plans(capped, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
             if pick.plans:
-                out.append(_alternative(space, kind, objective, pick.plans[0], pick.status, deadline=deadline, simulate=simulate,
-                                        simulation_s=simulation_s))
+                found.append(_Pick(kind, objective, pick.plans[0], pick.status))
             elif pick.status is not Status.INFEASIBLE:
-                out.append(_unfinished(kind, objective, pick.status))
-        return tuple(out)
+                found.append(_unfinished(kind, objective, pick.status))
+        picks = [f for f in found if isinstance(f, _Pick)]
+        simulated = _simulate_alternatives(space, picks, deadline, simulation_s) if simulate else {}
+        return tuple(f if isinstance(f, dict) else _alternative(space, f, simulate, simulated.get(id(f), f.simulated)) for f in found)
 
 
-def _alternative(space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status = Status.OPTIMAL, *,
-                 deadline: Deadline | None = None, simulate: bool = False,
-                 simulated: "tuple[DeploymentCheck, ...] | None" = None, simulation_s: float = 0.0) -> dict:
-    """One alternative's JSON; simulated (unless ``simulated`` is given) only while ``deadline`` leaves ``simulation_s`` or more."""
+@dataclass(frozen=True)
+class _Pick:
+    """An alternative plan found, before it is simulated: its kind, objective, plan, status and (when known) simulation."""
+
+    kind: str
+    objective: str
+    plan: Plan
+    status: Status
+    simulated: "tuple[DeploymentCheck, ...] | None" = None
+
+
+def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Deadline, simulation_s: float) -> dict[int, tuple]:
+    """The simulator's verdicts on the ``picks`` not simulated yet, keyed by ``id(pick)``.
+
+    The simulations are independent, so they run side by side (:func:`guide_opt.parallel.forked_map`).
+    Each takes about ``simulation_s`` (what the optimum's check took); only as many are run as
+    the ``deadline`` leaves room for, in the picks' order, and the rest stay unsimulated.
+    """
+    from guide_opt.parallel import can_fork, default_workers, forked_map
+    from guide_opt.simcheck import check_plan as simulate_plan
+
+    pending = [p for p in picks if p.simulated is None]
+    if not pending:
+        return {}
+    workers = min(default_workers(), len(pending))
+    workers = workers if can_fork(workers) else 1
+    rounds = int(deadline.remaining_s() // max(simulation_s, 1e-9))
+    chosen = pending[: rounds * workers]
+    problem = space.problem
+    verdicts = forked_map(lambda p: simulate_plan(problem, [to_deployment(space, x) for x in p.plan]), chosen, workers)
+    return {id(p): v for p, v in zip(chosen, verdicts)}
+
+
+def _alternative(space: SearchSpace, pick: _Pick, simulate: bool, simulated: "tuple[DeploymentCheck, ...] | None") -> dict:
+    """One alternative's JSON; with ``simulate``, its simulation (None: not run, the time limit was spent)."""
+    plan = pick.plan
     deployments = tuple(to_deployment(space, p) for p in plan)
     out = {
-        "kind": kind,
-        "status": status.value,
-        "objective_name": objective,
-        "objective": objective_value(objective, plan),
+        "kind": pick.kind,
+        "status": pick.status.value,
+        "objective_name": pick.objective,
+        "objective": objective_value(pick.objective, plan),
         "cost_per_hour": objective_value("min_cost", plan),
     }
     if simulate:
-        if simulated is None and (deadline is None or deadline.remaining_s() >= max(simulation_s, 1e-9)):
-            from guide_opt.simcheck import check_plan as simulate_plan
-
-            simulated = simulate_plan(space.problem, deployments)
         if simulated is not None:
             deployments = _with_simulated(deployments, simulated)
             out["meets_slo_in_simulation"] = all(v.meets for v in simulated)

@@ -1,0 +1,63 @@
+"""Independent pure computations spread over forked worker processes, with the serial results.
+
+The planner's expensive steps are pure functions of their inputs: evaluating one shape's
+candidates (:mod:`guide_opt.space`) or simulating one plan (:mod:`guide_opt.simcheck`).
+:func:`forked_map` runs such a function over its items in ``fork``-started processes, which
+inherit the function and the items, so only an index goes out and a result comes back; the
+answer is the list a serial ``map`` gives, in the same order.
+
+Forking is only safe from a single-threaded process (a thread holding a lock at fork time
+leaves the child's copy locked forever), so a multi-threaded caller -- the web planner's
+worker threads -- and platforms without ``fork`` run serially.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: The function and items of the map in progress (inherited by the forked workers).
+_FORKED: list = []
+
+
+def default_workers() -> int:
+    """The machine's cores (at least 1): what a caller that does not choose gets."""
+    return os.cpu_count() or 1
+
+
+def can_fork(workers: int) -> bool:
+    """True when ``workers`` > 1 forked processes may be started from here (see the module doc)."""
+    import multiprocessing
+    import threading
+
+    return workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _call(index: int):
+    function, items = _FORKED
+    return function(items[index])
+
+
+def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *, chunksize: int = 1) -> list[R]:
+    """``[function(x) for x in items]``, spread over up to ``workers`` forked processes when that is possible.
+
+    ``workers`` defaults to :func:`default_workers`; fewer than two items, one worker, or a
+    process where :func:`can_fork` is False run serially. ``function`` must be pure (the
+    workers' side effects are lost) and its results picklable.
+    """
+    items = list(items)
+    workers = min(default_workers() if workers is None else workers, len(items))
+    if not can_fork(workers):
+        return [function(x) for x in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _FORKED[:] = [function, items]
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_call, range(len(items)), chunksize=max(1, chunksize)))
+    finally:
+        _FORKED.clear()

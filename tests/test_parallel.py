@@ -1,0 +1,43 @@
+"""guide_opt.parallel: forked maps give exactly the serial answer, and stay serial where forking is unsafe."""
+
+import os
+import threading
+
+from guide_opt.parallel import can_fork, forked_map
+
+
+def _square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def test_forked_map_returns_the_serial_results_in_order():
+    # Expected values by hand: the squares of 0..9, in order.
+    results = forked_map(_square_and_pid, range(10), workers=2)
+    assert [r[0] for r in results] == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+    if can_fork(2):  # the work ran in other processes, not in this one
+        assert os.getpid() not in {pid for _, pid in results}
+
+
+def test_closures_cross_into_the_workers():
+    # A closure cannot be pickled; the forked workers inherit it instead.
+    offset = 7
+    assert forked_map(lambda x: x + offset, [1, 2, 3], workers=2) == [8, 9, 10]
+
+
+def test_a_multithreaded_caller_runs_serially():
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)
+    helper.start()
+    try:
+        assert not can_fork(2)
+        results = forked_map(_square_and_pid, [3, 4], workers=2)
+        assert [r[0] for r in results] == [9, 16]
+        assert {pid for _, pid in results} == {os.getpid()}
+    finally:
+        release.set()
+        helper.join()
+
+
+def test_one_item_or_one_worker_runs_here():
+    assert forked_map(_square_and_pid, [5], workers=4) == [(25, os.getpid())]
+    assert forked_map(_square_and_pid, [2, 3], workers=1) == [(4, os.getpid()), (9, os.getpid())]
