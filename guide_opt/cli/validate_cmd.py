@@ -128,6 +128,13 @@ def _print_llm_pilot(payload: dict) -> None:
     ]
     echo_rows(["method", "success", "overspend", "S/O"], table)
     click.echo(f"not scored: {payload['skipped_reason']}")
+    reliable = payload["reliable_levels"]
+    if reliable["scores"]:
+        click.echo(f"\nThe same recommendations against the reliable-levels truth (a measured level with more than "
+                   f"{reliable['max_failed_fraction']:.0%} failed requests misses the SLOs; the paper counts only the medians of the survivors):")
+        echo_rows(["method", "success", "overspend", "S/O"],
+                  [score_row(PREDICTOR_LABELS.get(name) or f"static policy {sp['policy']}, same LLMs", sc)
+                   for name, sc in reliable["scores"].items()])
     click.echo("")
     rows = []
     for r in payload["recommendations"]:

@@ -92,3 +92,17 @@ def test_the_nested_itl_scale_is_the_best_s_o_on_the_inner_llms_and_prefers_no_s
     assert scaled_choice(levels(55.0), 0.95, prices) == Choice("1 x A", 7, 7.0)
     assert choose_itl_scale({"m": levels(55.0)}, truth, prices) == 0.9
     assert choose_itl_scale({"m": levels(55.0), "n": levels(54.0)}, truth, prices) == 1.0
+
+
+def test_reliable_levels_fail_where_most_requests_failed(data_dir):
+    """llama-13b on 1 x A100, from llm_pilot_aggregate.csv by hand: levels 1-16 meet both limits with at most 3.6% of
+    requests failed (u=16: nTTFT 3.85 ms/token, ITL 38 ms, fail_frac 0.036); u=32 (nTTFT 21.4, ITL 48) and u=64 (78.9, 44)
+    meet them only in the medians of their survivors (49% and 80% of requests failed, status 408); u=128 breaks nTTFT
+    (106.4). The paper's protocol reads u_max 64, the reliable-levels reading 16."""
+    from guide_opt.validation.llm_pilot import RELIABLE_MAX_FAILED_FRACTION
+
+    assert ground_truth(data_dir)["llama-13b"].u_max_by_profile["1 x A100"] == 64
+    reliable = ground_truth(data_dir, RELIABLE_MAX_FAILED_FRACTION)
+    assert reliable["llama-13b"].u_max_by_profile["1 x A100"] == 16
+    # a threshold no level exceeds changes nothing
+    assert ground_truth(data_dir, 1.0) == ground_truth(data_dir)
