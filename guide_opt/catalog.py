@@ -162,14 +162,23 @@ def _lookup(table: dict[str, SpecT], item_id: str, field: str, kind: str) -> Spe
         raise unknown_id_error(field, item_id, list(table), kind) from None
 
 
-def kernel_profile_for(gpu: GpuSpec, profiles: dict[str, KernelProfile]) -> KernelProfile | None:
-    """The kernel curves ``gpu`` gets: its own measured profile, else ``generic-<link kind>``, else ``generic-nvlink``
-    (a GPU fabric such as XGMI is closer to NVLink than to PCIe), else None."""
-    for key in (gpu.id, f"generic-{gpu.link_kind}", "generic-nvlink"):
+def kernel_profile_for(gpu: GpuSpec, profiles: dict[str, KernelProfile], *, own: bool = True) -> KernelProfile | None:
+    """The kernel curves ``gpu`` gets: its own profile, else ``generic-<link kind>``, else ``generic-nvlink``
+    (a GPU fabric such as XGMI is closer to NVLink than to PCIe), else None.
+
+    ``own=False``: the generic curves it would get without a file of its own (the starting point
+    of an end-to-end fit, :mod:`guide_opt.validation.profile_fit`).
+    """
+    for key in ((gpu.id,) if own else ()) + (f"generic-{gpu.link_kind}", "generic-nvlink"):
         profile = profiles.get(key)
         if profile is not None and (key != gpu.id or profile.scope == "gpu"):
             return profile
     return None
+
+
+def load_kernel_profiles(root: Path | None = None) -> dict[str, KernelProfile]:
+    """The kernel profiles of ``root/kernels`` by id (default ``root``: the bundled ``hardware_db``)."""
+    return _load_folder((root or data_dir("hardware_db")) / "kernels", KernelProfile)
 
 
 def attach_kernel_profiles(gpus: dict[str, GpuSpec], profiles: dict[str, KernelProfile]) -> dict[str, GpuSpec]:
@@ -196,7 +205,7 @@ def load_catalog_from(root: Path) -> Catalog:
             raise validation_error_to_input_error(f"{quant_file}[{i}]", exc) from None
         quantizations[spec.id] = spec
     catalog = Catalog(
-        gpus=attach_kernel_profiles(_load_folder(root / "gpus", GpuSpec), _load_folder(root / "kernels", KernelProfile)),
+        gpus=attach_kernel_profiles(_load_folder(root / "gpus", GpuSpec), load_kernel_profiles(root)),
         llms=_load_folder(root / "llms", LlmSpec),
         frameworks=_load_folder(root / "frameworks", FrameworkProfile),
         quantizations=quantizations,

@@ -56,6 +56,30 @@ class EfficiencyFactors(BaseModel):
     tp_step_overhead_ms: float = Field(default=0.0, ge=0)
 
 
+class EagerLaunch(BaseModel):
+    """The host launch work of an engine that runs its forward pass eagerly (no CUDA graphs).
+
+    Python issues every kernel of every layer from the host, one after another; the GPU runs
+    them as they arrive. When the kernels are shorter than their launches the GPU waits, so a
+    forward pass takes ``max(GPU time, launch time)``, never their sum (the host runs ahead of
+    a busy GPU). Launch time per layer on one replica:
+    ``kernels_per_layer x launch_us`` plus, on a multi-GPU replica, ``rank_sync_us`` for each of
+    the layer's two tensor-parallel all-reduces (every rank launches its own kernels from its
+    own process; an all-reduce starts only when the last rank has reached it).
+
+    kernels_per_layer: kernels one decoder layer launches (count them in the engine's model code).
+    launch_us: host time per kernel launch, the Python module and dispatcher time included (us).
+    rank_sync_us: host time per all-reduce on a multi-GPU replica (us): the collective's own
+        launch and the wait for the slowest rank.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kernels_per_layer: PositiveInt
+    launch_us: float = Field(ge=0)
+    rank_sync_us: float = Field(default=0.0, ge=0)
+
+
 class FrameworkProfile(BaseModel):
     """A serving engine as the performance model and simulator see it.
 
@@ -68,6 +92,9 @@ class FrameworkProfile(BaseModel):
     the KV cache takes that share). Needs a ``sources`` entry unless ``device``.
     ``fp8_kv_cache_on_ampere``: the engine stores an fp8 KV cache on GPUs without FP8 tensor
     cores (Ampere) and dequantizes it inside attention (needs a ``sources`` entry when true).
+    ``eager_launch``: the host launch floor of an engine without CUDA graphs (:class:`EagerLaunch`;
+    needs a ``sources`` entry). Only the TGIS batcher (:mod:`guide_opt.validation.tgis`) applies
+    it; the step model and the simulator leave it out.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,6 +108,7 @@ class FrameworkProfile(BaseModel):
     max_num_batched_tokens: PositiveInt
     max_num_seqs: PositiveInt
     cuda_graphs: bool
+    eager_launch: EagerLaunch | None = None
     fp8_kv_cache_on_ampere: bool = False
     memory_fraction_of: Literal["device", "weights_and_kv", "free_after_weights"] = "device"
     efficiency: EfficiencyFactors
@@ -110,6 +138,8 @@ class FrameworkProfile(BaseModel):
             needed.add("fp8_kv_cache_on_ampere")
         if self.memory_fraction_of != "device":
             needed.add("memory_fraction_of")
+        if self.eager_launch is not None:
+            needed.add("eager_launch")
         missing = sorted(needed - set(self.sources))
         if missing:
             raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")

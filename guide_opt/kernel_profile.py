@@ -17,7 +17,9 @@ in :mod:`guide_opt.perf.kernels`):
   x link bandwidth)``.
 
 Which profile a GPU gets (:func:`guide_opt.catalog.kernel_profile_for`): its own file
-``<gpu-id>.yaml`` when its kernels were measured; else ``generic-<link kind>.yaml`` (GEMM and
+``<gpu-id>.yaml`` when its kernels were measured, or when its curves were fitted end to end on
+measured serving latencies (``mi300x.yaml``: no kernel tables exist for it, see
+:mod:`guide_opt.validation.profile_fit`; its ``source`` says so); else ``generic-<link kind>.yaml`` (GEMM and
 attention pooled over every measured GPU, collectives pooled over the measured GPUs with that
 link kind -- on PCIe a GPU count keeps its own bus bandwidth only where two or more measured
 systems support it, else the 2-GPU one, see
@@ -113,7 +115,8 @@ class KernelProfile(BaseModel):
     all_reduce: one fit per measured GPU count; other counts use the nearest measured count.
     fitted_on: the data's GPU names the fit pooled (one for ``scope: gpu``).
     quality: in-sample fit quality per kernel kind (``gemm_bf16``, ``gemm_fp8``,
-        ``attention_prefill``, ``attention_decode``, ``all_reduce``).
+        ``attention_prefill``, ``attention_decode``, ``all_reduce``), or of the measured
+        serving latency an end-to-end fit used (``end_to_end_batch_latency``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -43,10 +43,11 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
               help="With --llm-pilot: profiles considered per LLM (those LLM-Pilot measured for it, or every priced profile).")
 @click.option("--predictor", type=click.Choice(["physics", "learned", "hybrid", "tgis", "tgis-hybrid", "tgis-kv", "all"]), default=None,
               help="With --llm-pilot: how u_max is predicted for the held-out LLM (default: tgis-kv, the best S/O in benchmarks/RESULTS.md 1.5); "
-                   "'all' runs and lists every predictor (physics and hybrid simulate every pair: minutes).")
+                   "'all' runs and lists every predictor (physics and hybrid simulate every pair in every fold: tens of minutes).")
 @click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
               help="How closed-loop rows (LLM-Pilot) are predicted: a static batch of the users (vllm profile), the steady-state "
-                   "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile.")
+                   "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile with TGIS's "
+                   "default host time (launch floor, host time per prefill pass and per running sequence).")
 @format_option
 def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, serving, output_format) -> int:
     """Compare guide-opt's predictions with measured public data: MAPE, median APE, bias and count
@@ -127,6 +128,13 @@ def _print_llm_pilot(payload: dict) -> None:
     ]
     echo_rows(["method", "success", "overspend", "S/O"], table)
     click.echo(f"not scored: {payload['skipped_reason']}")
+    reliable = payload["reliable_levels"]
+    if reliable["scores"]:
+        click.echo(f"\nThe same recommendations against the reliable-levels truth (a measured level with more than "
+                   f"{reliable['max_failed_fraction']:.0%} failed requests misses the SLOs; the paper counts only the medians of the survivors):")
+        echo_rows(["method", "success", "overspend", "S/O"],
+                  [score_row(PREDICTOR_LABELS.get(name) or f"static policy {sp['policy']}, same LLMs", sc)
+                   for name, sc in reliable["scores"].items()])
     click.echo("")
     rows = []
     for r in payload["recommendations"]:

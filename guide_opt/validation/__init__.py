@@ -7,6 +7,8 @@
 - ``calibration`` -- fitting :class:`~guide_opt.frameworks.EfficiencyFactors` per (GPU,
   framework) by least squares on log errors, leave-one-LLM-out scoring, the calibration
   YAML file, prediction intervals and SLO margin factors from residuals.
+- ``profile_fit`` -- a GPU's kernel curves fitted end to end on measured serving latencies
+  (for a GPU without kernel tables: MI300X), with leave-one-LLM-out scores.
 - ``llm_pilot``   -- LLM-Pilot's GPU recommendation (Eq. 1-3) with guide-opt's predictions and
   its scores (success rate, overspend, S/O; Eq. 5-7) against the measured ground truth.
 

@@ -89,19 +89,22 @@ def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -
             "throughput_tokens_per_s": state.output_throughput_tokens_per_s}
 
 
-def tgis_closed_loop_metrics(config: ServingConfig) -> dict[str, float]:
+def tgis_closed_loop_metrics(config: ServingConfig, *, prefill_host_ms: float | None = None,
+                             sequence_host_ms: float | None = None) -> dict[str, float]:
     """Median TTFT and median ITL (ms) of ``config.batch`` users on TGIS (:mod:`guide_opt.validation.tgis`).
 
     Every request has the row's mean lengths; the batch limit is the engine's max-num-seqs with
-    flash attention, fmperf's 12 for padded (non-flash) LLMs; no host costs are added (the
-    ``tgis`` profile's defaults). Throughput and batch latency follow from the medians.
+    flash attention, fmperf's 12 for padded (non-flash) LLMs; TGIS's host costs per prefill pass
+    and per running sequence are the engine defaults (:func:`~guide_opt.validation.tgis.default_settings`)
+    unless given. Throughput and batch latency follow from the medians.
     """
     from guide_opt.simulate.workloads import HistogramLengths
     from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH
-    from guide_opt.validation.tgis import TgisSettings, tgis_closed_loop
+    from guide_opt.validation.tgis import default_settings, tgis_closed_loop
 
     users = config.batch
-    settings = TgisSettings(config.framework.max_num_seqs if config.flash_attention else PADDED_MAX_BATCH, padded=not config.flash_attention)
+    settings = default_settings(config.framework.max_num_seqs if config.flash_attention else PADDED_MAX_BATCH, padded=not config.flash_attention,
+                                prefill_host_ms=prefill_host_ms, sequence_host_ms=sequence_host_ms)
     lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
     level = tgis_closed_loop(replace(config, batch=1), users, lengths, settings,
                              num_requests=max(TGIS_ROW_REQUESTS, TGIS_ROW_REQUESTS_PER_USER * users))

@@ -52,7 +52,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 import yaml
@@ -296,14 +296,22 @@ def _vector(f: EfficiencyFactors) -> np.ndarray:
     return np.array([f.compute_efficiency, f.memory_efficiency, f.communication_efficiency, f.step_overhead_ms, f.collective_latency_scale], dtype=float)
 
 
-def log_residuals(prepared: list[PreparedRow], factors: EfficiencyFactors) -> np.ndarray:
-    """``ln(predicted / measured)`` of every fitted (row, metric) pair under ``factors``."""
+def config_log_residuals(prepared: list[PreparedRow], configure: Callable[[ServingConfig], ServingConfig]) -> np.ndarray:
+    """``ln(predicted / measured)`` of every fitted (row, metric) pair, each row predicted with ``configure(row.config)``.
+
+    What a fit varies goes in ``configure``: the engine factors (:func:`log_residuals`) or a
+    GPU's kernel curves (:mod:`guide_opt.validation.profile_fit`).
+    """
     out = []
     for row in prepared:
-        predicted = predicted_metrics(replace(row.config, efficiency=factors), check_memory=False, closed_loop=row.measurement.closed_loop,
-                                      running=row.running)
+        predicted = predicted_metrics(configure(row.config), check_memory=False, closed_loop=row.measurement.closed_loop, running=row.running)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
+
+
+def log_residuals(prepared: list[PreparedRow], factors: EfficiencyFactors) -> np.ndarray:
+    """``ln(predicted / measured)`` of every fitted (row, metric) pair under ``factors``."""
+    return config_log_residuals(prepared, lambda config: replace(config, efficiency=factors))
 
 
 @dataclass(frozen=True)

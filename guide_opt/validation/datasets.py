@@ -348,6 +348,29 @@ def load_llm_inference_bench(data_dir: Path, catalog: Catalog) -> SourceData:
     return data
 
 
+def load_llm_inference_bench_prefill(data_dir: Path, catalog: Catalog) -> SourceData:
+    """LLM-Inference-Bench ``Plots/Fig_21/all_results_TTFT.csv``: batches run for one output token (the whole prefill).
+
+    Each row is a static batch (16 prompts of 1024 tokens) generating one token, so its latency is
+    the batch's prefill plus one step: a prefill-only check beside ``All_results.csv``, whose rows
+    all have as many output tokens as prompt tokens. Not part of :func:`load_source`.
+    """
+    data = SourceData("llm-inference-bench-prefill")
+    for row in read_csv_rows(data_dir / "llm_inference_bench" / "Plots" / "Fig_21" / "all_results_TTFT.csv"):
+        framework = BENCH_FRAMEWORKS.get(row["Framework"])
+        if framework is None or row["Hardware"] not in BENCH_GPUS:
+            data.skip(f"{row['Framework']} on {row['Hardware']} not modelled")
+            continue
+        ids = _map_ids(data, catalog, llm_name=row["Model"], llm_candidates=BENCH_LLMS.get(row["Model"], ()), gpu_name=row["Hardware"],
+                       gpu_candidates=BENCH_GPUS[row["Hardware"]], framework=framework)
+        if ids is None:
+            continue
+        tp, batch, prompt, output = int(row["Num of Hardware"]), int(row["Batch Size"]), int(row["Input Length"]), int(row["Output Length"])
+        data.rows.append(Measurement(data.source, ids[0], ids[1], framework, "bf16", tp, batch, prompt, output, {"batch_latency_s": float(row["Latency"])},
+                                     key=f"{row['Model']} {row['Hardware']} x{tp} {framework} b{batch} {prompt}/{output}"))
+    return data
+
+
 def llm_pilot_profile(profile: str) -> tuple[int, str]:
     """Split an LLM-Pilot GPU profile such as ``"2 x A100"`` into (GPU count, GPU type)."""
     count, _, gpu_type = profile.partition(" x ")

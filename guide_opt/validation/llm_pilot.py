@@ -140,11 +140,27 @@ class TruthLlm:
     best: Choice | None
 
 
-def ground_truth(data_dir: Path) -> dict[str, TruthLlm]:
-    """True u_max per (model, profile) and the cheapest true deployment per model, from the measured medians."""
+#: The largest fraction of failed requests a measured level may have to count as meeting the SLOs
+#: in the *reliable-levels* reading of the benchmark (:func:`ground_truth`).
+RELIABLE_MAX_FAILED_FRACTION = 0.1
+
+
+def ground_truth(data_dir: Path, max_failed_fraction: float | None = None) -> dict[str, TruthLlm]:
+    """True u_max per (model, profile) and the cheapest true deployment per model, from the measured medians.
+
+    LLM-Pilot's Eq. (3) reads only the medians of the requests that completed, so a level where
+    most requests failed (the server ran out of memory) still meets the SLOs when its survivors
+    were fast. ``max_failed_fraction`` (e.g. :data:`RELIABLE_MAX_FAILED_FRACTION`) makes a level
+    whose ``fail_frac`` exceeds it fail instead, as a user would count it; None is the paper's protocol.
+    """
     prices = load_prices(data_dir)
+    failed = load_failed_fractions(data_dir) if max_failed_fraction is not None else {}
     truth = {}
     for model, profiles in sorted(load_points(data_dir).items()):
+        if failed:
+            profiles = {profile: {users: (level if failed.get((model, profile, users), 0.0) <= max_failed_fraction else (math.inf, math.inf))
+                                  for users, level in levels.items()}
+                        for profile, levels in profiles.items()}
         by_profile = {profile: u_max(levels) for profile, levels in profiles.items()}
         truth[model] = TruthLlm(model, by_profile, cheapest(by_profile, prices))
     return truth
@@ -200,9 +216,10 @@ def score(outcomes: list[Outcome]) -> Score:
     return Score(success_rate, mean_overspend, so_score(success_rate, mean_overspend), tuple(outcomes))
 
 
-def static_policy_score(data_dir: Path, models: list[str] | None = None, policy: tuple[str, int] = STATIC_POLICY) -> Score:
-    """Score the static policy ``policy`` = (profile, pods) on ``models`` (default: all ten LLMs, as the paper)."""
-    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+def static_policy_score(data_dir: Path, models: list[str] | None = None, policy: tuple[str, int] = STATIC_POLICY, *,
+                        truth: dict[str, TruthLlm] | None = None) -> Score:
+    """Score the static policy ``policy`` = (profile, pods) on ``models`` (default: all ten LLMs, as the paper) against ``truth`` (default: the paper's)."""
+    truth, prices = truth or ground_truth(data_dir), load_prices(data_dir)
     profile, pods = policy
     choice = Choice(profile, pods, pods * prices[profile])
     return score([outcome(m, choice, truth[m], prices) for m in (models or sorted(truth))])
@@ -279,6 +296,8 @@ class BenchmarkResult:
     calibrated / default: the static estimator (``vllm`` profile, batch-of-users reading) with
     factors fitted on the other LLMs / the defaults. predictors: the score of each predictor of
     :mod:`~guide_opt.validation.pilot_predictors` that was run; predicted: its recommendations.
+    reliable: the same recommendations (each predictor's, and ``static-policy``) scored against
+    the reliable-levels truth (:func:`ground_truth` with :data:`RELIABLE_MAX_FAILED_FRACTION`).
     """
 
     calibrated: Score
@@ -292,6 +311,7 @@ class BenchmarkResult:
     candidates: str = "measured"
     predictors: dict[str, Score] = field(default_factory=dict)
     predicted: dict[str, dict[str, Recommendation]] = field(default_factory=dict)
+    reliable: dict[str, Score] = field(default_factory=dict)
 
 
 def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["measured", "all"] = "measured",
@@ -304,7 +324,8 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
     as the bare decode step instead of the cycle time per token (for comparison), in the fit
     and in the predictions alike. ``predictors``: names from
     :data:`~guide_opt.validation.pilot_predictors.PREDICTORS` to run as well (physics and
-    hybrid simulate every measured (LLM, profile) pair at every grid point once: minutes).
+    hybrid simulate every measured (LLM, profile) pair at every grid point once per fold, each
+    fold with its training LLMs' request lengths: tens of minutes).
     """
     truth, prices = ground_truth(data_dir), load_prices(data_dir)
     flash = llm_pilot_flash_attention(data_dir)
@@ -331,11 +352,14 @@ def run_benchmark(data_dir: Path, catalog: Catalog, *, candidates: Literal["meas
     tables: dict[str, Any] = {}  # the simulations, shared by the predictors built on the same model
     for name in predictors:
         kind = "tgis" if name.startswith("tgis") else "physics"
-        if name != "learned" and kind not in tables:
-            tables[kind] = {} if kind == "tgis" else physics_table(data_dir, catalog, models)
+        tables.setdefault(kind, {})  # held-out model -> its fold's table (lengths of its training LLMs only)
         recs = predictor_recommendations(name, data_dir, catalog, models, truth, prices, candidates, tables.get(kind))
         result.predicted[name] = recs
         result.predictors[name] = score([outcome(m, recs[m].choice, truth[m], prices) for m in models])
+    reliable = ground_truth(data_dir, RELIABLE_MAX_FAILED_FRACTION)
+    for name, recs in result.predicted.items():
+        result.reliable[name] = score([outcome(m, recs[m].choice, reliable[m], prices) for m in models])
+    result.reliable["static-policy"] = static_policy_score(data_dir, models, truth=reliable)
     return result
 
 
@@ -343,22 +367,27 @@ def _profiles(truth: TruthLlm, prices: dict[str, float], candidates: str) -> lis
     return sorted(truth.u_max_by_profile) if candidates == "measured" else sorted(prices)
 
 
-def physics_table(data_dir: Path, catalog: Catalog, models: list[str]):
-    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`)."""
+def physics_table(data_dir: Path, catalog: Catalog, models: list[str], lengths_from: list[str] | None = None):
+    """The (lazily filled) table of simulated levels of ``models`` on LLM-Pilot's profiles (see :mod:`~guide_opt.validation.pilot_predictors`).
+
+    The simulated request lengths come from the rows of ``lengths_from`` (default: ``models``);
+    a fold passes its training LLMs so that no row of the held-out LLM enters its prediction.
+    """
     from guide_opt.validation import pilot_predictors as pp
 
     llm_ids = {m: resolve_id(LLM_PILOT_LLMS[m], catalog.llms) for m in models}
-    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, models), llm_ids, llm_pilot_flash_attention(data_dir), USER_LEVELS)
+    return pp.PhysicsTable(catalog, pp.pilot_lengths(data_dir, lengths_from or models), llm_ids, llm_pilot_flash_attention(data_dir),
+                           USER_LEVELS)
 
 
 def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
                               prices: dict[str, float], candidates: str, table=None, held_out: list[str] | None = None) -> dict[str, Recommendation]:
     """Leave-one-LLM-out recommendations of predictor ``name`` (one of ``pilot_predictors.PREDICTORS``) for every model in ``models``.
 
-    ``table``: a :func:`physics_table` (physics, hybrid) to reuse, or for the TGIS predictors a
-    dict held-out model -> :func:`tgis_table` (filled here; each fold's simulated workload comes
-    from its training LLMs' rows only); None: new ones. ``held_out``: the models to predict
-    (default: every one of ``models``; the others still train).
+    ``table``: a dict held-out model -> :func:`physics_table` (physics, hybrid) or
+    :func:`tgis_table` (the TGIS predictors) to reuse, filled here; each fold's simulated
+    workload comes from its training LLMs' rows only. None: new ones. ``held_out``: the models
+    to predict (default: every one of ``models``; the others still train).
     """
     from guide_opt.validation import pilot_predictors as pp
 
@@ -369,19 +398,16 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
     tgis_based = name.startswith("tgis")
     one_user_ttft = load_one_user_ttft(data_dir)
     failed = load_failed_fractions(data_dir)
-    if tgis_based:
-        folds = table if isinstance(table, dict) else {}
-    elif name != "learned":
-        table = table if isinstance(table, pp.PhysicsTable) else physics_table(data_dir, catalog, models)
+    folds = table if isinstance(table, dict) else {}
     llm_features, gpu_features = pp.load_features(data_dir)
     out = {}
     for model in held_out or models:
         train = [m for m in models if m != model]
         profiles = _profiles(truth[model], prices, candidates)
+        if name != "learned" and model not in folds:
+            folds[model] = (tgis_table if tgis_based else physics_table)(data_dir, catalog, models, lengths_from=train)
+        table = folds.get(model)
         if tgis_based:
-            if model not in folds:
-                folds[model] = tgis_table(data_dir, catalog, models, lengths_from=train)
-            table = folds[model]
             fits = pp.fit_tgis_kv(table, points, one_user_ttft, train, failed, itl_limit_ms=ITL_LIMIT_MS) if name == "tgis-kv" else pp.fit_tgis(table, points, one_user_ttft, train)
 
             def base_levels(m: str, profile: str, fits=fits, table=table):
@@ -389,7 +415,7 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
         elif name != "learned":
             grid = pp.fit_grid(table, points, train)
 
-            def base_levels(m: str, profile: str, grid=grid):
+            def base_levels(m: str, profile: str, grid=grid, table=table):
                 return pp.physics_levels(table, m, profile, grid)
 
         def base(m: str, profile: str, users: int):
@@ -410,6 +436,45 @@ def predictor_recommendations(name: str, data_dir: Path, catalog: Catalog, model
             levels = {p: fitted.levels(model, p, USER_LEVELS) for p in profiles}
         predicted = {p: u_max(found) for p, found in levels.items()}
         out[model] = Recommendation(model, llm_ids[model], cheapest(predicted, prices), predicted, factors, levels)
+    return out
+
+
+#: ITL scales the nested safety rule searches (predicted median ITL x scale before the u_max rule):
+#: below 1 optimistic, above 1 a safety margin.
+ITL_MARGIN_SCALES = (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2)
+
+
+def scaled_choice(levels: dict[str, dict[int, tuple[float, float]]], itl_scale: float, prices: dict[str, float]) -> Choice | None:
+    """The cheapest choice when every predicted median ITL of ``levels`` (profile -> level -> (nTTFT, ITL)) is multiplied by ``itl_scale``."""
+    predicted = {p: u_max({u: (nttft, itl * itl_scale) for u, (nttft, itl) in found.items()}) for p, found in levels.items()}
+    return cheapest(predicted, prices)
+
+
+def choose_itl_scale(inner: dict[str, dict[str, dict[int, tuple[float, float]]]], truth: dict[str, TruthLlm],
+                     prices: dict[str, float], scales: tuple[float, ...] = ITL_MARGIN_SCALES) -> float:
+    """The scale of ``scales`` whose recommendations score the best S/O over ``inner`` (model -> its held-out levels); ties: nearest 1."""
+    def so(scale: float) -> float:
+        return score([outcome(m, scaled_choice(levels, scale, prices), truth[m], prices) for m, levels in inner.items()]).so_score
+
+    return max(scales, key=lambda scale: (round(so(scale), 9), -abs(scale - 1.0)))
+
+
+def nested_margin_recommendations(name: str, data_dir: Path, catalog: Catalog, models: list[str], truth: dict[str, TruthLlm],
+                                  prices: dict[str, float], candidates: str, outer: dict[str, Recommendation]) -> dict[str, tuple[float, Choice | None]]:
+    """Predictor ``name`` with an ITL safety scale chosen by nested leave-one-LLM-out: held-out model -> (scale, choice).
+
+    For each held-out model H (its prediction ``outer[H]``, fitted without it), every training LLM
+    T of H is predicted by a fit on the training LLMs other than T (their lengths too), and the
+    scale of :data:`ITL_MARGIN_SCALES` with the best S/O over those T (:func:`choose_itl_scale`)
+    is applied to H's levels. H's measurements reach neither the inner fits nor the choice.
+    """
+    out = {}
+    for held in outer:
+        train = [m for m in models if m != held]
+        inner = {t: predictor_recommendations(name, data_dir, catalog, train, truth, prices, candidates, held_out=[t])[t].levels
+                 for t in train}
+        scale = choose_itl_scale(inner, truth, prices)
+        out[held] = (scale, scaled_choice(outer[held].levels, scale, prices))
     return out
 
 
@@ -483,6 +548,8 @@ def benchmark_payload(result: BenchmarkResult, predictor: str | None = None) -> 
         "static_policy": {"policy": f"{STATIC_POLICY[1]} x ({STATIC_POLICY[0]})", "all_llms": score_dict(result.static_policy_all),
                           "decoder_only": score_dict(result.static_policy_decoder_only)},
         "paper": {"llm_pilot": {"success_rate": 0.8, "mean_overspend": "< 0.2"}, "static_policy_so": 0.65},
+        "reliable_levels": {"max_failed_fraction": RELIABLE_MAX_FAILED_FRACTION,
+                            "scores": {name: score_dict(s) for name, s in result.reliable.items()}},
         "recommendations": recommendations,
         "skipped_llms": sorted(LLM_PILOT_ENCODER_DECODER),
         "skipped_reason": "encoder-decoder LLMs (T5 family: flan-t5-xl/xxl, flan-ul2, mt0-xxl); guide-opt models decoder-only LLMs",

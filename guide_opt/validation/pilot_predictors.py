@@ -31,13 +31,13 @@ are trained on the *other* LLMs only (leave one LLM out).
   fitted on the training levels where no more than 1% of requests failed, and an add-on cost of
   padded deployments fitted on the other padded LLMs' nTTFT.
 
-Every TGIS fold simulates request lengths from its training LLMs' rows only
-(:func:`guide_opt.validation.llm_pilot.predictor_recommendations`).
-
-The request lengths of the simulated users are the benchmark's workload, common to every LLM:
-a log-normal per direction matching the mean and median prompt and output lengths of the
-decoder-only rows (about 120 / 85 input and 19 / 17 output tokens). It carries no information
-about any LLM's speed.
+The request lengths of the simulated users are the benchmark's workload: a log-normal per
+direction matching the mean and median prompt and output lengths of the fold's *training* LLMs'
+rows (about 120 / 85 input and 19 / 17 output tokens). Every fold, physics and hybrid as well
+as the TGIS predictors, builds its own table from them
+(:func:`guide_opt.validation.llm_pilot.predictor_recommendations`), so no measured row of the
+held-out LLM, not even its request lengths, enters its prediction: a user planning a new LLM
+has none.
 
 scikit-learn is imported lazily (only the ``learned`` and ``hybrid`` predictors need it).
 """
@@ -140,8 +140,9 @@ class PhysicsTable:
     """Simulated levels per (model, profile, grid index), computed on first use and kept.
 
     ``llm_ids`` maps LLM-Pilot model names to catalog ids; ``flash`` says which were served with
-    flash attention. Shared by every fold: a fold only chooses grid points, it never changes a
-    simulation.
+    flash attention. One per fold (its request ``lengths`` come from the fold's training LLMs),
+    shared by the predictors built on it (physics, hybrid): a fit only chooses grid points, it
+    never changes a simulation.
     """
 
     catalog: Catalog

@@ -20,17 +20,30 @@ latencies under load (``router/src/batcher.rs`` of IBM/text-generation-inference
   its prefill batch, every decode attends over the longest context of the batch).
 
 :func:`tgis_closed_loop` plays this loop with engine-step times from
-:func:`guide_opt.perf.step.step_time` (plus an optional per-sequence host cost per decode step
-and a fixed cost per prefill pass, :class:`TgisSettings`), for ``u`` users whose request lengths
-are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports the
-medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded and
-deterministic. A third host cost, per GiB of KV cache the decode step holds on one GPU
-(``kv_ms_per_gib``), carries what LLM-Pilot's measurements show: at equal load the ITL of an LLM
-grows with the size of its KV cache (llama-13b's 0.8 MB per token grows it far more than
-starcoder's multi-query 20 kB per token on the same GPUs), beyond the single read of the cache
-that the step model prices. Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by
-guide-opt's memory model instead), the "batch about to complete" exception of the add-on rule,
-client-side and network time.
+:func:`guide_opt.perf.step.step_time` under TGIS's host time, for ``u`` users whose request
+lengths are drawn from a :class:`~guide_opt.simulate.workloads.HistogramLengths`, and reports
+the medians LLM-Pilot reports (TTFT, TTFT per input token, inter-token latency). It is seeded
+and deterministic. TGIS's host time:
+
+- **Launch floor** (:func:`eager_step_s`). TGIS runs PyTorch eagerly (no CUDA graphs): Python
+  launches every kernel of every layer, so a pass takes ``max(GPU work, launch time)`` --
+  the host runs ahead of a busy GPU, a fast GPU waits for the host -- with the launch time of
+  the profile's :class:`~guide_opt.frameworks.EagerLaunch` (``tgis.yaml``; per-rank
+  synchronisation of each all-reduce at TP > 1). This is why one user's ITL on several H100s
+  stops falling with the GPU count. The step model's host overhead adds outside the max. On in
+  :func:`default_settings` (``TgisSettings.launch_floor``).
+- **Host costs** of :class:`TgisSettings`: a fixed cost per prefill pass (the Python shard
+  re-tokenizes and builds the pass's batch, ``FlashCausalLMBatch.from_pb``), a cost per running
+  sequence per decode step (``generate_token``'s Python loop over the batch), an add-on cost
+  and a cost per GiB of KV cache (``kv_ms_per_gib``: at equal load LLM-Pilot's ITL grows with the
+  size of the KV cache, llama-13b's 0.8 MB per token far more than starcoder's multi-query
+  20 kB, beyond the single read of the cache that the step model prices). :func:`default_settings`
+  gives the engine defaults, fitted on LLM-Pilot (:mod:`guide_opt.validation.tgis_host`).
+
+Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by guide-opt's memory
+model instead), the "batch about to complete" exception of the add-on rule, client-side and
+network time (LLM-Pilot's TTFT starts once the router has validated the request and sent its
+first message, ``router/src/batcher.rs`` ``infer_stream``).
 """
 
 from __future__ import annotations
@@ -51,6 +64,35 @@ from guide_opt.simulate.workloads import HistogramLengths
 MAX_WAITING_TOKENS = 12
 #: Context tokens per bucket when step times are memoised (the step time changes by far less).
 CONTEXT_BUCKET_TOKENS = 64
+#: Tensor-parallel all-reduces per decoder layer (after the attention output and after the MLP,
+#: TGIS's ``TensorParallelRowLinear``), each a point where the ranks wait for one another.
+ALL_REDUCES_PER_LAYER = 2
+
+
+def launch_floor_s(config: ServingConfig) -> float:
+    """Host time to launch one forward pass of ``config`` on an eager engine (0 when the engine has no :attr:`eager_launch`).
+
+    Per layer of the stage: ``kernels_per_layer x launch_us``, plus ``ALL_REDUCES_PER_LAYER x
+    rank_sync_us`` when the replica spans several GPUs (:class:`~guide_opt.frameworks.EagerLaunch`).
+    The same kernels run in a prefill pass and in a decode step, so both have this floor.
+    """
+    launch = config.framework.eager_launch
+    if launch is None:
+        return 0.0
+    sync_us = ALL_REDUCES_PER_LAYER * launch.rank_sync_us if config.tp * config.pp > 1 else 0.0
+    return config.layers_per_stage * (launch.kernels_per_layer * launch.launch_us + sync_us) * 1e-6
+
+
+def eager_step_s(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False) -> float:
+    """Seconds of one engine step of ``shape`` on an eager engine: host overhead + max(GPU work, launch floor).
+
+    The GPU work (kernels and all-reduces of :func:`~guide_opt.perf.step.step_time`) overlaps
+    the host's launches of it: the host runs ahead of a busy GPU, a fast GPU waits for the
+    host, so the forward pass takes the longer of the two. The step model's host overhead
+    (fixed per step, per sequence, multi-GPU hand-off) happens between forward passes and adds.
+    """
+    step = step_time(config, shape, pipeline_fill=pipeline_fill)
+    return step.overhead_s + max(step.time_s - step.overhead_s, launch_floor_s(config))
 
 
 @dataclass(frozen=True)
@@ -65,6 +107,10 @@ class TgisSettings:
     every decode step per GiB of KV cache its sequences hold on one GPU (padded: every sequence
     at the longest context). addon_overhead_ms: host time added to a prefill pass that joins a
     running batch (an add-on; TGIS then merges the new batch into the running one).
+    launch_floor: passes take max(GPU work, the profile's launch time) (:func:`eager_step_s`);
+    off, they take the step model's time. :func:`default_settings` turns it on; the recommendation
+    predictors of :mod:`~guide_opt.validation.pilot_predictors` leave it off (their fitted step
+    overheads and host costs stand in for it).
     """
 
     max_batch_size: int
@@ -74,6 +120,7 @@ class TgisSettings:
     prefill_overhead_ms: float = 0.0
     kv_ms_per_gib: float = 0.0
     addon_overhead_ms: float = 0.0
+    launch_floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +148,24 @@ class TgisLevel:
 
 NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 
+#: TGIS's host time per prefill pass (ms) with default factors: building the pass's batch in the Python shard
+#: before its first kernel. Fitted on LLM-Pilot's one-user levels (:func:`guide_opt.validation.tgis_host.fit_all`;
+#: held-out scores in benchmarks/RESULTS.md 1.2.1).
+PREFILL_HOST_MS = 19.0
+#: TGIS's host time per running sequence per decode step (ms) with default factors: the Python loop over the
+#: batch's requests after every step (next-token choice, stopping checks, detokenization). Fitted on LLM-Pilot's
+#: loaded levels (:func:`guide_opt.validation.tgis_host.fit_all`).
+SEQUENCE_HOST_MS = 0.6
+
+
+def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_ms: float | None = None,
+                     sequence_host_ms: float | None = None) -> TgisSettings:
+    """TGIS's batching with the engine's default host time: the launch floor on, host costs per prefill pass and per
+    running sequence (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`)."""
+    return TgisSettings(max_batch_size, padded=padded, launch_floor=True,
+                        per_sequence_overhead_ms=SEQUENCE_HOST_MS if sequence_host_ms is None else sequence_host_ms,
+                        prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms)
+
 
 GIB = 2.0**30
 
@@ -112,6 +177,12 @@ class _StepTimes:
         self.config, self.settings = config, settings
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
+
+    def pass_s(self, shape: StepShape, *, pipeline_fill: bool) -> float:
+        """One forward pass of ``shape``: under the launch floor when the settings ask for it."""
+        if self.settings.launch_floor:
+            return eager_step_s(self.config, shape, pipeline_fill=pipeline_fill)
+        return step_time(self.config, shape, pipeline_fill=pipeline_fill).time_s
 
     def held_tokens(self, contexts: list[int]) -> int:
         """Context tokens a decode step of ``contexts`` holds and attends over (padded: each at the longest)."""
@@ -127,7 +198,7 @@ class _StepTimes:
         found = self._decode.get(key)
         if found is None:
             context = key[1] * CONTEXT_BUCKET_TOKENS
-            found = step_time(self.config, StepShape(n, n, context, context)).time_s
+            found = self.pass_s(StepShape(n, n, context, context), pipeline_fill=False)
             found += (n * self.settings.per_sequence_overhead_ms + self.kv_gib(context) * self.settings.kv_ms_per_gib) * 1e-3
             self._decode[key] = found
         return found
@@ -142,8 +213,7 @@ class _StepTimes:
         key = (k, round(tokens / 16), round(attended / (16 * CONTEXT_BUCKET_TOKENS)))
         found = self._prefill.get(key)
         if found is None:
-            found = step_time(self.config, StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0),
-                              pipeline_fill=True).time_s
+            found = self.pass_s(StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0), pipeline_fill=True)
             found += self.settings.prefill_overhead_ms * 1e-3
             self._prefill[key] = found
         return found

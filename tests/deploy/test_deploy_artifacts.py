@@ -117,14 +117,12 @@ def test_quickstart_launch_has_the_planned_values(emitted):
     assert bench[i + 1:i + 3] == ["ttft:500", "tpot:40"]
 
 
-def test_amd_gpus_request_the_amd_resource(emitted):
-    # problems/mixtral-moe.yaml plans an MI300X (vendor amd in hardware_db/gpus/mi300x.yaml)
-    payload, emit_dir = emitted["mixtral-moe.yaml"]
-    d = payload["deployments"][0]
-    if d["gpu"] != "mi300x":
-        pytest.skip("the plan moved off MI300X")
-    docs = list(yaml.safe_load_all((emit_dir / d["artifacts"]["name"] / "kubernetes.yaml").read_text()))
-    limits = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+def test_amd_gpus_request_the_amd_resource(catalog):
+    # an MI300X deployment (vendor amd in hardware_db/gpus/mi300x.yaml) asks Kubernetes for amd.com/gpu, not nvidia.com/gpu
+    d = Deployment("llama-3.1-8b", "mi300x", 1, 1, 1, "vllm", "bf16", 64, 0.0, {})
+    (a,) = build_artifacts(_requirement(), (d,), catalog)
+    assert a.unavailable is None and check_manifests(a.manifests) == []
+    limits = next(doc for doc in a.manifests if doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert list(limits) == ["amd.com/gpu"]
 
 

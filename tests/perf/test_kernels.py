@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from guide_opt.catalog import kernel_profile_for, load_kernel_profiles
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.kernel_profile import AttentionFit, CollectiveFit, GemmFit, KernelProfile
 from guide_opt.perf import StepShape, estimate, step_time
@@ -143,9 +144,33 @@ def test_gpus_without_measurements_get_the_generic_curves(catalog):
     assert catalog.gpu("h100-sxm").kernels.scope == "gpu"
     assert catalog.gpu("h100-pcie").kernels.id == "generic-pcie"
     assert catalog.gpu("a10g").kernels.id == "generic-pcie"
-    assert catalog.gpu("mi300x").kernels.id == "generic-nvlink"  # XGMI: a GPU fabric, not PCIe
     for gpu in catalog.gpus.values():
         assert gpu.kernels is not None, gpu.id
+
+
+def test_mi300x_uses_its_end_to_end_curves_and_another_xgmi_gpu_the_nvlink_ones(catalog):
+    mi300x = catalog.gpu("mi300x")
+    assert mi300x.kernels.id == "mi300x" and mi300x.kernels.scope == "gpu"
+    assert mi300x.kernels.source.startswith("end-to-end fit, not kernel tables")
+    profiles = load_kernel_profiles()
+    assert kernel_profile_for(mi300x, profiles, own=False).id == "generic-nvlink"  # what it had: XGMI is a GPU fabric, not PCIe
+    unmeasured = mi300x.model_copy(update={"id": "mi300x-without-a-file", "kernels": None})
+    assert kernel_profile_for(unmeasured, profiles).id == "generic-nvlink"
+
+
+def test_mi300x_decode_streams_weights_at_its_fitted_hbm_fraction(make_config, catalog):
+    """On MI300X's shipped curves the decode GEMMs of Llama-2-7B at batch 1 are memory bound: their memory time less
+    4 kernel latencies (QKV, output, gate/up, down) over the weights read at the datasheet bandwidth is 1 / the
+    fitted HBM fraction. Weights per layer by hand from Llama-2-7B's config.json (hidden 4096, MLP 11008, 32 heads,
+    no GQA): 3 x 4096^2 + 4096^2 + 3 x 4096 x 11008 = 202,375,168 bf16 parameters; 5.3 TB/s from AMD's MI300X data
+    sheet. The token's activations and the input pass add 0.02%."""
+    curve = catalog.gpu("mi300x").kernels.gemm["bf16"]
+    ops = layer_operator_times(make_config(gpu="mi300x", batch=1, efficiency=AS_MEASURED), StepShape.decode(1, 512))
+    gemm_memory_s = sum(ops[op].memory_time_s for op in ("qkv_projection", "output_projection", "mlp"))
+    datasheet_s = 2 * 202_375_168 / 5.3e12
+    assert (gemm_memory_s - 4 * curve.latency_us * 1e-6) / datasheet_s == pytest.approx(1 / curve.bandwidth_fraction, rel=1e-3)
+    assert all(ops[op].memory_time_s > ops[op].compute_time_s for op in ("qkv_projection", "output_projection", "mlp"))
+    assert catalog.gpu("mi300x").kernels.attention.decode_bandwidth_fraction == curve.bandwidth_fraction  # one fitted HBM figure
 
 
 def test_generic_pcie_all_reduce_is_alpha_beta_from_the_measured_2_gpu_bandwidth(catalog):

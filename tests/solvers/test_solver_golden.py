@@ -47,7 +47,9 @@ GOLDEN = {
     "batch-job-deadline.yaml": (Status.OPTIMAL, 1.72),
     "max-throughput-budget.yaml": (Status.OPTIMAL, 65267.2),
     "min-latency-codegen.yaml": (Status.OPTIMAL, 969.8),
-    "mixtral-moe.yaml": (Status.OPTIMAL, 1.85),
+    # one H100 SXM at $2.99/h: one MI300X ($1.85/h) sustains 2.6 of the 5 requests/s on its curves fitted on measured
+    # ROCm vLLM latencies (hardware_db/kernels/mi300x.yaml, RESULTS.md section 1.8), two cost $3.70/h
+    "mixtral-moe.yaml": (Status.OPTIMAL, 2.99),
 }
 WINDOW = 0.03
 

@@ -11,10 +11,12 @@ from guide_opt.validation.llm_pilot import (
     Outcome,
     TruthLlm,
     cheapest,
+    choose_itl_scale,
     ground_truth,
     load_prices,
     outcome,
     pods_needed,
+    scaled_choice,
     score,
     so_score,
     static_policy_score,
@@ -71,3 +73,36 @@ def test_ground_truth_oracle_scores_perfectly(data_dir):
     s = score(outcomes)
     assert s.success_rate == 1.0 and s.mean_overspend == 0.0 and s.so_score == 1.0
     assert truth["llama-7b"].best == Choice("1 x A100", 7, pytest.approx(28.67375))
+
+
+def test_the_nested_itl_scale_is_the_best_s_o_on_the_inner_llms_and_prefers_no_scale_on_ties():
+    """Hand-made inner folds on one profile priced $1/h. LLM m: predicted ITL 45 ms at 32 users and 55 ms at 64, true
+    u_max 64 (best: 4 pods, $4). Scale 0.9 reads 49.5 ms at 64 -> 4 pods ($4, no overspend); 0.95 reads 52.25 -> 32 ->
+    7 pods (75% overspend, S/O 2 x 0.25 / 1.25 = 0.4). With LLM n as well (54 ms at 64, true u_max 32, best 7 pods),
+    0.9 sends n 4 pods of 32 users (128 < 200: a failure; S/O 2 x 0.5 / 1.5 = 0.667) while 0.95 to 1.2 pick 7 pods for
+    both (S 1, O 0.375, S/O 0.769): the tie goes to 1.0."""
+    prices = {"1 x A": 1.0}
+
+    def levels(itl_at_64):
+        return {"1 x A": {1: (1.0, 20.0), 2: (1.0, 22.0), 4: (1.0, 25.0), 8: (1.0, 30.0), 16: (1.0, 38.0), 32: (1.0, 45.0),
+                          64: (1.0, itl_at_64), 128: (1.0, 90.0)}}
+
+    truth = {"m": TruthLlm("m", {"1 x A": 64}, Choice("1 x A", 4, 4.0)), "n": TruthLlm("n", {"1 x A": 32}, Choice("1 x A", 7, 7.0))}
+    assert scaled_choice(levels(55.0), 0.9, prices) == Choice("1 x A", 4, 4.0)
+    assert scaled_choice(levels(55.0), 0.95, prices) == Choice("1 x A", 7, 7.0)
+    assert choose_itl_scale({"m": levels(55.0)}, truth, prices) == 0.9
+    assert choose_itl_scale({"m": levels(55.0), "n": levels(54.0)}, truth, prices) == 1.0
+
+
+def test_reliable_levels_fail_where_most_requests_failed(data_dir):
+    """llama-13b on 1 x A100, from llm_pilot_aggregate.csv by hand: levels 1-16 meet both limits with at most 3.6% of
+    requests failed (u=16: nTTFT 3.85 ms/token, ITL 38 ms, fail_frac 0.036); u=32 (nTTFT 21.4, ITL 48) and u=64 (78.9, 44)
+    meet them only in the medians of their survivors (49% and 80% of requests failed, status 408); u=128 breaks nTTFT
+    (106.4). The paper's protocol reads u_max 64, the reliable-levels reading 16."""
+    from guide_opt.validation.llm_pilot import RELIABLE_MAX_FAILED_FRACTION
+
+    assert ground_truth(data_dir)["llama-13b"].u_max_by_profile["1 x A100"] == 64
+    reliable = ground_truth(data_dir, RELIABLE_MAX_FAILED_FRACTION)
+    assert reliable["llama-13b"].u_max_by_profile["1 x A100"] == 16
+    # a threshold no level exceeds changes nothing
+    assert ground_truth(data_dir, 1.0) == ground_truth(data_dir)

@@ -137,3 +137,34 @@ def test_the_held_out_llms_rows_never_reach_its_tgis_kv_prediction(catalog, data
     assert held.predicted_u_max == base.predicted_u_max and held.factors == base.factors
     trained = predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b"))
     assert trained.factors != base.factors
+
+
+@pytest.mark.parametrize("name", ["physics", "hybrid"])
+def test_the_held_out_llms_rows_never_reach_its_physics_prediction(catalog, data_dir, tmp_path, monkeypatch, name):
+    """Leak test of the simulator-based predictors: starcoder held out, llama-7b trains. Making starcoder's measured
+    rows 3x slower with twice the tokens must leave its predicted levels (and u_max) unchanged -- its request
+    lengths, too, are measurements a user planning a new LLM does not have; the same change to llama-7b's rows
+    (the training LLM, whose lengths the fold simulates) must move them (the test can fail). Two grid points, three
+    user levels and short streams keep it fast: the leak is in what the fold reads, not in the grid."""
+    if name == "hybrid":
+        pytest.importorskip("sklearn")
+    from guide_opt.validation import llm_pilot
+    from guide_opt.validation.llm_pilot import ground_truth, load_prices, predictor_recommendations
+
+    monkeypatch.setattr(llm_pilot, "USER_LEVELS", (1, 4, 16))
+    monkeypatch.setattr(pp, "EFFICIENCY_GRID", ((0.3, 0.65, 5.0), (0.5, 0.85, 1.0)))
+    monkeypatch.setattr(pp, "FALLBACK_GRID_INDEX", 0)
+    monkeypatch.setattr(pp, "MIN_REQUESTS", 20)
+    monkeypatch.setattr(pp, "ROUNDS_PER_USER", 1)
+    truth, prices = ground_truth(data_dir), load_prices(data_dir)
+    models = ["llama-7b", "bigcode/starcoder"]
+
+    def predict(folder):
+        return predictor_recommendations(name, folder, catalog, models, truth, prices, "measured",
+                                         held_out=["bigcode/starcoder"])["bigcode/starcoder"]
+
+    base = predict(data_dir)
+    held = predict(_perturbed_copy(data_dir, tmp_path / "held", "bigcode/starcoder"))
+    assert held.levels == base.levels and held.predicted_u_max == base.predicted_u_max
+    trained = predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b"))
+    assert trained.levels != base.levels

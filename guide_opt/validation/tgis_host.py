@@ -1,0 +1,165 @@
+"""TGIS's host time with default factors: fitted on LLM-Pilot, scored held out.
+
+TGIS runs its forward passes eagerly from Python (no CUDA graphs), so its steps carry host
+work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
+
+1. **Launch floor** (:class:`~guide_opt.frameworks.EagerLaunch` of ``tgis.yaml``): a pass
+   takes ``max(GPU work, layers x (kernels x launch_us + [TP > 1] x 2 x rank_sync_us))``.
+   Fitted by :func:`fit_launch` on the one-user median ITL (a single running sequence: the
+   decode step alone), where a fast GPU at TP > 1 stops getting faster.
+2. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
+   one-user median TTFT minus the predicted prefill pass, their median (:func:`fit_prefill_host_ms`).
+3. **Host time per running sequence per decode step**
+   (:data:`~guide_opt.validation.tgis.SEQUENCE_HOST_MS`): the value on a grid that minimizes
+   the mean |log error| of the median ITL of the loaded levels (more than one user), each level
+   played by the TGIS batcher (:func:`fit_sequence_host_ms`).
+
+The stages run in that order, each with the values of the stages before. :func:`fit_all`
+fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the fit on the others.
+Rows are LLM-Pilot's closed-loop rows (:func:`guide_opt.validation.datasets.load_source`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from guide_opt.catalog import Catalog
+from guide_opt.frameworks import EagerLaunch
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.validation.accuracy import Comparison, measurement_config, tgis_closed_loop_metrics
+from guide_opt.validation.datasets import Measurement
+from guide_opt.validation.tgis import eager_step_s
+
+TGIS_FRAMEWORK = "tgis"
+#: Grids of the launch fit (us): per-kernel launch time and per-all-reduce rank synchronisation.
+LAUNCH_US_GRID = tuple(np.round(np.arange(10.0, 45.001, 0.5), 2))
+RANK_SYNC_US_GRID = tuple(np.round(np.arange(0.0, 80.001, 2.5), 2))
+#: Grid of the per-sequence fit (ms per running sequence per decode step).
+SEQUENCE_HOST_MS_GRID = tuple(np.round(np.arange(0.0, 1.5001, 0.05), 2))
+
+
+@dataclass(frozen=True)
+class TgisHostFit:
+    """Fitted TGIS host costs: launch floor (us), host time per prefill pass and per running sequence per step (ms)."""
+
+    launch_us: float
+    rank_sync_us: float
+    prefill_host_ms: float
+    sequence_host_ms: float
+
+
+def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None = None) -> ServingConfig:
+    """The ``tgis`` configuration of LLM-Pilot row ``m`` (default factors), with ``launch`` replacing the profile's launch floor."""
+    config = measurement_config(replace(m, framework=TGIS_FRAMEWORK), catalog, None)
+    if launch is None:
+        return config
+    return replace(config, framework=config.framework.model_copy(update={"eager_launch": launch}))
+
+
+def _launch(catalog: Catalog, launch_us: float, rank_sync_us: float) -> EagerLaunch:
+    """The profile's launch block with these two times (its kernel count kept)."""
+    base = catalog.framework(TGIS_FRAMEWORK).eager_launch
+    assert base is not None, "the tgis profile states eager_launch"
+    return base.model_copy(update={"launch_us": launch_us, "rank_sync_us": rank_sync_us})
+
+
+def _mean_abs_log(pairs: list[tuple[float, float]]) -> float:
+    """Mean |log(predicted / measured)| over (predicted, measured) pairs."""
+    return statistics.fmean(abs(math.log(p / m)) for p, m in pairs)
+
+
+def _one_user_decode(m: Measurement, catalog: Catalog) -> tuple[int, float, float, float]:
+    """(layers per stage, host overhead ms, GPU work ms, measured ITL ms) of the one-user decode step of row ``m``.
+
+    The step's context is the prompt plus half the output, the middle of the gaps the median ITL reads.
+    """
+    config = tgis_row_config(m, catalog)
+    step = step_time(config, StepShape.decode(1, m.input_tokens + m.output_tokens / 2))
+    return config.layers_per_stage, step.overhead_s * 1e3, (step.time_s - step.overhead_s) * 1e3, m.measured["tpot_ms"]
+
+
+def fit_launch(rows: list[Measurement], catalog: Catalog) -> tuple[float, float]:
+    """(launch_us, rank_sync_us) on the grids minimizing the mean |log error| of the one-user median ITL of ``rows``.
+
+    Predicted ITL = host overhead + max(GPU work, launch floor), the kernel count of the
+    ``tgis`` profile. Ties go to the smallest times (the first on the grids).
+    """
+    kernels = catalog.framework(TGIS_FRAMEWORK).eager_launch.kernels_per_layer
+    steps = [(_one_user_decode(m, catalog), m.tp > 1) for m in rows if m.batch == 1]
+    if not steps:
+        raise ValueError("fit_launch needs one-user rows")
+    best = None
+    for launch_us in LAUNCH_US_GRID:
+        for sync_us in RANK_SYNC_US_GRID:
+            pairs = [(overhead + max(gpu, layers * (kernels * launch_us + (2 * sync_us if multi else 0.0)) * 1e-3), measured)
+                     for (layers, overhead, gpu, measured), multi in steps]
+            score = _mean_abs_log(pairs)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, float(launch_us), float(sync_us))
+    return best[1], best[2]
+
+
+def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: EagerLaunch) -> float:
+    """Median over the one-user rows of (measured median TTFT - predicted prefill pass), at least 0, rounded to 0.5 ms."""
+    gaps = []
+    for m in rows:
+        if m.batch == 1:
+            config = tgis_row_config(m, catalog, launch)
+            pass_ms = eager_step_s(config, StepShape.prefill_chunk(1, m.input_tokens), pipeline_fill=True) * 1e3
+            gaps.append(m.measured["ttft_ms"] - pass_ms)
+    if not gaps:
+        raise ValueError("fit_prefill_host_ms needs one-user rows")
+    return max(0.0, round(2 * statistics.median(gaps)) / 2)
+
+
+def predict_rows(rows: list[Measurement], catalog: Catalog, fit: TgisHostFit | None = None) -> list[Comparison]:
+    """Median TTFT and ITL of ``rows`` on the TGIS batcher with ``fit``'s host costs (None: the engine defaults)."""
+    launch = None if fit is None else _launch(catalog, fit.launch_us, fit.rank_sync_us)
+    host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms}
+    out = []
+    for m in rows:
+        config = tgis_row_config(m, catalog, launch)
+        if config.unsupported_reason():
+            continue
+        metrics = tgis_closed_loop_metrics(replace(config, batch=m.batch), **host)
+        if not math.isfinite(metrics["ttft_ms"]):
+            continue
+        out += [Comparison(m, metric, metrics[metric], m.measured[metric]) for metric in ("ttft_ms", "tpot_ms")]
+    return out
+
+
+def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float) -> float:
+    """The per-sequence host time on :data:`SEQUENCE_HOST_MS_GRID` minimizing the mean |log error| of the loaded rows' median ITL."""
+    loaded = [m for m in rows if m.batch > 1]
+    if not loaded:
+        raise ValueError("fit_sequence_host_ms needs rows with more than one user")
+    best = None
+    for seq_ms in SEQUENCE_HOST_MS_GRID:
+        comps = predict_rows(loaded, catalog, TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, float(seq_ms)))
+        score = _mean_abs_log([(c.predicted, c.measured) for c in comps if c.metric == "tpot_ms"])
+        if best is None or score < best[0] - 1e-12:
+            best = (score, float(seq_ms))
+    return best[1]
+
+
+def fit_all(rows: list[Measurement], catalog: Catalog) -> TgisHostFit:
+    """The three stages on ``rows`` (see the module docstring)."""
+    launch_us, sync_us = fit_launch(rows, catalog)
+    prefill_ms = fit_prefill_host_ms(rows, catalog, _launch(catalog, launch_us, sync_us))
+    return TgisHostFit(launch_us, sync_us, prefill_ms, fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms))
+
+
+def held_out(rows: list[Measurement], catalog: Catalog, by: str) -> tuple[list[Comparison], dict[str, TgisHostFit]]:
+    """Each group of ``rows`` (``by``: ``llm`` or ``gpu``) predicted with the fit on the other groups; the comparisons and the fits."""
+    if by not in ("llm", "gpu"):
+        raise ValueError("by must be 'llm' or 'gpu'")
+    comps, fits = [], {}
+    for group in sorted({getattr(m, by) for m in rows}):
+        fits[group] = fit_all([m for m in rows if getattr(m, by) != group], catalog)
+        comps += predict_rows([m for m in rows if getattr(m, by) == group], catalog, fits[group])
+    return comps, fits

@@ -1,0 +1,93 @@
+"""TGIS's eager launch floor and its fitted host costs (:mod:`guide_opt.validation.tgis`, :mod:`guide_opt.validation.tgis_host`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from guide_opt.frameworks import EagerLaunch
+from guide_opt.perf import ServingConfig
+from guide_opt.perf.step import StepShape, step_time
+from guide_opt.validation import tgis, tgis_host
+from guide_opt.validation.datasets import Measurement, load_source
+
+
+def tgis_config(catalog, llm: str, gpu: str, tp: int, launch: EagerLaunch | None = None) -> ServingConfig:
+    framework = catalog.framework("tgis")
+    if launch is not None:
+        framework = framework.model_copy(update={"eager_launch": launch})
+    return ServingConfig(llm=catalog.llms[llm], gpu=catalog.gpus[gpu], framework=framework, quantization=catalog.quantization("bf16"),
+                         tp=tp, batch=1, input_tokens=120, output_tokens=20)
+
+
+def test_a_launch_bound_step_takes_exactly_the_launch_time_plus_the_host_overhead(catalog):
+    """llama-7b (32 layers) on 4 x H100, 12 kernels of 25 us per layer and 2 all-reduces of 50 us at TP 4:
+    32 x (12 x 25 + 2 x 50) us = 12.8 ms of launches, above the GPU work of one decode step (a few ms), so the
+    pass takes 12.8 ms and the step that, plus the step model's host overhead (not overlapped)."""
+    config = tgis_config(catalog, "llama-7b", "h100-sxm", 4, EagerLaunch(kernels_per_layer=12, launch_us=25.0, rank_sync_us=50.0))
+    shape = StepShape.decode(1, 130)
+    gpu = step_time(config, shape)
+    assert gpu.time_s - gpu.overhead_s < 12.8e-3  # the premise: launch-bound
+    assert tgis.launch_floor_s(config) == pytest.approx(12.8e-3, rel=1e-12)
+    assert tgis.eager_step_s(config, shape) == pytest.approx(gpu.overhead_s + 12.8e-3, rel=1e-12)
+
+
+def test_one_gpu_has_no_rank_synchronisation(catalog):
+    """The same launches on 1 x H100: 32 x 12 x 25 us = 9.6 ms, the all-reduce term gone."""
+    config = tgis_config(catalog, "llama-7b", "h100-sxm", 1, EagerLaunch(kernels_per_layer=12, launch_us=25.0, rank_sync_us=50.0))
+    assert tgis.launch_floor_s(config) == pytest.approx(9.6e-3, rel=1e-12)
+
+
+def test_a_gpu_bound_step_is_the_step_model_unchanged(catalog):
+    """llama-7b on 1 x T4 (~300 GB/s): streaming 13.5 GB of weights takes over 40 ms, far above 32 x 12 x 25 us = 9.6 ms
+    of launches, so the host runs ahead and the step is the step model's (GPU work + overhead, not their sum with launches)."""
+    config = tgis_config(catalog, "llama-7b", "t4", 1, EagerLaunch(kernels_per_layer=12, launch_us=25.0))
+    shape = StepShape.decode(1, 130)
+    assert tgis.eager_step_s(config, shape) == step_time(config, shape).time_s
+
+
+def test_an_engine_without_eager_launch_has_no_floor(catalog):
+    """vLLM (CUDA graphs) states no launch block: floor 0, step = the step model's."""
+    config = replace(tgis_config(catalog, "llama-7b", "h100-sxm", 4), framework=catalog.framework("vllm"))
+    assert tgis.launch_floor_s(config) == 0.0
+
+
+def _launch_bound_row(catalog, llm: str, tp: int, launch_us: float, sync_us: float) -> Measurement:
+    """A one-user row on H100 whose measured ITL is the host overhead + the launch floor of (launch_us, sync_us), by hand."""
+    config = tgis_config(catalog, llm, "h100-sxm", tp)
+    step = step_time(config, StepShape.decode(1, 120 + 20 / 2))
+    floor_ms = config.llm.num_layers * (12 * launch_us + (2 * sync_us if tp > 1 else 0.0)) * 1e-3
+    assert step.time_s - step.overhead_s < floor_ms * 1e-3  # launch-bound, so the fit can see the floor
+    return Measurement("llm-pilot", llm, "h100-sxm", "tgis", "bf16", tp, 1, 120, 20,
+                       {"tpot_ms": step.overhead_s * 1e3 + floor_ms, "ttft_ms": 1.0})
+
+
+def test_the_launch_fit_recovers_the_times_that_generated_launch_bound_rows(catalog):
+    """Rows generated with 30 us per launch and 20 us per all-reduce (TP 1 pins the launch, TP > 1 the sync) are fitted back exactly."""
+    rows = [_launch_bound_row(catalog, llm, tp, 30.0, 20.0) for llm, tp in (("llama-7b", 1), ("llama-7b", 2), ("llama-13b", 1), ("llama-13b", 4))]
+    assert tgis_host.fit_launch(rows, catalog) == (30.0, 20.0)
+
+
+def test_the_shipped_launch_and_prefill_host_times_are_the_fit_on_llm_pilot(catalog, data_dir):
+    """tgis.yaml's launch_us / rank_sync_us and tgis.PREFILL_HOST_MS are what fit_launch / fit_prefill_host_ms give on
+    LLM-Pilot's rows (validation_data/llm_pilot), so the shipped defaults reproduce from the data."""
+    rows = load_source("llm-pilot", catalog, data_dir).rows
+    shipped = catalog.framework("tgis").eager_launch
+    assert tgis_host.fit_launch(rows, catalog) == (shipped.launch_us, shipped.rank_sync_us)
+    assert tgis_host.fit_prefill_host_ms(rows, catalog, shipped) == tgis.PREFILL_HOST_MS
+
+
+def test_one_user_on_a_launch_bound_replica_sees_the_launch_time_per_token(catalog):
+    """One user alone on 4 x H100 (llama-7b, launches of 25 us x 12 + 2 x 50 us per layer = 12.8 ms per pass): every
+    inter-token gap is one decode step = the step model's host overhead + 12.8 ms with the floor on, the step model's
+    time with it off (the GPU work is below the floor, so the two differ)."""
+    config = tgis_config(catalog, "llama-7b", "h100-sxm", 4, EagerLaunch(kernels_per_layer=12, launch_us=25.0, rank_sync_us=50.0))
+    lengths = tgis.HistogramLengths(input_bins=((120, 1.0),), output_bins=((5, 1.0),))
+    middle = StepShape.decode(1, 120 + 5 // 2)  # the gaps see contexts 121..124; the median is the middle one
+    on = tgis.tgis_closed_loop(config, 1, lengths, tgis.TgisSettings(256, launch_floor=True), num_requests=5)
+    off = tgis.tgis_closed_loop(config, 1, lengths, tgis.TgisSettings(256), num_requests=5)
+    overhead_ms = step_time(config, middle).overhead_s * 1e3
+    assert on.median_itl_ms == pytest.approx(overhead_ms + 12.8, rel=1e-6)
+    assert off.median_itl_ms == pytest.approx(step_time(config, middle).time_s * 1e3, rel=0.01)
+    assert off.median_itl_ms < on.median_itl_ms
