@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+import guide_opt.parallel as parallel_module
 import guide_opt.space as space_module
 from guide_opt.problem import Problem
 from guide_opt.space import build_space
@@ -24,7 +25,7 @@ def test_parallel_evaluation_equals_serial(fleet_dict, monkeypatch):
 
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     used = []
-    real = space_module._evaluate_forked
+    real = parallel_module._call  # the forked map's worker body
 
     class CountingPool(concurrent.futures.ProcessPoolExecutor):
         def map(self, fn, *iterables, **kwargs):
