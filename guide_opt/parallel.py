@@ -7,8 +7,9 @@ inherit the function and the items, so only an index goes out and a result comes
 answer is the list a serial ``map`` gives, in the same order.
 
 Forking is only safe from a single-threaded process (a thread holding a lock at fork time
-leaves the child's copy locked forever), so a multi-threaded caller -- the web planner's
-worker threads -- and platforms without ``fork`` run serially.
+leaves the child's copy locked forever), and a daemonic process may not have children, so a
+multi-threaded caller, a daemonic one -- the web planner solves in daemonic worker processes
+-- and platforms without ``fork`` run serially.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def can_fork(workers: int) -> bool:
     import multiprocessing
     import threading
 
-    return workers > 1 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    return (workers > 1 and threading.active_count() == 1 and not multiprocessing.current_process().daemon
+            and "fork" in multiprocessing.get_all_start_methods())
 
 
 def _call(index: int):

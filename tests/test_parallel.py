@@ -41,3 +41,21 @@ def test_a_multithreaded_caller_runs_serially():
 def test_one_item_or_one_worker_runs_here():
     assert forked_map(_square_and_pid, [5], workers=4) == [(25, os.getpid())]
     assert forked_map(_square_and_pid, [2, 3], workers=1) == [(4, os.getpid()), (9, os.getpid())]
+
+
+def _map_in_a_daemon(queue) -> None:
+    queue.put(forked_map(_square_and_pid, [1, 2, 3], workers=2))
+
+
+def test_a_daemonic_process_runs_serially():
+    # A daemonic process may not start children (multiprocessing refuses); the web planner solves in one.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_map_in_a_daemon, args=(queue,), daemon=True)
+    child.start()
+    results = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert [r[0] for r in results] == [1, 4, 9]
+    assert len({pid for _, pid in results}) == 1 and child.pid in {pid for _, pid in results}

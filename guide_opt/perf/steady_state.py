@@ -80,8 +80,6 @@ STABILITY_LIMIT = 0.999
 LINEAR_WINDOW_STEPS = 4
 #: Rounds of the closed loop's first-token time around its TPOT root.
 CLOSED_LOOP_ROUNDS = 20
-#: Relative half-width of the first bracket around a guessed closed-loop TPOT (the previous round's).
-GUESS_SPAN = 0.02
 #: Most prompts one window may receive on average before the load counts as beyond capacity.
 MAX_PROMPTS_PER_WINDOW = 2048
 #: Relative precision of capacity and SLO-limited rates.
@@ -794,16 +792,14 @@ def _open_solution(table: StepTable, rate: float, slots: int, steps: int, start:
     return solution
 
 
-def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, first_s: float,
-                      guess_s: float | None = None) -> tuple[float, _Solution]:
+def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, first_s: float) -> tuple[float, _Solution]:
     """TPOT of ``running`` requests cycling through the slots with zero think time, and its solution.
 
     Given TPOT ``t``, the response-time law gives the throughput ``X = running / (first + (O - 1) t)``,
     the others' prompts arrive at ``X (running - 1) / running`` and ``1 + (running - 1) (O - 1) t / E2E``
     sequences decode; the windows then give a TPOT ``T(t)``. ``T(t) - t`` is positive at a
     lone decode step and negative for large ``t`` (no arrivals), so the root is bracketed and
-    found by the Illinois variant of regula falsi; ``guess_s`` (the root of a previous round,
-    whose first-token time was close) narrows the first bracket to :data:`GUESS_SPAN` around it.
+    found by the Illinois variant of regula falsi.
     """
     last: list[_Solution] = []  # a nearby solution to start the window iteration from
 
@@ -817,17 +813,11 @@ def _closed_loop_tpot(table: StepTable, slots: int, running: int, steps: int, fi
         last[:] = [solution]
         return solution.tpot_s - t, solution
 
-    lone_s = table.decode_step_s(1.0, slots)
-    if guess_s is None or running == 1:
-        low, high = lone_s, 2.0 * max(lone_s, table.decode_step_s(float(running), slots))
-    else:  # a bracket around the guess, widened below while the root lies under it
-        low, high = max(lone_s, guess_s / (1.0 + GUESS_SPAN)), guess_s * (1.0 + GUESS_SPAN)
+    low = table.decode_step_s(1.0, slots)
     f_low, sol_low = residual(low)
-    while f_low <= 0.0 and low > lone_s:
-        high, low = low, max(lone_s, low / 2.0)
-        f_low, sol_low = residual(low)
     if f_low <= 0.0:  # a single user: no one else's prompts, its own decode step
         return sol_low.tpot_s, sol_low
+    high = 2.0 * max(low, table.decode_step_s(float(running), slots))
     f_high, sol_high = residual(high)
     while f_high > 0.0:
         low, f_low, sol_low = high, f_high, sol_high
@@ -879,9 +869,9 @@ def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable,
     """:func:`closed_loop` computed (not memoised)."""
     users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
     running = min(users, slots)
-    first_mean_s, tpot_s = table.window(0, 1).time_s, None
+    first_mean_s = table.window(0, 1).time_s
     for _ in range(CLOSED_LOOP_ROUNDS):  # the first-token time depends weakly on TPOT: a few rounds
-        tpot_s, solution = _closed_loop_tpot(table, slots, running, steps, first_mean_s, tpot_s)
+        tpot_s, solution = _closed_loop_tpot(table, slots, running, steps, first_mean_s)
         service_s = first_mean_s + steps * tpot_s
         others = running / service_s * (running - 1) / running
         decoding = steps * tpot_s / service_s

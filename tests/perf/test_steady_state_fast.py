@@ -10,10 +10,9 @@ references here are independent of those paths: :func:`math.fsum` over the terms
 Poisson probabilities written out with :func:`scipy.special.gammaln` on whole supports, window
 rows interpolated one by one through the general mean-window path, the Aitken step as it was,
 and a fresh table per question (nothing memoised, nothing shared). The accelerated fixed points
-(regula falsi in a bracket, long steps while the window map expands, guessed closed-loop
-brackets) and the capacity search are checked against brute force: a scan and Brent's method
-for the window's fixed point, a fine bisection of the occupancy's sign for the capacity, the
-unguessed search for the closed loop's TPOT."""
+(regula falsi in a bracket, long steps while the window map expands) and the capacity search
+are checked against brute force: a scan and Brent's method for the window's fixed point, a
+fine bisection of the occupancy's sign for the capacity."""
 
 from __future__ import annotations
 
@@ -363,33 +362,3 @@ def test_capacity_is_within_its_tolerance_of_a_fine_bisection(catalog, llm, gpu,
         expected = low
     capacity = ss.capacity_request_rate_per_s(config, ss.StepTable(config))
     assert expected * (1 - ss.CAPACITY_TOLERANCE) * (1 - 1e-4) <= capacity <= expected * (1 + 1e-4)
-
-
-@given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]),
-       input_tokens=st.integers(16, 4096), output_tokens=st.integers(2, 1024), batch=st.sampled_from([2, 8, 24, 64, 200]),
-       users=st.integers(2, 300), guess=st.floats(0.3, 3.0))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_a_guessed_closed_loop_tpot_finds_the_same_root(catalog, llm, gpu, engine, input_tokens, output_tokens, batch, users, guess):
-    # The reference: the closed loop's TPOT root bracketed from a lone decode step up, as before
-    # guesses. A guess (the previous round's root; here anywhere from 0.3x to 3x the root, so
-    # that the bracket has to widen on either side) must lead to the same root, within the
-    # tolerance of the root's residual (CONVERGENCE, amplified where T(t) is nearly t).
-    config = _config(catalog, llm, gpu, engine, 1, input_tokens, output_tokens, batch)
-    if config.unsupported_reason() or config.context_reason():
-        return
-    table, running, steps = ss.StepTable(config), min(users, batch), output_tokens - 1
-    first_s = table.window(0, 1).time_s
-    reference, _ = ss._closed_loop_tpot(table, batch, running, steps, first_s)
-    guessed, _ = ss._closed_loop_tpot(table, batch, running, steps, first_s, guess * reference)
-
-    def tpot_after(t):  # T(t), from the docstring's formulas
-        service = first_s + steps * t
-        n = 1.0 + (running - 1) * steps * t / service
-        return ss._decode_run(table, batch, (running - 1) / service, lambda _: n).tpot_s
-
-    # Both searches stop where |T(t) - t| <= CONVERGENCE t, and T itself is a window iteration's
-    # answer, within about CONVERGENCE of its own fixed point (it starts from the search's
-    # previous solution): with T's slope c there, the two roots lie within about
-    # 2 x 2 CONVERGENCE / (1 - c) of each other.
-    slope = (tpot_after(reference * 1.001) - tpot_after(reference * 0.999)) / (0.002 * reference)
-    assert guessed == pytest.approx(reference, rel=4 * ss.CONVERGENCE / max(1e-3, 1 - slope))
