@@ -123,20 +123,25 @@ def test_the_held_out_llms_rows_never_reach_its_tgis_kv_prediction(catalog, data
     """Leak test: starcoder held out, llama-7b trains. Making starcoder's measured rows 3x slower (and its prompts
     longer, its levels failed) must leave its prediction -- u_max per profile and the fitted costs -- unchanged;
     the same change to llama-7b's rows (the training LLM) must move the fitted costs (the test can fail)."""
+    base, held, trained = _starcoder_held_out(catalog, data_dir, tmp_path, "tgis-kv")
+    assert held.predicted_u_max == base.predicted_u_max and held.factors == base.factors
+    assert trained.factors != base.factors
+
+
+def _starcoder_held_out(catalog, data_dir, tmp_path, name: str):
+    """``name``'s recommendation for starcoder (held out; llama-7b trains) from the data as it is, with starcoder's
+    rows perturbed, and with llama-7b's rows perturbed (:func:`_perturbed_copy`)."""
     from guide_opt.validation.llm_pilot import ground_truth, load_prices, predictor_recommendations
 
     truth, prices = ground_truth(data_dir), load_prices(data_dir)
     models = ["llama-7b", "bigcode/starcoder"]
 
     def predict(folder):
-        return predictor_recommendations("tgis-kv", folder, catalog, models, truth, prices, "measured",
+        return predictor_recommendations(name, folder, catalog, models, truth, prices, "measured",
                                          held_out=["bigcode/starcoder"])["bigcode/starcoder"]
 
-    base = predict(data_dir)
-    held = predict(_perturbed_copy(data_dir, tmp_path / "held", "bigcode/starcoder"))
-    assert held.predicted_u_max == base.predicted_u_max and held.factors == base.factors
-    trained = predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b"))
-    assert trained.factors != base.factors
+    return (predict(data_dir), predict(_perturbed_copy(data_dir, tmp_path / "held", "bigcode/starcoder")),
+            predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b")))
 
 
 @pytest.mark.parametrize("name", ["physics", "hybrid"])
@@ -149,22 +154,12 @@ def test_the_held_out_llms_rows_never_reach_its_physics_prediction(catalog, data
     if name == "hybrid":
         pytest.importorskip("sklearn")
     from guide_opt.validation import llm_pilot
-    from guide_opt.validation.llm_pilot import ground_truth, load_prices, predictor_recommendations
 
     monkeypatch.setattr(llm_pilot, "USER_LEVELS", (1, 4, 16))
     monkeypatch.setattr(pp, "EFFICIENCY_GRID", ((0.3, 0.65, 5.0), (0.5, 0.85, 1.0)))
     monkeypatch.setattr(pp, "FALLBACK_GRID_INDEX", 0)
     monkeypatch.setattr(pp, "MIN_REQUESTS", 20)
     monkeypatch.setattr(pp, "ROUNDS_PER_USER", 1)
-    truth, prices = ground_truth(data_dir), load_prices(data_dir)
-    models = ["llama-7b", "bigcode/starcoder"]
-
-    def predict(folder):
-        return predictor_recommendations(name, folder, catalog, models, truth, prices, "measured",
-                                         held_out=["bigcode/starcoder"])["bigcode/starcoder"]
-
-    base = predict(data_dir)
-    held = predict(_perturbed_copy(data_dir, tmp_path / "held", "bigcode/starcoder"))
+    base, held, trained = _starcoder_held_out(catalog, data_dir, tmp_path, name)
     assert held.levels == base.levels and held.predicted_u_max == base.predicted_u_max
-    trained = predict(_perturbed_copy(data_dir, tmp_path / "train", "llama-7b"))
     assert trained.levels != base.levels
