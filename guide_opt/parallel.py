@@ -38,6 +38,12 @@ def can_fork(workers: int) -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
+def workers_used(workers: int | None, items: int) -> int:
+    """Processes :func:`forked_map` runs ``items`` items on with ``workers`` asked for (1: serially, here)."""
+    workers = min(default_workers() if workers is None else workers, items)
+    return workers if can_fork(workers) else 1
+
+
 def _call(index: int):
     function, items = _FORKED
     return function(items[index])
@@ -51,8 +57,8 @@ def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | No
     workers' side effects are lost) and its results picklable.
     """
     items = list(items)
-    workers = min(default_workers() if workers is None else workers, len(items))
-    if not can_fork(workers):
+    workers = workers_used(workers, len(items))
+    if workers == 1:
         return [function(x) for x in items]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -548,8 +548,8 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
     - above :data:`PARALLEL_MIN_EVALUATIONS` evaluations or :data:`PARALLEL_MIN_STEADY_FIGURES`
       steady-state figures the work is spread, shape by shape, over ``workers`` forked
       processes (:func:`guide_opt.parallel.forked_map`; default: the machine's cores; 1 keeps
-      it in this process; never from a multi-threaded process or where ``fork`` is unavailable). Each evaluation is a pure
-      function of its inputs, so the candidates are identical.
+      it in this process, and so does a process that may not fork, see :mod:`guide_opt.parallel`).
+      Each evaluation is a pure function of its inputs, so the candidates are identical.
     """
     catalog = catalog or load_catalog()
     prices = resolve_prices(problem, catalog)

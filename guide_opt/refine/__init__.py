@@ -91,25 +91,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = [
-    "CLOSED_LOOP_MIN_ROUNDS",
-    "DEFAULT_CONFIRMATIONS",
-    "DEFAULT_NUM_REQUESTS",
-    "DEFAULT_SIMULATION_SEED",
-    "HEARTBEAT_ENV",
-    "HEARTBEAT_INTERVAL_S",
-    "KNOBS",
-    "SUPPORTED_OBJECTIVES",
-    "EngineSettings",
-    "Evaluator",
-    "Knob",
-    "PlanEvaluation",
-    "Refinement",
-    "SimulatedMetrics",
-    "heartbeat_interval_s",
-    "open_loop_served_share",
-    "open_storage",
-    "redact_storage_url",
-    "refine_solution",
-    "simulate_deployments",
-]
+__all__ = sorted(_EXPORTS)

@@ -277,14 +277,13 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     Each takes about ``simulation_s`` (what the optimum's check took); only as many are run as
     the ``deadline`` leaves room for, in the picks' order, and the rest stay unsimulated.
     """
-    from guide_opt.parallel import can_fork, default_workers, forked_map
+    from guide_opt.parallel import forked_map, workers_used
     from guide_opt.simcheck import check_plan as simulate_plan
 
     pending = [p for p in picks if p.simulated is None]
     if not pending:
         return {}
-    workers = min(default_workers(), len(pending))
-    workers = workers if can_fork(workers) else 1
+    workers = workers_used(None, len(pending))
     rounds = int(deadline.remaining_s() // max(simulation_s, 1e-9))
     chosen = pending[: rounds * workers]
     problem = space.problem
