@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from guide_opt.hardware import GIB_BYTES
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate
 from guide_opt.perf.step import StepShape, step_time
@@ -167,8 +168,6 @@ def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_
                         prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms)
 
 
-GIB = 2.0**30
-
 
 class _StepTimes:
     """Memoised prefill-pass and decode-step times (s) of one configuration and settings."""
@@ -190,7 +189,7 @@ class _StepTimes:
 
     def kv_gib(self, tokens: float) -> float:
         """GiB of KV cache ``tokens`` context tokens take on one GPU."""
-        return tokens * self.config.kv_bytes_per_token / GIB
+        return tokens * self.config.kv_bytes_per_token / GIB_BYTES
 
     def decode_s(self, contexts: list[int]) -> float:
         n = len(contexts)
