@@ -88,26 +88,48 @@ def refinable(problem: Problem) -> bool:
 
 def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset, time_limit_s: float | None = None,
           seed: int | None = None, explain: bool = True, refine: RefineRequest | None = None, workers: int | None = None,
-          progress: Progress = _silent) -> Answer:
+          progress: Progress = _silent, started_s: float | None = None) -> Answer:
     """Answer ``problem``: build, solve, verify, explain, refine (see the module docstring); the JSON of ``solve --format json``.
+
+    ``time_limit_s`` (else the preset's) counts from ``started_s``, a :func:`time.perf_counter`
+    reading (None: now): the command line passes its own start, so that loading modules and
+    reading the problem count too (``stats.timing.startup_s``).
 
     ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
     a server running several solves at once passes 1). ``progress`` receives a sentence at
     each stage. Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
     raise (the payload carries the explanation).
     """
+    limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s)
     if problem.is_schedule:
-        answer = _schedule_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+        answer = _schedule_answer(problem, solver_name, preset, limit, seed, workers, progress)
     elif OBJECTIVES[problem.objective].stack == "pareto":
-        answer = _pareto_answer(problem, solver_name, preset, time_limit_s, seed, workers, progress)
+        answer = _pareto_answer(problem, solver_name, preset, limit, seed, workers, progress)
     else:
-        answer = _fleet_answer(problem, solver_name, preset, time_limit_s, seed, explain, workers, progress)
+        answer = _fleet_answer(problem, solver_name, preset, limit, seed, explain, workers, progress)
     if refine is not None and answer.solution.status.found:
         answer = _refined(problem, answer, refine, seed if seed is not None else preset.seed)
     return with_artifacts(problem, answer)
 
 
-def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s: float | None, seed: int | None,
+@dataclass(frozen=True)
+class _Limit:
+    """The time limit of one answer (s) and the :func:`time.perf_counter` reading it counts from (None: the build's start)."""
+
+    seconds: float
+    started_s: float | None
+
+
+def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> tuple[Deadline, SearchSpace]:
+    """Start the answer's one :class:`~guide_opt.deadline.Deadline` and evaluate the candidates under it (phase
+    ``space_build``); ``what`` names the problem's entries in the progress line."""
+    deadline = Deadline(limit.seconds, started=limit.started_s)
+    progress(f"evaluating the candidates of {len(problem.models)} {what} with the performance model ...")
+    deadline.phase("space_build")
+    return deadline, build_space(problem, workers=workers)
+
+
+def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed: int | None,
                   explain: bool, workers: int | None, progress: Progress) -> Answer:
     """One pick per LLM: the solver's optimum and alternatives, verified, with the binding-constraint report."""
     from guide_opt.solvers import get_solver
@@ -115,22 +137,20 @@ def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, time
 
     solver = get_solver(solver_name, preset)
     started = time.perf_counter()
-    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
-    space = build_space(problem, workers=workers)
-    build_s = time.perf_counter() - started
-    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    progress(f"{space.candidate_count:,} candidates in {build_s:.1f} s; solving with {solver_name} "
+    deadline, space = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
+    progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
              "(then the top-3 and the best-throughput / minimum-latency picks) ...")
     solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)
+    deadline.phase("verification")
     violations = verify(verification_problem(problem, solution.deployments), solution) if solution.status.found else []
     binding = []
     if explain and solution.status.found:
         progress("explaining which constraints bind (one relaxed solve each; --no-explain skips this) ...")
         deadline.phase("explanation")
         binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
-        deadline.phase(None)
+    deadline.phase("report")
     payload = solved_payload(problem, solution, violations)
-    payload["stats"]["timing"] = deadline.timing(space_build_s=build_s) | {"total_s": round(time.perf_counter() - started, 4)}
+    payload["stats"]["timing"] = deadline.timing() | {"total_s": round(deadline.elapsed_s(), 4)}
     if binding:
         payload["binding_constraints"] = binding
     if OBJECTIVES[problem.objective].replicas == "share" and solution.status.found:
@@ -156,27 +176,27 @@ def binding_constraints(problem: Problem, solution: Solution, preset: SolverPres
     return explain_binding(space, tuple(plan), CpSatSolver(preset), deadline, seed=seed)
 
 
-def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
+def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed, workers, progress: Progress) -> Answer:
     """``objective: pareto``: the exact frontier, its points and the cheapest point as the solution."""
-    from guide_opt.pareto import frontier_json, solve_pareto
+    from guide_opt.pareto import check_request, frontier_json, solve_pareto
 
-    progress(f"evaluating the candidates of {len(problem.models)} LLM(s) with the performance model ...")
-    space = build_space(problem, workers=workers) if workers is not None else None
+    check_request(problem, solver_name)
+    deadline, space = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
     progress("computing the exact Pareto frontier (one CP-SAT solve per point) ...")
-    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
+    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, seed=seed, space=space, deadline=deadline)
     payload = solved_payload(problem, solution)
     payload.update(frontier_json(space, frontier))
     return Answer(solution, payload, space=space, frontier=frontier)
 
 
-def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, time_limit_s, seed, workers, progress: Progress) -> Answer:
+def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed, workers, progress: Progress) -> Answer:
     """Batch jobs scheduled on the GPU pool: the schedule, verified."""
-    from guide_opt.scheduling import schedule_json, solve_schedule, verify_schedule
+    from guide_opt.scheduling import check_request, schedule_json, solve_schedule, verify_schedule
 
-    progress(f"evaluating the candidates of {len(problem.models)} batch job(s) with the performance model ...")
-    space = build_space(problem, workers=workers) if workers is not None else None
+    check_request(problem, solver_name)
+    deadline, space = _build_under_limit(problem, limit, workers, progress, "batch job(s)")
     progress("scheduling the jobs on the GPU pool with CP-SAT ...")
-    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, time_limit_s=time_limit_s, seed=seed, space=space)
+    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, seed=seed, space=space, deadline=deadline)
     violations = verify_schedule(problem, schedule, space) if solution.status.found else []
     payload = solved_payload(problem, solution, violations)
     payload["objective_unit"] = OBJECTIVES[schedule_reporting(problem.objective)].unit

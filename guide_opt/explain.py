@@ -356,7 +356,7 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     for name, update in families:
         if deadline.expired:
             out.append({"constraint": name, "binding": None,
-                        "text": f"{name}: not evaluated (the {deadline.total_s:g} s time limit was spent; --no-explain skips this report)"})
+                        "text": f"{name}: not evaluated (the {deadline.limit_s:g} s time limit was spent; --no-explain skips this report)"})
             continue
         relaxed_problem = problem.model_copy(update=update)
         if kind.grows_with_replicas and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:

@@ -156,7 +156,11 @@ def slo_latency_ms(space: SearchSpace) -> float | None:
     return total
 
 
-def _check_limits(problem: Problem) -> None:
+def check_request(problem: Problem, solver: str) -> None:
+    """Refuse, before any candidate is evaluated, a frontier that cannot be computed: a solver without
+    frontiers, or a problem with no limit on cost or GPUs (:class:`~guide_opt.errors.InputError`)."""
+    if solver not in ("cpsat", "exhaustive"):
+        raise InputError("--solver", f"solver '{solver}' does not compute Pareto frontiers", "use cpsat (exact) or exhaustive (brute force)")
     if problem.budget_per_hour is None and problem.hardware.max_gpus is None and not problem.hardware.inventory:
         raise InputError("budget_per_hour", "pareto trades throughput against cost, so it needs a limit (more GPUs always add throughput)",
                          "set budget_per_hour, hardware.max_gpus or hardware.inventory")
@@ -339,23 +343,27 @@ def brute_force_frontier(space: SearchSpace, *, max_plans: int = 2_000_000) -> F
 
 
 def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPreset | None = None, time_limit_s: float | None = None,
-                 seed: int | None = None, space: SearchSpace | None = None) -> tuple[Solution, Frontier, SearchSpace]:
+                 seed: int | None = None, space: SearchSpace | None = None,
+                 deadline: Deadline | None = None) -> tuple[Solution, Frontier, SearchSpace]:
     """Compute the frontier of ``problem`` and the :class:`Solution` of its cheapest point.
+
+    ``time_limit_s`` bounds the whole call, the space build included (``deadline``: one started
+    by the caller, who may have built ``space`` under it).
 
     Every point is verified with the full model (:func:`~guide_opt.verify.verify_deployments`);
     a point that fails is cut off and the frontier recomputed. The solution's ``objective``
     is the cheapest point's $/h; ``stats`` holds the frontier statistics. Infeasible problems
     carry the same explanation as the other objectives.
     """
-    if solver not in ("cpsat", "exhaustive"):
-        raise InputError("--solver", f"solver '{solver}' does not compute Pareto frontiers", "use cpsat (exact) or exhaustive (brute force)")
+    check_request(problem, solver)
     started = time.perf_counter()
-    _check_limits(problem)
     preset = preset or load_preset()
-    space = space or build_space(problem)
-    build_s = time.perf_counter() - started
-    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    deadline.phase("solve")
+    if deadline is None:
+        deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    if space is None:
+        deadline.phase("space_build")
+        space = build_space(problem)
+    deadline.start_search()
     forbidden: set[int] = set()
     failures: list[str] = []
     for _ in range(MAX_VERIFICATION_ROUNDS):
@@ -387,13 +395,13 @@ def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPrese
             deadline.phase("explanation")
             explanation = explain_infeasible(space, preset, deadline)
         deadline.phase(None)
-        stats["timing"] = deadline.timing(space_build_s=build_s)
+        stats["timing"] = deadline.timing()
         solution = Solution(frontier.status, None, None, time.perf_counter() - started, solver, explanation=explanation, stats=stats,
                             objective_name="pareto")
         return solution, frontier, space
     bound = cheapest.cost_per_hour if frontier.status is Status.OPTIMAL else None
     deadline.phase(None)
-    stats["timing"] = deadline.timing(space_build_s=build_s)
+    stats["timing"] = deadline.timing()
     solution = Solution(status=frontier.status, objective=cheapest.cost_per_hour, bound=bound, wall_time_s=time.perf_counter() - started,
                         solver=solver, deployments=tuple(to_deployment(space, p) for p in cheapest.plan), stats=stats, objective_name="pareto")
     return solution, frontier, space

@@ -614,27 +614,39 @@ def brute_force_schedule(space: SearchSpace, objective: str, *, max_combinations
 
 # ---- entry point -----------------------------------------------------------------------------
 
+def check_request(problem: Problem, solver: str) -> None:
+    """Refuse, before any candidate is evaluated, a schedule that cannot be solved: a solver that does not
+    schedule, or an objective a schedule does not minimize (:class:`~guide_opt.errors.InputError`)."""
+    if solver not in ("cpsat", "exhaustive"):
+        raise InputError("--solver", f"solver '{solver}' does not schedule batch jobs", "use cpsat (exact) or exhaustive (brute force)")
+    if problem.objective not in ("min_makespan", "min_cost"):
+        raise InputError("objective", f"a batch-job schedule minimizes min_makespan or min_cost, not {problem.objective}", "change the objective")
+
+
 def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPreset | None = None, time_limit_s: float | None = None,
-                   seed: int | None = None, space: SearchSpace | None = None, prune: bool = True) -> tuple[Solution, Schedule, SearchSpace]:
+                   seed: int | None = None, space: SearchSpace | None = None, prune: bool = True,
+                   deadline: Deadline | None = None) -> tuple[Solution, Schedule, SearchSpace]:
     """Schedule ``problem``'s batch jobs; returns the :class:`Solution` (one deployment per job), the schedule and the space.
+
+    ``time_limit_s`` bounds the whole call, the space build included (``deadline``: one started
+    by the caller, who may have built ``space`` under it).
 
     The solution's objective is the schedule's (hours for min_makespan, total $ for
     min_cost). Every returned schedule is verified (:func:`verify_schedule`); a job option
     that fails is cut off and the schedule re-solved. Never raises on infeasibility.
     """
-    if solver not in ("cpsat", "exhaustive"):
-        raise InputError("--solver", f"solver '{solver}' does not schedule batch jobs", "use cpsat (exact) or exhaustive (brute force)")
+    check_request(problem, solver)
     objective = problem.objective
-    if objective not in ("min_makespan", "min_cost"):
-        raise InputError("objective", f"a batch-job schedule minimizes min_makespan or min_cost, not {objective}", "change the objective")
     started = time.perf_counter()
     preset = preset or load_preset()
     seed = seed if seed is not None else preset.seed
-    space = space or build_space(problem)
+    if deadline is None:
+        deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
+    if space is None:
+        deadline.phase("space_build")
+        space = build_space(problem)
     quantum_s = problem.scheduling.time_quantum_s
-    build_s = time.perf_counter() - started
-    deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    deadline.phase("solve")
+    deadline.start_search()
     forbidden: set[int] = set()
     rounds = 0
     while True:
@@ -665,7 +677,7 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
         deadline.phase("explanation")
         explanation = explain_schedule_infeasible(space, preset, options, deadline) if status is Status.INFEASIBLE else None
         deadline.phase(None)
-        stats["timing"] = deadline.timing(space_build_s=build_s)
+        stats["timing"] = deadline.timing()
         schedule = Schedule(status, objective, None, None, (), quantum_s, stats, explanation)
         return (Solution(status, None, None, time.perf_counter() - started, solver, explanation=explanation, stats=stats,
                          objective_name=objective), schedule, space)
@@ -674,7 +686,7 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
     schedule = Schedule(status, objective, value, bound, jobs, quantum_s, stats)
     stats.update({"makespan_h": schedule.makespan_h, "cost_usd": round(schedule.cost_usd, 4)})
     deadline.phase(None)
-    stats["timing"] = deadline.timing(space_build_s=build_s)
+    stats["timing"] = deadline.timing()
     solution = Solution(status=status, objective=value, bound=bound, wall_time_s=time.perf_counter() - started, solver=solver,
                         deployments=tuple(job_deployment(space, j) for j in jobs), stats=stats, objective_name=objective)
     return solution, schedule, space

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from guide_opt.cli.app import cli
+from guide_opt.cli.app import clear_command_start, cli, mark_command_start
 from guide_opt.errors import InputError
 
 EXIT_OK = 0
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Only the module of the verb that runs is imported (:class:`~guide_opt.cli.app.LazyGroup`).
     """
+    mark_command_start()
     try:
         result = cli.main(args=argv, prog_name="guide-opt", standalone_mode=False)
     except InputError as exc:
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (set GUIDE_OPT_DEBUG=1 for the traceback and please report it)", err=True)
         return EXIT_INTERNAL
+    finally:
+        clear_command_start()
     return result if isinstance(result, int) else EXIT_OK
 
 

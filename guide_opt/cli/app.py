@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 
 import click
 
@@ -20,6 +21,26 @@ COMMAND_MODULES = {
     "serve": "guide_opt.cli.serve_cmd",
     "characterize": "guide_opt.cli.characterize_cmd",
 }
+
+
+#: When the running command started (:func:`time.perf_counter`), set by :func:`guide_opt.cli.main` around each run.
+_command_started_s: list[float] = []
+
+
+def command_started_s() -> float | None:
+    """When the running ``guide-opt`` command started (before its verb's modules loaded), None outside one:
+    ``solve --time-limit-s`` counts from here."""
+    return _command_started_s[0] if _command_started_s else None
+
+
+def mark_command_start() -> None:
+    """Record that a command starts now (:func:`command_started_s`)."""
+    _command_started_s[:] = [time.perf_counter()]
+
+
+def clear_command_start() -> None:
+    """Forget the start of the command that ended."""
+    _command_started_s.clear()
 
 
 class LazyGroup(click.Group):

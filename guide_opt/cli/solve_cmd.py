@@ -18,7 +18,7 @@ import click
 from guide_opt import limits
 from guide_opt.answer import check_contexts, in_problem_file
 from guide_opt.api import Answer, RefineRequest, refinable, solve
-from guide_opt.cli.app import cli
+from guide_opt.cli.app import cli, command_started_s
 from guide_opt.cli.common import FiniteFloatRange, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
@@ -107,7 +107,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     request = (RefineRequest(trials if trials is not None else solver_preset.trials, storage, study_name, progress_bar=output_format == "table")
                if refine else None)
     answer = solve(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed, explain=explain,
-                   refine=request, progress=progress)
+                   refine=request, progress=progress, started_s=command_started_s())
     if answer.frontier is not None:
         return _print_pareto(problem, answer, plot_file, output_format, emit_dir)
     if answer.schedule is not None:

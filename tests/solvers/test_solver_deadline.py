@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guide_opt.deadline import MIN_CALL_S, Deadline
+from guide_opt.deadline import MIN_CALL_S, MIN_SEARCH_SHARE, Deadline
 from guide_opt.plan import objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
@@ -37,19 +37,48 @@ class FakeClock:
 
 def test_deadline_counts_down_and_charges_phases():
     clock = FakeClock()
-    deadline = Deadline(5.0, clock=clock)
-    deadline.phase("solve")
+    deadline = Deadline(10.0, clock=clock)
+    deadline.phase("space_build")
+    clock.now += 5.0  # the build spends half of the 10 s: 5 s are left, more than the 2 s share the search is owed
+    deadline.start_search()
     clock.now += 2.0
-    # 5 s budget, 2 s spent: 3 s left; a call capped at 1 s gets 1 s
+    # 10 s budget, 5 + 2 s spent: 3 s left; a call capped at 1 s gets 1 s
     assert deadline.remaining_s() == pytest.approx(3.0) and deadline.call_limit_s(1.0) == pytest.approx(1.0)
     deadline.phase("alternatives")
     clock.now += 4.0
     assert deadline.expired and deadline.call_limit_s() == MIN_CALL_S  # overrun: the floor, never a negative limit
     deadline.add_cp_sat_call(0.25)
     deadline.add_cp_sat_call(0.5)
-    timing = deadline.timing(space_build_s=7.0)
-    assert timing == {"space_build_s": 7.0, "solve_s": 2.0, "alternatives_s": 4.0, "cp_sat_s": 0.75, "cp_sat_calls": 2,
-                      "time_limit_s": 5.0, "used_s": 6.0}
+    timing = deadline.timing()
+    assert timing == {"space_build_s": 5.0, "solve_s": 2.0, "alternatives_s": 4.0, "cp_sat_s": 0.75, "cp_sat_calls": 2,
+                      "time_limit_s": 10.0, "used_s": 11.0}
+
+
+def test_a_build_that_overruns_the_limit_leaves_the_search_its_share():
+    # 5 s limit, the build takes 7 s: the search is still owed MIN_SEARCH_SHARE x 5 s, so the budget grows
+    # by 7 - 5 + 0.2 x 5 = 3 s (hand computation from the definition), reported as extended_s.
+    clock = FakeClock()
+    deadline = Deadline(5.0, clock=clock)
+    deadline.phase("space_build")
+    clock.now += 7.0
+    deadline.start_search()
+    assert MIN_SEARCH_SHARE == 0.2
+    assert deadline.remaining_s() == pytest.approx(1.0) and not deadline.expired
+    assert deadline.limit_s == 5.0 and deadline.total_s == pytest.approx(8.0)
+    clock.now += 1.0
+    assert deadline.expired
+    assert deadline.timing() == {"space_build_s": 7.0, "solve_s": 1.0, "cp_sat_s": 0.0, "cp_sat_calls": 0, "time_limit_s": 5.0,
+                                 "extended_s": 3.0, "used_s": 8.0}
+
+
+def test_solve_counts_the_candidate_build_in_its_time_limit():
+    # Solver.solve building its own space: the build is the first phase of the one deadline, and the
+    # phases add up to the time used (each phase is a slice of the same wall clock).
+    solution = get_solver("cpsat").solve(small_problem(), time_limit_s=60.0, seed=0)
+    timing = solution.stats["timing"]
+    assert timing["space_build_s"] > 0.0 and list(timing)[0] == "space_build_s"
+    phases = sum(v for k, v in timing.items() if k.endswith("_s") and k not in ("cp_sat_s", "time_limit_s", "used_s", "extended_s"))
+    assert phases == pytest.approx(timing["used_s"], abs=2e-3)
 
 
 def test_picks_cut_short_by_the_deadline_are_reported_not_dropped():
@@ -125,3 +154,20 @@ def test_combined_tie_break_equals_two_solves(monkeypatch, objective):
     for a, b in zip(combined.plans, two_solves.plans):
         assert objective_value(objective, a) == pytest.approx(objective_value(objective, b), rel=1e-9)
         assert objective_value("min_cost", a) == pytest.approx(objective_value("min_cost", b), rel=1e-9)
+
+
+def test_the_command_line_counts_its_start_in_the_time_limit(tmp_path, capsys):
+    # guide-opt solve through its entry point: the limit counts from the command's start, so the
+    # breakdown opens with startup_s (reading the problem), the phases tile the time used (each is a
+    # slice of one wall clock), and no command start is left behind for the next call in this process.
+    from guide_opt.cli import main
+    from guide_opt.cli.app import command_started_s
+
+    path = tmp_path / "small.yaml"
+    path.write_text(json.dumps(small_problem_data()))  # JSON is YAML
+    assert main(["solve", str(path), "--format", "json", "--time-limit-s", "60", "--seed", "0"]) == 0
+    timing = json.loads(capsys.readouterr().out)["stats"]["timing"]
+    assert list(timing)[:2] == ["startup_s", "space_build_s"] and timing["startup_s"] > 0.0
+    phases = sum(v for k, v in timing.items() if k.endswith("_s") and k not in ("cp_sat_s", "time_limit_s", "used_s", "extended_s", "total_s"))
+    assert phases == pytest.approx(timing["used_s"], abs=2e-3)
+    assert command_started_s() is None
