@@ -24,8 +24,8 @@ DEFAULT_PRESET = "fast"
 class SolverPreset(BaseModel):
     """How to run the solvers.
 
-    time_limit_s: wall-clock limit of the whole solve after the candidate space is built (every CP-SAT call of
-    the optimum, tie-break, plan-check rounds, alternatives and explanation shares it); num_workers: CP-SAT search workers;
+    time_limit_s: wall-clock limit of the whole solve, the candidate build included (see :mod:`guide_opt.deadline`;
+    every CP-SAT call of the optimum, tie-break, plan-check rounds, alternatives and explanation shares it); num_workers: CP-SAT search workers;
     seed: random seed; trials: Optuna refinement trials; cp_sat: extra CP-SAT parameters by
     their protobuf names (e.g. ``linearization_level``).
     """

@@ -55,9 +55,10 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
               help="cpsat (exact), exhaustive (brute-force cross-check) or optuna (CP-SAT, then Optuna against the serving simulator).")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, help="Solver preset: a name in solvers/ (fast, exact, refine) or a YAML path.")
 @click.option("--time-limit-s", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_TIME_LIMIT_S), default=None,
-              help="Wall-clock limit, s, for the whole solve after the candidates are evaluated (that evaluation is not "
-                   "limited): the optimum, its plan checks, the alternatives and the explanation share it; picks cut short "
-                   "are reported with their status (overrides the preset).")
+              help="Wall-clock limit, s, for the whole command from its start: reading the problem, evaluating the "
+                   "candidates (not interrupted; the search then still gets a fifth of the limit), the optimum, its plan "
+                   "checks, the alternatives and the explanation share it; picks cut short are reported with their status "
+                   "(overrides the preset).")
 @click.option("--seed", type=seed_int, default=None, help="Random seed, 0 to 2147483647 (overrides the preset).")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Report which constraints bind and what relaxing each would gain.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,

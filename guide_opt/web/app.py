@@ -50,7 +50,7 @@ class SolveRequest(BaseModel):
     llm_config_name: str | None = Field(None, description="NAME of the uploaded LLM (default: uploaded-llm).")
     solver: Literal["cpsat", "exhaustive"] = Field("cpsat", description="cpsat (exact) or exhaustive (brute-force cross-check).")
     preset: Literal["fast", "exact"] = Field("fast", description="Solver preset (solvers/fast.yaml, solvers/exact.yaml).")
-    time_limit_s: float | None = Field(None, gt=0, le=limits.MAX_TIME_LIMIT_S, description="Time limit in s for the whole solve after the candidate space is built (capped by the server).")
+    time_limit_s: float | None = Field(None, gt=0, le=limits.MAX_TIME_LIMIT_S, description="Time limit in s for the whole solve, the candidate build included (capped by the server).")
     seed: int | None = Field(None, ge=0, le=limits.MAX_SEED, description="Random seed.")
     explain: bool = Field(True, description="Report which constraints bind and what relaxing each would gain.")
 
