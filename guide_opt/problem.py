@@ -62,7 +62,7 @@ def _tokens():
     return Field(default=None, gt=0, le=L.MAX_TOKENS)
 
 
-class Workload(_Strict):
+class LlmWorkload(_Strict):
     """Request lengths and demand of one LLM.
 
     Lengths: ``input_tokens`` and ``output_tokens`` (numbers), or ``preset``
@@ -83,7 +83,7 @@ class Workload(_Strict):
     deadline_h: float | None = Field(default=None, gt=0, le=L.MAX_DEADLINE_H)
 
     @model_validator(mode="after")
-    def _one_length_and_one_demand(self) -> "Workload":
+    def _one_length_and_one_demand(self) -> "LlmWorkload":
         fixed = self.input_tokens is not None or self.output_tokens is not None
         kinds = [k for k, on in (("input_tokens/output_tokens", fixed), ("preset", self.preset), ("histogram", self.histogram), ("trace", self.trace)) if on]
         if len(kinds) != 1:
@@ -123,7 +123,7 @@ class LlmRequirement(_Strict):
     """One LLM to serve: catalog id or path to a config.json, workload, SLOs, precision tolerance."""
 
     id: str
-    workload: Workload
+    workload: LlmWorkload
     slo: Slo = Slo()
     precision_tolerance: Literal["none", "10%", "20%", "50%"] = "none"
 
@@ -181,7 +181,7 @@ class Hardware(_Strict):
         return value
 
 
-class SearchSpace(_Strict):
+class SearchOptions(_Strict):
     """The discrete choices searched per LLM (defaults cover common deployments)."""
 
     tp: list[Annotated[int, Field(gt=0, le=L.MAX_PARALLEL_DEGREE)]] = Field(list(DEFAULT_TP_DEGREES), min_length=1, max_length=L.MAX_CHOICES)
@@ -245,7 +245,7 @@ class Problem(_Strict):
     quantizations: list[str] | None = Field(None, min_length=1, max_length=L.MAX_CHOICES)
     budget_per_hour: float | None = Field(default=None, gt=0, le=L.MAX_BUDGET_PER_HOUR)
     objective: Objective = "min_cost"
-    search: SearchSpace = SearchSpace()
+    search: SearchOptions = SearchOptions()
     prediction: Prediction = Prediction()
     scheduling: Scheduling = Scheduling()
 

@@ -14,7 +14,7 @@ from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_optio
 from guide_opt.catalog import parse_yaml_text
 from guide_opt.errors import InputError
 from guide_opt.limits import read_text_file
-from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, JointBinnedLengths, SimulationResult, Slo, Workload, simulate
+from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, GoodputTargets, JointBinnedLengths, SimulationResult, Workload, simulate
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 
@@ -117,7 +117,7 @@ def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
     config = build_config(model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
     check_context(config.llm, lengths, "--input-tokens/--output-tokens" if workload is None else "--workload")
     stream = Workload(lengths, request_rate_per_s=rate, concurrent_users=users)
-    slo = Slo(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
+    slo = GoodputTargets(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
     try:
         result = simulate(config, stream, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, num_requests=num_requests,
                           seed=seed, replicas=replicas, balancer=balancer, slo=slo, policy=policy)

@@ -41,7 +41,7 @@ from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.refine import knobs
 from guide_opt.refine.knobs import EngineSettings
-from guide_opt.simulate import Slo, Workload, simulate
+from guide_opt.simulate import GoodputTargets, Workload, simulate
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment
@@ -233,7 +233,7 @@ class Evaluator:
             return self.cache[key]
         req = self.problem.models[i]
         workload = self._workload(i, s)
-        slo = Slo(ttft_ms=req.slo.ttft_ms, tpot_ms=req.slo.tpot_ms) if (req.slo.ttft_ms or req.slo.tpot_ms) else None
+        slo = GoodputTargets(ttft_ms=req.slo.ttft_ms, tpot_ms=req.slo.tpot_ms) if (req.slo.ttft_ms or req.slo.tpot_ms) else None
         num_requests = self.num_requests
         if workload.arrival == "closed":  # enough requests for every user to send several, so the loop reaches steady state
             num_requests = max(num_requests, CLOSED_LOOP_MIN_ROUNDS * workload.concurrent_users)

@@ -8,13 +8,13 @@
 - ``engine``          -- one replica: continuous batching, chunked prefill / SplitFuse / whole
                          prefill, paged KV blocks, preemption by recompute.
 - ``cluster``         -- replicas behind a load balancer and :func:`simulate`, the entry point.
-- ``metrics``         -- :class:`SimulationResult`, percentiles, :class:`Slo` and goodput.
+- ``metrics``         -- :class:`SimulationResult`, percentiles, :class:`GoodputTargets` and goodput.
 
 Typical use::
 
-    from guide_opt.simulate import Workload, FixedLengths, Slo, simulate
+    from guide_opt.simulate import Workload, FixedLengths, GoodputTargets, simulate
     result = simulate(config, Workload.open_loop(FixedLengths(512, 128), 10.0),
-                      max_num_seqs=128, num_requests=2000, seed=0, slo=Slo(ttft_ms=500, tpot_ms=50))
+                      max_num_seqs=128, num_requests=2000, seed=0, slo=GoodputTargets(ttft_ms=500, tpot_ms=50))
     result.ttft_s.p90_s, result.throughput_tokens_per_s, result.goodput.fraction
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from guide_opt.simulate.cluster import BALANCERS, kv_capacity_blocks, simulate
 from guide_opt.simulate.engine import POLICIES
-from guide_opt.simulate.metrics import Goodput, Percentiles, RequestRecords, SimulationResult, Slo
+from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, RequestRecords, SimulationResult
 from guide_opt.simulate.trace_generator import JointBinnedLengths, read_trace_csv
 from guide_opt.simulate.workloads import (
     PRESET_SOURCES,
@@ -42,13 +42,13 @@ __all__ = [
     "PRESET_SOURCES",
     "FixedLengths",
     "Goodput",
+    "GoodputTargets",
     "HistogramLengths",
     "JointBinnedLengths",
     "LengthDistribution",
     "Percentiles",
     "RequestRecords",
     "SimulationResult",
-    "Slo",
     "Workload",
     "kv_capacity_blocks",
     "preset_lengths",

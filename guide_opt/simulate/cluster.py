@@ -27,7 +27,7 @@ import numpy as np
 from guide_opt.perf.config import ServingConfig
 from guide_opt.perf.memory import kv_budget_bytes
 from guide_opt.simulate.engine import POLICIES, ReplicaEngine, RequestTable, default_policy
-from guide_opt.simulate.metrics import Goodput, Percentiles, RequestRecords, SimulationResult, Slo
+from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, RequestRecords, SimulationResult
 from guide_opt.simulate.step_cost import StepCostModel
 from guide_opt.simulate.workloads import Workload
 
@@ -48,7 +48,7 @@ def kv_capacity_blocks(config: ServingConfig) -> int:
 
 
 def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
-             num_requests: int = 1000, seed: int = 0, replicas: int = 1, balancer: str = "round_robin", slo: Slo | None = None,
+             num_requests: int = 1000, seed: int = 0, replicas: int = 1, balancer: str = "round_robin", slo: GoodputTargets | None = None,
              policy: str | None = None) -> SimulationResult:
     """Simulate ``num_requests`` requests of ``workload`` on ``replicas`` copies of ``config``.
 
@@ -192,7 +192,7 @@ def _records(table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejec
                           replica=np.array(table.replica, dtype=np.int64), rejected=rejected)
 
 
-def _goodput(slo: Slo | None, records: RequestRecords, duration_s: float) -> Goodput | None:
+def _goodput(slo: GoodputTargets | None, records: RequestRecords, duration_s: float) -> Goodput | None:
     if slo is None:
         return None
     met = slo.met(records.ttft_s, records.tpot_s, records.e2e_s) & ~records.rejected
@@ -202,7 +202,7 @@ def _goodput(slo: Slo | None, records: RequestRecords, duration_s: float) -> Goo
     return Goodput(slo=slo, fraction=count / records.input_tokens.size, requests_per_s=rate, tokens_per_s=tokens)
 
 
-def _empty_result(reason: str, table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray, slo: Slo | None,
+def _empty_result(reason: str, table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray, slo: GoodputTargets | None,
                   common: dict) -> SimulationResult:
     records = _records(table, inputs, outputs, np.ones_like(rejected))
     nan = Percentiles(math.nan, math.nan, math.nan, math.nan)
@@ -213,7 +213,7 @@ def _empty_result(reason: str, table: RequestTable, inputs: np.ndarray, outputs:
 
 
 def _result(engines: list[ReplicaEngine], table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray,
-            slo: Slo | None, num_blocks: int, common: dict) -> SimulationResult:
+            slo: GoodputTargets | None, num_blocks: int, common: dict) -> SimulationResult:
     records = _records(table, inputs, outputs, rejected)
     completed = np.isfinite(records.finish_s)
     if completed.any():

@@ -16,7 +16,7 @@ Definitions (every latency is measured from the request's arrival at the load ba
   least XX % of the (weighted) samples are ``<= x``. ``mean`` is the plain (weighted) mean.
 - **Throughput**: output tokens of completed requests / makespan, where the makespan runs from
   the first arrival to the last finish (``duration_s``).
-- **Goodput** (only when an :class:`Slo` is given): ``fraction`` is the share of *all* submitted
+- **Goodput** (only when :class:`GoodputTargets` are given): ``fraction`` is the share of *all* submitted
   requests (rejected ones count as misses) whose own TTFT <= ``ttft_ms`` and own TPOT <=
   ``tpot_ms`` (and E2E <= ``e2e_ms`` when set); ``requests_per_s`` and ``tokens_per_s`` are the
   requests / output tokens of those requests divided by the makespan. This is the
@@ -87,8 +87,11 @@ class Percentiles:
 
 
 @dataclass(frozen=True)
-class Slo:
+class GoodputTargets:
     """Per-request latency targets used for goodput; ``None`` means no target on that metric.
+
+    Not a planning SLO (:class:`guide_opt.problem.Slo`, targets at a percentile): each request
+    either meets every target here or not, and goodput counts the ones that do.
 
     ttft_ms: time to first token, ms. tpot_ms: time per output token after the first, ms.
     e2e_ms: end-to-end latency, ms.
@@ -102,7 +105,7 @@ class Slo:
         for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"Slo.{name} must be positive, got {value}")
+                raise ValueError(f"GoodputTargets.{name} must be positive, got {value}")
 
     def met(self, ttft_s: np.ndarray, tpot_s: np.ndarray, e2e_s: np.ndarray) -> np.ndarray:
         """Boolean mask of requests meeting every set target (NaN latencies never do)."""
@@ -122,13 +125,13 @@ class Slo:
 
 @dataclass(frozen=True)
 class Goodput:
-    """Requests meeting the :class:`Slo` (see the module docstring for the definition).
+    """Requests meeting the :class:`GoodputTargets` (see the module docstring for the definition).
 
     fraction: met / submitted, in [0, 1]. requests_per_s: met requests per second of makespan.
     tokens_per_s: output tokens of met requests per second of makespan.
     """
 
-    slo: Slo
+    slo: GoodputTargets
     fraction: float
     requests_per_s: float
     tokens_per_s: float

@@ -227,21 +227,21 @@ def static_policy_score(data_dir: Path, models: list[str] | None = None, policy:
 
 # ---- guide-opt's predictions --------------------------------------------------------------------
 @dataclass(frozen=True)
-class Workload:
+class MeanLengths:
     """Mean request lengths (tokens) used for every prediction."""
 
     input_tokens: int
     output_tokens: int
 
 
-def workload_of(data_dir: Path, models: list[str]) -> Workload:
+def workload_of(data_dir: Path, models: list[str]) -> MeanLengths:
     """Mean input / output tokens over the aggregate rows of ``models`` (rounded)."""
     rows = [r for r in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv") if r["model"] in models]
-    return Workload(round(statistics.fmean(float(r["mean_input_tokens"]) for r in rows)),
+    return MeanLengths(round(statistics.fmean(float(r["mean_input_tokens"]) for r in rows)),
                     max(1, round(statistics.fmean(float(r["mean_output_tokens"]) for r in rows))))
 
 
-def predict_levels(config: ServingConfig, workload: Workload, *, closed_loop: bool = True) -> dict[int, tuple[float, float]]:
+def predict_levels(config: ServingConfig, workload: MeanLengths, *, closed_loop: bool = True) -> dict[int, tuple[float, float]]:
     """Predicted (nTTFT ms/token, ITL ms) per user level; a level that does not fit in memory is (inf, inf).
 
     ``closed_loop`` reads ITL as the batch's cycle time per output token (see
@@ -271,7 +271,7 @@ class Recommendation:
     levels: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
 
 
-def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, prices: dict[str, float], workload: Workload,
+def recommend(model: str, llm_id: str, profiles: list[str], catalog: Catalog, prices: dict[str, float], workload: MeanLengths,
               factors: dict[str, EfficiencyFactors], flash_attention: bool, *, closed_loop: bool = True) -> Recommendation:
     """Predict u_max on each profile with the given per-GPU factors and pick the cheapest (Eq. 1-3)."""
     predicted, used = {}, {}
@@ -306,7 +306,7 @@ class BenchmarkResult:
     static_policy_decoder_only: Score
     recommendations: dict[str, Recommendation] = field(default_factory=dict)
     default_recommendations: dict[str, Recommendation] = field(default_factory=dict)
-    workloads: dict[str, Workload] = field(default_factory=dict)
+    workloads: dict[str, MeanLengths] = field(default_factory=dict)
     truth: dict[str, TruthLlm] = field(default_factory=dict)
     candidates: str = "measured"
     predictors: dict[str, Score] = field(default_factory=dict)

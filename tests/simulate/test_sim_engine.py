@@ -11,8 +11,8 @@ from guide_opt.perf.step import StepShape, step_time
 from guide_opt.simulate import (
     PRESETS,
     FixedLengths,
+    GoodputTargets,
     HistogramLengths,
-    Slo,
     Workload,
     kv_capacity_blocks,
     simulate,
@@ -170,7 +170,7 @@ def test_batched_decode_runs_equal_step_by_step(config, monkeypatch, workload, r
 
 def test_over_long_requests_are_rejected_and_count_against_goodput(config):
     lengths = HistogramLengths(((1000, 1.0), (4000, 1.0)), ((200, 1.0),))  # 4000 + 200 > the 4096-token context
-    r = simulate(config, Workload.closed_loop(lengths, 4), num_requests=200, seed=1, slo=Slo(ttft_ms=10_000))
+    r = simulate(config, Workload.closed_loop(lengths, 4), num_requests=200, seed=1, slo=GoodputTargets(ttft_ms=10_000))
     long = r.requests.input_tokens == 4000
     assert r.rejected_requests == long.sum() > 0
     assert np.all(np.isnan(r.requests.finish_s[long])) and np.all(np.isfinite(r.requests.finish_s[~long]))

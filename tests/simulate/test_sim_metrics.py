@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guide_opt.simulate.cluster import _goodput
-from guide_opt.simulate.metrics import Percentiles, RequestRecords, Slo, weighted_percentile
+from guide_opt.simulate.metrics import GoodputTargets, Percentiles, RequestRecords, weighted_percentile
 
 
 @settings(max_examples=60, deadline=None)
@@ -38,13 +38,13 @@ def test_goodput_counts_rejected_requests_as_misses():
         replica=np.array([0, 0, 0, -1]), rejected=np.array([False, False, False, True]),
     )
     assert records.tpot_s[:3] == pytest.approx([0.1, 0.3, 0.0])
-    goodput = _goodput(Slo(ttft_ms=200, tpot_ms=150), records, duration_s=4.0)
+    goodput = _goodput(GoodputTargets(ttft_ms=200, tpot_ms=150), records, duration_s=4.0)
     assert goodput.fraction == 0.5  # requests 0 and 2 meet both targets; the rejected one counts as a miss
     assert goodput.requests_per_s == 0.5 and goodput.tokens_per_s == 3.0
-    assert _goodput(Slo(tpot_ms=400), records, 4.0).fraction == 0.75
+    assert _goodput(GoodputTargets(tpot_ms=400), records, 4.0).fraction == 0.75
     assert _goodput(None, records, 4.0) is None
 
 
 def test_slo_targets_must_be_positive():
     with pytest.raises(ValueError, match="ttft_ms"):
-        Slo(ttft_ms=0)
+        GoodputTargets(ttft_ms=0)
