@@ -29,7 +29,7 @@ from guide_opt.objectives import fleet_objectives
 from guide_opt.plan import Plan, objective_value, to_deployment, verification_problem
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
-from guide_opt.solution import Solution, Status
+from guide_opt.solution import Deployment, Solution, Status
 from guide_opt.simcheck import DeploymentCheck, checks_apply
 from guide_opt.space import SearchSpace, build_space
 from guide_opt.verify import verify_deployments
@@ -240,7 +240,8 @@ class Solver(abc.ABC):
         picks are found first, then simulated together (:func:`_simulate_alternatives`).
         """
         problem = space.problem
-        found: list[dict | _Pick] = [_Pick(f"top-{i + 1}", problem.objective, plan, ranked.status_of(i), optimum_simulated if i == 0 else None)
+        found: list[dict | _Pick] = [_Pick.of(space, f"top-{i + 1}", problem.objective, plan, ranked.status_of(i),
+                                              optimum_simulated if i == 0 else None)
                                      for i, plan in enumerate(ranked.plans)]
         found += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
         limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked.plans[0])
@@ -253,7 +254,7 @@ class Solver(abc.ABC):
                 continue
             pick = self.best_plans(capped, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
             if pick.plans:
-                found.append(_Pick(kind, objective, pick.plans[0], pick.status))
+                found.append(_Pick.of(space, kind, objective, pick.plans[0], pick.status))
             elif pick.status is not Status.INFEASIBLE:
                 found.append(_unfinished(kind, objective, pick.status))
         picks = [f for f in found if isinstance(f, _Pick)]
@@ -269,13 +270,20 @@ SIDE_BY_SIDE_SLOWDOWN = 1.5
 
 @dataclass(frozen=True)
 class _Pick:
-    """An alternative plan found, before it is simulated: its kind, objective, plan, status and (when known) simulation."""
+    """An alternative plan found, before it is simulated: its kind, objective, plan, status, deployments and (when known) simulation."""
 
     kind: str
     objective: str
     plan: Plan
     status: Status
+    deployments: tuple[Deployment, ...]
     simulated: "tuple[DeploymentCheck, ...] | None" = None
+
+    @classmethod
+    def of(cls, space: SearchSpace, kind: str, objective: str, plan: Plan, status: Status,
+           simulated: "tuple[DeploymentCheck, ...] | None" = None) -> "_Pick":
+        """The pick of ``plan``, its deployments built once (for the simulation and the JSON)."""
+        return cls(kind, objective, plan, status, tuple(to_deployment(space, p) for p in plan), simulated)
 
 
 def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Deadline, simulation_s: float) -> dict[int, tuple]:
@@ -298,7 +306,7 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     while pending and deadline.remaining_s() >= expected_s:
         chosen, pending = pending[:workers], pending[workers:]
         started = time.perf_counter()
-        found = forked_map(lambda p: simulate_plan(problem, [to_deployment(space, x) for x in p.plan]), chosen, workers)
+        found = forked_map(lambda p: simulate_plan(problem, p.deployments), chosen, workers)
         verdicts |= {id(p): v for p, v in zip(chosen, found)}
         expected_s = time.perf_counter() - started
     return verdicts
@@ -306,8 +314,7 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
 
 def _alternative(space: SearchSpace, pick: _Pick, simulate: bool, simulated: "tuple[DeploymentCheck, ...] | None") -> dict:
     """One alternative's JSON; with ``simulate``, its simulation (None: not run, the time limit was spent)."""
-    plan = pick.plan
-    deployments = tuple(to_deployment(space, p) for p in plan)
+    plan, deployments = pick.plan, pick.deployments
     out = {
         "kind": pick.kind,
         "status": pick.status.value,
