@@ -61,6 +61,7 @@ def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyF
         input_tokens=m.input_tokens,
         output_tokens=m.output_tokens,
         flash_attention=m.flash_attention,
+        kv_cache_dtype=m.kv_cache_dtype,
         efficiency=efficiency,
     )
 

@@ -104,7 +104,8 @@ class Measurement:
     (see :func:`guide_opt.validation.accuracy.predicted_metrics`). key: the row's identity in its source.
     statistic: what the latencies of a closed-loop row are: ``mean`` (mean TTFT and mean TPOT, as
     ``vllm bench serve`` reports) or ``median`` (median TTFT and median inter-token latency, as
-    LLM-Pilot reports).
+    LLM-Pilot reports). kv_cache_dtype: the KV cache's element type in the measured engine
+    (``fp16``, or ``fp8`` where the source's build stored the cache in FP8).
     """
 
     source: str
@@ -122,6 +123,7 @@ class Measurement:
     closed_loop: bool = False
     key: str = ""
     statistic: str = "mean"
+    kv_cache_dtype: str = "fp16"
 
     @property
     def group(self) -> tuple[str, str]:
@@ -255,6 +257,11 @@ TRTLLM_LLMS: dict[str, tuple[str, ...]] = {
 #: TensorRT-LLM v0.5.0 GPUs: its A100 FP16 numbers come from DGX A100 80GB (SXM), H100 from SXM.
 TRTLLM_GPUS: dict[str, tuple[str, ...]] = {"A100": ("a100-80gb-sxm",), "H100": ("h100-sxm",), "L40S": ("l40s",)}
 TRTLLM_PRECISIONS: dict[str, str] = {"FP16": "bf16", "FP8": "fp8"}
+#: The KV cache of each TensorRT-LLM release-0.5 table precision: its FP8 engines were built with
+#: ``--enable_fp8 --fp8_kv_cache`` (NVIDIA/TensorRT-LLM docs/source/performance.md, "Benchmarking per
+#: Model": every FP8 build command, and "to run the benchmarks below on A100, you will need to remove
+#: the --enable_fp8 --fp8_kv_cache options"), so their cache holds FP8 values.
+TRTLLM_KV_CACHE_DTYPES: dict[str, str] = {"FP16": "fp16", "FP8": "fp8"}
 
 
 def _map_ids(data: SourceData, catalog: Catalog, *, llm_name: str, llm_candidates: tuple[str, ...],
@@ -444,7 +451,8 @@ def load_trtllm_perf(data_dir: Path, catalog: Catalog) -> SourceData:
             osl = 1
             measured = {"ttft_ms": float(row["first_token_latency_ms"])}
         data.rows.append(Measurement("trtllm-perf", ids[0], ids[1], "tensorrt-llm", quantization, tp, batch, isl, osl, measured,
-                                     key=f"{name} {gpu_name} {row['precision']} tp{tp} b{batch} {isl}/{osl} {scenario}"))
+                                     key=f"{name} {gpu_name} {row['precision']} tp{tp} b{batch} {isl}/{osl} {scenario}",
+                                     kv_cache_dtype=TRTLLM_KV_CACHE_DTYPES[row["precision"]]))
     return data
 
 

@@ -113,6 +113,22 @@ def test_trtllm_perf_keeps_static_tables_only(catalog, data_dir):
     assert ttft and all(m.batch == 1 for m in ttft)
 
 
+def test_trtllm_perf_fp8_rows_hold_an_fp8_kv_cache(catalog, data_dir):
+    # The release-0.5 tables' FP8 engines were built with --enable_fp8 --fp8_kv_cache (TensorRT-LLM's
+    # docs/source/performance.md). Independent check: the L40S row "LLaMA 7B, batch 64, 128 in / 2048 out"
+    # cannot have run with a 16-bit cache -- 64 x 2176 tokens x 32 layers x 2 x 4096 x 2 bytes = 68 GiB
+    # of KV cache (hand computation) on a 48 GB card -- but fits in 34 GiB at one byte per element.
+    from guide_opt.validation.accuracy import measurement_config
+
+    data = load_trtllm_perf(data_dir, catalog)
+    assert {m.kv_cache_dtype for m in data.rows if m.quantization == "fp8"} == {"fp8"}
+    assert {m.kv_cache_dtype for m in data.rows if m.quantization == "bf16"} == {"fp16"}
+    row = next(m for m in data.rows if m.gpu == "l40s" and m.batch == 64 and m.output_tokens == 2048)
+    config = measurement_config(row, catalog)
+    assert config.kv_bytes_per_token * 64 * 2176 / 2**30 == 34.0
+    assert config.kv_cache_dtype == "fp8"
+
+
 CSV_HEADER = "model,gpu,framework,tp,batch,input_tokens,output_tokens,ttft_ms,tpot_ms\n"
 
 
