@@ -6,12 +6,14 @@ Each concrete test class names one solver; the tests are inherited.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 
 from guide_opt.solution import Status
 from guide_opt.space import build_space
-from guide_opt.solvers import SOLVERS, get_solver, load_all
+from guide_opt.solvers import SOLVER_MODULES, SOLVERS, get_solver, load_all
 from guide_opt.verify import verify
 
 from problem_fixtures import small_problem
@@ -94,6 +96,15 @@ def test_every_registered_solver_has_a_contract_class():
     load_all()
     covered = {cls.solver_name for cls in SolverContract.__subclasses__()}
     assert set(SOLVERS) <= covered | {"optuna"}
+    assert set(SOLVERS) == set(SOLVER_MODULES)  # each module registers the name it is listed under
+
+
+def test_a_cpsat_solve_does_not_load_optuna():
+    # In a fresh process: asking for the CP-SAT solver imports its module only, not the Optuna refinement.
+    code = ("import sys; from guide_opt.solvers import get_solver; get_solver('cpsat'); "
+            "print('optuna' in sys.modules, 'guide_opt.solvers.optuna_solver' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
 
 
 def test_alternatives_state_whether_they_were_proven(small):
