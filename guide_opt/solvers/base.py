@@ -289,11 +289,12 @@ class _Pick:
 def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Deadline, simulation_s: float) -> dict[int, tuple]:
     """The simulator's verdicts on the ``picks`` not simulated yet, keyed by ``id(pick)``.
 
-    The simulations are independent, so they run side by side (:func:`guide_opt.parallel.forked_map`),
-    one round of as many as there are workers at a time, in the picks' order. A round starts
-    only when the ``deadline`` leaves room for it: the first is expected to take
-    :data:`SIDE_BY_SIDE_SLOWDOWN` x ``simulation_s`` (what the optimum's check took alone), each
-    later one as long as the round before. The rest stay unsimulated.
+    The simulations are independent, so they run side by side (:func:`guide_opt.parallel.forked_map`).
+    Each is expected to take :data:`SIDE_BY_SIDE_SLOWDOWN` x ``simulation_s`` (what the optimum's
+    check took alone). When the ``deadline`` leaves room for all of them, they share one pool (a
+    long simulation then overlaps several short ones); otherwise they run in rounds of as many as
+    there are workers, in the picks' order, a round starting only while the time left covers the
+    round before (the first: the expected time). The rest stay unsimulated.
     """
     from guide_opt.parallel import forked_map, workers_used
     from guide_opt.simcheck import check_plan as simulate_plan
@@ -302,6 +303,10 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     workers = workers_used(None, len(pending))
     problem = space.problem
     expected_s = SIDE_BY_SIDE_SLOWDOWN * simulation_s
+    rounds = -(-len(pending) // workers) if pending else 0
+    if pending and deadline.remaining_s() >= rounds * expected_s:
+        found = forked_map(lambda p: simulate_plan(problem, p.deployments), pending, workers)
+        return {id(p): v for p, v in zip(pending, found)}
     verdicts: dict[int, tuple] = {}
     while pending and deadline.remaining_s() >= expected_s:
         chosen, pending = pending[:workers], pending[workers:]
