@@ -178,11 +178,14 @@ def _reference_figures(config, load, users, limits):
         return _all_figures(config, load, users, limits)
 
 
-def _all_figures(config, load, users, limits):
+def _all_figures(config, load, users, limits, capacity_of_load=None):
+    """Capacity, SLO-limited rate, the open loop at ``load`` x capacity (``capacity_of_load``: that capacity given,
+    None: this path's own), the closed loop of ``users`` and the SLO-limited users."""
     table = ss.StepTable(config)
     capacity = ss.capacity_request_rate_per_s(config, table)
     best = ss.max_rate_within(config, *limits, table=table, capacity_per_s=capacity)
-    figures = [capacity, best, *_figures(ss.open_loop(config, load * capacity, table, capacity_per_s=capacity))]
+    at = capacity if capacity_of_load is None else capacity_of_load
+    figures = [capacity, best, *_figures(ss.open_loop(config, load * at, table, capacity_per_s=at))]
     figures += _figures(ss.closed_loop(config, users, table, capacity_per_s=capacity))
     return figures + [float(ss.max_users_within(config, *limits, min(users, 64), table=table))]
 
@@ -198,9 +201,21 @@ def test_fast_path_matches_the_reference_model(catalog, llm, gpu, engine, tp, in
     if config.unsupported_reason() or config.context_reason():
         return
     limits = (percentile, ttft_ms / 1e3, tpot_ms / 1e3)
-    fast = _all_figures(config, load, users, limits)
     reference = _reference_figures(config, load, users, limits)
-    assert all(map(_close, fast, reference)), [(a, b) for a, b in zip(fast, reference) if not _close(a, b)]
+    fast = _all_figures(config, load, users, limits, capacity_of_load=reference[0])
+    # The two paths round their sums differently in the last bits, and every figure comes out of a
+    # search that stops within its tolerance, so a last-bit difference can stop it one iterate
+    # earlier or later (llama-3.2-1b, H100, 2890 / 2 tokens, 8 slots, 55 users: closed-loop TPOT
+    # 3e-6 apart). Each figure is compared within its search's stopping rule: capacity and
+    # SLO-limited rates CAPACITY_TOLERANCE, the loops' fixed points 2 x CONVERGENCE (both paths'
+    # iterates lie within CONVERGENCE of the root), the SLO-limited user count one user; the open
+    # loop is evaluated at one rate (the reference's capacity) so that the capacity's tolerance
+    # does not carry into it.
+    searched = [ss.CAPACITY_TOLERANCE] * 2 + [2 * ss.CONVERGENCE] * (len(reference) - 3)
+    pairs = list(zip(fast[:-1], reference[:-1], searched))
+    assert all(_close(a, b) or abs(a - b) <= tol * max(abs(a), abs(b)) for a, b, tol in pairs), \
+        [(a, b) for a, b, tol in pairs if not (_close(a, b) or abs(a - b) <= tol * max(abs(a), abs(b)))]
+    assert abs(fast[-1] - reference[-1]) <= 1, (fast[-1], reference[-1])
 
 
 # ---- the fixed point near capacity and the capacity search ------------------------------------
