@@ -3,7 +3,8 @@
 ``guide-opt solve`` and the web planner (:mod:`guide_opt.web`) both call :func:`solve`, so a
 web session and the CLI run of its downloaded problem file answer with the same JSON
 (``solve --format json``). It runs the stages in turn, on one
-:class:`~guide_opt.deadline.Deadline` (``--time-limit-s`` bounds them all after the space build):
+:class:`~guide_opt.deadline.Deadline` (``--time-limit-s`` bounds them all, the build included, from
+``started_s`` -- the command's start on the command line):
 
 1. build: the candidates of every LLM, evaluated with the performance model (:mod:`guide_opt.space`);
 2. solve: the stack the objective's registry entry names (:attr:`~guide_opt.objectives.ObjectiveKind.stack`):

@@ -116,7 +116,7 @@ def run_solve(request: dict, progress: Callable[[str], None] = lambda _m: None, 
     """Answer one solve request: ``{"ok", "exit_code", "result", "problem", "problem_yaml"}``.
 
     ``result`` is the JSON ``guide-opt solve problem.yaml --format json`` prints for the same
-    problem. ``time_limit_s`` (the whole solve after the space build) is capped at ``max_time_limit_s``.
+    problem. ``time_limit_s`` (the whole solve, the space build included) is capped at ``max_time_limit_s``.
     """
     try:
         data, uploaded = problem_of_request(request)
