@@ -9,7 +9,9 @@ answer is the list a serial ``map`` gives, in the same order.
 Forking is only safe from a single-threaded process (a thread holding a lock at fork time
 leaves the child's copy locked forever), and a daemonic process may not have children, so a
 multi-threaded caller, a daemonic one -- the web planner solves in daemonic worker processes
--- and platforms without ``fork`` run serially.
+-- and platforms without ``fork`` run serially. So does a map started inside a worker of
+another map (a plan check inside a simulated alternative): the machine's cores are already
+taken, and the worker keeps serving its own map.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ R = TypeVar("R")
 
 #: The function and items of the map in progress (inherited by the forked workers).
 _FORKED: list = []
+#: True in a worker process of a map (set by the pool's initializer): maps started there run serially.
+_IN_WORKER: list[bool] = [False]
 
 
 def default_workers() -> int:
@@ -34,7 +38,7 @@ def can_fork(workers: int) -> bool:
     import multiprocessing
     import threading
 
-    return (workers > 1 and threading.active_count() == 1 and not multiprocessing.current_process().daemon
+    return (workers > 1 and not _IN_WORKER[0] and threading.active_count() == 1 and not multiprocessing.current_process().daemon
             and "fork" in multiprocessing.get_all_start_methods())
 
 
@@ -42,6 +46,10 @@ def workers_used(workers: int | None, items: int) -> int:
     """Processes :func:`forked_map` runs ``items`` items on with ``workers`` asked for (1: serially, here)."""
     workers = min(default_workers() if workers is None else workers, items)
     return workers if can_fork(workers) else 1
+
+
+def _mark_worker() -> None:
+    _IN_WORKER[0] = True
 
 
 def _call(index: int):
@@ -65,7 +73,7 @@ def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | No
 
     _FORKED[:] = [function, items]
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_mark_worker) as pool:
             return list(pool.map(_call, range(len(items)), chunksize=max(1, chunksize)))
     finally:
         _FORKED.clear()

@@ -59,3 +59,20 @@ def test_a_daemonic_process_runs_serially():
     child.join(timeout=60)
     assert [r[0] for r in results] == [1, 4, 9]
     assert len({pid for _, pid in results}) == 1 and child.pid in {pid for _, pid in results}
+
+
+def _inner_map(x: int) -> tuple[int, list[tuple[int, int]]]:
+    return x, forked_map(_square_and_pid, [x, x + 1], workers=2)
+
+
+def test_a_map_inside_a_worker_runs_serially_and_the_worker_keeps_serving():
+    # Each item of the outer map starts a map of its own (a plan check inside a simulated alternative).
+    # Expected by hand: for x in 0..5, the inner squares x^2 and (x+1)^2, computed in the outer worker
+    # itself (no nested pool), and every outer item answered (the worker's own map is left intact).
+    results = forked_map(_inner_map, range(6), workers=2)
+    assert [x for x, _ in results] == [0, 1, 2, 3, 4, 5]
+    for x, inner in results:
+        assert [r[0] for r in inner] == [x * x, (x + 1) * (x + 1)]
+        assert len({pid for _, pid in inner}) == 1
+    if can_fork(2):
+        assert os.getpid() not in {pid for _, inner in results for _, pid in inner}

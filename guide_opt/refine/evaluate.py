@@ -455,7 +455,14 @@ def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], 
     The same judge as a refinement trial: the plan's calibrated efficiency and SLO margins,
     latencies at each LLM's SLO percentile, the demand, memory and KV rejections as named
     constraints (<= 0 met). Deterministic under ``seed``; closed loops simulate at least
-    :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user.
+    :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user. The LLMs' simulations are independent and
+    run side by side (:func:`guide_opt.parallel.forked_map`; the same figures as one after another).
     """
+    from guide_opt.parallel import forked_map
+
     evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog)
-    return evaluator.evaluate(evaluator.incumbent_settings)
+    settings = evaluator.incumbent_settings
+    if len(settings) > 1:
+        found = forked_map(lambda i: evaluator.simulate_llm(i, settings[i]), range(len(settings)))
+        evaluator.cache.update({(i, s, evaluator.simulation_seed): m for i, (s, m) in enumerate(zip(settings, found))})
+    return evaluator.evaluate(settings)

@@ -213,3 +213,20 @@ def test_progress_bar_only_when_asked(capsys):
     assert "it/s" not in capsys.readouterr().err
     refine_solution(problem, solution, trials=2, seed=0, num_requests=100, progress=True)
     assert "2/2" in capsys.readouterr().err
+
+
+def test_deployments_simulated_side_by_side_match_one_after_another():
+    # simulate_deployments runs the LLMs' simulations in forked processes; the reference is the same
+    # evaluator run in this process, one LLM after the other: every figure must be identical.
+    import dataclasses
+
+    problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                                    {"id": "llama-2-7b", "workload": {"input_tokens": 256, "output_tokens": 64, "request_rate_per_s": 2},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 50}}], budget_per_hour=40)
+    plan = incumbent(problem)
+    side_by_side = evaluate.simulate_deployments(problem, plan.deployments, num_requests=300, seed=5)
+    reference = evaluate.Evaluator(problem, plan.deployments, 300, 5)
+    serial = reference.evaluate(reference.incumbent_settings)
+    assert [dataclasses.asdict(m) for m in side_by_side.metrics] == [dataclasses.asdict(m) for m in serial.metrics]
+    assert side_by_side.constraints == serial.constraints
