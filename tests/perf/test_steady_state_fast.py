@@ -320,6 +320,15 @@ def test_the_window_iteration_finds_the_smallest_fixed_point(catalog, llm, gpu, 
         assert root is None or solution.window_s <= root * (1 + 1e-3) or acceptable <= root * (1 - 1e-3)
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: the window iteration declares this load beyond capacity although a scan "
+                   "finds an acceptable window (found by Hypothesis on 2026-12-02; not fixed yet)")
+def test_the_window_iteration_finds_the_fixed_point_of_a_lone_short_request(catalog):
+    # The counterexample the property test above drew at random: llama-3.2-1b on one H100 with
+    # SGLang, 115 / 2 tokens, one slot, half the saturation rate, one decoding sequence.
+    test_the_window_iteration_finds_the_smallest_fixed_point.hypothesis.inner_test(
+        catalog, "llama-3.2-1b", "h100-sxm", "sglang", 115, 2, 1, 0.5, 0.0)
+
+
 @given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]),
        input_tokens=st.integers(64, 4096), output_tokens=st.integers(2, 1024), batch=st.sampled_from([1, 2, 8, 24, 64, 200]),
        load=st.floats(0.3, 1.2))
