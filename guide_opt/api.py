@@ -33,7 +33,7 @@ from guide_opt.plan import Pick, served_percent, verification_problem
 from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution
-from guide_opt.space import SearchSpace, build_space
+from guide_opt.space import SearchSpace, build_space, build_space_under
 
 if TYPE_CHECKING:
     from guide_opt.pareto import Frontier
@@ -126,8 +126,7 @@ def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, pro
     ``space_build``); ``what`` names the problem's entries in the progress line."""
     deadline = Deadline(limit.seconds, started=limit.started_s)
     progress(f"evaluating the candidates of {len(problem.models)} {what} with the performance model ...")
-    deadline.phase("space_build")
-    return deadline, build_space(problem, workers=workers)
+    return deadline, build_space_under(deadline, problem, workers=workers)
 
 
 def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed: int | None,

@@ -68,7 +68,7 @@ from guide_opt.plan import Pick, to_deployment
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution, Status
-from guide_opt.space import Candidate, SearchSpace, build_space, replica_limit
+from guide_opt.space import Candidate, SearchSpace, build_space, build_space_under, replica_limit
 from guide_opt.verify import Violation, verify_deployments
 
 #: One quantum of total cost ($) in a min_cost schedule.
@@ -643,8 +643,7 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
     if deadline is None:
         deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
     if space is None:
-        deadline.phase("space_build")
-        space = build_space(problem)
+        space = build_space_under(deadline, problem)
     quantum_s = problem.scheduling.time_quantum_s
     deadline.start_search()
     forbidden: set[int] = set()

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from guide_opt.catalog import Catalog, load_catalog
+from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.hardware import GIB_BYTES, GpuSpec
@@ -584,6 +585,12 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
             ms.candidates = [candidate_from_evaluation(ms, shape, b, evaluations[j], problem.search.max_replicas, figures=figures[i][j])
                              for shape, (evaluations, figures) in zip(ms.shapes, work[t]) for j, b in enumerate(batches)]
     return SearchSpace(problem=problem, models=models, prices_usd_per_gpu_hour=prices, gpu_ids=[g.id for g in gpus])
+
+
+def build_space_under(deadline: Deadline, problem: Problem, *, workers: int | None = None) -> SearchSpace:
+    """:func:`build_space`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build)."""
+    deadline.phase("space_build")
+    return build_space(problem, workers=workers)
 
 
 def replica_limit(space: SearchSpace, candidate: Candidate) -> int:
