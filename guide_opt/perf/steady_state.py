@@ -26,10 +26,14 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
   fixed point, accelerated where the iteration creeps (Aitken's step, regula falsi once the
   window is bracketed, steps of doubling length while the map expands); none below
   :data:`MAX_PROMPTS_PER_WINDOW` prompts per window means the load is beyond capacity.
-- **TTFT** = the rest of the window in progress at arrival (length-biased, solved again for the
-  ``lambda (O - 1) TPOT`` decoders an arrival finds) + the prompt's first-token time in the
-  next window among the prompts that arrived with it (FCFS) + waiting for a free sequence slot
-  when ``B`` binds (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic service).
+- **TTFT** = the rest of the window in progress at arrival + the prompt's first-token time in
+  the next window among the prompts that arrived with it (FCFS) + waiting for a free sequence
+  slot when ``B`` binds (M/D/c: Erlang C with the Allen-Cunneen factor 1/2 for deterministic
+  service). The windows an arrival finds (next to the ``lambda (O - 1) TPOT`` decoders it finds)
+  follow the Markov chain of their prompt counts, ``K' ~ Poisson(lambda time(n, K))``: an
+  arrival finds a window of ``k`` prompts in proportion to its stationary probability times its
+  length, and a long window also means many companions in the next one, so the first two parts
+  are mixed over ``k`` rather than drawn apart (:func:`_arrival_ttft`).
 - **Percentiles** come from the distributions of those parts (window lengths and positions,
   the Poisson counts, an exponential tail of the slot wait that starts with the Erlang-C
   probability of waiting at all). Per-request TPOT is the mean of ``O - 1`` step times
@@ -203,6 +207,7 @@ class StepTable:
         self._dense_rows: dict[int, np.ndarray] = {}
         self._step_times: dict[StepShape, float] = {}
         self._answers: dict[tuple, object] = {}
+        self._finish_atoms: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def memo(self, key: tuple, compute):
         """``compute()`` the first time ``key`` is asked for, the stored answer afterwards.
@@ -326,6 +331,21 @@ class StepTable:
         weighted.sort(axis=1)
         return math.fsum(weighted[0, ::-1].tolist()), math.fsum(weighted[1, ::-1].tolist())
 
+    def finish_atoms(self, decodes: float, slots: int, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every prompt's first-token time in the windows of 1..``top + 1`` prompts that :meth:`shapes` stands for, as a
+        fraction of its window's time: (fractions, companions = prompts - 1, weight within its window), memoised per
+        grid decode count and ``top``."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        grid = hi if w >= 0.5 else lo
+        found = self._finish_atoms.get((grid, top))
+        if found is None:
+            windows = self.shapes(float(grid), slots, np.arange(1, top + 2))
+            sizes = [len(window.finish_s) for window in windows]
+            found = self._finish_atoms[(grid, top)] = (
+                np.concatenate([np.asarray(window.finish_s) / window.time_s for window in windows]),
+                np.repeat(np.arange(top + 1), sizes), np.concatenate([np.full(size, 1.0 / size) for size in sizes]))
+        return found
+
     def first_token_mean_s(self, decodes: float, slots: int, prompts: np.ndarray) -> np.ndarray:
         """Mean first-token time (from the window's start) over the prompts of a window of each of ``prompts`` (>= 1)."""
         return self._rows(decodes, slots, prompts)[2]
@@ -430,6 +450,22 @@ def _compress(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTIO
     return mean[keep] / mass[keep], mass[keep]
 
 
+def _compress_rows(values: np.ndarray, weights: np.ndarray, points: int = DISTRIBUTION_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_compress` of one distribution per row of ``weights`` over the same sorted ``values``.
+
+    Returns (values, weights) arrays of ``points`` columns per row (mean value and mass of each
+    quantile bin; bins without mass get weight 0).
+    """
+    rows = weights.shape[0]
+    cum = np.cumsum(weights, axis=1)
+    total = cum[:, -1:]
+    bins = np.minimum((cum - weights / 2) / np.where(total > 0, total, 1.0) * points, points - 1).astype(int)
+    flat = (bins + points * np.arange(rows)[:, None]).ravel()
+    mass = np.bincount(flat, weights.ravel(), rows * points).reshape(rows, points)
+    mean = np.bincount(flat, (weights * values[None, :]).ravel(), rows * points).reshape(rows, points)
+    return np.divide(mean, mass, out=np.zeros_like(mean), where=mass > 0), mass
+
+
 def _add(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Distribution of the sum of two independent discrete variables (compressed)."""
     values = (a[0][:, None] + b[0][None, :]).ravel()
@@ -481,6 +517,20 @@ def _poisson_pmf(mean: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(1), np.ones(1)
     first, pmf = _poisson_terms(mean, limit)
     return _support(limit)[0][first:], pmf
+
+
+def _poisson_rows(means: np.ndarray, limit: int) -> np.ndarray:
+    """Poisson(``means[i]``) on 0..``limit`` in row ``i``, the tail above ``limit`` lumped onto it (a mean of 0: all at 0)."""
+    k, _, log_factorials = _support(limit)
+    means = np.asarray(means, dtype=float)
+    positive = means > 0
+    logs = np.log(np.where(positive, means, 1.0))
+    with np.errstate(under="ignore"):
+        rows = np.exp(k[None, :] * logs[:, None] - means[:, None] - log_factorials[None, :])
+    rows[~positive] = 0.0
+    rows[~positive, 0] = 1.0
+    rows[:, -1] += np.maximum(0.0, 1.0 - rows.sum(axis=1))
+    return rows
 
 
 def _poisson_terms(mean: float, limit: int) -> tuple[int, np.ndarray]:
@@ -724,6 +774,106 @@ def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: 
     return _compress(np.concatenate(values), np.concatenate(weights)), mean
 
 
+#: Largest change of any probability at which the window chain's power iteration stops.
+CHAIN_TAIL = 1e-12
+#: Share of the arrivals whose window the TTFT distribution follows (the rest is far below what
+#: a p99 or a mean can show, and the windows that gather it long).
+CHAIN_KEPT = 1e-6
+#: Power iterations of the window chain at most (it mixes in tens of steps below capacity).
+CHAIN_ITERATIONS = 2000
+#: Points of the uniform rest of the window in progress an arrival waits for.
+RESIDUAL_POINTS = 8
+#: Support points of the first-token time given the window an arrival found (before the mixture
+#: over windows, which is compressed to :data:`DISTRIBUTION_POINTS`).
+FIRST_TOKEN_POINTS = 32
+
+
+def _window_chain(table: StepTable, slots: int, decodes: float, rate: float, mean_window_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Prompt counts of the windows and their stationary probabilities; None when the chain does not settle.
+
+    The prompts of a window are those that arrived during the one before, so the prompt counts
+    form a Markov chain: ``K' ~ Poisson(rate x time(n, K))``. A long window gathers many prompts
+    and makes the next one long too, so windows come in runs, and an arrival that finds a long
+    window also finds many companions in the next one: the TTFT tail is heavier than one
+    ``Poisson(rate W)`` draw around the mean window gives (section 11 of
+    ``benchmarks/RESULTS.md``). The chain is truncated at the first count (of a geometric
+    sequence from the mean-value window's) whose next count stays within it by
+    :func:`_support_limit` (the tail beyond is lumped onto it), and its stationary distribution
+    found by power iteration from ``Poisson(rate x mean_window_s)`` until no probability moves
+    by more than :data:`CHAIN_TAIL` (sums in C loops, not BLAS, so the result does not depend on
+    memory alignment). None when no count below :data:`MAX_PROMPTS_PER_WINDOW` closes the chain.
+    """
+    tops = [_support_limit(rate * mean_window_s)]
+    while tops[-1] < MAX_PROMPTS_PER_WINDOW:
+        tops.append(min(MAX_PROMPTS_PER_WINDOW, math.ceil(tops[-1] * 1.25)))
+    tops = np.array(tops)
+    reach, _ = table.windows(decodes, slots, tops)
+    closed = [top for top, t in zip(tops.tolist(), reach.tolist()) if _support_limit(rate * t) <= top]
+    if not closed:
+        return None
+    top = closed[0]
+    counts = np.arange(top + 1)
+    times, _ = table.windows(decodes, slots, counts)
+    transitions = _poisson_rows(rate * times, top)
+    start_k, start_pmf = _poisson_pmf(rate * mean_window_s, top)
+    state = np.zeros(top + 1)
+    state[start_k.astype(int)] = start_pmf
+    for _ in range(CHAIN_ITERATIONS):
+        following = np.einsum("i,ij->j", state, transitions)  # C loops, not BLAS
+        if np.abs(following - state).max() <= CHAIN_TAIL:
+            return counts, following
+        state = following
+    return None
+
+
+def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mean_window_s: float) -> tuple[tuple[np.ndarray, np.ndarray], float, float]:
+    """TTFT of an arrival before any wait for a slot: its distribution, the mean rest of the window in progress and the mean first-token time.
+
+    An arrival finds a window of ``k`` prompts with probability proportional to ``pi_k x
+    time(k)`` (:func:`_window_chain`; length-biased), waits for the rest of it (uniform), and is
+    prefilled in the next window with the ``Poisson(rate x time(k))`` others that arrived during
+    it (FCFS, uniform position): both parts depend on ``k``, so the TTFT is their mixture over
+    ``k``. Where the chain does not settle, the prompt counts are one ``Poisson(rate x
+    mean_window_s)`` draw and the two parts independent.
+    """
+    chain = _window_chain(table, slots, decodes, rate, mean_window_s)
+    if chain is None:
+        k, pmf = _prompt_counts(rate * mean_window_s)
+        times, _ = table.windows(decodes, slots, k)
+        busy_s = _dot(pmf, times)
+        biased_s = _dot(pmf, times**2) / busy_s if busy_s > 0 else 0.0
+        residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
+        first, first_mean_s = _first_token(table, slots, decodes, rate * biased_s)
+        return _add(residual, first), biased_s / 2, first_mean_s
+    counts, stationary = chain
+    times, _ = table.windows(decodes, slots, counts)
+    found = stationary * times
+    busy_s = _fsum(found, nonnegative=True)
+    if busy_s <= 0:  # no decodes and no prompts: an arrival starts a window of its own
+        first, first_mean_s = _first_token(table, slots, decodes, 0.0)
+        return first, 0.0, first_mean_s
+    found = found / busy_s
+    order = np.argsort(-found, kind="stable")
+    kept = np.sort(order[: int(np.searchsorted(np.cumsum(found[order]), 1.0 - CHAIN_KEPT)) + 1])
+    window_s, share = times[kept], found[kept] / _fsum(found[kept], nonnegative=True)
+    # The prompt's first-token time in a window with c companions, for every c the kept windows
+    # may gather: one atom per position (value, companions, weight within its window), sorted.
+    top = _support_limit(rate * float(window_s.max()))
+    scaled, _ = table.windows(decodes, slots, np.arange(1, top + 2))
+    fraction, of, within = table.finish_atoms(decodes, slots, top)
+    values = fraction * scaled[of]
+    order = np.argsort(values, kind="stable")
+    likely = _poisson_rows(rate * window_s, top)  # P(c companions | the window found)
+    first_values, first_weights = _compress_rows(values[order], likely[:, of[order]] * within[order], FIRST_TOKEN_POINTS)
+    first_mean = (first_values * first_weights).sum(axis=1)
+    residual_quantiles = (np.arange(RESIDUAL_POINTS) + 0.5) / RESIDUAL_POINTS
+    ttft = (window_s[:, None, None] * residual_quantiles[None, :, None] + first_values[:, None, :]).ravel()
+    weights = ((share[:, None] * first_weights)[:, None, :] * np.full((1, RESIDUAL_POINTS, 1), 1.0 / RESIDUAL_POINTS)).ravel()
+    keep = weights > 0
+    return (_compress(ttft[keep], weights[keep] / _fsum(weights[keep], nonnegative=True)), _dot(share, window_s) / 2,
+            _dot(share, first_mean))
+
+
 def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable | None = None, *,
               capacity_per_s: float | None = None) -> SteadyState:
     """Steady state of one replica of ``config`` (max-num-seqs ``config.batch``) under Poisson arrivals.
@@ -753,17 +903,12 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     # The windows an arrival sees hold the decoders it finds (not counting itself): solve their
     # length again at that count (at low load mostly idle, zero-length windows).
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
-    k, pmf = _prompt_counts(rate * arrival.window_s)
-    times, _ = table.windows(found, slots, k)
-    busy_s = _dot(pmf, times)
-    biased_s = _dot(pmf, times**2) / busy_s if busy_s > 0 else 0.0
-    residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
-    first, first_mean_s = _first_token(table, slots, found, rate * biased_s)
-    slot_p, slot_wait_s = mdc_waiting(rate, biased_s / 2 + first_mean_s + steps * solution.tpot_s, slots)
+    window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
+    slot_p, slot_wait_s = mdc_waiting(rate, residual_mean_s + first_mean_s + steps * solution.tpot_s, slots)
     if slot_p >= 1.0:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
-    ttft = _add(_add(residual, first), _waiting_dist(slot_p, slot_wait_s))
-    ttft_mean_s = biased_s / 2 + first_mean_s + slot_wait_s
+    ttft = _add(window_ttft, _waiting_dist(slot_p, slot_wait_s))
+    ttft_mean_s = residual_mean_s + first_mean_s + slot_wait_s
     tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
