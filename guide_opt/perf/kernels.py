@@ -30,20 +30,20 @@ from __future__ import annotations
 
 from guide_opt.kernel_profile import KernelProfile
 from guide_opt.perf.communication import ring_all_reduce_time_s
-from guide_opt.perf.roofline import RooflineTime
+from guide_opt.perf.roofline import RooflineTime, choose, larger, smaller
 
 US = 1e-6
 
 
 def saturating_fraction(peak_fraction: float, half: float, size: float) -> float:
     """``peak_fraction x size / (size + half)``: an efficiency that saturates in ``size`` (tokens, rows)."""
-    size = max(size, 1.0)
+    size = larger(size, 1.0)
     return peak_fraction * size / (size + half)
 
 
 def _capped(fraction: float, scale: float) -> float:
     """An engine multiplier applied to a fitted fraction, never above the peak."""
-    return min(1.0, fraction * scale)
+    return smaller(1.0, fraction * scale)
 
 
 def gemm_time(flops: float, weight_bytes: float, input_bytes: float, output_bytes: float, tokens: float, weight_elements: float,
@@ -68,7 +68,7 @@ def gemm_time(flops: float, weight_bytes: float, input_bytes: float, output_byte
     else:
         curve = profile.gemm_curve(compute_dtype)
         half = 0.0 if weight_only_quantized else curve.half_tokens
-        by_size = weight_elements / (weight_elements + curve.half_weight_elements) if weight_elements > 0 else 1.0
+        by_size = choose(weight_elements > 0, weight_elements / (weight_elements + curve.half_weight_elements), 1.0)
         compute_frac = _capped(saturating_fraction(curve.peak_fraction, half, tokens) * by_size, compute_scale)
         memory_frac = _capped(curve.bandwidth_fraction, memory_scale)
         latency_s, input_pass = kernels * curve.latency_us * US, curve.activation_bytes_scale
@@ -76,7 +76,7 @@ def gemm_time(flops: float, weight_bytes: float, input_bytes: float, output_byte
     compute_s = flops / (peak_flops_per_s * compute_frac)
     memory_s = latency_s + (weight_bytes + input_bytes + output_bytes) / rate
     extra_s = input_pass * input_bytes / rate
-    return RooflineTime(max(compute_s, memory_s) + extra_s, compute_s, memory_s + extra_s)
+    return RooflineTime(larger(compute_s, memory_s) + extra_s, compute_s, memory_s + extra_s)
 
 
 def attention_time(flops: float, bytes_moved: float, mean_context_tokens: float, sequences: int, peak_flops_per_s: float, hbm_bytes_per_s: float,
@@ -96,12 +96,12 @@ def attention_time(flops: float, bytes_moved: float, mean_context_tokens: float,
         # Not clamped at one token (unlike GEMM rows): the compute time stays affine in the attended
         # tokens for a fixed step, which the simulator's fast step-cost model relies on.
         size = 2.0 * mean_context_tokens
-        compute_frac = _capped(fit.prefill_peak_fraction * size / (size + fit.prefill_half_tokens), compute_scale) if size > 0 else 1.0
+        compute_frac = choose(size > 0, _capped(fit.prefill_peak_fraction * size / (size + fit.prefill_half_tokens), compute_scale), 1.0)
         memory_frac = _capped(fit.decode_bandwidth_fraction, memory_scale)
         latency_s = (fit.latency_us + fit.per_sequence_us * sequences) * US
-    compute_s = flops / (peak_flops_per_s * compute_frac) if flops > 0 else 0.0
+    compute_s = choose(flops > 0, flops / (peak_flops_per_s * compute_frac), 0.0)
     memory_s = latency_s + bytes_moved / (hbm_bytes_per_s * memory_frac)
-    return RooflineTime(max(compute_s, memory_s), compute_s, memory_s)
+    return RooflineTime(larger(compute_s, memory_s), compute_s, memory_s)
 
 
 def elementwise_time(bytes_moved: float, kernels: int, hbm_bytes_per_s: float, profile: KernelProfile | None,

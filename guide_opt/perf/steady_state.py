@@ -154,6 +154,10 @@ class SteadyState:
 UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
 
 
+#: The fields of a :class:`~guide_opt.perf.step.StepShape`, in order.
+STEP_SHAPE_FIELDS = ("new_tokens", "sequences", "attended_tokens", "kv_read_tokens")
+
+
 # ---- step times on a grid of decode counts ----------------------------------------------------
 @dataclass(frozen=True)
 class Window:
@@ -208,6 +212,7 @@ class StepTable:
         self._step_times: dict[StepShape, float] = {}
         self._answers: dict[tuple, object] = {}
         self._finish_atoms: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._schedules: dict[tuple[int, int], list[tuple[StepShape, int]]] = {}
 
     def memo(self, key: tuple, compute):
         """``compute()`` the first time ``key`` is asked for, the stored answer afterwards.
@@ -230,27 +235,51 @@ class StepTable:
         return found
 
     def _evaluate(self, decodes: int, prompts: int) -> Window:
-        config = self.config
-        decode = StepShape.decode(decodes, self.context_tokens) if decodes else None
         if prompts == 0:
-            if decode is None:
+            if not decodes:
                 return Window(0.0, (), ())
-            t = step_time(config, decode).time_s
+            t = step_time(self.config, StepShape.decode(decodes, self.context_tokens)).time_s
             return Window(t, (t,), ())
-        # The prompts' steps are the estimator's prefill schedule of a batch of `prompts` with the
-        # budget left by the decodes (decode-first), each step also carrying the decodes.
-        room = max(1, config.step_token_budget - decodes)
-        batch = dataclasses.replace(config, batch=prompts, max_num_batched_tokens=room)
         elapsed, steps, finish = 0.0, [], []
-        for shape, finished in prefill_schedule(batch):
-            if decode is not None:
-                shape = StepShape(shape.new_tokens + decode.new_tokens, shape.sequences + decode.sequences,
-                                  shape.attended_tokens + decode.attended_tokens, shape.kv_read_tokens + decode.kv_read_tokens)
+        schedule = self._schedules.pop((decodes, prompts), None) or self._prefill_steps(decodes, prompts)
+        for shape, finished in schedule:
             t = self._step_s(shape)
             elapsed += t
             steps.append(t)
             finish.extend([elapsed] * finished)
         return Window(elapsed, tuple(steps), tuple(finish))
+
+    def _prefill_steps(self, decodes: int, prompts: int) -> list[tuple[StepShape, int]]:
+        """The steps of a window of ``prompts`` prompts next to ``decodes`` decodes, and the prompts each one completes.
+
+        They are the estimator's prefill schedule of a batch of ``prompts`` with the budget left by
+        the decodes (decode-first), each step also carrying the decodes.
+        """
+        config = self.config
+        room = max(1, config.step_token_budget - decodes)
+        schedule = prefill_schedule(dataclasses.replace(config, batch=prompts, max_num_batched_tokens=room))
+        if not decodes:
+            return schedule
+        d = StepShape.decode(decodes, self.context_tokens)
+        return [(StepShape(s.new_tokens + d.new_tokens, s.sequences + d.sequences, s.attended_tokens + d.attended_tokens,
+                           s.kv_read_tokens + d.kv_read_tokens), finished) for s, finished in schedule]
+
+    def _time_steps(self, decodes: int, prompts: np.ndarray) -> None:
+        """Time every step of the windows of ``prompts`` (next to ``decodes`` decodes) not timed yet, in one call of the
+        step model on arrays (:mod:`guide_opt.perf.step` takes a :class:`StepShape` of arrays; same figures as one by one)."""
+        missing: dict[StepShape, None] = {}
+        for k in prompts.tolist():
+            if k and (decodes, k) not in self._windows:
+                schedule = self._schedules[(decodes, k)] = self._prefill_steps(decodes, k)  # kept for _evaluate
+                for shape, _ in schedule:
+                    if shape not in self._step_times:
+                        missing[shape] = None
+        if not missing:
+            return
+        shapes = list(missing)
+        columns = StepShape(*(np.array([getattr(s, name) for s in shapes], dtype=float) for name in STEP_SHAPE_FIELDS))
+        times = np.broadcast_to(step_time(self.config, columns, pipeline_fill=True).time_s, (len(shapes),))
+        self._step_times.update(zip(shapes, times.tolist()))
 
     def _step_s(self, shape: StepShape) -> float:
         """:func:`~guide_opt.perf.step.step_time` of a prefill step of this configuration (pipeline fill
@@ -268,6 +297,7 @@ class StepTable:
         found = self._arrays.get(decodes)
         if found is None:
             grid = prompt_grid(self.linear_from_prompts(decodes))
+            self._time_steps(decodes, grid)
             windows = [self.window(decodes, int(k)) for k in grid]
             values = np.array([[w.time_s for w in windows], [float(w.steps) for w in windows],
                                [sum(w.finish_s) / len(w.finish_s) if w.finish_s else 0.0 for w in windows]])

@@ -26,13 +26,12 @@ Every function here maps a config and a shape to numbers, without state.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from guide_opt.perf.communication import point_to_point_time_s
 from guide_opt.perf.config import ALL_REDUCE_ELEMENT_BYTES, ATTENTION_COMPUTE_DTYPE, LOGIT_ELEMENT_BYTES, ServingConfig
 from guide_opt.perf.kernels import all_reduce_time_s, attention_time, elementwise_time, gemm_time, point_to_point_latency_s
-from guide_opt.perf.roofline import Bound, RooflineTime
+from guide_opt.perf.roofline import Bound, RooflineTime, ceil, choose, larger, smaller
 
 #: Bytes per element of a materialized attention score matrix (no FlashAttention).
 SCORE_ELEMENT_BYTES = 2.0
@@ -75,8 +74,8 @@ class StepShape:
     def split(self, parts: int) -> "StepShape":
         """The shape of one of ``parts`` equal micro-batches of this step."""
         return StepShape(
-            math.ceil(self.new_tokens / parts),
-            math.ceil(self.sequences / parts),
+            ceil(self.new_tokens / parts),
+            ceil(self.sequences / parts),
             self.attended_tokens / parts,
             self.kv_read_tokens / parts,
         )
@@ -159,8 +158,8 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     kept = config.h2o_kept_fraction
     attended, kv_read = shape.attended_tokens, shape.kv_read_tokens
     if window is not None:
-        attended = min(attended, shape.new_tokens * window)
-        kv_read = min(kv_read, shape.sequences * window)
+        attended = smaller(attended, shape.new_tokens * window)
+        kv_read = smaller(kv_read, shape.sequences * window)
     head_widths = llm.head_dim + llm.value_head_dim
     flops = 2.0 * config.heads_per_gpu * head_widths * attended * kept
     kv_per_token = config.kv_bytes_per_token_per_layer
@@ -174,7 +173,7 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     peak = config.gpu.peak_flops_per_s(ATTENTION_COMPUTE_DTYPE)
     assert peak is not None, config.unsupported_reason()
     f = config.factors
-    mean_context = attended * kept / max(shape.new_tokens, 1)
+    mean_context = attended * kept / larger(shape.new_tokens, 1)
     return attention_time(flops, bytes_moved, mean_context, shape.sequences, peak, config.gpu.hbm_bandwidth_bytes_per_s, config.gpu.kernels,
                           f.compute_efficiency, f.memory_efficiency)
 
@@ -299,16 +298,18 @@ def _all_reduce_s(config: ServingConfig, message_bytes: float) -> float:
 def _stage_time(config: ServingConfig, shape: StepShape, with_head: bool) -> StepTime:
     """Time for one pipeline stage (its share of layers) to process ``shape``."""
     ops = layer_operator_times(config, shape)
-    compute_s = sum(t.time_s for t in ops.values() if t.bound is Bound.COMPUTE)
-    memory_s = sum(t.time_s for t in ops.values() if t.bound is Bound.MEMORY)
+    compute_s = memory_s = 0
+    for t in ops.values():  # each operator's time counts for the resource that bounds it
+        compute_bound = t.compute_bound
+        compute_s = compute_s + choose(compute_bound, t.time_s, 0.0)
+        memory_s = memory_s + choose(compute_bound, 0.0, t.time_s)
     layers = config.layers_per_stage
     compute_s, memory_s = compute_s * layers, memory_s * layers
     if with_head:
         head = lm_head_time(config, shape)
-        if head.bound is Bound.COMPUTE:
-            compute_s += head.time_s
-        else:
-            memory_s += head.time_s
+        compute_bound = head.compute_bound
+        compute_s = compute_s + choose(compute_bound, head.time_s, 0.0)
+        memory_s = memory_s + choose(compute_bound, 0.0, head.time_s)
     message = shape.new_tokens * config.llm.hidden_size * ALL_REDUCE_ELEMENT_BYTES
     network_s = layers * 2 * _all_reduce_s(config, message)
     return StepTime(compute_s + memory_s + network_s, compute_s, memory_s, network_s, 0.0)
@@ -335,11 +336,11 @@ def step_time(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = 
     if config.pp == 1:
         stage = _stage_time(config, shape, with_head=True)
         return StepTime(stage.time_s + overhead_s, stage.compute_s, stage.memory_s, stage.network_s, overhead_s)
-    micro = max(1, min(config.pp, shape.sequences))
+    micro = larger(1, smaller(config.pp, shape.sequences))
     stage = _stage_time(config, shape.split(micro), with_head=True)
     rounds = (micro + config.pp - 1) if pipeline_fill else config.pp
     gpu, f = config.gpu, config.factors
-    hop_bytes = math.ceil(shape.new_tokens / micro) * config.llm.hidden_size * ALL_REDUCE_ELEMENT_BYTES
+    hop_bytes = ceil(shape.new_tokens / micro) * config.llm.hidden_size * ALL_REDUCE_ELEMENT_BYTES
     hop_latency_s = point_to_point_latency_s(gpu.link_latency_us * 1e-6, gpu.kernels) * f.collective_latency_scale
     hop_s = point_to_point_time_s(hop_bytes, gpu.link_bandwidth_bytes_per_s * f.communication_efficiency, hop_latency_s)
     network_s = rounds * stage.network_s + (config.pp - 1) * hop_s
