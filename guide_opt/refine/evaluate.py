@@ -243,6 +243,17 @@ class Evaluator:
         self.cache[key] = metrics
         return metrics
 
+    def simulate_side_by_side(self, settings: tuple[EngineSettings, ...], seed: int | None = None) -> None:
+        """:meth:`simulate_llm` of every LLM of a plan at once, one forked worker each (:func:`guide_opt.parallel.forked_map`;
+        the same figures as one after another); memoised like it, so :meth:`evaluate` then reads them."""
+        from guide_opt.parallel import forked_map
+
+        seed = self.simulation_seed if seed is None else seed
+        todo = [i for i, s in enumerate(settings) if (i, s, seed) not in self.cache]
+        if len(todo) > 1:
+            found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), todo)
+            self.cache.update({(i, settings[i], seed): metrics for i, metrics in zip(todo, found)})
+
     def _metrics(self, i: int, s: EngineSettings, workload: Workload, result) -> SimulatedMetrics:
         ms = {name: getattr(result, f"{name}_s").as_ms() for name in ("ttft", "tpot", "itl")}
         nan = math.nan
@@ -458,11 +469,6 @@ def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], 
     :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user. The LLMs' simulations are independent and
     run side by side (:func:`guide_opt.parallel.forked_map`; the same figures as one after another).
     """
-    from guide_opt.parallel import forked_map
-
     evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog)
-    settings = evaluator.incumbent_settings
-    if len(settings) > 1:
-        found = forked_map(lambda i: evaluator.simulate_llm(i, settings[i]), range(len(settings)))
-        evaluator.cache.update({(i, s, evaluator.simulation_seed): m for i, (s, m) in enumerate(zip(settings, found))})
-    return evaluator.evaluate(settings)
+    evaluator.simulate_side_by_side(evaluator.incumbent_settings)
+    return evaluator.evaluate(evaluator.incumbent_settings)
