@@ -53,7 +53,7 @@ from guide_opt.plan import Pick, Plan, objective_value, shared_limit_violations,
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution, Status
-from guide_opt.space import SearchSpace, build_space_under, replica_limit
+from guide_opt.space import SearchSpace, replica_limit, searched_space
 from guide_opt.verify import verify_deployments
 
 #: Which latency the frontier trades (see the module docstring).
@@ -358,11 +358,7 @@ def solve_pareto(problem: Problem, *, solver: str = "cpsat", preset: SolverPrese
     check_request(problem, solver)
     started = time.perf_counter()
     preset = preset or load_preset()
-    if deadline is None:
-        deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    if space is None:
-        space = build_space_under(deadline, problem)
-    deadline.start_search()
+    deadline, space = searched_space(problem, space, deadline, time_limit_s if time_limit_s is not None else preset.time_limit_s)
     forbidden: set[int] = set()
     failures: list[str] = []
     for _ in range(MAX_VERIFICATION_ROUNDS):

@@ -68,7 +68,7 @@ from guide_opt.plan import Pick, to_deployment
 from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution, Status
-from guide_opt.space import Candidate, SearchSpace, build_space, build_space_under, replica_limit
+from guide_opt.space import Candidate, SearchSpace, build_space, replica_limit, searched_space
 from guide_opt.verify import Violation, verify_deployments
 
 #: One quantum of total cost ($) in a min_cost schedule.
@@ -640,12 +640,8 @@ def solve_schedule(problem: Problem, *, solver: str = "cpsat", preset: SolverPre
     started = time.perf_counter()
     preset = preset or load_preset()
     seed = seed if seed is not None else preset.seed
-    if deadline is None:
-        deadline = Deadline(time_limit_s if time_limit_s is not None else preset.time_limit_s)
-    if space is None:
-        space = build_space_under(deadline, problem)
+    deadline, space = searched_space(problem, space, deadline, time_limit_s if time_limit_s is not None else preset.time_limit_s)
     quantum_s = problem.scheduling.time_quantum_s
-    deadline.start_search()
     forbidden: set[int] = set()
     rounds = 0
     while True:

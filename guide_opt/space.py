@@ -593,6 +593,17 @@ def build_space_under(deadline: Deadline, problem: Problem, *, workers: int | No
     return build_space(problem, workers=workers)
 
 
+def searched_space(problem: Problem, space: SearchSpace | None, deadline: Deadline | None, limit_s: float) -> tuple[Deadline, SearchSpace]:
+    """What every solve stack starts with: its deadline (a new one of ``limit_s`` when None), the space (built under it
+    when None, :func:`build_space_under`) and the search's share of the limit started (:meth:`Deadline.start_search`)."""
+    if deadline is None:
+        deadline = Deadline(limit_s)
+    if space is None:
+        space = build_space_under(deadline, problem)
+    deadline.start_search()
+    return deadline, space
+
+
 def replica_limit(space: SearchSpace, candidate: Candidate) -> int:
     """Most replicas of ``candidate`` allowed by max_replicas, inventory, max_gpus and budget on its own."""
     problem = space.problem

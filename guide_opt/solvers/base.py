@@ -31,7 +31,7 @@ from guide_opt.presets import SolverPreset, load_preset
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution, Status
 from guide_opt.simcheck import DeploymentCheck, checks_apply
-from guide_opt.space import SearchSpace, build_space_under
+from guide_opt.space import SearchSpace, searched_space
 from guide_opt.verify import verify_deployments
 
 SOLVERS: dict[str, type["Solver"]] = {}
@@ -124,11 +124,7 @@ class Solver(abc.ABC):
             raise InputError("objective", f"solver '{self.name}' does not handle '{problem.objective}'",
                              f"use one of {', '.join(sorted(self.objectives))}")
         seed = seed if seed is not None else self.preset.seed
-        if deadline is None:
-            deadline = Deadline(time_limit_s if time_limit_s is not None else self.preset.time_limit_s)
-        if space is None:
-            space = build_space_under(deadline, problem)
-        deadline.start_search()
+        deadline, space = searched_space(problem, space, deadline, time_limit_s if time_limit_s is not None else self.preset.time_limit_s)
         simulate = check_by_simulation and checks_apply(problem)
         working = with_nogoods(space)
         refuted: list[str] = []
