@@ -54,9 +54,10 @@ def test_every_problem_file_of_the_library_answers_as_the_cli(client, capsys):
     # processes), so both get one that does not bind: otherwise what is finished in time may differ.
     for name in ("max-throughput-budget.yaml", "fleet-mixed-inventory.yaml", "batch-job-deadline.yaml"):
         path = PROBLEMS_DIR / name
-        body = client.post("/api/solve", json={"problem_yaml": path.read_text(), "time_limit_s": 60}).json()
+        response = client.post("/api/solve", json={"problem_yaml": path.read_text(), "time_limit_s": 60})
+        assert response.status_code == 200, (name, response.json())
         expected = cli_json(capsys, "solve", str(path), "--time-limit-s", "60")
-        assert _comparable(body["result"]) == _comparable(expected), name
+        assert _comparable(response.json()["result"]) == _comparable(expected), name
 
 
 def test_infeasible_form_explains_with_the_estimated_tpot(client, capsys):
