@@ -822,7 +822,8 @@ def _window_chain(table: StepTable, slots: int, decodes: float, rate: float, mea
     """Prompt counts of the windows and their stationary probabilities; None when the chain does not settle.
 
     The prompts of a window are those that arrived during the one before, so the prompt counts
-    form a Markov chain: ``K' ~ Poisson(rate x time(n, K))``. A long window gathers many prompts
+    form a Markov chain: ``K' ~ Poisson(rate x time(n, K))`` (with no decodes an empty window is
+    the server idle, and the arrival that ends it starts a window of one). A long window gathers many prompts
     and makes the next one long too, so windows come in runs, and an arrival that finds a long
     window also finds many companions in the next one: the TTFT tail is heavier than one
     ``Poisson(rate W)`` draw around the mean window gives (section 11 of
@@ -845,6 +846,9 @@ def _window_chain(table: StepTable, slots: int, decodes: float, rate: float, mea
     counts = np.arange(top + 1)
     times, _ = table.windows(decodes, slots, counts)
     transitions = _poisson_rows(rate * times, top)
+    if times[0] <= 0:  # no decodes: an empty window is the server idle until the next arrival, whose window it starts
+        transitions[0] = 0.0
+        transitions[0, 1] = 1.0
     start_k, start_pmf = _poisson_pmf(rate * mean_window_s, top)
     state = np.zeros(top + 1)
     state[start_k.astype(int)] = start_pmf
@@ -877,12 +881,14 @@ def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mea
         return _add(residual, first), biased_s / 2, first_mean_s
     counts, stationary = chain
     times, _ = table.windows(decodes, slots, counts)
-    found = stationary * times
-    busy_s = _fsum(found, nonnegative=True)
-    if busy_s <= 0:  # no decodes and no prompts: an arrival starts a window of its own
-        first, first_mean_s = _first_token(table, slots, decodes, 0.0)
-        return first, 0.0, first_mean_s
-    found = found / busy_s
+    # An arrival finds each state in proportion to its time: a window's length, or with no decodes
+    # (an empty window takes no time) the idle wait for the next arrival -- which is the arrival
+    # itself, starting a window of its own: no rest to wait for, no companions (times[0] = 0).
+    lasting = times.copy()
+    if lasting[0] <= 0:
+        lasting[0] = 1.0 / rate
+    found = stationary * lasting
+    found = found / _fsum(found, nonnegative=True)
     order = np.argsort(-found, kind="stable")
     kept = np.sort(order[: int(np.searchsorted(np.cumsum(found[order]), 1.0 - CHAIN_KEPT)) + 1])
     window_s, share = times[kept], found[kept] / _fsum(found[kept], nonnegative=True)
