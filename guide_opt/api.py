@@ -132,12 +132,13 @@ def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, pro
 def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed: int | None,
                   explain: bool, workers: int | None, progress: Progress) -> Answer:
     """One pick per LLM: the solver's optimum and alternatives, verified, with the binding-constraint report."""
-    from guide_opt.solvers import get_solver
+    from guide_opt.solvers import get_solver, solver_module
     from guide_opt.verify import verify
 
-    solver = get_solver(solver_name, preset)
+    solver_module(solver_name)  # a bad name is refused before the build, without loading the solvers (OR-Tools)
     started = time.perf_counter()
     deadline, space = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
+    solver = get_solver(solver_name, preset)
     progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
              "(then the top-3 and the best-throughput / minimum-latency picks) ...")
     solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)

@@ -7,9 +7,8 @@ Bundled presets live in ``solvers/<name>.yaml`` (``fast``, ``exact``, ``refine``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field
 
 from guide_opt import limits
@@ -17,6 +16,9 @@ from guide_opt import limits
 from guide_opt.catalog import load_spec
 from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError
+
+if TYPE_CHECKING:  # OR-Tools loads in about half a second: only the solvers that use it import it
+    from ortools.sat.python import cp_model
 
 DEFAULT_PRESET = "fast"
 

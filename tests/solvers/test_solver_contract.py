@@ -107,6 +107,16 @@ def test_a_cpsat_solve_does_not_load_optuna():
     assert out == ["False", "False"]
 
 
+def test_commands_that_solve_nothing_do_not_load_or_tools():
+    # In a fresh process: estimate and simulate need no solver, and naming one (validating --solver)
+    # loads none, so OR-Tools (half a second with the pandas it imports) stays out of them.
+    code = ("import sys; import guide_opt.cli.estimate_cmd, guide_opt.cli.simulate_cmd, guide_opt.cli.solve_cmd; "
+            "from guide_opt.solvers import solver_module; solver_module('cpsat'); "
+            "print(any(m == 'ortools' or m.startswith('ortools.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]
+
+
 def test_alternatives_state_whether_they_were_proven(small):
     solution = get_solver("cpsat").solve(small)
     assert {a["status"] for a in solution.alternatives} == {"OPTIMAL"}
