@@ -27,6 +27,7 @@ from guide_opt.deploy.commands import (LAUNCHABLE_ENGINES, SERVE_PORT, BenchSett
                                        checkpoint_note, launch_argv, trtllm_options_yaml)
 from guide_opt.deploy.kubernetes import POD_INDEX_ENV, k8s_name, leader_host, multi_node_manifests, pod_plan, single_node_manifests
 from guide_opt.problem import LlmRequirement
+from guide_opt.simulate.workloads import RangeLengths, closed_loop_range_ratio
 from guide_opt.solution import Deployment
 
 #: Placeholder for the leader node's address in the shell form of a multi-node launch.
@@ -70,11 +71,22 @@ def shell_command(argv: tuple[str, ...]) -> str:
     return " ".join(f'"{w}"' if w in (LEADER_HOST_VAR, "$NODE_RANK") else shlex.quote(w) for w in argv)
 
 
+def bench_range_ratio(req: LlmRequirement, llm_max_positions: int) -> float:
+    """The spread of the load test's lengths: none under Poisson arrivals or for lengths given as a
+    distribution; for users in a closed loop :func:`~guide_opt.simulate.closed_loop_range_ratio`."""
+    w = req.workload
+    if w.request_rate_per_s is not None or w.input_tokens is None or w.output_tokens is None:
+        return 0.0
+    return closed_loop_range_ratio(w.input_tokens, w.output_tokens, llm_max_positions)
+
+
 def max_model_len(req: LlmRequirement, llm_max_positions: int) -> int:
-    """The longest request the server must accept: prompt + output for fixed lengths, else the LLM's context."""
+    """The longest request the server must accept: prompt + output for fixed lengths (the top of their spread
+    in a closed-loop load test, :func:`bench_range_ratio`), else the LLM's context."""
     w = req.workload
     if w.input_tokens is not None and w.output_tokens is not None:
-        return min(w.input_tokens + w.output_tokens, llm_max_positions)
+        longest = RangeLengths(w.input_tokens, w.output_tokens, bench_range_ratio(req, llm_max_positions)).longest_tokens
+        return min(longest, llm_max_positions)
     return llm_max_positions
 
 
@@ -88,7 +100,7 @@ def nodes_per_replica(tp: int, pp: int, gpus_per_node: int) -> int | None:
     return nodes
 
 
-def _bench_settings(req: LlmRequirement, d: Deployment, llm_name: str, name: str) -> BenchSettings:
+def _bench_settings(req: LlmRequirement, d: Deployment, llm_name: str, name: str, llm_max_positions: int) -> BenchSettings:
     w = req.workload
     input_tokens, output_tokens = w.token_lengths()
     if w.request_rate_per_s is not None:
@@ -99,7 +111,8 @@ def _bench_settings(req: LlmRequirement, d: Deployment, llm_name: str, name: str
         rate, users = None, d.replicas * d.max_batch
     metadata = (("model", d.model), ("gpu", d.gpu), ("tp", str(d.tp)), ("framework", d.framework), ("quantization", d.quantization))
     return BenchSettings(f"http://{name}:{SERVE_PORT}", d.model, llm_name, int(input_tokens), int(output_tokens), rate, users,
-                         req.slo.ttft_ms, req.slo.tpot_ms, req.slo.percentile, metadata, f"bench-{name}.json")
+                         req.slo.ttft_ms, req.slo.tpot_ms, req.slo.percentile, metadata, f"bench-{name}.json",
+                         range_ratio=bench_range_ratio(req, llm_max_positions))
 
 
 def deployment_artifacts(req: LlmRequirement, d: Deployment, catalog: Catalog, name: str) -> DeploymentArtifacts:
@@ -138,7 +151,7 @@ def deployment_artifacts(req: LlmRequirement, d: Deployment, catalog: Catalog, n
     if w.input_tokens is None:
         notes.append(f"the benchmark uses the workload's mean lengths; the server accepts up to {settings.max_model_len} tokens per request")
     files = {"extra-llm-api-options.yaml": options} if options else {}
-    return DeploymentArtifacts(d.model, name, d.framework, nodes, launch, tuple(manifests), bench_argv(_bench_settings(req, d, llm.name, name)),
+    return DeploymentArtifacts(d.model, name, d.framework, nodes, launch, tuple(manifests), bench_argv(_bench_settings(req, d, llm.name, name, llm.max_position_embeddings)),
                                files, tuple(notes))
 
 

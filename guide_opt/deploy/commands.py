@@ -142,7 +142,8 @@ class BenchSettings:
 
     request_rate_per_s: Poisson arrivals (None: as fast as ``max_concurrency`` allows);
     max_concurrency: users in flight (closed loop); ttft_ms / tpot_ms: the SLOs (goodput);
-    percentile: the SLO percentile; metadata: ``KEY=VALUE`` pairs for ``guide-opt calibrate``.
+    percentile: the SLO percentile; metadata: ``KEY=VALUE`` pairs for ``guide-opt calibrate``;
+    range_ratio: the spread of the lengths (``--random-range-ratio``; 0: exactly the stated ones).
     """
 
     base_url: str
@@ -158,6 +159,7 @@ class BenchSettings:
     metadata: tuple[tuple[str, str], ...]
     result_file: str
     seed: int = 0
+    range_ratio: float = 0.0
 
     @property
     def num_prompts(self) -> int:
@@ -170,13 +172,17 @@ class BenchSettings:
 def bench_argv(b: BenchSettings) -> tuple[str, ...]:
     """``vllm bench serve`` against the running server with the plan's lengths, load and SLOs.
 
-    ``--ignore-eos`` makes every answer as long as planned; ``--goodput`` counts the requests
+    Poisson arrivals replay the stated lengths exactly; users in a closed loop get lengths spread by
+    ``range_ratio`` (:func:`~guide_opt.simulate.closed_loop_range_ratio`: equal lengths keep them in
+    lock-step, a repeated burst), as the plan check simulates them. ``--ignore-eos`` makes every
+    answer as long as drawn; ``--goodput`` counts the requests
     that meet the SLOs; ``--save-result`` writes the JSON that ``guide-opt calibrate --data``
     reads, with the GPU, TP, engine and LLM recorded as ``--metadata``.
     """
     argv = ["vllm", "bench", "serve", "--backend", "openai", "--base-url", b.base_url, "--endpoint", "/v1/completions",
             "--model", b.served_name, "--tokenizer", b.tokenizer, "--dataset-name", "random",
-            "--random-input-len", str(b.input_tokens), "--random-output-len", str(b.output_tokens), "--random-range-ratio", "0",
+            "--random-input-len", str(b.input_tokens), "--random-output-len", str(b.output_tokens),
+            "--random-range-ratio", f"{b.range_ratio:g}",
             "--num-prompts", str(b.num_prompts),
             "--request-rate", "inf" if b.request_rate_per_s is None else f"{b.request_rate_per_s:g}"]
     if b.max_concurrency is not None:

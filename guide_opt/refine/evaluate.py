@@ -41,7 +41,7 @@ from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.refine import knobs
 from guide_opt.refine.knobs import EngineSettings
-from guide_opt.simulate import GoodputTargets, Workload, simulate
+from guide_opt.simulate import FixedLengths, GoodputTargets, RangeLengths, Workload, closed_loop_range_ratio, simulate
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment
@@ -217,12 +217,21 @@ class Evaluator:
     def _workload(self, i: int, s: EngineSettings) -> Workload:
         w = self.problem.models[i].workload
         if self._saturating(i):
-            return Workload.closed_loop(self.lengths[i], s.replicas * s.max_num_seqs)
+            return Workload.closed_loop(self._closed_loop_lengths(i), s.replicas * s.max_num_seqs)
         if w.request_rate_per_s is not None:
             return Workload.open_loop(self.lengths[i], w.request_rate_per_s)
         if w.concurrent_users is not None:
-            return Workload.closed_loop(self.lengths[i], w.concurrent_users)
+            return Workload.closed_loop(self._closed_loop_lengths(i), w.concurrent_users)
         return Workload.burst(self.lengths[i])
+
+    def _closed_loop_lengths(self, i: int) -> LengthDistribution:
+        """Users' lengths: stated lengths spread as the emitted load test spreads them (:func:`~guide_opt.simulate.closed_loop_range_ratio`),
+        so that users drift apart as real ones do instead of staying in lock-step; a preset, histogram or trace as it is."""
+        lengths = self.lengths[i]
+        if isinstance(lengths, FixedLengths):
+            ratio = closed_loop_range_ratio(lengths.input_tokens, lengths.output_tokens, self.llms[i].max_position_embeddings)
+            return RangeLengths(lengths.input_tokens, lengths.output_tokens, ratio)
+        return lengths
 
     # -- simulation --
     def simulate_llm(self, i: int, s: EngineSettings, seed: int | None = None) -> SimulatedMetrics:

@@ -25,18 +25,22 @@ from guide_opt.simulate.engine import POLICIES
 from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, RequestRecords, SimulationResult
 from guide_opt.simulate.trace_generator import JointBinnedLengths, read_trace_csv
 from guide_opt.simulate.workloads import (
+    CLOSED_LOOP_RANGE_RATIO,
     PRESET_SOURCES,
     PRESETS,
     FixedLengths,
     HistogramLengths,
     LengthDistribution,
+    RangeLengths,
     Workload,
+    closed_loop_range_ratio,
     preset_lengths,
 )
 from guide_opt.simulate.workload_spec import workload_from_spec
 
 __all__ = [
     "BALANCERS",
+    "CLOSED_LOOP_RANGE_RATIO",
     "POLICIES",
     "PRESETS",
     "PRESET_SOURCES",
@@ -47,9 +51,11 @@ __all__ = [
     "JointBinnedLengths",
     "LengthDistribution",
     "Percentiles",
+    "RangeLengths",
     "RequestRecords",
     "SimulationResult",
     "Workload",
+    "closed_loop_range_ratio",
     "kv_capacity_blocks",
     "preset_lengths",
     "read_trace_csv",

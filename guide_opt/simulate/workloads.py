@@ -81,6 +81,68 @@ class FixedLengths(LengthDistribution):
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
+#: ``vllm bench serve --random-range-ratio`` of a closed-loop load test, and the spread the plan check
+#: simulates users' lengths with (:class:`RangeLengths`). Users of equal lengths with zero think time
+#: stay in lock-step forever -- they start together, finish in the same step and send their next
+#: prompts together, a burst repeated, not a steady state (a 64-user Qwen3-32B plan: median TTFT 369 ms
+#: in lock-step, 63 ms spread) -- while real users' lengths differ and drift apart. Lengths uniform
+#: within +-50% of the stated ones let a load test and the simulator reach the steady state the
+#: serving model predicts (given their means).
+CLOSED_LOOP_RANGE_RATIO = 0.5
+
+
+def closed_loop_range_ratio(input_tokens: int, output_tokens: int, context_tokens: int) -> float:
+    """:data:`CLOSED_LOOP_RANGE_RATIO`, or less where the longest spread request would pass the LLM's context."""
+    return max(0.0, min(CLOSED_LOOP_RANGE_RATIO, context_tokens / (input_tokens + output_tokens) - 1.0))
+
+
+@dataclass(frozen=True)
+class RangeLengths(LengthDistribution):
+    """Lengths uniform around stated ones, as ``vllm bench serve``'s random dataset draws them.
+
+    Each input is uniform on the integers ``floor(I (1 - r)) .. floor(I (1 + r))`` and each output on
+    ``floor(O (1 - r)) .. floor(O (1 + r))`` (at least 1), independently (``RandomDataset`` of
+    vLLM's ``benchmarks/datasets.py``).
+    """
+
+    input_tokens: int
+    output_tokens: int
+    range_ratio: float
+
+    def __post_init__(self) -> None:
+        if self.input_tokens < 1 or self.output_tokens < 1:
+            raise ValueError("input_tokens and output_tokens must be at least 1")
+        if not 0 <= self.range_ratio < 1:
+            raise ValueError("range_ratio must be in [0, 1)")
+
+    def _bounds(self, tokens: int) -> tuple[int, int]:
+        return max(1, int(tokens * (1 - self.range_ratio))), max(1, int(tokens * (1 + self.range_ratio)))
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs then outputs, each uniform on its integer range."""
+        (i_low, i_high), (o_low, o_high) = self._bounds(self.input_tokens), self._bounds(self.output_tokens)
+        return rng.integers(i_low, i_high + 1, size=n, dtype=np.int64), rng.integers(o_low, o_high + 1, size=n, dtype=np.int64)
+
+    @property
+    def longest_tokens(self) -> int:
+        """The longest request drawn: the top of both ranges."""
+        return self._bounds(self.input_tokens)[1] + self._bounds(self.output_tokens)[1]
+
+    @property
+    def mean_input_tokens(self) -> float:
+        """The middle of the input range."""
+        return sum(self._bounds(self.input_tokens)) / 2
+
+    @property
+    def mean_output_tokens(self) -> float:
+        """The middle of the output range."""
+        return sum(self._bounds(self.output_tokens)) / 2
+
+    def spec(self) -> dict[str, Any]:
+        """``{"input_tokens": ..., "output_tokens": ..., "range_ratio": ...}``."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "range_ratio": self.range_ratio}
+
+
 def _normalise_bins(bins: Any, name: str) -> tuple[tuple[int, float], ...]:
     pairs = tuple((int(tokens), float(weight)) for tokens, weight in bins)
     if not pairs:

@@ -117,6 +117,23 @@ def test_quickstart_launch_has_the_planned_values(emitted):
     assert bench[i + 1:i + 3] == ["ttft:500", "tpot:40"]
 
 
+def test_a_closed_loop_load_test_spreads_the_lengths_and_the_server_accepts_them(emitted):
+    # problems/fleet-mixed-inventory.yaml: Qwen3-32B for 64 concurrent users, 1024 input + 512 output
+    # tokens (Qwen3-32B's context is 40,960). Users of equal lengths stay in lock-step, so the load test
+    # spreads them by 0.5 (vLLM's random dataset: uniform on floor(L x 0.5) .. floor(L x 1.5)), and the
+    # server must accept the longest: 1536 + 768 = 2304 tokens. The Poisson services keep exact lengths.
+    payload, _ = emitted["fleet-mixed-inventory.yaml"]
+    by_model = {d["model"]: d for d in payload["deployments"]}
+    users = by_model["qwen3-32b"]
+    bench = shlex.split(users["artifacts"]["benchmark"])
+    assert bench[bench.index("--max-concurrency") + 1] == "64"
+    assert bench[bench.index("--random-range-ratio") + 1] == "0.5"
+    words = shlex.split(users["artifacts"]["launch"]["server"])
+    assert words[words.index("--context-length") + 1] == str(1536 + 768)
+    poisson = shlex.split(by_model["llama-3.1-8b"]["artifacts"]["benchmark"])
+    assert poisson[poisson.index("--random-range-ratio") + 1] == "0"
+
+
 def test_amd_gpus_request_the_amd_resource(catalog):
     # an MI300X deployment (vendor amd in hardware_db/gpus/mi300x.yaml) asks Kubernetes for amd.com/gpu, not nvidia.com/gpu
     d = Deployment("llama-3.1-8b", "mi300x", 1, 1, 1, "vllm", "bf16", 64, 0.0, {})

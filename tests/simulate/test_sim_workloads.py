@@ -80,3 +80,27 @@ def test_spec_errors_name_the_field(spec, field, message):
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(InputError, match="use one of short, long, conversational"):
         preset_lengths("zzz")
+
+
+def test_range_lengths_are_vllm_random_dataset_lengths():
+    # vLLM's RandomDataset: input uniform on int(1024 x 0.5) .. int(1024 x 1.5) = 512 .. 1536, output on
+    # 128 .. 384 for 256 tokens; the means are the middles (1024, 256), the longest request 1536 + 384.
+    from guide_opt.simulate import RangeLengths
+
+    lengths = RangeLengths(1024, 256, 0.5)
+    inputs, outputs = lengths.sample(np.random.default_rng(0), 20_000)
+    assert inputs.min() == 512 and inputs.max() == 1536 and outputs.min() == 128 and outputs.max() == 384
+    assert lengths.mean_input_tokens == 1024 and lengths.mean_output_tokens == 256 and lengths.longest_tokens == 1536 + 384
+    assert abs(inputs.mean() - 1024) < 5 and abs(outputs.mean() - 256) < 2
+
+
+def test_the_closed_loop_spread_stays_within_the_context():
+    # 1024 + 512 tokens: +-50% fits a 40,960-token context; a 2,048-token context leaves room for
+    # 2048 / 1536 - 1 = 1/3 (the longest request then 1365 + 682 = 2047 tokens); a full context none.
+    from guide_opt.simulate import RangeLengths, closed_loop_range_ratio
+
+    assert closed_loop_range_ratio(1024, 512, 40_960) == 0.5
+    ratio = closed_loop_range_ratio(1024, 512, 2048)
+    assert ratio == pytest.approx(1 / 3)
+    assert RangeLengths(1024, 512, ratio).longest_tokens <= 2048
+    assert closed_loop_range_ratio(1024, 1024, 2048) == 0.0

@@ -190,3 +190,25 @@ def test_bundled_plans_hold_in_simulation_and_never_cost_less_than_the_static_op
         assert d.simulated is not None and d.simulated["meets_slo"], d.simulated
     if problem.objective == "min_cost":
         assert checked.objective >= static.objective - 1e-9
+
+
+def test_the_check_of_a_closed_loop_plan_sees_the_steady_state_the_model_predicts():
+    # problems/fleet-mixed-inventory.yaml's Qwen3-32B service (64 users, 1024 / 512 tokens) on the
+    # plan's 1 x (2 x H100, TP=2) SGLang, 64 slots. Users whose requests all have the stated lengths
+    # start together and stay in lock-step (median TTFT 369 ms in the simulator, every prompt of a
+    # round prefilled as one burst), which no real user population does; the check spreads their
+    # lengths as the emitted load test does. Expected: the simulator's median TTFT and TPOT within
+    # 15% of the steady-state model's at the plan's own load (the model is compared with the
+    # simulator on spread closed loops in benchmarks/RESULTS.md section 11).
+    from guide_opt.simcheck import check_plan
+
+    problem = Problem.from_yaml(PROBLEMS_DIR / "fleet-mixed-inventory.yaml")
+    problem = problem.model_copy(update={"models": [problem.models[1]], "budget_per_hour": None,
+                                         "hardware": problem.hardware.model_copy(update={"gpus": ["h100-sxm"]})})
+    solution = get_solver("cpsat").solve(problem)
+    d = solution.deployments[0]
+    assert (d.gpu, d.tp, d.max_batch, d.replicas) == ("h100-sxm", 2, 64, 1)
+    check = check_plan(problem, solution.deployments)[0]
+    assert check.simulated["arrival"] == "closed loop of 64 users"
+    assert check.ttft_ms == pytest.approx(d.metrics["ttft_ms"], rel=0.15)
+    assert check.tpot_ms == pytest.approx(d.metrics["tpot_ms"], rel=0.15)
