@@ -272,6 +272,8 @@ class Evaluator:
             arrival = f"Poisson {workload.request_rate_per_s:g} requests/s"
         elif workload.arrival == "closed":
             arrival = f"closed loop of {workload.concurrent_users} users"
+            if isinstance(workload.lengths, RangeLengths) and workload.lengths.range_ratio > 0:
+                arrival += f", lengths within +-{workload.lengths.range_ratio:.0%} of the stated ones"
         else:
             arrival = f"burst of {result.num_requests} requests"
         return SimulatedMetrics(

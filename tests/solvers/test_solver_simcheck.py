@@ -209,6 +209,6 @@ def test_the_check_of_a_closed_loop_plan_sees_the_steady_state_the_model_predict
     d = solution.deployments[0]
     assert (d.gpu, d.tp, d.max_batch, d.replicas) == ("h100-sxm", 2, 64, 1)
     check = check_plan(problem, solution.deployments)[0]
-    assert check.simulated["arrival"] == "closed loop of 64 users"
+    assert check.simulated["arrival"] == "closed loop of 64 users, lengths within +-50% of the stated ones"
     assert check.ttft_ms == pytest.approx(d.metrics["ttft_ms"], rel=0.15)
     assert check.tpot_ms == pytest.approx(d.metrics["tpot_ms"], rel=0.15)
