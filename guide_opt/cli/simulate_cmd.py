@@ -14,7 +14,8 @@ from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_optio
 from guide_opt.catalog import parse_yaml_text
 from guide_opt.errors import InputError
 from guide_opt.limits import read_text_file
-from guide_opt.simulate import BALANCERS, POLICIES, PRESETS, FixedLengths, GoodputTargets, JointBinnedLengths, SimulationResult, Workload, simulate
+from guide_opt.simulate import (BALANCERS, CLOSED_LOOP_RANGE_RATIO, POLICIES, PRESETS, FixedLengths, GoodputTargets, JointBinnedLengths, RangeLengths,
+                                SimulationResult, Workload, simulate)
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 
@@ -22,12 +23,16 @@ DEFAULT_INPUT_TOKENS = 512
 DEFAULT_OUTPUT_TOKENS = 128
 
 
-def resolve_lengths(workload: str | None, input_tokens: int | None, output_tokens: int | None) -> LengthDistribution:
-    """Token lengths from ``--workload`` (preset, trace CSV, YAML/JSON workload file) or ``--input/--output-tokens``."""
+def resolve_lengths(workload: str | None, input_tokens: int | None, output_tokens: int | None, range_ratio: float = 0.0) -> LengthDistribution:
+    """Token lengths from ``--workload`` (preset, trace CSV, YAML/JSON workload file) or ``--input/--output-tokens``
+    (spread uniformly by ``--range-ratio``, as ``vllm bench serve --random-range-ratio``)."""
     if workload is None:
-        return FixedLengths(input_tokens or DEFAULT_INPUT_TOKENS, output_tokens or DEFAULT_OUTPUT_TOKENS)
+        inputs, outputs = input_tokens or DEFAULT_INPUT_TOKENS, output_tokens or DEFAULT_OUTPUT_TOKENS
+        return RangeLengths(inputs, outputs, range_ratio) if range_ratio else FixedLengths(inputs, outputs)
     if input_tokens is not None or output_tokens is not None:
         raise InputError("--workload", "cannot be combined with --input-tokens/--output-tokens", "give either a workload or fixed lengths")
+    if range_ratio:
+        raise InputError("--range-ratio", "spreads --input-tokens/--output-tokens, not a --workload", "drop --range-ratio or give fixed lengths")
     if workload in PRESETS:
         return PRESETS[workload]
     path = Path(workload)
@@ -98,13 +103,16 @@ def _lengths_spec(lengths: LengthDistribution) -> dict:
               help=f"Requests to simulate (at most {limits.MAX_SIMULATED_REQUESTS:,}).")
 @click.option("--input-tokens", type=positive_int, default=None, help=f"Prompt tokens per request [default: {DEFAULT_INPUT_TOKENS}].")
 @click.option("--output-tokens", type=positive_int, default=None, help=f"Generated tokens per request [default: {DEFAULT_OUTPUT_TOKENS}].")
+@click.option("--range-ratio", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Spread --input/--output-tokens uniformly by this fraction (vllm bench serve --random-range-ratio); "
+                   f"{CLOSED_LOOP_RANGE_RATIO:g} keeps closed-loop users from staying in lock-step, as the plan check does.")
 @click.option("--workload", default=None, help=f"Preset ({', '.join(PRESETS)}), a trace CSV (n_input_tokens,n_output_tokens) or a YAML/JSON workload file.")
 @click.option("--seed", type=seed_int, default=0, show_default=True, help="Seed of the random lengths and arrivals.")
 @click.option("--ttft-slo-ms", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_LATENCY_MS), default=None, help="Per-request TTFT target for goodput, ms.")
 @click.option("--tpot-slo-ms", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_LATENCY_MS), default=None, help="Per-request TPOT target for goodput, ms.")
 @format_option
 def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, replicas, balancer, max_num_seqs, max_num_batched_tokens,
-                     policy, rate, users, num_requests, input_tokens, output_tokens, workload, seed, ttft_slo_ms, tpot_slo_ms,
+                     policy, rate, users, num_requests, input_tokens, output_tokens, range_ratio, workload, seed, ttft_slo_ms, tpot_slo_ms,
                      output_format) -> int:
     """Simulate serving a request stream: TTFT / ITL / E2E percentiles, throughput, goodput, KV use.
 
@@ -113,7 +121,7 @@ def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
     """
     if (rate is None) == (users is None):
         raise InputError("--rate/--users", "give exactly one of them", "--rate R for Poisson arrivals or --users U for a closed loop")
-    lengths = resolve_lengths(workload, input_tokens, output_tokens)
+    lengths = resolve_lengths(workload, input_tokens, output_tokens, range_ratio)
     config = build_config(model=model, gpu=gpu, tp=tp, pp=pp, framework=framework, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
     check_context(config.llm, lengths, "--input-tokens/--output-tokens" if workload is None else "--workload")
     stream = Workload(lengths, request_rate_per_s=rate, concurrent_users=users)
@@ -166,4 +174,7 @@ def _print_table(config, r: SimulationResult, stream: Workload) -> None:
         ("requests", f"{r.completed_requests} completed, {r.rejected_requests} rejected; {r.steps:,} engine steps, "
                      f"mean batch {fmt_number(r.mean_batch_sequences)} sequences"),
     ]
+    if stream.arrival == "closed" and isinstance(lengths, FixedLengths) and stream.concurrent_users > 1:
+        pairs.append(("note", "users whose requests are all alike start together and stay in lock-step (a burst repeated); "
+                              f"--range-ratio {CLOSED_LOOP_RANGE_RATIO:g} spreads them as a load test and the plan check do"))
     echo_pairs(title, pairs)

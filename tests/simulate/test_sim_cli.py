@@ -66,11 +66,24 @@ def test_table_output(capsys):
     (["--users", "3", "--workload", "shrot"], "--workload: 'shrot' is neither a preset nor a file"),
     (["--users", "3", "--max-num-seqs", "64", "--max-num-batched-tokens", "32"], "--max-num-batched-tokens"),
     (["--users", "3", "--gpu", "a100"], "--gpu: unknown GPU id"),
+    (["--users", "3", "--workload", "short", "--range-ratio", "0.5"], "--range-ratio: spreads --input-tokens/--output-tokens"),
 ])
 def test_bad_input_is_one_line_and_exit_1(capsys, args, message):
     assert main([*BASE, *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_range_ratio_spreads_the_lengths_as_vllm_bench_serve(capsys):
+    # --range-ratio 0.5 on 256 / 64 tokens: vLLM's random dataset draws inputs on 128..384 and outputs on
+    # 32..96, so the means stay 256 and 64 (by hand) and the stream says how it was drawn; without it a
+    # closed loop of alike requests runs in lock-step and the table says so.
+    code, payload = run_json(capsys, "--users", "8", "--input-tokens", "256", "--output-tokens", "64", "--range-ratio", "0.5")
+    assert code == 0
+    assert payload["workload"] == {"input_tokens": 256, "output_tokens": 64, "range_ratio": 0.5, "concurrent_users": 8, "arrival": "closed",
+                                   "mean_input_tokens": 256.0, "mean_output_tokens": 64.0}
+    assert main([*BASE, "--users", "8", "--input-tokens", "256", "--output-tokens", "64"]) == 0
+    assert "lock-step" in capsys.readouterr().out
 
 
 def test_workload_file_must_not_set_arrivals(capsys, tmp_path):
