@@ -154,10 +154,6 @@ class SteadyState:
 UNSTABLE = LatencyDistribution(math.inf, math.inf, math.inf, math.inf)
 
 
-#: The fields of a :class:`~guide_opt.perf.step.StepShape`, in order.
-STEP_SHAPE_FIELDS = ("new_tokens", "sequences", "attended_tokens", "kv_read_tokens")
-
-
 # ---- step times on a grid of decode counts ----------------------------------------------------
 @dataclass(frozen=True)
 class Window:
@@ -277,8 +273,7 @@ class StepTable:
         if not missing:
             return
         shapes = list(missing)
-        columns = StepShape(*(np.array([getattr(s, name) for s in shapes], dtype=float) for name in STEP_SHAPE_FIELDS))
-        times = np.broadcast_to(step_time(self.config, columns, pipeline_fill=True).time_s, (len(shapes),))
+        times = np.broadcast_to(step_time(self.config, StepShape.stack(shapes), pipeline_fill=True).time_s, (len(shapes),))
         self._step_times.update(zip(shapes, times.tolist()))
 
     def _step_s(self, shape: StepShape) -> float:
@@ -365,8 +360,7 @@ class StepTable:
         """Every prompt's first-token time in the windows of 1..``top + 1`` prompts that :meth:`shapes` stands for, as a
         fraction of its window's time: (fractions, companions = prompts - 1, weight within its window), memoised per
         grid decode count and ``top``."""
-        lo, hi, w = self._neighbours(decodes, slots)
-        grid = hi if w >= 0.5 else lo
+        grid = self._nearer_grid(decodes, slots)
         found = self._finish_atoms.get((grid, top))
         if found is None:
             windows = self.shapes(float(grid), slots, np.arange(1, top + 2))
@@ -392,6 +386,11 @@ class StepTable:
             return hi, hi, 0.0
         return lo, hi, (n - lo) / (hi - lo)
 
+    def _nearer_grid(self, decodes: float, slots: int) -> int:
+        """The grid decode count nearer ``decodes`` (:meth:`_neighbours`): the one whose exact windows stand for it."""
+        lo, hi, w = self._neighbours(decodes, slots)
+        return hi if w >= 0.5 else lo
+
     def decode_step_s(self, decodes: float, slots: int) -> float:
         """A pure decode step of ``decodes`` sequences (interpolated; 0 for none)."""
         lo, hi, w = self._neighbours(decodes, slots)
@@ -404,8 +403,7 @@ class StepTable:
 
     def shapes(self, decodes: float, slots: int, prompts: np.ndarray) -> list[Window]:
         """The exact windows (nearer grid decode count, next prompt count of :func:`prompt_grid`) whose shape stands for each of ``prompts``."""
-        lo, hi, w = self._neighbours(decodes, slots)
-        grid = hi if w >= 0.5 else lo
+        grid = self._nearer_grid(decodes, slots)
         points = self._exact(grid)[0]
         nearest = points[np.minimum(np.searchsorted(points, prompts), len(points) - 1)]
         return [self.window(grid, int(k)) for k in nearest]
@@ -818,12 +816,15 @@ RESIDUAL_POINTS = 8
 FIRST_TOKEN_POINTS = 32
 
 
-def _window_chain(table: StepTable, slots: int, decodes: float, rate: float, mean_window_s: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Prompt counts of the windows and their stationary probabilities; None when the chain does not settle.
+def _window_chain(table: StepTable, slots: int, decodes: float, rate: float,
+                  mean_window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The windows of 0, 1, 2, ... prompts: their times, how long an arrival can find each state, and their
+    stationary probabilities; None when the chain does not settle.
 
     The prompts of a window are those that arrived during the one before, so the prompt counts
-    form a Markov chain: ``K' ~ Poisson(rate x time(n, K))`` (with no decodes an empty window is
-    the server idle, and the arrival that ends it starts a window of one). A long window gathers many prompts
+    form a Markov chain: ``K' ~ Poisson(rate x time(n, K))``. With no decodes an empty window takes
+    no time: the state is the server idle until the next arrival (lasting ``1 / rate``), which
+    starts a window of one. A long window gathers many prompts
     and makes the next one long too, so windows come in runs, and an arrival that finds a long
     window also finds many companions in the next one: the TTFT tail is heavier than one
     ``Poisson(rate W)`` draw around the mean window gives (section 11 of
@@ -843,19 +844,20 @@ def _window_chain(table: StepTable, slots: int, decodes: float, rate: float, mea
     if not closed:
         return None
     top = closed[0]
-    counts = np.arange(top + 1)
-    times, _ = table.windows(decodes, slots, counts)
+    times, _ = table.windows(decodes, slots, np.arange(top + 1))
     transitions = _poisson_rows(rate * times, top)
-    if times[0] <= 0:  # no decodes: an empty window is the server idle until the next arrival, whose window it starts
+    lasting = times.copy()
+    if times[0] <= 0:  # no decodes: the server idle until the next arrival, whose window it starts
         transitions[0] = 0.0
         transitions[0, 1] = 1.0
+        lasting[0] = 1.0 / rate
     start_k, start_pmf = _poisson_pmf(rate * mean_window_s, top)
     state = np.zeros(top + 1)
     state[start_k.astype(int)] = start_pmf
     for _ in range(CHAIN_ITERATIONS):
         following = np.einsum("i,ij->j", state, transitions)  # C loops, not BLAS
         if np.abs(following - state).max() <= CHAIN_TAIL:
-            return counts, following
+            return times, lasting, following
         state = following
     return None
 
@@ -879,14 +881,9 @@ def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mea
         residual = _uniform_dist(times, pmf * times / busy_s) if busy_s > 0 else (np.zeros(1), np.ones(1))
         first, first_mean_s = _first_token(table, slots, decodes, rate * biased_s)
         return _add(residual, first), biased_s / 2, first_mean_s
-    counts, stationary = chain
-    times, _ = table.windows(decodes, slots, counts)
-    # An arrival finds each state in proportion to its time: a window's length, or with no decodes
-    # (an empty window takes no time) the idle wait for the next arrival -- which is the arrival
-    # itself, starting a window of its own: no rest to wait for, no companions (times[0] = 0).
-    lasting = times.copy()
-    if lasting[0] <= 0:
-        lasting[0] = 1.0 / rate
+    times, lasting, stationary = chain
+    # An arrival finds each state in proportion to how long it lasts. One that finds the server idle
+    # (times[0] = 0) is the arrival that ends it: no rest to wait for, no companions.
     found = stationary * lasting
     found = found / _fsum(found, nonnegative=True)
     order = np.argsort(-found, kind="stable")
@@ -904,7 +901,7 @@ def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mea
     first_mean = (first_values * first_weights).sum(axis=1)
     residual_quantiles = (np.arange(RESIDUAL_POINTS) + 0.5) / RESIDUAL_POINTS
     ttft = (window_s[:, None, None] * residual_quantiles[None, :, None] + first_values[:, None, :]).ravel()
-    weights = ((share[:, None] * first_weights)[:, None, :] * np.full((1, RESIDUAL_POINTS, 1), 1.0 / RESIDUAL_POINTS)).ravel()
+    weights = np.broadcast_to((share[:, None] * first_weights)[:, None, :] / RESIDUAL_POINTS, (len(kept), RESIDUAL_POINTS, first_values.shape[1])).ravel()
     keep = weights > 0
     return (_compress(ttft[keep], weights[keep] / _fsum(weights[keep], nonnegative=True)), _dot(share, window_s) / 2,
             _dot(share, first_mean))

@@ -28,7 +28,10 @@ a window table of :mod:`guide_opt.perf.steady_state` times all its steps in one 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+import numpy as np
 
 from guide_opt.perf.communication import point_to_point_time_s
 from guide_opt.perf.config import ALL_REDUCE_ELEMENT_BYTES, ATTENTION_COMPUTE_DTYPE, LOGIT_ELEMENT_BYTES, ServingConfig
@@ -72,6 +75,11 @@ class StepShape:
         """Prefill of ``chunk_tokens`` new tokens for each of ``sequences`` sequences that already hold ``prior_tokens``."""
         attended_per_seq = chunk_tokens * prior_tokens + chunk_tokens * (chunk_tokens + 1) / 2
         return StepShape(sequences * chunk_tokens, sequences, sequences * attended_per_seq, sequences * prior_tokens)
+
+    @staticmethod
+    def stack(shapes: "list[StepShape]") -> "StepShape":
+        """One shape of arrays (floats) holding ``shapes`` field by field: :func:`step_time` times them all in one call."""
+        return StepShape(*(np.array([getattr(s, f.name) for s in shapes], dtype=float) for f in dataclasses.fields(StepShape)))
 
     def split(self, parts: int) -> "StepShape":
         """The shape of one of ``parts`` equal micro-batches of this step."""
