@@ -27,7 +27,7 @@ from guide_opt.deploy.commands import (LAUNCHABLE_ENGINES, SERVE_PORT, BenchSett
                                        checkpoint_note, launch_argv, trtllm_options_yaml)
 from guide_opt.deploy.kubernetes import POD_INDEX_ENV, k8s_name, leader_host, multi_node_manifests, pod_plan, single_node_manifests
 from guide_opt.problem import LlmRequirement
-from guide_opt.simulate.workloads import RangeLengths, closed_loop_range_ratio
+from guide_opt.simulate.workloads import FixedLengths, RangeLengths, users_lengths
 from guide_opt.solution import Deployment
 
 #: Placeholder for the leader node's address in the shell form of a multi-node launch.
@@ -71,23 +71,22 @@ def shell_command(argv: tuple[str, ...]) -> str:
     return " ".join(f'"{w}"' if w in (LEADER_HOST_VAR, "$NODE_RANK") else shlex.quote(w) for w in argv)
 
 
-def bench_range_ratio(req: LlmRequirement, llm_max_positions: int) -> float:
-    """The spread of the load test's lengths: none under Poisson arrivals or for lengths given as a
-    distribution; for users in a closed loop :func:`~guide_opt.simulate.closed_loop_range_ratio`."""
+def bench_lengths(req: LlmRequirement, llm_max_positions: int) -> RangeLengths | None:
+    """The load test's lengths for stated (fixed) lengths: exactly them under Poisson arrivals, spread for users in a
+    closed loop as the plan check simulates them (:func:`~guide_opt.simulate.users_lengths`); None for a distribution."""
     w = req.workload
-    if w.request_rate_per_s is not None or w.input_tokens is None or w.output_tokens is None:
-        return 0.0
-    return closed_loop_range_ratio(w.input_tokens, w.output_tokens, llm_max_positions)
+    if w.input_tokens is None or w.output_tokens is None:
+        return None
+    if w.request_rate_per_s is not None:
+        return RangeLengths(w.input_tokens, w.output_tokens, 0.0)
+    return users_lengths(FixedLengths(w.input_tokens, w.output_tokens), llm_max_positions)
 
 
 def max_model_len(req: LlmRequirement, llm_max_positions: int) -> int:
-    """The longest request the server must accept: prompt + output for fixed lengths (the top of their spread
-    in a closed-loop load test, :func:`bench_range_ratio`), else the LLM's context."""
-    w = req.workload
-    if w.input_tokens is not None and w.output_tokens is not None:
-        longest = RangeLengths(w.input_tokens, w.output_tokens, bench_range_ratio(req, llm_max_positions)).longest_tokens
-        return min(longest, llm_max_positions)
-    return llm_max_positions
+    """The longest request the server must accept: the longest the load test sends for stated lengths
+    (:func:`bench_lengths`), else the LLM's context."""
+    lengths = bench_lengths(req, llm_max_positions)
+    return llm_max_positions if lengths is None else min(lengths.longest_tokens, llm_max_positions)
 
 
 def nodes_per_replica(tp: int, pp: int, gpus_per_node: int) -> int | None:
@@ -110,9 +109,10 @@ def _bench_settings(req: LlmRequirement, d: Deployment, llm_name: str, name: str
     else:  # a batch job or no demand: keep every planned sequence busy
         rate, users = None, d.replicas * d.max_batch
     metadata = (("model", d.model), ("gpu", d.gpu), ("tp", str(d.tp)), ("framework", d.framework), ("quantization", d.quantization))
+    lengths = bench_lengths(req, llm_max_positions)
     return BenchSettings(f"http://{name}:{SERVE_PORT}", d.model, llm_name, int(input_tokens), int(output_tokens), rate, users,
                          req.slo.ttft_ms, req.slo.tpot_ms, req.slo.percentile, metadata, f"bench-{name}.json",
-                         range_ratio=bench_range_ratio(req, llm_max_positions))
+                         range_ratio=0.0 if lengths is None else lengths.range_ratio)
 
 
 def deployment_artifacts(req: LlmRequirement, d: Deployment, catalog: Catalog, name: str) -> DeploymentArtifacts:

@@ -41,7 +41,7 @@ from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
 from guide_opt.refine import knobs
 from guide_opt.refine.knobs import EngineSettings
-from guide_opt.simulate import FixedLengths, GoodputTargets, RangeLengths, Workload, closed_loop_range_ratio, simulate
+from guide_opt.simulate import GoodputTargets, RangeLengths, Workload, simulate, users_lengths
 from guide_opt.simulate.workload_spec import workload_from_spec
 from guide_opt.simulate.workloads import LengthDistribution
 from guide_opt.solution import Deployment
@@ -225,13 +225,9 @@ class Evaluator:
         return Workload.burst(self.lengths[i])
 
     def _closed_loop_lengths(self, i: int) -> LengthDistribution:
-        """Users' lengths: stated lengths spread as the emitted load test spreads them (:func:`~guide_opt.simulate.closed_loop_range_ratio`),
-        so that users drift apart as real ones do instead of staying in lock-step; a preset, histogram or trace as it is."""
-        lengths = self.lengths[i]
-        if isinstance(lengths, FixedLengths):
-            ratio = closed_loop_range_ratio(lengths.input_tokens, lengths.output_tokens, self.llms[i].max_position_embeddings)
-            return RangeLengths(lengths.input_tokens, lengths.output_tokens, ratio)
-        return lengths
+        """Users' lengths as the emitted load test gives them (:func:`~guide_opt.simulate.users_lengths`), so that
+        users drift apart as real ones do instead of staying in lock-step."""
+        return users_lengths(self.lengths[i], self.llms[i].max_position_embeddings)
 
     # -- simulation --
     def simulate_llm(self, i: int, s: EngineSettings, seed: int | None = None) -> SimulatedMetrics:

@@ -35,6 +35,7 @@ from guide_opt.simulate.workloads import (
     Workload,
     closed_loop_range_ratio,
     preset_lengths,
+    users_lengths,
 )
 from guide_opt.simulate.workload_spec import workload_from_spec
 
@@ -60,5 +61,6 @@ __all__ = [
     "preset_lengths",
     "read_trace_csv",
     "simulate",
+    "users_lengths",
     "workload_from_spec",
 ]

@@ -96,6 +96,15 @@ def closed_loop_range_ratio(input_tokens: int, output_tokens: int, context_token
     return max(0.0, min(CLOSED_LOOP_RANGE_RATIO, context_tokens / (input_tokens + output_tokens) - 1.0))
 
 
+def users_lengths(lengths: "LengthDistribution", context_tokens: int) -> "LengthDistribution":
+    """The lengths closed-loop users are simulated and load-tested with: stated (fixed) lengths spread by
+    :func:`closed_loop_range_ratio` (:class:`RangeLengths`), a preset, histogram or trace as it is."""
+    if isinstance(lengths, FixedLengths):
+        return RangeLengths(lengths.input_tokens, lengths.output_tokens,
+                            closed_loop_range_ratio(lengths.input_tokens, lengths.output_tokens, context_tokens))
+    return lengths
+
+
 @dataclass(frozen=True)
 class RangeLengths(LengthDistribution):
     """Lengths uniform around stated ones, as ``vllm bench serve``'s random dataset draws them.
