@@ -174,6 +174,13 @@ class RequestRecords:
         tpot = (self.finish_s - self.first_token_s) / gaps
         return np.where(self.output_tokens > 1, tpot, 0.0 * tpot)
 
+    def in_system_at_arrival(self) -> np.ndarray:
+        """Requests in the system (holding a sequence slot or waiting for one) as each request arrives, itself not
+        counted, in order of arrival (what an arrival finds; requests all finish after they arrive)."""
+        order = np.argsort(self.arrival_s, kind="stable")
+        finishes = np.sort(self.finish_s)
+        return np.arange(len(order)) - np.searchsorted(finishes, self.arrival_s[order], side="right")
+
 
 @dataclass(frozen=True, eq=False)
 class SimulationResult:

@@ -1,7 +1,7 @@
 """The steady-state serving model (:mod:`guide_opt.perf.steady_state`).
 
 Expected values come from outside the model: the static estimate of a single request (what a
-server with no other work does), closed forms of queueing theory (M/D/1, Erlang C), and the
+server with no other work does), closed forms of queueing theory (M/D/1, Erlang's shape-2 quantiles), scipy's distributions, and the
 discrete-event simulator (an independent implementation of the same engine rules).
 """
 
@@ -65,22 +65,45 @@ def test_closed_loop_of_one_user_is_one_request_end_to_end(chat, chat_table):
     assert state.tpot.p50_s == state.tpot.p99_s == pytest.approx(alone.tpot_s, rel=1e-9)
 
 
-# ---- queueing closed forms ----------------------------------------------------------------------
-def test_single_server_wait_is_the_md1_closed_form():
-    # M/D/1 (Pollaczek-Khinchine): Wq = rho s / (2 (1 - rho)); rho = 0.5, s = 1 s -> 0.5 s,
-    # and an arrival waits with probability rho.
-    probability, wait_s = ss.mdc_waiting(0.5, 1.0, 1)
-    assert probability == pytest.approx(0.5)
-    assert wait_s == pytest.approx(0.5)
-    # rho = 0.9, s = 2 s: 0.9 x 2 / (2 x 0.1) = 9 s.
-    assert ss.mdc_waiting(0.45, 2.0, 1)[1] == pytest.approx(9.0)
+# ---- queueing pieces ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mean, dispersion, count", [(19.8, 2.47, 32), (19.8, 1.0, 32), (100.0, 1.5, 10), (300.0, 1.0, 200),
+                                                     (2.0, 3.0, 256), (87.0, 1.3, 128), (1000.0, 1.2, 1024), (5.0, 1.0, 0)])
+def test_negative_binomial_tail_is_scipys(mean, dispersion, count):
+    # Expected: scipy.stats (an independent implementation); negative binomial with n = mean /
+    # (dispersion - 1), p = 1 / dispersion has that mean and variance dispersion x mean.
+    from scipy import stats
+
+    if dispersion == 1.0:
+        expected = stats.poisson.sf(count - 1, mean)
+    else:
+        expected = stats.nbinom.sf(count - 1, mean / (dispersion - 1.0), 1.0 / dispersion)
+    assert ss.negative_binomial_tail(mean, dispersion, count) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
-def test_erlang_c_by_hand():
-    # c = 2 servers, offered load a = 1: C = (a^2/2! x 2/(2-1)) / (1 + a + a^2/2! x 2/(2-1)) = 1/3.
-    assert ss.erlang_c(2, 1.0) == pytest.approx(1 / 3)
-    assert ss.erlang_c(1, 0.7) == pytest.approx(0.7)  # one server: P(wait) = rho
-    assert ss.erlang_c(3, 3.0) == 1.0 and ss.erlang_c(3, 0.0) == 0.0
+def test_the_slot_wait_is_its_fixed_point_by_hand():
+    # One slot, rate 0.5/s, held 1 s, Poisson count: the mean wait given a wait is the M/D/1 one,
+    # 1 s / (2 x (1 - 0.5)) = 1 s, so W = P, and the count (holders and waiters) has mean
+    # 0.5 (1 + W): P = P(N >= 1) = 1 - exp(-(1 + P) / 2). Its root, by bisection here.
+    low, high = 0.0, 1.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mid < 1.0 - math.exp(-(1.0 + mid) / 2) else (low, mid)
+    probability, wait_s = ss.slot_waiting(0.5, 1.0, 1, 1.0)
+    assert probability == pytest.approx(low, rel=1e-6)
+    assert wait_s == pytest.approx(low, rel=1e-6)
+    # Twice the dispersion doubles the wait given a wait.
+    p2, w2 = ss.slot_waiting(0.5, 1.0, 1, 2.0)
+    assert w2 / p2 == pytest.approx(2.0)
+    assert ss.slot_waiting(1.0, 1.0, 1, 1.0) == (1.0, math.inf)  # the offered load fills the slot
+
+
+def test_a_slot_wait_given_a_wait_is_erlang_of_shape_2():
+    # The median of the Erlang distribution of shape 2 (rate 1) is 1.678346990016661 (the root
+    # of 1 - e^-x (1 + x) = 1/2, a table value); the wait points have mean 1 given a wait.
+    assert ss._erlang2_quantile(0.5) == pytest.approx(1.678346990016661, rel=1e-12)
+    values, weights = ss._waiting_dist(0.25, 0.5)
+    assert weights[0] == pytest.approx(0.75) and values[0] == 0.0
+    assert float(np.dot(values, weights)) == pytest.approx(0.5, rel=0.01)  # mid-quantile points: within 1% of the mean
 
 
 # ---- agreement with the simulator ---------------------------------------------------------------
@@ -137,6 +160,55 @@ def test_open_loop_tail_at_high_load_agrees_with_the_simulator(catalog):
     assert state.ttft.mean_s == pytest.approx(ttft.mean(), rel=0.10)
     assert state.ttft.p90_s == pytest.approx(np.percentile(ttft, 90), rel=0.20)
     assert state.ttft.p99_s == pytest.approx(np.percentile(ttft, 99), rel=0.20)
+
+
+def _trtllm_32_slots(catalog):
+    """Llama-3.1-8B on one A100 with TensorRT-LLM, 32 sequence slots, 2048 / 256 tokens: whole-prompt steps."""
+    from guide_opt.perf import ServingConfig
+
+    return ServingConfig(llm=catalog.llms["llama-3.1-8b"], gpu=catalog.gpus["a100-80gb-sxm"], framework=catalog.frameworks["tensorrt-llm"],
+                         quantization=catalog.quantization("bf16"), batch=32, input_tokens=2048, output_tokens=256)
+
+
+def _pooled_runs(config, rate, seeds=4, requests=3000):
+    """Requests in the system as each request arrives (holders and waiters) and its TTFT, after each run's warm-up, pooled over
+    ``seeds`` simulator runs: the count has a long memory, so one run understates its spread."""
+    held, ttft = [], []
+    for seed in range(seeds):
+        sim = simulate(config, Workload.open_loop(FixedLengths(config.input_tokens, config.output_tokens), rate), max_num_seqs=config.batch,
+                       num_requests=requests, seed=seed)
+        order = np.argsort(sim.requests.arrival_s, kind="stable")
+        held.append(sim.requests.in_system_at_arrival()[requests // 10:])
+        ttft.append(sim.requests.ttft_s[order][requests // 10:])
+    return np.concatenate(held), np.concatenate(ttft)
+
+
+def test_the_count_in_the_system_is_as_dispersed_as_the_simulators(catalog):
+    # Below the slot limit (50% of capacity): every prompt's whole-prompt step stalls all 32
+    # running requests, so the requests in the system come in clumps. Expected: the simulator's
+    # variance / mean of that count (4 pooled runs: 2.02; the model 1.83). A Poisson count (1.0) is half of it.
+    config = _trtllm_32_slots(catalog)
+    table = ss.StepTable(config)
+    rate = 0.5 * ss.capacity_request_rate_per_s(config, table)
+    solution = ss._open_solution(table, rate, config.batch, config.output_tokens - 1)
+    decoders = min(float(config.batch), rate * (config.output_tokens - 1) * solution.tpot_s)
+    held, _ = _pooled_runs(config, rate)
+    assert (held >= config.batch).mean() < 0.01  # below the limit: it hardly truncates the count
+    assert ss.slot_dispersion(table, config.batch, config.output_tokens - 1, rate, decoders) == pytest.approx(held.var() / held.mean(), rel=0.15)
+
+
+def test_a_slot_bound_open_loop_waits_as_the_simulator_does(catalog):
+    # At 80% of capacity (the planner's target utilization) the 32 slots bind: arrivals that
+    # find them all held wait. Expected: the simulator's TTFT (4 pooled runs: mean 284 ms, p90
+    # 416 ms). Counting the requests in the system as Poisson (M/D/c) gave 181 / 292 ms (-36% /
+    # -30%): too few arrivals find the slots full.
+    config = _trtllm_32_slots(catalog)
+    table = ss.StepTable(config)
+    rate = 0.8 * ss.capacity_request_rate_per_s(config, table)
+    state = ss.open_loop(config, rate, table)
+    _, ttft = _pooled_runs(config, rate)
+    assert state.ttft.mean_s == pytest.approx(ttft.mean(), rel=0.20)
+    assert state.ttft.p90_s == pytest.approx(np.percentile(ttft, 90), rel=0.20)
 
 
 @pytest.mark.parametrize("load", [0.5, 0.8])
