@@ -472,22 +472,25 @@ def negative_binomial_tail(mean: float, dispersion: float, count: int) -> float:
     size = 0.0 if poisson else mean / (dispersion - 1.0)  # N ~ NB(size, 1 / dispersion)
     failure = 0.0 if poisson else 1.0 - 1.0 / dispersion
 
-    def log_terms(first: int, last: int) -> np.ndarray:
-        k = np.arange(first, last, dtype=float)
+    def terms(first: int, last: int) -> np.ndarray:
+        """The probabilities of ``first`` .. ``last - 1``: the first from its logarithm, the others by their ratios (in logarithms)."""
         if poisson:
             log_first = first * math.log(mean) - mean - math.lgamma(first + 1.0)
-            log_ratios = math.log(mean) - np.log(k[:-1] + 1.0)
         else:
             log_first = (math.lgamma(first + size) - math.lgamma(size) - math.lgamma(first + 1.0)
                          + size * math.log1p(-failure) + first * math.log(failure))
-            log_ratios = np.log((k[:-1] + size) * failure) - np.log(k[:-1] + 1.0)
-        return log_first + np.concatenate(([0.0], np.cumsum(log_ratios)))
+        k = np.arange(first, last - 1, dtype=float)
+        ratios = (mean if poisson else (k + size) * failure) / (k + 1.0)
+        logs = np.empty(last - first)
+        logs[0] = 0.0
+        np.cumsum(np.log(ratios), out=logs[1:])
+        return np.exp(logs + log_first)
 
-    with np.errstate(under="ignore"):
-        if count > mean:
-            last = count + 1 + math.ceil(40.0 * math.sqrt(dispersion * mean) + 40.0 * dispersion)
-            return min(1.0, _fsum(np.exp(log_terms(count, last)), nonnegative=True))
-        return min(1.0, max(0.0, 1.0 - _fsum(np.exp(log_terms(0, count)), nonnegative=True)))
+    with np.errstate(under="ignore", divide="ignore"):
+        if count > mean:  # the terms fall at least as fast as (1 - 1/dispersion) per count beyond the mean
+            last = count + 1 + math.ceil(12.0 * math.sqrt(dispersion * mean) + 60.0 * dispersion)
+            return min(1.0, float(terms(count, last).sum()))
+        return min(1.0, max(0.0, 1.0 - float(terms(0, count).sum())))
 
 
 #: Rounds of :func:`slot_waiting`'s fixed point at most (it converges monotonically, in a few).
@@ -504,21 +507,30 @@ def slot_waiting(arrival_rate_per_s: float, holding_s: float, slots: int, disper
     (``offered = rate x holding``): the M/D/c wait (Allen-Cunneen's ``(1 + cs^2) / 2 = 1/2``),
     scaled by the dispersion of the count, as a heavy-traffic queue's wait scales with the
     variability of what enters it. The wait enters the count's mean, so the two are solved
-    together (a bounded increasing iteration from no wait). Unstable (1, inf) once the offered
-    load fills the slots.
+    together: ``W = P(rate (holding + W)) x given`` is increasing in ``W`` and bounded by the wait
+    given a wait, so iterating from no wait rises to its smallest fixed point (to
+    :data:`CONVERGENCE`). Unstable (1, inf) once the offered load fills the slots.
     """
     offered = arrival_rate_per_s * holding_s
     if offered >= slots or math.isinf(dispersion):
         return 1.0, math.inf
-    given_wait_s = dispersion * holding_s / (2.0 * (slots - offered))
-    waits, wait_s = 0.0, 0.0
+    given_s = dispersion * holding_s / (2.0 * (slots - offered))
+
+    def wait_s(wait: float) -> float:
+        return negative_binomial_tail(arrival_rate_per_s * (holding_s + wait), dispersion, slots) * given_s
+
+    now = wait_s(0.0)
+    # The wait adds rate x W to the count's mean, which moves log P by about (slots - mean) / variance per
+    # request (the tail's slope): when that is within CONVERGENCE, the first answer stands.
+    slope = 1.0 + max(0.0, slots - offered) / (dispersion * offered) if offered > 0 else 1.0
+    if arrival_rate_per_s * now * slope <= CONVERGENCE:
+        return now / given_s, now
     for _ in range(SLOT_WAIT_ROUNDS):
-        waits = negative_binomial_tail(arrival_rate_per_s * (holding_s + wait_s), dispersion, slots)
-        new_s = waits * given_wait_s
-        if new_s - wait_s <= 1e-9 * new_s:
-            return waits, new_s
-        wait_s = new_s
-    return waits, wait_s
+        after = wait_s(now)
+        if after - now <= CONVERGENCE * after:
+            return after / given_s, after
+        now = after
+    return now / given_s, now
 
 
 # ---- discrete distributions ---------------------------------------------------------------------
