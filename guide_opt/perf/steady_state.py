@@ -31,7 +31,8 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
   slot when ``B`` binds: the requests in the system are negative binomial, over-dispersed by
   the prefill stalls every running request shares and by the slowdown of each step with more
   decoders (:func:`slot_dispersion`), an arrival waits when it finds ``B`` of them, and then for
-  the M/D/c wait scaled by that dispersion (:func:`slot_waiting`). The windows an arrival
+  the M/D/c wait at the rate full slots drain, scaled by that dispersion (:func:`slot_waiting`).
+  The windows an arrival
   finds (next to the ``lambda (O - 1) TPOT`` decoders it finds) follow the Markov chain of their prompt counts, ``K' ~ Poisson(lambda time(n, K))``: an
   arrival finds a window of ``k`` prompts in proportion to its stationary probability times its
   length, and a long window also means many companions in the next one, so the first two parts
@@ -63,6 +64,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -497,34 +499,46 @@ def negative_binomial_tail(mean: float, dispersion: float, count: int) -> float:
 SLOT_WAIT_ROUNDS = 100
 
 
-def slot_waiting(arrival_rate_per_s: float, holding_s: float, slots: int, dispersion: float) -> tuple[float, float]:
+#: Below this probability of waiting the wait is too small to matter (its mean under 1e-9 of the wait given a
+#: wait, no percentile reaches it), and :func:`slot_waiting` does not time the slots' drain.
+NEGLIGIBLE_WAIT_PROBABILITY = 1e-9
+
+
+def slot_waiting(arrival_rate_per_s: float, holding_s: float, slots: int, dispersion: float,
+                 full_holding_s: Callable[[], float] | None = None) -> tuple[float, float]:
     """(probability of waiting, mean wait s) for one of ``slots`` sequence slots held ``holding_s`` on average.
 
     The requests in the system -- those holding a slot and those waiting for one -- are
     negative binomial with the open loop's ``dispersion`` (:func:`slot_dispersion`) and mean
     ``rate x (holding + wait)`` (Little's law). An arrival waits when it finds ``slots`` of them,
-    ``P = P(N >= slots)``, and then ``dispersion x holding / (2 (slots - offered))`` on average
-    (``offered = rate x holding``): the M/D/c wait (Allen-Cunneen's ``(1 + cs^2) / 2 = 1/2``),
+    ``P = P(N >= slots)``. While it waits every slot is held, so each holds its request for
+    ``full_holding_s()`` (the holding time next to ``slots`` decoders; ``holding_s`` when None)
+    and the queue drains at ``slots / full - rate``: the wait given a wait is the M/D/c one at
+    that drain rate, ``full / (2 (slots - rate x full))`` (Allen-Cunneen's ``(1 + cs^2) / 2 = 1/2``),
     scaled by the dispersion of the count, as a heavy-traffic queue's wait scales with the
     variability of what enters it. The wait enters the count's mean, so the two are solved
-    together: ``W = P(rate (holding + W)) x given`` is increasing in ``W`` and bounded by the wait
-    given a wait, so iterating from no wait rises to its smallest fixed point (to
-    :data:`CONVERGENCE`). Unstable (1, inf) once the offered load fills the slots.
+    together: ``W = P(rate (holding + W)) x given`` is increasing in ``W`` and bounded, so iterating
+    from no wait rises to its smallest fixed point (to :data:`CONVERGENCE`). Unstable (1, inf)
+    once the offered load fills the slots, or the full slots cannot drain.
     """
     offered = arrival_rate_per_s * holding_s
     if offered >= slots or math.isinf(dispersion):
         return 1.0, math.inf
-    given_s = dispersion * holding_s / (2.0 * (slots - offered))
+    waits = negative_binomial_tail(offered, dispersion, slots)
+    full_s = holding_s if full_holding_s is None or waits < NEGLIGIBLE_WAIT_PROBABILITY else max(holding_s, full_holding_s())
+    if arrival_rate_per_s * full_s >= slots:
+        return 1.0, math.inf
+    given_s = dispersion * full_s / (2.0 * (slots - arrival_rate_per_s * full_s))
 
     def wait_s(wait: float) -> float:
         return negative_binomial_tail(arrival_rate_per_s * (holding_s + wait), dispersion, slots) * given_s
 
-    now = wait_s(0.0)
+    now = waits * given_s
     # The wait adds rate x W to the count's mean, which moves log P by about (slots - mean) / variance per
     # request (the tail's slope): when that is within CONVERGENCE, the first answer stands.
     slope = 1.0 + max(0.0, slots - offered) / (dispersion * offered) if offered > 0 else 1.0
     if arrival_rate_per_s * now * slope <= CONVERGENCE:
-        return now / given_s, now
+        return waits, now
     for _ in range(SLOT_WAIT_ROUNDS):
         after = wait_s(now)
         if after - now <= CONVERGENCE * after:
@@ -1055,7 +1069,13 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
     dispersion = slot_dispersion(table, slots, steps, rate, found)
-    slot_p, slot_wait_s = slot_waiting(rate, residual_mean_s + first_mean_s + steps * solution.tpot_s, slots, dispersion)
+
+    def full_holding_s() -> float:
+        """A request's time in its slot while every slot is held: its ``O - 1`` steps next to ``slots`` decoders."""
+        full = _decode_run(table, slots, rate, lambda _t: float(slots))
+        return math.inf if full is None else residual_mean_s + first_mean_s + steps * full.tpot_s
+
+    slot_p, slot_wait_s = slot_waiting(rate, residual_mean_s + first_mean_s + steps * solution.tpot_s, slots, dispersion, full_holding_s)
     if slot_p >= 1.0:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
     ttft = _add(window_ttft, _waiting_dist(slot_p, slot_wait_s))
