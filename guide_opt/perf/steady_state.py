@@ -447,7 +447,7 @@ def slot_dispersion(table: "StepTable", slots: int, steps: int, rate: float, dec
     to decode-heavy; 8 runs of 3,000 requests each, pooled: the count has a long memory, and
     single runs understate its spread), a free exponent on each gain comes out 2.12 on ``g_p``
     and 0.88 on ``g_d``; with 2 and 1 the ratio is within 10% of the simulated one in 17 of the
-    18 (median 2.4%, worst 10.8%), where a Poisson count (1) is off by up to 72%.
+    18 (median 2.5%, worst 10.8%), where a Poisson count (1) is off by up to 72%.
     """
     times, _ = table.windows(decodes, slots, np.array([0, DISPERSION_PROMPTS]))
     prompt_gain = rate * float(times[1] - times[0]) / DISPERSION_PROMPTS
