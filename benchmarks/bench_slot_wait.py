@@ -95,18 +95,13 @@ def main() -> None:
         slots, steps = config.batch, config.output_tokens - 1
         for load in loads:
             rate = load * capacity
-            solution = ss._open_solution(table, rate, slots, steps)
-            decoders = min(float(slots), rate * steps * solution.tpot_s)
-            times, _ = table.windows(decoders, slots, np.array([0, ss.DISPERSION_PROMPTS]))
-            prompt_gain = rate * float(times[1] - times[0]) / ss.DISPERSION_PROMPTS
-            dispersion = ss.slot_dispersion(table, slots, steps, rate, decoders)
-            decode_gain = 1.0 - 1.0 / (dispersion * (1.0 - prompt_gain) ** 2)
             state = ss.open_loop(config, rate, table, capacity_per_s=capacity)
+            dispersion, waits = state.slot_dispersion, state.slot_wait_probability
+            # the gains at the decoders an arrival finds (not counting itself), as the model takes them
+            decoders = min(float(slots), rate * steps * ss._open_solution(table, rate, slots, steps).tpot_s)
+            prompt_gain, decode_gain = ss.slot_gains(table, slots, steps, rate, decoders)
             held, ttft = _pooled(config, rate, args.runs, args.requests)
             full = float((held >= slots).mean())
-            arrival = ss._decode_run(table, slots, rate, lambda _t: decoders) or solution
-            _, residual_s, first_s = ss._arrival_ttft(table, slots, decoders, rate, arrival.window_s)
-            waits, _ = ss.slot_waiting(rate, residual_s + first_s + steps * solution.tpot_s, slots, dispersion)
             simulated_dispersion = float(held.var() / held.mean())
             if full < 0.02:
                 dispersion_errors.append(dispersion / simulated_dispersion - 1.0)

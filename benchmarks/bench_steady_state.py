@@ -20,8 +20,8 @@ implementation of the engine rules) serves ``--requests`` requests in each of ``
 (seeds ``--seed``, ``--seed + 1``, ...), pooled; the first 10% by arrival of each run are a
 warm-up and left out. Where the sequence slots bind (80% of capacity with 32 slots), the number
 of requests in the system has a long memory and one run of a few thousand requests understates
-the waits it causes (section 13); pooled runs do not. Reported: the model's error on mean, p90 and p99 TTFT and TPOT
-(per-request TPOT, as ``vllm bench serve`` reports it), relative to the simulator, and how many
+the waits it causes (section 13); pooled runs do not. Reported: the model's error on mean, p90
+and p99 TTFT and TPOT (per-request TPOT, as ``vllm bench serve`` reports it), relative to the simulator, and how many
 cases meet the targets (|error| <= 10% on means, <= 20% on p90 / p99). ``--write-results``
 replaces the body of section 11 of ``benchmarks/RESULTS.md``.
 """

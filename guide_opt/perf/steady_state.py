@@ -32,15 +32,15 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
   the prefill stalls every running request shares and by the slowdown of each step with more
   decoders (:func:`slot_dispersion`), an arrival waits when it finds ``B`` of them, and then for
   the M/D/c wait at the rate full slots drain, scaled by that dispersion (:func:`slot_waiting`).
-  The windows an arrival
-  finds (next to the ``lambda (O - 1) TPOT`` decoders it finds) follow the Markov chain of their prompt counts, ``K' ~ Poisson(lambda time(n, K))``: an
-  arrival finds a window of ``k`` prompts in proportion to its stationary probability times its
-  length, and a long window also means many companions in the next one, so the first two parts
-  are mixed over ``k`` rather than drawn apart (:func:`_arrival_ttft`).
+  The windows an arrival finds (next to the ``lambda (O - 1) TPOT`` decoders it finds) follow
+  the Markov chain of their prompt counts, ``K' ~ Poisson(lambda time(n, K))``: an arrival
+  finds a window of ``k`` prompts in proportion to its stationary probability times its length,
+  and a long window also means many companions in the next one, so the first two parts are
+  mixed over ``k`` rather than drawn apart (:func:`_arrival_ttft`).
 - **Percentiles** come from the distributions of those parts (window lengths and positions,
   the Poisson counts, the slot wait: none with the probability of finding a free slot, else
-  Erlang of shape 2). Per-request TPOT is the mean of ``O - 1`` step times
-  (percentiles by Cornish-Fisher from the step-time distribution); ITL is one step time.
+  Erlang of shape 2). Per-request TPOT is the mean of ``O - 1`` step times (percentiles by
+  Cornish-Fisher from the step-time distribution); ITL is one step time.
 - **Closed loop** (``U`` users, zero think time): the interactive response-time law
   ``X = min(U, B) / (first token + (O - 1) TPOT)`` solved self-consistently with TPOT (regula
   falsi); users beyond ``B`` wait ``(U - B) / X`` for a slot. A request arrives when its user's
@@ -124,7 +124,10 @@ class SteadyState:
     (the offered rate in an open loop, the response-time law's throughput in a closed one).
     utilization: ``request_rate_per_s`` / the replica's capacity (NaN when a capacity of 0 was
     passed: not computed). decode_sequences: mean sequences decoding in a step, as a decoding
-    request sees it (itself included).
+    request sees it (itself included). slot_dispersion / slot_wait_probability (open loop): the
+    variance / mean of the requests in the system (:func:`slot_dispersion`) and the share of
+    arrivals that find every sequence slot held and wait (:func:`slot_waiting`); NaN / 0 for a
+    closed loop, whose users beyond the slots wait by the response-time law instead.
     """
 
     mode: str
@@ -138,6 +141,8 @@ class SteadyState:
     e2e_mean_s: float
     decode_sequences: float
     output_tokens: int
+    slot_dispersion: float = math.nan
+    slot_wait_probability: float = 0.0
 
     @property
     def output_throughput_tokens_per_s(self) -> float:
@@ -449,14 +454,20 @@ def slot_dispersion(table: "StepTable", slots: int, steps: int, rate: float, dec
     and 0.88 on ``g_d``; with 2 and 1 the ratio is within 10% of the simulated one in 17 of the
     18 (median 2.5%, worst 10.8%), where a Poisson count (1) is off by up to 72%.
     """
+    prompt_gain, decode_gain = slot_gains(table, slots, steps, rate, decodes)
+    if prompt_gain >= 1.0 or decode_gain >= 1.0:
+        return math.inf
+    return 1.0 / ((1.0 - prompt_gain) ** 2 * (1.0 - decode_gain))
+
+
+def slot_gains(table: "StepTable", slots: int, steps: int, rate: float, decodes: float) -> tuple[float, float]:
+    """The gains ``(g_p, g_d)`` of :func:`slot_dispersion` at ``decodes`` decoders: ``rate x`` the window time one more prompt
+    adds (over :data:`DISPERSION_PROMPTS` prompts), and ``rate x steps x`` the decode step's slope per decoder."""
     times, _ = table.windows(decodes, slots, np.array([0, DISPERSION_PROMPTS]))
     prompt_gain = rate * float(times[1] - times[0]) / DISPERSION_PROMPTS
     high, low = min(decodes + 1.0, float(slots)), max(decodes - 1.0, 1.0)
     slope_s = (table.decode_step_s(high, slots) - table.decode_step_s(low, slots)) / (high - low) if high > low else 0.0
-    decode_gain = rate * steps * max(0.0, slope_s)
-    if prompt_gain >= 1.0 or decode_gain >= 1.0:
-        return math.inf
-    return 1.0 / ((1.0 - prompt_gain) ** 2 * (1.0 - decode_gain))
+    return prompt_gain, rate * steps * max(0.0, slope_s)
 
 
 def negative_binomial_tail(mean: float, dispersion: float, count: int) -> float:
@@ -1069,22 +1080,24 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
     dispersion = slot_dispersion(table, slots, steps, rate, found)
+    first_token_s = residual_mean_s + first_mean_s
 
     def full_holding_s() -> float:
         """A request's time in its slot while every slot is held: its ``O - 1`` steps next to ``slots`` decoders."""
         full = _decode_run(table, slots, rate, lambda _t: float(slots))
-        return math.inf if full is None else residual_mean_s + first_mean_s + steps * full.tpot_s
+        return math.inf if full is None else first_token_s + steps * full.tpot_s
 
-    slot_p, slot_wait_s = slot_waiting(rate, residual_mean_s + first_mean_s + steps * solution.tpot_s, slots, dispersion, full_holding_s)
+    slot_p, slot_wait_s = slot_waiting(rate, first_token_s + steps * solution.tpot_s, slots, dispersion, full_holding_s)
     if slot_p >= 1.0:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
     ttft = _add(window_ttft, _waiting_dist(slot_p, slot_wait_s))
-    ttft_mean_s = residual_mean_s + first_mean_s + slot_wait_s
+    ttft_mean_s = first_token_s + slot_wait_s
     tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
         utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
         e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+        slot_dispersion=dispersion, slot_wait_probability=slot_p,
     )
 
 

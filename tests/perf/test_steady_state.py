@@ -1,8 +1,9 @@
 """The steady-state serving model (:mod:`guide_opt.perf.steady_state`).
 
 Expected values come from outside the model: the static estimate of a single request (what a
-server with no other work does), closed forms of queueing theory (M/D/1, Erlang's shape-2 quantiles), scipy's distributions, and the
-discrete-event simulator (an independent implementation of the same engine rules).
+server with no other work does), closed forms of queueing theory (M/D/1, Erlang's shape-2
+quantiles), scipy's distributions, and the discrete-event simulator (an independent
+implementation of the same engine rules).
 """
 
 from __future__ import annotations
@@ -210,11 +211,9 @@ def test_the_count_in_the_system_is_as_dispersed_as_the_simulators(catalog):
     config = _trtllm_32_slots(catalog)
     table = ss.StepTable(config)
     rate = 0.5 * ss.capacity_request_rate_per_s(config, table)
-    solution = ss._open_solution(table, rate, config.batch, config.output_tokens - 1)
-    decoders = min(float(config.batch), rate * (config.output_tokens - 1) * solution.tpot_s)
     held, _ = _pooled_runs(config, rate)
     assert (held >= config.batch).mean() < 0.01  # below the limit: it hardly truncates the count
-    assert ss.slot_dispersion(table, config.batch, config.output_tokens - 1, rate, decoders) == pytest.approx(held.var() / held.mean(), rel=0.15)
+    assert ss.open_loop(config, rate, table).slot_dispersion == pytest.approx(held.var() / held.mean(), rel=0.15)
 
 
 def test_a_slot_bound_open_loop_waits_as_the_simulator_does(catalog):
