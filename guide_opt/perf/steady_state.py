@@ -40,7 +40,10 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
 - **Percentiles** come from the distributions of those parts (window lengths and positions,
   the Poisson counts, the slot wait: none with the probability of finding a free slot, else
   Erlang of shape 2). Per-request TPOT is the mean of ``O - 1`` step times (percentiles by
-  Cornish-Fisher from the step-time distribution); ITL is one step time.
+  Cornish-Fisher from the step-time distribution) plus, in an open loop, the variance the load
+  a request meets adds: the decoders and prompts around it slow its steps together and lengthen
+  the lives of the requests that do so (:func:`tpot_load_variance_s2`, a linear response with
+  the gains of :func:`slot_gains`); ITL is one step time.
 - **Closed loop** (``U`` users, zero think time): the interactive response-time law
   ``X = min(U, B) / (first token + (O - 1) TPOT)`` solved self-consistently with TPOT (regula
   falsi); users beyond ``B`` wait ``(U - B) / X`` for a slot. A request arrives when its user's
@@ -454,7 +457,11 @@ def slot_dispersion(table: "StepTable", slots: int, steps: int, rate: float, dec
     and 0.88 on ``g_d``; with 2 and 1 the ratio is within 10% of the simulated one in 17 of the
     18 (median 2.5%, worst 10.8%), where a Poisson count (1) is off by up to 72%.
     """
-    prompt_gain, decode_gain = slot_gains(table, slots, steps, rate, decodes)
+    return dispersion_from_gains(*slot_gains(table, slots, steps, rate, decodes))
+
+
+def dispersion_from_gains(prompt_gain: float, decode_gain: float) -> float:
+    """:func:`slot_dispersion` from its two gains: ``1 / ((1 - g_p)^2 (1 - g_d))``, inf when either reaches 1."""
     if prompt_gain >= 1.0 or decode_gain >= 1.0:
         return math.inf
     return 1.0 / ((1.0 - prompt_gain) ** 2 * (1.0 - decode_gain))
@@ -468,6 +475,81 @@ def slot_gains(table: "StepTable", slots: int, steps: int, rate: float, decodes:
     high, low = min(decodes + 1.0, float(slots)), max(decodes - 1.0, 1.0)
     slope_s = (table.decode_step_s(high, slots) - table.decode_step_s(low, slots)) / (high - low) if high > low else 0.0
     return prompt_gain, rate * steps * max(0.0, slope_s)
+
+
+#: Periods of ``sin(u) / u`` integrated numerically by :func:`load_feedback_gain`; the rest by its mean.
+FEEDBACK_PERIODS = 48
+#: The first period is split at ``pi / 4^k`` for k up to this: the integrand's peak at ``u = 0`` is resolved down to
+#: a width of about ``pi / 4^k`` (a margin ``1 - g_p - g_d`` of 3e-6 x ``g_d``), far nearer to instability than a planned load.
+FEEDBACK_FIRST_SPLITS = 10
+
+
+def _feedback_quadrature() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Nodes ``u``, weights, ``K(u) = exp(-iu) sin(u) / u`` and the last node's bound for :func:`load_feedback_gain`
+    (Gauss-Legendre, 16 nodes per interval; they do not depend on the gains, so they are computed once)."""
+    nodes, gauss_weights = np.polynomial.legendre.leggauss(16)
+    edges = np.array([0.0] + [math.pi / 4.0 ** k for k in range(FEEDBACK_FIRST_SPLITS, 0, -1)]
+                     + [math.pi * k for k in range(1, FEEDBACK_PERIODS + 1)])
+    half = np.diff(edges)[:, None] / 2.0
+    u = ((edges[:-1, None] + edges[1:, None]) / 2.0 + half * nodes[None, :]).ravel()
+    return u, (half * gauss_weights[None, :]).ravel(), np.exp(-1j * u) * np.sin(u) / u, float(edges[-1])
+
+
+_FEEDBACK_U, _FEEDBACK_WEIGHTS, _FEEDBACK_K, _FEEDBACK_END = _feedback_quadrature()
+_FEEDBACK_RE, _FEEDBACK_IM2, _FEEDBACK_K2 = _FEEDBACK_K.real, _FEEDBACK_K.imag ** 2, np.abs(_FEEDBACK_K) ** 2
+
+
+def load_feedback_gain(prompt_gain: float, decode_gain: float) -> float:
+    """``J(g_p, g_d)``: a decoding request's life varies by ``Var(L) = (L / rate) J`` through the load it meets; inf when ``g_p + g_d >= 1``.
+
+    A request decodes for ``L = (O - 1) TPOT``. Its life grows by ``t_p`` for each prompt that
+    arrives while it decodes (their prefills stall it) and by ``d step / d n`` per step for each
+    extra request decoding beside it; those requests' lives grow the same way, so the decoders
+    it meets are themselves longer-lived when the load runs high. Linearised around the fixed
+    point (gains ``g_p = rate x t_p`` and ``g_d = rate x (O - 1) x d step / d n``, as
+    :func:`slot_gains`), with the Poisson arrivals as the only noise, the deviation ``x`` of a
+    life started at ``a`` obeys
+
+        ``x(a) (1 - g_p) = (g_d / rate) x mean of dn over [a, a + L] + t_p x (arrivals in [a, a + L] - rate L)``
+        ``dn(t) = (arrivals in [t - L, t] - rate L) + rate x(t - L)``
+
+    (the decoders present at ``t`` are the arrivals of the last life, plus those whose lives
+    were stretched). In the frequency domain, with ``K(u) = exp(-iu) sin(u) / u`` the transfer
+    of a mean over one life (``u = omega L / 2``),
+
+        ``J = (2 / pi) int_0^inf |K|^2 |g_d K + g_p|^2 / |1 - g_p - g_d K|^2 du``.
+
+    Without decode feedback (``g_d = 0``) ``J = g_p^2 / (1 - g_p)^2``: a Poisson count of
+    stalls, amplified by the stalls' own stretch; without any gain ``J = 0``. Integrated by
+    Gauss-Legendre over :data:`FEEDBACK_PERIODS` periods of ``sin u`` (the first split
+    geometrically towards the peak at ``u = 0``, of width ``(1 - g_p - g_d) / g_d``), the rest
+    by the mean of ``sin^2`` (within 1e-7 of a 4-million-point trapezoid up to ``g_p + g_d = 0.99``).
+    """
+    margin = 1.0 - prompt_gain - decode_gain
+    if margin <= 0.0:
+        return math.inf
+    if prompt_gain <= 0.0 and decode_gain <= 0.0:
+        return 0.0
+    real, imag2 = decode_gain * _FEEDBACK_RE, decode_gain ** 2 * _FEEDBACK_IM2  # g_d K = real + i imag
+    values = _FEEDBACK_K2 * ((real + prompt_gain) ** 2 + imag2) / ((1.0 - prompt_gain - real) ** 2 + imag2)
+    # Beyond the last period K -> 0: the integrand tends to sin^2(u) / u^2 x g_p^2 / (1 - g_p)^2, of mean 1 / (2 u^2).
+    tail = (prompt_gain / (1.0 - prompt_gain)) ** 2 / (2.0 * _FEEDBACK_END)
+    return 2.0 / math.pi * (_dot(_FEEDBACK_WEIGHTS, values) + tail)
+
+
+def tpot_load_variance_s2(rate: float, life_s: float, steps: int, prompt_gain: float, decode_gain: float) -> float:
+    """Variance (s^2) a request's TPOT gains from the load it meets, beyond independent step times (inf past stability).
+
+    ``Var(L) / (O - 1)^2`` with ``Var(L) = (L / rate) J`` (:func:`load_feedback_gain`), less the
+    part independent steps already carry: the Poisson count of stalls without feedback,
+    ``(L / rate) g_p^2``.
+    """
+    if rate <= 0.0 or steps <= 0:
+        return 0.0
+    gain = load_feedback_gain(prompt_gain, decode_gain)
+    if math.isinf(gain):
+        return math.inf
+    return max(0.0, life_s / rate * (gain - prompt_gain ** 2)) / steps ** 2
 
 
 def negative_binomial_tail(mean: float, dispersion: float, count: int) -> float:
@@ -900,30 +982,42 @@ def _step_distribution(table: StepTable, slots: int, solution: _Solution) -> tup
     return _compress(np.array(values), weights / _fsum(weights))
 
 
-def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int) -> tuple[float, float, float]:
-    """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` (Cornish-Fisher to the skewness)."""
+def _mean_of_draws_quantiles(dist: tuple[np.ndarray, np.ndarray], draws: int, extra_variance: float = 0.0) -> tuple[float, float, float]:
+    """p50, p90, p99 of the mean of ``draws`` independent draws of ``dist`` plus a centred term of variance ``extra_variance``
+    (Cornish-Fisher to the skewness of the draws; inf tails when ``extra_variance`` is inf).
+
+    Without the extra term the mean of draws stays within the draws' range and is clipped to it.
+    """
     values, weights = dist
     weights = weights / _fsum(weights)
     mean = _dot(weights, values)
-    sd = math.sqrt(max(0.0, _dot(weights, (values - mean) ** 2)))
-    if sd == 0.0:
+    if math.isinf(extra_variance):
+        return mean, math.inf, math.inf
+    central = max(0.0, _dot(weights, (values - mean) ** 2))
+    variance = central / draws + extra_variance
+    if variance == 0.0:
         return mean, mean, mean
-    skew = _dot(weights, ((values - mean) / sd) ** 3) / math.sqrt(draws)
+    sd = math.sqrt(variance)
+    skew = _dot(weights, (values - mean) ** 3) / draws ** 2 / sd ** 3  # third cumulant of the mean of draws / sd^3
+    low, high = (float(values.min()), float(values.max())) if extra_variance == 0.0 else (0.0, math.inf)
     out = []
     for z in (0.0, 1.2815515655446004, 2.3263478740408408):  # standard normal p50, p90, p99
         corrected = z + (z * z - 1.0) * skew / 6.0
-        out.append(max(float(values.min()), min(float(values.max()), mean + corrected * sd / math.sqrt(draws))))
+        out.append(max(low, min(high, mean + corrected * sd)))
     return out[0], out[1], out[2]
 
 
-def _tpot_itl(table: StepTable, slots: int, solution: _Solution, output_tokens: int) -> tuple[LatencyDistribution, LatencyDistribution]:
-    """Per-request TPOT (mean of its ``O - 1`` step times) and ITL (one step time) distributions."""
+def _tpot_itl(table: StepTable, slots: int, solution: _Solution, output_tokens: int,
+              load_variance_s2: float = 0.0) -> tuple[LatencyDistribution, LatencyDistribution]:
+    """Per-request TPOT (mean of its ``O - 1`` step times, plus ``load_variance_s2`` from the load it meets,
+    :func:`tpot_load_variance_s2`) and ITL (one step time) distributions."""
     steps = output_tokens - 1
     if steps <= 0:
         zero = LatencyDistribution(0.0, 0.0, 0.0, 0.0)
         return zero, zero
     itl = _step_distribution(table, slots, solution)
-    return LatencyDistribution(solution.tpot_s, *_mean_of_draws_quantiles(itl, steps)), _distribution(itl, solution.tpot_s)
+    return (LatencyDistribution(solution.tpot_s, *_mean_of_draws_quantiles(itl, steps, load_variance_s2)),
+            _distribution(itl, solution.tpot_s))
 
 
 def _first_token(table: StepTable, slots: int, decodes: float, companions_mean: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
@@ -1079,7 +1173,8 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     # length again at that count (at low load mostly idle, zero-length windows).
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
-    dispersion = slot_dispersion(table, slots, steps, rate, found)
+    gains = slot_gains(table, slots, steps, rate, found)
+    dispersion = dispersion_from_gains(*gains)
     first_token_s = residual_mean_s + first_mean_s
 
     def full_holding_s() -> float:
@@ -1092,7 +1187,8 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
     ttft = _add(window_ttft, _waiting_dist(slot_p, slot_wait_s))
     ttft_mean_s = first_token_s + slot_wait_s
-    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens,
+                          tpot_load_variance_s2(rate, steps * solution.tpot_s, steps, *gains))
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
         utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
