@@ -50,6 +50,11 @@ GOLDEN = {
     # one H100 SXM at $2.99/h: one MI300X ($1.85/h) sustains 2.6 of the 5 requests/s on its curves fitted on measured
     # ROCm vLLM latencies (hardware_db/kernels/mi300x.yaml, RESULTS.md section 1.8), two cost $3.70/h
     "mixtral-moe.yaml": (Status.OPTIMAL, 2.99),
+    # three H100s, one per replica (4 pooled simulator runs of 3,000 requests at 5 requests/s: p99 TPOT 14.1 ms, within
+    # the 15 ms target). The $5.98/h plans miss it there: one H100 pair at 15 requests/s (68% of its capacity) 17.5 ms,
+    # two single H100s at 7.5 requests/s each 20.9 ms -- the load each request meets lifts the tail
+    # (tests/planning/test_plan_steady_state.py checks the effect against pooled runs in the test itself)
+    "chat-p99-slo.yaml": (Status.OPTIMAL, 8.97),
 }
 WINDOW = 0.03
 
