@@ -484,18 +484,18 @@ FEEDBACK_PERIODS = 48
 FEEDBACK_FIRST_SPLITS = 10
 
 
-def _feedback_quadrature() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Nodes ``u``, weights, ``K(u) = exp(-iu) sin(u) / u`` and the last node's bound for :func:`load_feedback_gain`
+def _feedback_quadrature() -> tuple[np.ndarray, np.ndarray, float]:
+    """Weights, ``K(u) = exp(-iu) sin(u) / u`` at the nodes and the last interval's end for :func:`load_feedback_gain`
     (Gauss-Legendre, 16 nodes per interval; they do not depend on the gains, so they are computed once)."""
     nodes, gauss_weights = np.polynomial.legendre.leggauss(16)
     edges = np.array([0.0] + [math.pi / 4.0 ** k for k in range(FEEDBACK_FIRST_SPLITS, 0, -1)]
                      + [math.pi * k for k in range(1, FEEDBACK_PERIODS + 1)])
     half = np.diff(edges)[:, None] / 2.0
     u = ((edges[:-1, None] + edges[1:, None]) / 2.0 + half * nodes[None, :]).ravel()
-    return u, (half * gauss_weights[None, :]).ravel(), np.exp(-1j * u) * np.sin(u) / u, float(edges[-1])
+    return (half * gauss_weights[None, :]).ravel(), np.exp(-1j * u) * np.sin(u) / u, float(edges[-1])
 
 
-_FEEDBACK_U, _FEEDBACK_WEIGHTS, _FEEDBACK_K, _FEEDBACK_END = _feedback_quadrature()
+_FEEDBACK_WEIGHTS, _FEEDBACK_K, _FEEDBACK_END = _feedback_quadrature()
 _FEEDBACK_RE, _FEEDBACK_IM2, _FEEDBACK_K2 = _FEEDBACK_K.real, _FEEDBACK_K.imag ** 2, np.abs(_FEEDBACK_K) ** 2
 
 
