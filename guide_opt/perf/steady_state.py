@@ -430,17 +430,17 @@ def erlang_b(servers: int, offered_load: float) -> float:
     return blocking
 
 
-#: Prompts over which :func:`slot_dispersion` measures what one more prompt adds to a window.
+#: Prompts over which :func:`slot_gains` measures what one more prompt adds to a window.
 DISPERSION_PROMPTS = 8
 
 
-def slot_dispersion(table: "StepTable", slots: int, steps: int, rate: float, decodes: float) -> float:
+def slot_dispersion(prompt_gain: float, decode_gain: float) -> float:
     """Index of dispersion (variance / mean) of the number of requests in an open loop's system; inf past its validity.
 
     A request stays in the system for its first token and ``O - 1`` steps, so the requests in
     the system are the arrivals of the last such stretch -- Poisson given its length -- and the
     stretch is longer when more requests are in the system, which feeds back on the count in
-    two ways, each measured by its gain at ``decodes`` decoders (the fixed point):
+    two ways, each measured by its gain at the decoders an arrival finds (:func:`slot_gains`):
 
     - every request's prompt stalls *all* the running requests for its prefill (``t_p``, the
       window time one more prompt adds): ``g_p = rate x t_p``. A shock common to every request
@@ -457,18 +457,13 @@ def slot_dispersion(table: "StepTable", slots: int, steps: int, rate: float, dec
     and 0.88 on ``g_d``; with 2 and 1 the ratio is within 10% of the simulated one in 17 of the
     18 (median 2.5%, worst 10.8%), where a Poisson count (1) is off by up to 72%.
     """
-    return dispersion_from_gains(*slot_gains(table, slots, steps, rate, decodes))
-
-
-def dispersion_from_gains(prompt_gain: float, decode_gain: float) -> float:
-    """:func:`slot_dispersion` from its two gains: ``1 / ((1 - g_p)^2 (1 - g_d))``, inf when either reaches 1."""
     if prompt_gain >= 1.0 or decode_gain >= 1.0:
         return math.inf
     return 1.0 / ((1.0 - prompt_gain) ** 2 * (1.0 - decode_gain))
 
 
 def slot_gains(table: "StepTable", slots: int, steps: int, rate: float, decodes: float) -> tuple[float, float]:
-    """The gains ``(g_p, g_d)`` of :func:`slot_dispersion` at ``decodes`` decoders: ``rate x`` the window time one more prompt
+    """The gains ``(g_p, g_d)`` of :func:`slot_dispersion` and :func:`load_feedback_gain` at ``decodes`` decoders: ``rate x`` the window time one more prompt
     adds (over :data:`DISPERSION_PROMPTS` prompts), and ``rate x steps x`` the decode step's slope per decoder."""
     times, _ = table.windows(decodes, slots, np.array([0, DISPERSION_PROMPTS]))
     prompt_gain = rate * float(times[1] - times[0]) / DISPERSION_PROMPTS
@@ -1174,7 +1169,7 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
     gains = slot_gains(table, slots, steps, rate, found)
-    dispersion = dispersion_from_gains(*gains)
+    dispersion = slot_dispersion(*gains)
     first_token_s = residual_mean_s + first_mean_s
 
     def full_holding_s() -> float:
