@@ -19,6 +19,8 @@ from guide_opt.perf import estimate
 from guide_opt.perf import steady_state as ss
 from guide_opt.simulate import FixedLengths, HistogramLengths, Workload, simulate
 
+from simulator_runs import pooled_open_loop
+
 
 @pytest.fixture(scope="module")
 def chat(catalog):
@@ -191,17 +193,11 @@ def _trtllm_32_slots(catalog):
                          quantization=catalog.quantization("bf16"), batch=32, input_tokens=2048, output_tokens=256)
 
 
-def _pooled_runs(config, rate, seeds=4, requests=3000):
-    """Requests in the system as each request arrives (holders and waiters) and its TTFT, after each run's warm-up, pooled over
-    ``seeds`` simulator runs: the count has a long memory, so one run understates its spread."""
-    held, ttft = [], []
-    for seed in range(seeds):
-        sim = simulate(config, Workload.open_loop(FixedLengths(config.input_tokens, config.output_tokens), rate), max_num_seqs=config.batch,
-                       num_requests=requests, seed=seed)
-        order = np.argsort(sim.requests.arrival_s, kind="stable")
-        held.append(sim.requests.in_system_at_arrival()[requests // 10:])
-        ttft.append(sim.requests.ttft_s[order][requests // 10:])
-    return np.concatenate(held), np.concatenate(ttft)
+def _model_and_pooled_runs(config, share: float):
+    """The model's open loop at ``share`` of the model's capacity and 4 pooled simulator runs at that rate."""
+    table = ss.StepTable(config)
+    rate = share * ss.capacity_request_rate_per_s(config, table)
+    return ss.open_loop(config, rate, table), pooled_open_loop(config, rate)
 
 
 def test_the_count_in_the_system_is_as_dispersed_as_the_simulators(catalog):
@@ -209,11 +205,10 @@ def test_the_count_in_the_system_is_as_dispersed_as_the_simulators(catalog):
     # running requests, so the requests in the system come in clumps. Expected: the simulator's
     # variance / mean of that count (4 pooled runs: 2.02; the model 1.83). A Poisson count (1.0) is half of it.
     config = _trtllm_32_slots(catalog)
-    table = ss.StepTable(config)
-    rate = 0.5 * ss.capacity_request_rate_per_s(config, table)
-    held, _ = _pooled_runs(config, rate)
+    state, runs = _model_and_pooled_runs(config, 0.5)
+    held = runs.held
     assert (held >= config.batch).mean() < 0.01  # below the limit: it hardly truncates the count
-    assert ss.open_loop(config, rate, table).slot_dispersion == pytest.approx(held.var() / held.mean(), rel=0.15)
+    assert state.slot_dispersion == pytest.approx(held.var() / held.mean(), rel=0.15)
 
 
 def test_a_slot_bound_open_loop_waits_as_the_simulator_does(catalog):
@@ -222,11 +217,8 @@ def test_a_slot_bound_open_loop_waits_as_the_simulator_does(catalog):
     # 416 ms). Counting the requests in the system as Poisson (M/D/c) gave 181 / 292 ms (-36% /
     # -30%): too few arrivals find the slots full; draining the queue at the average holding time
     # instead of the full slots' gave 236 ms (-17%).
-    config = _trtllm_32_slots(catalog)
-    table = ss.StepTable(config)
-    rate = 0.8 * ss.capacity_request_rate_per_s(config, table)
-    state = ss.open_loop(config, rate, table)
-    _, ttft = _pooled_runs(config, rate)
+    state, runs = _model_and_pooled_runs(_trtllm_32_slots(catalog), 0.8)
+    ttft = runs.ttft_s
     assert state.ttft.mean_s == pytest.approx(ttft.mean(), rel=0.10)
     assert state.ttft.p90_s == pytest.approx(np.percentile(ttft, 90), rel=0.20)
 
@@ -259,17 +251,6 @@ def test_load_feedback_agrees_with_a_fine_trapezoid():
         assert ss.load_feedback_gain(prompt_gain, decode_gain) == pytest.approx(expected, rel=1e-5)
 
 
-def _pooled_tpot(config, rate, seeds=4, requests=3000):
-    """Per-request TPOT after each run's warm-up, pooled over ``seeds`` simulator runs (the load a request meets has a long memory)."""
-    tpot = []
-    for seed in range(seeds):
-        sim = simulate(config, Workload.open_loop(FixedLengths(config.input_tokens, config.output_tokens), rate), max_num_seqs=config.batch,
-                       num_requests=requests, seed=seed)
-        order = np.argsort(sim.requests.arrival_s, kind="stable")
-        tpot.append(sim.requests.tpot_s[order][requests // 10:])
-    return np.concatenate(tpot)
-
-
 @pytest.mark.parametrize(("prompt", "output"), [(128, 512), (2048, 256)])
 def test_tpot_tail_at_the_target_utilization_agrees_with_the_simulator(chat, prompt, output):
     # Llama-3.1-8B on one H100 with vLLM at 80% of capacity. A request's TPOT is the mean of its
@@ -279,11 +260,8 @@ def test_tpot_tail_at_the_target_utilization_agrees_with_the_simulator(chat, pro
     # the model gave -11% / -17% (128/512: decoders dominate) and -21% / -31% (2048/256: prefill stalls dominate).
     import dataclasses
 
-    config = dataclasses.replace(chat, input_tokens=prompt, output_tokens=output)
-    table = ss.StepTable(config)
-    rate = 0.8 * ss.capacity_request_rate_per_s(config, table)
-    state = ss.open_loop(config, rate, table)
-    tpot = _pooled_tpot(config, rate)
+    state, runs = _model_and_pooled_runs(dataclasses.replace(chat, input_tokens=prompt, output_tokens=output), 0.8)
+    tpot = runs.tpot_s
     assert state.tpot.mean_s == pytest.approx(tpot.mean(), rel=0.10)
     assert state.tpot.p90_s == pytest.approx(np.percentile(tpot, 90), rel=0.10)
     assert state.tpot.p99_s == pytest.approx(np.percentile(tpot, 99), rel=0.10)

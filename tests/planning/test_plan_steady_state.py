@@ -17,6 +17,8 @@ from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
 from guide_opt.space import empty_model_space, evaluate_candidate, make_shape, resolve_prices, shape_config
 
+from simulator_runs import pooled_open_loop
+
 
 def _problem(**workload) -> Problem:
     return Problem.from_dict({
@@ -52,16 +54,6 @@ def test_the_plan_meets_its_slos_in_the_simulator():
         assert fewer.replicas_min == d.replicas
 
 
-def _pooled_tpot_ms(config, load: float, seeds: int = 4, requests: int = 3000) -> np.ndarray:
-    """Per-request TPOT (ms) of ``seeds`` simulator runs at ``load`` requests/s, each after a 10% warm-up, pooled."""
-    out = []
-    for seed in range(seeds):
-        sim = simulate(config, Workload.open_loop(FixedLengths(config.input_tokens, config.output_tokens), load),
-                       max_num_seqs=config.batch, num_requests=requests, seed=seed)
-        out.append(sim.requests.tpot_s[np.argsort(sim.requests.arrival_s)[requests // 10:]] * 1e3)
-    return np.concatenate(out)
-
-
 def test_a_tpot_p99_slo_at_the_target_utilization_takes_the_replicas_the_simulator_needs():
     # Llama-3.1-8B on H100s with vLLM (128 slots), 2048 / 256 tokens, 15.5 requests/s, p99 TPOT <= 30 ms. Two
     # replicas at 7.75 requests/s each would run at 80% of capacity, and there the simulator's p99 TPOT is about
@@ -83,9 +75,9 @@ def test_a_tpot_p99_slo_at_the_target_utilization_takes_the_replicas_the_simulat
     shape = make_shape(problem, catalog.gpu(d.gpu), d.tp, d.pp, catalog.framework(d.framework), catalog.quantization(d.quantization),
                        d.kv_cache_dtype, resolve_prices(problem, catalog)[d.gpu])
     config = shape_config(ms.llm, 2048, 256, shape, d.max_batch)
-    assert np.percentile(_pooled_tpot_ms(config, 15.5 / d.replicas), 99) <= 30
+    assert np.percentile(pooled_open_loop(config, 15.5 / d.replicas).tpot_s, 99) * 1e3 <= 30
     assert d.replicas == 3
-    assert np.percentile(_pooled_tpot_ms(config, 15.5 / 2), 99) > 30  # one replica fewer misses
+    assert np.percentile(pooled_open_loop(config, 15.5 / 2).tpot_s, 99) * 1e3 > 30  # one replica fewer misses
 
 
 def test_replicas_follow_the_largest_rate_within_the_slo():
