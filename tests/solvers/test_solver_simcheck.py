@@ -212,3 +212,28 @@ def test_the_check_of_a_closed_loop_plan_sees_the_steady_state_the_model_predict
     assert check.simulated["arrival"] == "closed loop of 64 users, lengths within +-50% of the stated ones"
     assert check.ttft_ms == pytest.approx(d.metrics["ttft_ms"], rel=0.15)
     assert check.tpot_ms == pytest.approx(d.metrics["tpot_ms"], rel=0.15)
+
+
+def test_a_p99_slo_is_checked_on_enough_requests_to_read_its_tail():
+    # Llama-3.1-8B on H100s with vLLM (128 slots), 2048 / 256 tokens, 15.5 requests/s, p99 TPOT <= 30 ms, served by
+    # two replicas (one fewer than the planner takes). Expected verdict: a miss, from three further seeds of 16,000
+    # requests each (p99 TPOT averaged over them above 30 ms). The check of the default stream (seed 0) must say
+    # so: on 2,000 requests its p99 rests on 20 of them and read 28.4 ms, a pass; it now simulates 8,000
+    # (simcheck.check_requests: 80 requests beyond the percentile).
+    import numpy as np
+
+    from guide_opt.simcheck import check_plan, check_requests
+
+    problem = Problem.from_dict({
+        "name": "tpot-p99", "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 2048, "output_tokens": 256, "request_rate_per_s": 15.5},
+                                        "slo": {"tpot_ms": 30, "percentile": 99}}],
+        "hardware": {"gpus": ["h100-sxm"], "max_gpus": 8}, "frameworks": ["vllm"], "search": {"tp": [1], "batch_sizes": [128]},
+    })
+    assert check_requests(problem) == 8000
+    planned = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False).deployments[0]
+    two = [dataclasses.replace(planned, replicas=2)]
+    long_runs = [check_plan(problem, two, num_requests=16000, seed=seed)[0].tpot_ms for seed in (1, 2, 3)]
+    assert np.mean(long_runs) > 30
+    verdict = check_plan(problem, two)[0]
+    assert verdict.num_requests == 8000
+    assert not verdict.meets and verdict.failed == ("tpot",)
