@@ -8,7 +8,8 @@ For each bundled problem with a min_cost, max_throughput or min_latency objectiv
 model's exact optimum (``check_by_simulation=False``) and the plan ``guide-opt solve`` returns
 (every optimum simulated at its own workload, a miss re-planned with a no-good; see
 ``guide_opt/simcheck.py``). Both plans are simulated by the same judge
-(:func:`guide_opt.simcheck.check_plan`: 2,000 requests per LLM, seed 0) and on two more
+(:func:`guide_opt.simcheck.check_plan`: 2,000 requests per LLM, 8,000 under a p99 SLO, seed 0, replicas
+balanced at random as the emitted Service does) and on two more
 streams (seeds 1 and 2) that the solver never saw. Reports misses, the objective of both, the
 rounds and the solve time. ``--write-results`` replaces section 10 of ``benchmarks/RESULTS.md``.
 """
@@ -101,7 +102,7 @@ def main() -> None:
         "",
         f"Every bundled problem with a min_cost, max_throughput or min_latency objective ({len(rows)}). 'static optimum': CP-SAT on the "
         "static model alone; 'returned plan': what `guide-opt solve` returns, each optimum simulated at its own workload (2,000 requests "
-        "per LLM, seed 0, the plan's calibration and SLO margins) and a miss re-planned with a no-good (`guide_opt/simcheck.py`, "
+        "per LLM, 8,000 under a p99 SLO, replicas balanced at random as the emitted Kubernetes Service does, seed 0, the plan's calibration and SLO margins) and a miss re-planned with a no-good (`guide_opt/simcheck.py`, "
         "`guide_opt/solvers/base.py`). Both are judged by the same simulation check; the returned plan also on seeds 1 and 2, which the "
         "solver never saw. 'rounds': solves until the check passed.",
         "",

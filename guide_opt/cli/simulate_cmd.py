@@ -93,7 +93,7 @@ def _lengths_spec(lengths: LengthDistribution) -> dict:
 @cli.command("simulate")
 @replica_options
 @click.option("--replicas", type=click.IntRange(1, limits.MAX_SIMULATED_REPLICAS), default=1, show_default=True, help="Identical replicas behind the load balancer.")
-@click.option("--balancer", type=click.Choice(BALANCERS), default="round_robin", show_default=True, help="How requests are spread over replicas.")
+@click.option("--balancer", type=click.Choice(BALANCERS), default="round_robin", show_default=True, help="How requests are spread over replicas (random: as a Kubernetes Service does, and as solve's plan check simulates).")
 @click.option("--max-num-seqs", type=batch_int, default=None, help="Concurrent sequences per replica [default: the framework's].")
 @click.option("--max-num-batched-tokens", type=batch_int, default=None, help="Token budget per engine step [default: the framework's].")
 @click.option("--policy", type=click.Choice(POLICIES), default=None, help="Step scheduling [default: decode_first].")

@@ -161,7 +161,7 @@ KNOBS: tuple[Knob, ...] = (
          warm_start_rank=4),
     Knob("tp", int, "categorical", "tensor-parallel degree (the incumbent's and the neighbouring degrees of search.tp that run)",
          _tp_domain, deployment_field="tp", serving_config_field="tp", warm_start_rank=3),
-    Knob("replicas", int, "int", "identical replicas behind a least-loaded balancer (the incumbent's +-2, >= 1)", _replicas_domain,
+    Knob("replicas", int, "int", "identical replicas behind the deployment's Service, balanced at random (the incumbent's +-2, >= 1)", _replicas_domain,
          deployment_field="replicas", simulator_argument="replicas", warm_start_rank=2),
     Knob("max_num_seqs", int, "categorical", "concurrent sequences per replica (the deployment's max_batch)", _max_num_seqs_domain,
          deployment_field="max_batch", serving_config_field="batch", simulator_argument="max_num_seqs", warm_start_rank=0),

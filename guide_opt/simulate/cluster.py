@@ -5,6 +5,10 @@ that starts at or after it, and a replica never runs a step that starts after th
 that could change what it sees (an arrival; under a closed loop, another replica's earliest
 possible completion, since that creates an arrival). Balancers:
 
+- ``random``: request ``k`` (in dispatch order) goes to a replica drawn uniformly at random (the
+  seeded generator, after the lengths and arrival gaps): what a Kubernetes Service does in
+  kube-proxy's default iptables or nftables mode, and the planner's steady-state model assumes
+  (each replica sees a Poisson stream at rate / R).
 - ``round_robin``: request ``k`` (in dispatch order) goes to replica ``k mod R``.
 - ``least_loaded``: the replica with the fewest queued + running requests (lowest index on ties).
   A replica is seen as of the end of the step it is running when the request arrives (the
@@ -31,7 +35,7 @@ from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, Req
 from guide_opt.simulate.step_cost import StepCostModel
 from guide_opt.simulate.workloads import Workload
 
-BALANCERS = ("round_robin", "least_loaded")
+BALANCERS = ("random", "round_robin", "least_loaded")
 
 
 def kv_capacity_blocks(config: ServingConfig) -> int:
@@ -55,9 +59,9 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     max_num_seqs: concurrent sequences per replica (default: the framework's ``max_num_seqs``).
     max_num_batched_tokens: token budget per engine step (default: ``config.step_token_budget``);
         must be at least ``max_num_seqs``.
-    seed: seeds one ``numpy.random.Generator`` that draws the lengths then the arrival gaps; the
-        same arguments always give the same result.
-    balancer: ``round_robin`` or ``least_loaded`` (see module doc).
+    seed: seeds one ``numpy.random.Generator`` that draws the lengths, then the arrival gaps, then
+        (``random`` balancer) the replicas; the same arguments always give the same result.
+    balancer: ``random``, ``round_robin`` or ``least_loaded`` (see module doc).
     slo: per-request targets for goodput (None: no goodput).
     policy: ``decode_first`` (default) or ``prefill_first`` (see
         :mod:`guide_opt.simulate.engine`).
@@ -93,6 +97,7 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
         arrivals = np.cumsum(rng.exponential(1.0 / workload.request_rate_per_s, num_requests))
     elif workload.arrival == "burst":
         arrivals = np.zeros(num_requests)
+    drawn_replicas = rng.integers(0, replicas, size=num_requests).tolist() if balancer == "random" else None
 
     engine_config = dataclasses.replace(config, batch=max_num_seqs, max_num_batched_tokens=budget,
                                         input_tokens=int(inputs.max()), output_tokens=int(outputs.max()))
@@ -118,13 +123,16 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     cost = StepCostModel(engine_config)
     engines = [ReplicaEngine(r, cost, table, prefill_mode=config.framework.prefill_mode, policy=policy, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=budget, num_blocks=num_blocks, block_tokens=block) for r in range(replicas)]
-    _run(engines, table, workload, arrivals, rejected.tolist(), balancer)
+    _run(engines, table, workload, arrivals, rejected.tolist(), balancer, drawn_replicas)
     return _result(engines, table, inputs, outputs, rejected, slo, num_blocks, common)
 
 
 def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, arrivals: np.ndarray | None,
-         rejected: list[bool], balancer: str) -> None:
-    """The event loop: dispatch arrivals in time order and advance replicas between them."""
+         rejected: list[bool], balancer: str, drawn_replicas: list[int] | None) -> None:
+    """The event loop: dispatch arrivals in time order and advance replicas between them.
+
+    drawn_replicas: the ``random`` balancer's replica for each dispatch, in dispatch order.
+    """
     n = len(rejected)
     closed = arrivals is None
     pending: list[tuple[float, int]] = []  # (time, request id): a heap under the closed loop
@@ -164,7 +172,9 @@ def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, 
                     heapq.heappush(pending, (a, next_rid))
                     next_rid += 1
                 continue
-            if balancer == "round_robin":
+            if balancer == "random":
+                target = engines[drawn_replicas[dispatched]]
+            elif balancer == "round_robin":
                 target = engines[dispatched % len(engines)]
             else:
                 target = min(engines, key=lambda e: (e.outstanding, e.index))

@@ -192,6 +192,22 @@ def test_round_robin_and_least_loaded(config):
     assert np.bincount(ll.requests.replica).min() > 60
 
 
+def test_random_balancing_gives_each_replica_a_poisson_stream(config):
+    # Thinning a Poisson stream at random leaves a Poisson stream (rate / R): a replica's gaps between arrivals
+    # are exponential, coefficient of variation 1, while round robin hands it every R-th arrival, an Erlang-R gap
+    # with coefficient of variation 1 / sqrt(R) = 0.5 for R = 4 (hand computation from the gamma distribution).
+    workload = Workload.open_loop(FixedLengths(16, 4), 4.0)
+    for balancer, expected_cv in (("random", 1.0), ("round_robin", 0.5)):
+        run = simulate(config, workload, num_requests=8000, replicas=4, balancer=balancer, seed=5)
+        assert set(run.requests.replica.tolist()) == {0, 1, 2, 3}
+        for r in range(4):
+            gaps = np.diff(np.sort(run.requests.arrival_s[run.requests.replica == r]))
+            assert gaps.std() / gaps.mean() == pytest.approx(expected_cv, rel=0.06)
+            assert gaps.mean() == pytest.approx(1.0, rel=0.06)  # rate / R = 1 request/s per replica
+    same = simulate(config, workload, num_requests=200, replicas=4, balancer="random", seed=5)
+    assert same.requests.replica.tolist() == simulate(config, workload, num_requests=200, replicas=4, balancer="random", seed=5).requests.replica.tolist()
+
+
 def test_replicas_scale_throughput_as_llm_pilot_table_1(config):
     lengths = PRESETS["conversational"]
     one = simulate(config, Workload.closed_loop(lengths, 16), num_requests=400, seed=3)
@@ -206,7 +222,7 @@ def test_arguments_are_checked(config):
     with pytest.raises(ValueError, match="at least max_num_seqs"):
         simulate(config, workload, max_num_seqs=64, max_num_batched_tokens=32)
     with pytest.raises(ValueError, match="balancer"):
-        simulate(config, workload, balancer="random")
+        simulate(config, workload, balancer="fastest")
     with pytest.raises(TypeError, match="Workload"):
         simulate(config, FixedLengths(10, 10))
     with pytest.raises(ValueError, match="TP=3"):
