@@ -84,6 +84,29 @@ def make_config(catalog: Catalog) -> Callable[..., ServingConfig]:
     return make
 
 
+@pytest.fixture(scope="session")
+def bundled_space() -> Callable[[str], tuple]:
+    """``bundled_space(name)``: ``(problem, space)`` of ``problems/<name>``, the candidate table built once per test run.
+
+    Solvers copy the space they are given before applying no-goods (``solvers.base.with_nogoods``), so tests that
+    solve a bundled problem several ways (CP-SAT and exhaustive; static and simulation-checked) share one build.
+    """
+    from guide_opt.problem import Problem
+    from guide_opt.space import build_space
+
+    from problem_fixtures import PROBLEMS_DIR
+
+    cache: dict[str, tuple] = {}
+
+    def get(name: str) -> tuple:
+        if name not in cache:
+            problem = Problem.from_yaml(PROBLEMS_DIR / name)
+            cache[name] = (problem, build_space(problem))
+        return cache[name]
+
+    return get
+
+
 @pytest.fixture
 def write_hf_config(tmp_path: Path) -> Callable[[dict, str], Path]:
     """Write ``config`` as ``tmp_path/<folder>/config.json`` and return the file's path."""

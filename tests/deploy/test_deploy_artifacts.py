@@ -34,14 +34,31 @@ def _solve_json(path: Path, emit_dir: Path) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def emitted(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
-    """Every bundled problem that solves: its solve JSON and the --emit folder."""
+def emitted(tmp_path_factory, bundled_space) -> dict[str, tuple[dict, Path]]:
+    """Every bundled problem that solves: its solve JSON and the --emit folder.
+
+    The CLI runs as a user runs it, except that each problem's candidate table comes from the test run's shared
+    build (``bundled_space``, the same ``build_space`` the CLI calls): these tests are about what is emitted.
+    """
+    import guide_opt.api
+
+    built = guide_opt.api.build_space_under
+
+    def shared_build(deadline, problem, *, workers=None):
+        for path in PROBLEMS_DIR.glob("*.yaml"):
+            if problem == Problem.from_yaml(path):
+                deadline.phase("space_build")
+                return bundled_space(path.name)[1]
+        return built(deadline, problem, workers=workers)
+
     out = {}
-    for path in sorted(PROBLEMS_DIR.glob("*.yaml")):
-        emit_dir = tmp_path_factory.mktemp(path.stem)
-        code, payload = _solve_json(path, emit_dir)
-        if code == 0:
-            out[path.name] = (payload, emit_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(guide_opt.api, "build_space_under", shared_build)
+        for path in sorted(PROBLEMS_DIR.glob("*.yaml")):
+            emit_dir = tmp_path_factory.mktemp(path.stem)
+            code, payload = _solve_json(path, emit_dir)
+            if code == 0:
+                out[path.name] = (payload, emit_dir)
     return out
 
 

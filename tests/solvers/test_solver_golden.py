@@ -60,13 +60,13 @@ WINDOW = 0.03
 
 
 @pytest.fixture(scope="module")
-def solutions():
+def solutions(bundled_space):
     cache = {}
 
     def get(name: str, solver: str):
         if (name, solver) not in cache:
-            problem = Problem.from_yaml(PROBLEMS_DIR / name)
-            cache[name, solver] = (problem, get_solver(solver).solve(problem, alternatives=False, check_by_simulation=False))
+            problem, space = bundled_space(name)
+            cache[name, solver] = (problem, get_solver(solver).solve(problem, space=space, alternatives=False, check_by_simulation=False))
         return cache[name, solver]
 
     return get

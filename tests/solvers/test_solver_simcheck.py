@@ -180,11 +180,11 @@ CHECKED = ["quickstart.yaml", "llm-pilot-200-users.yaml", "llama-70b-precision-t
 
 
 @pytest.mark.parametrize("name", CHECKED)
-def test_bundled_plans_hold_in_simulation_and_never_cost_less_than_the_static_optimum(name):
+def test_bundled_plans_hold_in_simulation_and_never_cost_less_than_the_static_optimum(name, bundled_space):
     """The check only removes plans, so a min_cost answer can never be cheaper than the static optimum."""
-    problem = Problem.from_yaml(PROBLEMS_DIR / name)
-    static = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
-    checked = get_solver("cpsat").solve(problem, alternatives=False)
+    problem, space = bundled_space(name)
+    static = get_solver("cpsat").solve(problem, space=space, alternatives=False, check_by_simulation=False)
+    checked = get_solver("cpsat").solve(problem, space=space, alternatives=False)
     assert checked.status.found
     for d in checked.deployments:
         assert d.simulated is not None and d.simulated["meets_slo"], d.simulated
