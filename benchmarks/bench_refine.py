@@ -153,9 +153,10 @@ def markdown(results: list[tuple[str, Refinement, float, float]], machine_line: 
         f"Determinism: a second run of `{results[0][0]}` with the same seed gave an identical report (trials, plan, metrics): "
         f"{'yes' if deterministic else 'NO'}.",
         "",
-        "Reading: the static model sizes a plan from mean-request figures (Little's law for replicas x max-num-seqs), so a "
-        "cheapest plan tends to sit near full utilization. In the queueing simulation such a plan is at the edge of stability: "
-        "its TTFT percentiles depend on the request stream and grow with the run length, which is what the confirmation streams "
+        "Reading: the static model sizes each replica for its load within the SLO percentile and at most the target "
+        "utilization of its steady-state capacity (80% by default), as the simulator runs it; a plan sized nearer to full "
+        "utilization sits at the edge of stability, where TTFT percentiles depend on the request stream and grow with the run "
+        "length, which is what the confirmation streams "
         f"catch. Above, {_repairs(results)} Where no same-cost repair is found the refinement returns a dearer plan, or the "
         "incumbent marked as missing, and says so. A gain of less than 1 % in a simulated objective counts as noise and does "
         "not replace the incumbent; knobs whose change gained less than that are put back to the incumbent's value.",
