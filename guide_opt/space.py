@@ -528,8 +528,10 @@ def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: i
     steady = sum(len(t[3]) * len(t[4]) * sum(ms.serving_model == "steady_state" for ms in group) for t, group in zip(tasks, models))
     if size < PARALLEL_MIN_EVALUATIONS and steady < PARALLEL_MIN_STEADY_FIGURES:
         workers = 1
-    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers,
-                      chunksize=len(items) // (4 * max(1, workers)))
+    # Shapes with steady-state figures take 10-400 ms each and vary 30-fold, so they are handed out one at a time (a
+    # worker that is done takes the next); static evaluations alone are ~1 ms and go in chunks to save the hand-offs.
+    chunksize = 1 if steady else len(items) // (4 * max(1, workers))
+    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers, chunksize=chunksize)
     out: list[list[ShapeWork]] = [[] for _ in tasks]
     for (t, _), work in zip(items, flat):
         out[t].append(work)
