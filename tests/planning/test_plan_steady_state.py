@@ -17,6 +17,7 @@ from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
 from guide_opt.space import empty_model_space, evaluate_candidate, make_shape, resolve_prices, shape_config
 
+from problem_fixtures import tpot_p99_problem
 from simulator_runs import pooled_open_loop
 
 
@@ -62,11 +63,7 @@ def test_a_tpot_p99_slo_at_the_target_utilization_takes_the_replicas_the_simulat
     # three. Expected: the simulator's verdict on both plans (an independent implementation of the engine rules).
     from guide_opt.catalog import load_catalog
 
-    problem = Problem.from_dict({
-        "name": "tpot-p99", "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 2048, "output_tokens": 256, "request_rate_per_s": 15.5},
-                                        "slo": {"tpot_ms": 30, "percentile": 99}}],
-        "hardware": {"gpus": ["h100-sxm"], "max_gpus": 8}, "frameworks": ["vllm"], "search": {"tp": [1], "batch_sizes": [128]},
-    })
+    problem = tpot_p99_problem()
     solution = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
     assert solution.status is Status.OPTIMAL
     d = solution.deployments[0]

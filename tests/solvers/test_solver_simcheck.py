@@ -20,7 +20,7 @@ from guide_opt.solvers import get_solver
 from guide_opt.space import build_space
 from guide_opt.verify import Violation
 
-from problem_fixtures import PROBLEMS_DIR, small_problem
+from problem_fixtures import PROBLEMS_DIR, small_problem, tpot_p99_problem
 
 
 def _shape_key(d) -> tuple:
@@ -224,11 +224,7 @@ def test_a_p99_slo_is_checked_on_enough_requests_to_read_its_tail():
 
     from guide_opt.simcheck import check_plan, check_requests
 
-    problem = Problem.from_dict({
-        "name": "tpot-p99", "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 2048, "output_tokens": 256, "request_rate_per_s": 15.5},
-                                        "slo": {"tpot_ms": 30, "percentile": 99}}],
-        "hardware": {"gpus": ["h100-sxm"], "max_gpus": 8}, "frameworks": ["vllm"], "search": {"tp": [1], "batch_sizes": [128]},
-    })
+    problem = tpot_p99_problem()
     assert check_requests(problem) == 8000
     planned = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False).deployments[0]
     two = [dataclasses.replace(planned, replicas=2)]
