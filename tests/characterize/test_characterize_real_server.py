@@ -28,12 +28,14 @@ from guide_opt.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT_TOKENS, OUTPUT_TOKENS = 32, 8
-#: The rows are labelled as Llama-3.2-1B on an A10. calibrate accepts a row between the weight-streaming
-#: floor (4.1 ms per token here) and 100x the model (TTFT about 6.6 ms at these lengths): a lightly loaded CPU running
-#: the tiny model measured TPOT 7.3-10.1 ms and TTFT 48-218 ms, inside that window; a heavily loaded one
-#: (load average 11 on 2 cores) 1.2-3.6 s to a first token, which calibrate refuses. An 8B label (floor 27 ms)
-#: refused the lightly loaded machine's rows as too fast instead.
-LABELS = ["--llm", "llama-3.2-1b", "--gpu", "a10", "--framework", "vllm"]
+#: The rows are labelled as Llama-3.2-1B on an A100 40GB. calibrate accepts a row between the weight-streaming
+#: floor (1.6 ms per token here) and 100x the model (TTFT about 3.8-4.1 ms at these lengths, so about 400 ms). A
+#: lightly loaded CPU running the tiny model measured TPOT 7.3-10.1 ms and TTFT 48-218 ms; a quiet one (load
+#: average 1.5) TPOT 4.9-7.5 ms and TTFT 21-169 ms (three characterizations), both inside that window and slower
+#: than the model's TPOT (3.7-4.0 ms); a heavily loaded one (load average 11 on 2 cores) 1.2-3.6 s to a first token,
+#: which calibrate refuses. An A10 label (floor 4.1 ms) refused all three of a quiet machine's rows as too fast
+#: in one run, and an 8B label (floor 27 ms) the lightly loaded machine's.
+LABELS = ["--llm", "llama-3.2-1b", "--gpu", "a100-40gb", "--framework", "vllm"]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -82,7 +84,7 @@ models:
   - id: llama-3.2-1b
     workload: {input_tokens: 32, output_tokens: 8, concurrent_users: 4}
     slo: {tpot_ms: 5000}
-hardware: {gpus: [a10], max_gpus: 4}
+hardware: {gpus: [a100-40gb], max_gpus: 4}
 frameworks: [vllm]
 objective: min_cost
 """
@@ -95,19 +97,19 @@ def _planned_tpot_ms(problem: Path, capsys, *extra: str) -> float:
 
 def test_the_loop_calibrate_then_replan(characterized, tmp_path, capsys):
     # plan -> (launch) -> characterize -> calibrate -> re-plan: the calibration file is fitted to
-    # the rows the load test wrote (labelled a10 / vllm), and re-planning uses it. This CPU is far
-    # slower than an A10, so the fitted factors make the planned TPOT larger than the default's.
+    # the rows the load test wrote (labelled a100-40gb / vllm), and re-planning uses it. This CPU is
+    # slower than an A100, so the fitted factors make the planned TPOT larger than the default's.
     _, out = characterized
     calibration = tmp_path / "calibration.yaml"
     assert main(["calibrate", "--data", str(out / "calibration.csv"), "--out", str(calibration), "--no-cross-validate"]) == 0
     report = capsys.readouterr().out
     (entry,) = yaml.safe_load(calibration.read_text())["entries"]
     # One closed-loop row per user count (3), less those calibrate refuses as more than 100x slower
-    # than the A10 model: on a loaded CPU the 4-user level can be, and calibrate then says so.
+    # than the A100 model: on a loaded CPU the 4-user level can be, and calibrate then says so.
     # Every row calibrate leaves out is counted in its report under a reason ("skipped (where): N x ...").
     left_out = {reason: int(n) for n, reason in re.findall(r"skipped \([^)]*\): (\d+) x (.*)", report)}
     refused = sum(n for reason, n in left_out.items() if "slower than the model predicts" in reason)
-    assert (entry["gpu"], entry["framework"]) == ("a10", "vllm") and 0 <= refused < 3
+    assert (entry["gpu"], entry["framework"]) == ("a100-40gb", "vllm") and 0 <= refused < 3
     assert entry["rows"] + sum(left_out.values()) == 3, report
     problem = tmp_path / "problem.yaml"
     problem.write_text(PROBLEM)
