@@ -48,7 +48,10 @@ Notation: prompt ``P`` tokens, output ``O`` tokens, ``B`` = ``config.batch`` (ma
   ``X = min(U, B) / (first token + (O - 1) TPOT)`` solved self-consistently with TPOT (regula
   falsi); users beyond ``B`` wait ``(U - B) / X`` for a slot. A request arrives when its user's
   previous one finishes, at a step boundary: no residual, it shares its first window with the
-  requests of the users whose answers finished in the same step.
+  requests of the users whose answers finished in the same step. ``X`` cannot exceed the rate
+  at which prompt windows grow without bound (the steps' token budget, taken by the decodes
+  first, admits only so many prompts): beyond it the loop is prefill-bound, ``X`` is that rate,
+  TPOT that of its steps, and the prompts queue for their prefill.
 - **Capacity** (:func:`capacity_request_rate_per_s`): the smaller of the rate at which windows
   grow without bound (each extra prompt's time ``s(n)`` times the rate reaches 1) and the rate at
   which the slots fill (found to :data:`CAPACITY_TOLERANCE`, each try's holding time bounding
@@ -1304,14 +1307,24 @@ def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable,
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     first, first_mean_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
     throughput = running / (first_mean_s + steps * tpot_s)
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
+    decodes_seen = solution.decodes_seen
+    saturation = _saturation(table, slots, steps) if steps > 0 else None
+    if saturation is not None and throughput > saturation.rate_per_s:
+        # Prefill-bound: the returning users' prompts arrive faster than the steps can take them in
+        # (whole prompts, or chunks, beside the decodes fill each step's token budget), so the
+        # engine admits them at its saturation rate and they queue for their prefill.
+        throughput, tpot_s, decodes_seen = saturation.rate_per_s, saturation.tpot_s, saturation.decodes
+        tpot = itl = LatencyDistribution(tpot_s, tpot_s, tpot_s, tpot_s)
+        prefill_wait_s = max(0.0, running / throughput - steps * tpot_s - first_mean_s)
+        first, first_mean_s = (first[0] + prefill_wait_s, first[1]), first_mean_s + prefill_wait_s
     slot_wait_s = (users - running) / throughput
     ttft_mean_s = first_mean_s + slot_wait_s
-    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
     return SteadyState(
         mode="closed_loop", stable=True, request_rate_per_s=throughput, concurrent_users=float(users),
         utilization=throughput / capacity if capacity > 0 else math.nan,
         ttft=_distribution((first[0] + slot_wait_s, first[1]), ttft_mean_s), tpot=tpot,
-        itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
+        itl=itl, e2e_mean_s=ttft_mean_s + steps * tpot_s, decode_sequences=decodes_seen, output_tokens=config.output_tokens,
     )
 
 
@@ -1321,25 +1334,55 @@ def _unstable(mode: str, rate: float, users: float | None, capacity: float, outp
                        e2e_mean_s=math.inf, decode_sequences=math.nan, output_tokens=output_tokens)
 
 
-def _saturation(table: StepTable, slots: int, steps: int) -> float:
-    """The rate (requests/s) at which prompt windows grow without bound.
+@dataclass(frozen=True)
+class _Saturation:
+    """Where prompt windows start to grow without bound: the rate (requests/s), the decoders and their TPOT there."""
+
+    rate_per_s: float
+    decodes: float
+    tpot_s: float
+
+
+def _saturation(table: StepTable, slots: int, steps: int) -> _Saturation:
+    """The rate (requests/s) at which prompt windows grow without bound (memoised in ``table``).
 
     Far into a long window every extra prompt adds ``s(n)`` seconds and ``sigma(n)`` steps
     (the slopes of :meth:`StepTable.windows`), so ``W = a + rate x W x s(n)`` diverges at
     ``rate = 1 / s(n)``; there the decoders ``n = 1 + rate (O - 1) TPOT`` see steps of
     ``TPOT = s(n) / sigma(n)``, i.e. ``n = 1 + (O - 1) / sigma(n)`` (at most ``slots``).
+    More decoders leave less of each step's token budget to prompts, so ``sigma`` does not fall
+    with ``n`` and ``1 + (O - 1) / sigma(n) - n`` falls: its root is found by bisection (iterating
+    the map instead oscillates where the prompts per step drop, e.g. from two to one, between
+    neighbouring decode counts).
     """
-    n = 1.0
-    for _ in range(MAX_ITERATIONS):
+    return table.memo(("saturation", slots, steps), lambda: _saturation_point(table, slots, steps))
+
+
+def _saturation_point(table: StepTable, slots: int, steps: int) -> _Saturation:
+    """:func:`_saturation` computed (not memoised)."""
+
+    def point(n: float) -> tuple[float, float, float]:
+        """(decoders the slopes at ``n`` call for minus ``n``, time per prompt, steps per prompt)."""
         lo, hi, _ = table._neighbours(n, slots)
         probe = np.array([2, 3]) * max(table.linear_from_prompts(lo), table.linear_from_prompts(hi))
         times, steps_ = table.windows(n, slots, probe)
-        per_prompt_s, per_prompt_steps = (times[1] - times[0]) / probe[0], (steps_[1] - steps_[0]) / probe[0]
-        new = min(float(slots), 1.0 + steps / per_prompt_steps)
-        if abs(new - n) <= CONVERGENCE * new:
-            break
-        n = new
-    return 1.0 / per_prompt_s
+        extra = probe[1] - probe[0]  # the slopes: what the prompts between the two probes add
+        per_prompt_s, per_prompt_steps = (times[1] - times[0]) / extra, (steps_[1] - steps_[0]) / extra
+        return min(float(slots), 1.0 + steps / per_prompt_steps) - n, per_prompt_s, per_prompt_steps
+
+    low, high = 1.0, float(slots)
+    n = high
+    excess, per_prompt_s, per_prompt_steps = point(high)
+    if excess < 0.0:  # the decoders do not fill the slots: bisect on [1, slots]
+        while high - low > CONVERGENCE * high:
+            middle = (low + high) / 2
+            if point(middle)[0] > 0.0:
+                low = middle
+            else:
+                high = middle
+        n = low
+        _, per_prompt_s, per_prompt_steps = point(n)
+    return _Saturation(float(1.0 / per_prompt_s), float(n), float(per_prompt_s / per_prompt_steps))
 
 
 def capacity_request_rate_per_s(config: ServingConfig, table: StepTable | None = None) -> float:
@@ -1372,7 +1415,7 @@ def _capacity(config: ServingConfig, table: StepTable) -> float:
             best[:] = [solution]
         return value
 
-    saturated = _saturation(table, slots, steps) * STABILITY_LIMIT
+    saturated = _saturation(table, slots, steps).rate_per_s * STABILITY_LIMIT
     full = slots * STABILITY_LIMIT
     # Occupancy = rate x holding time (Little's law), and the holding time grows with the rate:
     # a try above the capacity bounds it from below by full / holding, a try below bounds it

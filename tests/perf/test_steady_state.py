@@ -376,3 +376,42 @@ def test_a_shared_table_gives_the_same_answer(chat):
     shared = ss.StepTable(chat)
     ss.open_loop(chat, 3.0, shared)  # fill the shared table at other decode counts first
     assert ss.open_loop(small, 3.0, shared).ttft.mean_s == pytest.approx(ss.open_loop(small, 3.0).ttft.mean_s, rel=1e-12)
+
+
+def _one_prompt_per_step(catalog):
+    """Llama-3.1-8B on one H100 with TensorRT-LLM (whole prompts), 212 slots, 2048 / 128 tokens, 4,096 tokens per step."""
+    from guide_opt.perf import ServingConfig
+
+    return ServingConfig(llm=catalog.llms["llama-3.1-8b"], gpu=catalog.gpus["h100-sxm"], framework=catalog.frameworks["tensorrt-llm"],
+                         quantization=catalog.quantization("bf16"), batch=212, input_tokens=2048, output_tokens=128,
+                         max_num_batched_tokens=4096)
+
+
+def test_saturation_when_each_step_takes_one_whole_prompt(catalog):
+    # By hand: the decodes go first, so beside n >= 1 of them a 4,096-token step holds one 2,048-token
+    # prompt, never two; a window of k prompts is k steps. At saturation every step carries one prompt,
+    # so a request decodes for 127 steps with 127 others: n = 1 + 127 = 128 decoders (below the 212
+    # slots), and prompts enter at one per step: rate = 1 / (time of one prompt beside 128 decodes).
+    # The windows' slopes were once divided by twice the prompts between the two probes, which
+    # doubled this rate (and put n at the slots).
+    config = _one_prompt_per_step(catalog)
+    table = ss.StepTable(config)
+    point = ss._saturation(table, 212, 127)
+    assert point.decodes == pytest.approx(128.0, rel=1e-3)
+    assert point.rate_per_s == pytest.approx(1.0 / table.window(128, 1).time_s, rel=0.01)
+    assert point.tpot_s == pytest.approx(table.window(128, 1).time_s, rel=0.01)
+
+
+def test_a_prefill_bound_closed_loop_runs_at_the_saturation_rate(catalog):
+    # 212 users with zero think time would return prompts at 212 / (first token + 127 steps), about
+    # 1.7 per step, but the steps take one each (previous test): the loop runs at the saturation
+    # rate and the prompts queue. Expected: the simulator serving 3,000 requests queued at once
+    # (offline, TensorRT-LLM's max-throughput protocol), an independent implementation of the
+    # engine rules. The fixed point alone gave 21.9 requests/s here against the simulator's 16.0.
+    config = _one_prompt_per_step(catalog)
+    table = ss.StepTable(config)
+    state = ss.closed_loop(config, 212, table, capacity_per_s=0.0)
+    sim = simulate(config, Workload.burst(FixedLengths(2048, 128)), max_num_seqs=212, max_num_batched_tokens=4096, num_requests=3000)
+    assert state.request_rate_per_s == pytest.approx(sim.request_throughput_per_s, rel=0.02)
+    assert state.tpot.mean_s == pytest.approx(float(np.mean(sim.requests.tpot_s)), rel=0.03)
+    assert state.decode_sequences == pytest.approx(128.0, rel=1e-3)

@@ -307,7 +307,7 @@ def test_the_window_iteration_finds_the_smallest_fixed_point(catalog, llm, gpu, 
     if config.unsupported_reason() or config.context_reason():
         return
     table, steps = ss.StepTable(config), output_tokens - 1
-    rate = load * ss._saturation(table, batch, steps)
+    rate = load * ss._saturation(table, batch, steps).rate_per_s
     n = 1.0 + decoding * (batch - 1)
     acceptable, root = _window_roots(table, n, batch, rate)
     solution = ss._decode_run(table, batch, rate, lambda t: n)
@@ -326,7 +326,8 @@ def test_the_window_iteration_finds_the_smallest_fixed_point(catalog, llm, gpu, 
 
 def test_a_window_map_parallel_to_the_identity_is_beyond_capacity(catalog):
     # The case Hypothesis drew against the property test above (llama-3.2-1b on one H100 with
-    # SGLang, 115 / 2 tokens, one slot held by a decoding sequence, half the saturation rate):
+    # SGLang, 115 / 2 tokens, one slot held by a decoding sequence, at the saturation rate -- drawn
+    # as half the rate the saturation search gave while it halved the windows' slopes):
     # every next window is longer than the window before it, from a decode step up to
     # MAX_PROMPTS_PER_WINDOW prompts -- by a nearly constant 48 us once the window holds a few
     # hundred prompts -- so the map never meets the identity: the queue of waiting prompts grows
@@ -334,7 +335,7 @@ def test_a_window_map_parallel_to_the_identity_is_beyond_capacity(catalog):
     # relative step drops below CONVERGENCE (what made the old reading expect a fixed point).
     config = _config(catalog, "llama-3.2-1b", "h100-sxm", "sglang", 1, 115, 2, 1)
     table = ss.StepTable(config)
-    rate = 0.5 * ss._saturation(table, 1, 1)
+    rate = ss._saturation(table, 1, 1).rate_per_s
     windows = np.geomspace(table.decode_step_s(1.0, 1), ss.MAX_PROMPTS_PER_WINDOW / rate, 400)
     growth = [table.poisson_window(1.0, 1, rate * w)[0] - w for w in windows]
     assert min(growth) > 0  # no fixed point below the window limit
@@ -357,7 +358,7 @@ def test_the_open_loop_iteration_is_beyond_capacity_only_where_the_plain_one_is(
     if config.unsupported_reason() or config.context_reason():
         return
     table, steps = ss.StepTable(config), output_tokens - 1
-    rate = load * ss._saturation(table, batch, steps)
+    rate = load * ss._saturation(table, batch, steps).rate_per_s
     decodes = lambda t: min(float(batch), 1.0 + rate * steps * t)  # noqa: E731
     solution = ss._decode_run(table, batch, rate, decodes)
     if solution is None:
@@ -389,7 +390,7 @@ def test_capacity_is_within_its_tolerance_of_a_fine_bisection(catalog, llm, gpu,
     if config.unsupported_reason() or config.context_reason():
         return
     table, steps = ss.StepTable(config), output_tokens - 1
-    saturated = ss._saturation(table, batch, steps) * ss.STABILITY_LIMIT
+    saturated = ss._saturation(table, batch, steps).rate_per_s * ss.STABILITY_LIMIT
     if _occupancy_excess(table, saturated, batch, steps) < 0:
         expected = saturated
     else:
