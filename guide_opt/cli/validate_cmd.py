@@ -47,7 +47,9 @@ def echo_guide_tables(rows: list[AccuracyRow]) -> None:
 @click.option("--serving", type=click.Choice(["static", "steady-state", "tgis"]), default="static", show_default=True,
               help="How closed-loop rows (LLM-Pilot) are predicted: a static batch of the users (vllm profile), the steady-state "
                    "closed loop on the tgis profile, or TGIS's batching rule played step by step on the tgis profile with TGIS's "
-                   "default host time (launch floor, host time per prefill pass and per running sequence).")
+                   "default host time (launch floor, host time per prefill pass and per running sequence). Offline "
+                   "max-throughput rows (trtllm-serving) are read as waves of one burst batch (static) or as a closed loop "
+                   "(steady-state, tgis) on their own engine profile.")
 @format_option
 def validate_command(sources, calibration, data_dir, llm_pilot, candidates, predictor, serving, output_format) -> int:
     """Compare guide-opt's predictions with measured public data: MAPE, median APE, bias and count
@@ -92,6 +94,7 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, pred
         return 0
     label = f"calibration {calibration}" if calibration else "default efficiency factors (hardware_db/frameworks, not fitted)"
     label += f"; closed-loop rows: {serving}" + ("" if serving == "static" else " (tgis profile)")
+    label += "; offline runs: " + ("burst batches" if serving == "static" else "closed loops")
     click.echo(f"Predicted vs measured, {label}. Errors in %: bias > 0 means guide-opt predicts too high.")
     echo_guide_tables(rows)
     click.echo("")

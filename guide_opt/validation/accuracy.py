@@ -63,6 +63,7 @@ def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyF
         flash_attention=m.flash_attention,
         kv_cache_dtype=m.kv_cache_dtype,
         efficiency=efficiency,
+        max_num_batched_tokens=m.max_num_batched_tokens,
     )
 
 
@@ -118,8 +119,36 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, prefill_host_ms: float | 
             "throughput_tokens_per_s": min(users, settings.max_batch_size) * config.output_tokens / e2e_s}
 
 
+def offline_throughput_metrics(config: ServingConfig, *, steady: bool) -> dict[str, float] | None:
+    """Output tokens/s of an offline max-throughput run of ``config`` (every request queued at once); None when none fits.
+
+    The engine keeps ``running = min(config.batch, max_batch(config))`` requests at once: its max
+    batch size, or fewer when the KV cache cannot hold that many to their last token (a
+    TensorRT-LLM runtime scheduling ``GUARANTEED_NO_EVICT`` admits a request only then). With
+    ``steady`` each finished request is replaced at once, a closed loop of ``running`` users
+    with zero think time (:func:`guide_opt.perf.steady_state.closed_loop`); without, the run is
+    read as the static model reads it: waves of ``running`` prompts arriving together, the
+    throughput of one such batch. The time to fill and drain the engine at the run's start and
+    end is left out of both (the runs hold 1,000-30,000 requests).
+    """
+    from guide_opt.perf import steady_state
+    from guide_opt.perf.memory import max_batch
+
+    running = min(config.batch, max_batch(config))
+    if running < 1:
+        return None
+    config = replace(config, batch=running)
+    if steady:
+        return {"throughput_tokens_per_s": steady_state.closed_loop(config, running, capacity_per_s=0.0).output_throughput_tokens_per_s}
+    est = estimate(config)
+    if not est.runs:
+        return None
+    return {"throughput_tokens_per_s": running * config.output_tokens / est.phases.batch_latency_s}
+
+
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
-                      running: int | None = None, serving: str = "static", statistic: str = "mean") -> dict[str, float] | None:
+                      running: int | None = None, serving: str = "static", statistic: str = "mean",
+                      offline: bool = False) -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -133,8 +162,11 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     ``serving="steady_state"`` predicts a closed-loop row with the steady-state model instead
     (:func:`steady_closed_loop_metrics`, reading ``statistic``), ``serving="tgis"`` with TGIS's
     batching rule (:func:`tgis_closed_loop_metrics`, medians); static-batch rows are predicted
-    statically either way.
+    statically either way. ``offline``: an offline max-throughput run, throughput only
+    (:func:`offline_throughput_metrics`: steady state unless ``serving`` is ``static``).
     """
+    if offline:
+        return offline_throughput_metrics(config, steady=serving != "static")
     if closed_loop and serving == "tgis":  # its own memory check: the batch TGIS runs, not all the users
         metrics = tgis_closed_loop_metrics(config)
         return metrics if math.isfinite(metrics["ttft_ms"]) else None
@@ -207,7 +239,7 @@ def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = N
         if reason:
             result.skipped[f"unsupported configuration: {reason}"] += 1
             continue
-        predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic)
+        predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic, offline=m.offline)
         if predicted is None:
             result.skipped[NOT_FITTING] += 1
             continue

@@ -91,6 +91,8 @@ PHYSICS_TOO_FAST = "faster than streaming the weights once per output token at p
 PHYSICS_TOO_SLOW = f"more than {MAX_SLOWDOWN:g}x slower than the model predicts"
 #: Reason of a row skipped because none of its fitted metrics is a finite positive number.
 NO_USABLE_METRIC = "no fitted metric is a finite positive number"
+#: Reason of an offline max-throughput row left out of calibration.
+OFFLINE_RUN = "offline max-throughput run (a steady-state figure: calibration fits static batches)"
 #: Quantiles of ``ln(measured / predicted)`` stored in a calibration file.
 QUANTILE_GRID: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
@@ -258,6 +260,9 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
     refused: Counter = Counter()
     examples: dict[str, str] = {}
     for m in rows:
+        if m.offline:
+            skipped[OFFLINE_RUN] += 1
+            continue
         config = measurement_config(m, catalog)
         reason = config.unsupported_reason()
         if reason:

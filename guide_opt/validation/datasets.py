@@ -49,7 +49,19 @@ Sources (:data:`SOURCES`):
 ``trtllm-perf``
     TensorRT-LLM v0.5.0 performance tables: the static-batch throughput table and the batch-1
     first-token latency table. The in-flight-batching max-throughput tables (v0.13, v1.0) are
-    not a static batch and are skipped.
+    not a static batch: they are the ``trtllm-serving`` source.
+``trtllm-serving``
+    TensorRT-LLM's in-flight-batching max-throughput tables (performance overview v0.13, and
+    v1.0 with the PyTorch backend): output tokens/s of offline ``trtllm-bench throughput`` runs
+    (every request queued at once; fixed input and output lengths) on H100 / H200 / A100 SXM /
+    L40S, FP16 and FP8 (FP8 weights with an FP8 KV cache), TP 1-8. Each row is an *offline*
+    measurement: its ``batch`` is the max batch size trtllm-bench builds and its token budget
+    the max num tokens (:func:`guide_opt.validation.trtllm_bench.engine_settings`); the
+    requests running at once are the fewer of that batch and what the KV cache holds. FP4 rows
+    (B200, GB200, RTX Pro 6000) are skipped: guide-opt has no FP4 quantization. Llama-3-8B is
+    predicted as Llama-3.1-8B and Llama-3-70B / Llama-3.3-70B as Llama-3.1-70B (same shapes;
+    only the context length and RoPE scaling differ). Throughput is report-only: calibration
+    fits static-batch figures, these rows test the steady-state serving model.
 """
 
 from __future__ import annotations
@@ -106,6 +118,11 @@ class Measurement:
     ``vllm bench serve`` reports) or ``median`` (median TTFT and median inter-token latency, as
     LLM-Pilot reports). kv_cache_dtype: the KV cache's element type in the measured engine
     (``fp16``, or ``fp8`` where the source's build stored the cache in FP8).
+    offline: the row measured an offline max-throughput run -- every request queued at once, the
+    engine keeping as many running as ``batch`` (its max batch size) and its KV cache allow --
+    and only its output throughput (see
+    :func:`guide_opt.validation.accuracy.offline_throughput_metrics`).
+    max_num_batched_tokens: the measured engine's token budget per step (None: the profile's).
     """
 
     source: str
@@ -124,6 +141,8 @@ class Measurement:
     key: str = ""
     statistic: str = "mean"
     kv_cache_dtype: str = "fp16"
+    offline: bool = False
+    max_num_batched_tokens: int | None = None
 
     @property
     def group(self) -> tuple[str, str]:
@@ -262,6 +281,38 @@ TRTLLM_PRECISIONS: dict[str, str] = {"FP16": "bf16", "FP8": "fp8"}
 #: Model": every FP8 build command, and "to run the benchmarks below on A100, you will need to remove
 #: the --enable_fp8 --fp8_kv_cache options"), so their cache holds FP8 values.
 TRTLLM_KV_CACHE_DTYPES: dict[str, str] = {"FP16": "fp16", "FP8": "fp8"}
+
+
+#: TensorRT-LLM performance-overview names (v0.13 and v1.0) of the LLMs in the catalog.
+TRTLLM_SERVING_LLMS: dict[str, tuple[str, ...]] = {
+    "LLaMA v2 7B": ("llama-2-7b",),
+    "LLaMA v3 8B": ("llama-3.1-8b",),
+    "LLaMA v3.1 8B": ("llama-3.1-8b",),
+    "Llama 3.1 8B": ("llama-3.1-8b",),
+    "Mistral 7B": ("mistral-7b",),
+    "LLaMA v2 70B": ("llama-2-70b",),
+    "LLaMA v3 70B": ("llama-3.1-70b",),
+    "LLaMA v3.1 70B": ("llama-3.1-70b",),
+    "Llama 3.3 70B": ("llama-3.1-70b",),
+    "Mixtral 8x7B": ("mixtral-8x7b",),
+    "GPTJ 6B": ("gpt-j-6b",),
+    "LLaMA v3.1 405B": ("llama-3.1-405b",),
+    "Llama 3.1 405B": ("llama-3.1-405b",),
+}
+#: Their GPUs (every one an SXM part where there is a choice: HBM3 H100 / H200 are SXM modules).
+TRTLLM_SERVING_GPUS: dict[str, tuple[str, ...]] = {
+    "H100 80GB HBM3": ("h100-sxm",),
+    "H100 SXM 80GB": ("h100-sxm",),
+    "H200 141GB HBM3": ("h200",),
+    "H200 SXM 141GB": ("h200",),
+    "A100-SXM4-80GB": ("a100-80gb-sxm",),
+    "L40S": ("l40s",),
+    "GH200 120GB": ("gh200",),
+    "B200 180GB": ("b200",),
+}
+#: Their precisions as (quantization, KV cache dtype): "If you specify FP8 quantization, the KV
+#: cache will automatically be set to FP8 as well" (performance overview, "Engine Building").
+TRTLLM_SERVING_PRECISIONS: dict[str, tuple[str, str]] = {"FP16": ("bf16", "fp16"), "FP8": ("fp8", "fp8")}
 
 
 def _map_ids(data: SourceData, catalog: Catalog, *, llm_name: str, llm_candidates: tuple[str, ...],
@@ -426,23 +477,33 @@ def load_llm_pilot(data_dir: Path, catalog: Catalog) -> SourceData:
     return data
 
 
-def load_trtllm_perf(data_dir: Path, catalog: Catalog) -> SourceData:
-    """TensorRT-LLM v0.5.0 static-batch throughput and batch-1 first-token latency tables."""
-    data = SourceData("trtllm-perf")
+def _trtllm_table_rows(data: SourceData, catalog: Catalog, data_dir: Path, *, kept: Callable[[str], bool], other: str,
+                       precisions: dict, llms: dict[str, tuple[str, ...]], gpus: dict[str, tuple[str, ...]]):
+    """The rows of TensorRT-LLM's performance tables whose scenario is ``kept``, each with its ``precisions`` entry and
+    (LLM, GPU) catalog ids; the others are counted in ``data.skipped`` (other scenarios under ``other``)."""
     for row in read_csv_rows(data_dir / "trtllm_perf" / "trtllm_perf_overview_long.csv"):
-        scenario = row["scenario"]
-        if scenario not in ("static_batch_throughput", "batch1_first_token_latency"):
-            data.skip("in-flight-batching max-throughput table (not a static batch)")
+        if not kept(row["scenario"]):
+            data.skip(other)
             continue
-        quantization = TRTLLM_PRECISIONS.get(row["precision"])
-        if quantization is None:
+        precision = precisions.get(row["precision"])
+        if precision is None:
             data.skip(f"precision {row['precision']} not modelled")
             continue
         name, gpu_name = row["model"], row["gpu"]
-        ids = _map_ids(data, catalog, llm_name=name, llm_candidates=TRTLLM_LLMS.get(name, ()), gpu_name=gpu_name,
-                       gpu_candidates=TRTLLM_GPUS.get(gpu_name, ()), framework="tensorrt-llm")
-        if ids is None:
-            continue
+        ids = _map_ids(data, catalog, llm_name=name, llm_candidates=llms.get(name, ()), gpu_name=gpu_name,
+                       gpu_candidates=gpus.get(gpu_name, ()), framework="tensorrt-llm")
+        if ids is not None:
+            yield row, precision, ids
+
+
+def load_trtllm_perf(data_dir: Path, catalog: Catalog) -> SourceData:
+    """TensorRT-LLM v0.5.0 static-batch throughput and batch-1 first-token latency tables."""
+    data = SourceData("trtllm-perf")
+    for row, quantization, ids in _trtllm_table_rows(
+            data, catalog, data_dir, kept=lambda scenario: scenario in ("static_batch_throughput", "batch1_first_token_latency"),
+            other="in-flight-batching max-throughput table (the trtllm-serving source)", precisions=TRTLLM_PRECISIONS,
+            llms=TRTLLM_LLMS, gpus=TRTLLM_GPUS):
+        name, gpu_name, scenario = row["model"], row["gpu"], row["scenario"]
         tp, batch, isl = int(row["tp"]), int(row["batch_size"]), int(row["isl"])
         if scenario == "static_batch_throughput":
             osl = int(row["osl"])
@@ -456,12 +517,42 @@ def load_trtllm_perf(data_dir: Path, catalog: Catalog) -> SourceData:
     return data
 
 
+def load_trtllm_serving(data_dir: Path, catalog: Catalog) -> SourceData:
+    """TensorRT-LLM in-flight-batching max-throughput tables (v0.13, v1.0): offline runs, output tokens/s."""
+    from guide_opt.validation.trtllm_bench import engine_settings
+
+    data = SourceData("trtllm-serving")
+    for row, (quantization, kv_cache_dtype), ids in _trtllm_table_rows(
+            data, catalog, data_dir, kept=lambda scenario: scenario.startswith("max_throughput_inflight_batching"),
+            other="static-batch or first-token table (the trtllm-perf source)", precisions=TRTLLM_SERVING_PRECISIONS,
+            llms=TRTLLM_SERVING_LLMS, gpus=TRTLLM_SERVING_GPUS):
+        name, gpu_name = row["model"], row["gpu"]
+        tp, pp, isl, osl = int(row["tp"]), int(row["pp"]), int(row["isl"]), int(row["osl"])
+        if pp != 1:
+            data.skip("pipeline-parallel row (the offline predictions model TP only)")
+            continue
+        if isl + osl > catalog.llms[ids[0]].max_position_embeddings:
+            data.skip("input + output tokens exceed the LLM's context (the planner refuses such requests)")
+            continue
+        settings = engine_settings(catalog.llms[ids[0]], catalog.gpus[ids[1]], tp=tp, pp=pp, fp8_weights=quantization == "fp8",
+                                   kv_cache_dtype=kv_cache_dtype, input_tokens=isl, output_tokens=osl)
+        version = row["trtllm_version"].split(" ", 1)[0]
+        data.rows.append(Measurement(
+            "trtllm-serving", ids[0], ids[1], "tensorrt-llm", quantization, tp, settings.max_batch_size, isl, osl,
+            {"throughput_tokens_per_s": float(row["output_tok_s"])}, report_only=frozenset({"throughput_tokens_per_s"}),
+            key=f"{name} {gpu_name} {row['precision']} tp{tp} {isl}/{osl} v{version}", kv_cache_dtype=kv_cache_dtype,
+            offline=True, max_num_batched_tokens=settings.max_num_tokens,
+        ))
+    return data
+
+
 #: Source name -> loader(data_dir, catalog).
 SOURCES: dict[str, Callable[[Path, Catalog], SourceData]] = {
     "lmdeploy": load_lmdeploy,
     "llm-inference-bench": load_llm_inference_bench,
     "llm-pilot": load_llm_pilot,
     "trtllm-perf": load_trtllm_perf,
+    "trtllm-serving": load_trtllm_serving,
 }
 
 

@@ -108,7 +108,8 @@ def test_llm_pilot_is_decoder_only_closed_loop(catalog, data_dir):
 
 def test_trtllm_perf_keeps_static_tables_only(catalog, data_dir):
     data = load_trtllm_perf(data_dir, catalog)
-    assert data.skipped["in-flight-batching max-throughput table (not a static batch)"] > 0
+    assert data.skipped["in-flight-batching max-throughput table (the trtllm-serving source)"] > 0
+    assert not any(m.offline for m in data.rows)
     ttft = [m for m in data.rows if "ttft_ms" in m.measured]
     assert ttft and all(m.batch == 1 for m in ttft)
 

@@ -1,0 +1,208 @@
+"""Saturated throughput: guide-opt against TensorRT-LLM's offline max-throughput runs (RESULTS.md section 14).
+
+Run from the repository root::
+
+    python benchmarks/bench_trtllm_serving.py            # print the section as Markdown
+    python benchmarks/bench_trtllm_serving.py --write    # also replace section 14 of benchmarks/RESULTS.md
+
+The rows are the ``trtllm-serving`` source (``guide_opt/validation/datasets.py``): NVIDIA's
+in-flight-batching max-throughput tables (performance overview v0.13 and v1.0), each an
+offline ``trtllm-bench throughput`` run with fixed lengths, every request queued at once.
+Predicted with the default factors of the ``tensorrt-llm`` profile three ways:
+
+- ``static``: waves of the running requests as one burst batch (the planner's model before
+  the steady-state one);
+- ``steady``: a closed loop of the running requests with zero think time
+  (:func:`guide_opt.validation.accuracy.offline_throughput_metrics`), what the planner uses;
+- ``steady, no per-sequence host cost``: the same with the profile's host time per running
+  sequence per step (32 us, fitted on LLM-Inference-Bench's batches of 1-64) set to 0, a
+  sensitivity reading, not a shipped default.
+
+Then the steady model against the simulator playing each run itself (the requests of the
+published run, queued at once) on a seeded sample of rows: the reference the model is built
+against, and how much of the measured error is the protocol (filling and draining the engine)
+rather than the model. Wall times are informative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import random
+import statistics
+import time
+from collections import defaultdict
+
+from bench_common import cpu_model, replace_results_section
+from guide_opt.catalog import load_catalog
+from guide_opt.perf.memory import max_batch
+from guide_opt.simulate import FixedLengths, Workload, simulate
+from guide_opt.validation.accuracy import evaluate, measurement_config, offline_throughput_metrics
+from guide_opt.validation.datasets import load_source
+from guide_opt.validation.host_costs import with_host_costs
+
+SECTION = "## 14. Saturated throughput: TensorRT-LLM's offline max-throughput runs"
+#: Requests per run of the performance overview ("Preparing a Dataset": $num_requests per ISL/OSL).
+RUN_REQUESTS = {(128, 128): 30000, (128, 2048): 3000, (128, 4096): 1500, (2048, 128): 3000, (2048, 2048): 1500, (5000, 500): 1500,
+                (1000, 1000): 3000, (500, 2000): 3000, (20000, 2000): 1000, (1000, 2000): 3000}
+SIMULATED_SAMPLE = 40
+
+
+def _errors(comparisons) -> dict:
+    return {c.measurement.key: c.signed_error_percent for c in comparisons}
+
+
+def _stats(values: list[float]) -> str:
+    return f"{statistics.mean(abs(v) for v in values):.1f} / {statistics.mean(values):+.1f}" if values else "-"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _grouped(rows, readings: list[dict], key) -> list[list[str]]:
+    groups: dict = defaultdict(list)
+    for m in rows:
+        groups[key(m)].append(m.key)
+    out = []
+    for group in sorted(groups, key=str):
+        keys = groups[group]
+        cells = [_stats([r[k] for k in keys if k in r]) for r in readings]
+        out.append([*(str(g) for g in (group if isinstance(group, tuple) else (group,))), str(len(keys)), *cells])
+    return out
+
+
+def _precision_ratios(rows, catalog) -> list[list[str]]:
+    """FP8 over FP16 throughput of the same LLM, GPU, TP and lengths (v0.13, H100: the one GPU with both), measured and predicted."""
+    steady = {c.measurement.key: c.predicted for c in evaluate(rows, catalog, serving="steady_state").comparisons}
+    pairs: dict = defaultdict(dict)
+    for m in rows:
+        if m.gpu == "h100-sxm" and m.key.endswith("v0.13.0"):
+            pairs[(m.key.split(" H100")[0], m.tp, m.input_tokens, m.output_tokens)][m.quantization] = m
+    by_tp: dict = defaultdict(lambda: ([], []))
+    for pair in pairs.values():
+        if {"fp8", "bf16"} <= set(pair) and all(p.key in steady for p in pair.values()):
+            fp8, bf16 = pair["fp8"], pair["bf16"]
+            measured, predicted = by_tp[fp8.tp]
+            measured.append(fp8.measured["throughput_tokens_per_s"] / bf16.measured["throughput_tokens_per_s"])
+            predicted.append(steady[fp8.key] / steady[bf16.key])
+    return [[str(tp), str(len(m)), f"{statistics.median(m):.2f}", f"{statistics.median(p):.2f}"] for tp, (m, p) in sorted(by_tp.items())]
+
+
+def _simulated(rows, catalog, seed: int) -> tuple[list[list[str]], list[float], list[float], float]:
+    sample = random.Random(seed).sample(rows, min(SIMULATED_SAMPLE, len(rows)))
+    cells, model_vs_sim, sim_vs_measured, started = [], [], [], time.perf_counter()
+    for m in sorted(sample, key=lambda r: r.key):
+        config = measurement_config(m, catalog)
+        running = min(config.batch, max_batch(config))
+        model = offline_throughput_metrics(config, steady=True)["throughput_tokens_per_s"]
+        requests = RUN_REQUESTS[(m.input_tokens, m.output_tokens)]
+        sim = simulate(dataclasses.replace(config, batch=running), Workload.burst(FixedLengths(m.input_tokens, m.output_tokens)),
+                       max_num_seqs=running, max_num_batched_tokens=config.step_token_budget, num_requests=requests).throughput_tokens_per_s
+        measured = m.measured["throughput_tokens_per_s"]
+        model_vs_sim.append((model / sim - 1) * 100)
+        sim_vs_measured.append((sim / measured - 1) * 100)
+        cells.append([m.key, str(running), str(requests), f"{measured:,.0f}", f"{model:,.0f}", f"{sim:,.0f}", f"{model_vs_sim[-1]:+.1f}",
+                      f"{sim_vs_measured[-1]:+.1f}"])
+    return cells, model_vs_sim, sim_vs_measured, time.perf_counter() - started
+
+
+def build(seed: int) -> str:
+    catalog = load_catalog()
+    data = load_source("trtllm-serving", catalog)
+    rows = data.rows
+    started = time.perf_counter()
+    static = _errors(evaluate(rows, catalog, serving="static").comparisons)
+    steady = _errors(evaluate(rows, catalog, serving="steady_state").comparisons)
+    tp_ms = catalog.frameworks["tensorrt-llm"].efficiency.tp_step_overhead_ms
+    sequence_us = catalog.frameworks["tensorrt-llm"].efficiency.sequence_overhead_us
+    bare = _errors(evaluate(rows, with_host_costs(catalog, {"tensorrt-llm": (0.0, tp_ms)}), serving="steady_state").comparisons)
+    model_s = time.perf_counter() - started
+    readings = [static, steady, bare]
+    headers = ["static", "steady", "steady, no per-sequence host cost"]
+    sim_cells, model_vs_sim, sim_vs_measured, sim_s = _simulated(rows, catalog, seed)
+    skipped = "; ".join(f"{reason}: {count}" for reason, count in data.skipped.most_common())
+    lines = [
+        f"Command: `python benchmarks/bench_trtllm_serving.py --write` on {cpu_model()}, `nproc` = 2, Python {platform.python_version()}, "
+        f"CPU only (model {model_s:.1f} s for the three readings of {len(rows)} rows; simulator {sim_s:.1f} s for {len(sim_cells)} runs).",
+        "",
+        "NVIDIA's TensorRT-LLM performance overview measures in-flight batching under maximum load: `trtllm-bench throughput` "
+        "queues every request of a fixed-length dataset at once (1,000-30,000 requests) and reports output tokens/s. "
+        f"`guide-opt validate --source trtllm-serving [--serving steady-state]` predicts {len(rows)} of its rows (v0.13 and v1.0; "
+        f"skipped: {skipped}) with the default `tensorrt-llm` profile: the engine trtllm-bench builds "
+        "(`guide_opt/validation/trtllm_bench.py`: its max batch size and max num tokens from its own heuristic) runs as many "
+        "requests at once as that batch and guide-opt's KV-cache model allow at input + output tokens each (its runtime "
+        "schedules GUARANTEED_NO_EVICT). Cells: MAPE / bias %, bias > 0 = guide-opt predicts more throughput than measured. "
+        f"`static` reads the run as waves of one burst batch, `steady` as a closed loop (what the planner uses), and the last "
+        f"column is `steady` with the profile's {sequence_us:g} us host time per running sequence per step set to 0 "
+        "(sensitivity only; the shipped default keeps it).",
+        "",
+        "By GPU and precision:",
+        "",
+        *_table(["gpu", "precision", "n", *headers], _grouped(rows, readings, lambda m: (m.gpu, m.quantization))),
+        "",
+        "By GPU, precision and TP degree (steady):",
+        "",
+        *_table(["gpu", "precision", "TP", "n", "steady"], _grouped(rows, [steady], lambda m: (m.gpu, m.quantization, m.tp))),
+        "",
+        "By input / output tokens (all GPUs):",
+        "",
+        *_table(["input / output", "n", *headers], _grouped(rows, readings, lambda m: f"{m.input_tokens} / {m.output_tokens}")),
+        "",
+        "By release (v0.13: the TensorRT engine and C++ runtime; v1.0: the PyTorch backend, H100 and H200 FP8 only here):",
+        "",
+        *_table(["release", "n", *headers], _grouped(rows, readings, lambda m: m.key.rsplit(" ", 1)[1])),
+        "",
+        "FP8 over FP16 throughput on H100 (v0.13; same LLM, TP and lengths), median of the pairs, measured and "
+        "predicted (steady):",
+        "",
+        *_table(["TP", "pairs", "measured FP8 / FP16", "predicted FP8 / FP16"], _precision_ratios(rows, catalog)),
+        "",
+        f"The steady model against the simulator playing the run itself ({len(sim_cells)} rows drawn with seed {seed}; the "
+        "simulator serves the published number of requests queued at once, with the same batch, token budget and KV cache, "
+        f"fill and drain included): model / simulator - 1 median {statistics.median(model_vs_sim):+.1f}%, "
+        f"largest |{max(model_vs_sim, key=abs):+.1f}|%; simulator / measured - 1 MAPE {statistics.mean(abs(v) for v in sim_vs_measured):.1f}%, "
+        f"bias {statistics.mean(sim_vs_measured):+.1f}%.",
+        "",
+        "What this shows:",
+        "",
+        "- Read at saturation, the burst and steady readings are within a few points of each other: the steady-state model "
+        "changes latency under load far more than the throughput a full engine reaches. Its queueing agrees with the "
+        "simulator playing the runs (above), so the measured error is in the step times: kernels and host costs.",
+        "- The host time per running sequence that the `tensorrt-llm` profile carries (fitted on LLM-Inference-Bench's "
+        f"static batches of 1-64) adds {sequence_us:g} us x the running requests to every step ({sequence_us * 100 / 1e3:.0f} ms at 100, "
+        f"{sequence_us * 4096 / 1e3:.0f} ms at 4,096; these engines run hundreds to thousands): "
+        "without it the FP8 rows move from well below the measurements to about on them, the FP16 rows from a little "
+        "above to far above. One cost per sequence cannot serve both precisions: the measured FP8 / FP16 ratio (table "
+        "above) is larger than the model's at every TP degree -- the model credits FP8 kernels and the FP8 cache "
+        "(aiconfigurator's kernel tables) with less than TensorRT-LLM's engines gained in these runs.",
+        "- L40S at TP 4 and 8: the L40S kernel profile's all-reduce (aiconfigurator's L40S box: bus bandwidth "
+        "falling to a fraction of PCIe's at 4 and 8 GPUs) is much slower than on the system behind these tables, where "
+        "TP 8 runs about as fast as TP 4; the model puts TP 8 far below TP 4. One box's topology, as section 12.4 "
+        "found for the generic PCIe curve.",
+        "- TP 8 on H100 / H200 FP8 falls furthest below the measurements among the NVLink rows.",
+        "",
+        "<details><summary>Per simulated row</summary>",
+        "",
+        *_table(["row", "running", "requests", "measured tok/s", "model", "simulator", "model vs sim %", "sim vs measured %"], sim_cells),
+        "",
+        "</details>",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace section 14 of benchmarks/RESULTS.md")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rows checked against the simulator")
+    args = parser.parse_args()
+    body = build(args.seed)
+    print(body)
+    if args.write:
+        replace_results_section(SECTION, body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
