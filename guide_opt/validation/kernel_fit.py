@@ -68,12 +68,13 @@ ALL_REDUCE_ELEMENT_BYTES = 2.0
 #: Attention rows fitted: the head size of the catalog's Llama/Qwen/Mistral LLMs, full attention.
 ATTENTION_HEAD_DIM = 128
 SOURCE = "NVIDIA aiconfigurator-core 0.12.0 systems/data (Apache-2.0), kernel tables collected with vLLM kernels and NCCL"
-#: A generic PCIe profile's all-reduce bus bandwidth at a GPU count is pooled from the measured systems
-#: of that link kind only where at least this many systems have rows at that count. NCCL's bus
-#: bandwidth is normalised for the ring, so on a flat topology it stays roughly constant in the GPU
-#: count; a drop seen on a single box (the measured L40S system: about 20 GB/s at 2 GPUs, 5 at 4,
-#: 1.5 at 8, consistent with a ring crossing CPU sockets or PCIe root complexes) is a property of
-#: that box, not of its link kind.
+#: A PCIe profile's all-reduce bus bandwidth at a GPU count is kept from the measured systems only
+#: where at least this many systems have rows at that count. NCCL's bus bandwidth is normalised for
+#: the ring, so on a flat topology it stays roughly constant in the GPU count; a drop seen on a
+#: single box (the measured L40S system: about 20 GB/s at 2 GPUs, 5 at 4, 1.5 at 8, consistent with
+#: a ring crossing CPU sockets or PCIe root complexes) is a property of that box, not of its link
+#: kind -- nor of its GPU: NVIDIA's own L40S systems run TensorRT-LLM at TP 8 about as fast as at
+#: TP 4 (benchmarks/RESULTS.md section 14), which that box's 8-GPU bandwidth would make 5x slower.
 MIN_SYSTEMS_PER_COUNT = 2
 #: Link kinds whose multi-GPU bus bandwidth depends on the box's topology (the host's PCIe tree),
 #: unlike a GPU fabric (NVLink/NVSwitch, XGMI) that joins every GPU of the node alike.
@@ -314,7 +315,8 @@ def systems_per_count(rows: CollectiveRows) -> dict[int, int]:
 
 
 def generic_all_reduce(rows: CollectiveRows, link_kind: str) -> list[CollectiveFit]:
-    """All-reduce fits of a generic profile pooled over ``rows`` (the measured systems of ``link_kind``).
+    """All-reduce fits pooled over ``rows`` (the measured systems of ``link_kind``: all of them for a generic
+    profile, one for a GPU's own).
 
     Fabric links (not in :data:`TOPOLOGY_DEPENDENT_LINKS`) keep the pooled fit of every count. On PCIe,
     a GPU count measured on at least :data:`MIN_SYSTEMS_PER_COUNT` systems keeps its pooled fit.
@@ -401,7 +403,8 @@ def profile_quality(profile: KernelProfile, data: list[GpuKernelData]) -> dict[s
 
 def fit_profile(profile_id: str, scope: str, data: list[GpuKernelData], collective_data: list[GpuKernelData], data_commit: str) -> KernelProfile:
     """Fit one profile on ``data`` (GEMM, attention) and ``collective_data`` (all-reduce; by
-    :func:`generic_all_reduce`'s rule for ``scope: generic`` pooled over one link kind)."""
+    :func:`generic_all_reduce`'s rule for ``scope: generic`` pooled over one link kind, and for a
+    PCIe GPU's own profile, whose multi-GPU bandwidth is its measured box's topology)."""
     gemm = {}
     for dtype in ("bf16", "fp8"):
         parts = [d.gemm[dtype] for d in data if dtype in d.gemm]
@@ -410,7 +413,9 @@ def fit_profile(profile_id: str, scope: str, data: list[GpuKernelData], collecti
     attention = fit_attention(KernelRows.concat([d.prefill for d in data]), KernelRows.concat([d.decode for d in data]))
     collectives = CollectiveRows.concat([d.all_reduce for d in collective_data])
     link_kinds = {d.gpu.link_kind for d in collective_data}
-    all_reduce = generic_all_reduce(collectives, link_kinds.pop()) if scope == "generic" and len(link_kinds) == 1 else fit_all_reduce(collectives)
+    link_kind = link_kinds.pop() if len(link_kinds) == 1 else None
+    by_rule = link_kind is not None and (scope == "generic" or link_kind in TOPOLOGY_DEPENDENT_LINKS)
+    all_reduce = generic_all_reduce(collectives, link_kind) if by_rule else fit_all_reduce(collectives)
     versions = "; ".join(f"{d.data_gpu}: {d.version}" for d in data)
     profile = KernelProfile(id=profile_id, scope=scope, source=SOURCE, data_version=f"{data_commit}; tables {versions}", fitted_utc=_now(),
                             fitted_on=sorted(d.data_gpu for d in data), gemm=gemm, attention=attention, all_reduce=all_reduce)
@@ -493,7 +498,8 @@ def fit_all(root: Path, catalog: Catalog, data_commit: str, gpus: list[str] | No
     data = [load_gpu(root, g, catalog) for g in names]
     own = {d.data_gpu: fit_profile(d.gpu.id, "gpu", [d], [d], data_commit) for d in data}
     profiles = {own[d.data_gpu].id: own[d.data_gpu] for d in data}
-    rules = {}
+    rules = {own[d.data_gpu].id: generic_all_reduce_rule(d.all_reduce, d.gpu.link_kind)
+             for d in data if d.gpu.link_kind in TOPOLOGY_DEPENDENT_LINKS}
     for kind in sorted({d.gpu.link_kind for d in data}):
         same = [d for d in data if d.gpu.link_kind == kind]
         profiles[f"generic-{kind}"] = fit_profile(f"generic-{kind}", "generic", data, same, data_commit)

@@ -187,9 +187,11 @@ def test_generic_pcie_all_reduce_is_alpha_beta_from_the_measured_2_gpu_bandwidth
     message = 16777216 * 2
     expected_s = 11.89e-6 + 1.5 * message / (message / 1.6893e-3)
     assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, generic, 1.0, 1.0) == pytest.approx(expected_s, rel=0.15)
-    # the L40S's own curve keeps the box's measured drop (line 312: 9.8366 ms; line 480, 8 GPUs: 38.854 ms)
-    assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) == pytest.approx(9.8366e-3, rel=ROW_TOLERANCE)
-    assert all_reduce_time_s(message, 8, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) == pytest.approx(38.854e-3, rel=ROW_TOLERANCE)
+    # The L40S's own curve follows the same rule: the box's 4- and 8-GPU times (line 312: 9.8366 ms; line 480:
+    # 38.854 ms) are its topology, not the GPU's -- NVIDIA's L40S systems run TensorRT-LLM at TP 8 about as fast
+    # as at TP 4 (benchmarks/RESULTS.md section 14), which those times would make 5x slower.
+    assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) == pytest.approx(expected_s, rel=0.15)
+    assert all_reduce_time_s(message, 4, l40s.link_bandwidth_bytes_per_s, 0.0, l40s.kernels, 1.0, 1.0) < 9.8366e-3 / 3
 
 
 # ---- the step model on the curves -------------------------------------------------------------------------

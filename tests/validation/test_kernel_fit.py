@@ -150,14 +150,17 @@ def fitted_with_pcie(catalog, tmp_path_factory):
     return fit_all(write_tables(tmp_path_factory.mktemp("kernels_pcie") / "aiconfigurator", catalog, systems), catalog, "synthetic")
 
 
-def test_generic_pcie_all_reduce_takes_the_2_gpu_bandwidth_where_one_box_measured_more(fitted_with_pcie, catalog):
-    """One PCIe box measured: its own profile keeps its 4/8-GPU drop; the generic PCIe profile uses the
-    2-GPU bus bandwidth with each count's own latency. Expected times by hand from TRUE_PCIE_ALL_REDUCE."""
+def test_pcie_all_reduce_takes_the_2_gpu_bandwidth_where_one_box_measured_more(fitted_with_pcie, catalog):
+    """One PCIe box measured: neither its own profile nor the generic PCIe one keeps its 4/8-GPU drop (a
+    property of that box's topology: NVIDIA's own L40S systems run TP 8 about as fast as TP 4, RESULTS.md
+    section 14); both use the 2-GPU bus bandwidth with each count's own latency. Expected times by hand
+    from TRUE_PCIE_ALL_REDUCE."""
     run = fitted_with_pcie
     link = catalog.gpu("l40s").link_bandwidth_bytes_per_s  # 32 GB/s per direction
     message = 32 * 2**20  # bytes
     own = run.profiles["l40s"].all_reduce_fit(4)
-    assert own.latency_us == pytest.approx(12.0, rel=0.02) and own.bus_bandwidth_fraction == pytest.approx(0.15, rel=0.02)
+    assert own.latency_us == pytest.approx(12.0, rel=0.02) and own.bus_bandwidth_fraction == pytest.approx(0.6, rel=0.02)
+    assert run.profiles["l40s"].all_reduce_fit(2).bus_bandwidth_fraction == pytest.approx(0.6, rel=0.02)
     generic = run.profiles["generic-pcie"].all_reduce_fit(4)
     # 12 us + 2 x 3/4 x 33554432 B / (0.6 x 32e9 B/s) = 12 us + 2621.44 us
     assert generic.latency_us * 1e-6 + 1.5 * message / (generic.bus_bandwidth_fraction * link) == pytest.approx(12e-6 + 2621.44e-6, rel=0.02)
