@@ -33,7 +33,8 @@ from guide_opt.plan import Pick, served_percent, verification_problem
 from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution
-from guide_opt.space import SearchSpace, build_space, build_space_under
+from guide_opt.space import SearchSpace, build_space
+from guide_opt.table_cache import cached_build_under
 
 if TYPE_CHECKING:
     from guide_opt.pareto import Frontier
@@ -89,7 +90,7 @@ def refinable(problem: Problem) -> bool:
 
 def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset, time_limit_s: float | None = None,
           seed: int | None = None, explain: bool = True, refine: RefineRequest | None = None, workers: int | None = None,
-          progress: Progress = _silent, started_s: float | None = None) -> Answer:
+          progress: Progress = _silent, started_s: float | None = None, use_cache: bool = True) -> Answer:
     """Answer ``problem``: build, solve, verify, explain, refine (see the module docstring); the JSON of ``solve --format json``.
 
     ``time_limit_s`` (else the preset's) counts from ``started_s``, a :func:`time.perf_counter`
@@ -98,10 +99,11 @@ def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset,
 
     ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
     a server running several solves at once passes 1). ``progress`` receives a sentence at
-    each stage. Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
+    each stage. ``use_cache``: read and store the candidate table in the table cache
+    (:mod:`guide_opt.table_cache`; ``stats.candidate_table`` says which happened). Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
     raise (the payload carries the explanation).
     """
-    limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s)
+    limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s, use_cache)
     if problem.is_schedule:
         answer = _schedule_answer(problem, solver_name, preset, limit, seed, workers, progress)
     elif OBJECTIVES[problem.objective].stack == "pareto":
@@ -119,14 +121,31 @@ class _Limit:
 
     seconds: float
     started_s: float | None
+    use_cache: bool = True
 
 
-def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> tuple[Deadline, SearchSpace]:
+@dataclass(frozen=True)
+class _Built:
+    """The answer's :class:`~guide_opt.deadline.Deadline`, its candidate table and where the table came from
+    (:func:`~guide_opt.table_cache.cached_build`: ``cached``, ``built`` or ``built, not cached``)."""
+
+    deadline: Deadline
+    space: SearchSpace
+    source: str
+
+    def record(self, payload: dict[str, Any]) -> None:
+        """Say in ``payload["stats"]`` where the candidate table came from."""
+        payload.setdefault("stats", {})["candidate_table"] = self.source
+
+
+def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> _Built:
     """Start the answer's one :class:`~guide_opt.deadline.Deadline` and evaluate the candidates under it (phase
-    ``space_build``); ``what`` names the problem's entries in the progress line."""
+    ``space_build``; through the table cache unless ``limit.use_cache`` is False); ``what`` names the problem's
+    entries in the progress line."""
     deadline = Deadline(limit.seconds, started=limit.started_s)
     progress(f"evaluating the candidates of {len(problem.models)} {what} with the performance model ...")
-    return deadline, build_space_under(deadline, problem, workers=workers)
+    space, source = cached_build_under(deadline, problem, workers=workers, use_cache=limit.use_cache)
+    return _Built(deadline, space, source)
 
 
 def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limit: _Limit, seed: int | None,
@@ -137,9 +156,11 @@ def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limi
 
     solver_module(solver_name)  # a bad name is refused before the build, without loading the solvers (OR-Tools)
     started = time.perf_counter()
-    deadline, space = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
+    built = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
+    deadline, space = built.deadline, built.space
+    deadline.phase("startup")  # loading the solver (OR-Tools) is start-up, not the candidate build
     solver = get_solver(solver_name, preset)
-    progress(f"{space.candidate_count:,} candidates in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
+    progress(f"{space.candidate_count:,} candidates ({built.source}) in {time.perf_counter() - started:.1f} s; solving with {solver_name} "
              "(then the top-3 and the best-throughput / minimum-latency picks) ...")
     solution = solver.solve(problem, seed=seed, space=space, deadline=deadline)
     deadline.phase("verification")
@@ -151,6 +172,7 @@ def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limi
         binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
     deadline.phase("report")
     payload = solved_payload(problem, solution, violations)
+    built.record(payload)
     payload["stats"]["timing"] = deadline.timing() | {"total_s": round(deadline.elapsed_s(), 4)}
     if binding:
         payload["binding_constraints"] = binding
@@ -182,10 +204,11 @@ def _pareto_answer(problem: Problem, solver_name: str, preset: SolverPreset, lim
     from guide_opt.pareto import check_request, frontier_json, solve_pareto
 
     check_request(problem, solver_name)
-    deadline, space = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
+    built = _build_under_limit(problem, limit, workers, progress, "LLM(s)")
     progress("computing the exact Pareto frontier (one CP-SAT solve per point) ...")
-    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, seed=seed, space=space, deadline=deadline)
+    solution, frontier, space = solve_pareto(problem, solver=solver_name, preset=preset, seed=seed, space=built.space, deadline=built.deadline)
     payload = solved_payload(problem, solution)
+    built.record(payload)
     payload.update(frontier_json(space, frontier))
     return Answer(solution, payload, space=space, frontier=frontier)
 
@@ -195,11 +218,12 @@ def _schedule_answer(problem: Problem, solver_name: str, preset: SolverPreset, l
     from guide_opt.scheduling import check_request, schedule_json, solve_schedule, verify_schedule
 
     check_request(problem, solver_name)
-    deadline, space = _build_under_limit(problem, limit, workers, progress, "batch job(s)")
+    built = _build_under_limit(problem, limit, workers, progress, "batch job(s)")
     progress("scheduling the jobs on the GPU pool with CP-SAT ...")
-    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, seed=seed, space=space, deadline=deadline)
+    solution, schedule, space = solve_schedule(problem, solver=solver_name, preset=preset, seed=seed, space=built.space, deadline=built.deadline)
     violations = verify_schedule(problem, schedule, space) if solution.status.found else []
     payload = solved_payload(problem, solution, violations)
+    built.record(payload)
     payload["objective_unit"] = OBJECTIVES[schedule_reporting(problem.objective)].unit
     payload.update(schedule_json(schedule))
     return Answer(solution, payload, space=space, schedule=schedule)

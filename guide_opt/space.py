@@ -538,6 +538,28 @@ def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: i
     return out
 
 
+def resolve_search(problem: Problem, catalog: Catalog) -> tuple[list[ModelSpace], dict[str, float], list[GpuSpec]]:
+    """The input checks of :func:`build_space` and what they resolve, without evaluating a candidate.
+
+    Returns each LLM's :class:`ModelSpace` with its runnable shapes (no candidates yet), the
+    prices per GPU-hour and the GPUs. Raises :class:`~guide_opt.errors.InputError` for an unknown
+    id, a GPU without a price or an objective that needs a limit the problem does not set.
+    """
+    prices = resolve_prices(problem, catalog)
+    gpus = resolve_gpus(problem, catalog)
+    for gpu_id in problem.hardware.inventory:
+        catalog.gpu(gpu_id, field=f"hardware.inventory.{gpu_id}")
+    if problem.objective == "max_throughput" and problem.budget_per_hour is None and problem.hardware.max_gpus is None and not problem.hardware.inventory:
+        raise InputError("budget_per_hour", "max_throughput needs a limit, otherwise more GPUs always give more throughput",
+                         "set budget_per_hour, hardware.max_gpus or hardware.inventory")
+    models = []
+    for i in range(len(problem.models)):
+        ms = empty_model_space(problem, i, catalog)
+        ms.shapes = _shapes_for(ms, problem, catalog, gpus, prices)
+        models.append(ms)
+    return models, prices, gpus
+
+
 def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: int | None = None) -> SearchSpace:
     """Resolve ids, run the data pre-checks, and evaluate every candidate of every LLM.
 
@@ -554,20 +576,14 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
       it in this process, and so does a process that may not fork, see :mod:`guide_opt.parallel`).
       Each evaluation is a pure function of its inputs, so the candidates are identical.
     """
-    catalog = catalog or load_catalog()
-    prices = resolve_prices(problem, catalog)
-    gpus = resolve_gpus(problem, catalog)
-    for gpu_id in problem.hardware.inventory:
-        catalog.gpu(gpu_id, field=f"hardware.inventory.{gpu_id}")
-    if problem.objective == "max_throughput" and problem.budget_per_hour is None and problem.hardware.max_gpus is None and not problem.hardware.inventory:
-        raise InputError("budget_per_hour", "max_throughput needs a limit, otherwise more GPUs always give more throughput",
-                         "set budget_per_hour, hardware.max_gpus or hardware.inventory")
+    return evaluate_search(problem, resolve_search(problem, catalog or load_catalog()), workers=workers)
+
+
+def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str, float], list[GpuSpec]], *,
+                    workers: int | None = None) -> SearchSpace:
+    """:func:`build_space` after its input checks: evaluate every candidate of ``resolved`` (:func:`resolve_search`'s answer)."""
+    models, prices, gpus = resolved
     batches = sorted(set(problem.search.batch_sizes))
-    models = []
-    for i, req in enumerate(problem.models):
-        ms = empty_model_space(problem, i, catalog)
-        ms.shapes = _shapes_for(ms, problem, catalog, gpus, prices)
-        models.append(ms)
     # One evaluation task per distinct (LLM, lengths, shapes): the shapes depend on the LLM's
     # precision tolerance too, so they are part of the key.
     groups: dict[tuple, int] = {}
@@ -590,7 +606,10 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
 
 
 def build_space_under(deadline: Deadline, problem: Problem, *, workers: int | None = None) -> SearchSpace:
-    """:func:`build_space`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build)."""
+    """:func:`build_space`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build).
+
+    (:func:`guide_opt.table_cache.cached_build_under` is the same with the table cache in front.)
+    """
     deadline.phase("space_build")
     return build_space(problem, workers=workers)
 

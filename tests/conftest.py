@@ -7,6 +7,7 @@ catalog is part of the product, so a missing entry is a defect, not a reason to 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,13 @@ from guide_opt.quantization import QuantizationSpec
 settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+# Every solve of a test run (in this process, in forked workers and in CLI subprocesses, which inherit
+# the environment) shares one table cache in a folder of its own, never the user's ~/.cache: a bundled
+# problem's candidate table is built once per run. Tests of the cache itself, and tests that compare
+# two builds, point GUIDE_OPT_CACHE_DIR elsewhere or pass --no-cache.
+_TABLE_CACHE = tempfile.TemporaryDirectory(prefix="guide-opt-tables-")
+os.environ["GUIDE_OPT_CACHE_DIR"] = _TABLE_CACHE.name
 
 
 def require(catalog: Catalog, kind: str, item_id: str):
@@ -90,9 +98,11 @@ def bundled_space() -> Callable[[str], tuple]:
 
     Solvers copy the space they are given before applying no-goods (``solvers.base.with_nogoods``), so tests that
     solve a bundled problem several ways (CP-SAT and exhaustive; static and simulation-checked) share one build.
+    The table goes through the run's table cache (above), so ``guide-opt solve problems/<name>`` in a later test
+    reads it too.
     """
     from guide_opt.problem import Problem
-    from guide_opt.space import build_space
+    from guide_opt.table_cache import cached_build
 
     from problem_fixtures import PROBLEMS_DIR
 
@@ -101,7 +111,7 @@ def bundled_space() -> Callable[[str], tuple]:
     def get(name: str) -> tuple:
         if name not in cache:
             problem = Problem.from_yaml(PROBLEMS_DIR / name)
-            cache[name] = (problem, build_space(problem))
+            cache[name] = (problem, cached_build(problem)[0])
         return cache[name]
 
     return get

@@ -73,6 +73,10 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
 @click.option("--study-name", default=None, help="Study name for --refine with --storage; workers with the same name share trials.")
 @click.option("--emit", "emit_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write, per deployment, the engine launch command, Kubernetes manifests and the SLO benchmark to DIR.")
+@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+              help="Read the candidate table from the table cache when this problem's LLMs, workloads, SLOs and search were "
+                   "solved before, and store it after a build ($GUIDE_OPT_CACHE_DIR, default ~/.cache/guide-opt/tables; "
+                   "GUIDE_OPT_CACHE_DIR=off disables it).")
 @format_option
 def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).
@@ -91,7 +95,7 @@ def solve_command(problem_file: Path, **options) -> int:
 def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: float | None, seed: int | None,
            explain: bool, plot_file: Path | None, calibration_file: str | None, slo_margin: float | None,
            refine: bool, trials: int | None, storage: str | None, study_name: str | None, emit_dir: Path | None,
-           output_format: str) -> int:
+           use_cache: bool, output_format: str) -> int:
     if not problem_file.is_file():
         raise click.BadParameter(f"no such file: {problem_file}", param_hint="PROBLEM_FILE")
     problem = with_prediction_options(Problem.from_yaml(problem_file), calibration_file, slo_margin)
@@ -108,7 +112,7 @@ def _solve(problem_file: Path, solver_name: str, preset: str, time_limit_s: floa
     request = (RefineRequest(trials if trials is not None else solver_preset.trials, storage, study_name, progress_bar=output_format == "table")
                if refine else None)
     answer = solve(problem, solver_name=solver_name, preset=solver_preset, time_limit_s=time_limit_s, seed=seed, explain=explain,
-                   refine=request, progress=progress, started_s=command_started_s())
+                   refine=request, progress=progress, started_s=command_started_s(), use_cache=use_cache)
     if answer.frontier is not None:
         return _print_pareto(problem, answer, plot_file, output_format, emit_dir)
     if answer.schedule is not None:
@@ -277,9 +281,14 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
     stats = solution.stats
     click.echo("")
     click.echo(f"  searched {stats.get('candidates', 0)} candidates ({stats.get('pruned_shapes', 0)} shapes pruned by pre-checks"
-               f"{_dominated_text(stats)})")
+               f"{_dominated_text(stats)}){_cached_text(payload)}")
     if payload.get("plot"):
         click.echo(f"  chart written to {payload['plot']}")
+
+
+def _cached_text(payload: dict) -> str:
+    """Said after the candidate count when the table came from the table cache (``solve --no-cache`` builds it anew)."""
+    return "; candidate table read from the cache (--no-cache rebuilds it)" if payload.get("stats", {}).get("candidate_table") == "cached" else ""
 
 
 def _dominated_text(stats: dict) -> str:

@@ -37,30 +37,18 @@ def _solve_json(path: Path, emit_dir: Path) -> tuple[int, dict]:
 def emitted(tmp_path_factory, bundled_space) -> dict[str, tuple[dict, Path]]:
     """Every bundled problem that solves: its solve JSON and the --emit folder.
 
-    The CLI runs as a user runs it, except that each problem's candidate table comes from the test run's shared
-    build (``bundled_space``, the same ``build_space`` the CLI calls): these tests are about what is emitted.
+    The CLI runs as a user runs it; each problem's candidate table is the test run's shared build
+    (``bundled_space`` stores it in the run's table cache, which ``guide-opt solve`` reads): these tests are about
+    what is emitted.
     """
-    import guide_opt.api
-
-    built = guide_opt.api.build_space_under
-    solving: list[str] = []  # the bundled file the CLI is solving
-
-    def shared_build(deadline, problem, *, workers=None):
-        bundled, space = bundled_space(solving[-1])
-        if problem != bundled:  # the CLI changed it (it does not without options): build what it asks for
-            return built(deadline, problem, workers=workers)
-        deadline.phase("space_build")
-        return space
-
     out = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guide_opt.api, "build_space_under", shared_build)
-        for path in sorted(PROBLEMS_DIR.glob("*.yaml")):
-            solving.append(path.name)
-            emit_dir = tmp_path_factory.mktemp(path.stem)
-            code, payload = _solve_json(path, emit_dir)
-            if code == 0:
-                out[path.name] = (payload, emit_dir)
+    for path in sorted(PROBLEMS_DIR.glob("*.yaml")):
+        bundled_space(path.name)
+        emit_dir = tmp_path_factory.mktemp(path.stem)
+        code, payload = _solve_json(path, emit_dir)
+        assert payload["stats"]["candidate_table"] == "cached", path.name
+        if code == 0:
+            out[path.name] = (payload, emit_dir)
     return out
 
 

@@ -130,7 +130,7 @@ def test_same_seed_same_json_across_processes(tmp_path, objective):
         frameworks=["vllm", "sglang"], objective=objective, prediction={"serving_model": "burst"})
     path = tmp_path / "fleet.yaml"
     path.write_text(json.dumps(data))  # JSON is YAML
-    command = [sys.executable, "-m", "guide_opt.cli", "solve", str(path), "--seed", "7", "--format", "json"]
+    command = [sys.executable, "-m", "guide_opt.cli", "solve", str(path), "--seed", "7", "--format", "json", "--no-cache"]  # both build
     runs = [subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
     first, second = (json.loads(r.stdout) for r in runs)

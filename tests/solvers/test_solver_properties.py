@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from guide_opt.problem import Problem
 from guide_opt.solution import Status
 from guide_opt.solvers import get_solver
+from guide_opt.space import build_space
 from guide_opt.verify import verify
 
 LLMS = ["llama-3.2-1b", "llama-3.1-8b", "qwen2-7b", "llama-2-13b"]
@@ -68,8 +69,9 @@ def problems(draw):
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_cpsat_optimum_equals_exhaustive(problem):
-    exact = get_solver("cpsat").solve(problem, alternatives=False)
-    brute = get_solver("exhaustive").solve(problem, alternatives=False)
+    space = build_space(problem)  # one table, searched both ways (each solver copies it before adding no-goods)
+    exact = get_solver("cpsat").solve(problem, space=space, alternatives=False)
+    brute = get_solver("exhaustive").solve(problem, space=space, alternatives=False)
     assert exact.status is brute.status
     if exact.status is Status.OPTIMAL:
         assert math.isclose(exact.objective, brute.objective, rel_tol=1e-5, abs_tol=1e-6)

@@ -1,0 +1,201 @@
+"""The table cache (guide_opt/table_cache.py): a table read back is the table a fresh build makes, and
+every input a candidate depends on is part of its key.
+
+Expected values come from a fresh build without the cache (``build_space`` or ``solve --no-cache``): the
+cache must change where a table comes from, never what it holds or what is planned from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+
+from guide_opt import table_cache
+from guide_opt.api import solve
+from guide_opt.cli import main
+from guide_opt.errors import InputError
+from guide_opt.presets import load_preset
+from guide_opt.space import build_space
+
+from problem_fixtures import small_problem
+
+#: A quick problem: the static (burst) model, one GPU type, two batch sizes.
+QUICK = dict(prediction={"serving_model": "burst"}, hardware={"gpus": ["l40s"], "max_gpus": 8}, search={"tp": [1, 2], "batch_sizes": [4, 16]})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A table cache of this test's own (the test run's shared one stays untouched)."""
+    folder = tmp_path / "tables"
+    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(folder))
+    return folder
+
+
+def _rows(space) -> list[tuple]:
+    """Every candidate of ``space`` as plain values (the fields a solver reads), in order."""
+    return [dataclasses.astuple(c) for ms in space.models for c in ms.candidates]
+
+
+def _comparable(payload: dict) -> dict:
+    """A solve payload without what says how long it took or where its table came from."""
+    out = {k: v for k, v in payload.items() if k != "wall_time_s"}
+    out["stats"] = {k: v for k, v in payload["stats"].items() if k not in ("timing", "candidate_table")}
+    return out
+
+
+def test_a_cached_table_is_the_table_a_fresh_build_makes(cache):
+    problem = small_problem(**QUICK)
+    built, first = table_cache.cached_build(problem)
+    read, second = table_cache.cached_build(problem)
+    assert (first, second) == ("built", "cached")
+    assert len(list(cache.glob("*.pickle"))) == 1
+    fresh = build_space(problem)  # independent: no cache involved
+    assert _rows(read) == _rows(built) == _rows(fresh)
+    assert read.problem is problem
+
+
+def test_solver_only_fields_reuse_the_table_and_plan_as_a_fresh_build(cache):
+    # name, objective, budget and max_gpus are read by the solvers only: the table of the min-cost problem
+    # serves the max-throughput question, and the answer equals one planned from a fresh build.
+    table_cache.cached_build(small_problem(**QUICK))
+    other = small_problem(**(QUICK | {"name": "other", "objective": "max_throughput", "budget_per_hour": 9,
+                                       "hardware": {"gpus": ["l40s"], "max_gpus": 4}}))
+    assert table_cache.cached_build(other)[1] == "cached"
+    preset = load_preset()
+    cached = solve(other, preset=preset, seed=0, explain=True)
+    fresh = solve(other, preset=preset, seed=0, explain=True, use_cache=False)
+    assert cached.payload["stats"]["candidate_table"] == "cached"
+    assert fresh.payload["stats"]["candidate_table"] == "built, not cached"
+    assert _comparable(cached.payload) == _comparable(fresh.payload)
+
+
+@pytest.mark.parametrize("change", [
+    {"models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                 "slo": {"ttft_ms": 800, "tpot_ms": 30}}]},  # a tighter TPOT SLO
+    {"models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 1024, "output_tokens": 128, "request_rate_per_s": 4},
+                 "slo": {"ttft_ms": 800, "tpot_ms": 40}}]},  # longer prompts
+    {"models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 8},
+                 "slo": {"ttft_ms": 800, "tpot_ms": 40}}]},  # twice the demand
+    {"search": {"tp": [1, 2], "batch_sizes": [4, 16], "max_replicas": 3}},  # fewer replicas allowed (the demand check)
+    {"hardware": {"gpus": ["l40s", "a10g"], "max_gpus": 8, "inventory": {"a10g": 0}}},  # a GPU type without inventory
+    {"prediction": {"serving_model": "burst", "slo_margin": 1.2}},
+    {"frameworks": ["sglang"]},
+], ids=["slo", "lengths", "demand", "max_replicas", "zero_inventory", "slo_margin", "framework"])
+def test_an_input_of_the_candidates_changes_the_key(cache, change):
+    base = small_problem(**QUICK)
+    changed = small_problem(**(QUICK | change))
+    table_cache.cached_build(base)
+    table, source = table_cache.cached_build(changed)
+    assert source == "built"
+    assert _rows(table) == _rows(build_space(changed))
+
+
+def test_the_key_follows_the_files_the_problem_names(cache, tmp_path, write_hf_config, monkeypatch):
+    # an LLM given as a config.json: editing the file gives another LLM, so another table
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+              "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+              "max_position_embeddings": 8192, "torch_dtype": "bfloat16"}
+    path = write_hf_config(config)
+    llm = {"id": str(path), "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4}, "slo": {"ttft_ms": 800}}
+    problem = small_problem(**(QUICK | {"models": [llm]}))
+    assert table_cache.cached_build(problem)[1] == "built"
+    assert table_cache.cached_build(problem)[1] == "cached"
+    write_hf_config(config | {"num_hidden_layers": 32})
+    table, source = table_cache.cached_build(problem)
+    assert source == "built" and _rows(table) == _rows(build_space(problem))
+
+    # a calibration file: other fitted factors, another table (the file written by guide-opt calibrate)
+    calibration = tmp_path / "calibration.yaml"
+    assert main(["calibrate", "--source", "lmdeploy", "--out", str(calibration)]) == 0
+    data = yaml.safe_load(calibration.read_text())
+    data["entries"] = [dict(e, gpu="l40s", framework="vllm") for e in data["entries"][:1]]
+    calibration.write_text(yaml.safe_dump(data))
+    calibrated = small_problem(**(QUICK | {"prediction": {"serving_model": "burst", "calibration": str(calibration)}}))
+    assert table_cache.cached_build(calibrated)[1] == "built"
+    assert table_cache.cached_build(calibrated)[1] == "cached"
+    data["entries"][0]["efficiency"]["compute_efficiency"] /= 2
+    calibration.write_text(yaml.safe_dump(data))
+    table, source = table_cache.cached_build(calibrated)
+    assert source == "built" and _rows(table) == _rows(build_space(calibrated))
+
+    # guide-opt's code or catalog: another release never reads an older table
+    monkeypatch.setattr(table_cache, "code_and_catalog_digest", lambda: "another release")
+    assert table_cache.cached_build(calibrated)[1] == "built"
+
+
+def test_bad_input_is_refused_on_a_cached_table_as_on_a_build(cache):
+    table_cache.cached_build(small_problem(**QUICK))
+    bad = small_problem(**(QUICK | {"hardware": {"gpus": ["l40s"], "max_gpus": 8, "inventory": {"no-such-gpu": 2}}}))
+    with pytest.raises(InputError) as cached:
+        table_cache.cached_build(bad)
+    with pytest.raises(InputError) as built:
+        build_space(bad)
+    assert str(cached.value) == str(built.value) and "hardware.inventory.no-such-gpu" in str(cached.value)
+
+
+def test_an_unreadable_table_is_rebuilt_and_replaced(cache):
+    problem = small_problem(**QUICK)
+    table_cache.cached_build(problem)
+    (stored,) = cache.glob("*.pickle")
+    stored.write_bytes(b"not a pickle")
+    table, source = table_cache.cached_build(problem)
+    assert source == "built" and _rows(table) == _rows(build_space(problem))
+    assert table_cache.cached_build(problem)[1] == "cached"
+
+
+def test_a_folder_that_cannot_be_written_leaves_the_solve_uncached(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(blocker / "tables"))  # a folder inside a file cannot be made
+    table, source = table_cache.cached_build(small_problem(**QUICK))
+    assert source == "built, not cached" and table.candidate_count > 0
+
+
+def test_off_and_no_cache_neither_read_nor_write(cache, monkeypatch, tmp_path, capsys):
+    problem_file = tmp_path / "problem.yaml"
+    problem_file.write_text(json.dumps(small_problem(**QUICK).model_dump(mode="json", exclude_none=True)))
+    assert main(["solve", str(problem_file), "--format", "json", "--no-cache", "--no-explain"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["candidate_table"] == "built, not cached"
+    assert not cache.exists()
+    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, "off")
+    assert table_cache.cache_dir() is None
+    assert table_cache.cached_build(small_problem(**QUICK))[1] == "built, not cached"
+    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(cache))
+    assert main(["solve", str(problem_file), "--no-explain"]) == 0
+    assert main(["solve", str(problem_file), "--no-explain"]) == 0
+    assert "candidate table read from the cache" in capsys.readouterr().out.split("searched")[-1]
+
+
+def test_the_folder_keeps_the_most_recently_used_tables(cache, monkeypatch):
+    monkeypatch.setattr(table_cache, "MAX_TABLES", 2)
+    problems = [small_problem(**(QUICK | {"search": {"tp": [1], "batch_sizes": [b]}})) for b in (4, 8, 16)]
+    table_cache.cached_build(problems[0])
+    table_cache.cached_build(problems[1])
+    assert table_cache.cached_build(problems[0])[1] == "cached"  # used again: now the most recent
+    table_cache.cached_build(problems[2])  # a third table: the least recently used one (problems[1]) goes
+    assert len(list(cache.glob("*.pickle"))) == 2
+    assert [table_cache.cached_build(p)[1] for p in (problems[2], problems[0])] == ["cached", "cached"]
+    assert table_cache.cached_build(problems[1])[1] == "built"
+
+
+def test_the_folder_keeps_its_tables_within_the_byte_limit(cache, monkeypatch):
+    problems = [small_problem(**(QUICK | {"search": {"tp": [1], "batch_sizes": [b]}})) for b in (4, 8)]
+    table_cache.cached_build(problems[0])
+    (first,) = cache.glob("*.pickle")
+    monkeypatch.setattr(table_cache, "MAX_BYTES", first.stat().st_size + 1)  # room for one table of this size
+    table_cache.cached_build(problems[1])
+    assert len(list(cache.glob("*.pickle"))) == 1 and not first.exists()  # the older one went, the new one stays
+    assert table_cache.cached_build(problems[1])[1] == "cached"
+
+
+def test_a_folder_others_may_write_to_is_not_used(cache):
+    # tables are pickles, which run code when read: a folder writable by others is never read or written
+    cache.mkdir(mode=0o700)
+    assert table_cache.cached_build(small_problem(**QUICK))[1] == "built"
+    cache.chmod(0o777)
+    assert table_cache.cached_build(small_problem(**QUICK))[1] == "built, not cached"
+    cache.chmod(0o700)
+    assert table_cache.cached_build(small_problem(**QUICK))[1] == "cached"
