@@ -100,8 +100,9 @@ def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset,
     ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
     a server running several solves at once passes 1). ``progress`` receives a sentence at
     each stage. ``use_cache``: read and store the candidate table in the table cache
-    (:mod:`guide_opt.table_cache`; ``stats.candidate_table`` says which happened). Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not
-    raise (the payload carries the explanation).
+    (:mod:`guide_opt.table_cache`; ``stats.timing.candidate_table`` says which happened).
+    Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not raise (the
+    payload carries the explanation).
     """
     limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s, use_cache)
     if problem.is_schedule:
@@ -134,8 +135,9 @@ class _Built:
     source: str
 
     def record(self, payload: dict[str, Any]) -> None:
-        """Say in ``payload["stats"]`` where the candidate table came from."""
-        payload.setdefault("stats", {})["candidate_table"] = self.source
+        """Say where the candidate table came from, beside the build's time (``payload["stats"]["timing"]``: like the
+        times, it may differ between two solves of one problem whose answers are the same)."""
+        payload.setdefault("stats", {}).setdefault("timing", {})["candidate_table"] = self.source
 
 
 def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> _Built:
@@ -172,8 +174,8 @@ def _fleet_answer(problem: Problem, solver_name: str, preset: SolverPreset, limi
         binding = binding_constraints(problem, solution, preset, space, deadline=deadline, seed=seed)
     deadline.phase("report")
     payload = solved_payload(problem, solution, violations)
-    built.record(payload)
     payload["stats"]["timing"] = deadline.timing() | {"total_s": round(deadline.elapsed_s(), 4)}
+    built.record(payload)
     if binding:
         payload["binding_constraints"] = binding
     if OBJECTIVES[problem.objective].replicas == "share" and solution.status.found:

@@ -288,7 +288,7 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
 
 def _cached_text(payload: dict) -> str:
     """Said after the candidate count when the table came from the table cache (``solve --no-cache`` builds it anew)."""
-    return "; candidate table read from the cache (--no-cache rebuilds it)" if payload.get("stats", {}).get("candidate_table") == "cached" else ""
+    return "; candidate table read from the cache (--no-cache rebuilds it)" if payload.get("stats", {}).get("timing", {}).get("candidate_table") == "cached" else ""
 
 
 def _dominated_text(stats: dict) -> str:

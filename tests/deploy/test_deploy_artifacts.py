@@ -46,7 +46,7 @@ def emitted(tmp_path_factory, bundled_space) -> dict[str, tuple[dict, Path]]:
         bundled_space(path.name)
         emit_dir = tmp_path_factory.mktemp(path.stem)
         code, payload = _solve_json(path, emit_dir)
-        assert payload["stats"]["candidate_table"] == "cached", path.name
+        assert payload["stats"]["timing"]["candidate_table"] == "cached", path.name
         if code == 0:
             out[path.name] = (payload, emit_dir)
     return out
