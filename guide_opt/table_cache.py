@@ -55,6 +55,10 @@ MAX_TABLES = 64
 #: Bytes the kept tables may take together (a table is about 250 bytes per candidate); the least
 #: recently used beyond this go too, but never the table just written.
 MAX_BYTES = 512 * 2**20
+#: Suffix of a table being written (renamed to ``<key>.pickle`` once whole); one left by a killed process
+#: is deleted once it is :data:`STALE_PARTIAL_S` old.
+PARTIAL_SUFFIX = ".partial"
+STALE_PARTIAL_S = 3600.0
 #: Bumped when the key or the stored object changes shape.
 FORMAT_VERSION = 1
 #: Problem fields that no candidate depends on: the solvers read them (limits, objective), the build does not.
@@ -177,14 +181,20 @@ def _touch(path: Path) -> None:
 
 
 def _write(folder: Path, path: Path, space: SearchSpace) -> bool:
-    """Store ``space`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder."""
+    """Store ``space`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder.
+
+    False when it could not be stored (no room, no permission): the partial file is removed and the solve goes on.
+    """
+    partial: Path | None = None
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".partial-", suffix=".pickle", delete=False) as f:
-            pickle.dump(space, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".", suffix=PARTIAL_SUFFIX, delete=False) as f:
             partial = Path(f.name)
+            pickle.dump(space, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(partial, path)
-    except OSError:
+    except (OSError, pickle.PicklingError):
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         return False
     _touch(path)
     _trim(folder)
@@ -192,11 +202,19 @@ def _write(folder: Path, path: Path, space: SearchSpace) -> bool:
 
 
 def _trim(folder: Path) -> None:
-    """Delete the least recently used tables beyond :data:`MAX_TABLES` or :data:`MAX_BYTES` (another process may be deleting too)."""
+    """Delete the least recently used tables beyond :data:`MAX_TABLES` or :data:`MAX_BYTES`, and partial files a killed writer
+    left (another process may be deleting too)."""
     try:
         tables = sorted(((p.stat(), p) for p in folder.glob("*.pickle")), key=lambda sp: sp[0].st_mtime_ns, reverse=True)
     except OSError:
         return
+    stale_ns = time.time_ns() - int(STALE_PARTIAL_S * 1e9)
+    for partial in folder.glob(f"*{PARTIAL_SUFFIX}"):
+        try:
+            if partial.stat().st_mtime_ns < stale_ns:
+                partial.unlink()
+        except OSError:
+            pass
     kept_bytes = 0
     for i, (stat, path) in enumerate(tables):
         kept_bytes += stat.st_size

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 
 import pytest
 import yaml
@@ -199,3 +201,24 @@ def test_a_folder_others_may_write_to_is_not_used(cache):
     assert table_cache.cached_build(small_problem(**QUICK))[1] == "built, not cached"
     cache.chmod(0o700)
     assert table_cache.cached_build(small_problem(**QUICK))[1] == "cached"
+
+
+def test_a_table_that_cannot_be_stored_leaves_no_partial_file(cache, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(table_cache.pickle, "dump", disk_full)
+    table, source = table_cache.cached_build(small_problem(**QUICK))
+    assert source == "built, not cached" and table.candidate_count > 0
+    assert list(cache.iterdir()) == []
+
+
+def test_a_partial_file_a_killed_writer_left_is_deleted_once_stale(cache):
+    cache.mkdir(mode=0o700)
+    stale, fresh = cache / f".old{table_cache.PARTIAL_SUFFIX}", cache / f".new{table_cache.PARTIAL_SUFFIX}"
+    for path in (stale, fresh):
+        path.write_bytes(b"half a table")
+    old_ns = time.time_ns() - int(2 * table_cache.STALE_PARTIAL_S * 1e9)
+    os.utime(stale, ns=(old_ns, old_ns))
+    table_cache.cached_build(small_problem(**QUICK))  # a write trims the folder
+    assert not stale.exists() and fresh.exists()  # a recent one may still be being written
