@@ -68,12 +68,12 @@ SOLVER_ONLY_HARDWARE_FIELDS = ("max_gpus", "inventory")
 
 
 def cache_dir() -> Path | None:
-    """The folder tables are kept in, or None when the cache is off (``GUIDE_OPT_CACHE_DIR=off``)."""
+    """The folder tables are kept in, or None when the cache is off (``GUIDE_OPT_CACHE_DIR=off``, or no home folder to keep it in)."""
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured is not None:
         return None if configured.strip().lower() in ("", "off") else Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "guide-opt" / "tables"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"))
+    return base / "guide-opt" / "tables" if base.is_absolute() else None  # no home folder (a bare container user): off
 
 
 @functools.lru_cache(maxsize=None)

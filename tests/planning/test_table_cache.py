@@ -222,3 +222,14 @@ def test_a_partial_file_a_killed_writer_left_is_deleted_once_stale(cache):
     os.utime(stale, ns=(old_ns, old_ns))
     table_cache.cached_build(small_problem(**QUICK))  # a write trims the folder
     assert not stale.exists() and fresh.exists()  # a recent one may still be being written
+
+
+def test_the_default_folder_is_the_users_cache_and_off_without_a_home(monkeypatch, tmp_path):
+    monkeypatch.delenv(table_cache.CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert table_cache.cache_dir() == tmp_path / "xdg" / "guide-opt" / "tables"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert table_cache.cache_dir() == tmp_path / "home" / ".cache" / "guide-opt" / "tables"
+    monkeypatch.setenv("HOME", "not-absolute")  # what expanduser gives a user without a home folder
+    assert table_cache.cache_dir() is None
