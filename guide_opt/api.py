@@ -140,13 +140,34 @@ class _Built:
         payload.setdefault("stats", {}).setdefault("timing", {})["candidate_table"] = self.source
 
 
+#: A long build reports its progress every this many seconds, starting this long after it began (a quick build says nothing more).
+BUILD_PROGRESS_EVERY_S = 5.0
+
+
+class _BuildReporter:
+    """Turns the build's (shapes done, shapes in all) into a :data:`Progress` line every :data:`BUILD_PROGRESS_EVERY_S` seconds,
+    with the time left at the rate so far."""
+
+    def __init__(self, progress: Progress, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.progress, self.clock = progress, clock
+        self.started = self.last = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < BUILD_PROGRESS_EVERY_S or done >= total:
+            return
+        self.last = now
+        left_s = (now - self.started) * (total - done) / done
+        self.progress(f"evaluated {done:,} of {total:,} shapes ({100 * done / total:.0f}%), about {left_s:,.0f} s left ...")
+
+
 def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> _Built:
     """Start the answer's one :class:`~guide_opt.deadline.Deadline` and evaluate the candidates under it (phase
     ``space_build``; through the table cache unless ``limit.use_cache`` is False); ``what`` names the problem's
     entries in the progress line."""
     deadline = Deadline(limit.seconds, started=limit.started_s)
     progress(f"evaluating the candidates of {len(problem.models)} {what} with the performance model ...")
-    space, source = cached_build_under(deadline, problem, workers=workers, use_cache=limit.use_cache)
+    space, source = cached_build_under(deadline, problem, workers=workers, use_cache=limit.use_cache, on_shape=_BuildReporter(progress))
     return _Built(deadline, space, source)
 
 

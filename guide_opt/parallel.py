@@ -57,23 +57,36 @@ def _call(index: int):
     return function(items[index])
 
 
-def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *, chunksize: int = 1) -> list[R]:
+def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *, chunksize: int = 1,
+               on_done: Callable[[int], None] | None = None) -> list[R]:
     """``[function(x) for x in items]``, spread over up to ``workers`` forked processes when that is possible.
 
     ``workers`` defaults to :func:`default_workers`; fewer than two items, one worker, or a
     process where :func:`can_fork` is False run serially. ``function`` must be pure (the
-    workers' side effects are lost) and its results picklable.
+    workers' side effects are lost) and its results picklable. ``on_done(k)``, when given, is
+    called in this process as the results arrive, in order, with ``k`` results in so far
+    (progress reports).
     """
     items = list(items)
     workers = workers_used(workers, len(items))
     if workers == 1:
-        return [function(x) for x in items]
+        results = []
+        for x in items:
+            results.append(function(x))
+            if on_done is not None:
+                on_done(len(results))
+        return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     _FORKED[:] = [function, items]
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_mark_worker) as pool:
-            return list(pool.map(_call, range(len(items)), chunksize=max(1, chunksize)))
+            results = []
+            for result in pool.map(_call, range(len(items)), chunksize=max(1, chunksize)):
+                results.append(result)
+                if on_done is not None:
+                    on_done(len(results))
+            return results
     finally:
         _FORKED.clear()

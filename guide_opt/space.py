@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.deadline import Deadline
@@ -521,8 +522,14 @@ def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int) -> ShapeWork:
     return evaluations, figures
 
 
-def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: int) -> list[list[ShapeWork]]:
-    """:func:`_evaluate_shape` of every shape of every task (LLMs: ``models[t]``), serially or over ``workers`` forked processes (same results either way)."""
+#: A build progress sink: called with (shapes evaluated so far, shapes in all) as each shape is done.
+BuildProgress = Callable[[int, int], None]
+
+
+def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: int,
+                  on_shape: BuildProgress | None = None) -> list[list[ShapeWork]]:
+    """:func:`_evaluate_shape` of every shape of every task (LLMs: ``models[t]``), serially or over ``workers`` forked
+    processes (same results either way); ``on_shape`` hears of each shape done."""
     items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
     size = sum(len(t[3]) * len(t[4]) for t in tasks)
     steady = sum(len(t[3]) * len(t[4]) * sum(ms.serving_model == "steady_state" for ms in group) for t, group in zip(tasks, models))
@@ -531,7 +538,8 @@ def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: i
     # Shapes with steady-state figures take 10-400 ms each and vary 30-fold, so they are handed out one at a time (a
     # worker that is done takes the next); static evaluations alone are ~1 ms and go in chunks to save the hand-offs.
     chunksize = 1 if steady else len(items) // (4 * max(1, workers))
-    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers, chunksize=chunksize)
+    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers, chunksize=chunksize,
+                      on_done=None if on_shape is None else lambda done: on_shape(done, len(items)))
     out: list[list[ShapeWork]] = [[] for _ in tasks]
     for (t, _), work in zip(items, flat):
         out[t].append(work)
@@ -580,8 +588,11 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
 
 
 def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str, float], list[GpuSpec]], *,
-                    workers: int | None = None) -> SearchSpace:
-    """:func:`build_space` after its input checks: evaluate every candidate of ``resolved`` (:func:`resolve_search`'s answer)."""
+                    workers: int | None = None, on_shape: BuildProgress | None = None) -> SearchSpace:
+    """:func:`build_space` after its input checks: evaluate every candidate of ``resolved`` (:func:`resolve_search`'s answer).
+
+    ``on_shape(done, total)`` is called as each shape (all its batch sizes, every LLM that shares it) is evaluated.
+    """
     models, prices, gpus = resolved
     batches = sorted(set(problem.search.batch_sizes))
     # One evaluation task per distinct (LLM, lengths, shapes): the shapes depend on the LLM's
@@ -597,7 +608,7 @@ def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str
             members.append([])
         members[groups[key]].append(ms)
     workers = default_workers() if workers is None else workers
-    work = _evaluate_all(tasks, members, workers)
+    work = _evaluate_all(tasks, members, workers, on_shape)
     for t, group in enumerate(members):
         for i, ms in enumerate(group):
             ms.candidates = [candidate_from_evaluation(ms, shape, b, evaluations[j], problem.search.max_replicas, figures=figures[i][j])

@@ -46,7 +46,7 @@ from guide_opt.data_files import data_dir
 from guide_opt.deadline import Deadline
 from guide_opt.prediction import problem_calibration
 from guide_opt.problem import Problem
-from guide_opt.space import SearchSpace, evaluate_search, resolve_search
+from guide_opt.space import BuildProgress, SearchSpace, evaluate_search, resolve_search
 
 #: Environment variable naming the cache folder; ``off`` (or an empty value) disables the cache.
 CACHE_DIR_ENV = "GUIDE_OPT_CACHE_DIR"
@@ -114,33 +114,34 @@ def table_key(problem: Problem, catalog: Catalog) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cached_build(problem: Problem, *, workers: int | None = None, use_cache: bool = True) -> tuple[SearchSpace, str]:
+def cached_build(problem: Problem, *, workers: int | None = None, use_cache: bool = True,
+                 on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
     """``problem``'s candidate table and where it came from: ``"cached"``, ``"built"`` (and stored) or ``"built, not cached"``.
 
     The table is :func:`~guide_opt.space.build_space`'s for ``problem``; a table read from the
     cache carries ``problem`` itself (its solver-only fields may differ from the problem that
     was built). The build's input checks run either way (:func:`~guide_opt.space.resolve_search`),
     so bad input raises the same :class:`~guide_opt.errors.InputError` whether or not the table is
-    cached.
+    cached. ``on_shape``: the build's progress (:func:`~guide_opt.space.evaluate_search`), silent on a hit.
     """
     catalog = load_catalog()
     resolved = resolve_search(problem, catalog)
     folder = cache_dir() if use_cache else None
     if folder is None or not _private(folder):
-        return evaluate_search(problem, resolved, workers=workers), "built, not cached"
+        return evaluate_search(problem, resolved, workers=workers, on_shape=on_shape), "built, not cached"
     path = folder / f"{table_key(problem, catalog)}.pickle"
     space = _read(path)
     if space is not None:
         return replace(space, problem=problem), "cached"
-    space = evaluate_search(problem, resolved, workers=workers)
+    space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape)
     return space, ("built" if _write(folder, path, space) else "built, not cached")
 
 
 def cached_build_under(deadline: Deadline, problem: Problem, *, workers: int | None = None,
-                       use_cache: bool = True) -> tuple[SearchSpace, str]:
+                       use_cache: bool = True, on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
     """:func:`cached_build`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build)."""
     deadline.phase("space_build")
-    return cached_build(problem, workers=workers, use_cache=use_cache)
+    return cached_build(problem, workers=workers, use_cache=use_cache, on_shape=on_shape)
 
 
 def _private(folder: Path) -> bool:

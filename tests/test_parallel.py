@@ -76,3 +76,12 @@ def test_a_map_inside_a_worker_runs_serially_and_the_worker_keeps_serving():
         assert len({pid for _, pid in inner}) == 1
     if can_fork(2):
         assert os.getpid() not in {pid for _, inner in results for _, pid in inner}
+
+
+def test_on_done_hears_each_result_in_this_process_in_order():
+    # Expected by hand: one call per item, counting 1..n, whether the map forked or not.
+    for workers in (1, 2):
+        heard: list[tuple[int, int]] = []
+        results = forked_map(_square_and_pid, range(6), workers=workers, on_done=lambda k: heard.append((k, os.getpid())))
+        assert [r[0] for r in results] == [0, 1, 4, 9, 16, 25]
+        assert heard == [(k, os.getpid()) for k in range(1, 7)]

@@ -233,3 +233,21 @@ def test_the_default_folder_is_the_users_cache_and_off_without_a_home(monkeypatc
     assert table_cache.cache_dir() == tmp_path / "home" / ".cache" / "guide-opt" / "tables"
     monkeypatch.setenv("HOME", "not-absolute")  # what expanduser gives a user without a home folder
     assert table_cache.cache_dir() is None
+
+
+def test_a_long_build_reports_its_progress_and_a_cached_one_does_not(cache, monkeypatch):
+    import guide_opt.api as api
+
+    monkeypatch.setattr(api, "BUILD_PROGRESS_EVERY_S", 0.0)  # report after every shape
+    problem = small_problem(**QUICK)
+    lines: list[str] = []
+    solve(problem, preset=load_preset(), seed=0, explain=False, progress=lines.append)
+    shapes = len(table_cache.resolve_search(problem, table_cache.load_catalog())[0][0].shapes)  # one LLM: its shapes
+    reports = [line for line in lines if line.startswith("evaluated ")]
+    assert shapes >= 2
+    # one line per shape but the last (the build's end is said by the next stage's line), counting up to it
+    assert [r.split(" of ")[0] for r in reports] == [f"evaluated {k}" for k in range(1, shapes)]
+    assert all(f" of {shapes} shapes (" in r and "s left" in r for r in reports)
+    lines.clear()
+    solve(problem, preset=load_preset(), seed=0, explain=False, progress=lines.append)
+    assert not [line for line in lines if line.startswith("evaluated ")]
