@@ -1,4 +1,4 @@
-"""Benchmark: solving a bundled problem again with its candidate table read from the table cache.
+"""Benchmark: solving a bundled problem again with its candidate table and plan checks read from the table cache.
 
 Run::
 
@@ -6,7 +6,7 @@ Run::
 
 For each problem, ``guide-opt solve problems/X.yaml --format json`` runs in fresh processes,
 alternating: a cold solve (an empty cache folder of its own: the table is built and stored) and a
-warm one (the folder the cold solve filled: the table is read). Reports the median wall seconds end
+warm one (the folder the cold solve filled: the table and the plan checks are read). Reports the median wall seconds end
 to end (process start included), the JSON's own ``space_build_s`` of the median run, and whether
 every warm answer equals the cold one apart from timings (``stats.timing`` holds ``candidate_table``). With
 ``--write`` the table replaces the subsection "Solving again: the table cache" of RESULTS.md
@@ -77,8 +77,8 @@ def render(rows: list[dict], runs: int, seconds: float) -> str:
     lines = [
         f"Command: `python benchmarks/bench_table_cache.py --runs {runs} --write` on {cpu_model()}, `nproc` = {os.cpu_count()}, "
         f"Python {sys.version.split()[0]}, CPU only ({seconds:.0f} s). Each problem solved by `guide-opt solve problems/X.yaml "
-        "--format json` in fresh processes, alternating a cold solve (an empty table cache: the table is built and stored) and a "
-        f"warm one (the table read back); {runs} of each, median wall seconds end to end (process start included) and the "
+        "--format json` in fresh processes, alternating a cold solve (an empty table cache: the table is built, the plans "
+        f"simulated, both stored) and a warm one (both read back); {runs} of each, median wall seconds end to end (process start included) and the "
         "JSON's `space_build_s` of the median run. \"same answer\": every warm JSON equals its cold one apart from timings "
         "(`wall_time_s` wherever it appears, `stats.timing`, which says where the table came from: `candidate_table`).",
         "",
@@ -94,8 +94,9 @@ def render(rows: list[dict], runs: int, seconds: float) -> str:
         "",
         f"A warm solve takes {min(ratios):.2f}-{max(ratios):.2f}x less time end to end ({min(saved):.1f}-{max(saved):.1f} s saved): "
         "reading a table takes a few hundredths of a second (the key hashes guide-opt's sources and `hardware_db/` once per "
-        "process, then the problem). What a warm solve still spends is the rest of the answer: start-up (Python, then "
-        "OR-Tools, which loads pandas), the solves, the plan check's and the alternatives' simulations and the explanation. "
+        "process, then the problem), and the plan checks of the optimum and the alternatives (seeded simulations) are read "
+        "back instead of simulated. What a warm solve still spends is start-up (Python, then OR-Tools, which loads pandas: "
+        "about 0.7 s), the CP-SAT solves and the explanation. "
         "A first solve is unchanged (the table is written once, atomically, after the build); the cache speeds up solving "
         "the same LLMs, workloads and SLOs again -- the same file, or another objective, budget or GPU limit "
         "(`tests/planning/test_table_cache.py`), the web planner's repeated questions, and the test suite, whose CLI and web "

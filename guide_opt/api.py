@@ -34,7 +34,7 @@ from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution
 from guide_opt.space import SearchSpace, build_space
-from guide_opt.table_cache import cached_build_under
+from guide_opt.table_cache import cached_build_under, switched_off
 
 if TYPE_CHECKING:
     from guide_opt.pareto import Frontier
@@ -99,18 +99,20 @@ def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset,
 
     ``workers`` bounds the processes that evaluate candidates (None: the machine's cores;
     a server running several solves at once passes 1). ``progress`` receives a sentence at
-    each stage. ``use_cache``: read and store the candidate table in the table cache
-    (:mod:`guide_opt.table_cache`; ``stats.timing.candidate_table`` says which happened).
+    each stage. ``use_cache``: read and store the candidate table and the plan checks' simulations in
+    the table cache (:mod:`guide_opt.table_cache`; ``stats.timing.candidate_table`` says where the
+    table came from).
     Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not raise (the
     payload carries the explanation).
     """
     limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s, use_cache)
-    if problem.is_schedule:
-        answer = _schedule_answer(problem, solver_name, preset, limit, seed, workers, progress)
-    elif OBJECTIVES[problem.objective].stack == "pareto":
-        answer = _pareto_answer(problem, solver_name, preset, limit, seed, workers, progress)
-    else:
-        answer = _fleet_answer(problem, solver_name, preset, limit, seed, explain, workers, progress)
+    with switched_off(not use_cache):
+        if problem.is_schedule:
+            answer = _schedule_answer(problem, solver_name, preset, limit, seed, workers, progress)
+        elif OBJECTIVES[problem.objective].stack == "pareto":
+            answer = _pareto_answer(problem, solver_name, preset, limit, seed, workers, progress)
+        else:
+            answer = _fleet_answer(problem, solver_name, preset, limit, seed, explain, workers, progress)
     if refine is not None and answer.solution.status.found:
         answer = _refined(problem, answer, refine, seed if seed is not None else preset.seed)
     return with_artifacts(problem, answer)

@@ -24,9 +24,11 @@ purpose and schedules run batch jobs, so they are not simulated here.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from guide_opt import table_cache
 from guide_opt.catalog import Catalog
 from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import Problem
@@ -57,6 +59,8 @@ class DeploymentCheck:
     ``tpot``, ``demand``, ``memory``, ``rejected``). violations: the failures in words.
     simulated: the simulated metrics (:meth:`guide_opt.refine.SimulatedMetrics.to_json`).
     saturating: the load was a saturating closed loop (no stated demand, or max_throughput).
+    simulation_s: how long the plan's simulation took when it ran (wall seconds, the same when the
+    verdict is read back from the cache): what checking a similar plan is expected to cost.
     """
 
     model_index: int
@@ -72,6 +76,7 @@ class DeploymentCheck:
     num_requests: int
     seed: int
     simulated: dict[str, Any]
+    simulation_s: float = 0.0
 
     def more_replicas_may_help(self) -> bool:
         """True when only load-dependent constraints failed under a stated demand (see the module doc)."""
@@ -106,14 +111,22 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
                seed: int = SIMULATION_SEED, catalog: Catalog | None = None) -> tuple[DeploymentCheck, ...]:
     """Simulate every deployment of a plan (one per LLM of ``problem``, in order) and judge each one.
 
-    num_requests: requests per LLM; by default :func:`check_requests`.
+    num_requests: requests per LLM; by default :func:`check_requests`. The simulation is seeded, so
+    its verdict is a pure function of the problem, the plan, the requests and the seed: it is kept
+    in the table cache and read back when the same plan is checked again (a later solve of the
+    problem; :mod:`guide_opt.table_cache`), unless a ``catalog`` of the caller's is given.
     """
     from guide_opt.refine import simulate_deployments
     from guide_opt.prediction import slo_margins
 
     if num_requests is None:
         num_requests = check_requests(problem)
+    key = None if catalog is not None else table_cache.check_key(problem, deployments, num_requests, seed)
+    if key is not None and (found := table_cache.cached_checks(key)) is not None:
+        return found
+    started = time.perf_counter()
     evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog)
+    simulation_s = time.perf_counter() - started
     out = []
     for i, (req, metrics) in enumerate(zip(problem.models, evaluation.metrics)):
         prefix = f"models[{i}]."
@@ -129,6 +142,8 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
             tuple(f"{prefix}{kind}: {metrics.reason}" for kind in failed if kind == "memory"),
             percentile=pct, ttft_ms=json_metrics.get(f"ttft_p{pct}_ms"), tpot_ms=json_metrics.get(f"tpot_p{pct}_ms"),
             ttft_factor=ttft_factor, tpot_factor=tpot_factor, saturating=saturating,
-            num_requests=metrics.num_requests, seed=seed, simulated=json_metrics,
+            num_requests=metrics.num_requests, seed=seed, simulated=json_metrics, simulation_s=simulation_s,
         ))
+    if key is not None:
+        table_cache.store_checks(key, tuple(out))
     return tuple(out)

@@ -1,4 +1,5 @@
-"""Evaluated candidate tables kept on disk, so that solving a problem again skips the candidate build.
+"""Evaluated candidate tables and plan checks kept on disk, so that solving a problem again skips the candidate
+build and the simulations of plans it has checked before.
 
 The build (:func:`guide_opt.space.build_space`) evaluates every candidate with the full
 performance model and is most of a solve's time; what it produces depends only on the problem's
@@ -16,7 +17,13 @@ the web planner) looks its table up here first under a key made of exactly those
   specification) and the calibration file (its parsed factors).
 
 A table read back is the one the build made for those inputs, so the answer is the same as with a
-fresh build (``tests/planning/test_table_cache.py`` checks it). Tables live in
+fresh build (``tests/planning/test_table_cache.py`` checks it).
+
+A plan check (:func:`guide_opt.simcheck.check_plan`: the seeded simulation of a plan at its own
+workload) is kept the same way in the ``checks`` subfolder, under a key of the whole problem but its
+name and description, the files it names, the plan's deployments, the requests and the seed
+(:func:`check_key`); a solve that meets the same plan again -- the optimum or an alternative --
+reads the verdict instead of simulating. Tables live in
 ``$GUIDE_OPT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/guide-opt/tables``, else
 ``~/.cache/guide-opt/tables``); ``GUIDE_OPT_CACHE_DIR=off`` or ``solve --no-cache`` turns the cache
 off. At most :data:`MAX_TABLES` tables and :data:`MAX_BYTES` are kept (the least recently used go
@@ -28,6 +35,8 @@ builds its table, uncached), and a new folder is made private to its user.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -36,8 +45,8 @@ import pickle
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -67,8 +76,27 @@ SOLVER_ONLY_FIELDS = ("name", "description", "objective", "budget_per_hour")
 SOLVER_ONLY_HARDWARE_FIELDS = ("max_gpus", "inventory")
 
 
+#: Set while a solve runs with the cache switched off (:func:`switched_off`; ``solve --no-cache``).
+_OFF: list[bool] = [False]
+
+
+@contextlib.contextmanager
+def switched_off(off: bool = True) -> Iterator[None]:
+    """Within this block (when ``off``), :func:`cache_dir` is None: nothing is read or stored (processes forked meanwhile
+    inherit it)."""
+    before = _OFF[0]
+    _OFF[0] = before or off
+    try:
+        yield
+    finally:
+        _OFF[0] = before
+
+
 def cache_dir() -> Path | None:
-    """The folder tables are kept in, or None when the cache is off (``GUIDE_OPT_CACHE_DIR=off``, or no home folder to keep it in)."""
+    """The folder tables are kept in, or None when the cache is off (``GUIDE_OPT_CACHE_DIR=off``, :func:`switched_off`, or
+    no home folder to keep it in). Plan checks are kept in its ``checks`` subfolder."""
+    if _OFF[0]:
+        return None
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured is not None:
         return None if configured.strip().lower() in ("", "off") else Path(configured).expanduser()
@@ -95,6 +123,18 @@ def code_and_catalog_digest() -> str:
     return "|".join((_files_digest(package, "*.py"), _files_digest(data_dir("hardware_db"), "*"), sys.version, np.__version__))
 
 
+def _file_inputs(problem: Problem, catalog: Catalog) -> dict[str, Any]:
+    """What the files a problem names hold: each LLM's parsed specification (a ``config.json`` or the catalog's) and the
+    parsed calibration."""
+    calibration = problem_calibration(problem)
+    return {"llms": [catalog.llm(m.id, field=f"models[{i}].id").model_dump(mode="json") for i, m in enumerate(problem.models)],
+            "calibration": None if calibration is None else calibration.model_dump(mode="json")}
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def table_key(problem: Problem, catalog: Catalog) -> str:
     """The cache key of ``problem``'s candidate table (see the module docstring for what it covers)."""
     fields = problem.model_dump(mode="json", exclude=set(SOLVER_ONLY_FIELDS))
@@ -102,16 +142,39 @@ def table_key(problem: Problem, catalog: Catalog) -> str:
     for name in SOLVER_ONLY_HARDWARE_FIELDS:
         hardware.pop(name, None)
     hardware["no_inventory"] = sorted(gpu for gpu, count in problem.hardware.inventory.items() if count == 0)
-    llms = [catalog.llm(m.id, field=f"models[{i}].id").model_dump(mode="json") for i, m in enumerate(problem.models)]
-    calibration = problem_calibration(problem)
-    parts = {
-        "format": FORMAT_VERSION,
-        "code_and_catalog": code_and_catalog_digest(),
-        "problem": fields,
-        "llms": llms,
-        "calibration": None if calibration is None else calibration.model_dump(mode="json"),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return _digest({"format": FORMAT_VERSION, "code_and_catalog": code_and_catalog_digest(), "problem": fields}
+                   | _file_inputs(problem, catalog))
+
+
+def check_key(problem: Problem, deployments: Sequence[Any], num_requests: int, seed: int) -> str:
+    """The cache key of a plan check (:func:`guide_opt.simcheck.check_plan`): the whole problem but its name and
+    description (the objective decides whether a load saturates), the files it names, every field of every deployment
+    but its simulated verdict, the requests and the seed."""
+    fields = problem.model_dump(mode="json", exclude={"name", "description"})
+    plan = [{k: v for k, v in dataclasses.asdict(d).items() if k != "simulated"} for d in deployments]
+    return _digest({"format": FORMAT_VERSION, "kind": "plan check", "code_and_catalog": code_and_catalog_digest(), "problem": fields,
+                    "plan": plan, "requests": num_requests, "seed": seed} | _file_inputs(problem, load_catalog()))
+
+
+def cached_checks(key: str) -> tuple | None:
+    """The plan check stored under ``key`` (a tuple of :class:`~guide_opt.simcheck.DeploymentCheck`), or None."""
+    folder = _checks_dir()
+    return None if folder is None else _read(folder / f"{key}.pickle", tuple)
+
+
+def store_checks(key: str, checks: tuple) -> None:
+    """Keep a plan check under ``key`` (quietly nothing when the cache is off or cannot be written)."""
+    folder = _checks_dir()
+    if folder is not None:
+        _write(folder, folder / f"{key}.pickle", checks)
+
+
+def _checks_dir() -> Path | None:
+    """The folder plan checks are kept in (``checks`` under :func:`cache_dir`), or None when the cache is off or shared."""
+    folder = cache_dir()
+    if folder is None or not _private(folder) or not _private(folder / "checks"):
+        return None
+    return folder / "checks"
 
 
 def cached_build(problem: Problem, *, workers: int | None = None, use_cache: bool = True,
@@ -132,7 +195,7 @@ def cached_build(problem: Problem, *, workers: int | None = None, use_cache: boo
     path = folder / f"{table_key(problem, catalog)}.pickle"
     space = _read(path)
     if space is not None:
-        return replace(space, problem=problem), "cached"
+        return dataclasses.replace(space, problem=problem), "cached"
     space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape)
     return space, ("built" if _write(folder, path, space) else "built, not cached")
 
@@ -157,19 +220,19 @@ def _private(folder: Path) -> bool:
     return (owner is None or stat.st_uid == owner()) and not stat.st_mode & 0o022
 
 
-def _read(path: Path) -> SearchSpace | None:
-    """The table stored at ``path`` (its access time refreshed), or None when there is none or it cannot be read."""
+def _read(path: Path, expected: type = SearchSpace):
+    """The ``expected`` object stored at ``path`` (its access time refreshed), or None when there is none or it cannot be read."""
     try:
         with path.open("rb") as f:
-            space = pickle.load(f)
+            found = pickle.load(f)
     except FileNotFoundError:
         return None
     except Exception:  # a truncated or foreign file is rebuilt and overwritten, never an error
         return None
-    if not isinstance(space, SearchSpace):
+    if not isinstance(found, expected):
         return None
     _touch(path)
-    return space
+    return found
 
 
 def _touch(path: Path) -> None:
@@ -181,8 +244,9 @@ def _touch(path: Path) -> None:
         pass
 
 
-def _write(folder: Path, path: Path, space: SearchSpace) -> bool:
-    """Store ``space`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder.
+def _write(folder: Path, path: Path, space: object) -> bool:
+    """Store ``space`` (a table or plan checks) at ``path`` atomically (a reader sees the old file or the whole new one) and
+    trim the folder.
 
     False when it could not be stored (no room, no permission): the partial file is removed and the solve goes on.
     """

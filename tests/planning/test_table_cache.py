@@ -251,3 +251,44 @@ def test_a_long_build_reports_its_progress_and_a_cached_one_does_not(cache, monk
     lines.clear()
     solve(problem, preset=load_preset(), seed=0, explain=False, progress=lines.append)
     assert not [line for line in lines if line.startswith("evaluated ")]
+
+
+def test_a_plan_check_is_read_back_and_equals_a_fresh_simulation(cache, monkeypatch):
+    # The check is a seeded simulation: checking the same plan again reads the stored verdict, which must equal what
+    # a fresh simulation (cache off) finds; anything that changes the simulation (seed, requests, replicas, SLO) misses.
+    import guide_opt.refine as refine
+    from guide_opt.simcheck import check_plan
+
+    problem = small_problem(**(QUICK | {"prediction": {"serving_model": "steady_state"}}))
+    answer = solve(problem, preset=load_preset(), seed=0, explain=False)
+    plan = answer.solution.deployments
+    stored = check_plan(problem, plan)  # the solve checked this plan: read back
+    with table_cache.switched_off():
+        fresh = check_plan(problem, plan)
+    assert [dataclasses.replace(c, simulation_s=0.0) for c in stored] == [dataclasses.replace(c, simulation_s=0.0) for c in fresh]
+    assert stored[0].simulation_s > 0  # the stored verdict keeps what its simulation cost
+
+    runs: list[int] = []
+    simulate = refine.simulate_deployments
+    monkeypatch.setattr(refine, "simulate_deployments", lambda *a, **k: runs.append(1) or simulate(*a, **k))
+    check_plan(problem, plan)
+    assert runs == []  # read back, not simulated
+    check_plan(problem, plan, seed=1)
+    check_plan(problem, plan, num_requests=500)
+    check_plan(problem, [dataclasses.replace(plan[0], replicas=plan[0].replicas + 1)])
+    tighter = problem.model_copy(update={"models": [problem.models[0].model_copy(update={"slo": problem.models[0].slo.model_copy(update={"tpot_ms": 35})})]})
+    check_plan(tighter, plan)
+    assert len(runs) == 4
+    check_plan(problem, plan, catalog=table_cache.load_catalog())  # a caller's own catalog is never cached
+    assert len(runs) == 5
+
+
+def test_a_warm_solve_answers_as_a_solve_without_the_cache(cache):
+    problem = small_problem(**(QUICK | {"prediction": {"serving_model": "steady_state"}}))
+    preset = load_preset()
+    solve(problem, preset=preset, seed=0)  # fills the cache: table and plan checks
+    warm = solve(problem, preset=preset, seed=0)
+    fresh = solve(problem, preset=preset, seed=0, use_cache=False)
+    assert warm.payload["stats"]["timing"]["candidate_table"] == "cached"
+    assert _comparable(warm.payload) == _comparable(fresh.payload)
+    assert any(a.get("meets_slo_in_simulation") is not None for a in warm.payload["alternatives"])
