@@ -9,6 +9,7 @@ models of :mod:`guide_opt.hardware`, :mod:`guide_opt.llm`, :mod:`guide_opt.frame
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from guide_opt import disk_cache
 from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError, unknown_id_error
 from guide_opt.frameworks import FrameworkProfile
@@ -225,5 +227,18 @@ def load_catalog_from(root: Path) -> Catalog:
 
 @functools.cache
 def load_catalog() -> Catalog:
-    """Load the bundled ``hardware_db/`` (cached for the life of the process)."""
-    return load_catalog_from(data_dir("hardware_db"))
+    """Load the bundled ``hardware_db/`` (cached for the life of the process).
+
+    Parsing and validating its YAML files takes about 0.15 s, so the parsed catalog is also kept in
+    the disk cache (:mod:`guide_opt.disk_cache`, subfolder ``catalog``) under the digest of
+    guide-opt's code and ``hardware_db/`` files: a later process reads it back in milliseconds, and
+    an edited catalog file is parsed (and validated) anew.
+    """
+    folder = disk_cache.folder("catalog")
+    path = None if folder is None else folder / f"{hashlib.sha256(disk_cache.code_and_catalog_digest().encode()).hexdigest()}.pickle"
+    if path is not None and (found := disk_cache.read(path, Catalog)) is not None:
+        return found
+    catalog = load_catalog_from(data_dir("hardware_db"))
+    if path is not None:
+        disk_cache.write(folder, path, catalog)
+    return catalog

@@ -75,8 +75,8 @@ def with_prediction_options(problem: Problem, calibration_file: str | None, slo_
               help="Also write, per deployment, the engine launch command, Kubernetes manifests and the SLO benchmark to DIR.")
 @click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
               help="Read the candidate table from the table cache when this problem's LLMs, workloads, SLOs and search were "
-                   "solved before, and store it after a build ($GUIDE_OPT_CACHE_DIR, default ~/.cache/guide-opt/tables; "
-                   "GUIDE_OPT_CACHE_DIR=off disables it).")
+                   "solved before, and store it after a build; likewise the plan checks' simulations ($GUIDE_OPT_CACHE_DIR, default "
+                   "~/.cache/guide-opt; GUIDE_OPT_CACHE_DIR=off disables it).")
 @format_option
 def solve_command(problem_file: Path, **options) -> int:
     """Find the optimal deployment for PROBLEM_FILE (YAML; see problems/README.md).

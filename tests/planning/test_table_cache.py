@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from guide_opt import table_cache
+from guide_opt import disk_cache, table_cache
 from guide_opt.api import solve
 from guide_opt.cli import main
 from guide_opt.errors import InputError
@@ -32,7 +32,7 @@ QUICK = dict(prediction={"serving_model": "burst"}, hardware={"gpus": ["l40s"], 
 def cache(tmp_path, monkeypatch):
     """A table cache of this test's own (the test run's shared one stays untouched)."""
     folder = tmp_path / "tables"
-    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(folder))
+    monkeypatch.setenv(disk_cache.CACHE_DIR_ENV, str(folder))
     return folder
 
 
@@ -53,7 +53,7 @@ def test_a_cached_table_is_the_table_a_fresh_build_makes(cache):
     built, first = table_cache.cached_build(problem)
     read, second = table_cache.cached_build(problem)
     assert (first, second) == ("built", "cached")
-    assert len(list(cache.glob("*.pickle"))) == 1
+    assert len(list((cache / "tables").glob("*.pickle"))) == 1
     fresh = build_space(problem)  # independent: no cache involved
     assert _rows(read) == _rows(built) == _rows(fresh)
     assert read.problem is problem
@@ -141,7 +141,7 @@ def test_bad_input_is_refused_on_a_cached_table_as_on_a_build(cache):
 def test_an_unreadable_table_is_rebuilt_and_replaced(cache):
     problem = small_problem(**QUICK)
     table_cache.cached_build(problem)
-    (stored,) = cache.glob("*.pickle")
+    (stored,) = (cache / "tables").glob("*.pickle")
     stored.write_bytes(b"not a pickle")
     table, source = table_cache.cached_build(problem)
     assert source == "built" and _rows(table) == _rows(build_space(problem))
@@ -151,7 +151,7 @@ def test_an_unreadable_table_is_rebuilt_and_replaced(cache):
 def test_a_folder_that_cannot_be_written_leaves_the_solve_uncached(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(blocker / "tables"))  # a folder inside a file cannot be made
+    monkeypatch.setenv(disk_cache.CACHE_DIR_ENV, str(blocker / "tables"))  # a folder inside a file cannot be made
     table, source = table_cache.cached_build(small_problem(**QUICK))
     assert source == "built, not cached" and table.candidate_count > 0
 
@@ -162,23 +162,23 @@ def test_off_and_no_cache_neither_read_nor_write(cache, monkeypatch, tmp_path, c
     assert main(["solve", str(problem_file), "--format", "json", "--no-cache", "--no-explain"]) == 0
     assert json.loads(capsys.readouterr().out)["stats"]["timing"]["candidate_table"] == "built, not cached"
     assert not cache.exists()
-    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, "off")
-    assert table_cache.cache_dir() is None
+    monkeypatch.setenv(disk_cache.CACHE_DIR_ENV, "off")
+    assert disk_cache.cache_dir() is None
     assert table_cache.cached_build(small_problem(**QUICK))[1] == "built, not cached"
-    monkeypatch.setenv(table_cache.CACHE_DIR_ENV, str(cache))
+    monkeypatch.setenv(disk_cache.CACHE_DIR_ENV, str(cache))
     assert main(["solve", str(problem_file), "--no-explain"]) == 0
     assert main(["solve", str(problem_file), "--no-explain"]) == 0
     assert "candidate table read from the cache" in capsys.readouterr().out.split("searched")[-1]
 
 
 def test_the_folder_keeps_the_most_recently_used_tables(cache, monkeypatch):
-    monkeypatch.setattr(table_cache, "MAX_TABLES", 2)
+    monkeypatch.setattr(disk_cache, "MAX_FILES", 2)
     problems = [small_problem(**(QUICK | {"search": {"tp": [1], "batch_sizes": [b]}})) for b in (4, 8, 16)]
     table_cache.cached_build(problems[0])
     table_cache.cached_build(problems[1])
     assert table_cache.cached_build(problems[0])[1] == "cached"  # used again: now the most recent
     table_cache.cached_build(problems[2])  # a third table: the least recently used one (problems[1]) goes
-    assert len(list(cache.glob("*.pickle"))) == 2
+    assert len(list((cache / "tables").glob("*.pickle"))) == 2
     assert [table_cache.cached_build(p)[1] for p in (problems[2], problems[0])] == ["cached", "cached"]
     assert table_cache.cached_build(problems[1])[1] == "built"
 
@@ -186,10 +186,10 @@ def test_the_folder_keeps_the_most_recently_used_tables(cache, monkeypatch):
 def test_the_folder_keeps_its_tables_within_the_byte_limit(cache, monkeypatch):
     problems = [small_problem(**(QUICK | {"search": {"tp": [1], "batch_sizes": [b]}})) for b in (4, 8)]
     table_cache.cached_build(problems[0])
-    (first,) = cache.glob("*.pickle")
-    monkeypatch.setattr(table_cache, "MAX_BYTES", first.stat().st_size + 1)  # room for one table of this size
+    (first,) = (cache / "tables").glob("*.pickle")
+    monkeypatch.setattr(disk_cache, "MAX_BYTES", first.stat().st_size + 1)  # room for one table of this size
     table_cache.cached_build(problems[1])
-    assert len(list(cache.glob("*.pickle"))) == 1 and not first.exists()  # the older one went, the new one stays
+    assert len(list((cache / "tables").glob("*.pickle"))) == 1 and not first.exists()  # the older one went, the new one stays
     assert table_cache.cached_build(problems[1])[1] == "cached"
 
 
@@ -207,32 +207,34 @@ def test_a_table_that_cannot_be_stored_leaves_no_partial_file(cache, monkeypatch
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(table_cache.pickle, "dump", disk_full)
+    monkeypatch.setattr(disk_cache.pickle, "dump", disk_full)
     table, source = table_cache.cached_build(small_problem(**QUICK))
     assert source == "built, not cached" and table.candidate_count > 0
-    assert list(cache.iterdir()) == []
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
 def test_a_partial_file_a_killed_writer_left_is_deleted_once_stale(cache):
-    cache.mkdir(mode=0o700)
-    stale, fresh = cache / f".old{table_cache.PARTIAL_SUFFIX}", cache / f".new{table_cache.PARTIAL_SUFFIX}"
+    tables = cache / "tables"
+    tables.mkdir(mode=0o700, parents=True)
+    cache.chmod(0o700)
+    stale, fresh = tables / f".old{disk_cache.PARTIAL_SUFFIX}", tables / f".new{disk_cache.PARTIAL_SUFFIX}"
     for path in (stale, fresh):
         path.write_bytes(b"half a table")
-    old_ns = time.time_ns() - int(2 * table_cache.STALE_PARTIAL_S * 1e9)
+    old_ns = time.time_ns() - int(2 * disk_cache.STALE_PARTIAL_S * 1e9)
     os.utime(stale, ns=(old_ns, old_ns))
     table_cache.cached_build(small_problem(**QUICK))  # a write trims the folder
     assert not stale.exists() and fresh.exists()  # a recent one may still be being written
 
 
 def test_the_default_folder_is_the_users_cache_and_off_without_a_home(monkeypatch, tmp_path):
-    monkeypatch.delenv(table_cache.CACHE_DIR_ENV)
+    monkeypatch.delenv(disk_cache.CACHE_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert table_cache.cache_dir() == tmp_path / "xdg" / "guide-opt" / "tables"
+    assert disk_cache.cache_dir() == tmp_path / "xdg" / "guide-opt"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert table_cache.cache_dir() == tmp_path / "home" / ".cache" / "guide-opt" / "tables"
+    assert disk_cache.cache_dir() == tmp_path / "home" / ".cache" / "guide-opt"
     monkeypatch.setenv("HOME", "not-absolute")  # what expanduser gives a user without a home folder
-    assert table_cache.cache_dir() is None
+    assert disk_cache.cache_dir() is None
 
 
 def test_a_long_build_reports_its_progress_and_a_cached_one_does_not(cache, monkeypatch):
@@ -292,3 +294,22 @@ def test_a_warm_solve_answers_as_a_solve_without_the_cache(cache):
     assert warm.payload["stats"]["timing"]["candidate_table"] == "cached"
     assert _comparable(warm.payload) == _comparable(fresh.payload)
     assert any(a.get("meets_slo_in_simulation") is not None for a in warm.payload["alternatives"])
+
+
+def test_the_parsed_catalog_is_read_back_and_reparsed_when_a_file_changes(cache, monkeypatch):
+    import guide_opt.catalog as catalog_module
+    from guide_opt.data_files import data_dir
+
+    parsed = catalog_module.load_catalog_from(data_dir("hardware_db"))  # independent: the YAML files parsed now
+    load = catalog_module.load_catalog.__wrapped__  # past the in-process memo: what a new process does
+    assert load() == parsed  # parsed and stored
+    assert len(list((cache / "catalog").glob("*.pickle"))) == 1
+
+    def no_parsing(root):
+        raise AssertionError("the catalog was parsed again")
+
+    monkeypatch.setattr(catalog_module, "load_catalog_from", no_parsing)
+    assert load() == parsed  # read back
+    monkeypatch.setattr(disk_cache, "code_and_catalog_digest", lambda: "an edited hardware_db file")
+    with pytest.raises(AssertionError, match="parsed again"):
+        load()
