@@ -34,7 +34,8 @@ from guide_opt.presets import SolverPreset
 from guide_opt.problem import Problem
 from guide_opt.solution import Solution
 from guide_opt.space import SearchSpace, build_space
-from guide_opt.table_cache import cached_build_under, switched_off
+from guide_opt.disk_cache import switched_off
+from guide_opt.table_cache import cached_build
 
 if TYPE_CHECKING:
     from guide_opt.pareto import Frontier
@@ -105,7 +106,7 @@ def solve(problem: Problem, *, solver_name: str = "cpsat", preset: SolverPreset,
     Bad input raises :class:`~guide_opt.errors.InputError`; infeasibility does not raise (the
     payload carries the explanation).
     """
-    limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s, use_cache)
+    limit = _Limit(time_limit_s if time_limit_s is not None else preset.time_limit_s, started_s)
     with switched_off(not use_cache):
         if problem.is_schedule:
             answer = _schedule_answer(problem, solver_name, preset, limit, seed, workers, progress)
@@ -124,7 +125,6 @@ class _Limit:
 
     seconds: float
     started_s: float | None
-    use_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,11 +165,12 @@ class _BuildReporter:
 
 def _build_under_limit(problem: Problem, limit: _Limit, workers: int | None, progress: Progress, what: str) -> _Built:
     """Start the answer's one :class:`~guide_opt.deadline.Deadline` and evaluate the candidates under it (phase
-    ``space_build``; through the table cache unless ``limit.use_cache`` is False); ``what`` names the problem's
+    ``space_build``; through the table cache, unless :func:`solve` switched it off); ``what`` names the problem's
     entries in the progress line."""
     deadline = Deadline(limit.seconds, started=limit.started_s)
     progress(f"evaluating the candidates of {len(problem.models)} {what} with the performance model ...")
-    space, source = cached_build_under(deadline, problem, workers=workers, use_cache=limit.use_cache, on_shape=_BuildReporter(progress))
+    deadline.phase("space_build")
+    space, source = cached_build(problem, workers=workers, on_shape=_BuildReporter(progress))
     return _Built(deadline, space, source)
 
 

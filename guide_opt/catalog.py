@@ -9,7 +9,6 @@ models of :mod:`guide_opt.hardware`, :mod:`guide_opt.llm`, :mod:`guide_opt.frame
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +234,7 @@ def load_catalog() -> Catalog:
     an edited catalog file is parsed (and validated) anew.
     """
     folder = disk_cache.folder("catalog")
-    path = None if folder is None else folder / f"{hashlib.sha256(disk_cache.code_and_catalog_digest().encode()).hexdigest()}.pickle"
+    path = None if folder is None else folder / f"{disk_cache.key_of({'catalog': disk_cache.code_and_catalog_digest()})}.pickle"
     if path is not None and (found := disk_cache.read(path, Catalog)) is not None:
         return found
     catalog = load_catalog_from(data_dir("hardware_db"))

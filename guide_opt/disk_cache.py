@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -101,6 +102,11 @@ def code_and_catalog_digest() -> str:
     return "|".join((_files_digest(package, "*.py"), _files_digest(data_dir("hardware_db"), "*"), sys.version, np.__version__))
 
 
+def key_of(parts: dict) -> str:
+    """The sha256 key of ``parts`` (JSON-able; dictionaries compared regardless of their order)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def private(folder: Path) -> bool:
     """Whether files in ``folder`` can be trusted: it does not exist yet (it is made private), or it belongs to this
     user and no one else may write to it. Pickles run code when read, so a shared folder is not used."""
@@ -138,8 +144,8 @@ def _touch(path: Path) -> None:
         pass
 
 
-def write(folder: Path, path: Path, space: object) -> bool:
-    """Store ``space`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder.
+def write(folder: Path, path: Path, obj: object) -> bool:
+    """Store ``obj`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder.
 
     False when it could not be stored (no room, no permission): the partial file is removed and the solve goes on.
     """
@@ -149,7 +155,7 @@ def write(folder: Path, path: Path, space: object) -> bool:
         folder.mkdir(mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".", suffix=PARTIAL_SUFFIX, delete=False) as f:
             partial = Path(f.name)
-            pickle.dump(space, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(partial, path)
     except (OSError, pickle.PicklingError):
         if partial is not None:
@@ -164,7 +170,7 @@ def trim(folder: Path) -> None:
     """Delete the least recently used files beyond :data:`MAX_FILES` or :data:`MAX_BYTES`, and partial files a killed writer
     left (another process may be deleting too)."""
     try:
-        tables = sorted(((p.stat(), p) for p in folder.glob("*.pickle")), key=lambda sp: sp[0].st_mtime_ns, reverse=True)
+        files = sorted(((p.stat(), p) for p in folder.glob("*.pickle")), key=lambda sp: sp[0].st_mtime_ns, reverse=True)
     except OSError:
         return
     stale_ns = time.time_ns() - int(STALE_PARTIAL_S * 1e9)
@@ -175,7 +181,7 @@ def trim(folder: Path) -> None:
         except OSError:
             pass
     kept_bytes = 0
-    for i, (stat, path) in enumerate(tables):
+    for i, (stat, path) in enumerate(files):
         kept_bytes += stat.st_size
         if i == 0 or (i < MAX_FILES and kept_bytes <= MAX_BYTES):
             continue

@@ -17,7 +17,7 @@ taken, and the worker keeps serving its own map.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,23 +70,23 @@ def forked_map(function: Callable[[T], R], items: Sequence[T], workers: int | No
     items = list(items)
     workers = workers_used(workers, len(items))
     if workers == 1:
-        results = []
-        for x in items:
-            results.append(function(x))
-            if on_done is not None:
-                on_done(len(results))
-        return results
+        return _gathered(map(function, items), on_done)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     _FORKED[:] = [function, items]
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_mark_worker) as pool:
-            results = []
-            for result in pool.map(_call, range(len(items)), chunksize=max(1, chunksize)):
-                results.append(result)
-                if on_done is not None:
-                    on_done(len(results))
-            return results
+            return _gathered(pool.map(_call, range(len(items)), chunksize=max(1, chunksize)), on_done)
     finally:
         _FORKED.clear()
+
+
+def _gathered(results: Iterable[R], on_done: Callable[[int], None] | None) -> list[R]:
+    """``list(results)``, telling ``on_done`` the count so far after each one arrives."""
+    out: list[R] = []
+    for result in results:
+        out.append(result)
+        if on_done is not None:
+            on_done(len(out))
+    return out

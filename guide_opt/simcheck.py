@@ -121,8 +121,8 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
 
     if num_requests is None:
         num_requests = check_requests(problem)
-    key = None if catalog is not None else table_cache.check_key(problem, deployments, num_requests, seed)
-    if key is not None and (found := table_cache.cached_checks(key)) is not None:
+    kept = None if catalog is not None else table_cache.checks_path(problem, deployments, num_requests, seed)
+    if kept is not None and (found := table_cache.cached_checks(kept)) is not None:
         return found
     started = time.perf_counter()
     evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog)
@@ -144,6 +144,6 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
             ttft_factor=ttft_factor, tpot_factor=tpot_factor, saturating=saturating,
             num_requests=metrics.num_requests, seed=seed, simulated=json_metrics, simulation_s=simulation_s,
         ))
-    if key is not None:
-        table_cache.store_checks(key, tuple(out))
+    if kept is not None:
+        table_cache.store_checks(kept, tuple(out))
     return tuple(out)

@@ -617,10 +617,7 @@ def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str
 
 
 def build_space_under(deadline: Deadline, problem: Problem, *, workers: int | None = None) -> SearchSpace:
-    """:func:`build_space`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build).
-
-    (:func:`guide_opt.table_cache.cached_build_under` is the same with the table cache in front.)
-    """
+    """:func:`build_space`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build)."""
     deadline.phase("space_build")
     return build_space(problem, workers=workers)
 

@@ -33,14 +33,12 @@ folder that cannot be written leaves the solve uncached; neither is an error.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from guide_opt import disk_cache
 from guide_opt.catalog import Catalog, load_catalog
-from guide_opt.deadline import Deadline
-from guide_opt.disk_cache import code_and_catalog_digest, switched_off  # noqa: F401 (switched_off: part of this module's API)
+from guide_opt.disk_cache import code_and_catalog_digest
 from guide_opt.prediction import problem_calibration
 from guide_opt.problem import Problem
 from guide_opt.space import BuildProgress, SearchSpace, evaluate_search, resolve_search
@@ -61,10 +59,6 @@ def _file_inputs(problem: Problem, catalog: Catalog) -> dict[str, Any]:
             "calibration": None if calibration is None else calibration.model_dump(mode="json")}
 
 
-def _digest(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def table_key(problem: Problem, catalog: Catalog) -> str:
     """The cache key of ``problem``'s candidate table (see the module docstring for what it covers)."""
     fields = problem.model_dump(mode="json", exclude=set(SOLVER_ONLY_FIELDS))
@@ -72,8 +66,8 @@ def table_key(problem: Problem, catalog: Catalog) -> str:
     for name in SOLVER_ONLY_HARDWARE_FIELDS:
         hardware.pop(name, None)
     hardware["no_inventory"] = sorted(gpu for gpu, count in problem.hardware.inventory.items() if count == 0)
-    return _digest({"format": FORMAT_VERSION, "code_and_catalog": code_and_catalog_digest(), "problem": fields}
-                   | _file_inputs(problem, catalog))
+    return disk_cache.key_of({"format": FORMAT_VERSION, "code_and_catalog": code_and_catalog_digest(), "problem": fields}
+                             | _file_inputs(problem, catalog))
 
 
 def check_key(problem: Problem, deployments: Sequence[Any], num_requests: int, seed: int) -> str:
@@ -82,25 +76,28 @@ def check_key(problem: Problem, deployments: Sequence[Any], num_requests: int, s
     but its simulated verdict, the requests and the seed."""
     fields = problem.model_dump(mode="json", exclude={"name", "description"})
     plan = [{k: v for k, v in dataclasses.asdict(d).items() if k != "simulated"} for d in deployments]
-    return _digest({"format": FORMAT_VERSION, "kind": "plan check", "code_and_catalog": code_and_catalog_digest(), "problem": fields,
-                    "plan": plan, "requests": num_requests, "seed": seed} | _file_inputs(problem, load_catalog()))
+    return disk_cache.key_of({"format": FORMAT_VERSION, "kind": "plan check", "code_and_catalog": code_and_catalog_digest(),
+                              "problem": fields, "plan": plan, "requests": num_requests, "seed": seed} | _file_inputs(problem, load_catalog()))
 
 
-def cached_checks(key: str) -> tuple | None:
-    """The plan check stored under ``key`` (a tuple of :class:`~guide_opt.simcheck.DeploymentCheck`), or None."""
+def checks_path(problem: Problem, deployments: Sequence[Any], num_requests: int, seed: int) -> Path | None:
+    """Where the plan check of ``deployments`` is kept (:func:`check_key`), or None when the cache is off (the key is
+    then not computed)."""
     folder = disk_cache.folder("checks")
-    return None if folder is None else disk_cache.read(folder / f"{key}.pickle", tuple)
+    return None if folder is None else folder / f"{check_key(problem, deployments, num_requests, seed)}.pickle"
 
 
-def store_checks(key: str, checks: tuple) -> None:
-    """Keep a plan check under ``key`` (quietly nothing when the cache is off or cannot be written)."""
-    folder = disk_cache.folder("checks")
-    if folder is not None:
-        disk_cache.write(folder, folder / f"{key}.pickle", checks)
+def cached_checks(path: Path) -> tuple | None:
+    """The plan check kept at ``path`` (a tuple of :class:`~guide_opt.simcheck.DeploymentCheck`), or None."""
+    return disk_cache.read(path, tuple)
 
 
-def cached_build(problem: Problem, *, workers: int | None = None, use_cache: bool = True,
-                 on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
+def store_checks(path: Path, checks: tuple) -> None:
+    """Keep a plan check at ``path`` (quietly nothing when it cannot be written)."""
+    disk_cache.write(path.parent, path, checks)
+
+
+def cached_build(problem: Problem, *, workers: int | None = None, on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
     """``problem``'s candidate table and where it came from: ``"cached"``, ``"built"`` (and stored) or ``"built, not cached"``.
 
     The table is :func:`~guide_opt.space.build_space`'s for ``problem``; a table read from the
@@ -108,10 +105,11 @@ def cached_build(problem: Problem, *, workers: int | None = None, use_cache: boo
     was built). The build's input checks run either way (:func:`~guide_opt.space.resolve_search`),
     so bad input raises the same :class:`~guide_opt.errors.InputError` whether or not the table is
     cached. ``on_shape``: the build's progress (:func:`~guide_opt.space.evaluate_search`), silent on a hit.
+    Within :func:`~guide_opt.disk_cache.switched_off` (``solve --no-cache``) the table is built and not stored.
     """
     catalog = load_catalog()
     resolved = resolve_search(problem, catalog)
-    folder = disk_cache.folder("tables") if use_cache else None
+    folder = disk_cache.folder("tables")
     if folder is None:
         return evaluate_search(problem, resolved, workers=workers, on_shape=on_shape), "built, not cached"
     path = folder / f"{table_key(problem, catalog)}.pickle"
@@ -121,9 +119,3 @@ def cached_build(problem: Problem, *, workers: int | None = None, use_cache: boo
     space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape)
     return space, ("built" if disk_cache.write(folder, path, space) else "built, not cached")
 
-
-def cached_build_under(deadline: Deadline, problem: Problem, *, workers: int | None = None,
-                       use_cache: bool = True, on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
-    """:func:`cached_build`, its time charged to ``deadline``'s ``space_build`` phase (the time limit counts the build)."""
-    deadline.phase("space_build")
-    return cached_build(problem, workers=workers, use_cache=use_cache, on_shape=on_shape)

@@ -265,7 +265,7 @@ def test_a_plan_check_is_read_back_and_equals_a_fresh_simulation(cache, monkeypa
     answer = solve(problem, preset=load_preset(), seed=0, explain=False)
     plan = answer.solution.deployments
     stored = check_plan(problem, plan)  # the solve checked this plan: read back
-    with table_cache.switched_off():
+    with disk_cache.switched_off():
         fresh = check_plan(problem, plan)
     assert [dataclasses.replace(c, simulation_s=0.0) for c in stored] == [dataclasses.replace(c, simulation_s=0.0) for c in fresh]
     assert stored[0].simulation_s > 0  # the stored verdict keeps what its simulation cost
