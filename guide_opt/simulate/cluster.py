@@ -123,8 +123,43 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     cost = StepCostModel(engine_config)
     engines = [ReplicaEngine(r, cost, table, prefill_mode=config.framework.prefill_mode, policy=policy, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=budget, num_blocks=num_blocks, block_tokens=block) for r in range(replicas)]
-    _run(engines, table, workload, arrivals, rejected.tolist(), balancer, drawn_replicas)
+    if _replicas_apart(arrivals, balancer):
+        _run_apart(engines, table, arrivals, rejected.tolist(), balancer, drawn_replicas)
+    else:
+        _run(engines, table, workload, arrivals, rejected.tolist(), balancer, drawn_replicas)
     return _result(engines, table, inputs, outputs, rejected, slo, num_blocks, common)
+
+
+def _replicas_apart(arrivals: np.ndarray | None, balancer: str) -> bool:
+    """Whether the replicas never interact: an open loop (arrival times fixed in advance) whose balancer picks each
+    request's replica without looking at the replicas (``random``, ``round_robin``)."""
+    return arrivals is not None and balancer != "least_loaded"
+
+
+def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.ndarray, rejected: list[bool], balancer: str,
+               drawn_replicas: list[int] | None) -> None:
+    """:func:`_run` for replicas that never interact (:func:`_replicas_apart`): each replica in turn, through its own arrivals.
+
+    The replica of every request is known before the run (the dispatch order is the arrival order, rejected requests
+    skipped), so each replica runs to each of its own arrivals instead of to every arrival of the cluster: the same
+    steps at the same times (runs of decode steps cut at other replicas' arrivals sum their step times in another
+    order, a difference of rounding only; ``tests/simulate/test_sim_cluster.py`` compares the two loops), with about
+    ``R`` times fewer calls into the engines for ``R`` replicas.
+    """
+    own: list[list[tuple[int, float]]] = [[] for _ in engines]
+    dispatched = 0
+    for rid, arrival_s in enumerate(arrivals.tolist()):
+        table.arrival_s[rid] = arrival_s
+        if rejected[rid]:
+            continue
+        replica = drawn_replicas[dispatched] if balancer == "random" else dispatched % len(engines)
+        dispatched += 1
+        own[replica].append((rid, arrival_s))
+    for engine, requests in zip(engines, own):
+        for rid, arrival_s in requests:
+            engine.advance(arrival_s)
+            engine.submit(rid, arrival_s)
+        engine.advance(math.inf)
 
 
 def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, arrivals: np.ndarray | None,

@@ -66,13 +66,14 @@ def recorded_steps(monkeypatch):
 def engines_after_run(monkeypatch):
     """The replica engines of the last simulation, for invariants on their final state."""
     seen = []
-    real = cluster._run
+    for name in ("_run", "_run_apart"):
+        real = getattr(cluster, name)
 
-    def run(engines, *args):
-        seen[:] = engines
-        return real(engines, *args)
+        def run(engines, *args, real=real):
+            seen[:] = engines
+            return real(engines, *args)
 
-    monkeypatch.setattr(cluster, "_run", run)
+        monkeypatch.setattr(cluster, name, run)
     return seen
 
 
@@ -206,6 +207,27 @@ def test_random_balancing_gives_each_replica_a_poisson_stream(config):
             assert gaps.mean() == pytest.approx(1.0, rel=0.06)  # rate / R = 1 request/s per replica
     same = simulate(config, workload, num_requests=200, replicas=4, balancer="random", seed=5)
     assert same.requests.replica.tolist() == simulate(config, workload, num_requests=200, replicas=4, balancer="random", seed=5).requests.replica.tolist()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("balancer", ["random", "round_robin"])
+def test_replicas_run_apart_as_in_the_cluster_event_loop(config, monkeypatch, mode, balancer):
+    # An open loop with a balancer that does not look at the replicas runs each replica through its own arrivals
+    # (cluster._run_apart). The reference is the cluster-wide event loop (cluster._run), which advances every
+    # replica to every arrival: the same steps, so the same times up to the rounding of step-time sums.
+    tight = with_kv_tokens(with_mode(config, mode), 12000)  # preemptions included
+    workload = Workload.open_loop(PRESETS["conversational"], 24.0)
+    args = dict(num_requests=600, seed=9, replicas=3, balancer=balancer, max_num_batched_tokens=1024)
+    apart = simulate(tight, workload, **args)
+    monkeypatch.setattr(cluster, "_replicas_apart", lambda arrivals, balancer: False)
+    together = simulate(tight, workload, **args)
+    assert apart.preemptions == together.preemptions > 0
+    assert apart.steps == together.steps
+    assert apart.requests.replica.tolist() == together.requests.replica.tolist()
+    for field in ("arrival_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(getattr(apart.requests, field), getattr(together.requests, field), rtol=1e-9, atol=0)
+    assert apart.ttft_s.p99_s == pytest.approx(together.ttft_s.p99_s, rel=1e-9)
+    assert apart.kv_utilization_mean == pytest.approx(together.kv_utilization_mean, rel=1e-9)
 
 
 def test_replicas_scale_throughput_as_llm_pilot_table_1(config):
