@@ -24,6 +24,7 @@ one request (:func:`~guide_opt.perf.memory.engine_start_reason`) are there no la
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from guide_opt.perf.config import ServingConfig
@@ -116,32 +117,41 @@ def prefill_schedule(config: ServingConfig) -> list[tuple[StepShape, int]]:
     ``chunked`` / ``split_fuse``: steps of exactly the token budget over the concatenated
     prompts, a prompt's tail finishing in the step that holds its last token.
     """
-    budget = config.step_token_budget
-    prompt, batch = config.input_tokens, config.batch
-    if config.framework.prefill_mode == "whole":
-        per_step = max(1, budget // prompt)
+    return list(prefill_steps(config.framework.prefill_mode, config.step_token_budget, config.input_tokens, config.batch))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def prefill_steps(prefill_mode: str, budget_tokens: int, prompt_tokens: int, prompts: int) -> tuple[tuple[StepShape, int], ...]:
+    """:func:`prefill_schedule` of ``prompts`` prompts of ``prompt_tokens`` tokens with a step budget of ``budget_tokens``.
+
+    A schedule depends on nothing else, so it is memoised: the shapes of a search space share
+    their engines' budgets, and the steady-state model asks for the windows of the same prompt
+    counts next to every decode count (:class:`guide_opt.perf.steady_state.StepTable`).
+    """
+    if prefill_mode == "whole":
+        per_step = max(1, budget_tokens // prompt_tokens)
         steps = []
-        for done in range(0, batch, per_step):
-            n = min(per_step, batch - done)
-            steps.append((StepShape.prefill_chunk(n, prompt), n))
-        return steps
+        for done in range(0, prompts, per_step):
+            n = min(per_step, prompts - done)
+            steps.append((StepShape.prefill_chunk(n, prompt_tokens), n))
+        return tuple(steps)
     # Chunked / SplitFuse: every step takes the next `budget` tokens of the concatenated prompts,
     # so a step may end one prompt and start the next (packing whole prompts instead would let
     # a longer prompt lower the mean TTFT).
     steps = []
     request, offset = 0, 0  # the prompt being prefilled and its tokens already done
-    while request < batch:
-        room, new_tokens, sequences, attended, kv_read, finished = budget, 0, 0, 0.0, 0.0, 0
-        while room and request < batch:
-            chunk = min(room, prompt - offset)
+    while request < prompts:
+        room, new_tokens, sequences, attended, kv_read, finished = budget_tokens, 0, 0, 0.0, 0.0, 0
+        while room and request < prompts:
+            chunk = min(room, prompt_tokens - offset)
             piece = StepShape.prefill_chunk(1, chunk, offset)
             new_tokens, sequences = new_tokens + chunk, sequences + 1
             attended, kv_read = attended + piece.attended_tokens, kv_read + piece.kv_read_tokens
             room, offset = room - chunk, offset + chunk
-            if offset == prompt:
+            if offset == prompt_tokens:
                 request, offset, finished = request + 1, 0, finished + 1
         steps.append((StepShape(new_tokens, sequences, attended, kv_read), finished))
-    return steps
+    return tuple(steps)
 
 
 def _dominant(times: list[StepTime]) -> Bound:

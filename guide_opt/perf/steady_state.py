@@ -66,7 +66,6 @@ simulator (``benchmarks/RESULTS.md`` section 11).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ from typing import Callable
 import numpy as np
 
 from guide_opt.perf.config import ServingConfig
-from guide_opt.perf.estimator import prefill_schedule
+from guide_opt.perf.estimator import prefill_steps
 from guide_opt.perf.step import StepShape, step_time
 
 #: Decode counts at which step times are evaluated exactly (interpolated in between).
@@ -268,9 +267,9 @@ class StepTable:
         """
         config = self.config
         room = max(1, config.step_token_budget - decodes)
-        schedule = prefill_schedule(dataclasses.replace(config, batch=prompts, max_num_batched_tokens=room))
+        schedule = prefill_steps(config.framework.prefill_mode, room, config.input_tokens, prompts)
         if not decodes:
-            return schedule
+            return list(schedule)
         d = StepShape.decode(decodes, self.context_tokens)
         return [(StepShape(s.new_tokens + d.new_tokens, s.sequences + d.sequences, s.attended_tokens + d.attended_tokens,
                            s.kv_read_tokens + d.kv_read_tokens), finished) for s, finished in schedule]
