@@ -10,8 +10,10 @@ Exit codes: 0 an answer was found, 1 bad input, 2 infeasible (reasons printed),
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 
 import click
 
@@ -67,5 +69,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """Console-script wrapper that exits with :func:`main`'s code."""
-    sys.exit(main())
+    """Console-script wrapper that exits with :func:`main`'s code.
+
+    The exit skips the interpreter's teardown of its modules: freeing pandas (loaded by OR-Tools),
+    OR-Tools and numpy one object at a time takes about 0.2 s, a fifth of a warm solve, and
+    saves nothing once the process ends. Everything an exit owes is done first: the output is
+    flushed and the exit handlers run (child processes are joined or stopped, temporary files
+    removed, log handlers flushed). With a thread other than the main one still running, it
+    exits the usual way, which waits for it.
+    """
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written to it
+            pass
+    atexit._run_exitfuncs()
+    os._exit(code)
