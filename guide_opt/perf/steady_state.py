@@ -1155,23 +1155,55 @@ def open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable
                       lambda: _open_loop(config, request_rate_per_s, table, capacity_per_s))
 
 
+@dataclass(frozen=True)
+class _OpenCore:
+    """What an open loop's TPOT needs, before its TTFT: the fixed point, the decoders an arrival finds, the slot gains
+    (:func:`slot_gains`) and the TPOT / ITL distributions."""
+
+    solution: _Solution
+    found: float
+    gains: tuple[float, float]
+    tpot: LatencyDistribution
+    itl: LatencyDistribution
+
+
+def _open_core(config: ServingConfig, rate: float, table: StepTable) -> _OpenCore | None:
+    """The :class:`_OpenCore` of the open loop at ``rate`` (memoised in ``table``); None beyond capacity.
+
+    :func:`max_rate_within` reads its TPOT first: a rate whose TPOT misses its limit misses the
+    SLO whatever its TTFT, the larger part of the work (:func:`_open_loop`).
+    """
+    return table.memo(("open_core", config.batch, rate), lambda: _open_core_computed(config, rate, table))
+
+
+def _open_core_computed(config: ServingConfig, rate: float, table: StepTable) -> _OpenCore | None:
+    """:func:`_open_core` computed (not memoised)."""
+    slots, steps = config.batch, config.output_tokens - 1
+    solution = _open_solution(table, rate, slots, steps)
+    if solution is None:
+        return None
+    # An arrival finds rate x (O - 1) x TPOT decoders (Poisson arrivals see time averages).
+    found = min(float(slots), rate * steps * solution.tpot_s)
+    gains = slot_gains(table, slots, steps, rate, found)
+    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens, tpot_load_variance_s2(rate, steps * solution.tpot_s, steps, *gains))
+    return _OpenCore(solution, found, gains, tpot, itl)
+
+
 def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTable, capacity_per_s: float | None) -> SteadyState:
     """:func:`open_loop` computed (not memoised)."""
     rate, slots, steps = request_rate_per_s, config.batch, config.output_tokens - 1
     capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
-    solution = _open_solution(table, rate, slots, steps)
-    if solution is None:
+    core = _open_core(config, rate, table)
+    if core is None:
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
-    # An arrival finds rate x (O - 1) x TPOT decoders (Poisson arrivals see time averages) and a
-    # window in progress, length-biased; it is prefilled in the next window with the prompts
-    # that arrived during the same one.
-    found = min(float(slots), rate * steps * solution.tpot_s)
-    # The windows an arrival sees hold the decoders it finds (not counting itself): solve their
-    # length again at that count (at low load mostly idle, zero-length windows).
+    solution, found = core.solution, core.found
+    # An arrival finds a window in progress, length-biased; it is prefilled in the next window
+    # with the prompts that arrived during the same one. The windows it sees hold the decoders
+    # it finds (not counting itself): solve their length again at that count (at low load
+    # mostly idle, zero-length windows).
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
     window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
-    gains = slot_gains(table, slots, steps, rate, found)
-    dispersion = slot_dispersion(*gains)
+    dispersion = slot_dispersion(*core.gains)
     first_token_s = residual_mean_s + first_mean_s
 
     def full_holding_s() -> float:
@@ -1184,13 +1216,11 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
         return _unstable("open_loop", rate, None, capacity, config.output_tokens)
     ttft = _add(window_ttft, _waiting_dist(slot_p, slot_wait_s))
     ttft_mean_s = first_token_s + slot_wait_s
-    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens,
-                          tpot_load_variance_s2(rate, steps * solution.tpot_s, steps, *gains))
     return SteadyState(
         mode="open_loop", stable=True, request_rate_per_s=rate, concurrent_users=None,
-        utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=tpot, itl=itl,
-        e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen, output_tokens=config.output_tokens,
-        slot_dispersion=dispersion, slot_wait_probability=slot_p,
+        utilization=rate / capacity if capacity > 0 else math.nan, ttft=_distribution(ttft, ttft_mean_s), tpot=core.tpot,
+        itl=core.itl, e2e_mean_s=ttft_mean_s + steps * solution.tpot_s, decode_sequences=solution.decodes_seen,
+        output_tokens=config.output_tokens, slot_dispersion=dispersion, slot_wait_probability=slot_p,
     )
 
 
@@ -1485,6 +1515,10 @@ def _max_rate_within(config: ServingConfig, percentile: int, ttft_limit_s: float
         return 0.0
 
     def meets(rate: float) -> bool:
+        if tpot_limit_s is not None:  # a TPOT miss is a miss whatever the TTFT: skip the TTFT's work
+            core = _open_core(config, rate, table)
+            if core is None or not core.tpot.at(percentile) <= tpot_limit_s:
+                return False
         return _within(open_loop(config, rate, table, capacity_per_s=capacity), percentile, ttft_limit_s, tpot_limit_s)
 
     if meets(high):
