@@ -871,6 +871,11 @@ def _decode_run(table: StepTable, slots: int, others_rate_per_s: float, decodes,
     tpot_s = window_s = table.decode_step_s(1.0, slots)
     if start is not None:
         tpot_s, window_s = start
+    if decodes(tpot_s) <= 0.0:
+        # No decodes: a window is only the prefill of the prompts that arrived during the one before,
+        # so a window of no time gathers none and the idle server (W = 0) is the smallest fixed point
+        # (iterating towards it shrinks W by a constant factor, down to 0 / 0 in the last denormals).
+        return _Solution(tpot_s, 0.0, 0.0, others_rate_per_s)
     history: list[tuple[float, float]] = []
     bracket = _WindowBracket()
     for _ in range(MAX_ITERATIONS):

@@ -324,9 +324,13 @@ def check(o: Outcome) -> list[str]:
             elif o.argv[0] in ("estimate", "simulate"):
                 if payload is None or not _finite_tree(payload.get("metrics", payload)):
                     problems.append(f"{o.argv[0]} printed non-finite or no metrics")
-                fits = payload.get("fits")
-                if fits is not None and (o.code == 0) != bool(fits):
-                    problems.append(f"exit {o.code} but fits={fits}")
+                # `estimate --help`: exit 0 when the engine serves it -- a burst resident or in waves (`runs`), a
+                # steady state resident and within capacity (`fits` and `stable`); else 2. `simulate` reports `fits`.
+                served = payload.get("runs", payload.get("fits")) if payload else None
+                if payload is not None and payload.get("stable") is False:
+                    served = False
+                if served is not None and (o.code == 0) != bool(served):
+                    problems.append(f"exit {o.code} but fits={payload.get('fits')}, runs={payload.get('runs')}, stable={payload.get('stable')}")
             elif o.argv[0] == "calibrate" and o.code == 0:
                 from guide_opt.validation.calibration import load_calibration
 

@@ -285,6 +285,21 @@ def test_open_loop_of_prompts_alone_agrees_with_the_simulator(chat, load):
     assert state.ttft.p90_s == pytest.approx(np.percentile(ttft, 90), rel=0.20)
 
 
+def test_open_loop_of_prompts_alone_at_low_load_is_one_prefill(chat):
+    # One output token at 2% of capacity: nothing decodes and nearly every arrival finds the server idle, so
+    # the TTFT is one prompt's prefill, the static estimate at batch 1 (an M/D/1 queue at 2% load waits about
+    # 1% of a service on average, within the tolerance). This load once divided by zero: with no decodes the
+    # mean window shrinks towards the idle server's 0, and the iteration reached it as 0 / 0.
+    import dataclasses
+
+    config = dataclasses.replace(chat, input_tokens=512, output_tokens=1)
+    table = ss.StepTable(config)
+    state = ss.open_loop(config, 0.02 * ss.capacity_request_rate_per_s(config, table), table)
+    assert state.stable
+    assert state.ttft.mean_s == pytest.approx(_single_request(config).ttft_s, rel=0.03)
+    assert state.tpot.mean_s == 0.0
+
+
 class _LinearWindows:
     """A step table whose window of ``k`` prompts takes ``a + s k`` seconds (one step per prompt)."""
 
