@@ -3,7 +3,9 @@
 Events are processed in time order across replicas: an arrival is dispatched before any step
 that starts at or after it, and a replica never runs a step that starts after the next event
 that could change what it sees (an arrival; under a closed loop, another replica's earliest
-possible completion, since that creates an arrival). Balancers:
+possible completion, since that creates an arrival). An open loop behind a balancer that does not
+look at the replicas (``random``, ``round_robin``) has replicas that never interact, so each one is
+run through its own arrivals in turn (:func:`_run_apart`): the same steps, far fewer calls. Balancers:
 
 - ``random``: request ``k`` (in dispatch order) goes to a replica drawn uniformly at random (the
   seeded generator, after the lengths and arrival gaps): what a Kubernetes Service does in
@@ -143,7 +145,7 @@ def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.n
     The replica of every request is known before the run (the dispatch order is the arrival order, rejected requests
     skipped), so each replica runs to each of its own arrivals instead of to every arrival of the cluster: the same
     steps at the same times (runs of decode steps cut at other replicas' arrivals sum their step times in another
-    order, a difference of rounding only; ``tests/simulate/test_sim_cluster.py`` compares the two loops), with about
+    order, a difference of rounding only; ``tests/simulate/test_sim_engine.py`` compares the two loops), with about
     ``R`` times fewer calls into the engines for ``R`` replicas.
     """
     own: list[list[tuple[int, float]]] = [[] for _ in engines]
