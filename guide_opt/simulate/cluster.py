@@ -138,6 +138,12 @@ def _replicas_apart(arrivals: np.ndarray | None, balancer: str) -> bool:
     return arrivals is not None and balancer != "least_loaded"
 
 
+def _fixed_replica(balancer: str, dispatched: int, drawn_replicas: list[int] | None, replicas: int) -> int:
+    """The replica of the ``dispatched``-th request (0-based, in dispatch order) under a balancer that does not look at the
+    replicas: ``random`` (its pre-drawn replica) or ``round_robin``."""
+    return drawn_replicas[dispatched] if balancer == "random" else dispatched % replicas
+
+
 def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.ndarray, rejected: list[bool], balancer: str,
                drawn_replicas: list[int] | None) -> None:
     """:func:`_run` for replicas that never interact (:func:`_replicas_apart`): each replica in turn, through its own arrivals.
@@ -154,9 +160,8 @@ def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.n
         table.arrival_s[rid] = arrival_s
         if rejected[rid]:
             continue
-        replica = drawn_replicas[dispatched] if balancer == "random" else dispatched % len(engines)
+        own[_fixed_replica(balancer, dispatched, drawn_replicas, len(engines))].append((rid, arrival_s))
         dispatched += 1
-        own[replica].append((rid, arrival_s))
     for engine, requests in zip(engines, own):
         for rid, arrival_s in requests:
             engine.advance(arrival_s)
@@ -209,12 +214,10 @@ def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, 
                     heapq.heappush(pending, (a, next_rid))
                     next_rid += 1
                 continue
-            if balancer == "random":
-                target = engines[drawn_replicas[dispatched]]
-            elif balancer == "round_robin":
-                target = engines[dispatched % len(engines)]
-            else:
+            if balancer == "least_loaded":
                 target = min(engines, key=lambda e: (e.outstanding, e.index))
+            else:
+                target = engines[_fixed_replica(balancer, dispatched, drawn_replicas, len(engines))]
             dispatched += 1
             target.submit(rid, a)
             continue
