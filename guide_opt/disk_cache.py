@@ -125,9 +125,7 @@ def read(path: Path, expected: type):
     try:
         with path.open("rb") as f:
             found = pickle.load(f)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a truncated or foreign file is rebuilt and overwritten, never an error
+    except Exception:  # absent, truncated or foreign: rebuilt and overwritten, never an error
         return None
     if not isinstance(found, expected):
         return None
