@@ -14,7 +14,7 @@ cannot see (communication efficiency and collective latency when every row has T
 at its default instead of drifting.
 
 Physics (:func:`physics_violation`): before fitting, rows faster than streaming the weights
-once per output token at peak bandwidth, or more than :data:`MAX_SLOWDOWN` times slower than
+(and a static batch's KV cache) once per output token at peak bandwidth, or more than :data:`MAX_SLOWDOWN` times slower than
 the default model, are refused and counted with an example -- they are unit mistakes or
 broken runs, and a fit would otherwise bend the factors to them.
 
@@ -87,7 +87,7 @@ LOSS_SCALE = 0.3
 #: A measured metric this many times worse than the default model's prediction is refused.
 MAX_SLOWDOWN = 100.0
 #: Reasons of refused rows (see :func:`physics_violation`).
-PHYSICS_TOO_FAST = "faster than streaming the weights once per output token at peak HBM bandwidth"
+PHYSICS_TOO_FAST = "faster than streaming the weights (and a static batch's KV cache) once per output token at peak HBM bandwidth"
 PHYSICS_TOO_SLOW = f"more than {MAX_SLOWDOWN:g}x slower than the model predicts"
 #: Reason of a row skipped because none of its fitted metrics is a finite positive number.
 NO_USABLE_METRIC = "no fitted metric is a finite positive number"
@@ -221,16 +221,43 @@ def weight_stream_time_s(config: ServingConfig) -> float:
     return weight_bytes / (config.tp * config.gpu.hbm_bandwidth_bytes_per_s)
 
 
+def kv_read_time_s(config: ServingConfig, sequences: int, context_tokens: int) -> float:
+    """Seconds for one GPU to read ``sequences`` KV caches of ``context_tokens`` tokens once at peak HBM bandwidth.
+
+    Every decode step attends to each running sequence's whole context (a sliding-window layer
+    to its window), so it reads at least this much besides the weights. Per GPU of the most
+    loaded stage: its layers and its share of the KV heads (:attr:`ServingConfig.kv_bytes_per_token_per_layer`).
+    """
+    kept = context_tokens * config.h2o_kept_fraction
+    window = config.llm.sliding_window
+    sliding = config.sliding_layers_per_stage
+    tokens = (config.layers_per_stage - sliding) * kept + sliding * (kept if window is None else min(kept, window))
+    return sequences * tokens * config.kv_bytes_per_token_per_layer / config.gpu.hbm_bandwidth_bytes_per_s
+
+
+def batch_latency_floor_s(m: Measurement, config: ServingConfig) -> float:
+    """The fastest a row's batch latency can physically be: per output token, the weights once, and for a static batch
+    on one pipeline stage also every sequence's KV cache of its prompt once (:func:`kv_read_time_s`).
+
+    The KV term counts the prompt only (a lower bound of every step's context) and holds in waves
+    too: each sequence reads its own cache at each of its steps whichever wave it runs in. Closed
+    loops and offline runs keep the weights alone (not every request decodes in every step), and
+    so does a pipeline (its stages' reads overlap across micro-batches).
+    """
+    kv_s = kv_read_time_s(config, m.batch, m.input_tokens) if not (m.closed_loop or m.offline) and config.pp == 1 else 0.0
+    return m.output_tokens * (weight_stream_time_s(config) + kv_s)
+
+
 def physics_violation(m: Measurement, config: ServingConfig, predicted: dict[str, float]) -> tuple[str, str] | None:
     """(kind, example) when a row cannot be a real measurement of ``config``; None when it can.
 
     Refused: a latency below the weight-streaming floor (:func:`weight_stream_time_s`: TTFT
-    and TPOT at least one floor, batch latency one per output token), a throughput above
-    ``batch / floor`` tokens/s, or any metric more than :data:`MAX_SLOWDOWN` times worse than
-    ``predicted`` (the default model's metrics for the row).
+    and TPOT at least one floor; batch latency :func:`batch_latency_floor_s`, which adds a static
+    batch's KV-cache reads), a throughput above ``batch / floor`` tokens/s, or any metric more
+    than :data:`MAX_SLOWDOWN` times worse than ``predicted`` (the default model's metrics for the row).
     """
     floor_s = weight_stream_time_s(config)
-    floors = {"ttft_ms": floor_s * 1e3, "tpot_ms": floor_s * 1e3, "batch_latency_s": floor_s * m.output_tokens}
+    floors = {"ttft_ms": floor_s * 1e3, "tpot_ms": floor_s * 1e3, "batch_latency_s": batch_latency_floor_s(m, config)}
     where = f"{m.llm} on {m.gpu} TP={m.tp} batch {m.batch}{' [' + m.key + ']' if m.key else ''}"
     for metric, value in m.measured.items():
         if not finite_positive(value):

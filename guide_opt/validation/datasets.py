@@ -332,18 +332,6 @@ def _map_ids(data: SourceData, catalog: Catalog, *, llm_name: str, llm_candidate
     return llm, gpu
 
 
-def min_decode_time_s(catalog: Catalog, llm_id: str, gpu_id: str, tp: int, quantization: str, output_tokens: int) -> float:
-    """Lower bound (s) on decoding ``output_tokens`` tokens: each step reads every weight once at peak HBM bandwidth.
-
-    Active parameters only (a token of a mixture-of-experts LLM reads its top-k experts). A measured
-    batch latency below this bound cannot be a full static batch (the run must have
-    stopped early); it is a plausibility check, independent of any efficiency factor.
-    """
-    llm, gpu = catalog.llms[llm_id], catalog.gpus[gpu_id]
-    weight_bytes_per_gpu = llm.active_params_per_token * catalog.quantization(quantization).weight_bytes_per_param / tp
-    return max(0, output_tokens - 1) * weight_bytes_per_gpu / gpu.hbm_bandwidth_bytes_per_s
-
-
 # ---- loaders ----------------------------------------------------------------------------------
 def load_lmdeploy(data_dir: Path, catalog: Catalog) -> SourceData:
     """LMDeploy TurboMind A100-80G static inference (``lmdeploy/a100_fp16_static_inference.csv``)."""
@@ -387,6 +375,9 @@ def load_llm_inference_bench(data_dir: Path, catalog: Catalog) -> SourceData:
             continue
         key = (row["Hardware"], int(row["Num of Hardware"]), framework, row["Model"], int(row["Input Output Length"]), int(row["Batch Size"]))
         groups.setdefault(key, []).append(latency_s)
+    from guide_opt.validation.accuracy import measurement_config  # they read Measurement from here
+    from guide_opt.validation.calibration import batch_latency_floor_s
+
     for (hardware, tp, framework, name, length, batch), latencies in sorted(groups.items()):
         if len(latencies) > 1:
             data.skip("duplicate measurement merged into its key's mean", len(latencies) - 1)
@@ -395,14 +386,14 @@ def load_llm_inference_bench(data_dir: Path, catalog: Catalog) -> SourceData:
         if ids is None:
             continue
         latency_s = statistics.fmean(latencies)
-        floor_s = min_decode_time_s(catalog, ids[0], ids[1], tp, "bf16", length)
-        if latency_s < floor_s:
-            data.skip("faster than streaming the weights once per output token at peak bandwidth (physically impossible; "
-                      "likely stopped early at EOS)", len(latencies))
-            continue
         measured = {"batch_latency_s": latency_s, "throughput_tokens_per_s": batch * length / latency_s}
-        data.rows.append(Measurement("llm-inference-bench", ids[0], ids[1], framework, "bf16", tp, batch, length, length, measured,
-                                     report_only=frozenset({"throughput_tokens_per_s"}), key=f"{name} {hardware} x{tp} {framework} b{batch} {length}/{length}"))
+        row = Measurement("llm-inference-bench", ids[0], ids[1], framework, "bf16", tp, batch, length, length, measured,
+                          report_only=frozenset({"throughput_tokens_per_s"}), key=f"{name} {hardware} x{tp} {framework} b{batch} {length}/{length}")
+        if latency_s < batch_latency_floor_s(row, measurement_config(row, catalog)):
+            data.skip("faster than streaming the weights and the batch's prompt KV cache once per output token at peak bandwidth "
+                      "(physically impossible; likely stopped early at EOS)", len(latencies))
+            continue
+        data.rows.append(row)
     return data
 
 

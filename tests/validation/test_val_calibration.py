@@ -174,6 +174,30 @@ def test_physically_impossible_rows_are_refused_with_a_count_and_an_example(cata
     assert run.calibration.entries[0].rows == 2  # only the plausible rows were fitted
 
 
+#: The same LLM's KV cache: 32 layers x 32 KV heads x 128 x 2 (K and V) x 2 bytes = 524,288 bytes per token
+#: (Llama-2-7B config.json: no GQA). A static batch of 64 prompts of 2,048 tokens holds 64 x 2,048 of them, and every
+#: decode step reads them all: 33.7 ms at 2,039 GB/s, on top of the weights' 6.48 ms.
+LLAMA2_7B_KV_READ_MS = 64 * 2048 * 32 * 32 * 128 * 2 * 2 / 2039e9 * 1e3
+
+
+def test_a_static_batch_faster_than_reading_its_kv_cache_is_refused(catalog):
+    """2.0 s for 128 output tokens clears the weights alone (128 x 6.48 ms = 0.83 s) but not weights plus KV cache
+    (128 x 40.2 ms = 5.14 s); 6.0 s clears both."""
+    from guide_opt.validation.calibration import batch_latency_floor_s
+
+    def batch_row(latency_s: float, key: str) -> Measurement:
+        return Measurement("mine", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", 1, 64, 2048, 128, {"batch_latency_s": latency_s}, key=key)
+
+    floor_s = batch_latency_floor_s(batch_row(1.0, "x"), measurement_config(batch_row(1.0, "x"), catalog))
+    assert floor_s * 1e3 == pytest.approx(128 * (LLAMA2_7B_A100_FLOOR_MS + LLAMA2_7B_KV_READ_MS), rel=1e-9)
+    closed = Measurement("mine", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", 1, 64, 2048, 128, {}, closed_loop=True)
+    assert batch_latency_floor_s(closed, measurement_config(closed, catalog)) * 1e3 == pytest.approx(128 * LLAMA2_7B_A100_FLOOR_MS, rel=1e-9)
+    rows = [batch_row(2.0, "too-fast"), batch_row(6.0, "plausible-1"), batch_row(7.0, "plausible-2")]
+    run = calibrate(rows, catalog, cross_validate=False)
+    refused = {reason: n for reason, n in run.skipped.items() if reason.startswith("refused")}
+    assert list(refused.values()) == [1] and "too-fast" in next(iter(refused))
+
+
 def test_a_row_without_a_usable_metric_is_counted_not_dropped(catalog):
     """A row whose only metric is NaN (a load level where every request failed) cannot be fitted; it
     is left out with its own reason, so the report accounts for every row it was given."""
