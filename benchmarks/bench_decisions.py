@@ -207,7 +207,7 @@ def build() -> str:
         "70B LLMs (twice the GPUs, more than twice the speed), which its curves, fitted end to end on every TP degree at "
         "once (section 1.8), do not represent; the model ranks TP 1 first. On LLM-Inference-Bench's NVIDIA GPUs every "
         "pick keeps at least 87% of the measured best.",
-        "- The physical floor of a static batch's latency (`guide_opt/validation/calibration.py`, `batch_latency_floor_s`, "
+        "- The physical floor of a static batch's latency (`guide_opt/validation/physics.py`, `batch_latency_floor_s`, "
         "used by calibration and by the LLM-Inference-Bench loader) counts every sequence's prompt KV cache read at each "
         "step besides the weights. It leaves out one more LLM-Inference-Bench row: Qwen2-7B, TensorRT-LLM, 4 x H100, "
         "batch 64, 2,048 / 2,048 tokens in 2.27 s, 0.68x the time to read its weights and the prompts' KV cache once per "

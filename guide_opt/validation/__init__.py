@@ -2,6 +2,8 @@
 
 - ``datasets``    -- loaders mapping each public source's rows to a :class:`Measurement`
   (catalog ids + one static-batch configuration + measured metrics), counting what they skip.
+- ``physics``     -- physical floors of measured figures (weights and KV cache read once per
+  token at peak bandwidth): rows below them are broken runs, left out by loaders and calibration.
 - ``accuracy``    -- predicted vs measured: MAPE, median APE, bias and count per
   (source, GPU, metric), in the form of GUIDE's Tables 1-2.
 - ``calibration`` -- fitting :class:`~guide_opt.frameworks.EfficiencyFactors` per (GPU,
@@ -9,6 +11,8 @@
   YAML file, prediction intervals and SLO margin factors from residuals.
 - ``profile_fit`` -- a GPU's kernel curves fitted end to end on measured serving latencies
   (for a GPU without kernel tables: MI300X), with leave-one-LLM-out scores.
+- ``decisions``   -- decision quality: in groups of measured rows that differ only in what a
+  planner chooses, the share of the measured best that the predictions' pick captures.
 - ``llm_pilot``   -- LLM-Pilot's GPU recommendation (Eq. 1-3) with guide-opt's predictions and
   its scores (success rate, overspend, S/O; Eq. 5-7) against the measured ground truth.
 

@@ -27,7 +27,7 @@ from guide_opt.catalog import Catalog
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate, phase_times
-from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
+from guide_opt.validation.datasets import METRICS, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
 
 #: Skip reason for rows whose engine cannot serve one request in memory by guide-opt's model.
 NOT_FITTING = "cannot serve one request in memory by guide-opt's memory model"
@@ -47,24 +47,6 @@ def resolve_factors(calibration: Any, gpu: str, framework: str) -> EfficiencyFac
     if isinstance(calibration, Mapping):
         return calibration.get((gpu, framework))
     raise TypeError(f"calibration must be a Calibration, a mapping or None, not {type(calibration).__name__}")
-
-
-def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyFactors | None = None) -> ServingConfig:
-    """The :class:`ServingConfig` of measurement ``m`` (``efficiency`` None: the framework's defaults)."""
-    return ServingConfig(
-        llm=catalog.llms[m.llm],
-        gpu=catalog.gpus[m.gpu],
-        framework=catalog.frameworks[m.framework],
-        quantization=catalog.quantization(m.quantization),
-        tp=m.tp,
-        batch=m.batch,
-        input_tokens=m.input_tokens,
-        output_tokens=m.output_tokens,
-        flash_attention=m.flash_attention,
-        kv_cache_dtype=m.kv_cache_dtype,
-        efficiency=efficiency,
-        max_num_batched_tokens=m.max_num_batched_tokens,
-    )
 
 
 #: How a closed-loop row is predicted: ``static`` (a batch of the users, the cycle time per token),

@@ -64,6 +64,7 @@ from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig, estimate
 from guide_opt.validation.accuracy import NOT_FITTING, Comparison, error_stats, evaluate, measurement_config, predicted_metrics
 from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
+from guide_opt.validation.physics import batch_latency_floor_s, weight_stream_time_s
 
 CALIBRATION_FORMAT = "guide-opt-calibration/1"
 #: Lower / upper bounds of the fitted efficiency fractions.
@@ -210,54 +211,17 @@ class PreparedRow:
     running: int | None = None
 
 
-def weight_stream_time_s(config: ServingConfig) -> float:
-    """Seconds to read the weights one token touches once at peak HBM bandwidth: the floor of any decode step.
-
-    ``active params x bytes per param / (TP x bandwidth per GPU)``: TP shards read in parallel,
-    pipeline stages one after the other, and a mixture-of-experts token touches only its top-k
-    experts. No engine produces an output token faster than this.
-    """
-    weight_bytes = config.llm.active_params_per_token * config.quantization.weight_bytes_per_param
-    return weight_bytes / (config.tp * config.gpu.hbm_bandwidth_bytes_per_s)
-
-
-def kv_read_time_s(config: ServingConfig, sequences: int, context_tokens: int) -> float:
-    """Seconds for one GPU to read ``sequences`` KV caches of ``context_tokens`` tokens once at peak HBM bandwidth.
-
-    Every decode step attends to each running sequence's whole context (a sliding-window layer
-    to its window), so it reads at least this much besides the weights. Per GPU of the most
-    loaded stage: its layers and its share of the KV heads (:attr:`ServingConfig.kv_bytes_per_token_per_layer`).
-    """
-    kept = context_tokens * config.h2o_kept_fraction
-    window = config.llm.sliding_window
-    sliding = config.sliding_layers_per_stage
-    tokens = (config.layers_per_stage - sliding) * kept + sliding * (kept if window is None else min(kept, window))
-    return sequences * tokens * config.kv_bytes_per_token_per_layer / config.gpu.hbm_bandwidth_bytes_per_s
-
-
-def batch_latency_floor_s(m: Measurement, config: ServingConfig) -> float:
-    """The fastest a row's batch latency can physically be: per output token, the weights once, and for a static batch
-    on one pipeline stage also every sequence's KV cache of its prompt once (:func:`kv_read_time_s`).
-
-    The KV term counts the prompt only (a lower bound of every step's context) and holds in waves
-    too: each sequence reads its own cache at each of its steps whichever wave it runs in. Closed
-    loops and offline runs keep the weights alone (not every request decodes in every step), and
-    so does a pipeline (its stages' reads overlap across micro-batches).
-    """
-    kv_s = kv_read_time_s(config, m.batch, m.input_tokens) if not (m.closed_loop or m.offline) and config.pp == 1 else 0.0
-    return m.output_tokens * (weight_stream_time_s(config) + kv_s)
-
-
 def physics_violation(m: Measurement, config: ServingConfig, predicted: dict[str, float]) -> tuple[str, str] | None:
     """(kind, example) when a row cannot be a real measurement of ``config``; None when it can.
 
-    Refused: a latency below the weight-streaming floor (:func:`weight_stream_time_s`: TTFT
-    and TPOT at least one floor; batch latency :func:`batch_latency_floor_s`, which adds a static
+    Refused: a latency below the weight-streaming floor (:func:`~guide_opt.validation.physics.weight_stream_time_s`: TTFT
+    and TPOT at least one floor; batch latency :func:`~guide_opt.validation.physics.batch_latency_floor_s`, which adds a static
     batch's KV-cache reads), a throughput above ``batch / floor`` tokens/s, or any metric more
     than :data:`MAX_SLOWDOWN` times worse than ``predicted`` (the default model's metrics for the row).
     """
     floor_s = weight_stream_time_s(config)
-    floors = {"ttft_ms": floor_s * 1e3, "tpot_ms": floor_s * 1e3, "batch_latency_s": batch_latency_floor_s(m, config)}
+    batch_floor_s = batch_latency_floor_s(config, static_batch=not (m.closed_loop or m.offline))
+    floors = {"ttft_ms": floor_s * 1e3, "tpot_ms": floor_s * 1e3, "batch_latency_s": batch_floor_s}
     where = f"{m.llm} on {m.gpu} TP={m.tp} batch {m.batch}{' [' + m.key + ']' if m.key else ''}"
     for metric, value in m.measured.items():
         if not finite_positive(value):

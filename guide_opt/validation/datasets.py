@@ -80,6 +80,9 @@ from typing import Callable, Iterable
 from guide_opt.catalog import Catalog
 from guide_opt.data_files import data_dir
 from guide_opt.errors import InputError
+from guide_opt.frameworks import EfficiencyFactors
+from guide_opt.perf import ServingConfig
+from guide_opt.validation.physics import batch_latency_floor_s
 
 #: Metric names compared by the validation, in guide-opt's units.
 METRICS: tuple[str, ...] = ("ttft_ms", "tpot_ms", "batch_latency_s", "throughput_tokens_per_s")
@@ -332,6 +335,25 @@ def _map_ids(data: SourceData, catalog: Catalog, *, llm_name: str, llm_candidate
     return llm, gpu
 
 
+def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyFactors | None = None) -> ServingConfig:
+    """The :class:`ServingConfig` of measurement ``m`` (``efficiency`` None: the framework's defaults)."""
+    return ServingConfig(
+        llm=catalog.llms[m.llm],
+        gpu=catalog.gpus[m.gpu],
+        framework=catalog.frameworks[m.framework],
+        quantization=catalog.quantization(m.quantization),
+        tp=m.tp,
+        batch=m.batch,
+        input_tokens=m.input_tokens,
+        output_tokens=m.output_tokens,
+        flash_attention=m.flash_attention,
+        kv_cache_dtype=m.kv_cache_dtype,
+        efficiency=efficiency,
+        max_num_batched_tokens=m.max_num_batched_tokens,
+    )
+
+
+
 # ---- loaders ----------------------------------------------------------------------------------
 def load_lmdeploy(data_dir: Path, catalog: Catalog) -> SourceData:
     """LMDeploy TurboMind A100-80G static inference (``lmdeploy/a100_fp16_static_inference.csv``)."""
@@ -375,9 +397,6 @@ def load_llm_inference_bench(data_dir: Path, catalog: Catalog) -> SourceData:
             continue
         key = (row["Hardware"], int(row["Num of Hardware"]), framework, row["Model"], int(row["Input Output Length"]), int(row["Batch Size"]))
         groups.setdefault(key, []).append(latency_s)
-    from guide_opt.validation.accuracy import measurement_config  # they read Measurement from here
-    from guide_opt.validation.calibration import batch_latency_floor_s
-
     for (hardware, tp, framework, name, length, batch), latencies in sorted(groups.items()):
         if len(latencies) > 1:
             data.skip("duplicate measurement merged into its key's mean", len(latencies) - 1)
@@ -389,7 +408,7 @@ def load_llm_inference_bench(data_dir: Path, catalog: Catalog) -> SourceData:
         measured = {"batch_latency_s": latency_s, "throughput_tokens_per_s": batch * length / latency_s}
         row = Measurement("llm-inference-bench", ids[0], ids[1], framework, "bf16", tp, batch, length, length, measured,
                           report_only=frozenset({"throughput_tokens_per_s"}), key=f"{name} {hardware} x{tp} {framework} b{batch} {length}/{length}")
-        if latency_s < batch_latency_floor_s(row, measurement_config(row, catalog)):
+        if latency_s < batch_latency_floor_s(measurement_config(row, catalog), static_batch=True):
             data.skip("faster than streaming the weights and the batch's prompt KV cache once per output token at peak bandwidth "
                       "(physically impossible; likely stopped early at EOS)", len(latencies))
             continue

@@ -155,7 +155,7 @@ def _row(tpot_ms: float, key: str) -> Measurement:
 
 
 def test_weight_streaming_floor_by_hand(catalog):
-    from guide_opt.validation.calibration import weight_stream_time_s
+    from guide_opt.validation.physics import weight_stream_time_s
 
     config = measurement_config(_row(10.0, "a"), catalog)
     assert weight_stream_time_s(config) * 1e3 == pytest.approx(LLAMA2_7B_A100_FLOOR_MS, rel=1e-9)
@@ -183,15 +183,15 @@ LLAMA2_7B_KV_READ_MS = 64 * 2048 * 32 * 32 * 128 * 2 * 2 / 2039e9 * 1e3
 def test_a_static_batch_faster_than_reading_its_kv_cache_is_refused(catalog):
     """2.0 s for 128 output tokens clears the weights alone (128 x 6.48 ms = 0.83 s) but not weights plus KV cache
     (128 x 40.2 ms = 5.14 s); 6.0 s clears both."""
-    from guide_opt.validation.calibration import batch_latency_floor_s
+    from guide_opt.validation.physics import batch_latency_floor_s
 
     def batch_row(latency_s: float, key: str) -> Measurement:
         return Measurement("mine", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", 1, 64, 2048, 128, {"batch_latency_s": latency_s}, key=key)
 
-    floor_s = batch_latency_floor_s(batch_row(1.0, "x"), measurement_config(batch_row(1.0, "x"), catalog))
+    floor_s = batch_latency_floor_s(measurement_config(batch_row(1.0, "x"), catalog), static_batch=True)
     assert floor_s * 1e3 == pytest.approx(128 * (LLAMA2_7B_A100_FLOOR_MS + LLAMA2_7B_KV_READ_MS), rel=1e-9)
-    closed = Measurement("mine", "llama-2-7b", "a100-80gb-sxm", "vllm", "bf16", 1, 64, 2048, 128, {}, closed_loop=True)
-    assert batch_latency_floor_s(closed, measurement_config(closed, catalog)) * 1e3 == pytest.approx(128 * LLAMA2_7B_A100_FLOOR_MS, rel=1e-9)
+    closed_loop = measurement_config(batch_row(1.0, "x"), catalog)  # the same 64 users in a closed loop: the weights alone
+    assert batch_latency_floor_s(closed_loop, static_batch=False) * 1e3 == pytest.approx(128 * LLAMA2_7B_A100_FLOOR_MS, rel=1e-9)
     rows = [batch_row(2.0, "too-fast"), batch_row(6.0, "plausible-1"), batch_row(7.0, "plausible-2")]
     run = calibrate(rows, catalog, cross_validate=False)
     refused = {reason: n for reason, n in run.skipped.items() if reason.startswith("refused")}

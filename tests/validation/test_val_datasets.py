@@ -8,7 +8,7 @@ import pytest
 
 from guide_opt.errors import InputError
 from guide_opt.validation.accuracy import measurement_config
-from guide_opt.validation.calibration import batch_latency_floor_s
+from guide_opt.validation.physics import batch_latency_floor_s
 from guide_opt.validation.datasets import (
     METRICS,
     SOURCES,
@@ -60,7 +60,7 @@ def test_llm_inference_bench_filters(catalog, data_dir):
         assert m.report_only == frozenset({"throughput_tokens_per_s"})
         lat = m.measured["batch_latency_s"]
         assert m.measured["throughput_tokens_per_s"] == pytest.approx(m.batch * m.output_tokens / lat)
-        assert lat >= batch_latency_floor_s(m, measurement_config(m, catalog))
+        assert lat >= batch_latency_floor_s(measurement_config(m, catalog), static_batch=True)
     keys = [(m.gpu, m.tp, m.framework, m.llm, m.input_tokens, m.batch) for m in data.rows]
     assert len(keys) == len(set(keys)), "duplicate keys must be merged"
     # Qwen2-7B, TensorRT-LLM on 4 x H100, batch 64, 2,048 / 2,048 tokens, measured in 2.27 s: above the weights alone
