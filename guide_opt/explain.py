@@ -318,7 +318,7 @@ class PlanRanker(Protocol):
     preset: SolverPreset
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   deadline: Deadline | float, seed: int):
+                   deadline: Deadline | float, seed: int, tie_break: bool = True):
         """Up to ``k`` best plans of ``objective`` (a :class:`~guide_opt.solvers.base.PlanResult`)."""
 
 
@@ -363,7 +363,8 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
-        result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed)
+        # only the relaxed optimum's value is read: its tie-break would cost a second solve for nothing
+        result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed, tie_break=False)
         if not result.plans:
             if result.status is not Status.INFEASIBLE:
                 out.append({"constraint": name, "binding": None, "status": result.status.value,

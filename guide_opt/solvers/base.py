@@ -93,10 +93,13 @@ class Solver(abc.ABC):
 
     @abc.abstractmethod
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   deadline: Deadline | float, seed: int) -> PlanResult:
+                   deadline: Deadline | float, seed: int, tie_break: bool = True) -> PlanResult:
         """Up to ``k`` best plans with pairwise different shapes, never using a candidate whose id() is in ``forbidden``.
 
         ``deadline``: the budget every search step of this call draws on (seconds: a new one).
+        ``tie_break``: break ties on the objective by its tie-break (cost or latency); False when
+        only the objective's value is wanted (the binding-constraint explanation), which a
+        solver may then skip.
         """
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,

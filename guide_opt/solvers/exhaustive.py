@@ -27,7 +27,7 @@ class ExhaustiveSolver(Solver):
     proves_optimality = True
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   deadline: Deadline | float, seed: int) -> PlanResult:
+                   deadline: Deadline | float, seed: int, tie_break: bool = True) -> PlanResult:
         deadline = Deadline.of(deadline)
         problem = space.problem
         kind = OBJECTIVES[objective]

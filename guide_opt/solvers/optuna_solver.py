@@ -52,9 +52,9 @@ class OptunaSolver(Solver):
         self.progress = progress
 
     def best_plans(self, space: SearchSpace, objective: str, *, k: int, forbidden: frozenset[int],
-                   deadline: Deadline | float, seed: int) -> PlanResult:
+                   deadline: Deadline | float, seed: int, tie_break: bool = True) -> PlanResult:
         """CP-SAT's plans (the incumbent and the alternatives)."""
-        return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, deadline=deadline, seed=seed)
+        return self.exact.best_plans(space, objective, k=k, forbidden=forbidden, deadline=deadline, seed=seed, tie_break=tie_break)
 
     def solve(self, problem: Problem, *, time_limit_s: float | None = None, seed: int | None = None,
               space: SearchSpace | None = None, alternatives: bool = True, check_by_simulation: bool = True,

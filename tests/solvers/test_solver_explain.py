@@ -76,6 +76,36 @@ def test_binding_constraints_report_savings():
     assert not report["budget_per_hour"]["binding"]
 
 
+@pytest.mark.parametrize("objective", ["min_cost", "max_throughput"])
+def test_relaxed_values_are_the_exhaustive_optima_of_the_relaxed_problems(objective):
+    """Each relaxation is solved for its value only (no tie-break pass): the value must still be the relaxed
+    problem's optimum, which the exhaustive solver finds by enumeration (the independent reference)."""
+    import dataclasses
+
+    from guide_opt.explain import _refilter
+    from guide_opt.plan import objective_value
+
+    problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 12}}], objective=objective)
+    space = build_space(problem)
+    result = get_solver("cpsat").best_plans(space, objective, k=1, forbidden=frozenset(), deadline=30, seed=0)
+    report = explain_binding(space, result.plans[0], get_solver("cpsat"), deadline=60)
+    relaxations = {"budget_per_hour": {"budget_per_hour": None},
+                   "hardware.max_gpus": {"hardware": problem.hardware.model_copy(update={"max_gpus": None})},
+                   "models[0].slo.tpot_ms": {"models": [problem.models[0].model_copy(
+                       update={"slo": problem.models[0].slo.model_copy(update={"tpot_ms": None})})]}}
+    checked = 0
+    for entry in report:
+        if entry["constraint"] not in relaxations or "objective_if_relaxed" not in entry:
+            continue
+        relaxed = problem.model_copy(update=relaxations[entry["constraint"]])
+        relaxed_space = dataclasses.replace(space, problem=relaxed, models=[_refilter(ms, relaxed) for ms in space.models])
+        best = get_solver("exhaustive").best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), deadline=60, seed=0)
+        assert entry["objective_if_relaxed"] == pytest.approx(objective_value(objective, best.plans[0]), rel=1e-9), entry["constraint"]
+        checked += 1
+    assert checked >= 2
+
+
 def test_binding_report_respects_its_time_budget():
     problem = small_problem()
     space = build_space(problem)
