@@ -88,6 +88,11 @@ class Deadline:
             self._phases[self._phase] = self._phases.get(self._phase, 0.0) + now - self._phase_started
         self._phase, self._phase_started = name, now
 
+    def phase_s(self, name: str) -> float:
+        """Seconds charged so far to the phase ``name`` (0 when it never ran; a running phase counts up to now)."""
+        running = self._clock() - self._phase_started if self._phase == name else 0.0
+        return self._phases.get(name, 0.0) + running
+
     def start_search(self) -> None:
         """End the candidate build (phase ``space_build``) and start the ``solve`` phase with at least
         :data:`MIN_SEARCH_SHARE` of the limit left: a build that used more extends the budget by the

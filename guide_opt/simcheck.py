@@ -26,13 +26,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from guide_opt import table_cache
 from guide_opt.catalog import Catalog
 from guide_opt.objectives import OBJECTIVES
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment
+
+if TYPE_CHECKING:
+    from guide_opt.refine.evaluate import SimulationMemo
 
 #: Requests simulated per LLM for the check, at least (closed loops: at least 4 per user).
 SIMULATION_REQUESTS = 2000
@@ -108,13 +111,17 @@ def check_requests(problem: Problem) -> int:
 
 
 def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_requests: int | None = None,
-               seed: int = SIMULATION_SEED, catalog: Catalog | None = None) -> tuple[DeploymentCheck, ...]:
+               seed: int = SIMULATION_SEED, catalog: Catalog | None = None,
+               simulations: "SimulationMemo | None" = None) -> tuple[DeploymentCheck, ...]:
     """Simulate every deployment of a plan (one per LLM of ``problem``, in order) and judge each one.
 
     num_requests: requests per LLM; by default :func:`check_requests`. The simulation is seeded, so
     its verdict is a pure function of the problem, the plan, the requests and the seed: it is kept
     in the table cache and read back when the same plan is checked again (a later solve of the
     problem; :mod:`guide_opt.table_cache`), unless a ``catalog`` of the caller's is given.
+    ``simulations``: the memo of the plans checked before for the same problem
+    (:data:`guide_opt.refine.evaluate.SimulationMemo`; one solve keeps one): an LLM deployed as in
+    one of them is not simulated again.
     """
     from guide_opt.refine import simulate_deployments
     from guide_opt.prediction import slo_margins
@@ -125,7 +132,8 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
     if kept is not None and (found := table_cache.cached_checks(kept)) is not None:
         return found
     started = time.perf_counter()
-    evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog)
+    evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog,
+                                      simulations=simulations)
     simulation_s = time.perf_counter() - started
     out = []
     for i, (req, metrics) in enumerate(zip(problem.models, evaluation.metrics)):

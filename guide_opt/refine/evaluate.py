@@ -157,6 +157,14 @@ class PlanEvaluation:
         return all(v <= 0 for v in self.constraints.values())
 
 
+#: Simulations of single LLMs shared by the plans of one problem (one solve): each key is an LLM's
+#: index, its engine settings, the seed, its deployment's GPU, quantization, PP degree and KV dtype,
+#: and the requests simulated -- everything a simulation of one LLM depends on within a problem.
+#: The LLMs of a plan never share replicas, so an LLM deployed the same way in two plans is the
+#: same simulation.
+SimulationMemo = dict[tuple, "SimulatedMetrics"]
+
+
 class Evaluator:
     """Judges plans around one incumbent with the serving simulator.
 
@@ -166,10 +174,12 @@ class Evaluator:
     num_requests: requests simulated per LLM (closed loops: at least
     :data:`CLOSED_LOOP_MIN_ROUNDS` per user). simulation_seed: the search stream's seed;
     confirmations: how many confirmation streams (seeds ``simulation_seed + 1 ...``).
+    simulations: a memo shared with other evaluators of the same problem (:data:`SimulationMemo`),
+    e.g. the plans one solve checks: an LLM deployed the same way in two plans is simulated once.
     """
 
     def __init__(self, problem: Problem, incumbent: tuple[Deployment, ...], num_requests: int, simulation_seed: int,
-                 catalog: Catalog | None = None, confirmations: int = 0) -> None:
+                 catalog: Catalog | None = None, confirmations: int = 0, simulations: "SimulationMemo | None" = None) -> None:
         self.problem = problem
         self.confirmation_seeds = tuple(simulation_seed + 1 + k for k in range(confirmations))
         self.catalog = catalog or load_catalog()
@@ -185,6 +195,7 @@ class Evaluator:
         # judged exactly as the planner judged its predictions.
         self.margins = tuple(slo_margins(problem, i) for i in range(len(problem.models)))
         self.cache: dict[tuple[int, EngineSettings, int], SimulatedMetrics] = {}
+        self.shared = simulations
         self.incumbent_settings = tuple(knobs.incumbent_settings(d, self.catalog.framework(d.framework)) for d in incumbent)
         self.neighbourhoods = tuple(self._neighbourhood(i, s) for i, s in enumerate(self.incumbent_settings))
 
@@ -242,6 +253,9 @@ class Evaluator:
         key = (i, s, seed)
         if key in self.cache:
             return self.cache[key]
+        if self.shared is not None and (known := self.shared.get(self._shared_key(key))) is not None:
+            self.cache[key] = known
+            return known
         req = self.problem.models[i]
         workload = self._workload(i, s)
         slo = GoodputTargets(ttft_ms=req.slo.ttft_ms, tpot_ms=req.slo.tpot_ms) if (req.slo.ttft_ms or req.slo.tpot_ms) else None
@@ -251,8 +265,18 @@ class Evaluator:
         result = simulate(self._config(i, s), workload, num_requests=num_requests, seed=seed, balancer=DEPLOYED_BALANCER, slo=slo,
                           **knobs.simulator_arguments(s))
         metrics = self._metrics(i, s, workload, result)
-        self.cache[key] = metrics
+        self._remember(key, metrics)
         return metrics
+
+    def _shared_key(self, key: tuple[int, EngineSettings, int]) -> tuple:
+        """``key`` (LLM, settings, seed) with what else the simulation depends on: the deployment's fixed choices and the requests."""
+        d = self.incumbent[key[0]]
+        return (*key, d.gpu, d.quantization, d.pp, d.kv_cache_dtype, self.num_requests)
+
+    def _remember(self, key: tuple[int, EngineSettings, int], metrics: SimulatedMetrics) -> None:
+        self.cache[key] = metrics
+        if self.shared is not None:
+            self.shared[self._shared_key(key)] = metrics
 
     def simulate_side_by_side(self, settings: tuple[EngineSettings, ...], seed: int | None = None) -> None:
         """:meth:`simulate_llm` of every LLM of a plan at once, one forked worker each (:func:`guide_opt.parallel.forked_map`;
@@ -261,9 +285,14 @@ class Evaluator:
 
         seed = self.simulation_seed if seed is None else seed
         todo = [i for i, s in enumerate(settings) if (i, s, seed) not in self.cache]
+        if self.shared is not None:  # what another plan of the same problem already simulated is read, not re-run
+            known = [(i, self.shared.get(self._shared_key((i, settings[i], seed)))) for i in todo]
+            self.cache.update({(i, settings[i], seed): metrics for i, metrics in known if metrics is not None})
+            todo = [i for i, metrics in known if metrics is None]
         if len(todo) > 1:
             found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), todo)
-            self.cache.update({(i, settings[i], seed): metrics for i, metrics in zip(todo, found)})
+            for i, metrics in zip(todo, found):
+                self._remember((i, settings[i], seed), metrics)
 
     def _metrics(self, i: int, s: EngineSettings, workload: Workload, result) -> SimulatedMetrics:
         ms = {name: getattr(result, f"{name}_s").as_ms() for name in ("ttft", "tpot", "itl")}
@@ -473,7 +502,8 @@ def _demand_words(req: LlmRequirement) -> str:
 
 
 def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], *, num_requests: int = DEFAULT_NUM_REQUESTS,
-                         seed: int = DEFAULT_SIMULATION_SEED, catalog: Catalog | None = None) -> PlanEvaluation:
+                         seed: int = DEFAULT_SIMULATION_SEED, catalog: Catalog | None = None,
+                         simulations: "SimulationMemo | None" = None) -> PlanEvaluation:
     """Simulate each deployment as it would run (its engine's default knobs) at its own workload, on one seeded stream.
 
     The same judge as a refinement trial: the plan's calibrated efficiency and SLO margins,
@@ -481,7 +511,9 @@ def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], 
     constraints (<= 0 met). Deterministic under ``seed``; closed loops simulate at least
     :data:`CLOSED_LOOP_MIN_ROUNDS` requests per user. The LLMs' simulations are independent and
     run side by side (:func:`guide_opt.parallel.forked_map`; the same figures as one after another).
+    ``simulations``: a memo shared by the plans of one problem (:data:`SimulationMemo`): each LLM
+    deployed as in a plan simulated before is read from it, and what is simulated here is added.
     """
-    evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog)
+    evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog, simulations=simulations)
     evaluator.simulate_side_by_side(evaluator.incumbent_settings)
     return evaluator.evaluate(evaluator.incumbent_settings)

@@ -134,6 +134,7 @@ class Solver(abc.ABC):
         cuts = rounds = 0
         check: PlanCheck | None = None
         check_s = 0.0
+        simulations: dict = {}  # every plan this solve simulates shares it: an LLM deployed as before is not simulated again
         exhausted = out_of_time = False
         while True:
             rounds += 1
@@ -142,7 +143,7 @@ class Solver(abc.ABC):
             if not result.plans:
                 break
             check_started = time.perf_counter()
-            check = self.check_plan(working, result.plans[0], simulate=simulate)
+            check = self.check_plan(working, result.plans[0], simulate=simulate, simulations=simulations)
             # what simulating a plan costs: this check's time, or the simulation's own when its verdict came from the cache
             check_s = max([time.perf_counter() - check_started] + [v.simulation_s for v in check.simulated or ()])
             if check.ok:
@@ -177,14 +178,20 @@ class Solver(abc.ABC):
         status, bound = result.status, (objective if result.status is Status.OPTIMAL else result.bound)
         if exhausted:
             status, bound = Status.FEASIBLE, None
-            ran_out = f"the time limit ({deadline.limit_s:g} s) was spent" if out_of_time else f"the plan check ran out after {rounds} rounds"
+            if out_of_time:
+                build_s = deadline.phase_s("space_build")
+                ran_out = f"the time limit ({deadline.limit_s:g} s) was spent" + (
+                    f" (the candidate build took {build_s:.0f} s of it)" if build_s >= 0.5 * deadline.limit_s else "")
+                fixes = "raise --time-limit-s so that the plan can be re-planned without what failed, relax the SLOs"
+            else:
+                ran_out, fixes = f"the plan check ran out after {rounds} rounds", "relax the SLOs"
             notes.append(f"{ran_out}; the returned plan FAILS the check ("
-                         + "; ".join(check.failures) + "): it is not vouched for -- relax the SLOs, allow more GPUs or "
+                         + "; ".join(check.failures) + f"): it is not vouched for -- {fixes}, allow more GPUs or "
                          "replicas, or run solve --refine")
         deployments = _with_simulated(tuple(to_deployment(working, p) for p in best), check.simulated if check else None)
         deadline.phase("alternatives")
-        alts = (self._alternatives(working, result, deadline, seed, simulate, check.simulated if check else None, simulation_s=check_s)
-                if alternatives else ())
+        alts = (self._alternatives(working, result, deadline, seed, simulate, check.simulated if check else None, simulation_s=check_s,
+                                   simulations=simulations) if alternatives else ())
         deadline.phase(None)
         stats["timing"] = deadline.timing()
         return Solution(
@@ -192,8 +199,11 @@ class Solver(abc.ABC):
             deployments=deployments, alternatives=alts, stats=stats, objective_name=problem.objective, notes=tuple(notes),
         )
 
-    def check_plan(self, space: SearchSpace, plan: Plan, *, simulate: bool) -> "PlanCheck":
+    def check_plan(self, space: SearchSpace, plan: Plan, *, simulate: bool, simulations: dict | None = None) -> "PlanCheck":
         """Check one plan: full-model re-evaluation, then (``simulate``) the serving simulator at each LLM's workload.
+
+        ``simulations``: the memo of LLM simulations shared by the plans of one solve
+        (:data:`guide_opt.refine.evaluate.SimulationMemo`).
 
         Returns the no-goods that exclude what failed: a candidate that fails the full model
         is cut; a shared limit broken alone cuts the plan's combination of candidates (each of
@@ -213,7 +223,7 @@ class Solver(abc.ABC):
             return PlanCheck()
         from guide_opt.simcheck import check_plan as simulate_plan
 
-        simulated = simulate_plan(space.problem, deployments)
+        simulated = simulate_plan(space.problem, deployments, simulations=simulations)
         cut, floors, failures = [], [], []
         for pick, verdict in zip(plan, simulated):
             if verdict.meets:
@@ -226,7 +236,8 @@ class Solver(abc.ABC):
         return PlanCheck(cut=tuple(cut), replica_floors=tuple(floors), failures=tuple(failures), simulated=simulated)
 
     def _alternatives(self, space: SearchSpace, ranked: PlanResult, deadline: Deadline, seed: int, simulate: bool = False,
-                      optimum_simulated: "tuple[DeploymentCheck, ...] | None" = None, *, simulation_s: float = 0.0) -> tuple[dict, ...]:
+                      optimum_simulated: "tuple[DeploymentCheck, ...] | None" = None, *, simulation_s: float = 0.0,
+                      simulations: dict | None = None) -> tuple[dict, ...]:
         """GUIDE's outputs: top-3 plans, and the best-throughput / minimum-latency picks within budget.
 
         Without a budget the picks are limited to the optimum's cost, so they answer "what
@@ -235,8 +246,9 @@ class Solver(abc.ABC):
         time limit was spent first) -- none is dropped. With ``simulate`` each alternative is
         simulated too (``meets_slo_in_simulation`` and each deployment's ``simulated``), but not
         re-planned: only the optimum is. ``ranked``: the optimum and the next plans of other
-        shapes (one :meth:`best_plans` call); the optimum's simulation is reused. The other
-        picks are found first, then simulated together (:func:`_simulate_alternatives`).
+        shapes (one :meth:`best_plans` call); the optimum's simulation is reused, and so is each
+        LLM simulated before in the same way (``simulations``). The other picks are found first,
+        then simulated together (:func:`_simulate_alternatives`).
         """
         problem = space.problem
         found: list[dict | _Pick] = [_Pick.of(space, f"top-{i + 1}", problem.objective, plan, ranked.status_of(i),
@@ -257,7 +269,7 @@ class Solver(abc.ABC):
             elif pick.status is not Status.INFEASIBLE:
                 found.append(_unfinished(kind, objective, pick.status))
         picks = [f for f in found if isinstance(f, _Pick)]
-        simulated = _simulate_alternatives(space, picks, deadline, simulation_s) if simulate else {}
+        simulated = _simulate_alternatives(space, picks, deadline, simulation_s, simulations) if simulate else {}
         return tuple(f if isinstance(f, dict) else _alternative(space, f, simulate, simulated.get(id(f), f.simulated)) for f in found)
 
 
@@ -285,7 +297,8 @@ class _Pick:
         return cls(kind, objective, plan, status, tuple(to_deployment(space, p) for p in plan), simulated)
 
 
-def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Deadline, simulation_s: float) -> dict[int, tuple]:
+def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Deadline, simulation_s: float,
+                           simulations: dict | None = None) -> dict[int, tuple]:
     """The simulator's verdicts on the ``picks`` not simulated yet, keyed by ``id(pick)``.
 
     The simulations are independent, so they run side by side (:func:`guide_opt.parallel.forked_map`).
@@ -293,7 +306,9 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     check took alone). When the ``deadline`` leaves room for all of them, they share one pool (a
     long simulation then overlaps several short ones); otherwise they run in rounds of as many as
     there are workers, in the picks' order, a round starting only while the time left covers the
-    round before (the first: the expected time). The rest stay unsimulated.
+    round before (the first: the expected time). The rest stay unsimulated. Each pick reads the
+    LLMs ``simulations`` already holds (deployed as in a plan checked before) instead of
+    simulating them again; the expected time stays that of a whole plan, an upper bound.
     """
     from guide_opt.parallel import forked_map, workers_used
     from guide_opt.simcheck import check_plan as simulate_plan
@@ -304,13 +319,13 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     expected_s = SIDE_BY_SIDE_SLOWDOWN * simulation_s
     rounds = -(-len(pending) // workers) if pending else 0
     if pending and deadline.remaining_s() >= rounds * expected_s:
-        found = forked_map(lambda p: simulate_plan(problem, p.deployments), pending, workers)
+        found = forked_map(lambda p: simulate_plan(problem, p.deployments, simulations=simulations), pending, workers)
         return {id(p): v for p, v in zip(pending, found)}
     verdicts: dict[int, tuple] = {}
     while pending and deadline.remaining_s() >= expected_s:
         chosen, pending = pending[:workers], pending[workers:]
         started = time.perf_counter()
-        found = forked_map(lambda p: simulate_plan(problem, p.deployments), chosen, workers)
+        found = forked_map(lambda p: simulate_plan(problem, p.deployments, simulations=simulations), chosen, workers)
         verdicts |= {id(p): v for p, v in zip(chosen, found)}
         expected_s = time.perf_counter() - started
     return verdicts

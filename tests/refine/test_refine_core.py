@@ -230,3 +230,31 @@ def test_deployments_simulated_side_by_side_match_one_after_another():
     serial = reference.evaluate(reference.incumbent_settings)
     assert [dataclasses.asdict(m) for m in side_by_side.metrics] == [dataclasses.asdict(m) for m in serial.metrics]
     assert side_by_side.constraints == serial.constraints
+
+
+def test_plans_sharing_a_deployment_share_its_simulation_and_nothing_else():
+    # The memo one solve shares between the plans it checks: an LLM deployed the same way in a second plan is read
+    # back, never re-simulated, and a deployment that differs in anything (here the GPU type) is simulated anew.
+    # Reference: each plan simulated on its own, without a memo -- every figure must be identical.
+    import dataclasses
+
+    problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                                    {"id": "llama-2-7b", "workload": {"input_tokens": 256, "output_tokens": 64, "request_rate_per_s": 2},
+                                     "slo": {"ttft_ms": 800, "tpot_ms": 50}}], budget_per_hour=40)
+    first = incumbent(problem).deployments
+    other_gpu = "l40s" if first[1].gpu != "l40s" else "a100-80gb-sxm"
+    second = (first[0], dataclasses.replace(first[1], gpu=other_gpu))
+    memo: dict = {}
+    evaluate.simulate_deployments(problem, first, num_requests=200, seed=3, simulations=memo)
+    assert len(memo) == 2
+    remembered = dict(memo)
+    with_memo = evaluate.simulate_deployments(problem, second, num_requests=200, seed=3, simulations=memo)
+    assert len(memo) == 3  # LLM 0 read back; LLM 1 on the other GPU simulated and added
+    assert all(memo[k] is v for k, v in remembered.items())
+    alone = evaluate.simulate_deployments(problem, second, num_requests=200, seed=3)
+    assert [dataclasses.asdict(m) for m in with_memo.metrics] == [dataclasses.asdict(m) for m in alone.metrics]
+    assert with_memo.constraints == alone.constraints
+    # other requests or another seed are other simulations
+    evaluate.simulate_deployments(problem, first, num_requests=100, seed=3, simulations=memo)
+    assert len(memo) == 5

@@ -67,6 +67,8 @@ def test_a_build_that_overruns_the_limit_leaves_the_search_its_share():
     assert deadline.limit_s == 5.0 and deadline.total_s == pytest.approx(8.0)
     clock.now += 1.0
     assert deadline.expired
+    assert deadline.phase_s("space_build") == 7.0 and deadline.phase_s("solve") == pytest.approx(1.0)  # running: up to now
+    assert deadline.phase_s("alternatives") == 0.0
     assert deadline.timing() == {"space_build_s": 7.0, "solve_s": 1.0, "cp_sat_s": 0.0, "cp_sat_calls": 0, "time_limit_s": 5.0,
                                  "extended_s": 3.0, "used_s": 8.0}
 

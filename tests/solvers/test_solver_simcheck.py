@@ -120,6 +120,30 @@ def test_rounds_that_run_out_give_feasible_with_a_note_never_optimal(monkeypatch
     assert solution.deployments[0].simulated["meets_slo"] is False
 
 
+def test_a_time_limit_spent_by_the_build_names_the_limit_as_the_fix(monkeypatch, small_static):
+    """Every check fails and the limit is gone after the first round: the plan is returned FEASIBLE, and the note says
+    the candidate build took the limit and that raising --time-limit-s lets the solve re-plan."""
+    from guide_opt.deadline import Deadline
+
+    problem, _ = small_static
+    space = build_space(problem)
+    clock = [0.0]
+    deadline = Deadline(1.0, clock=lambda: clock[0])
+    deadline.phase("space_build")
+    clock[0] += 5.0  # a build of 5 s under a 1 s limit; the search gets its 0.2 s share, which nothing spends here ...
+    solve = get_solver("cpsat").solve
+
+    def spend_then_check(*args, **kwargs):
+        clock[0] += 1.0  # ... until the first plan check, which overruns it
+        return injected(lambda d: ("ttft",))(*args, **kwargs)
+
+    monkeypatch.setattr("guide_opt.simcheck.check_plan", spend_then_check)
+    solution = solve(problem, space=space, deadline=deadline, alternatives=False)
+    assert solution.status is Status.FEASIBLE and solution.stats["verification_rounds"] == 1
+    note = next(n for n in solution.notes if "FAILS" in n)
+    assert "the time limit (1 s) was spent (the candidate build took 5 s of it)" in note and "raise --time-limit-s" in note
+
+
 def test_when_every_plan_is_refuted_the_answer_is_infeasible_and_says_why(monkeypatch):
     """One GPU type, TP 1, two batch sizes: at most two candidates, both refuted."""
     problem = small_problem(hardware={"gpus": ["a100-80gb-sxm"], "max_gpus": 8}, search={"tp": [1], "batch_sizes": [4, 16]})
