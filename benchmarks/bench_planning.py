@@ -1,15 +1,17 @@
 """Benchmark: fleet planning scale, Pareto frontiers and batch-job schedules.
 
-Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--repeats N] [--explain] [--quick]``
-(prints Markdown tables for ``benchmarks/RESULTS.md`` section 3).
+Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--gpus a,b,...] [--workers N] [--full]
+[--repeats N] [--explain] [--quick]`` (prints Markdown tables for ``benchmarks/RESULTS.md`` section 3).
 
-A. Fleet scale: n LLM services x 16 GPU types sharing per-type inventory, ``max_gpus`` and a
-   budget (:func:`fleet_problem`), objectives ``min_cost`` and ``max_served``. Per n: the space
-   build (candidate evaluation with the full model, one process), the CP-SAT solve of the
-   optimum alone (``alternatives=False``, ``fast`` preset, 10 s limit, 2 workers; it includes
-   building the CP-SAT model, pruning, the tie-break pass and full-model verification), the
-   binding-constraint explanation of ``min_cost`` (``--explain``), the peak memory of the
-   process (``ru_maxrss``) and the status.
+A. Fleet scale: n LLM services x 16 GPU types (or the ``--gpus`` given) sharing per-type
+   inventory, ``max_gpus`` and a budget (:func:`fleet_problem`), objectives ``min_cost`` and
+   ``max_served``. Per n: the space build (candidate evaluation with the full model, ``--workers``
+   processes, 1 by default), the CP-SAT solve of the optimum alone (``alternatives=False``,
+   ``fast`` preset, 10 s limit, 2 workers; it includes building the CP-SAT model, pruning, the
+   tie-break pass and full-model verification) -- or with ``--full`` the whole answer ``guide-opt
+   solve`` gives (the plan checked by simulation, alternatives found and simulated) under a
+   :data:`FULL_LIMIT_S` limit --, the binding-constraint explanation of ``min_cost``
+   (``--explain``), the peak memory of the process (``ru_maxrss``) and the status.
 B. Pareto frontiers of the bundled pareto problem and of growing search spaces: points, CP-SAT
    solves, wall time, and the brute-force cross-check where it is small enough.
 C. Batch-job schedules: the bundled 5-job problems, and n jobs on a 3-type pool.
@@ -44,6 +46,8 @@ GPUS = ["a10", "a10g", "a100-40gb", "a100-80gb-pcie", "a100-80gb-sxm", "a6000", 
 #: LLMs cycled through by the services (catalog ids), small to large.
 LLMS = ["llama-3.2-1b", "llama-3.1-8b", "qwen2-7b", "llama-2-7b", "mpt-7b", "chatglm3-6b", "opt-6.7b", "llama-7b", "llama-2-13b",
         "llama-13b", "starcoder-15b", "codegen2-16b", "gpt-neox-20b", "mixtral-8x7b", "qwen3-32b", "llama-3.1-70b", "llama-2-70b"]
+#: Time limit of a ``--full`` solve (s): long enough that every phase finishes on the sizes measured.
+FULL_LIMIT_S = 3600.0
 #: Request profiles: (input tokens, output tokens, TTFT SLO ms, TPOT SLO ms).
 PROFILES = [(1024, 256, 1500, 60), (512, 512, 2000, 50), (2048, 256, 4000, 80)]
 
@@ -61,13 +65,16 @@ def machine() -> str:
     return f"{cpu_model()}, nproc {os.cpu_count()}, Python {platform.python_version()}"
 
 
-def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
-    """n services: LLM i mod 17, profile i mod 3 (the next one that fits the LLM's context), demand varying with i; 16 GPU types, shared limits.
+def fleet_problem(n: int, objective: str = "min_cost", gpus: list[str] | None = None) -> Problem:
+    """n services: LLM i mod 17, profile i mod 3 (the next one that fits the LLM's context), demand varying with i; the
+    16 GPU types of :data:`GPUS` (or ``gpus``), shared limits.
 
-    Inventory: 8 GPUs per type for n <= 10, growing with n (n // 2 + 4 per type), so that the
-    per-type limits bind as the fleet grows; max_gpus 8n; budget: unlimited for min_cost, a
+    Inventory: with 16 types, 8 GPUs per type for n <= 10, growing with n (n // 2 + 4 per
+    type), so that the per-type limits bind as the fleet grows; with fewer types, as many GPUs
+    in all (each type's share times 16 / types); max_gpus 8n; budget: unlimited for min_cost, a
     tight $1/h per service for max_served.
     """
+    gpus = gpus or GPUS
     from guide_opt.catalog import load_catalog
 
     catalog = load_catalog()
@@ -80,11 +87,11 @@ def fleet_problem(n: int, objective: str = "min_cost") -> Problem:
         else:
             workload["request_rate_per_s"] = 0.5 * (1 + i % 7)
         models.append({"id": LLMS[i % len(LLMS)], "workload": workload, "slo": {"ttft_ms": ttft, "tpot_ms": tpot}})
-    per_type = max(8, n // 2 + 4)
+    per_type = max(8, n // 2 + 4) * len(GPUS) // len(gpus)
     data = {
         "name": f"fleet of {n}",
         "models": models,
-        "hardware": {"gpus": GPUS, "inventory": {g: per_type for g in GPUS}, "max_gpus": 8 * n},
+        "hardware": {"gpus": gpus, "inventory": {g: per_type for g in gpus}, "max_gpus": 8 * n},
         "frameworks": ["vllm", "sglang"],
         "objective": objective,
     }
@@ -98,23 +105,27 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def part_a(sizes: list[int], repeats: int, explain: bool) -> None:
+def part_a(sizes: list[int], repeats: int, explain: bool, gpus: list[str], workers: int, full: bool,
+           objectives: list[str] | None = None) -> None:
     from guide_opt.api import binding_constraints
     from guide_opt.presets import load_preset
 
-    print(f"### A. Fleet scale: n services x {len(GPUS)} GPU types, median of {repeats} run(s)\n")
-    print("| services | candidates | build s | objective | dominated pruned | CP-SAT variables | solve s | explanation s | peak MiB "
-          "| status | objective value |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    what = "the whole answer (plan checked by simulation, alternatives)" if full else "the optimum alone"
+    print(f"### A. Fleet scale: n services x {len(gpus)} GPU types, {what}, median of {repeats} run(s)\n")
+    print("| services | candidates | build s | objective | dominated pruned | CP-SAT variables | solve s | of it CP-SAT s "
+          "| alternatives s | explanation s | peak MiB | status | objective value |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
-        for objective in ("min_cost", "max_served"):
+        for objective in objectives or ("min_cost", "max_served"):
             try:
-                problem = fleet_problem(n, objective)
+                problem = fleet_problem(n, objective, gpus)
             except InputError as exc:  # beyond the input limits (limits.MAX_MODELS, MAX_CANDIDATES)
-                print(f"| {n} | - | - | {objective} | - | - | - | - | - | refused: {exc} | - |", flush=True)
+                print(f"| {n} | - | - | {objective} | - | - | - | - | - | - | - | refused: {exc} | - |", flush=True)
                 continue
-            build_s, space = median_time(lambda: build_space(problem, workers=1), repeats)
-            solve_s, solution = median_time(lambda: CpSatSolver().solve(problem, space=space, alternatives=False, time_limit_s=10), repeats)
+            build_s, space = median_time(lambda: build_space(problem, workers=workers), repeats)
+            solve_s, solution = median_time(lambda: CpSatSolver().solve(problem, space=space, alternatives=full, check_by_simulation=full,
+                                                                        time_limit_s=FULL_LIMIT_S if full else 10), repeats)
+            timing = solution.stats.get("timing", {})
             explain_s = "-"
             if explain and objective == "min_cost" and solution.status.found:
                 start = time.perf_counter()
@@ -122,8 +133,10 @@ def part_a(sizes: list[int], repeats: int, explain: bool) -> None:
                 explain_s = f"{time.perf_counter() - start:.2f}"
             value = "-" if solution.objective is None else (f"${solution.objective:,.2f}/h" if objective == "min_cost" else f"{solution.objective:.2f}%")
             in_model = solution.stats.get("variables", 0)
+            alternatives_s = f"{timing['alternatives_s']:.2f}" if full and "alternatives_s" in timing else "-"
             print(f"| {n} | {space.candidate_count:,} | {build_s:.2f} | {objective} | {solution.stats.get('dominated_pruned', 0):,} "
-                  f"| {in_model:,} | {solve_s:.2f} | {explain_s} | {peak_memory_mib():,.0f} | {solution.status.value} | {value} |", flush=True)
+                  f"| {in_model:,} | {solve_s:.2f} | {timing.get('cp_sat_s', 0.0):.2f} | {alternatives_s} | {explain_s} | {peak_memory_mib():,.0f} "
+                  f"| {solution.status.value} | {value} |", flush=True)
     print()
 
 
@@ -182,13 +195,17 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="time the binding-constraint explanation of min_cost (part A)")
     parser.add_argument("--quick", action="store_true", help="sizes 5,10 and 5 jobs only")
     parser.add_argument("--parts", default="abc")
+    parser.add_argument("--gpus", default=",".join(GPUS), help="GPU types of the part A fleets (catalog ids, comma-separated)")
+    parser.add_argument("--workers", type=int, default=1, help="processes of the part A candidate build")
+    parser.add_argument("--full", action="store_true", help="part A: time the whole answer (simulation checks, alternatives)")
+    parser.add_argument("--objectives", default="min_cost,max_served", help="objectives of the part A fleets")
     args = parser.parse_args()
     sizes = [5, 10] if args.quick else [int(x) for x in args.models.split(",")]
     jobs = [5] if args.quick else [int(x) for x in args.jobs.split(",")]
     print(f"Machine: {machine()}\n")
     print(f"Command: python benchmarks/bench_planning.py {' '.join(sys.argv[1:])}\n")
     if "a" in args.parts:
-        part_a(sizes, args.repeats, args.explain)
+        part_a(sizes, args.repeats, args.explain, args.gpus.split(","), args.workers, args.full, args.objectives.split(","))
     if "b" in args.parts:
         part_b(args.repeats)
     if "c" in args.parts:

@@ -20,8 +20,8 @@ MAX_INPUT_FILE_BYTES = 16 * 2**20
 MAX_YAML_NODES = 200_000
 #: Deepest YAML nesting accepted.
 MAX_YAML_DEPTH = 64
-#: LLMs in one problem.
-MAX_MODELS = 32
+#: LLMs in one problem (a fleet): its work is bounded by :data:`MAX_CANDIDATES`, not by this count.
+MAX_MODELS = 1_000
 #: Upper bound on the candidates one problem may ask for: LLMs x GPU types x engines x
 #: quantizations x TP x PP x KV dtypes x batch sizes, counted before anything is evaluated.
 MAX_CANDIDATES = 250_000

@@ -63,6 +63,22 @@ def test_problem_numbers_and_choices_are_checked(tmp_path, key, value, field):
     bad_input(["solve", problem_file(tmp_path, **{key: value}), "--no-explain"], field)
 
 
+def test_a_fleet_is_bounded_by_its_llms_and_its_candidates(tmp_path):
+    """1,000 LLMs are accepted when their candidates fit the 250,000 bound (guide_opt/limits.py); 1,001 are refused,
+    and so are 1,000 LLMs whose search asks for 1,000 x 2 GPU types x 1 engine x 1 precision x 2 TP x 64 batch sizes
+    = 256,000 candidates."""
+    from guide_opt.errors import InputError
+    from guide_opt.problem import Problem
+
+    llm = small_problem_data()["models"][0]
+    narrow = {"tp": [1], "batch_sizes": [16]}  # 1,000 x 2 GPU types x 1 x 1 x 1 x 1 = 2,000 candidates at most
+    fleet = dict(quantizations=["bf16"], search=narrow)
+    assert len(Problem.from_dict(small_problem_data(models=[llm] * 1000, **fleet)).models) == 1000
+    bad_input(["solve", problem_file(tmp_path, models=[llm] * 1001, **fleet), "--no-explain"], "models", "too many entries")
+    with pytest.raises(InputError, match="256,000 candidates"):
+        Problem.from_dict(small_problem_data(models=[llm] * 1000, quantizations=["bf16"], search={"tp": [1, 2], "batch_sizes": list(range(1, 65))}))
+
+
 @pytest.mark.parametrize(("flags", "field"), [
     (["--slo-margin", "nan"], "--slo-margin"),  # NaN would switch every SLO check off
     (["--slo-margin", "inf"], "--slo-margin"),
