@@ -29,7 +29,7 @@ from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
 from guide_opt.families import Family
-from guide_opt.formulation import build_formulation, run_cp_sat
+from guide_opt.formulation import build_formulation, objective_coefficient, run_cp_sat
 from guide_opt.objectives import OBJECTIVES
 from guide_opt.plan import Plan, objective_value
 from guide_opt.quanta import TIME_QUANTUM_US, to_quanta
@@ -322,6 +322,39 @@ class PlanRanker(Protocol):
         """Up to ``k`` best plans of ``objective`` (a :class:`~guide_opt.solvers.base.PlanResult`)."""
 
 
+def separable_bound(space: SearchSpace, objective: str, memo: dict | None = None) -> int | None:
+    """The least value (quanta) ``objective`` can take in ``space`` with every shared limit dropped; None when not defined.
+
+    Defined for a minimized objective that is a sum of per-LLM terms growing with the replica
+    count (``min_cost``, ``min_latency``): each LLM alone takes its best usable candidate at
+    its replica floor. Dropping the shared limits (budget, GPUs, inventory) and the cuts only
+    adds plans, so no plan of ``space`` does better: a lower bound of its optimum. ``memo``
+    keeps each LLM's term by its candidate list (relaxations share the lists they leave alone).
+    """
+    kind = OBJECTIVES[objective]
+    if not kind.minimized or kind.replicas != "fewest" or kind.stack != "fleet":
+        return None
+    memo = {} if memo is None else memo
+    total = 0
+    for ms in space.models:
+        key = id(ms.candidates)
+        if key not in memo:
+            values = [objective_coefficient(objective, c) * ((c.replicas_min or 1) if kind.per_replica else 1)
+                      for c in ms.candidates if c.usable_for(objective)]
+            memo[key] = (ms.candidates, min(values) if values else None)  # the list is kept so that its id stays its own
+        term = memo[key][1]
+        if term is None:
+            return None
+        total += term
+    return total
+
+
+def _plan_quanta(objective: str, plan: Plan) -> int:
+    """``objective``'s value of ``plan`` in the quanta of its CP-SAT expression."""
+    per_replica = OBJECTIVES[objective].per_replica
+    return sum(objective_coefficient(objective, p.candidate) * (p.replicas if per_replica else 1) for p in plan)
+
+
 def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline: Deadline | float | None = None,
                     seed: int | None = None) -> list[dict]:
     """For a solved problem: each relaxable constraint and what dropping it would gain.
@@ -332,6 +365,11 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     remaining constraints are listed as not evaluated (``binding`` None), so a large fleet
     still answers promptly. ``solver`` re-solves each relaxed problem (the front-ends pass
     CP-SAT); ``seed``: its seed (default: its preset's).
+
+    A relaxation whose :func:`separable_bound` already equals the plan's value cannot gain
+    (the relaxed optimum lies between the two), so it is reported as not binding without a
+    solve (``"proof": "bound"``): in a fleet whose shared limits are slack, each LLM's SLO
+    that its own cheapest option already meets costs nothing to check.
     """
     problem = space.problem
     objective = problem.objective
@@ -353,6 +391,8 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     preset = solver.preset
     deadline = explanation_deadline(preset, deadline)
     seed = seed if seed is not None else preset.seed
+    terms: dict = {}
+    plan_quanta = _plan_quanta(objective, plan) if separable_bound(space, objective, terms) is not None else None
     for name, update in families:
         if deadline.expired:
             out.append({"constraint": name, "binding": None,
@@ -363,6 +403,10 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
+        if plan_quanta is not None and separable_bound(relaxed_space, objective, terms) == plan_quanta:
+            out.append({"constraint": name, "binding": False, "status": Status.OPTIMAL.value, "objective_if_relaxed": base_value,
+                        "gain": 0.0, "proof": "bound", "text": f"{name} does not bind"})
+            continue
         # only the relaxed optimum's value is read: its tie-break would cost a second solve for nothing
         result = solver.best_plans(relaxed_space, objective, k=1, forbidden=frozenset(), deadline=deadline, seed=seed, tie_break=False)
         if not result.plans:
@@ -379,12 +423,18 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
 
 
 def _refilter(ms: ModelSpace, problem) -> ModelSpace:
-    """Re-derive candidate violations under a relaxed problem (same evaluations, new limits)."""
+    """Re-derive candidate violations under a relaxed problem (same evaluations, new limits).
+
+    ``ms`` itself when its requirement is unchanged; candidates whose violations do not change
+    are kept as they are (the same objects, in the same list when none changes).
+    """
     req = problem.models[ms.index]
-    candidates = []
-    for c in ms.candidates:
-        violations = tuple(v for v in c.violations
-                           if not (v == "ttft_slo" and req.slo.ttft_ms is None) and not (v == "tpot_slo" and req.slo.tpot_ms is None))
-        candidates.append(dataclasses.replace(c, violations=violations))
+    if req is ms.requirement:
+        return ms
+    dropped = {family for family, limit in (("ttft_slo", req.slo.ttft_ms), ("tpot_slo", req.slo.tpot_ms)) if limit is None}
+    candidates = [dataclasses.replace(c, violations=tuple(v for v in c.violations if v not in dropped)) if dropped.intersection(c.violations)
+                  else c for c in ms.candidates]
+    if all(new is old for new, old in zip(candidates, ms.candidates)):
+        candidates = ms.candidates
     return dataclasses.replace(ms, requirement=req, candidates=candidates)
 

@@ -106,6 +106,38 @@ def test_relaxed_values_are_the_exhaustive_optima_of_the_relaxed_problems(object
     assert checked >= 2
 
 
+def test_relaxations_a_bound_settles_are_not_solved_and_read_the_same(monkeypatch):
+    """Two LLMs with slack shared limits and SLOs their cheapest options meet: dropping a constraint cannot lower the
+    cost below the sum of each LLM's own cheapest option, which the plan already pays, so those relaxations are
+    settled by that bound without a solve; with the bound switched off every one is solved, with the same verdicts."""
+    import guide_opt.explain as explain
+
+    problem = small_problem(models=[{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                                     "slo": {"ttft_ms": 5000, "tpot_ms": 200}},
+                                    {"id": "llama-2-7b", "workload": {"input_tokens": 256, "output_tokens": 64, "request_rate_per_s": 1},
+                                     "slo": {"ttft_ms": 5000, "tpot_ms": 200}}], budget_per_hour=100)
+    space = build_space(problem)
+    solver = get_solver("cpsat")
+    plan = solver.best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=30, seed=0).plans[0]
+    calls = []
+    real = type(solver).best_plans
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(solver), "best_plans", counted)
+    screened = explain_binding(space, plan, solver, deadline=60)
+    solved_with_bound = len(calls)
+    monkeypatch.setattr(explain, "separable_bound", lambda space, objective, memo=None: None)
+    calls.clear()
+    solved = explain_binding(space, plan, solver, deadline=60)
+    assert len(calls) == len(solved) and solved_with_bound < len(calls)
+    assert any(e.get("proof") == "bound" for e in screened)
+    assert [(e["constraint"], e["binding"], e["objective_if_relaxed"]) for e in screened] == \
+        [(e["constraint"], e["binding"], pytest.approx(e["objective_if_relaxed"], rel=1e-12)) for e in solved]
+
+
 def test_binding_report_respects_its_time_budget():
     problem = small_problem()
     space = build_space(problem)
