@@ -1,7 +1,8 @@
 """Benchmark: fleet planning scale, Pareto frontiers and batch-job schedules.
 
-Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--gpus a,b,...] [--workers N] [--full]
-[--repeats N] [--explain] [--quick]`` (prints Markdown tables for ``benchmarks/RESULTS.md`` section 3).
+Run: ``python benchmarks/bench_planning.py [--models 5,10,20,30,200,1000] [--gpus a,b,...] [--frameworks a,b]
+[--workers N] [--full] [--objectives ...] [--repeats N] [--explain] [--quick]`` (prints Markdown tables for
+``benchmarks/RESULTS.md`` section 3).
 
 A. Fleet scale: n LLM services x 16 GPU types (or the ``--gpus`` given) sharing per-type
    inventory, ``max_gpus`` and a budget (:func:`fleet_problem`), objectives ``min_cost`` and
@@ -65,7 +66,7 @@ def machine() -> str:
     return f"{cpu_model()}, nproc {os.cpu_count()}, Python {platform.python_version()}"
 
 
-def fleet_problem(n: int, objective: str = "min_cost", gpus: list[str] | None = None) -> Problem:
+def fleet_problem(n: int, objective: str = "min_cost", gpus: list[str] | None = None, frameworks: list[str] | None = None) -> Problem:
     """n services: LLM i mod 17, profile i mod 3 (the next one that fits the LLM's context), demand varying with i; the
     16 GPU types of :data:`GPUS` (or ``gpus``), shared limits.
 
@@ -74,7 +75,7 @@ def fleet_problem(n: int, objective: str = "min_cost", gpus: list[str] | None = 
     in all (each type's share times 16 / types); max_gpus 8n; budget: unlimited for min_cost, a
     tight $1/h per service for max_served.
     """
-    gpus = gpus or GPUS
+    gpus, frameworks = gpus or GPUS, frameworks or ["vllm", "sglang"]
     from guide_opt.catalog import load_catalog
 
     catalog = load_catalog()
@@ -92,7 +93,7 @@ def fleet_problem(n: int, objective: str = "min_cost", gpus: list[str] | None = 
         "name": f"fleet of {n}",
         "models": models,
         "hardware": {"gpus": gpus, "inventory": {g: per_type for g in gpus}, "max_gpus": 8 * n},
-        "frameworks": ["vllm", "sglang"],
+        "frameworks": frameworks,
         "objective": objective,
     }
     if objective == "max_served":
@@ -106,7 +107,7 @@ def peak_memory_mib() -> float:
 
 
 def part_a(sizes: list[int], repeats: int, explain: bool, gpus: list[str], workers: int, full: bool,
-           objectives: list[str] | None = None) -> None:
+           objectives: list[str] | None = None, frameworks: list[str] | None = None) -> None:
     from guide_opt.api import binding_constraints
     from guide_opt.presets import load_preset
 
@@ -118,7 +119,7 @@ def part_a(sizes: list[int], repeats: int, explain: bool, gpus: list[str], worke
     for n in sizes:
         for objective in objectives or ("min_cost", "max_served"):
             try:
-                problem = fleet_problem(n, objective, gpus)
+                problem = fleet_problem(n, objective, gpus, frameworks)
             except InputError as exc:  # beyond the input limits (limits.MAX_MODELS, MAX_CANDIDATES)
                 print(f"| {n} | - | - | {objective} | - | - | - | - | - | - | - | refused: {exc} | - |", flush=True)
                 continue
@@ -199,13 +200,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes of the part A candidate build")
     parser.add_argument("--full", action="store_true", help="part A: time the whole answer (simulation checks, alternatives)")
     parser.add_argument("--objectives", default="min_cost,max_served", help="objectives of the part A fleets")
+    parser.add_argument("--frameworks", default="vllm,sglang", help="engines of the part A fleets")
     args = parser.parse_args()
     sizes = [5, 10] if args.quick else [int(x) for x in args.models.split(",")]
     jobs = [5] if args.quick else [int(x) for x in args.jobs.split(",")]
     print(f"Machine: {machine()}\n")
     print(f"Command: python benchmarks/bench_planning.py {' '.join(sys.argv[1:])}\n")
     if "a" in args.parts:
-        part_a(sizes, args.repeats, args.explain, args.gpus.split(","), args.workers, args.full, args.objectives.split(","))
+        part_a(sizes, args.repeats, args.explain, args.gpus.split(","), args.workers, args.full, args.objectives.split(","),
+               args.frameworks.split(","))
     if "b" in args.parts:
         part_b(args.repeats)
     if "c" in args.parts:
