@@ -41,6 +41,11 @@ def median_time(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
     return statistics.median(times), result
 
 
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: the header row, its rule and one line per row of cells."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def replace_results_section(heading: str, body: str) -> None:
     """Replace the body of the section titled ``heading`` (a ``## `` line) in RESULTS.md, up to the next ``## `` heading."""
     text = RESULTS.read_text()

@@ -31,7 +31,7 @@ import platform
 import time
 from collections import Counter
 
-from bench_common import cpu_model, replace_results_section
+from bench_common import cpu_model, markdown_table, replace_results_section
 from guide_opt.catalog import load_catalog
 from guide_opt.validation.accuracy import evaluate, measurement_config
 from guide_opt.validation.calibration import physics_violation
@@ -43,10 +43,6 @@ SECTION = "## 15. Decisions on measured data: what the picks are worth"
 #: Picks listed one by one when they capture less than this share of the measured best.
 LISTED_BELOW = 0.95
 THROUGHPUT, LATENCY = "throughput_tokens_per_s", "batch_latency_s"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _summary_cells(choices: list[Choice]) -> list[str]:
@@ -105,11 +101,11 @@ def trtllm_serving(catalog) -> tuple[list[str], float]:
         f"`trtllm-serving` ({len(rows)} rows): groups of (LLM, GPU, input / output tokens, release) with at least two measured "
         "TP x precision options. Share = measured tokens/s per GPU of the pick / the group's measured best.",
         "",
-        *_table(["reading", "gpu", *SUMMARY_HEADERS], table),
+        *markdown_table(["reading", "gpu", *SUMMARY_HEADERS], table),
         "",
         f"Picks of the steady reading below {LISTED_BELOW:.0%} of the measured best (predicted and measured: pick / best):",
         "",
-        *_table(["group", "picked", "measured best", "predicted ratio", "measured ratio", "share"], misses or [["-"] * 6]),
+        *markdown_table(["group", "picked", "measured best", "predicted ratio", "measured ratio", "share"], misses or [["-"] * 6]),
     ]
     return lines, summarize_choices(chosen["steady (planner)"]).mean_share
 
@@ -163,11 +159,11 @@ def static_sources(catalog) -> tuple[list[str], dict]:
         f"source's loader or the calibration's physics check): {refused_text}. Share = measured tokens/s per GPU of the pick / the best, or the best measured batch latency / "
         "the pick's.",
         "",
-        *_table(["source, figure", "gpu", *SUMMARY_HEADERS], table),
+        *markdown_table(["source, figure", "gpu", *SUMMARY_HEADERS], table),
         "",
         f"Picks below {LISTED_BELOW:.0%} of the measured best (predicted and measured: pick / best):",
         "",
-        *_table(["figure", "group", "picked", "measured best", "predicted ratio", "measured ratio", "share"], misses or [["-"] * 7]),
+        *markdown_table(["figure", "group", "picked", "measured best", "predicted ratio", "measured ratio", "share"], misses or [["-"] * 7]),
     ]
     return lines, shares
 

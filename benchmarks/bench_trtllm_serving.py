@@ -35,7 +35,7 @@ import statistics
 import time
 from collections import defaultdict
 
-from bench_common import cpu_model, replace_results_section
+from bench_common import cpu_model, markdown_table, replace_results_section
 from guide_opt.catalog import load_catalog
 from guide_opt.perf.memory import max_batch
 from guide_opt.simulate import FixedLengths, Workload, simulate
@@ -56,10 +56,6 @@ def _errors(comparisons) -> dict:
 
 def _stats(values: list[float]) -> str:
     return f"{statistics.mean(abs(v) for v in values):.1f} / {statistics.mean(values):+.1f}" if values else "-"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _grouped(rows, readings: list[dict], key) -> list[list[str]]:
@@ -136,7 +132,7 @@ def _host_time_grid(rows, catalog) -> tuple[list[str], int]:
         f"LLM-Inference-Bench's TensorRT-LLM batch latencies ({len(bench)} rows) and these runs together (each source "
         f"weighted alike, mean |log error|): best {best} us. Held out (MAPE / bias % of the held-out rows):",
         "",
-        *_table(["held out", "fitted us", "held out at the fit", f"held out at the shipped {shipped} us"], cells),
+        *markdown_table(["held out", "fitted us", "held out at the fit", f"held out at the shipped {shipped} us"], cells),
     ]
     return lines, best
 
@@ -192,24 +188,24 @@ def build(seed: int) -> str:
         "",
         "By GPU and precision:",
         "",
-        *_table(["gpu", "precision", "n", *headers], _grouped(rows, readings, lambda m: (m.gpu, m.quantization))),
+        *markdown_table(["gpu", "precision", "n", *headers], _grouped(rows, readings, lambda m: (m.gpu, m.quantization))),
         "",
         "By GPU, precision and TP degree (steady):",
         "",
-        *_table(["gpu", "precision", "TP", "n", "steady"], _grouped(rows, [steady], lambda m: (m.gpu, m.quantization, m.tp))),
+        *markdown_table(["gpu", "precision", "TP", "n", "steady"], _grouped(rows, [steady], lambda m: (m.gpu, m.quantization, m.tp))),
         "",
         "By input / output tokens (all GPUs):",
         "",
-        *_table(["input / output", "n", *headers], _grouped(rows, readings, lambda m: f"{m.input_tokens} / {m.output_tokens}")),
+        *markdown_table(["input / output", "n", *headers], _grouped(rows, readings, lambda m: f"{m.input_tokens} / {m.output_tokens}")),
         "",
         "By release (v0.13: the TensorRT engine and C++ runtime; v1.0: the PyTorch backend, H100 and H200 FP8 only here):",
         "",
-        *_table(["release", "n", *headers], _grouped(rows, readings, lambda m: m.key.rsplit(" ", 1)[1])),
+        *markdown_table(["release", "n", *headers], _grouped(rows, readings, lambda m: m.key.rsplit(" ", 1)[1])),
         "",
         "FP8 over FP16 throughput on H100 (v0.13; same LLM, TP and lengths), median of the pairs, measured and "
         "predicted (steady):",
         "",
-        *_table(["TP", "pairs", "measured FP8 / FP16", "predicted FP8 / FP16"], _precision_ratios(rows, catalog)),
+        *markdown_table(["TP", "pairs", "measured FP8 / FP16", "predicted FP8 / FP16"], _precision_ratios(rows, catalog)),
         "",
         f"The steady model against the simulator playing the run itself ({len(sim_cells)} rows drawn with seed {seed}; the "
         "simulator serves the published number of requests queued at once, with the same batch, token budget and KV cache, "
@@ -242,7 +238,7 @@ def build(seed: int) -> str:
         "",
         "<details><summary>Per simulated row</summary>",
         "",
-        *_table(["row", "running", "requests", "measured tok/s", "model", "simulator", "model vs sim %", "sim vs measured %"], sim_cells),
+        *markdown_table(["row", "running", "requests", "measured tok/s", "model", "simulator", "model vs sim %", "sim vs measured %"], sim_cells),
         "",
         "</details>",
     ]
