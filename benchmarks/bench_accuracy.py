@@ -101,7 +101,7 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
     shipped = catalog.framework("tgis").eager_launch
     in_sample = tgis_host.predict_rows(rows, catalog)
     columns = {
-        "before": summarize(tgis_host.predict_rows(rows, catalog, tgis_host.TgisHostFit(0.0, 0.0, 0.0, 0.0))),
+        "before": summarize(tgis_host.predict_rows(rows, catalog, tgis_host.TgisHostFit(0.0, 0.0, 0.0, 0.0, 1.0))),
         "in-sample": summarize(in_sample),
     }
     fits = {}
@@ -113,27 +113,33 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
     for gpu, metric in sorted({(r.gpu, r.metric) for r in columns["in-sample"]}):
         table.append([gpu, METRIC_LABELS[metric]] + [f"{cells[(n, gpu, metric)].mape:.1f} / {cells[(n, gpu, metric)].bias:+.1f}"
                                                      if (n, gpu, metric) in cells else "-" for n in columns] + [str(cells[("in-sample", gpu, metric)].count)])
-    fit_table = [[f"{by} {group} left out", f"{f.launch_us:.1f}", f"{f.rank_sync_us:.1f}", f"{f.prefill_host_ms:.1f}", f"{f.sequence_host_ms:.2f}"]
+    fit_table = [[f"{by} {group} left out", f"{f.launch_us:.1f}", f"{f.rank_sync_us:.1f}", f"{f.prefill_work_factor:.2f}",
+                  f"{f.prefill_host_ms:.1f}", f"{f.sequence_host_ms:.2f}"]
                  for by, groups in fits.items() for group, f in groups.items()]
-    from guide_opt.validation.tgis import PREFILL_HOST_MS, SEQUENCE_HOST_MS
+    from guide_opt.validation.tgis import PREFILL_HOST_MS, PREFILL_WORK_FACTOR, SEQUENCE_HOST_MS
 
-    fit_table.insert(0, ["shipped (tgis.yaml eager_launch; tgis.py PREFILL_HOST_MS, SEQUENCE_HOST_MS)", f"{shipped.launch_us:.1f}",
-                         f"{shipped.rank_sync_us:.1f}", f"{PREFILL_HOST_MS:.1f}", f"{SEQUENCE_HOST_MS:.2f}"])
+    fit_table.insert(0, ["shipped (tgis.yaml eager_launch; tgis.py PREFILL_WORK_FACTOR, PREFILL_HOST_MS, SEQUENCE_HOST_MS)",
+                         f"{shipped.launch_us:.1f}", f"{shipped.rank_sync_us:.1f}", f"{PREFILL_WORK_FACTOR:.2f}", f"{PREFILL_HOST_MS:.1f}",
+                         f"{SEQUENCE_HOST_MS:.2f}"])
     lines = [
         "TGIS's host time, fitted and held out (`guide_opt/validation/tgis_host.py`; command: `python benchmarks/bench_accuracy.py",
         "--only 1.2`). TGIS runs eager PyTorch (no CUDA graphs): every pass launches its kernels from Python, so a pass takes",
         "max(GPU work, launch time), launch time = layers x (12 kernels x launch_us + [TP > 1] x 2 all-reduces x rank_sync_us),",
         "12 = the kernels of TGIS's flash Llama layer (`tgis.yaml` `eager_launch`, source cited there); the step model's host",
-        "overhead adds outside the max. Then a host time per prefill pass and per running sequence per decode step.",
-        "Fitted in three stages on LLM-Pilot's rows only: launch and sync on the one-user median ITL (grid, mean |log error|),",
-        "the prefill host time as the median one-user (TTFT - predicted prefill pass), the per-sequence time on the loaded",
-        "levels' median ITL through the batcher (grid 0-1.5 ms). `before` = the batcher without any of them (the `tgis`",
-        "column as last reported), `in-sample` = the shipped values (the `tgis` column above), then each LLM (GPU) predicted",
-        "with the three stages fitted on the others. MAPE / bias %:",
+        "overhead adds outside the max. Then a prefill work factor (a prefill pass's GPU work is that many times the",
+        "kernels'), a host time per prefill pass and one per running sequence per decode step. Every level is played with",
+        "its own request lengths: log-normal around the row's mean and median input and output tokens, so users fall out",
+        "of step and TGIS's add-on rule sets their wait. Fitted in stages on LLM-Pilot's rows only: launch and sync on the",
+        "one-user median ITL (grid, mean |log error|); the prefill work factor on every level's median TTFT (grid 1-3,",
+        "coarse 0.25 then fine 0.05), with at each factor the prefill host time re-fitted as the median one-user (TTFT -",
+        "predicted prefill pass at the median prompt); the per-sequence time on the loaded levels' median ITL (grid 0-1.5",
+        "ms). `before` = the batcher without any of them (factor 1, no host time), `in-sample` = the shipped values (the",
+        "`tgis` column above), then each LLM (GPU) predicted with every stage fitted on the others. MAPE / bias %:",
         "",
         md_table(["gpu", "metric"] + list(columns) + ["n"], table),
         "",
-        md_table(["fit", "launch us / kernel", "sync us / all-reduce", "prefill host ms / pass", "host ms / sequence / step"], fit_table),
+        md_table(["fit", "launch us / kernel", "sync us / all-reduce", "prefill work factor", "prefill host ms / pass",
+                  "host ms / sequence / step"], fit_table),
         "",
         "Bias % of the shipped defaults (in-sample) by GPU, TP degree and users, TTFT / ITL (n rows in brackets):",
         "",
@@ -149,11 +155,12 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
         "  all-reduce (median 42 us over the 17 rows; the H100 NVLink rows -21 to +1 us), whether launch- or GPU-bound",
         "  (A10, T4): the all-reduce itself (GPU time, not host launch) costs more on LLM-Pilot's PCIe hosts than the",
         "  generic PCIe curve (section 12.4) says; that is the GPU profiles' link model, not TGIS's.",
-        "- H100 TTFT under load: measured, H100 is about 1.7x faster than the A100 in both TTFT and ITL (llama-7b, 32",
-        "  users: 195 / 24 ms against 329 / 38 ms), while the batcher's add-on prefill passes are compute-bound and",
-        "  predicted about 3x faster (llama-7b, 8 prompts of 120 tokens: 21 vs 65 ms), so its queueing shrinks on H100",
-        "  and its TTFT comes out far too low there; the cause of the slower measured H100 prefill is not identified.",
-        "  With the same host cost per sequence on every host, the H100's TP > 1 ITL under load comes out high.",
+        "- H100 TTFT under load: measured, H100 is about 1.7-1.9x faster than the A100 in both TTFT and ITL (llama-7b,",
+        "  32 users: 195 / 24 ms against 329 / 38 ms; llama-13b, 8 users: 93 / 18 against 170 / 32 ms), while the add-on",
+        "  prefill passes are compute-bound, and even at twice the kernels' work predicted about 3x faster there. One",
+        "  factor for every GPU leaves the H100's loaded TTFT low and its one-user TTFT high (the H100 hosts' faster host,",
+        "  above); which part of TGIS's prefill is slow on H100 is not identified. With the same host cost per sequence",
+        "  on every host, the H100's TP > 1 ITL under load comes out high.",
         "- The batch-limited padded LLMs (mpt-7b, codegen2-16B) keep large TTFT and ITL errors under load (the add-on",
         "  re-padding cost that the `tgis-kv` predictor fits is not among the defaults).",
         "",
@@ -225,12 +232,13 @@ def _steady_state_section(sources: dict, catalog, data_dir) -> tuple[list[str], 
         "`static`: the `vllm` profile, a batch of u prompts arriving at once, TTFT = the batch's mean TTFT, ITL = the batch",
         "cycle time per output token (1.2 above). `steady`: `guide_opt.perf.steady_state.closed_loop` with u users,",
         "max-num-seqs u and the row's mean lengths on the `tgis` profile (`hardware_db/frameworks/tgis.yaml`, default",
-        "factors); predicted median TTFT and median ITL. `tgis`: the same profile and lengths, TGIS's own batching played",
-        "step by step (`guide_opt/validation/tgis.py`: a prefill pass of its own for each add-on batch, pulled only once",
+        "factors); predicted median TTFT and median ITL. `tgis`: the same profile, request lengths log-normal around the",
+        "row's mean and median input and output tokens, TGIS's own batching played step by step",
+        "(`guide_opt/validation/tgis.py`: a prefill pass of its own for each add-on batch, pulled only once",
         "max(1, b (12 - w) / 12) requests wait, 12 = fmperf's max_waiting_tokens; batch limit 256, 12 for padded LLMs) with",
-        "TGIS's default host time (the eager launch floor and the host time per prefill pass and per running sequence,",
-        "fitted on these rows: second table, with held-out scores); `tgis before`: the same batcher without host time, as",
-        "last reported. Medians over 80 or more requests. `guide-opt validate --source llm-pilot --serving",
+        "TGIS's defaults (the eager launch floor, the prefill work factor and the host time per prefill pass and per",
+        "running sequence, fitted on these rows: second table, with held-out scores); `tgis before`: the same batcher",
+        "without them (factor 1, no host time). Medians over 80 or more requests. `guide-opt validate --source llm-pilot --serving",
         "static|steady-state|tgis` prints each. Static-batch sources are predicted statically in every column.",
         "Target: TTFT and ITL MAPE <= 25% on A100 and H100 with default factors (column `<= 25%`: which models meet it).",
         "Last column, not default factors: the `tgis` model with its memory efficiency, step overhead and host costs fitted",

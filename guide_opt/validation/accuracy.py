@@ -73,27 +73,35 @@ def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -
             "throughput_tokens_per_s": state.output_throughput_tokens_per_s}
 
 
-def tgis_closed_loop_metrics(config: ServingConfig, *, prefill_host_ms: float | None = None,
-                             sequence_host_ms: float | None = None) -> dict[str, float]:
+def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int, int] | None = None,
+                             prefill_host_ms: float | None = None, sequence_host_ms: float | None = None,
+                             prefill_work_factor: float | None = None) -> dict[str, float]:
     """Median TTFT and median ITL (ms) of ``config.batch`` users on TGIS (:mod:`guide_opt.validation.tgis`).
 
-    Every request has the row's mean lengths, so while the batch holds every user they move in
-    lockstep -- all finish in the same step and are prefilled together -- and TGIS's add-on rule
-    does not run (with log-normal output lengths matching the rows' mean and median it does; the
-    A10 and T4 TTFT then fall 35-40% short: their measured queues are longer than guide-opt's
-    memory model admits). The batch limit is the engine's max-num-seqs with flash attention,
-    fmperf's 12 for padded (non-flash) LLMs; TGIS's host costs per prefill pass and per running
-    sequence are the engine defaults (:func:`~guide_opt.validation.tgis.default_settings`) unless
-    given. Throughput and batch latency follow from the medians.
+    Request lengths: with ``median_lengths`` (median input, median output tokens), each side is
+    log-normal with ``config``'s lengths as its mean and that median
+    (:func:`~guide_opt.validation.pilot_predictors.lognormal_bins`), as LLM-Pilot's requests
+    varied. Users then fall out of step, and TGIS's add-on rule decides how long a returning
+    request waits for its prefill pass. Without, every request has the mean lengths: while the
+    batch holds every user they move in lockstep -- all finish in the same step and are
+    prefilled together -- and the add-on rule does not run. The batch limit is the engine's
+    max-num-seqs with flash attention, fmperf's 12 for padded (non-flash) LLMs; TGIS's host costs
+    per prefill pass and per running sequence and its prefill work factor are the engine defaults
+    (:func:`~guide_opt.validation.tgis.default_settings`) unless given. Throughput and batch
+    latency follow from the medians.
     """
     from guide_opt.simulate.workloads import HistogramLengths
-    from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH
+    from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH, lognormal_bins
     from guide_opt.validation.tgis import default_settings, tgis_closed_loop
 
     users = config.batch
     settings = default_settings(config.framework.max_num_seqs if config.flash_attention else PADDED_MAX_BATCH, padded=not config.flash_attention,
-                                prefill_host_ms=prefill_host_ms, sequence_host_ms=sequence_host_ms)
-    lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
+                                prefill_host_ms=prefill_host_ms, sequence_host_ms=sequence_host_ms, prefill_work_factor=prefill_work_factor)
+    if median_lengths is None:
+        lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
+    else:
+        lengths = HistogramLengths(input_bins=lognormal_bins(config.input_tokens, median_lengths[0]),
+                                   output_bins=lognormal_bins(config.output_tokens, median_lengths[1]))
     level = tgis_closed_loop(replace(config, batch=1), users, lengths, settings,
                              num_requests=max(TGIS_ROW_REQUESTS, TGIS_ROW_REQUESTS_PER_USER * users))
     e2e_s = (level.median_ttft_ms + (config.output_tokens - 1) * level.median_itl_ms) * 1e-3
@@ -130,7 +138,7 @@ def offline_throughput_metrics(config: ServingConfig, *, steady: bool) -> dict[s
 
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
                       running: int | None = None, serving: str = "static", statistic: str = "mean",
-                      offline: bool = False) -> dict[str, float] | None:
+                      offline: bool = False, median_lengths: tuple[int, int] | None = None) -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -143,14 +151,14 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     estimate's ``max_batch`` when the batch runs in waves; None: all of it).
     ``serving="steady_state"`` predicts a closed-loop row with the steady-state model instead
     (:func:`steady_closed_loop_metrics`, reading ``statistic``), ``serving="tgis"`` with TGIS's
-    batching rule (:func:`tgis_closed_loop_metrics`, medians); static-batch rows are predicted
+    batching rule (:func:`tgis_closed_loop_metrics`, medians, with the row's ``median_lengths``); static-batch rows are predicted
     statically either way. ``offline``: an offline max-throughput run, throughput only
     (:func:`offline_throughput_metrics`: steady state unless ``serving`` is ``static``).
     """
     if offline:
         return offline_throughput_metrics(config, steady=serving != "static")
     if closed_loop and serving == "tgis":  # its own memory check: the batch TGIS runs, not all the users
-        metrics = tgis_closed_loop_metrics(config)
+        metrics = tgis_closed_loop_metrics(config, median_lengths=median_lengths)
         return metrics if math.isfinite(metrics["ttft_ms"]) else None
     if check_memory:
         est = estimate(config)
@@ -221,7 +229,8 @@ def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = N
         if reason:
             result.skipped[f"unsupported configuration: {reason}"] += 1
             continue
-        predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic, offline=m.offline)
+        predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic, offline=m.offline,
+                                      median_lengths=m.median_lengths)
         if predicted is None:
             result.skipped[NOT_FITTING] += 1
             continue

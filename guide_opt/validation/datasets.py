@@ -126,6 +126,9 @@ class Measurement:
     and only its output throughput (see
     :func:`guide_opt.validation.accuracy.offline_throughput_metrics`).
     max_num_batched_tokens: the measured engine's token budget per step (None: the profile's).
+    median_lengths: (median input, median output) tokens of a closed-loop row whose request
+    lengths varied around the means ``input_tokens`` / ``output_tokens`` (LLM-Pilot's levels);
+    None: every request had the mean lengths.
     """
 
     source: str
@@ -146,6 +149,7 @@ class Measurement:
     kv_cache_dtype: str = "fp16"
     offline: bool = False
     max_num_batched_tokens: int | None = None
+    median_lengths: tuple[int, int] | None = None
 
     @property
     def group(self) -> tuple[str, str]:
@@ -482,7 +486,7 @@ def load_llm_pilot(data_dir: Path, catalog: Catalog) -> SourceData:
             "llm-pilot", ids[0], ids[1], LLM_PILOT_FRAMEWORK, "bf16", count, users,
             max(1, round(float(row["mean_input_tokens"]))), max(1, round(float(row["mean_output_tokens"]))), measured,
             report_only=frozenset({"throughput_tokens_per_s"}), flash_attention=flash.get(name, True), closed_loop=True, key=f"{name} {row['gpu']} u{users}",
-            statistic="median",
+            statistic="median", median_lengths=(max(1, round(float(row["median_input_tokens"]))), max(1, round(float(row["median_output_tokens"])))),
         ))
     return data
 

@@ -7,16 +7,27 @@ work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
    takes ``max(GPU work, layers x (kernels x launch_us + [TP > 1] x 2 x rank_sync_us))``.
    Fitted by :func:`fit_launch` on the one-user median ITL (a single running sequence: the
    decode step alone), where a fast GPU at TP > 1 stops getting faster.
-2. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
+2. **Prefill work factor** (:data:`~guide_opt.validation.tgis.PREFILL_WORK_FACTOR`): how many
+   times the measured kernels' GPU work a prefill pass takes. It sets what a prefill pass costs
+   beyond its host time, and so how long the loaded levels' returning requests wait: the value
+   on a grid that minimizes the mean |log error| of every level's median TTFT, each level
+   played by the TGIS batcher with the rows' own length spread, and at each grid value the
+   host time per prefill pass re-fitted (stage 3) on the one-user levels
+   (:func:`fit_prefill_work_factor`). Decode steps are not prefill passes: stage 1 does not
+   depend on it.
+3. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
    one-user median TTFT minus the predicted prefill pass, their median (:func:`fit_prefill_host_ms`).
-3. **Host time per running sequence per decode step**
+4. **Host time per running sequence per decode step**
    (:data:`~guide_opt.validation.tgis.SEQUENCE_HOST_MS`): the value on a grid that minimizes
    the mean |log error| of the median ITL of the loaded levels (more than one user), each level
    played by the TGIS batcher (:func:`fit_sequence_host_ms`).
 
-The stages run in that order, each with the values of the stages before. :func:`fit_all`
-fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the fit on the others.
-Rows are LLM-Pilot's closed-loop rows (:func:`guide_opt.validation.datasets.load_source`).
+The stages run in that order, each with the values of the stages before (stage 3 inside stage
+2). :func:`fit_all` fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the
+fit on the others. Rows are LLM-Pilot's closed-loop rows
+(:func:`guide_opt.validation.datasets.load_source`); a loaded level is played with the row's
+median lengths (:attr:`~guide_opt.validation.datasets.Measurement.median_lengths`). The grids
+are searched coarse to fine (:func:`grid_minimum`).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -33,24 +45,30 @@ from guide_opt.perf import ServingConfig
 from guide_opt.perf.step import StepShape, step_time
 from guide_opt.validation.accuracy import Comparison, measurement_config, tgis_closed_loop_metrics
 from guide_opt.validation.datasets import Measurement
-from guide_opt.validation.tgis import eager_step_s
+from guide_opt.validation.tgis import PREFILL_WORK_FACTOR, SEQUENCE_HOST_MS, eager_step_s
 
 TGIS_FRAMEWORK = "tgis"
 #: Grids of the launch fit (us): per-kernel launch time and per-all-reduce rank synchronisation.
 LAUNCH_US_GRID = tuple(np.round(np.arange(10.0, 45.001, 0.5), 2))
 RANK_SYNC_US_GRID = tuple(np.round(np.arange(0.0, 80.001, 2.5), 2))
-#: Grid of the per-sequence fit (ms per running sequence per decode step).
-SEQUENCE_HOST_MS_GRID = tuple(np.round(np.arange(0.0, 1.5001, 0.05), 2))
+#: Per-sequence fit (ms per running sequence per decode step): range and the coarse and fine steps of its search.
+SEQUENCE_HOST_MS_RANGE = (0.0, 1.5)
+SEQUENCE_HOST_MS_STEPS = (0.1, 0.05)
+#: Prefill-work-factor fit: range and the coarse and fine steps of its search.
+PREFILL_WORK_FACTOR_RANGE = (1.0, 3.0)
+PREFILL_WORK_FACTOR_STEPS = (0.25, 0.05)
 
 
 @dataclass(frozen=True)
 class TgisHostFit:
-    """Fitted TGIS host costs: launch floor (us), host time per prefill pass and per running sequence per step (ms)."""
+    """Fitted TGIS host time: launch floor (us), host time per prefill pass and per running sequence per step (ms), and
+    the prefill work factor."""
 
     launch_us: float
     rank_sync_us: float
     prefill_host_ms: float
     sequence_host_ms: float
+    prefill_work_factor: float = PREFILL_WORK_FACTOR
 
 
 def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None = None) -> ServingConfig:
@@ -59,6 +77,22 @@ def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None
     if launch is None:
         return config
     return replace(config, framework=config.framework.model_copy(update={"eager_launch": launch}))
+
+
+def grid_minimum(score: Callable[[float], float], low: float, high: float, coarse: float, fine: float) -> float:
+    """The grid value with the lowest ``score``: every ``coarse`` step from ``low`` to ``high``, then the ``fine`` steps
+    around the best of those (within one coarse step, inside the range). Ties go to the smallest value."""
+    def values(start: float, stop: float, step: float) -> list[float]:
+        return [float(v) for v in np.round(np.arange(start, stop + step / 2, step), 6) if low - 1e-9 <= v <= high + 1e-9]
+
+    scored: dict[float, float] = {}
+    for value in values(low, high, coarse):
+        scored[value] = score(value)
+    best = min(scored, key=lambda v: (scored[v], v))
+    for value in values(best - coarse + fine, best + coarse - fine, fine):
+        if value not in scored:
+            scored[value] = score(value)
+    return min(scored, key=lambda v: (round(scored[v], 12), v))
 
 
 def _launch(catalog: Catalog, launch_us: float, rank_sync_us: float) -> EagerLaunch:
@@ -104,13 +138,17 @@ def fit_launch(rows: list[Measurement], catalog: Catalog) -> tuple[float, float]
     return best[1], best[2]
 
 
-def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: EagerLaunch) -> float:
-    """Median over the one-user rows of (measured median TTFT - predicted prefill pass), at least 0, rounded to 0.5 ms."""
+def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: EagerLaunch, work_factor: float = PREFILL_WORK_FACTOR) -> float:
+    """Median over the one-user rows of (measured median TTFT - predicted prefill pass), at least 0, rounded to 0.5 ms.
+
+    The pass is predicted at the rows' median prompt (their mean without one), the length a median TTFT belongs to.
+    """
     gaps = []
     for m in rows:
         if m.batch == 1:
             config = tgis_row_config(m, catalog, launch)
-            pass_ms = eager_step_s(config, StepShape.prefill_chunk(1, m.input_tokens), pipeline_fill=True) * 1e3
+            prompt = m.input_tokens if m.median_lengths is None else m.median_lengths[0]
+            pass_ms = eager_step_s(config, StepShape.prefill_chunk(1, prompt), pipeline_fill=True, work_factor=work_factor) * 1e3
             gaps.append(m.measured["ttft_ms"] - pass_ms)
     if not gaps:
         raise ValueError("fit_prefill_host_ms needs one-user rows")
@@ -118,40 +156,70 @@ def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: Eager
 
 
 def predict_rows(rows: list[Measurement], catalog: Catalog, fit: TgisHostFit | None = None) -> list[Comparison]:
-    """Median TTFT and ITL of ``rows`` on the TGIS batcher with ``fit``'s host costs (None: the engine defaults)."""
+    """Median TTFT and ITL of ``rows`` on the TGIS batcher with ``fit``'s host time (None: the engine defaults)."""
     launch = None if fit is None else _launch(catalog, fit.launch_us, fit.rank_sync_us)
-    host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms}
+    host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms,
+                                   "prefill_work_factor": fit.prefill_work_factor}
     out = []
     for m in rows:
         config = tgis_row_config(m, catalog, launch)
         if config.unsupported_reason():
             continue
-        metrics = tgis_closed_loop_metrics(replace(config, batch=m.batch), **host)
+        metrics = tgis_closed_loop_metrics(replace(config, batch=m.batch), median_lengths=m.median_lengths, **host)
         if not math.isfinite(metrics["ttft_ms"]):
             continue
         out += [Comparison(m, metric, metrics[metric], m.measured[metric]) for metric in ("ttft_ms", "tpot_ms")]
     return out
 
 
-def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float) -> float:
-    """The per-sequence host time on :data:`SEQUENCE_HOST_MS_GRID` minimizing the mean |log error| of the loaded rows' median ITL."""
+def _loaded(rows: list[Measurement], stage: str) -> list[Measurement]:
     loaded = [m for m in rows if m.batch > 1]
     if not loaded:
-        raise ValueError("fit_sequence_host_ms needs rows with more than one user")
-    best = None
-    for seq_ms in SEQUENCE_HOST_MS_GRID:
-        comps = predict_rows(loaded, catalog, TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, float(seq_ms)))
-        score = _mean_abs_log([(c.predicted, c.measured) for c in comps if c.metric == "tpot_ms"])
-        if best is None or score < best[0] - 1e-12:
-            best = (score, float(seq_ms))
-    return best[1]
+        raise ValueError(f"{stage} needs rows with more than one user")
+    return loaded
+
+
+def _metric_score(comparisons: list[Comparison], metric: str) -> float:
+    return _mean_abs_log([(c.predicted, c.measured) for c in comparisons if c.metric == metric])
+
+
+def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float,
+                         work_factor: float = PREFILL_WORK_FACTOR) -> float:
+    """The per-sequence host time (grid :data:`SEQUENCE_HOST_MS_RANGE`, :data:`SEQUENCE_HOST_MS_STEPS`) minimizing the mean
+    |log error| of the loaded rows' median ITL."""
+    loaded = _loaded(rows, "fit_sequence_host_ms")
+
+    def score(seq_ms: float) -> float:
+        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, work_factor)
+        return _metric_score(predict_rows(loaded, catalog, fit), "tpot_ms")
+
+    return grid_minimum(score, *SEQUENCE_HOST_MS_RANGE, *SEQUENCE_HOST_MS_STEPS)
+
+
+def fit_prefill_work_factor(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float,
+                            sequence_host_ms: float) -> tuple[float, float]:
+    """(prefill work factor, host time per prefill pass ms): the factor (grid :data:`PREFILL_WORK_FACTOR_RANGE`,
+    :data:`PREFILL_WORK_FACTOR_STEPS`) minimizing the mean |log error| of the rows' median TTFT, each value with the
+    prefill host time :func:`fit_prefill_host_ms` gives at it. Needs one-user and loaded rows."""
+    _loaded(rows, "fit_prefill_work_factor")
+    launch = _launch(catalog, launch_us, rank_sync_us)
+
+    def score(factor: float) -> float:
+        prefill_ms = fit_prefill_host_ms(rows, catalog, launch, factor)
+        fit = TgisHostFit(launch_us, rank_sync_us, prefill_ms, sequence_host_ms, factor)
+        return _metric_score(predict_rows(rows, catalog, fit), "ttft_ms")
+
+    factor = grid_minimum(score, *PREFILL_WORK_FACTOR_RANGE, *PREFILL_WORK_FACTOR_STEPS)
+    return factor, fit_prefill_host_ms(rows, catalog, launch, factor)
 
 
 def fit_all(rows: list[Measurement], catalog: Catalog) -> TgisHostFit:
-    """The three stages on ``rows`` (see the module docstring)."""
+    """The four stages on ``rows`` (see the module docstring). Stage 2 plays the levels with the engine's default
+    per-sequence host time; stage 4 then fits it at the fitted factor."""
     launch_us, sync_us = fit_launch(rows, catalog)
-    prefill_ms = fit_prefill_host_ms(rows, catalog, _launch(catalog, launch_us, sync_us))
-    return TgisHostFit(launch_us, sync_us, prefill_ms, fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms))
+    factor, prefill_ms = fit_prefill_work_factor(rows, catalog, launch_us, sync_us, SEQUENCE_HOST_MS)
+    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, factor)
+    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, factor)
 
 
 def held_out(rows: list[Measurement], catalog: Catalog, by: str) -> tuple[list[Comparison], dict[str, TgisHostFit]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -38,6 +39,36 @@ def test_one_user_sees_one_prefill_pass_then_single_sequence_decode_steps(config
     middle = PROMPT + OUTPUT // 2
     decode_ms = step_time(config, StepShape.decode(1, middle)).time_s * 1e3 + 0.5
     assert level.median_itl_ms == pytest.approx(decode_ms, rel=0.01)
+
+
+def test_the_prefill_work_factor_multiplies_only_the_prefill_pass_gpu_work(config):
+    """Launch floor off: TTFT = host overhead + 2.5 x the prefill pass's GPU work + the pass's host cost; the decode
+    gaps are unchanged by the factor (decode steps are not prefill passes)."""
+    plain = tgis.tgis_closed_loop(config, 1, fixed_lengths(), tgis.TgisSettings(256, prefill_overhead_ms=7.0), num_requests=5)
+    scaled = tgis.tgis_closed_loop(config, 1, fixed_lengths(), tgis.TgisSettings(256, prefill_overhead_ms=7.0, prefill_work_factor=2.5),
+                                   num_requests=5)
+    step = step_time(config, StepShape.prefill_chunk(1, PROMPT), pipeline_fill=True)
+    expected_ms = (step.overhead_s + 2.5 * (step.time_s - step.overhead_s)) * 1e3 + 7.0
+    assert scaled.median_ttft_ms == pytest.approx(expected_ms, rel=0.01)
+    assert scaled.median_ttft_ms > plain.median_ttft_ms
+    assert scaled.median_itl_ms == pytest.approx(plain.median_itl_ms, rel=1e-9)
+
+
+def test_llm_pilot_rows_are_played_with_their_own_length_spread(catalog, data_dir):
+    """LLM-Pilot's requests varied (llama-13b on 1 x H100, 8 users: mean prompt 128 tokens, median 86; mean output 20,
+    median 13, llm_pilot_aggregate.csv). The row carries the medians, and its users then fall out of step: the
+    predicted median TTFT differs from the lockstep one of every request at the mean lengths."""
+    from guide_opt.validation.accuracy import tgis_closed_loop_metrics
+    from guide_opt.validation.datasets import measurement_config
+
+    row = next(m for m in load_source("llm-pilot", catalog, data_dir).rows if m.key == "llama-13b 1 x H100 u8")
+    assert (row.input_tokens, row.output_tokens, row.median_lengths) == (128, 20, (86, 13))
+    config = measurement_config(replace(row, framework="tgis"), catalog)
+    spread = tgis_closed_loop_metrics(config, median_lengths=row.median_lengths)
+    lockstep = tgis_closed_loop_metrics(config)
+    assert spread["ttft_ms"] != lockstep["ttft_ms"]
+    result = evaluate([row], catalog, serving="tgis", closed_loop_framework="tgis")
+    assert {c.metric: c.predicted for c in result.comparisons}["ttft_ms"] == pytest.approx(spread["ttft_ms"], rel=1e-12)
 
 
 class _ConstantSteps(tgis._StepTimes):

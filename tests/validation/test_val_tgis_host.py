@@ -91,3 +91,41 @@ def test_one_user_on_a_launch_bound_replica_sees_the_launch_time_per_token(catal
     assert on.median_itl_ms == pytest.approx(overhead_ms + 12.8, rel=1e-6)
     assert off.median_itl_ms == pytest.approx(step_time(config, middle).time_s * 1e3, rel=0.01)
     assert off.median_itl_ms < on.median_itl_ms
+
+
+def _synthetic_rows(catalog, fit: tgis_host.TgisHostFit) -> list[Measurement]:
+    """llama-7b and llama-13b on 1 x A100 at 1, 4 and 16 users, every request 128 + 16 tokens (a multiple of the
+    batcher's 16-token prefill buckets), 'measured' as the TGIS batcher predicts them with ``fit``."""
+    rows = [Measurement("llm-pilot", llm, "a100-40gb", "tgis", "bf16", 1, users, 128, 16, {"ttft_ms": 1.0, "tpot_ms": 1.0},
+                        key=f"{llm} u{users}") for llm in ("llama-7b", "llama-13b") for users in (1, 4, 16)]
+    predicted: dict[str, dict[str, float]] = {}
+    for c in tgis_host.predict_rows(rows, catalog, fit):
+        predicted.setdefault(c.measurement.key, {})[c.metric] = c.predicted
+    return [replace(m, measured=predicted[m.key]) for m in rows]
+
+
+def test_the_prefill_work_fit_recovers_the_factor_and_host_time_that_made_the_rows(catalog):
+    """Rows made with a prefill work factor of 1.6 and 5 ms of host time per prefill pass (launch floor and per-sequence
+    host time as shipped) are fitted back to exactly (1.6, 5.0): 1.6 lies on the fine grid around the coarse 1.5, and
+    at 1.6 the one-user TTFT minus the predicted pass is 5 ms to the 0.5 ms rounding."""
+    shipped = catalog.framework("tgis").eager_launch
+    truth = tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, 5.0, tgis.SEQUENCE_HOST_MS, 1.6)
+    rows = _synthetic_rows(catalog, truth)
+    assert tgis_host.fit_prefill_work_factor(rows, catalog, shipped.launch_us, shipped.rank_sync_us, tgis.SEQUENCE_HOST_MS) == (1.6, 5.0)
+
+
+def test_grid_minimum_searches_coarse_then_fine_and_breaks_ties_low():
+    """|x - 1.62| on 1.0..3.0: coarse 0.25 steps find 1.5 and 1.75 (0.12 and 0.13), the fine 0.05 steps around 1.5 find
+    1.6 (0.02) and 1.65 (0.03): 1.6. A flat score returns the range's low end."""
+    assert tgis_host.grid_minimum(lambda x: abs(x - 1.62), 1.0, 3.0, 0.25, 0.05) == 1.6
+    assert tgis_host.grid_minimum(lambda x: 1.0, 1.0, 3.0, 0.25, 0.05) == 1.0
+
+
+@pytest.mark.slow
+def test_the_shipped_tgis_host_time_is_the_whole_fit_on_llm_pilot(catalog, data_dir):
+    """All four stages on LLM-Pilot's closed-loop rows (about 75 s) give the shipped launch floor, prefill work factor and
+    host times: the defaults reproduce from the data."""
+    rows = [m for m in load_source("llm-pilot", catalog, data_dir).rows if m.closed_loop]
+    shipped = catalog.framework("tgis").eager_launch
+    assert tgis_host.fit_all(rows, catalog) == tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, tgis.PREFILL_HOST_MS,
+                                                                     tgis.SEQUENCE_HOST_MS, tgis.PREFILL_WORK_FACTOR)
