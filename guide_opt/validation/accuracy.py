@@ -74,8 +74,7 @@ def steady_closed_loop_metrics(config: ServingConfig, statistic: str = "mean") -
 
 
 def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int, int] | None = None,
-                             prefill_host_ms: float | None = None, sequence_host_ms: float | None = None,
-                             prefill_work_factor: float | None = None) -> dict[str, float]:
+                             prefill_host_ms: float | None = None, sequence_host_ms: float | None = None) -> dict[str, float]:
     """Median TTFT and median ITL (ms) of ``config.batch`` users on TGIS (:mod:`guide_opt.validation.tgis`).
 
     Request lengths: with ``median_lengths`` (median input, median output tokens), each side is
@@ -86,7 +85,7 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int
     batch holds every user they move in lockstep -- all finish in the same step and are
     prefilled together -- and the add-on rule does not run. The batch limit is the engine's
     max-num-seqs with flash attention, fmperf's 12 for padded (non-flash) LLMs; TGIS's host costs
-    per prefill pass and per running sequence and its prefill work factor are the engine defaults
+    per prefill pass and per running sequence are the engine defaults
     (:func:`~guide_opt.validation.tgis.default_settings`) unless given. Throughput and batch
     latency follow from the medians.
     """
@@ -96,7 +95,7 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int
 
     users = config.batch
     settings = default_settings(config.framework.max_num_seqs if config.flash_attention else PADDED_MAX_BATCH, padded=not config.flash_attention,
-                                prefill_host_ms=prefill_host_ms, sequence_host_ms=sequence_host_ms, prefill_work_factor=prefill_work_factor)
+                                prefill_host_ms=prefill_host_ms, sequence_host_ms=sequence_host_ms)
     if median_lengths is None:
         lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
     else:

@@ -38,10 +38,11 @@ and deterministic. TGIS's host time:
   and a cost per GiB of KV cache (``kv_ms_per_gib``: at equal load LLM-Pilot's ITL grows with the
   size of the KV cache, llama-13b's 0.8 MB per token far more than starcoder's multi-query
   20 kB, beyond the single read of the cache that the step model prices).
-- **Prefill work** (``prefill_work_factor``): a prefill pass's GPU work is this many times the
-  step model's (:data:`PREFILL_WORK_FACTOR`).
 
-:func:`default_settings` gives the engine defaults, fitted on LLM-Pilot (:mod:`guide_opt.validation.tgis_host`).
+:func:`default_settings` gives the engine defaults, fitted on LLM-Pilot (:mod:`guide_opt.validation.tgis_host`),
+as is the ``tgis`` profile's compute efficiency (``tgis.yaml``): TGIS's eager kernels reach under half the
+compute throughput of the GPU's measured kernel curves, which sets what its add-on prefill passes cost and so
+how long a returning request waits under load.
 
 Not modelled: TGIS's batch-weight memory limits (the KV cache is checked by guide-opt's memory
 model instead), the "batch about to complete" exception of the add-on rule, client-side and
@@ -87,8 +88,8 @@ def launch_floor_s(config: ServingConfig) -> float:
     return config.layers_per_stage * (launch.kernels_per_layer * launch.launch_us + sync_us) * 1e-6
 
 
-def eager_step_s(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False, work_factor: float = 1.0) -> float:
-    """Seconds of one engine step of ``shape`` on an eager engine: host overhead + max(work_factor x GPU work, launch floor).
+def eager_step_s(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool = False) -> float:
+    """Seconds of one engine step of ``shape`` on an eager engine: host overhead + max(GPU work, launch floor).
 
     The GPU work (kernels and all-reduces of :func:`~guide_opt.perf.step.step_time`) overlaps
     the host's launches of it: the host runs ahead of a busy GPU, a fast GPU waits for the
@@ -96,7 +97,7 @@ def eager_step_s(config: ServingConfig, shape: StepShape, *, pipeline_fill: bool
     (fixed per step, per sequence, multi-GPU hand-off) happens between forward passes and adds.
     """
     step = step_time(config, shape, pipeline_fill=pipeline_fill)
-    return step.overhead_s + max(work_factor * (step.time_s - step.overhead_s), launch_floor_s(config))
+    return step.overhead_s + max(step.time_s - step.overhead_s, launch_floor_s(config))
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,7 @@ class TgisSettings:
     at the longest context). addon_overhead_ms: host time added to a prefill pass that joins a
     running batch (an add-on; TGIS then merges the new batch into the running one).
     launch_floor: passes take max(GPU work, the profile's launch time) (:func:`eager_step_s`);
-    off, they take the step model's time. prefill_work_factor: multiplier on the GPU work of a
-    prefill pass (:data:`PREFILL_WORK_FACTOR`). :func:`default_settings` turns it on; the recommendation
+    off, they take the step model's time. :func:`default_settings` turns it on; the recommendation
     predictors of :mod:`~guide_opt.validation.pilot_predictors` leave it off (their fitted step
     overheads and host costs stand in for it).
     """
@@ -126,7 +126,6 @@ class TgisSettings:
     kv_ms_per_gib: float = 0.0
     addon_overhead_ms: float = 0.0
     launch_floor: bool = False
-    prefill_work_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,31 +154,23 @@ class TgisLevel:
 NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 
 #: TGIS's host time per prefill pass (ms) with default factors: building the pass's batch in the Python shard
-#: before its first kernel. Fitted on LLM-Pilot's one-user levels at :data:`PREFILL_WORK_FACTOR`
+#: before its first kernel. Fitted on LLM-Pilot's one-user levels at the profile's compute efficiency
 #: (:func:`guide_opt.validation.tgis_host.fit_all`;
 #: held-out scores in benchmarks/RESULTS.md 1.2.1).
-PREFILL_HOST_MS = 7.0
+PREFILL_HOST_MS = 10.0
 #: TGIS's host time per running sequence per decode step (ms) with default factors: the Python loop over the
 #: batch's requests after every step (next-token choice, stopping checks, detokenization). Fitted on LLM-Pilot's
 #: loaded levels (:func:`guide_opt.validation.tgis_host.fit_all`).
-SEQUENCE_HOST_MS = 0.7
-#: How many times the measured kernels' GPU work a TGIS prefill pass takes with default factors. Played with their
-#: own length spread, LLM-Pilot's loaded levels wait for their prefill passes about twice as long as the kernel curves
-#: give, on A10, A100, H100 and T4 alike (so it scales with the GPU: not a host cost), while the decode steps match
-#: the curves. Fitted on every level's median TTFT (:func:`guide_opt.validation.tgis_host.fit_all`; held-out scores
-#: in benchmarks/RESULTS.md 1.2.1). Which part of TGIS's eager prefill costs it is not identified.
-PREFILL_WORK_FACTOR = 2.15
+SEQUENCE_HOST_MS = 0.55
 
 
 def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_ms: float | None = None,
-                     sequence_host_ms: float | None = None, prefill_work_factor: float | None = None) -> TgisSettings:
+                     sequence_host_ms: float | None = None) -> TgisSettings:
     """TGIS's batching with the engine's default host time: the launch floor on, host costs per prefill pass and per
-    running sequence and the prefill work factor (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`,
-    :data:`PREFILL_WORK_FACTOR`)."""
+    running sequence (None: :data:`PREFILL_HOST_MS`, :data:`SEQUENCE_HOST_MS`)."""
     return TgisSettings(max_batch_size, padded=padded, launch_floor=True,
                         per_sequence_overhead_ms=SEQUENCE_HOST_MS if sequence_host_ms is None else sequence_host_ms,
-                        prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms,
-                        prefill_work_factor=PREFILL_WORK_FACTOR if prefill_work_factor is None else prefill_work_factor)
+                        prefill_overhead_ms=PREFILL_HOST_MS if prefill_host_ms is None else prefill_host_ms)
 
 
 
@@ -191,13 +182,11 @@ class _StepTimes:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
 
-    def pass_s(self, shape: StepShape, *, pipeline_fill: bool, work_factor: float = 1.0) -> float:
-        """One forward pass of ``shape``, its GPU work ``work_factor`` times the step model's: under the launch floor when
-        the settings ask for it."""
+    def pass_s(self, shape: StepShape, *, pipeline_fill: bool) -> float:
+        """One forward pass of ``shape``: under the launch floor when the settings ask for it."""
         if self.settings.launch_floor:
-            return eager_step_s(self.config, shape, pipeline_fill=pipeline_fill, work_factor=work_factor)
-        step = step_time(self.config, shape, pipeline_fill=pipeline_fill)
-        return step.overhead_s + work_factor * (step.time_s - step.overhead_s)
+            return eager_step_s(self.config, shape, pipeline_fill=pipeline_fill)
+        return step_time(self.config, shape, pipeline_fill=pipeline_fill).time_s
 
     def held_tokens(self, contexts: list[int]) -> int:
         """Context tokens a decode step of ``contexts`` holds and attends over (padded: each at the longest)."""
@@ -228,8 +217,7 @@ class _StepTimes:
         key = (k, round(tokens / 16), round(attended / (16 * CONTEXT_BUCKET_TOKENS)))
         found = self._prefill.get(key)
         if found is None:
-            found = self.pass_s(StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0), pipeline_fill=True,
-                                work_factor=self.settings.prefill_work_factor)
+            found = self.pass_s(StepShape(max(1, key[1] * 16), k, key[2] * 16.0 * CONTEXT_BUCKET_TOKENS, 0.0), pipeline_fill=True)
             found += self.settings.prefill_overhead_ms * 1e-3
             self._prefill[key] = found
         return found

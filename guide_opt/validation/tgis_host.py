@@ -7,14 +7,15 @@ work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
    takes ``max(GPU work, layers x (kernels x launch_us + [TP > 1] x 2 x rank_sync_us))``.
    Fitted by :func:`fit_launch` on the one-user median ITL (a single running sequence: the
    decode step alone), where a fast GPU at TP > 1 stops getting faster.
-2. **Prefill work factor** (:data:`~guide_opt.validation.tgis.PREFILL_WORK_FACTOR`): how many
-   times the measured kernels' GPU work a prefill pass takes. It sets what a prefill pass costs
-   beyond its host time, and so how long the loaded levels' returning requests wait: the value
-   on a grid that minimizes the mean |log error| of every level's median TTFT, each level
-   played by the TGIS batcher with the rows' own length spread, and at each grid value the
-   host time per prefill pass re-fitted (stage 3) on the one-user levels
-   (:func:`fit_prefill_work_factor`). Decode steps are not prefill passes: stage 1 does not
-   depend on it.
+2. **Compute efficiency** (``efficiency.compute_efficiency`` of ``tgis.yaml``): the multiplier
+   on the GPU's measured GEMM and attention compute curves. It sets what an add-on prefill pass
+   of many prompts costs, and so how long the loaded levels' returning requests wait, and what
+   a large decode batch costs: the value on a grid that minimizes the mean |log error| of every
+   level's median TTFT plus that of its median ITL, each level played by the TGIS batcher with
+   the rows' own length spread, and at each grid value the host time per prefill pass re-fitted
+   (stage 3) on the one-user levels (:func:`fit_compute_efficiency`). One-user decode steps
+   stream the weights under the launch floor, so stage 1, fitted at the profile's efficiency,
+   hardly depends on it.
 3. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
    one-user median TTFT minus the predicted prefill pass, their median (:func:`fit_prefill_host_ms`).
 4. **Host time per running sequence per decode step**
@@ -45,7 +46,7 @@ from guide_opt.perf import ServingConfig
 from guide_opt.perf.step import StepShape, step_time
 from guide_opt.validation.accuracy import Comparison, measurement_config, tgis_closed_loop_metrics
 from guide_opt.validation.datasets import Measurement
-from guide_opt.validation.tgis import PREFILL_WORK_FACTOR, SEQUENCE_HOST_MS, eager_step_s
+from guide_opt.validation.tgis import SEQUENCE_HOST_MS, eager_step_s
 
 TGIS_FRAMEWORK = "tgis"
 #: Grids of the launch fit (us): per-kernel launch time and per-all-reduce rank synchronisation.
@@ -54,26 +55,31 @@ RANK_SYNC_US_GRID = tuple(np.round(np.arange(0.0, 80.001, 2.5), 2))
 #: Per-sequence fit (ms per running sequence per decode step): range and the coarse and fine steps of its search.
 SEQUENCE_HOST_MS_RANGE = (0.0, 1.5)
 SEQUENCE_HOST_MS_STEPS = (0.1, 0.05)
-#: Prefill-work-factor fit: range and the coarse and fine steps of its search.
-PREFILL_WORK_FACTOR_RANGE = (1.0, 3.0)
-PREFILL_WORK_FACTOR_STEPS = (0.25, 0.05)
+#: Compute-efficiency fit: range and the coarse and fine steps of its search.
+COMPUTE_EFFICIENCY_RANGE = (0.2, 1.0)
+COMPUTE_EFFICIENCY_STEPS = (0.1, 0.05)
 
 
 @dataclass(frozen=True)
 class TgisHostFit:
-    """Fitted TGIS host time: launch floor (us), host time per prefill pass and per running sequence per step (ms), and
-    the prefill work factor."""
+    """Fitted TGIS host time -- launch floor (us), host time per prefill pass and per running sequence per step (ms) --
+    and compute efficiency (None: the profile's)."""
 
     launch_us: float
     rank_sync_us: float
     prefill_host_ms: float
     sequence_host_ms: float
-    prefill_work_factor: float = PREFILL_WORK_FACTOR
+    compute_efficiency: float | None = None
 
 
-def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None = None) -> ServingConfig:
-    """The ``tgis`` configuration of LLM-Pilot row ``m`` (default factors), with ``launch`` replacing the profile's launch floor."""
-    config = measurement_config(replace(m, framework=TGIS_FRAMEWORK), catalog, None)
+def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None = None,
+                    compute_efficiency: float | None = None) -> ServingConfig:
+    """The ``tgis`` configuration of LLM-Pilot row ``m`` (default factors), with ``launch`` replacing the profile's launch
+    floor and ``compute_efficiency`` its compute efficiency (None: the profile's)."""
+    efficiency = None
+    if compute_efficiency is not None:
+        efficiency = catalog.framework(TGIS_FRAMEWORK).efficiency.model_copy(update={"compute_efficiency": compute_efficiency})
+    config = measurement_config(replace(m, framework=TGIS_FRAMEWORK), catalog, efficiency)
     if launch is None:
         return config
     return replace(config, framework=config.framework.model_copy(update={"eager_launch": launch}))
@@ -138,7 +144,7 @@ def fit_launch(rows: list[Measurement], catalog: Catalog) -> tuple[float, float]
     return best[1], best[2]
 
 
-def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: EagerLaunch, work_factor: float = PREFILL_WORK_FACTOR) -> float:
+def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: EagerLaunch, compute_efficiency: float | None = None) -> float:
     """Median over the one-user rows of (measured median TTFT - predicted prefill pass), at least 0, rounded to 0.5 ms.
 
     The pass is predicted at the rows' median prompt (their mean without one), the length a median TTFT belongs to.
@@ -146,9 +152,9 @@ def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: Eager
     gaps = []
     for m in rows:
         if m.batch == 1:
-            config = tgis_row_config(m, catalog, launch)
+            config = tgis_row_config(m, catalog, launch, compute_efficiency)
             prompt = m.input_tokens if m.median_lengths is None else m.median_lengths[0]
-            pass_ms = eager_step_s(config, StepShape.prefill_chunk(1, prompt), pipeline_fill=True, work_factor=work_factor) * 1e3
+            pass_ms = eager_step_s(config, StepShape.prefill_chunk(1, prompt), pipeline_fill=True) * 1e3
             gaps.append(m.measured["ttft_ms"] - pass_ms)
     if not gaps:
         raise ValueError("fit_prefill_host_ms needs one-user rows")
@@ -156,13 +162,12 @@ def fit_prefill_host_ms(rows: list[Measurement], catalog: Catalog, launch: Eager
 
 
 def predict_rows(rows: list[Measurement], catalog: Catalog, fit: TgisHostFit | None = None) -> list[Comparison]:
-    """Median TTFT and ITL of ``rows`` on the TGIS batcher with ``fit``'s host time (None: the engine defaults)."""
+    """Median TTFT and ITL of ``rows`` on the TGIS batcher with ``fit``'s host time and compute efficiency (None: the engine defaults)."""
     launch = None if fit is None else _launch(catalog, fit.launch_us, fit.rank_sync_us)
-    host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms,
-                                   "prefill_work_factor": fit.prefill_work_factor}
+    host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms}
     out = []
     for m in rows:
-        config = tgis_row_config(m, catalog, launch)
+        config = tgis_row_config(m, catalog, launch, None if fit is None else fit.compute_efficiency)
         if config.unsupported_reason():
             continue
         metrics = tgis_closed_loop_metrics(replace(config, batch=m.batch), median_lengths=m.median_lengths, **host)
@@ -184,42 +189,42 @@ def _metric_score(comparisons: list[Comparison], metric: str) -> float:
 
 
 def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float,
-                         work_factor: float = PREFILL_WORK_FACTOR) -> float:
+                         compute_efficiency: float | None = None) -> float:
     """The per-sequence host time (grid :data:`SEQUENCE_HOST_MS_RANGE`, :data:`SEQUENCE_HOST_MS_STEPS`) minimizing the mean
     |log error| of the loaded rows' median ITL."""
     loaded = _loaded(rows, "fit_sequence_host_ms")
 
     def score(seq_ms: float) -> float:
-        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, work_factor)
+        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, compute_efficiency)
         return _metric_score(predict_rows(loaded, catalog, fit), "tpot_ms")
 
     return grid_minimum(score, *SEQUENCE_HOST_MS_RANGE, *SEQUENCE_HOST_MS_STEPS)
 
 
-def fit_prefill_work_factor(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float,
-                            sequence_host_ms: float) -> tuple[float, float]:
-    """(prefill work factor, host time per prefill pass ms): the factor (grid :data:`PREFILL_WORK_FACTOR_RANGE`,
-    :data:`PREFILL_WORK_FACTOR_STEPS`) minimizing the mean |log error| of the rows' median TTFT, each value with the
-    prefill host time :func:`fit_prefill_host_ms` gives at it. Needs one-user and loaded rows."""
-    _loaded(rows, "fit_prefill_work_factor")
+def fit_compute_efficiency(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float,
+                           sequence_host_ms: float) -> tuple[float, float]:
+    """(compute efficiency, host time per prefill pass ms): the efficiency (grid :data:`COMPUTE_EFFICIENCY_RANGE`,
+    :data:`COMPUTE_EFFICIENCY_STEPS`) minimizing the mean |log error| of the rows' median TTFT plus that of their median
+    ITL, each value with the prefill host time :func:`fit_prefill_host_ms` gives at it. Needs one-user and loaded rows."""
+    _loaded(rows, "fit_compute_efficiency")
     launch = _launch(catalog, launch_us, rank_sync_us)
 
-    def score(factor: float) -> float:
-        prefill_ms = fit_prefill_host_ms(rows, catalog, launch, factor)
-        fit = TgisHostFit(launch_us, rank_sync_us, prefill_ms, sequence_host_ms, factor)
-        return _metric_score(predict_rows(rows, catalog, fit), "ttft_ms")
+    def score(efficiency: float) -> float:
+        prefill_ms = fit_prefill_host_ms(rows, catalog, launch, efficiency)
+        comparisons = predict_rows(rows, catalog, TgisHostFit(launch_us, rank_sync_us, prefill_ms, sequence_host_ms, efficiency))
+        return _metric_score(comparisons, "ttft_ms") + _metric_score(comparisons, "tpot_ms")
 
-    factor = grid_minimum(score, *PREFILL_WORK_FACTOR_RANGE, *PREFILL_WORK_FACTOR_STEPS)
-    return factor, fit_prefill_host_ms(rows, catalog, launch, factor)
+    efficiency = grid_minimum(score, *COMPUTE_EFFICIENCY_RANGE, *COMPUTE_EFFICIENCY_STEPS)
+    return efficiency, fit_prefill_host_ms(rows, catalog, launch, efficiency)
 
 
 def fit_all(rows: list[Measurement], catalog: Catalog) -> TgisHostFit:
     """The four stages on ``rows`` (see the module docstring). Stage 2 plays the levels with the engine's default
-    per-sequence host time; stage 4 then fits it at the fitted factor."""
+    per-sequence host time; stage 4 then fits it at the fitted efficiency."""
     launch_us, sync_us = fit_launch(rows, catalog)
-    factor, prefill_ms = fit_prefill_work_factor(rows, catalog, launch_us, sync_us, SEQUENCE_HOST_MS)
-    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, factor)
-    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, factor)
+    efficiency, prefill_ms = fit_compute_efficiency(rows, catalog, launch_us, sync_us, SEQUENCE_HOST_MS)
+    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, efficiency)
+    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, efficiency)
 
 
 def held_out(rows: list[Measurement], catalog: Catalog, by: str) -> tuple[list[Comparison], dict[str, TgisHostFit]]:

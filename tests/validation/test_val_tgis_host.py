@@ -104,14 +104,14 @@ def _synthetic_rows(catalog, fit: tgis_host.TgisHostFit) -> list[Measurement]:
     return [replace(m, measured=predicted[m.key]) for m in rows]
 
 
-def test_the_prefill_work_fit_recovers_the_factor_and_host_time_that_made_the_rows(catalog):
-    """Rows made with a prefill work factor of 1.6 and 5 ms of host time per prefill pass (launch floor and per-sequence
-    host time as shipped) are fitted back to exactly (1.6, 5.0): 1.6 lies on the fine grid around the coarse 1.5, and
-    at 1.6 the one-user TTFT minus the predicted pass is 5 ms to the 0.5 ms rounding."""
+def test_the_compute_efficiency_fit_recovers_the_efficiency_and_host_time_that_made_the_rows(catalog):
+    """Rows made with a compute efficiency of 0.55 and 5 ms of host time per prefill pass (launch floor and per-sequence
+    host time as shipped) are fitted back to exactly (0.55, 5.0): 0.55 lies on the fine grid next to the coarse 0.5 or
+    0.6, and at 0.55 the one-user TTFT minus the predicted pass is 5 ms to the 0.5 ms rounding."""
     shipped = catalog.framework("tgis").eager_launch
-    truth = tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, 5.0, tgis.SEQUENCE_HOST_MS, 1.6)
+    truth = tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, 5.0, tgis.SEQUENCE_HOST_MS, 0.55)
     rows = _synthetic_rows(catalog, truth)
-    assert tgis_host.fit_prefill_work_factor(rows, catalog, shipped.launch_us, shipped.rank_sync_us, tgis.SEQUENCE_HOST_MS) == (1.6, 5.0)
+    assert tgis_host.fit_compute_efficiency(rows, catalog, shipped.launch_us, shipped.rank_sync_us, tgis.SEQUENCE_HOST_MS) == (0.55, 5.0)
 
 
 def test_grid_minimum_searches_coarse_then_fine_and_breaks_ties_low():
@@ -123,9 +123,9 @@ def test_grid_minimum_searches_coarse_then_fine_and_breaks_ties_low():
 
 @pytest.mark.slow
 def test_the_shipped_tgis_host_time_is_the_whole_fit_on_llm_pilot(catalog, data_dir):
-    """All four stages on LLM-Pilot's closed-loop rows (about 75 s) give the shipped launch floor, prefill work factor and
+    """All four stages on LLM-Pilot's closed-loop rows (about 80 s) give the shipped launch floor, compute efficiency and
     host times: the defaults reproduce from the data."""
     rows = [m for m in load_source("llm-pilot", catalog, data_dir).rows if m.closed_loop]
     shipped = catalog.framework("tgis").eager_launch
     assert tgis_host.fit_all(rows, catalog) == tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, tgis.PREFILL_HOST_MS,
-                                                                     tgis.SEQUENCE_HOST_MS, tgis.PREFILL_WORK_FACTOR)
+                                                                     tgis.SEQUENCE_HOST_MS, catalog.framework("tgis").efficiency.compute_efficiency)
