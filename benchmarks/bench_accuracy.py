@@ -98,7 +98,8 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
     """Held-out scores of TGIS's fitted host costs (section 1.2.1's second table) and, per (GPU, metric), the rows of each column."""
     from guide_opt.validation import tgis_host
 
-    shipped = catalog.framework("tgis").eager_launch
+    profile = catalog.framework("tgis")
+    shipped = profile.eager_launch
     in_sample = tgis_host.predict_rows(rows, catalog)
     columns = {
         "before": summarize(tgis_host.predict_rows(rows, catalog, tgis_host.TgisHostFit(0.0, 0.0, 0.0, 0.0, 1.0))),
@@ -113,14 +114,20 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
     for gpu, metric in sorted({(r.gpu, r.metric) for r in columns["in-sample"]}):
         table.append([gpu, METRIC_LABELS[metric]] + [f"{cells[(n, gpu, metric)].mape:.1f} / {cells[(n, gpu, metric)].bias:+.1f}"
                                                      if (n, gpu, metric) in cells else "-" for n in columns] + [str(cells[("in-sample", gpu, metric)].count)])
-    fit_table = [[f"{by} {group} left out", f"{f.launch_us:.1f}", f"{f.rank_sync_us:.1f}", f"{f.compute_efficiency:.2f}",
+    def efficiencies(shared: float, by_architecture) -> str:
+        return f"{shared:.2f} ({', '.join(f'{a} {e:.2f}' for a, e in by_architecture)})"
+
+    fit_table = [[f"{by} {group} left out", f"{f.launch_us:.1f}", f"{f.rank_sync_us:.1f}",
+                  efficiencies(f.compute_efficiency, f.compute_efficiency_by_architecture),
                   f"{f.prefill_host_ms:.1f}", f"{f.sequence_host_ms:.2f}"]
                  for by, groups in fits.items() for group, f in groups.items()]
     from guide_opt.validation.tgis import PREFILL_HOST_MS, SEQUENCE_HOST_MS
 
     fit_table.insert(0, ["shipped (tgis.yaml eager_launch and compute_efficiency; tgis.py PREFILL_HOST_MS, SEQUENCE_HOST_MS)",
                          f"{shipped.launch_us:.1f}", f"{shipped.rank_sync_us:.1f}",
-                         f"{catalog.framework('tgis').efficiency.compute_efficiency:.2f}", f"{PREFILL_HOST_MS:.1f}",
+                         efficiencies(profile.efficiency.compute_efficiency,
+                                      sorted((a, e.compute_efficiency) for a, e in profile.efficiency_by_architecture.items())),
+                         f"{PREFILL_HOST_MS:.1f}",
                          f"{SEQUENCE_HOST_MS:.2f}"])
     lines = [
         "TGIS's host time, fitted and held out (`guide_opt/validation/tgis_host.py`; command: `python benchmarks/bench_accuracy.py",
@@ -133,14 +140,15 @@ def _tgis_host_held_out(rows, catalog) -> tuple[list[str], dict]:
         "of step and TGIS's add-on rule sets their wait. Fitted in stages on LLM-Pilot's rows only: launch and sync on the",
         "one-user median ITL (grid, mean |log error|); the compute efficiency on every level's median TTFT and median ITL",
         "(sum of the two mean |log errors|; grid 0.2-1, coarse 0.1 then fine 0.05), with at each value the prefill host",
-        "time re-fitted as the median one-user (TTFT - predicted prefill pass at the median prompt); the per-sequence time",
+        "time re-fitted as the median one-user (TTFT - predicted prefill pass at the median prompt); then each GPU",
+        "architecture's own efficiency, fitted the same way on its rows alone; the per-sequence time",
         "on the loaded levels' median ITL (grid 0-1.5 ms). `before` = the batcher without any of them (compute efficiency",
         "1, no host time), `in-sample` = the shipped values (the",
         "`tgis` column above), then each LLM (GPU) predicted with every stage fitted on the others. MAPE / bias %:",
         "",
         md_table(["gpu", "metric"] + list(columns) + ["n"], table),
         "",
-        md_table(["fit", "launch us / kernel", "sync us / all-reduce", "compute efficiency", "prefill host ms / pass",
+        md_table(["fit", "launch us / kernel", "sync us / all-reduce", "compute efficiency (by architecture)", "prefill host ms / pass",
                   "host ms / sequence / step"], fit_table),
         "",
         "Bias % of the shipped defaults (in-sample) by GPU, TP degree and users, TTFT / ITL (n rows in brackets):",

@@ -95,6 +95,9 @@ class FrameworkProfile(BaseModel):
     ``eager_launch``: the host launch floor of an engine without CUDA graphs (:class:`EagerLaunch`;
     needs a ``sources`` entry). Only the TGIS batcher (:mod:`guide_opt.validation.tgis`) applies
     it; the step model and the simulator leave it out.
+    ``efficiency_by_architecture``: default factors that replace ``efficiency`` on the GPUs of an
+    architecture, for an engine whose kernels fall short of one architecture's measured curves
+    by more than of another's (:meth:`efficiency_on`; needs a ``sources`` entry).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -112,9 +115,14 @@ class FrameworkProfile(BaseModel):
     fp8_kv_cache_on_ampere: bool = False
     memory_fraction_of: Literal["device", "weights_and_kv", "free_after_weights"] = "device"
     efficiency: EfficiencyFactors
+    efficiency_by_architecture: dict[str, EfficiencyFactors] = {}
     architectures: tuple[str, ...] = Field(min_length=1)
     quantizations: dict[str, tuple[str, ...]] = Field(min_length=1)
     sources: dict[str, str]
+
+    def efficiency_on(self, architecture: str) -> EfficiencyFactors:
+        """The default efficiency factors on a GPU of ``architecture``."""
+        return self.efficiency_by_architecture.get(architecture, self.efficiency)
 
     def unsupported_reason(self, gpu_id: str, architecture: str, quantization_id: str) -> str | None:
         """Why this engine cannot serve ``quantization_id`` on a GPU of ``architecture`` (None when it can)."""
@@ -132,6 +140,9 @@ class FrameworkProfile(BaseModel):
         stray = sorted({a for archs in self.quantizations.values() for a in archs} - set(self.architectures))
         if stray:
             raise ValueError(f"quantizations names architectures {', '.join(stray)} missing from architectures")
+        stray = sorted(set(self.efficiency_by_architecture) - set(self.architectures))
+        if stray:
+            raise ValueError(f"efficiency_by_architecture names architectures {', '.join(stray)} missing from architectures")
         needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency",
                   "architectures", "quantizations"}
         if self.fp8_kv_cache_on_ampere:
@@ -140,6 +151,8 @@ class FrameworkProfile(BaseModel):
             needed.add("memory_fraction_of")
         if self.eager_launch is not None:
             needed.add("eager_launch")
+        if self.efficiency_by_architecture:
+            needed.add("efficiency_by_architecture")
         missing = sorted(needed - set(self.sources))
         if missing:
             raise ValueError(f"sources is missing {', '.join(missing)}; cite the engine documentation or say 'default chosen by guide-opt'")

@@ -248,3 +248,29 @@ def test_invalid_yaml_named_with_line(small_db):
 def test_quantizations_must_be_a_list(small_db):
     (small_db / "quantizations.yaml").write_text("bf16: {}\n")
     assert "quantizations.yaml" in _load_error(small_db)
+
+
+def _slow_ampere(d: dict, architecture: str) -> None:
+    """Give the vLLM profile half the compute efficiency on ``architecture``, with its source."""
+    d["efficiency_by_architecture"] = {architecture: {**d["efficiency"], "compute_efficiency": 0.5}}
+    d["sources"]["efficiency_by_architecture"] = "test"
+
+
+def test_an_engine_may_set_its_efficiency_per_architecture(small_db):
+    """vLLM with compute efficiency 0.5 on Ampere: the A100 (Ampere) plans with 0.5, and the profile's own factors
+    stand for every other architecture."""
+    from guide_opt.perf import ServingConfig
+
+    _edit(small_db / "frameworks/vllm.yaml", lambda d: _slow_ampere(d, "ampere"))
+    cat = load_catalog_from(small_db)
+    vllm = cat.framework("vllm")
+    config = ServingConfig(llm=cat.llms["llama-2-7b"], gpu=cat.gpus["a100-80gb-sxm"], framework=vllm, quantization=cat.quantization("bf16"),
+                           tp=1, batch=1, input_tokens=128, output_tokens=16)
+    assert config.factors.compute_efficiency == 0.5
+    assert vllm.efficiency_on("hopper") == vllm.efficiency
+
+
+def test_efficiency_for_an_architecture_the_engine_does_not_run_on_is_refused(small_db):
+    _edit(small_db / "frameworks/vllm.yaml", lambda d: _slow_ampere(d, "pascal"))
+    message = _load_error(small_db)
+    assert "vllm.yaml" in message and "efficiency_by_architecture" in message and "pascal" in message

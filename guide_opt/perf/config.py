@@ -62,8 +62,8 @@ class ServingConfig:
     # ---- resolved engine settings -----------------------------------------------------------
     @property
     def factors(self) -> EfficiencyFactors:
-        """Efficiency factors in force: the override, else the framework's defaults."""
-        return self.efficiency or self.framework.efficiency
+        """Efficiency factors in force: the override, else the framework's defaults on this GPU's architecture."""
+        return self.efficiency or self.framework.efficiency_on(self.gpu.architecture)
 
     @property
     def step_token_budget(self) -> int:

@@ -331,7 +331,7 @@ def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None =
         raise ValueError("no rows to fit")
     from scipy.optimize import least_squares
 
-    default = default or prepared[0].config.framework.efficiency
+    default = default or prepared[0].config.factors
     lo = np.array([EFFICIENCY_BOUNDS[0]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[0], COLLECTIVE_LATENCY_BOUNDS[0]])
     hi = np.array([EFFICIENCY_BOUNDS[1]] * 3 + [STEP_OVERHEAD_BOUNDS_MS[1], COLLECTIVE_LATENCY_BOUNDS[1]])
     centre = np.clip(_vector(default), lo, hi)

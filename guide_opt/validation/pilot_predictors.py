@@ -394,7 +394,8 @@ class TgisTable:
         config = ServingConfig(llm=self.catalog.llms[self.llm_ids[model]], gpu=self.catalog.gpus[gpu_id], framework=framework,
                                quantization=self.catalog.quantization("bf16"), tp=count, batch=1,
                                input_tokens=round(self.lengths.mean_input_tokens), output_tokens=round(self.lengths.mean_output_tokens),
-                               flash_attention=self.flash.get(model, True), efficiency=framework.efficiency.model_copy(update=update))
+                               flash_attention=self.flash.get(model, True),
+                               efficiency=framework.efficiency_on(self.catalog.gpus[gpu_id].architecture).model_copy(update=update))
         return None if config.unsupported_reason() else config
 
     def settings(self, model: str, fit: TgisFit | None) -> TgisSettings:

@@ -161,7 +161,7 @@ PREFILL_HOST_MS = 10.0
 #: TGIS's host time per running sequence per decode step (ms) with default factors: the Python loop over the
 #: batch's requests after every step (next-token choice, stopping checks, detokenization). Fitted on LLM-Pilot's
 #: loaded levels (:func:`guide_opt.validation.tgis_host.fit_all`).
-SEQUENCE_HOST_MS = 0.55
+SEQUENCE_HOST_MS = 0.5
 
 
 def default_settings(max_batch_size: int, padded: bool = False, *, prefill_host_ms: float | None = None,

@@ -7,15 +7,17 @@ work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
    takes ``max(GPU work, layers x (kernels x launch_us + [TP > 1] x 2 x rank_sync_us))``.
    Fitted by :func:`fit_launch` on the one-user median ITL (a single running sequence: the
    decode step alone), where a fast GPU at TP > 1 stops getting faster.
-2. **Compute efficiency** (``efficiency.compute_efficiency`` of ``tgis.yaml``): the multiplier
+2. **Compute efficiency** (``efficiency.compute_efficiency`` of ``tgis.yaml``, the value for
+   architectures without their own): the multiplier
    on the GPU's measured GEMM and attention compute curves. It sets what an add-on prefill pass
    of many prompts costs, and so how long the loaded levels' returning requests wait, and what
    a large decode batch costs: the value on a grid that minimizes the mean |log error| of every
    level's median TTFT plus that of its median ITL, each level played by the TGIS batcher with
    the rows' own length spread, and at each grid value the host time per prefill pass re-fitted
-   (stage 3) on the one-user levels (:func:`fit_compute_efficiency`). One-user decode steps
-   stream the weights under the launch floor, so stage 1, fitted at the profile's efficiency,
-   hardly depends on it.
+   (stage 3) on the one-user levels (:func:`fit_compute_efficiency`). Then each GPU architecture of the rows gets its own value, fitted the
+   same way on its rows alone with the host times so far (``efficiency_by_architecture`` of
+   ``tgis.yaml``; :func:`fit_efficiency_by_architecture`): TGIS's kernels fall much further
+   short of the H100's measured curves than of the Ampere GPUs'.
 3. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
    one-user median TTFT minus the predicted prefill pass, their median (:func:`fit_prefill_host_ms`).
 4. **Host time per running sequence per decode step**
@@ -24,7 +26,12 @@ work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
    played by the TGIS batcher (:func:`fit_sequence_host_ms`).
 
 The stages run in that order, each with the values of the stages before (stage 3 inside stage
-2). :func:`fit_all` fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the
+2, the per-architecture values after it). Stage 1 predicts the one-user decode steps with the
+profile's shipped efficiencies: at a low compute efficiency a one-token GEMM, which fills a
+whole tile, is no longer far below its weight streaming (Hopper at 0.2), so the launch fit
+depends on them. The shipped values are a fixed point of the stages: fitted once from the
+profile's earlier values (23.5 us / 10 us, efficiency 0.4 everywhere), then again from the
+result, which the next round reproduced. :func:`fit_all` fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the
 fit on the others. Rows are LLM-Pilot's closed-loop rows
 (:func:`guide_opt.validation.datasets.load_source`); a loaded level is played with the row's
 median lengths (:attr:`~guide_opt.validation.datasets.Measurement.median_lengths`). The grids
@@ -42,6 +49,7 @@ import numpy as np
 
 from guide_opt.catalog import Catalog
 from guide_opt.frameworks import EagerLaunch
+from guide_opt.parallel import forked_map
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.step import StepShape, step_time
 from guide_opt.validation.accuracy import Comparison, measurement_config, tgis_closed_loop_metrics
@@ -55,21 +63,27 @@ RANK_SYNC_US_GRID = tuple(np.round(np.arange(0.0, 80.001, 2.5), 2))
 #: Per-sequence fit (ms per running sequence per decode step): range and the coarse and fine steps of its search.
 SEQUENCE_HOST_MS_RANGE = (0.0, 1.5)
 SEQUENCE_HOST_MS_STEPS = (0.1, 0.05)
-#: Compute-efficiency fit: range and the coarse and fine steps of its search.
-COMPUTE_EFFICIENCY_RANGE = (0.2, 1.0)
+#: Compute-efficiency fits: range and the coarse and fine steps of their search.
+COMPUTE_EFFICIENCY_RANGE = (0.1, 1.0)
 COMPUTE_EFFICIENCY_STEPS = (0.1, 0.05)
 
 
 @dataclass(frozen=True)
 class TgisHostFit:
     """Fitted TGIS host time -- launch floor (us), host time per prefill pass and per running sequence per step (ms) --
-    and compute efficiency (None: the profile's)."""
+    and compute efficiency: ``compute_efficiency`` on every GPU (None: the profile's), except the architectures of
+    ``compute_efficiency_by_architecture`` ((architecture, efficiency) pairs)."""
 
     launch_us: float
     rank_sync_us: float
     prefill_host_ms: float
     sequence_host_ms: float
     compute_efficiency: float | None = None
+    compute_efficiency_by_architecture: tuple[tuple[str, float], ...] = ()
+
+    def efficiency_on(self, architecture: str) -> float | None:
+        """The compute efficiency this fit gives GPUs of ``architecture`` (None: the profile's)."""
+        return dict(self.compute_efficiency_by_architecture).get(architecture, self.compute_efficiency)
 
 
 def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None = None,
@@ -78,7 +92,8 @@ def tgis_row_config(m: Measurement, catalog: Catalog, launch: EagerLaunch | None
     floor and ``compute_efficiency`` its compute efficiency (None: the profile's)."""
     efficiency = None
     if compute_efficiency is not None:
-        efficiency = catalog.framework(TGIS_FRAMEWORK).efficiency.model_copy(update={"compute_efficiency": compute_efficiency})
+        base = catalog.framework(TGIS_FRAMEWORK).efficiency_on(catalog.gpus[m.gpu].architecture)
+        efficiency = base.model_copy(update={"compute_efficiency": compute_efficiency})
     config = measurement_config(replace(m, framework=TGIS_FRAMEWORK), catalog, efficiency)
     if launch is None:
         return config
@@ -167,7 +182,7 @@ def predict_rows(rows: list[Measurement], catalog: Catalog, fit: TgisHostFit | N
     host = {} if fit is None else {"prefill_host_ms": fit.prefill_host_ms, "sequence_host_ms": fit.sequence_host_ms}
     out = []
     for m in rows:
-        config = tgis_row_config(m, catalog, launch, None if fit is None else fit.compute_efficiency)
+        config = tgis_row_config(m, catalog, launch, None if fit is None else fit.efficiency_on(catalog.gpus[m.gpu].architecture))
         if config.unsupported_reason():
             continue
         metrics = tgis_closed_loop_metrics(replace(config, batch=m.batch), median_lengths=m.median_lengths, **host)
@@ -189,13 +204,13 @@ def _metric_score(comparisons: list[Comparison], metric: str) -> float:
 
 
 def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float,
-                         compute_efficiency: float | None = None) -> float:
+                         compute_efficiency: float | None = None, by_architecture: tuple[tuple[str, float], ...] = ()) -> float:
     """The per-sequence host time (grid :data:`SEQUENCE_HOST_MS_RANGE`, :data:`SEQUENCE_HOST_MS_STEPS`) minimizing the mean
     |log error| of the loaded rows' median ITL."""
     loaded = _loaded(rows, "fit_sequence_host_ms")
 
     def score(seq_ms: float) -> float:
-        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, compute_efficiency)
+        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, compute_efficiency, by_architecture)
         return _metric_score(predict_rows(loaded, catalog, fit), "tpot_ms")
 
     return grid_minimum(score, *SEQUENCE_HOST_MS_RANGE, *SEQUENCE_HOST_MS_STEPS)
@@ -218,21 +233,41 @@ def fit_compute_efficiency(rows: list[Measurement], catalog: Catalog, launch_us:
     return efficiency, fit_prefill_host_ms(rows, catalog, launch, efficiency)
 
 
+def fit_efficiency_by_architecture(rows: list[Measurement], catalog: Catalog, base: TgisHostFit) -> tuple[tuple[str, float], ...]:
+    """(architecture, compute efficiency) for each GPU architecture of ``rows``: the efficiency (same grid as
+    :func:`fit_compute_efficiency`) minimizing the sum of the TTFT and ITL mean |log errors| of that architecture's rows,
+    with ``base``'s host times."""
+    found = []
+    for architecture in sorted({catalog.gpus[m.gpu].architecture for m in rows}):
+        own = [m for m in rows if catalog.gpus[m.gpu].architecture == architecture]
+
+        def score(efficiency: float, own=own) -> float:
+            comparisons = predict_rows(own, catalog, replace(base, compute_efficiency=efficiency, compute_efficiency_by_architecture=()))
+            return _metric_score(comparisons, "ttft_ms") + _metric_score(comparisons, "tpot_ms")
+
+        found.append((architecture, grid_minimum(score, *COMPUTE_EFFICIENCY_RANGE, *COMPUTE_EFFICIENCY_STEPS)))
+    return tuple(found)
+
+
 def fit_all(rows: list[Measurement], catalog: Catalog) -> TgisHostFit:
-    """The four stages on ``rows`` (see the module docstring). Stage 2 plays the levels with the engine's default
-    per-sequence host time; stage 4 then fits it at the fitted efficiency."""
+    """The stages on ``rows`` (see the module docstring). Stage 2 plays the levels with the engine's default
+    per-sequence host time; stage 4 then fits it at the fitted efficiencies."""
     launch_us, sync_us = fit_launch(rows, catalog)
     efficiency, prefill_ms = fit_compute_efficiency(rows, catalog, launch_us, sync_us, SEQUENCE_HOST_MS)
-    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, efficiency)
-    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, efficiency)
+    by_architecture = fit_efficiency_by_architecture(rows, catalog, TgisHostFit(launch_us, sync_us, prefill_ms, SEQUENCE_HOST_MS, efficiency))
+    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, efficiency, by_architecture)
+    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, efficiency, by_architecture)
 
 
 def held_out(rows: list[Measurement], catalog: Catalog, by: str) -> tuple[list[Comparison], dict[str, TgisHostFit]]:
     """Each group of ``rows`` (``by``: ``llm`` or ``gpu``) predicted with the fit on the other groups; the comparisons and the fits."""
     if by not in ("llm", "gpu"):
         raise ValueError("by must be 'llm' or 'gpu'")
-    comps, fits = [], {}
-    for group in sorted({getattr(m, by) for m in rows}):
-        fits[group] = fit_all([m for m in rows if getattr(m, by) != group], catalog)
-        comps += predict_rows([m for m in rows if getattr(m, by) == group], catalog, fits[group])
-    return comps, fits
+    groups = sorted({getattr(m, by) for m in rows})
+
+    def fold(group: str) -> tuple[TgisHostFit, list[Comparison]]:
+        fit = fit_all([m for m in rows if getattr(m, by) != group], catalog)
+        return fit, predict_rows([m for m in rows if getattr(m, by) == group], catalog, fit)
+
+    folds = forked_map(fold, groups)
+    return [c for _, comparisons in folds for c in comparisons], {group: fit for group, (fit, _) in zip(groups, folds)}

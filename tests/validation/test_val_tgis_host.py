@@ -75,7 +75,8 @@ def test_the_shipped_launch_and_prefill_host_times_are_the_fit_on_llm_pilot(cata
     rows = load_source("llm-pilot", catalog, data_dir).rows
     shipped = catalog.framework("tgis").eager_launch
     assert tgis_host.fit_launch(rows, catalog) == (shipped.launch_us, shipped.rank_sync_us)
-    assert tgis_host.fit_prefill_host_ms(rows, catalog, shipped) == tgis.PREFILL_HOST_MS
+    shared = catalog.framework("tgis").efficiency.compute_efficiency  # stage 2 fits the host time at the shared efficiency
+    assert tgis_host.fit_prefill_host_ms(rows, catalog, shipped, shared) == tgis.PREFILL_HOST_MS
 
 
 def test_one_user_on_a_launch_bound_replica_sees_the_launch_time_per_token(catalog):
@@ -93,11 +94,11 @@ def test_one_user_on_a_launch_bound_replica_sees_the_launch_time_per_token(catal
     assert off.median_itl_ms < on.median_itl_ms
 
 
-def _synthetic_rows(catalog, fit: tgis_host.TgisHostFit) -> list[Measurement]:
-    """llama-7b and llama-13b on 1 x A100 at 1, 4 and 16 users, every request 128 + 16 tokens (a multiple of the
-    batcher's 16-token prefill buckets), 'measured' as the TGIS batcher predicts them with ``fit``."""
-    rows = [Measurement("llm-pilot", llm, "a100-40gb", "tgis", "bf16", 1, users, 128, 16, {"ttft_ms": 1.0, "tpot_ms": 1.0},
-                        key=f"{llm} u{users}") for llm in ("llama-7b", "llama-13b") for users in (1, 4, 16)]
+def _synthetic_rows(catalog, fit: tgis_host.TgisHostFit, gpus: tuple[str, ...] = ("a100-40gb",)) -> list[Measurement]:
+    """llama-7b and llama-13b on one of each of ``gpus`` at 1, 4 and 16 users, every request 128 + 16 tokens (a multiple
+    of the batcher's 16-token prefill buckets), 'measured' as the TGIS batcher predicts them with ``fit``."""
+    rows = [Measurement("llm-pilot", llm, gpu, "tgis", "bf16", 1, users, 128, 16, {"ttft_ms": 1.0, "tpot_ms": 1.0},
+                        key=f"{llm} {gpu} u{users}") for gpu in gpus for llm in ("llama-7b", "llama-13b") for users in (1, 4, 16)]
     predicted: dict[str, dict[str, float]] = {}
     for c in tgis_host.predict_rows(rows, catalog, fit):
         predicted.setdefault(c.measurement.key, {})[c.metric] = c.predicted
@@ -114,6 +115,17 @@ def test_the_compute_efficiency_fit_recovers_the_efficiency_and_host_time_that_m
     assert tgis_host.fit_compute_efficiency(rows, catalog, shipped.launch_us, shipped.rank_sync_us, tgis.SEQUENCE_HOST_MS) == (0.55, 5.0)
 
 
+def test_each_architecture_gets_back_the_efficiency_its_rows_were_made_with(catalog):
+    """Rows on A100 (Ampere) made with compute efficiency 0.55 and on H100 (Hopper) with 0.3, the rest shared: each
+    architecture's own fit returns its value."""
+    shipped = catalog.framework("tgis").eager_launch
+    truth = tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, 5.0, tgis.SEQUENCE_HOST_MS, 0.4,
+                                  (("ampere", 0.55), ("hopper", 0.3)))
+    rows = _synthetic_rows(catalog, truth, ("a100-40gb", "h100-sxm"))
+    base = tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, 5.0, tgis.SEQUENCE_HOST_MS, 0.4)
+    assert tgis_host.fit_efficiency_by_architecture(rows, catalog, base) == (("ampere", 0.55), ("hopper", 0.3))
+
+
 def test_grid_minimum_searches_coarse_then_fine_and_breaks_ties_low():
     """|x - 1.62| on 1.0..3.0: coarse 0.25 steps find 1.5 and 1.75 (0.12 and 0.13), the fine 0.05 steps around 1.5 find
     1.6 (0.02) and 1.65 (0.03): 1.6. A flat score returns the range's low end."""
@@ -123,9 +135,11 @@ def test_grid_minimum_searches_coarse_then_fine_and_breaks_ties_low():
 
 @pytest.mark.slow
 def test_the_shipped_tgis_host_time_is_the_whole_fit_on_llm_pilot(catalog, data_dir):
-    """All four stages on LLM-Pilot's closed-loop rows (about 80 s) give the shipped launch floor, compute efficiency and
-    host times: the defaults reproduce from the data."""
+    """Every stage on LLM-Pilot's closed-loop rows (about 2 min) gives the shipped launch floor, compute efficiencies (the
+    shared one and each architecture's) and host times: the defaults reproduce from the data."""
     rows = [m for m in load_source("llm-pilot", catalog, data_dir).rows if m.closed_loop]
     shipped = catalog.framework("tgis").eager_launch
+    profile = catalog.framework("tgis")
+    by_architecture = tuple(sorted((a, e.compute_efficiency) for a, e in profile.efficiency_by_architecture.items()))
     assert tgis_host.fit_all(rows, catalog) == tgis_host.TgisHostFit(shipped.launch_us, shipped.rank_sync_us, tgis.PREFILL_HOST_MS,
-                                                                     tgis.SEQUENCE_HOST_MS, catalog.framework("tgis").efficiency.compute_efficiency)
+                                                                     tgis.SEQUENCE_HOST_MS, profile.efficiency.compute_efficiency, by_architecture)
