@@ -586,8 +586,8 @@ def tgis_held_out_comparisons(data_dir: Path, catalog: Catalog) -> tuple[list, d
             if m.key.split(" ")[0] != model:
                 continue
             fit = pp.profile_fit(fits, " ".join(m.key.split(" ")[1:-1]))
-            efficiency = None if fit is None else framework.efficiency_on(catalog.gpus[m.gpu].architecture).model_copy(
-                update={"memory_efficiency": fit.memory_efficiency, "step_overhead_ms": fit.step_overhead_ms})
+            update = {} if fit is None else {"memory_efficiency": fit.memory_efficiency, "step_overhead_ms": fit.step_overhead_ms}
+            efficiency = pp.predictor_efficiency(framework, catalog.gpus[m.gpu].architecture, **update)
             config = measurement_config(replace(m, framework=pp.TGIS_FRAMEWORK, batch=1), catalog, efficiency)
             if config.unsupported_reason():
                 continue

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from guide_opt.catalog import Catalog
+from guide_opt.frameworks import EfficiencyFactors, FrameworkProfile
 from guide_opt.perf import ServingConfig
 from guide_opt.simulate import Workload, simulate
 from guide_opt.simulate.workloads import HistogramLengths
@@ -85,6 +86,18 @@ FALLBACK_GRID_INDEX = len(EFFICIENCY_GRID) // 2
 PADDED_MAX_BATCH = 12
 #: Weight of the nTTFT log error relative to the ITL one in the physics fit (ITL is the limit that binds in this data).
 NTTFT_WEIGHT = 0.2
+#: Compute efficiency the TGIS recommendation predictors start from: the kernels as measured. Their per-GPU-type
+#: fits (memory efficiency, step overhead, host costs) were made on it; the ``tgis`` profile's own efficiencies
+#: (fitted for ``validate --serving tgis``, :mod:`guide_opt.validation.tgis_host`) are not theirs.
+PREDICTOR_COMPUTE_EFFICIENCY = 1.0
+
+
+def predictor_efficiency(framework: FrameworkProfile, architecture: str, **update: float) -> EfficiencyFactors:
+    """The factors a TGIS recommendation predictor plays ``framework`` with on ``architecture``: the profile's, at
+    :data:`PREDICTOR_COMPUTE_EFFICIENCY`, with ``update`` on top."""
+    return framework.efficiency_on(architecture).model_copy(update={"compute_efficiency": PREDICTOR_COMPUTE_EFFICIENCY, **update})
+
+
 #: Point masses per direction of the log-normal request-length histogram.
 LENGTH_BINS = 16
 #: Simulated requests per level: at least this many, and at least :data:`ROUNDS_PER_USER` per user.
@@ -395,7 +408,7 @@ class TgisTable:
                                quantization=self.catalog.quantization("bf16"), tp=count, batch=1,
                                input_tokens=round(self.lengths.mean_input_tokens), output_tokens=round(self.lengths.mean_output_tokens),
                                flash_attention=self.flash.get(model, True),
-                               efficiency=framework.efficiency_on(self.catalog.gpus[gpu_id].architecture).model_copy(update=update))
+                               efficiency=predictor_efficiency(framework, self.catalog.gpus[gpu_id].architecture, **update))
         return None if config.unsupported_reason() else config
 
     def settings(self, model: str, fit: TgisFit | None) -> TgisSettings:
