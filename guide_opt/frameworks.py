@@ -137,12 +137,12 @@ class FrameworkProfile(BaseModel):
 
     @model_validator(mode="after")
     def _sourced(self) -> "FrameworkProfile":
-        stray = sorted({a for archs in self.quantizations.values() for a in archs} - set(self.architectures))
-        if stray:
-            raise ValueError(f"quantizations names architectures {', '.join(stray)} missing from architectures")
-        stray = sorted(set(self.efficiency_by_architecture) - set(self.architectures))
-        if stray:
-            raise ValueError(f"efficiency_by_architecture names architectures {', '.join(stray)} missing from architectures")
+        named = {"quantizations": {a for archs in self.quantizations.values() for a in archs},
+                 "efficiency_by_architecture": set(self.efficiency_by_architecture)}
+        for field, architectures in named.items():
+            stray = sorted(architectures - set(self.architectures))
+            if stray:
+                raise ValueError(f"{field} names architectures {', '.join(stray)} missing from architectures")
         needed = {"gpu_memory_utilization", "kv_block_size_tokens", "prefill_mode", "max_num_batched_tokens", "max_num_seqs", "efficiency",
                   "architectures", "quantizations"}
         if self.fp8_kv_cache_on_ampere:

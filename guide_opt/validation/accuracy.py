@@ -79,7 +79,7 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int
 
     Request lengths: with ``median_lengths`` (median input, median output tokens), each side is
     log-normal with ``config``'s lengths as its mean and that median
-    (:func:`~guide_opt.validation.pilot_predictors.lognormal_bins`), as LLM-Pilot's requests
+    (:func:`~guide_opt.validation.pilot_predictors.lognormal_lengths`), as LLM-Pilot's requests
     varied. Users then fall out of step, and TGIS's add-on rule decides how long a returning
     request waits for its prefill pass. Without, every request has the mean lengths: while the
     batch holds every user they move in lockstep -- all finish in the same step and are
@@ -90,7 +90,7 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int
     latency follow from the medians.
     """
     from guide_opt.simulate.workloads import HistogramLengths
-    from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH, lognormal_bins
+    from guide_opt.validation.pilot_predictors import PADDED_MAX_BATCH, lognormal_lengths
     from guide_opt.validation.tgis import default_settings, tgis_closed_loop
 
     users = config.batch
@@ -99,8 +99,7 @@ def tgis_closed_loop_metrics(config: ServingConfig, *, median_lengths: tuple[int
     if median_lengths is None:
         lengths = HistogramLengths(input_bins=((config.input_tokens, 1.0),), output_bins=((config.output_tokens, 1.0),))
     else:
-        lengths = HistogramLengths(input_bins=lognormal_bins(config.input_tokens, median_lengths[0]),
-                                   output_bins=lognormal_bins(config.output_tokens, median_lengths[1]))
+        lengths = lognormal_lengths(config.input_tokens, median_lengths[0], config.output_tokens, median_lengths[1])
     level = tgis_closed_loop(replace(config, batch=1), users, lengths, settings,
                              num_requests=max(TGIS_ROW_REQUESTS, TGIS_ROW_REQUESTS_PER_USER * users))
     e2e_s = (level.median_ttft_ms + (config.output_tokens - 1) * level.median_itl_ms) * 1e-3

@@ -357,7 +357,6 @@ def measurement_config(m: Measurement, catalog: Catalog, efficiency: EfficiencyF
     )
 
 
-
 # ---- loaders ----------------------------------------------------------------------------------
 def load_lmdeploy(data_dir: Path, catalog: Catalog) -> SourceData:
     """LMDeploy TurboMind A100-80G static inference (``lmdeploy/a100_fp16_static_inference.csv``)."""

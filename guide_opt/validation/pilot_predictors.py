@@ -123,12 +123,17 @@ def lognormal_bins(mean: float, median: float, bins: int = LENGTH_BINS) -> tuple
     return tuple((max(1, round(math.exp(mu + sigma * NormalDist().inv_cdf((i + 0.5) / bins)))), 1.0) for i in range(bins))
 
 
+def lognormal_lengths(mean_input: float, median_input: float, mean_output: float, median_output: float) -> HistogramLengths:
+    """Independent log-normal input and output lengths with these means and medians (tokens; :func:`lognormal_bins`)."""
+    return HistogramLengths(input_bins=lognormal_bins(mean_input, median_input), output_bins=lognormal_bins(mean_output, median_output))
+
+
 def pilot_lengths(data_dir: Path, models: list[str]) -> HistogramLengths:
     """The benchmark's request lengths: log-normal input and output matching the rows of ``models`` (means and medians)."""
     rows = [r for r in read_csv_rows(data_dir / "llm_pilot" / "llm_pilot_aggregate.csv") if r["model"] in models]
     stat = lambda key, f: f(float(r[key]) for r in rows)  # noqa: E731
-    return HistogramLengths(input_bins=lognormal_bins(stat("mean_input_tokens", statistics.fmean), stat("median_input_tokens", statistics.median)),
-                            output_bins=lognormal_bins(stat("mean_output_tokens", statistics.fmean), stat("median_output_tokens", statistics.median)))
+    return lognormal_lengths(stat("mean_input_tokens", statistics.fmean), stat("median_input_tokens", statistics.median),
+                             stat("mean_output_tokens", statistics.fmean), stat("median_output_tokens", statistics.median))
 
 
 def simulated_levels(config: ServingConfig, lengths: HistogramLengths, max_num_seqs: int, levels: tuple[int, ...]) -> Levels:

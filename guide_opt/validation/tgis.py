@@ -154,7 +154,7 @@ class TgisLevel:
 NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 
 #: TGIS's host time per prefill pass (ms) with default factors: building the pass's batch in the Python shard
-#: before its first kernel. Fitted on LLM-Pilot's one-user levels at the profile's compute efficiency
+#: before its first kernel. Fitted on LLM-Pilot's one-user levels at the profile's shared compute efficiency
 #: (:func:`guide_opt.validation.tgis_host.fit_all`;
 #: held-out scores in benchmarks/RESULTS.md 1.2.1).
 PREFILL_HOST_MS = 10.0

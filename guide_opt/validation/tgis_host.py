@@ -14,10 +14,11 @@ work the GPU-time step model does not (:mod:`guide_opt.validation.tgis`):
    a large decode batch costs: the value on a grid that minimizes the mean |log error| of every
    level's median TTFT plus that of its median ITL, each level played by the TGIS batcher with
    the rows' own length spread, and at each grid value the host time per prefill pass re-fitted
-   (stage 3) on the one-user levels (:func:`fit_compute_efficiency`). Then each GPU architecture of the rows gets its own value, fitted the
-   same way on its rows alone with the host times so far (``efficiency_by_architecture`` of
-   ``tgis.yaml``; :func:`fit_efficiency_by_architecture`): TGIS's kernels fall much further
-   short of the H100's measured curves than of the Ampere GPUs'.
+   (stage 3) on the one-user levels (:func:`fit_compute_efficiency`). Then each GPU
+   architecture of the rows gets its own value, fitted the same way on its rows alone with the
+   host times so far (``efficiency_by_architecture`` of ``tgis.yaml``;
+   :func:`fit_efficiency_by_architecture`): TGIS's kernels fall much further short of the
+   H100's measured curves than of the Ampere GPUs'.
 3. **Host time per prefill pass** (:data:`~guide_opt.validation.tgis.PREFILL_HOST_MS`): the
    one-user median TTFT minus the predicted prefill pass, their median (:func:`fit_prefill_host_ms`).
 4. **Host time per running sequence per decode step**
@@ -31,8 +32,9 @@ profile's shipped efficiencies: at a low compute efficiency a one-token GEMM, wh
 whole tile, is no longer far below its weight streaming (Hopper at 0.2), so the launch fit
 depends on them. The shipped values are a fixed point of the stages: fitted once from the
 profile's earlier values (23.5 us / 10 us, efficiency 0.4 everywhere), then again from the
-result, which the next round reproduced. :func:`fit_all` fits them on some rows; :func:`held_out` scores each LLM (or GPU) with the
-fit on the others. Rows are LLM-Pilot's closed-loop rows
+result, which the next round reproduced. :func:`fit_all` fits them on some rows;
+:func:`held_out` scores each LLM (or GPU) with the fit on the others. Rows are LLM-Pilot's
+closed-loop rows
 (:func:`guide_opt.validation.datasets.load_source`); a loaded level is played with the row's
 median lengths (:attr:`~guide_opt.validation.datasets.Measurement.median_lengths`). The grids
 are searched coarse to fine (:func:`grid_minimum`).
@@ -107,13 +109,17 @@ def grid_minimum(score: Callable[[float], float], low: float, high: float, coars
         return [float(v) for v in np.round(np.arange(start, stop + step / 2, step), 6) if low - 1e-9 <= v <= high + 1e-9]
 
     scored: dict[float, float] = {}
+
+    def best() -> float:
+        return min(scored, key=lambda v: (round(scored[v], 12), v))
+
     for value in values(low, high, coarse):
         scored[value] = score(value)
-    best = min(scored, key=lambda v: (scored[v], v))
-    for value in values(best - coarse + fine, best + coarse - fine, fine):
+    centre = best()
+    for value in values(centre - coarse + fine, centre + coarse - fine, fine):
         if value not in scored:
             scored[value] = score(value)
-    return min(scored, key=lambda v: (round(scored[v], 12), v))
+    return best()
 
 
 def _launch(catalog: Catalog, launch_us: float, rank_sync_us: float) -> EagerLaunch:
@@ -203,15 +209,18 @@ def _metric_score(comparisons: list[Comparison], metric: str) -> float:
     return _mean_abs_log([(c.predicted, c.measured) for c in comparisons if c.metric == metric])
 
 
-def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, launch_us: float, rank_sync_us: float, prefill_host_ms: float,
-                         compute_efficiency: float | None = None, by_architecture: tuple[tuple[str, float], ...] = ()) -> float:
+def _latency_score(comparisons: list[Comparison]) -> float:
+    """What the compute-efficiency stages minimize: the median TTFT's mean |log error| plus the median ITL's."""
+    return _metric_score(comparisons, "ttft_ms") + _metric_score(comparisons, "tpot_ms")
+
+
+def fit_sequence_host_ms(rows: list[Measurement], catalog: Catalog, base: TgisHostFit) -> float:
     """The per-sequence host time (grid :data:`SEQUENCE_HOST_MS_RANGE`, :data:`SEQUENCE_HOST_MS_STEPS`) minimizing the mean
-    |log error| of the loaded rows' median ITL."""
+    |log error| of the loaded rows' median ITL, with ``base``'s other values."""
     loaded = _loaded(rows, "fit_sequence_host_ms")
 
     def score(seq_ms: float) -> float:
-        fit = TgisHostFit(launch_us, rank_sync_us, prefill_host_ms, seq_ms, compute_efficiency, by_architecture)
-        return _metric_score(predict_rows(loaded, catalog, fit), "tpot_ms")
+        return _metric_score(predict_rows(loaded, catalog, replace(base, sequence_host_ms=seq_ms)), "tpot_ms")
 
     return grid_minimum(score, *SEQUENCE_HOST_MS_RANGE, *SEQUENCE_HOST_MS_STEPS)
 
@@ -226,8 +235,7 @@ def fit_compute_efficiency(rows: list[Measurement], catalog: Catalog, launch_us:
 
     def score(efficiency: float) -> float:
         prefill_ms = fit_prefill_host_ms(rows, catalog, launch, efficiency)
-        comparisons = predict_rows(rows, catalog, TgisHostFit(launch_us, rank_sync_us, prefill_ms, sequence_host_ms, efficiency))
-        return _metric_score(comparisons, "ttft_ms") + _metric_score(comparisons, "tpot_ms")
+        return _latency_score(predict_rows(rows, catalog, TgisHostFit(launch_us, rank_sync_us, prefill_ms, sequence_host_ms, efficiency)))
 
     efficiency = grid_minimum(score, *COMPUTE_EFFICIENCY_RANGE, *COMPUTE_EFFICIENCY_STEPS)
     return efficiency, fit_prefill_host_ms(rows, catalog, launch, efficiency)
@@ -242,8 +250,7 @@ def fit_efficiency_by_architecture(rows: list[Measurement], catalog: Catalog, ba
         own = [m for m in rows if catalog.gpus[m.gpu].architecture == architecture]
 
         def score(efficiency: float, own=own) -> float:
-            comparisons = predict_rows(own, catalog, replace(base, compute_efficiency=efficiency, compute_efficiency_by_architecture=()))
-            return _metric_score(comparisons, "ttft_ms") + _metric_score(comparisons, "tpot_ms")
+            return _latency_score(predict_rows(own, catalog, replace(base, compute_efficiency=efficiency, compute_efficiency_by_architecture=())))
 
         found.append((architecture, grid_minimum(score, *COMPUTE_EFFICIENCY_RANGE, *COMPUTE_EFFICIENCY_STEPS)))
     return tuple(found)
@@ -254,9 +261,9 @@ def fit_all(rows: list[Measurement], catalog: Catalog) -> TgisHostFit:
     per-sequence host time; stage 4 then fits it at the fitted efficiencies."""
     launch_us, sync_us = fit_launch(rows, catalog)
     efficiency, prefill_ms = fit_compute_efficiency(rows, catalog, launch_us, sync_us, SEQUENCE_HOST_MS)
-    by_architecture = fit_efficiency_by_architecture(rows, catalog, TgisHostFit(launch_us, sync_us, prefill_ms, SEQUENCE_HOST_MS, efficiency))
-    sequence_ms = fit_sequence_host_ms(rows, catalog, launch_us, sync_us, prefill_ms, efficiency, by_architecture)
-    return TgisHostFit(launch_us, sync_us, prefill_ms, sequence_ms, efficiency, by_architecture)
+    shared = TgisHostFit(launch_us, sync_us, prefill_ms, SEQUENCE_HOST_MS, efficiency)
+    with_architectures = replace(shared, compute_efficiency_by_architecture=fit_efficiency_by_architecture(rows, catalog, shared))
+    return replace(with_architectures, sequence_host_ms=fit_sequence_host_ms(rows, catalog, with_architectures))
 
 
 def held_out(rows: list[Measurement], catalog: Catalog, by: str) -> tuple[list[Comparison], dict[str, TgisHostFit]]:
