@@ -29,7 +29,7 @@ from ortools.sat.python import cp_model
 
 from guide_opt.deadline import Deadline
 from guide_opt.families import Family
-from guide_opt.formulation import build_formulation, objective_coefficient, run_cp_sat
+from guide_opt.formulation import build_formulation, objective_term, run_cp_sat
 from guide_opt.objectives import OBJECTIVES
 from guide_opt.plan import Plan, objective_value
 from guide_opt.quanta import TIME_QUANTUM_US, to_quanta
@@ -339,8 +339,7 @@ def separable_bound(space: SearchSpace, objective: str, memo: dict | None = None
     for ms in space.models:
         key = id(ms.candidates)
         if key not in memo:
-            values = [objective_coefficient(objective, c) * ((c.replicas_min or 1) if kind.per_replica else 1)
-                      for c in ms.candidates if c.usable_for(objective)]
+            values = [objective_term(objective, c, c.replicas_min or 1) for c in ms.candidates if c.usable_for(objective)]
             memo[key] = (ms.candidates, min(values) if values else None)  # the list is kept so that its id stays its own
         term = memo[key][1]
         if term is None:
@@ -351,8 +350,7 @@ def separable_bound(space: SearchSpace, objective: str, memo: dict | None = None
 
 def _plan_quanta(objective: str, plan: Plan) -> int:
     """``objective``'s value of ``plan`` in the quanta of its CP-SAT expression."""
-    per_replica = OBJECTIVES[objective].per_replica
-    return sum(objective_coefficient(objective, p.candidate) * (p.replicas if per_replica else 1) for p in plan)
+    return sum(objective_term(objective, p.candidate, p.replicas) for p in plan)
 
 
 def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline: Deadline | float | None = None,

@@ -165,6 +165,12 @@ def objective_coefficient(objective: str, c: Candidate) -> int:
     return OBJECTIVES[OBJECTIVES[objective].model_objective].coefficient(c)
 
 
+def objective_term(objective: str, c: Candidate, replicas: int) -> int:
+    """``c``'s share (quanta) of ``objective``'s expression when it runs ``replicas`` replicas: its coefficient times the
+    replicas (``per_replica``), or once (per use)."""
+    return objective_coefficient(objective, c) * (replicas if OBJECTIVES[objective].per_replica else 1)
+
+
 def add_excluded_combinations(model: cp_model.CpModel, space: SearchSpace, candidates: list[Candidate], use: list) -> None:
     """One no-good clause per excluded combination: at least one of its candidates stays unused.
 
