@@ -27,7 +27,8 @@ from guide_opt.catalog import Catalog
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate, phase_times
-from guide_opt.validation.datasets import METRICS, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
+from guide_opt.validation import turbomind
+from guide_opt.validation.datasets import METRICS, SEQUENTIAL_PREFILL, TURBOMIND_PROFILE_GENERATION, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
 
 #: Skip reason for rows whose engine cannot serve one request in memory by guide-opt's model.
 NOT_FITTING = "cannot serve one request in memory by guide-opt's memory model"
@@ -136,7 +137,8 @@ def offline_throughput_metrics(config: ServingConfig, *, steady: bool) -> dict[s
 
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
                       running: int | None = None, serving: str = "static", statistic: str = "mean",
-                      offline: bool = False, median_lengths: tuple[int, int] | None = None) -> dict[str, float] | None:
+                      offline: bool = False, median_lengths: tuple[int, int] | None = None,
+                      first_token_rule: str = SEQUENTIAL_PREFILL) -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -152,6 +154,9 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     batching rule (:func:`tgis_closed_loop_metrics`, medians, with the row's ``median_lengths``); static-batch rows are predicted
     statically either way. ``offline``: an offline max-throughput run, throughput only
     (:func:`offline_throughput_metrics`: steady state unless ``serving`` is ``static``).
+    ``first_token_rule``: a static row's TTFT as the measuring harness produced it
+    (:attr:`~guide_opt.validation.datasets.Measurement.first_token_rule`; TurboMind's rule,
+    :func:`~guide_opt.validation.turbomind.first_token_latency_s`, for LMDeploy's rows).
     """
     if offline:
         return offline_throughput_metrics(config, steady=serving != "static")
@@ -168,8 +173,9 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     if closed_loop and serving == "steady_state":
         return steady_closed_loop_metrics(config, statistic)
 
+    ttft_s = turbomind.first_token_latency_s(config) if first_token_rule == TURBOMIND_PROFILE_GENERATION else p.ttft_s
     return {
-        "ttft_ms": p.ttft_s * 1e3,
+        "ttft_ms": ttft_s * 1e3,
         "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
         "batch_latency_s": p.batch_latency_s,
         "throughput_tokens_per_s": config.batch * config.output_tokens / p.batch_latency_s,
@@ -228,7 +234,7 @@ def evaluate(rows: Iterable[Measurement], catalog: Catalog, calibration: Any = N
             result.skipped[f"unsupported configuration: {reason}"] += 1
             continue
         predicted = predicted_metrics(config, closed_loop=m.closed_loop, serving=serving, statistic=m.statistic, offline=m.offline,
-                                      median_lengths=m.median_lengths)
+                                      median_lengths=m.median_lengths, first_token_rule=m.first_token_rule)
         if predicted is None:
             result.skipped[NOT_FITTING] += 1
             continue

@@ -264,7 +264,7 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
             skipped[NOT_FITTING] += 1
             continue
         running = None if est.fits else est.max_batch
-        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running)
+        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running, first_token_rule=m.first_token_rule)
         violation = physics_violation(m, config, predicted)
         if violation:
             refused[violation[0]] += 1
@@ -300,7 +300,8 @@ def config_log_residuals(prepared: list[PreparedRow], configure: Callable[[Servi
     """
     out = []
     for row in prepared:
-        predicted = predicted_metrics(configure(row.config), check_memory=False, closed_loop=row.measurement.closed_loop, running=row.running)
+        predicted = predicted_metrics(configure(row.config), check_memory=False, closed_loop=row.measurement.closed_loop, running=row.running,
+                                      first_token_rule=row.measurement.first_token_rule)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
 

@@ -22,8 +22,10 @@ Sources (:data:`SOURCES`):
     engines of the FasterTransformer lineage with fused kernels, no Python scheduler in the
     step loop, and whole-prompt (not chunked) prefill, which is what the ``tensorrt-llm``
     profile models; vLLM's profile models a Python scheduler and chunked prefill.
-    ``FTL_avg_s`` is the mean first-token latency over the batch (= guide-opt's ``ttft_s``),
-    ``token_latency_p50_s`` the median per-token decode latency (compared with ``tpot_s``).
+    ``FTL_avg_s`` is the mean first-token latency over the requests of LMDeploy's
+    ``profile_generation.py`` (``batch`` threads, 6 requests each): predicted with TurboMind's
+    own rule of taking waiting prompts together (:mod:`guide_opt.validation.turbomind`), not
+    as one batch prefilled prompt by prompt. ``token_latency_p50_s`` the median per-token decode latency (compared with ``tpot_s``).
     Rows with a 1-token prompt keep TPOT and throughput but not TTFT: their "first token" is a
     decode step, not a prefill.
 ``llm-inference-bench``
@@ -98,6 +100,9 @@ METRIC_LABELS: dict[str, str] = {
 #: Environment variable naming another measured-data folder laid out like ``validation_data/``.
 DATA_DIR_ENV = "GUIDE_OPT_VALIDATION_DATA"
 
+#: First-token rules of static rows (:attr:`Measurement.first_token_rule`).
+SEQUENTIAL_PREFILL = "sequential-prefill"
+TURBOMIND_PROFILE_GENERATION = "turbomind-profile-generation"
 #: Framework profile used for LMDeploy TurboMind rows (see the module docstring for why).
 LMDEPLOY_FRAMEWORK = "tensorrt-llm"
 #: Framework profile used for LLM-Pilot's TGIS server rows.
@@ -129,6 +134,10 @@ class Measurement:
     median_lengths: (median input, median output) tokens of a closed-loop row whose request
     lengths varied around the means ``input_tokens`` / ``output_tokens`` (LLM-Pilot's levels);
     None: every request had the mean lengths.
+    first_token_rule: how the measured first-token latency of a static row came about:
+    :data:`SEQUENTIAL_PREFILL` (one batch, each prompt's first token after its own prefill, the
+    static estimator's reading) or :data:`TURBOMIND_PROFILE_GENERATION` (LMDeploy's harness on
+    TurboMind v0.1, :mod:`guide_opt.validation.turbomind`).
     """
 
     source: str
@@ -150,6 +159,7 @@ class Measurement:
     offline: bool = False
     max_num_batched_tokens: int | None = None
     median_lengths: tuple[int, int] | None = None
+    first_token_rule: str = SEQUENTIAL_PREFILL
 
     @property
     def group(self) -> tuple[str, str]:
@@ -377,7 +387,8 @@ def load_lmdeploy(data_dir: Path, catalog: Catalog) -> SourceData:
             del measured["ttft_ms"]
             data.skip("TTFT not used: 1-token prompt (its first token is a decode step)")
         data.rows.append(Measurement("lmdeploy", ids[0], ids[1], LMDEPLOY_FRAMEWORK, "bf16", int(row["tp"]), batch, prompt, output,
-                                     measured, key=f"{name} b{batch} tp{row['tp']} {prompt}/{output}"))
+                                     measured, key=f"{name} b{batch} tp{row['tp']} {prompt}/{output}",
+                                     first_token_rule=TURBOMIND_PROFILE_GENERATION))
     return data
 
 
