@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ortools.sat.python import cp_model
-
+from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.families import Family
 from guide_opt.formulation import build_formulation, objective_term, run_cp_sat

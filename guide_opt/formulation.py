@@ -38,8 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
+from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.families import Family, gpu_family, llm_family, shared_family
 from guide_opt.objectives import OBJECTIVES, cost_coefficient

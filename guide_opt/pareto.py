@@ -43,8 +43,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
+from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.formulation import Formulation, build_formulation, objective_coefficient, run_cp_sat

@@ -52,8 +52,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
+from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.explain import candidate_report, explanation_deadline, infeasibility_report, minimal_conflict

@@ -30,7 +30,7 @@ class Status(str, enum.Enum):
 
 def status_from_cp_sat(code: int) -> Status:
     """The :class:`Status` of a CP-SAT solve status code."""
-    from ortools.sat.python import cp_model
+    from guide_opt.cp_sat import cp_model
 
     return {cp_model.OPTIMAL: Status.OPTIMAL, cp_model.FEASIBLE: Status.FEASIBLE, cp_model.INFEASIBLE: Status.INFEASIBLE,
             cp_model.UNKNOWN: Status.UNKNOWN, cp_model.MODEL_INVALID: Status.MODEL_INVALID}[code]

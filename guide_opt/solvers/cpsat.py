@@ -6,8 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
+from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.formulation import Formulation, build_formulation, objective_coefficient, run_cp_sat
 from guide_opt.objectives import OBJECTIVES
