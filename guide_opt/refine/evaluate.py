@@ -158,10 +158,12 @@ class PlanEvaluation:
 
 
 #: Simulations of single LLMs shared by the plans of one problem (one solve): each key is an LLM's
-#: index, its engine settings, the seed, its deployment's GPU, quantization, PP degree and KV dtype,
-#: and the requests simulated -- everything a simulation of one LLM depends on within a problem.
-#: The LLMs of a plan never share replicas, so an LLM deployed the same way in two plans is the
-#: same simulation.
+#: identity (:meth:`Evaluator.identity`: the first LLM of the problem with the same specification,
+#: workload, SLOs and SLO margins), its engine settings, the seed, its deployment's GPU,
+#: quantization, PP degree and KV dtype, and the requests simulated -- everything a simulation of
+#: one LLM depends on within a problem. The LLMs of a plan never share replicas, so an LLM deployed
+#: the same way in two plans, or two services of one fleet with the same LLM, workload and SLOs
+#: deployed the same way, are the same simulation.
 SimulationMemo = dict[tuple, "SimulatedMetrics"]
 
 
@@ -194,10 +196,29 @@ class Evaluator:
         # The plan's own SLO factors (calibration quantile x slo_margin): simulated latencies are
         # judged exactly as the planner judged its predictions.
         self.margins = tuple(slo_margins(problem, i) for i in range(len(problem.models)))
+        self.identities = self._identities()
         self.cache: dict[tuple[int, EngineSettings, int], SimulatedMetrics] = {}
-        self.shared = simulations
+        self.shared: SimulationMemo = {} if simulations is None else simulations
         self.incumbent_settings = tuple(knobs.incumbent_settings(d, self.catalog.framework(d.framework)) for d in incumbent)
         self.neighbourhoods = tuple(self._neighbourhood(i, s) for i, s in enumerate(self.incumbent_settings))
+
+    def _identities(self) -> tuple[int, ...]:
+        """Per LLM of the problem, the index of the first one whose simulations are the same as its own.
+
+        A simulation reads the LLM's specification, its workload (lengths and load) and SLOs, and the
+        SLO margins its metrics are judged with; the rest (deployment, settings, seed, requests) is
+        in the memo's key beside the identity.
+        """
+        first: dict[tuple, int] = {}
+        identities = []
+        for i, req in enumerate(self.problem.models):
+            content = (self.llms[i].model_dump_json(), req.workload.model_dump_json(), req.slo.model_dump_json(), self.margins[i])
+            identities.append(first.setdefault(content, i))
+        return tuple(identities)
+
+    def identity(self, i: int) -> int:
+        """The first LLM of the problem simulated exactly as LLM ``i`` (the same specification, workload, SLOs and margins)."""
+        return self.identities[i]
 
     def _neighbourhood(self, i: int, s: EngineSettings) -> knobs.Neighbourhood:
         engines = tuple(self.catalog.framework(f, field=f"frameworks[{j}]") for j, f in enumerate(self.problem.frameworks))
@@ -253,7 +274,7 @@ class Evaluator:
         key = (i, s, seed)
         if key in self.cache:
             return self.cache[key]
-        if self.shared is not None and (known := self.shared.get(self._shared_key(key))) is not None:
+        if (known := self.shared.get(self._shared_key(key))) is not None:
             self.cache[key] = known
             return known
         req = self.problem.models[i]
@@ -269,14 +290,15 @@ class Evaluator:
         return metrics
 
     def _shared_key(self, key: tuple[int, EngineSettings, int]) -> tuple:
-        """``key`` (LLM, settings, seed) with what else the simulation depends on: the deployment's fixed choices and the requests."""
-        d = self.incumbent[key[0]]
-        return (*key, d.gpu, d.quantization, d.pp, d.kv_cache_dtype, self.num_requests)
+        """``key`` (LLM, settings, seed) as the shared memo keeps it: the LLM's :meth:`identity` in place of its index, with
+        what else the simulation depends on (the deployment's fixed choices and the requests)."""
+        i, s, seed = key
+        d = self.incumbent[i]
+        return (self.identity(i), s, seed, d.gpu, d.quantization, d.pp, d.kv_cache_dtype, self.num_requests)
 
     def _remember(self, key: tuple[int, EngineSettings, int], metrics: SimulatedMetrics) -> None:
         self.cache[key] = metrics
-        if self.shared is not None:
-            self.shared[self._shared_key(key)] = metrics
+        self.shared[self._shared_key(key)] = metrics
 
     def simulate_side_by_side(self, settings: tuple[EngineSettings, ...], seed: int | None = None) -> None:
         """:meth:`simulate_llm` of every LLM of a plan at once, one forked worker each (:func:`guide_opt.parallel.forked_map`;
@@ -285,14 +307,20 @@ class Evaluator:
 
         seed = self.simulation_seed if seed is None else seed
         todo = [i for i, s in enumerate(settings) if (i, s, seed) not in self.cache]
-        if self.shared is not None:  # what another plan of the same problem already simulated is read, not re-run
-            known = [(i, self.shared.get(self._shared_key((i, settings[i], seed)))) for i in todo]
-            self.cache.update({(i, settings[i], seed): metrics for i, metrics in known if metrics is not None})
-            todo = [i for i, metrics in known if metrics is None]
-        if len(todo) > 1:
-            found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), todo)
-            for i, metrics in zip(todo, found):
+        # What another plan of the same problem already simulated is read, not re-run; LLMs simulated the same way
+        # (the same identity and deployment) are simulated once.
+        runs: dict[tuple, int] = {}
+        for i in todo:
+            key = self._shared_key((i, settings[i], seed))
+            if key not in self.shared:
+                runs.setdefault(key, i)
+        if len(runs) > 1:
+            found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), list(runs.values()))
+            for i, metrics in zip(runs.values(), found):
                 self._remember((i, settings[i], seed), metrics)
+        for i in todo:
+            if (known := self.shared.get(self._shared_key((i, settings[i], seed)))) is not None:
+                self.cache[(i, settings[i], seed)] = known
 
     def _metrics(self, i: int, s: EngineSettings, workload: Workload, result) -> SimulatedMetrics:
         ms = {name: getattr(result, f"{name}_s").as_ms() for name in ("ttft", "tpot", "itl")}

@@ -258,3 +258,24 @@ def test_plans_sharing_a_deployment_share_its_simulation_and_nothing_else():
     # other requests or another seed are other simulations
     evaluate.simulate_deployments(problem, first, num_requests=100, seed=3, simulations=memo)
     assert len(memo) == 5
+
+
+def test_services_alike_and_deployed_alike_are_simulated_once(monkeypatch):
+    # Two services of one fleet with the same LLM, workload and SLOs, deployed the same way, are the same simulation: it
+    # runs once. Reference: each of them as the only service of its own problem -- the figures must be identical.
+    import dataclasses
+
+    service = {"id": "llama-2-7b", "workload": {"input_tokens": 256, "output_tokens": 64, "request_rate_per_s": 2}, "slo": {"ttft_ms": 800, "tpot_ms": 50}}
+    other = {"id": "llama-2-7b", "workload": {"input_tokens": 256, "output_tokens": 64, "request_rate_per_s": 3}, "slo": {"ttft_ms": 800, "tpot_ms": 50}}
+    fleet = small_problem(models=[service, other, service], budget_per_hour=60)
+    alone = small_problem(models=[service], budget_per_hour=60)
+    deployments = incumbent(alone).deployments * 3
+    calls = []
+    real = evaluate.simulate
+    monkeypatch.setattr(evaluate, "simulate", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    monkeypatch.setattr("guide_opt.parallel.default_workers", lambda: 1)
+    checked = evaluate.simulate_deployments(fleet, deployments, num_requests=200, seed=3)
+    assert len(calls) == 2  # the first and third services share one simulation; the second has its own rate
+    reference = evaluate.simulate_deployments(alone, deployments[:1], num_requests=200, seed=3)
+    assert dataclasses.asdict(checked.metrics[0]) == dataclasses.asdict(checked.metrics[2]) == dataclasses.asdict(reference.metrics[0])
+    assert dataclasses.asdict(checked.metrics[1]) != dataclasses.asdict(checked.metrics[0])
