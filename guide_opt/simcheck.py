@@ -110,6 +110,14 @@ def check_requests(problem: Problem) -> int:
     return max(SIMULATION_REQUESTS, math.ceil(TAIL_REQUESTS * 100 / (100 - highest) - 1e-9))
 
 
+def kept_check(problem: Problem, deployments: Sequence[Deployment], *, num_requests: int | None = None,
+               seed: int = SIMULATION_SEED) -> tuple[DeploymentCheck, ...] | None:
+    """The :func:`check_plan` of a plan as the table cache keeps it (default requests and catalog); None when it is not
+    kept or the cache is off. Reading it costs a file read, not a simulation."""
+    path = table_cache.checks_path(problem, deployments, check_requests(problem) if num_requests is None else num_requests, seed)
+    return None if path is None else table_cache.cached_checks(path)
+
+
 def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_requests: int | None = None,
                seed: int = SIMULATION_SEED, catalog: Catalog | None = None,
                simulations: "SimulationMemo | None" = None) -> tuple[DeploymentCheck, ...]:

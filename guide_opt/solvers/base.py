@@ -308,20 +308,29 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     there are workers, in the picks' order, a round starting only while the time left covers the
     round before (the first: the expected time). The rest stay unsimulated. Each pick reads the
     LLMs ``simulations`` already holds (deployed as in a plan checked before) instead of
-    simulating them again; the expected time stays that of a whole plan, an upper bound.
+    simulating them again; the expected time stays that of a whole plan, an upper bound. A
+    pick whose check the table cache keeps (an earlier solve simulated it) is read here first,
+    so a solve whose picks were all checked before starts no worker.
     """
     from guide_opt.parallel import forked_map, workers_used
-    from guide_opt.simcheck import check_plan as simulate_plan
+    from guide_opt.simcheck import check_plan as simulate_plan, kept_check
 
-    pending = [p for p in picks if p.simulated is None]
+    verdicts: dict[int, tuple] = {}
+    pending = []
+    for p in picks:  # plans checked by an earlier solve are read from the table cache here, without a worker
+        if p.simulated is None:
+            kept = kept_check(space.problem, p.deployments)
+            if kept is None:
+                pending.append(p)
+            else:
+                verdicts[id(p)] = kept
     workers = workers_used(None, len(pending))
     problem = space.problem
     expected_s = SIDE_BY_SIDE_SLOWDOWN * simulation_s
     rounds = -(-len(pending) // workers) if pending else 0
     if pending and deadline.remaining_s() >= rounds * expected_s:
         found = forked_map(lambda p: simulate_plan(problem, p.deployments, simulations=simulations), pending, workers)
-        return {id(p): v for p, v in zip(pending, found)}
-    verdicts: dict[int, tuple] = {}
+        return verdicts | {id(p): v for p, v in zip(pending, found)}
     while pending and deadline.remaining_s() >= expected_s:
         chosen, pending = pending[:workers], pending[workers:]
         started = time.perf_counter()

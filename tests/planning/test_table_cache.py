@@ -285,11 +285,18 @@ def test_a_plan_check_is_read_back_and_equals_a_fresh_simulation(cache, monkeypa
     assert len(runs) == 5
 
 
-def test_a_warm_solve_answers_as_a_solve_without_the_cache(cache):
+def test_a_warm_solve_answers_as_a_solve_without_the_cache(cache, monkeypatch):
+    import guide_opt.parallel as parallel
+
     problem = small_problem(**(QUICK | {"prediction": {"serving_model": "steady_state"}}))
     preset = load_preset()
     solve(problem, preset=preset, seed=0)  # fills the cache: table and plan checks
+    mapped: list[int] = []
+    forked_map = parallel.forked_map
+    monkeypatch.setattr(parallel, "forked_map", lambda function, items, *a, **k: mapped.append(len(items)) or forked_map(function, items, *a, **k))
     warm = solve(problem, preset=preset, seed=0)
+    assert not any(mapped)  # every check, the optimum's and the alternatives', read back: no worker started
+    monkeypatch.setattr(parallel, "forked_map", forked_map)
     fresh = solve(problem, preset=preset, seed=0, use_cache=False)
     assert warm.payload["stats"]["timing"]["candidate_table"] == "cached"
     assert _comparable(warm.payload) == _comparable(fresh.payload)
