@@ -764,7 +764,8 @@ def main() -> int:
             limit = {("llm-inference-bench", "batch_latency_s"): 15.0, ("llm-pilot", "ttft_ms"): 25.0, ("llm-pilot", "tpot_ms"): 25.0}.get(
                 (r.source, r.metric)) if r.gpu.startswith(("a100", "h100")) else None
             mape_ok = "-" if limit is None else ("yes" if r.mape <= limit else "no")
-            model = "TGIS batcher, closed loop" if r.source == "llm-pilot" else "static"
+            model = ("TGIS batcher, closed loop" if r.source == "llm-pilot" else
+                     "static, TurboMind's first-token rule (1.1)" if (r.source, r.metric) == ("lmdeploy", "ttft_ms") else "static")
             issue_rows.append([r.source, r.gpu, METRIC_LABELS[r.metric], model, f"{r.mape:.1f}", "-" if limit is None else f"<= {limit:.0f}%",
                                mape_ok, f"{r.bias:+.1f}", "yes" if abs(r.bias) <= 15 else "no"])
         out += ["Issue 9's targets, default factors: LLM-Inference-Bench batch latency MAPE <= 15% and LLM-Pilot (closed-loop TGIS)",
