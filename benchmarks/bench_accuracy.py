@@ -509,12 +509,11 @@ def llm_pilot_section(catalog, data_dir, predictors: tuple[str, ...] = PREDICTOR
 def lmdeploy_first_token_table(rows: list, catalog) -> list[str]:
     """TTFT of LMDeploy's rows under TurboMind's first-token rule and read as one sequentially prefilled batch, split by whether the KV cache holds the batch."""
     from guide_opt.perf.estimator import estimate
-    from guide_opt.perf.memory import max_batch
     from guide_opt.validation.datasets import SEQUENTIAL_PREFILL
 
     def holds(m) -> bool:
-        config = measurement_config(m, catalog)
-        return estimate(config).runs and max_batch(config) >= m.batch
+        est = estimate(measurement_config(m, catalog))
+        return est.runs and est.max_batch >= m.batch
 
     rows = [m for m in rows if "ttft_ms" in m.measured]
     table = []

@@ -309,17 +309,17 @@ class Evaluator:
         todo = [i for i, s in enumerate(settings) if (i, s, seed) not in self.cache]
         # What another plan of the same problem already simulated is read, not re-run; LLMs simulated the same way
         # (the same identity and deployment) are simulated once.
+        keys = {i: self._shared_key((i, settings[i], seed)) for i in todo}
         runs: dict[tuple, int] = {}
-        for i in todo:
-            key = self._shared_key((i, settings[i], seed))
+        for i, key in keys.items():
             if key not in self.shared:
                 runs.setdefault(key, i)
         if len(runs) > 1:
             found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), list(runs.values()))
             for i, metrics in zip(runs.values(), found):
                 self._remember((i, settings[i], seed), metrics)
-        for i in todo:
-            if (known := self.shared.get(self._shared_key((i, settings[i], seed)))) is not None:
+        for i, key in keys.items():
+            if (known := self.shared.get(key)) is not None:
                 self.cache[(i, settings[i], seed)] = known
 
     def _metrics(self, i: int, s: EngineSettings, workload: Workload, result) -> SimulatedMetrics:

@@ -28,7 +28,8 @@ from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate, phase_times
 from guide_opt.validation import turbomind
-from guide_opt.validation.datasets import METRICS, SEQUENTIAL_PREFILL, TURBOMIND_PROFILE_GENERATION, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
+from guide_opt.validation.datasets import METRICS, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
+from guide_opt.validation.datasets import SEQUENTIAL_PREFILL, TURBOMIND_PROFILE_GENERATION
 
 #: Skip reason for rows whose engine cannot serve one request in memory by guide-opt's model.
 NOT_FITTING = "cannot serve one request in memory by guide-opt's memory model"

@@ -25,7 +25,8 @@ Sources (:data:`SOURCES`):
     ``FTL_avg_s`` is the mean first-token latency over the requests of LMDeploy's
     ``profile_generation.py`` (``batch`` threads, 6 requests each): predicted with TurboMind's
     own rule of taking waiting prompts together (:mod:`guide_opt.validation.turbomind`), not
-    as one batch prefilled prompt by prompt. ``token_latency_p50_s`` the median per-token decode latency (compared with ``tpot_s``).
+    as one batch prefilled prompt by prompt. ``token_latency_p50_s`` is the median per-token
+    decode latency (compared with ``tpot_s``).
     Rows with a 1-token prompt keep TPOT and throughput but not TTFT: their "first token" is a
     decode step, not a prefill.
 ``llm-inference-bench``

@@ -39,6 +39,7 @@ out; the later rounds' waits for swapped-out sequences are not represented).
 from __future__ import annotations
 
 from guide_opt.perf.config import ServingConfig
+from guide_opt.perf.estimator import prefill_steps
 from guide_opt.perf.step import StepShape, step_time
 
 #: Session length (tokens) of TurboMind's Llama-2 models in lmdeploy v0.1: the ``llama2`` template's 4096 plus 8 at conversion.
@@ -52,29 +53,20 @@ def max_context_tokens(session_len_tokens: int = LLAMA2_SESSION_LEN_TOKENS) -> i
     return MAX_CONTEXT_SESSIONS * session_len_tokens
 
 
-def prefill_sub_batches(prompts: int, prefilled_tokens: int, budget_tokens: int) -> list[int]:
-    """Prompts per forward pass when ``prompts`` prompts of ``prefilled_tokens`` tokens are prefilled together.
-
-    ``ContextDecode`` fills a sub-batch while its prompts' tokens stay within ``budget_tokens``
-    (at least one prompt per sub-batch).
-    """
-    per_pass = max(1, budget_tokens // max(1, prefilled_tokens))
-    full, rest = divmod(prompts, per_pass)
-    return [per_pass] * full + ([rest] if rest else [])
-
-
 def round_first_token_latencies_s(config: ServingConfig, session_len_tokens: int = LLAMA2_SESSION_LEN_TOKENS) -> tuple[float, float]:
     """First-token latencies (s) of one round of ``profile_generation.py`` with ``config.batch`` threads: (alone, together).
 
     The request that arrives alone waits for a prefill of its prompt but the last token, then
-    the decode step of the batch; the ``batch - 1`` taken together for their prefills in
-    sub-batches (:func:`prefill_sub_batches`), then the decode step.
+    the decode step of the batch; the ``batch - 1`` taken together for their prefills, then the
+    decode step. ``ContextDecode`` fills a sub-batch with whole prompts while their tokens stay
+    within :func:`max_context_tokens` (at least one prompt per sub-batch): the static estimator's
+    ``whole`` prefill schedule (:func:`~guide_opt.perf.estimator.prefill_steps`) at that budget.
     """
     batch, prefilled = config.batch, max(1, config.input_tokens - 1)
     decode_s = step_time(config, StepShape.decode(batch, config.input_tokens)).time_s
     alone_s = step_time(config, StepShape.prefill_chunk(1, prefilled), pipeline_fill=True).time_s + decode_s
-    together_s = decode_s + sum(step_time(config, StepShape.prefill_chunk(n, prefilled), pipeline_fill=True).time_s
-                                for n in prefill_sub_batches(batch - 1, prefilled, max_context_tokens(session_len_tokens)))
+    together_s = decode_s + sum(step_time(config, shape, pipeline_fill=True).time_s
+                                for shape, _ in prefill_steps("whole", max_context_tokens(session_len_tokens), prefilled, batch - 1))
     return alone_s, together_s
 
 

@@ -8,12 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from guide_opt.perf.estimator import estimate
-from guide_opt.perf.memory import max_batch
+from guide_opt.perf.estimator import estimate, prefill_steps
 from guide_opt.perf.step import StepShape, step_time
 from guide_opt.validation.accuracy import evaluate, measurement_config
 from guide_opt.validation.datasets import SEQUENTIAL_PREFILL, TURBOMIND_PROFILE_GENERATION, load_lmdeploy
-from guide_opt.validation.turbomind import first_token_latency_s, max_context_tokens, prefill_sub_batches, round_first_token_latencies_s
+from guide_opt.validation.turbomind import first_token_latency_s, max_context_tokens, round_first_token_latencies_s
 
 
 def test_the_prefill_budget_is_four_llama2_sessions():
@@ -30,7 +29,8 @@ def test_the_prefill_budget_is_four_llama2_sessions():
     (0, 2047, []),
 ])
 def test_prompts_taken_together_are_prefilled_in_sub_batches_within_the_budget(prompts, tokens, expected):
-    assert prefill_sub_batches(prompts, tokens, 16416) == expected
+    # TurboMind's ContextDecode packs whole prompts within the budget: the estimator's `whole` schedule at that budget
+    assert [n for _, n in prefill_steps("whole", 16416, tokens, prompts)] == expected
 
 
 def test_one_thread_waits_for_its_prefill_but_the_last_token_and_one_decode_step(catalog, data_dir):
@@ -70,7 +70,7 @@ def test_the_rule_fits_the_measured_mean_where_the_cache_holds_the_batch(catalog
     # Rows whose batch the KV cache holds to its last token (37 of 48): measured MAPE 14.1%, bias -7.4%.
     # Read as one batch prefilled prompt by prompt, the same rows are 20-30% low.
     rows = [m for m in load_lmdeploy(data_dir, catalog).rows if "ttft_ms" in m.measured]
-    held = [m for m in rows if estimate(c := measurement_config(m, catalog)).runs and max_batch(c) >= m.batch]
+    held = [m for m in rows if (est := estimate(measurement_config(m, catalog))).runs and est.max_batch >= m.batch]
     assert len(held) == 37
     rule = _ttft_errors_percent(held, catalog)
     sequential = _ttft_errors_percent([replace(m, first_token_rule=SEQUENTIAL_PREFILL) for m in held], catalog)
