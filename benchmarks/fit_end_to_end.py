@@ -151,6 +151,7 @@ def diagnosis(params: EndToEndParams, base: KernelProfile, catalog, rows, prefil
         return statistics.median(c.measured / c.predicted for c in before if c.measurement.batch == batch)
 
     gpu = catalog.gpus[GPU]
+    host = catalog.frameworks[FRAMEWORK].efficiency
     gemm_tflops = base.gemm["bf16"].peak_fraction * params.compute_scale * gpu.bf16_dense_tflops
     batch_one = [per_token_ms(rows, "llama-2-7b", tp, 1, n) for tp in (1, 2, 4, 8) for n in (256, 512, 1024, 2048)]
     tp8 = next(r for r in rows if (r.llm, r.tp) == ("llama-2-7b", 8))
@@ -165,7 +166,7 @@ def diagnosis(params: EndToEndParams, base: KernelProfile, catalog, rows, prefil
         "  one more sequence in a decode step (128 + 128 tokens, batch 64 to 256) grows with the LLM's FLOPs per token and falls",
         f"  with TP (Llama-3-70B {added_sequence_ms(rows, 'llama-3.1-70b', 1):.2f} ms at TP 1, {added_sequence_ms(rows, 'llama-3.1-70b', 8):.2f} ms "
         f"at TP 8; Llama-2-7B {added_sequence_ms(rows, 'llama-2-7b', 1):.2f} ms at TP 1),",
-        "  which a host cost per sequence would not (the `vllm` profile already adds 84 us per sequence per step, fitted on",
+        f"  which a host cost per sequence would not (the `vllm` profile already adds {host.sequence_overhead_us:g} us per sequence per step, fitted on",
         f"  A100/H100, section 1.7); and the prefill-only batches below were measured {prefill_slowdown:.0f}x slower than the generic",
         "  curves predicted.",
         f"- Per-kernel latency, most of the gap at batch 1: {params.kernel_latency_us:.1f} us per kernel (generic "
@@ -179,7 +180,8 @@ def diagnosis(params: EndToEndParams, base: KernelProfile, catalog, rows, prefil
                             f"{params.all_reduce_latency_us:.0f} us per all-reduce (generic NVLink "
                             f"{min(c.latency_us for c in base.all_reduce):.0f}-{max(c.latency_us for c in base.all_reduce):.0f} us) and "
                             f"{params.all_reduce_bus_fraction:.2f} of the 448 GB/s xGMI link; a smaller part, at TP > 1 only."),
-        "- The `vllm` host costs (84 us per sequence per step, 0.97 ms per multi-GPU step) are kept as fitted on NVIDIA and the",
+        f"- The `vllm` host costs ({host.sequence_overhead_us:g} us per sequence per step, {host.tp_step_overhead_ms:g} ms per multi-GPU step) and its",
+        f"  KV re-read exponent ({host.gqa_kv_reread_exponent:g}) are kept as fitted on NVIDIA and the",
         "  NVIDIA GPUs' curves are not touched, so their predictions do not move.",
         "- AMD MI250 (its LLM-Inference-Bench rows are skipped as out of scope) is not in the catalog (`hardware_db/gpus`), so",
         "  it is left as it is.",
@@ -300,6 +302,7 @@ def section(catalog, root: Path, *, variant: bool = True) -> tuple[str, KernelPr
     grid = [[str(tp)] + [f"{error_stats(tp_batch[(tp, b)])[2]:+.1f}" if (tp, b) in tp_batch else "-" for b in batches]
             for tp in sorted({t for t, _ in tp_batch})]
     wall = time.perf_counter() - started
+    host = catalog.frameworks[FRAMEWORK].efficiency
     out = [
         f"`python benchmarks/fit_end_to_end.py --write` ({cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}; "
         f"CPU only, {wall:.0f} s). MI300X has no kernel tables, so it used the NVIDIA-pooled `{base.id}` curves (77% of the",
@@ -307,7 +310,8 @@ def section(catalog, root: Path, *, variant: bool = True) -> tuple[str, KernelPr
         f"measured it. `hardware_db/kernels/{GPU}.yaml` now carries curves fitted end to end on its {len(rows)} vLLM (ROCm) batch latencies",
         "(7 LLMs, TP 1/2/4/8, batch 1-256, prompt = output = 128-2048 tokens; `guide_opt/validation/profile_fit.py`): six numbers",
         "changed on the generic curves, fitted through the step model with the `vllm` profile's default factors and host costs",
-        "(84 us per sequence, 0.97 ms per multi-GPU step, fitted on A100/H100, section 1.7) by soft-L1 least squares on log errors.",
+        f"({host.sequence_overhead_us:g} us per sequence, {host.tp_step_overhead_ms:g} ms per multi-GPU step, KV re-read exponent {host.gqa_kv_reread_exponent:g},",
+        "fitted on A100/H100, section 1.7) by soft-L1 least squares on log errors.",
         "Held out: each LLM's rows predicted by the fit on the other six LLMs' rows. Default factors throughout; the",
         "NVIDIA GPUs' curves are untouched.",
         "",

@@ -43,6 +43,17 @@ class EfficiencyFactors(BaseModel):
         workers (vLLM broadcasts the step's inputs, TensorRT-LLM's ranks synchronise the
         step's requests) before the first kernel runs. Kept at the profile's value by
         ``guide-opt calibrate``.
+    gqa_kv_reread_exponent: how often a decode step's attention reads each KV head's
+        cache when several query heads share it (grouped-query attention, ``g`` query heads
+        per KV head): ``g ** exponent`` times. 0 = once per group (FlashAttention, FlashInfer,
+        TensorRT-LLM's XQA kernels load a KV head once for all its query heads); 1 = once per
+        query head (a masked multi-head attention kernel, one thread block per query head,
+        with no reuse through L2). Fitted with the host costs (:mod:`guide_opt.validation.host_costs`);
+        kept at the profile's value by ``guide-opt calibrate``.
+    gqa_kv_reread_fp8_cache: whether an FP8 cache is re-read like a 16-bit one. False where the
+        engine runs every FP8 cache with a kernel that loads a KV head once per group
+        (TensorRT-LLM always uses XQA for it: its masked MHA kernel does not take 16-bit
+        queries over an FP8 cache).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +65,8 @@ class EfficiencyFactors(BaseModel):
     collective_latency_scale: float = Field(default=1.0, gt=0, le=10)
     sequence_overhead_us: float = Field(default=0.0, ge=0)
     tp_step_overhead_ms: float = Field(default=0.0, ge=0)
+    gqa_kv_reread_exponent: float = Field(default=0.0, ge=0, le=1)
+    gqa_kv_reread_fp8_cache: bool = True
 
 
 class EagerLaunch(BaseModel):

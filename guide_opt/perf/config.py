@@ -136,6 +136,19 @@ class ServingConfig:
         return 2 * self.kv_heads_per_gpu * self.llm.head_dim * element_bytes
 
     @property
+    def kv_reads_per_token(self) -> float:
+        """Times a decode step's attention reads each cached KV token: ``g ** exponent`` for a GQA cache, else 1.
+
+        ``g`` = query heads per KV head on one GPU; the exponent is the engine's
+        ``gqa_kv_reread_exponent`` (see :class:`~guide_opt.frameworks.EfficiencyFactors`).
+        MLA caches are read once, and FP8 caches where the engine's ``gqa_kv_reread_fp8_cache`` is off.
+        """
+        f = self.factors
+        if f.gqa_kv_reread_exponent == 0 or self.llm.is_mla or (self.kv_cache_dtype == "fp8" and not f.gqa_kv_reread_fp8_cache):
+            return 1.0
+        return (self.heads_per_gpu / self.kv_heads_per_gpu) ** f.gqa_kv_reread_exponent
+
+    @property
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes one token adds on one GPU of the most loaded stage (every layer holding it)."""
         return self.layers_per_stage * self.kv_bytes_per_token_per_layer

@@ -158,7 +158,8 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     """Roofline time of one layer's attention on one GPU; ``window`` limits each new token to its last ``window`` tokens.
 
     FLOPs: Q.K over ``head_dim`` and P.V over the value width per head and attended token.
-    Bytes: cached KV read (MLA: the latent), new KV written, Q read and output written. With a
+    Bytes: cached KV read (MLA: the latent; :attr:`ServingConfig.kv_reads_per_token` times where the
+    engine's kernel re-reads a KV head for its query heads), new KV written, Q read and output written. With a
     window, attended and read tokens are capped at ``window`` per new token and per sequence
     (the sum of per-sequence minima is at most the minimum of the sums, so this bounds them).
     Efficiency: the GPU's fitted attention curve at the mean attended context per new token,
@@ -174,7 +175,7 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     flops = 2.0 * config.heads_per_gpu * head_widths * attended * kept
     kv_per_token = config.kv_bytes_per_token_per_layer
     bytes_moved = (
-        kv_read * kept * kv_per_token  # read cached K/V
+        kv_read * kept * kv_per_token * config.kv_reads_per_token  # read cached K/V (re-read per query head by some kernels)
         + shape.new_tokens * kv_per_token  # write the new K/V
         + shape.new_tokens * config.heads_per_gpu * head_widths * ab  # read Q, write the attention output
     )

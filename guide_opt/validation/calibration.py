@@ -73,6 +73,8 @@ EFFICIENCY_BOUNDS: tuple[float, float] = (0.05, 1.0)
 STEP_OVERHEAD_BOUNDS_MS: tuple[float, float] = (0.0, 20.0)
 #: Lower / upper bounds of the fitted multiplier on the measured all-reduce latency.
 COLLECTIVE_LATENCY_BOUNDS: tuple[float, float] = (0.05, 10.0)
+#: The efficiency factors calibration fits, in the order of its parameter vector; the others keep the profile's values.
+FITTED_FIELDS = ("compute_efficiency", "memory_efficiency", "communication_efficiency", "step_overhead_ms", "collective_latency_scale")
 #: Weight of the pull towards the framework defaults (per factor, in log-residual units).
 PRIOR_WEIGHT = 0.05
 #: The same for ``collective_latency_scale``: much weaker, because engines' own small-message
@@ -281,11 +283,8 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
 
 
 def _factors(x: np.ndarray, default: EfficiencyFactors) -> EfficiencyFactors:
-    """The fitted five factors ``x``; the host costs that are not fitted keep ``default``'s values."""
-    return EfficiencyFactors.model_construct(
-        compute_efficiency=float(x[0]), memory_efficiency=float(x[1]), communication_efficiency=float(x[2]), step_overhead_ms=float(x[3]),
-        collective_latency_scale=float(x[4]), sequence_overhead_us=default.sequence_overhead_us, tp_step_overhead_ms=default.tp_step_overhead_ms,
-    )
+    """The fitted five factors ``x``; the host costs and KV re-read exponent, which are not fitted, keep ``default``'s values."""
+    return default.model_copy(update=dict(zip(FITTED_FIELDS, (float(v) for v in x))))
 
 
 def _vector(f: EfficiencyFactors) -> np.ndarray:
@@ -348,10 +347,7 @@ def fit_factors(prepared: list[PreparedRow], default: EfficiencyFactors | None =
     result = least_squares(residuals, centre, bounds=(lo, hi), loss="soft_l1", f_scale=LOSS_SCALE,
                            x_scale=np.array([0.1, 0.1, 0.1, 1.0, 0.2]), diff_step=1e-3, max_nfev=400)
     x = np.clip(result.x, lo, hi)
-    fitted = EfficiencyFactors(compute_efficiency=round(float(x[0]), 4), memory_efficiency=round(float(x[1]), 4),
-                               communication_efficiency=round(float(x[2]), 4), step_overhead_ms=round(float(x[3]), 4),
-                               collective_latency_scale=round(float(x[4]), 4), sequence_overhead_us=default.sequence_overhead_us,
-                               tp_step_overhead_ms=default.tp_step_overhead_ms)
+    fitted = EfficiencyFactors(**{**default.model_dump(), **{name: round(float(v), 4) for name, v in zip(FITTED_FIELDS, x)}})
     pairs = sum(len(r.targets) for r in prepared)
     return FitResult(fitted, default, len(prepared), pairs, float(result.cost), bool(result.success))
 

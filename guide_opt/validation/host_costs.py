@@ -13,6 +13,13 @@ on a replica spanning several GPUs, handing the step to the other ranks (a cost 
 3. fit ``excess_ms = sequences x us / 1000 + [TP > 1] x ms`` by robust least squares
    (:func:`fit_host_costs`, soft-L1 loss, so a few odd rows do not steer it).
 
+With the host costs the same fit chooses how the engine's decode attention reads a
+grouped-query KV cache (``gqa_kv_reread_exponent``, :class:`~guide_opt.frameworks.EfficiencyFactors`):
+steps 1-3 are repeated with each exponent of :data:`REREAD_EXPONENTS` in the model, and the
+exponent whose residuals the two costs fit best (lowest soft-L1 cost) is kept. A kernel that
+re-reads the cache per query head makes the excess grow with the context as well as the
+sequences; a cost per sequence alone cannot follow that.
+
 :func:`held_out_comparisons` scores the fit on rows it never saw: each GPU (or LLM) in turn is
 predicted with the costs fitted on the others.
 """
@@ -35,15 +42,28 @@ FITTED_METRIC = "batch_latency_s"
 LOSS_SCALE_MS = 0.5
 #: Upper bounds of the fitted costs (us per sequence, ms per step).
 MAX_SEQUENCE_US, MAX_TP_STEP_MS = 1000.0, 5.0
+#: The ``gqa_kv_reread_exponent`` values tried (0: each KV head read once per query group; 1: once per query head).
+REREAD_EXPONENTS = tuple(i / 8 for i in range(9))
 
 
 @dataclass(frozen=True)
 class HostCosts:
-    """Fitted host costs of one engine: per running sequence per step (us) and per multi-GPU step (ms)."""
+    """Fitted host costs of one engine: per running sequence per step (us) and per multi-GPU step (ms).
+
+    ``gqa_kv_reread_exponent``: the KV re-read exponent the costs were fitted with; ``loss``: the
+    fit's soft-L1 cost (comparable between fits over the same rows).
+    """
 
     sequence_overhead_us: float
     tp_step_overhead_ms: float
     rows: int
+    gqa_kv_reread_exponent: float = 0.0
+    loss: float = 0.0
+
+    def factor_updates(self) -> dict[str, float]:
+        """The efficiency-factor fields these costs set."""
+        return {"sequence_overhead_us": self.sequence_overhead_us, "tp_step_overhead_ms": self.tp_step_overhead_ms,
+                "gqa_kv_reread_exponent": self.gqa_kv_reread_exponent}
 
 
 @dataclass(frozen=True)
@@ -54,19 +74,26 @@ class StepResidual:
     excess_ms: float
 
 
-def with_host_costs(catalog: Catalog, costs: dict[str, tuple[float, float]]) -> Catalog:
-    """A copy of ``catalog`` whose engines in ``costs`` (id -> (us per sequence, ms per multi-GPU step)) carry those host costs."""
+def with_factors(catalog: Catalog, updates: dict[str, dict[str, float]]) -> Catalog:
+    """A copy of ``catalog`` whose engines in ``updates`` (id -> efficiency field -> value) carry those efficiency factors."""
     frameworks = dict(catalog.frameworks)
-    for framework_id, (sequence_us, tp_ms) in costs.items():
+    for framework_id, fields in updates.items():
         profile = frameworks[framework_id]
-        efficiency = profile.efficiency.model_copy(update={"sequence_overhead_us": sequence_us, "tp_step_overhead_ms": tp_ms})
-        frameworks[framework_id] = profile.model_copy(update={"efficiency": efficiency})
+        frameworks[framework_id] = profile.model_copy(update={"efficiency": profile.efficiency.model_copy(update=fields)})
     return dataclasses.replace(catalog, frameworks=frameworks)
 
 
-def without_host_costs(catalog: Catalog, framework_ids: Iterable[str]) -> Catalog:
-    """A copy of ``catalog`` with the host costs of ``framework_ids`` set to zero."""
-    return with_host_costs(catalog, {f: (0.0, 0.0) for f in framework_ids})
+def with_host_costs(catalog: Catalog, costs: dict[str, tuple[float, float]]) -> Catalog:
+    """A copy of ``catalog`` whose engines in ``costs`` (id -> (us per sequence, ms per multi-GPU step)) carry those host costs."""
+    return with_factors(catalog, {f: {"sequence_overhead_us": us, "tp_step_overhead_ms": ms} for f, (us, ms) in costs.items()})
+
+
+def without_host_costs(catalog: Catalog, framework_ids: Iterable[str], gqa_kv_reread_exponent: float | None = None) -> Catalog:
+    """A copy of ``catalog`` with the host costs of ``framework_ids`` set to zero (and their re-read exponent set, when given)."""
+    fields: dict[str, float] = {"sequence_overhead_us": 0.0, "tp_step_overhead_ms": 0.0}
+    if gqa_kv_reread_exponent is not None:
+        fields["gqa_kv_reread_exponent"] = gqa_kv_reread_exponent
+    return with_factors(catalog, {f: fields for f in framework_ids})
 
 
 def _resident(m: Measurement, catalog: Catalog) -> bool:
@@ -95,30 +122,47 @@ def fit_host_costs(residuals: list[StepResidual]) -> HostCosts:
     excess = np.array([r.excess_ms for r in residuals])
     result = least_squares(lambda x: design @ x - excess, np.array([50.0, 0.5]), loss="soft_l1", f_scale=LOSS_SCALE_MS,
                            bounds=([0.0, 0.0], [MAX_SEQUENCE_US, MAX_TP_STEP_MS]))
-    return HostCosts(float(result.x[0]), float(result.x[1]), len(residuals))
+    return HostCosts(float(result.x[0]), float(result.x[1]), len(residuals), loss=float(result.cost))
+
+
+def _residuals_by_exponent(rows: list[Measurement], catalog: Catalog) -> dict[float, list[StepResidual]]:
+    """The step residuals of ``rows`` under the model without host costs, for each exponent of :data:`REREAD_EXPONENTS`."""
+    frameworks = sorted({m.framework for m in rows})
+    out = {}
+    for exponent in REREAD_EXPONENTS:
+        bare = without_host_costs(catalog, frameworks, exponent)
+        out[exponent] = step_residuals(evaluate(rows, bare).comparisons, bare)
+    return out
+
+
+def _best_fits(residuals: dict[float, list[StepResidual]], keep) -> dict[str, HostCosts]:
+    """Per engine, the host costs and re-read exponent fitting the residuals that ``keep`` accepts best."""
+    fits: dict[str, HostCosts] = {}
+    for exponent, values in residuals.items():
+        kept = [r for r in values if keep(r.measurement)]
+        for framework in sorted({r.measurement.framework for r in kept}):
+            fit = fit_host_costs([r for r in kept if r.measurement.framework == framework])
+            if framework not in fits or fit.loss < fits[framework].loss:
+                fits[framework] = dataclasses.replace(fit, gqa_kv_reread_exponent=exponent)
+    return fits
 
 
 def fit_per_framework(rows: list[Measurement], catalog: Catalog) -> dict[str, HostCosts]:
-    """Host costs per engine of ``rows``, fitted on their residuals under the model without host costs."""
-    frameworks = sorted({m.framework for m in rows})
-    bare = without_host_costs(catalog, frameworks)
-    residuals = step_residuals(evaluate(rows, bare).comparisons, bare)
-    return {f: fit_host_costs([r for r in residuals if r.measurement.framework == f]) for f in frameworks}
+    """Host costs and KV re-read exponent per engine of ``rows``, fitted on their residuals under the model without host costs."""
+    return _best_fits(_residuals_by_exponent(rows, catalog), lambda m: True)
 
 
 def held_out_comparisons(rows: list[Measurement], catalog: Catalog, key: str) -> tuple[list[Comparison], dict[str, dict[str, HostCosts]]]:
-    """Each value of ``key`` (``gpu`` or ``llm``) held out in turn: its rows predicted with host costs fitted on the other rows.
+    """Each value of ``key`` (``gpu`` or ``llm``) held out in turn: its rows predicted with the host costs and re-read
+    exponent fitted on the other rows.
 
     Returns the held-out comparisons and the fits (held-out value -> engine -> costs).
     """
-    frameworks = sorted({m.framework for m in rows})
-    bare = without_host_costs(catalog, frameworks)
-    residuals = step_residuals(evaluate(rows, bare).comparisons, bare)
+    residuals = _residuals_by_exponent(rows, catalog)
     comparisons, fits = [], {}
     for value in sorted({getattr(m, key) for m in rows}):
-        train = [r for r in residuals if getattr(r.measurement, key) != value]
-        fitted = {f: fit_host_costs([r for r in train if r.measurement.framework == f]) for f in frameworks}
+        fitted = _best_fits(residuals, lambda m: getattr(m, key) != value)
         fits[value] = fitted
-        patched = with_host_costs(catalog, {f: (c.sequence_overhead_us, c.tp_step_overhead_ms) for f, c in fitted.items()})
+        patched = with_factors(catalog, {f: c.factor_updates() for f, c in fitted.items()})
         comparisons += evaluate([m for m in rows if getattr(m, key) == value], patched).comparisons
     return comparisons, fits

@@ -69,6 +69,35 @@ def test_host_overhead_grows_with_sequences_and_a_multi_gpu_replica(make_config)
     assert step_time(two, StepShape.decode(16, 100)).overhead_s == pytest.approx(3.5e-3, rel=1e-12)
 
 
+@pytest.mark.parametrize("kv_cache_dtype, fp8_reread, reads", [("fp16", True, 2.0), ("fp8", True, 2.0), ("fp8", False, 1.0), ("fp16", False, 2.0)])
+def test_gqa_kv_reread_multiplies_the_cached_kv_read(make_config, flat_gpu, kv_cache_dtype, fp8_reread, reads):
+    """llama-3.1-8b has 32 query heads over 8 KV heads: a kernel re-reading the cache with exponent 0.5 reads each
+    cached token 4 ** 0.5 = 2 times. By hand, decode of 8 sequences at 1,000 tokens on one GPU: 8,000 cached tokens x
+    2 (K, V) x 8 heads x 128 x 2 bytes (1 for FP8) per layer, read once more at the flat GPU's bandwidth. An engine
+    that runs FP8 caches with a group kernel (gqa_kv_reread_fp8_cache off, as TensorRT-LLM's XQA) reads them once."""
+    from guide_opt.frameworks import EfficiencyFactors
+
+    def factors(exponent: float) -> EfficiencyFactors:
+        return EfficiencyFactors(compute_efficiency=1.0, memory_efficiency=1.0, communication_efficiency=1.0, step_overhead_ms=0.0,
+                                 gqa_kv_reread_exponent=exponent, gqa_kv_reread_fp8_cache=fp8_reread)
+
+    gpu = flat_gpu("a100-80gb-sxm")
+    once, reread = (make_config(llm="llama-3.1-8b", gpu=gpu, batch=8, kv_cache_dtype=kv_cache_dtype, efficiency=factors(e)) for e in (0.0, 0.5))
+    assert reread.kv_reads_per_token == reads
+    shape = StepShape.decode(8, 1000)
+    extra = layer_operator_times(reread, shape)["attention"].memory_time_s - layer_operator_times(once, shape)["attention"].memory_time_s
+    element_bytes = 2 if kv_cache_dtype == "fp16" else 1
+    assert extra == pytest.approx((reads - 1) * 8000 * 2 * 8 * 128 * element_bytes / (gpu.hbm_bandwidth_gbps * 1e9), rel=1e-9, abs=1e-15)
+
+
+def test_gqa_kv_reread_leaves_one_kv_head_per_query_head_alone(make_config):
+    from guide_opt.frameworks import EfficiencyFactors
+
+    factors = EfficiencyFactors(compute_efficiency=1.0, memory_efficiency=1.0, communication_efficiency=1.0, step_overhead_ms=0.0,
+                                gqa_kv_reread_exponent=1.0)
+    assert make_config(llm="llama-2-7b", efficiency=factors).kv_reads_per_token == 1.0  # 32 query heads over 32 KV heads
+
+
 def test_step_is_layers_times_operators_plus_head(make_config):
     config = make_config(llm="llama-3.1-8b", batch=8)
     shape = StepShape.prefill_chunk(2, 300)

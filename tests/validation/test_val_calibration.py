@@ -31,9 +31,10 @@ NOISE_SIGMA = 0.03
 
 
 def _true_factors(catalog) -> EfficiencyFactors:
-    """TRUE_FACTORS with the vllm profile's host costs, which calibrate keeps rather than fits."""
+    """TRUE_FACTORS with the vllm profile's host costs and KV re-read exponent, which calibrate keeps rather than fits."""
     shipped = catalog.frameworks["vllm"].efficiency
-    return TRUE_FACTORS.model_copy(update={"sequence_overhead_us": shipped.sequence_overhead_us, "tp_step_overhead_ms": shipped.tp_step_overhead_ms})
+    return TRUE_FACTORS.model_copy(update={"sequence_overhead_us": shipped.sequence_overhead_us, "tp_step_overhead_ms": shipped.tp_step_overhead_ms,
+                                           "gqa_kv_reread_exponent": shipped.gqa_kv_reread_exponent})
 
 
 def write_synthetic_csv(path: Path, catalog) -> Path:
@@ -69,8 +70,9 @@ def test_round_trip_recovers_the_engine(round_trip):
     assert f.memory_efficiency == pytest.approx(TRUE_FACTORS.memory_efficiency, rel=0.1)
     assert f.compute_efficiency == pytest.approx(TRUE_FACTORS.compute_efficiency, rel=0.15)
     assert f.step_overhead_ms == pytest.approx(TRUE_FACTORS.step_overhead_ms, abs=1.5)
-    # the host costs are not fitted: they stay the profile's (84 us per sequence, 0.97 ms per multi-GPU step in vllm.yaml)
-    assert (f.sequence_overhead_us, f.tp_step_overhead_ms) == (84.0, 0.97)
+    # the host costs and the re-read exponent are not fitted: they stay vllm.yaml's (66 us per sequence, 1.07 ms per
+    # multi-GPU step, exponent 0.375)
+    assert (f.sequence_overhead_us, f.tp_step_overhead_ms, f.gqa_kv_reread_exponent) == (66.0, 1.07, 0.375)
     for metric, before in entry.mape_before.items():
         assert entry.mape_after[metric] < min(before, 6.0), metric
 

@@ -9,19 +9,23 @@ from guide_opt.validation.datasets import Measurement
 from guide_opt.validation.host_costs import (
     StepResidual,
     fit_host_costs,
+    REREAD_EXPONENTS,
     fit_per_framework,
     held_out_comparisons,
-    with_host_costs,
+    with_factors,
     without_host_costs,
 )
 
 #: Planted host costs of the synthetic engine: 50 us per running sequence per step, 0.8 ms per multi-GPU step.
 PLANTED_US, PLANTED_MS = 50.0, 0.8
+#: Planted KV re-read exponent: each KV head of llama-3.1-8b (4 query heads per KV head) read 4 ** 0.5 = 2 times per step.
+PLANTED_EXPONENT = 0.5
 
 
-def _rows(catalog, costs) -> list[Measurement]:
-    """Static batches 'measured' on the vllm profile carrying ``costs`` (llama-2-7b and llama-3.1-8b, A100 80GB, TP 1/2, batch 1-64)."""
-    truth = with_host_costs(catalog, {"vllm": costs})
+def _rows(catalog, costs, exponent: float = PLANTED_EXPONENT) -> list[Measurement]:
+    """Static batches 'measured' on the vllm profile carrying ``costs`` and the KV re-read ``exponent``
+    (llama-2-7b, one query head per KV head, and llama-3.1-8b, four; A100 80GB, TP 1/2, batch 1-64)."""
+    truth = with_factors(catalog, {"vllm": {"sequence_overhead_us": costs[0], "tp_step_overhead_ms": costs[1], "gqa_kv_reread_exponent": exponent}})
     rows = []
     for llm in ("llama-2-7b", "llama-3.1-8b"):
         for tp in (1, 2):
@@ -47,6 +51,15 @@ def test_fit_per_framework_recovers_planted_costs(catalog):
     fit = fit_per_framework(_rows(catalog, (PLANTED_US, PLANTED_MS)), catalog)["vllm"]
     assert PLANTED_US <= fit.sequence_overhead_us <= PLANTED_US * 1.02
     assert PLANTED_MS <= fit.tp_step_overhead_ms <= PLANTED_MS * 1.02
+    assert fit.gqa_kv_reread_exponent == PLANTED_EXPONENT
+
+
+@pytest.mark.parametrize("planted", [0.0, 1.0])
+def test_fit_recovers_the_planted_reread_exponent(catalog, planted):
+    """Re-reading the KV cache lengthens llama-3.1-8b's steps by an amount that grows with the context, which no cost per
+    sequence or per step reproduces: the fit keeps the exponent the rows were made with, at either end of the grid."""
+    assert planted in REREAD_EXPONENTS
+    assert fit_per_framework(_rows(catalog, (PLANTED_US, PLANTED_MS), planted), catalog)["vllm"].gqa_kv_reread_exponent == planted
 
 
 def test_without_host_costs_leaves_the_cached_catalog_alone(catalog):
@@ -57,7 +70,8 @@ def test_without_host_costs_leaves_the_cached_catalog_alone(catalog):
 
 
 def test_held_out_llm_is_predicted_with_costs_fitted_without_it(catalog):
-    rows = _rows(catalog, (PLANTED_US, PLANTED_MS))
+    # exponent 0: with llama-3.1-8b held out, llama-2-7b's rows (one query head per KV head) cannot show any other
+    rows = _rows(catalog, (PLANTED_US, PLANTED_MS), 0.0)
     comparisons, fits = held_out_comparisons(rows, catalog, "llm")
     assert set(fits) == {"llama-2-7b", "llama-3.1-8b"}
     assert fits["llama-2-7b"]["vllm"].rows == 8  # only the other LLM's 8 rows
