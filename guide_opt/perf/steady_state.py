@@ -1100,7 +1100,8 @@ def _window_chain(table: StepTable, slots: int, decodes: float, rate: float,
     return None
 
 
-def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mean_window_s: float) -> tuple[tuple[np.ndarray, np.ndarray], float, float]:
+def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float,
+                  mean_window_s: float) -> tuple[tuple[np.ndarray, np.ndarray], float, float] | None:
     """TTFT of an arrival before any wait for a slot: its distribution, the mean rest of the window in progress and the mean first-token time.
 
     An arrival finds a window of ``k`` prompts with probability proportional to ``pi_k x
@@ -1108,9 +1109,13 @@ def _arrival_ttft(table: StepTable, slots: int, decodes: float, rate: float, mea
     prefilled in the next window with the ``Poisson(rate x time(k))`` others that arrived during
     it (FCFS, uniform position): both parts depend on ``k``, so the TTFT is their mixture over
     ``k``. Where the chain does not settle, the prompt counts are one ``Poisson(rate x
-    mean_window_s)`` draw and the two parts independent.
+    mean_window_s)`` draw and the two parts independent; None when nothing decodes as well
+    (``mean_window_s`` 0: the windows are the prompts' own queue, and a chain of windows that
+    does not settle below :data:`MAX_PROMPTS_PER_WINDOW` is a queue too long to plan on).
     """
     chain = _window_chain(table, slots, decodes, rate, mean_window_s)
+    if chain is None and mean_window_s <= 0:
+        return None
     if chain is None:
         k, pmf = _prompt_counts(rate * mean_window_s)
         times, _ = table.windows(decodes, slots, k)
@@ -1207,12 +1212,18 @@ def _open_loop(config: ServingConfig, request_rate_per_s: float, table: StepTabl
     # it finds (not counting itself): solve their length again at that count (at low load
     # mostly idle, zero-length windows).
     arrival = _decode_run(table, slots, rate, lambda t: found) or solution
-    window_ttft, residual_mean_s, first_mean_s = _arrival_ttft(table, slots, found, rate, arrival.window_s)
+    arrival_ttft = _arrival_ttft(table, slots, found, rate, arrival.window_s)
+    if arrival_ttft is None:
+        return _unstable("open_loop", rate, None, capacity, config.output_tokens)
+    window_ttft, residual_mean_s, first_mean_s = arrival_ttft
     dispersion = slot_dispersion(*core.gains)
     first_token_s = residual_mean_s + first_mean_s
 
     def full_holding_s() -> float:
-        """A request's time in its slot while every slot is held: its ``O - 1`` steps next to ``slots`` decoders."""
+        """A request's time in its slot while every slot is held: its ``O - 1`` steps next to ``slots`` decoders
+        (its first token alone when it has no decode steps: nobody decodes, whatever the slots)."""
+        if steps == 0:
+            return first_token_s
         full = _decode_run(table, slots, rate, lambda _t: float(slots))
         return math.inf if full is None else first_token_s + steps * full.tpot_s
 
