@@ -39,7 +39,7 @@ from guide_opt.catalog import load_catalog
 from guide_opt.validation.accuracy import AccuracyRow, evaluate, measurement_config, summarize
 from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
 from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
-from guide_opt.validation.host_costs import fit_per_framework, held_out_comparisons
+from guide_opt.validation.host_costs import fit_per_framework, held_out_comparisons, residuals_by_exponent
 from guide_opt.validation.llm_pilot import run_benchmark, tgis_held_out_comparisons
 from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTOR_LABELS, PREDICTORS
 
@@ -541,7 +541,9 @@ def _host_cost_section(catalog, data_dir) -> list[str]:
     """Section 1.7: the host costs per step fitted on LLM-Inference-Bench, held out by GPU and by LLM, and the bias by regime."""
     data = load_source("llm-inference-bench", catalog, data_dir)
     rows = [m for m in data.rows if m.gpu in HOST_COST_GPUS and m.framework in ("vllm", "tensorrt-llm")]
-    fits = fit_per_framework(rows, catalog)
+    residuals = residuals_by_exponent(rows, catalog)  # shared by the fit and both held-out splits
+    fits = fit_per_framework(rows, catalog, residuals)
+
     def shipped(f: str) -> str:
         e = catalog.frameworks[f].efficiency
         return f"{e.sequence_overhead_us:g} / {e.tp_step_overhead_ms:g} / {e.gqa_kv_reread_exponent:g}"
@@ -550,7 +552,7 @@ def _host_cost_section(catalog, data_dir) -> list[str]:
                   shipped(f)] for f, c in fits.items()]
     scores = []
     for key in ("gpu", "llm"):
-        comps, held_fits = held_out_comparisons(rows, catalog, key)
+        comps, held_fits = held_out_comparisons(rows, catalog, key, residuals)
         if key == "gpu":
             for value, per in held_fits.items():
                 fit_table += [[f, f"without {value}", f"{c.sequence_overhead_us:.1f}", f"{c.tp_step_overhead_ms:.2f}",

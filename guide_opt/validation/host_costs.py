@@ -125,8 +125,12 @@ def fit_host_costs(residuals: list[StepResidual]) -> HostCosts:
     return HostCosts(float(result.x[0]), float(result.x[1]), len(residuals), loss=float(result.cost))
 
 
-def _residuals_by_exponent(rows: list[Measurement], catalog: Catalog) -> dict[float, list[StepResidual]]:
-    """The step residuals of ``rows`` under the model without host costs, for each exponent of :data:`REREAD_EXPONENTS`."""
+def residuals_by_exponent(rows: list[Measurement], catalog: Catalog) -> dict[float, list[StepResidual]]:
+    """The step residuals of ``rows`` under the model without host costs, for each exponent of :data:`REREAD_EXPONENTS`.
+
+    The costly part of a fit (every row predicted once per exponent): compute it once and pass it to
+    :func:`fit_per_framework` and :func:`held_out_comparisons` over the same rows.
+    """
     frameworks = sorted({m.framework for m in rows})
     out = {}
     for exponent in REREAD_EXPONENTS:
@@ -147,18 +151,21 @@ def _best_fits(residuals: dict[float, list[StepResidual]], keep) -> dict[str, Ho
     return fits
 
 
-def fit_per_framework(rows: list[Measurement], catalog: Catalog) -> dict[str, HostCosts]:
-    """Host costs and KV re-read exponent per engine of ``rows``, fitted on their residuals under the model without host costs."""
-    return _best_fits(_residuals_by_exponent(rows, catalog), lambda m: True)
+def fit_per_framework(rows: list[Measurement], catalog: Catalog,
+                      residuals: dict[float, list[StepResidual]] | None = None) -> dict[str, HostCosts]:
+    """Host costs and KV re-read exponent per engine of ``rows``, fitted on their residuals under the model without host costs
+    (``residuals``: :func:`residuals_by_exponent` of the same rows, when already computed)."""
+    return _best_fits(residuals if residuals is not None else residuals_by_exponent(rows, catalog), lambda m: True)
 
 
-def held_out_comparisons(rows: list[Measurement], catalog: Catalog, key: str) -> tuple[list[Comparison], dict[str, dict[str, HostCosts]]]:
+def held_out_comparisons(rows: list[Measurement], catalog: Catalog, key: str,
+                         residuals: dict[float, list[StepResidual]] | None = None) -> tuple[list[Comparison], dict[str, dict[str, HostCosts]]]:
     """Each value of ``key`` (``gpu`` or ``llm``) held out in turn: its rows predicted with the host costs and re-read
-    exponent fitted on the other rows.
+    exponent fitted on the other rows (``residuals`` as for :func:`fit_per_framework`).
 
     Returns the held-out comparisons and the fits (held-out value -> engine -> costs).
     """
-    residuals = _residuals_by_exponent(rows, catalog)
+    residuals = residuals if residuals is not None else residuals_by_exponent(rows, catalog)
     comparisons, fits = [], {}
     for value in sorted({getattr(m, key) for m in rows}):
         fitted = _best_fits(residuals, lambda m: getattr(m, key) != value)
