@@ -16,7 +16,19 @@ kernel latencies included). So::
 
 where ``base`` is ``step_time`` itself at ``A = R = 0``; ``alpha``, ``c`` and ``gamma`` are read
 off :func:`guide_opt.perf.step.layer_operator_times` per key (memoised), ``beta`` and ``delta``
-once. The decomposition is *checked* against
+once.
+
+Without pipeline parallelism a key costs no step-model call at all. At ``A = R = 0`` nothing
+couples the token count to the sequence count: the GEMMs, elementwise kernels, all-reduces and
+the attention's own bytes follow ``nt``; the LM head, the attention's per-sequence latency and
+the host costs follow ``seq``. So ``base(nt, seq) = base(nt, 1) + base(1, seq) - base(1, 1)``
+and likewise ``gamma``, while ``alpha`` and ``c`` (the attention's compute at ``A = nt`` and
+``2 nt``, where the efficiency curve sits at a fixed context per token) follow ``nt`` alone.
+Those one-dimensional parts are timed for every token count up to the largest seen, and every
+sequence count likewise, in a few calls of the step model on arrays (it takes a
+:class:`~guide_opt.perf.step.StepShape` of arrays, each element the same IEEE operations as a
+call of its own); a simulation that meets a thousand step shapes makes a handful of such calls
+instead of four thousand scalar ones. The decomposition is *checked* against
 ``step_time`` on probe shapes (compute- and memory-bound, every pipeline mode) when the model is
 built; if the performance model ever stops having this structure, :attr:`exact_shortcut` is
 False and every call goes straight to ``step_time`` (slower, still exact).
@@ -34,6 +46,8 @@ from guide_opt.perf.step import StepShape, layer_operator_times, step_time
 #: Relative tolerance of the self-check against ``step_time`` (float rounding only).
 SHORTCUT_RELATIVE_TOLERANCE = 1e-9
 _PROBE = 1.0e6
+#: Token and sequence counts the one-dimensional parts are first timed for (the tables double beyond).
+_FIRST_TABLE_SIZE = 256
 
 
 class StepCostModel:
@@ -46,8 +60,12 @@ class StepCostModel:
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
         self._layers = config.layers_per_stage
+        self._layers_float = float(config.layers_per_stage)
         self._pp = config.pp
         self._cache: dict[tuple[int, int, bool], tuple[float, ...]] = {}
+        # pp == 1: the parts of an entry by token count (index nt) and by sequence count (index seq), grown on demand
+        self._by_tokens: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])  # base, gamma, alpha, c
+        self._by_sequences: tuple[list[float], list[float]] = ([], [])  # base and gamma minus their values at one sequence
         zero = layer_operator_times(config, StepShape(1, 1, 0.0, 0.0))["attention"]
         by_attended = layer_operator_times(config, StepShape(1, 1, _PROBE, 0.0))["attention"]
         by_read = layer_operator_times(config, StepShape(1, 1, 0.0, _PROBE))["attention"]
@@ -58,6 +76,47 @@ class StepCostModel:
         """Lower bound of any step's duration (one decode token, empty context), s."""
 
     # ---- the decomposition ------------------------------------------------------------------
+    def _grow_tokens(self, new_tokens: int) -> None:
+        """Time the token-count parts of :meth:`_separable_entry` for every count up to at least ``new_tokens``."""
+        base, gamma, alpha, intercept = self._by_tokens
+        start = len(base)
+        stop = max(new_tokens + 1, 2 * start, _FIRST_TABLE_SIZE)
+        nt = np.arange(max(start, 1), stop, dtype=float)
+        ones, zeros = np.ones_like(nt), np.zeros_like(nt)
+        base_s = step_time(self.config, StepShape(nt, ones, zeros, zeros)).time_s
+        gamma_s = layer_operator_times(self.config, StepShape(nt, ones, zeros, zeros))["attention"].memory_time_s
+        one = layer_operator_times(self.config, StepShape(nt, ones, nt, zeros))["attention"].compute_time_s
+        two = layer_operator_times(self.config, StepShape(nt, ones, 2.0 * nt, zeros))["attention"].compute_time_s
+        slope = (two - one) / nt
+        if start == 0:  # no step has zero new tokens: index 0 holds a placeholder so that index = token count
+            for column in self._by_tokens:
+                column.append(math.nan)
+        for column, values in zip(self._by_tokens, (base_s, gamma_s, slope, one - slope * nt)):
+            column.extend(np.broadcast_to(values, nt.shape).tolist())
+
+    def _grow_sequences(self, sequences: int) -> None:
+        """Time the sequence-count parts of :meth:`_separable_entry` for every count up to at least ``sequences``."""
+        base, gamma = self._by_sequences
+        start = len(base)
+        stop = max(sequences + 1, 2 * start, _FIRST_TABLE_SIZE)
+        seq = np.arange(1, stop, dtype=float)  # from one sequence each time: the reference value is element 0
+        ones, zeros = np.ones_like(seq), np.zeros_like(seq)
+        base_s = np.broadcast_to(step_time(self.config, StepShape(ones, seq, zeros, zeros)).time_s, seq.shape)
+        gamma_s = np.broadcast_to(layer_operator_times(self.config, StepShape(ones, seq, zeros, zeros))["attention"].memory_time_s, seq.shape)
+        base[:] = [math.nan, *(base_s - base_s[0]).tolist()]
+        gamma[:] = [math.nan, *(gamma_s - gamma_s[0]).tolist()]
+
+    def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
+        """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
+        if new_tokens >= len(self._by_tokens[0]):
+            self._grow_tokens(new_tokens)
+        if sequences >= len(self._by_sequences[0]):
+            self._grow_sequences(sequences)
+        base, gamma, alpha, intercept = self._by_tokens
+        seq_base, seq_gamma = self._by_sequences
+        return (base[new_tokens] + seq_base[sequences], self._layers_float, 1.0, gamma[new_tokens] + seq_gamma[sequences], alpha[new_tokens],
+                intercept[new_tokens])
+
     def _entry(self, new_tokens: int, sequences: int, fill: bool) -> tuple[float, float, float, float]:
         if self._pp == 1:
             micro, rounds = 1, 1
@@ -81,10 +140,13 @@ class StepCostModel:
         if not self.exact_shortcut:
             shape = StepShape(new_tokens, sequences, attended_tokens, kv_read_tokens)
             return step_time(self.config, shape, pipeline_fill=pipeline_fill).time_s
-        entry = self._cache.get((new_tokens, sequences, pipeline_fill))
-        if entry is None:
-            entry = self._entry(new_tokens, sequences, pipeline_fill)
-        base, scale, inv_micro, gamma, alpha, intercept = entry
+        if self._pp == 1:
+            base, scale, inv_micro, gamma, alpha, intercept = self._separable_entry(new_tokens, sequences)
+        else:
+            entry = self._cache.get((new_tokens, sequences, pipeline_fill))
+            if entry is None:
+                entry = self._entry(new_tokens, sequences, pipeline_fill)
+            base, scale, inv_micro, gamma, alpha, intercept = entry
         a = attended_tokens * inv_micro
         compute = alpha * a + intercept if a > 0 else 0.0
         memory = gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a
@@ -98,7 +160,10 @@ class StepCostModel:
         kv_read_tokens = np.asarray(kv_read_tokens, dtype=float)
         if not self.exact_shortcut:
             return np.array([self.time_s(sequences, sequences, r + sequences, r, False) for r in kv_read_tokens])
-        entry = self._cache.get((sequences, sequences, False)) or self._entry(sequences, sequences, False)
+        if self._pp == 1:
+            entry = self._separable_entry(sequences, sequences)
+        else:
+            entry = self._cache.get((sequences, sequences, False)) or self._entry(sequences, sequences, False)
         base, scale, inv_micro, gamma, alpha, intercept = entry
         a = (kv_read_tokens + sequences) * inv_micro
         attention = np.maximum(alpha * a + intercept, gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a)
@@ -119,5 +184,7 @@ class StepCostModel:
                 got = self.time_s(*shape, fill)
                 if not abs(got - expected) <= SHORTCUT_RELATIVE_TOLERANCE * abs(expected):
                     self._cache.clear()
+                    for column in (*self._by_tokens, *self._by_sequences):
+                        column.clear()
                     return False
         return True
