@@ -416,10 +416,15 @@ def demand_of(requirement: LlmRequirement) -> float | None:
     return None
 
 
-def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: int) -> Candidate:
-    """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model."""
+def evaluate_candidate(ms: ModelSpace, shape: Shape, batch: int, max_replicas: int,
+                       table: steady_state.StepTable | None = None) -> Candidate:
+    """Evaluate ``shape`` at ``batch`` for the LLM of ``ms`` with the full performance model.
+
+    ``table``: a :class:`~guide_opt.perf.steady_state.StepTable` of the same LLM, lengths and shape
+    (any batch) to share with other evaluations of them; the figures are the same with or without.
+    """
     evaluation = evaluate_shape_batch(ms.llm, ms.input_tokens, ms.output_tokens, shape, batch)
-    return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas)
+    return candidate_from_evaluation(ms, shape, batch, evaluation, max_replicas, table)
 
 
 def empty_model_space(problem: Problem, index: int, catalog: Catalog) -> ModelSpace:

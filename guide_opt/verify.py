@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from guide_opt.catalog import Catalog, load_catalog
+from guide_opt.perf.steady_state import StepTable
 from guide_opt.plan import Pick, shared_limit_violations
 from guide_opt.problem import Problem
 from guide_opt.solution import Deployment, Solution
@@ -50,6 +51,9 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
     prices = resolve_prices(problem, catalog)
     violations: list[Violation] = []
     picks = []
+    # Deployments of the same LLM at the same lengths on the same shape share one step table (built here, not the
+    # planner's): a fleet that repeats services is re-evaluated at the cost of its distinct ones, with the same figures.
+    tables: dict[tuple, StepTable] = {}
     for i, (req, dep) in enumerate(zip(problem.models, deployments)):
         ms = empty_model_space(problem, i, catalog)
         llm = ms.llm
@@ -61,13 +65,19 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
         if reason:
             violations.append(Violation(i, f"{ms.label}: {reason}"))
             continue
-        c = evaluate_candidate(ms, shape, dep.max_batch, problem.search.max_replicas)
+        table = None
+        if ms.serving_model == "steady_state":
+            key = (llm.id, ms.input_tokens, ms.output_tokens, dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype)
+            if (table := tables.get(key)) is None:
+                table = tables[key] = StepTable(shape_config(llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch))
+        c = evaluate_candidate(ms, shape, dep.max_batch, problem.search.max_replicas, table)
         for family in c.violations:
             violations.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
         if c.replicas_min is not None and dep.replicas < c.replicas_min:
             violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
             if c.serving_model == "steady_state":  # and the SLOs its replicas miss at the load they would carry
-                at = steady_state_figures(ms, shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch), replicas=dep.replicas)
+                at = steady_state_figures(ms, shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch), table,
+                                          replicas=dep.replicas)
                 violations.extend(Violation(i, f"{ms.label}: at {at.load_per_replica:.4g} per replica, {_describe(family, at, ms)}")
                                   for family in at.slo_violations)
         if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):

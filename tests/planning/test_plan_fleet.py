@@ -104,3 +104,19 @@ def test_max_served_is_a_valid_objective_and_bad_ones_name_the_field():
 
     with pytest.raises(InputError, match="objective"):
         Problem.from_dict({**base, "objective": "max_serve"})
+
+
+def test_verification_shares_step_tables_between_services_alike_with_the_same_findings(fleet_dict):
+    # Two services of one LLM at the same lengths on one shape share a step table inside verify_deployments; the
+    # expected findings are those of each service verified in a problem of its own (a fresh table each).
+    light = {"id": "llama-3.2-1b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 6},
+             "slo": {"ttft_ms": 1000, "tpot_ms": 40}}
+    heavy = {**light, "workload": {**light["workload"], "request_rate_per_s": 400}}
+    alone = Problem.from_dict(fleet_dict(models=[light]))
+    deployment = get_solver("cpsat").solve(alone, alternatives=False).deployments[0]
+    both = Problem.from_dict(fleet_dict(models=[light, heavy]))
+    found = verify_deployments(both, [deployment, deployment])
+    assert [v.text for v in found if v.model_index == 0] == [v.text for v in verify_deployments(alone, [deployment])] == []
+    heavy_alone = [v.text for v in verify_deployments(Problem.from_dict(fleet_dict(models=[heavy])), [deployment])]
+    assert heavy_alone and any("replicas" in text for text in heavy_alone)
+    assert [v.text.replace("models[1]", "models[0]") for v in found if v.model_index == 1] == heavy_alone
