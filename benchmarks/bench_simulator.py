@@ -170,7 +170,9 @@ def markdown(rows: list[dict], machine: dict, runs: int, requests: int) -> str:
         "",
         "Target (issue): 10,000 requests in under 1 s on one core, so that an Optuna study of hundreds of trials stays in seconds to "
         "minutes. The rows with something switched off show where the speed comes from: the exact step-cost decomposition "
-        "(`simulate/step_cost.py`, equal to `perf.step.step_time` to ~1e-15 relative, self-checked at construction), evaluating "
+        "(`simulate/step_cost.py`, equal to `perf.step.step_time` to ~1e-13 relative, self-checked at construction; without "
+        "pipeline parallelism its parts are timed per token count and per sequence count in a few array calls of the step "
+        "model, so a simulation meeting thousands of distinct step shapes does not call it once per shape), evaluating "
         "runs of pure-decode steps with numpy (`simulate/engine.py`; the same completion times as stepping one at a time, to 1e-9 "
         "relative, tests/simulate/test_sim_engine.py), and, for an open loop behind a random or round-robin balancer (the plan "
         "checks and refinement simulate deployments behind a random one), running each replica through its own arrivals instead of "

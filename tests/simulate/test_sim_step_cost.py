@@ -57,3 +57,20 @@ def test_a_model_without_the_structure_falls_back_to_step_time(make_config, monk
     fallback = StepCostModel(config)
     assert not fallback.exact_shortcut
     assert fallback.time_s(64, 64, 64 * 1001.0, 64 * 1000.0, False) == bent(config, StepShape(64, 64, 64 * 1001.0, 64 * 1000.0)).time_s
+
+
+def test_without_pipeline_parallelism_new_step_shapes_cost_no_step_model_call(make_config, monkeypatch):
+    # The per-count tables answer shapes never seen before; the expected times are step_time's own (called after the
+    # count below), so the shortcut is exact and not merely cached.
+    config = make_config(llm="llama-3.1-8b", gpu="h100-sxm")
+    model = StepCostModel(config)
+    calls = []
+    real_step_time, real_layer_times = step_cost.step_time, step_cost.layer_operator_times
+    monkeypatch.setattr(step_cost, "step_time", lambda *a, **k: calls.append(a) or real_step_time(*a, **k))
+    monkeypatch.setattr(step_cost, "layer_operator_times", lambda *a, **k: calls.append(a) or real_layer_times(*a, **k))
+    shapes = [(nt, seq, nt * 700.0 + seq, nt * 700.0) for nt, seq in ((3, 2), (77, 40), (1500, 9), (6001, 250), (8000, 1))]
+    times = [model.time_s(*shape, False) for shape in shapes]
+    assert calls == []
+    monkeypatch.undo()
+    for shape, value in zip(shapes, times):
+        assert value == pytest.approx(step_time(config, StepShape(*shape)).time_s, rel=1e-9)
