@@ -136,7 +136,8 @@ def _print_steady(est: Estimate, state: steady_state.SteadyState, capacity_per_s
         return
     row = lambda d: (f"mean {fmt_number(d.mean_s * 1e3)}, median {fmt_number(d.p50_s * 1e3)}, p90 {fmt_number(d.p90_s * 1e3)}, "  # noqa: E731
                      f"p99 {fmt_number(d.p99_s * 1e3)} ms")
-    utilization = "" if math.isnan(state.utilization) else f" ({state.utilization:.0%} of capacity {capacity_per_s:.4g} requests/s)"
+    capacity_name = "the open-loop capacity" if state.mode == "closed_loop" else "capacity"  # a closed loop may pass it: its slots stay full
+    utilization = "" if math.isnan(state.utilization) else f" ({state.utilization:.0%} of {capacity_name} {capacity_per_s:.4g} requests/s)"
     echo_pairs(title, [
         ("TTFT", row(state.ttft)),
         ("TPOT", row(state.tpot)),

@@ -228,7 +228,11 @@ def _load_text(requirement, metrics: dict) -> str | None:
         return None
     w = requirement.workload
     unit = "requests/s" if w.request_rate_per_s is not None else "users" if w.concurrent_users is not None else "concurrent requests (a full replica)"
-    share = "" if metrics.get("utilization") is None else f" ({metrics['utilization']:.0%} of capacity)"
+    share = ""
+    if metrics.get("utilization") is not None:
+        # a closed loop keeps its slots full, so its throughput may pass the open-loop capacity (its slots at the stability limit)
+        share = (f" (throughput {metrics['utilization']:.0%} of the open-loop capacity)" if w.concurrent_users is not None
+                 else f" ({metrics['utilization']:.0%} of capacity)")
     return (f"{load:,.4g} {unit} per replica{share}; mean TTFT {fmt_number(metrics['ttft_mean_ms'])} ms, "
             f"mean TPOT {fmt_number(metrics['tpot_mean_ms'])} ms")
 

@@ -75,3 +75,15 @@ def test_refine_json_reports_incumbent_and_refined(capsys):
     assert code == 0
     refinement = json.loads(out)["refinement"]
     assert refinement["incumbent"] and refinement["refined"]
+
+
+def test_solve_table_reads_a_closed_loop_against_the_open_loop_capacity(capsys):
+    # A closed loop keeps every slot busy and may pass the open-loop capacity (defined at the stability limit of the slots),
+    # so its share is named as a throughput; min-latency-codegen plans 16 users, the quickstart a request rate.
+    code, out, _ = run(capsys, "solve", str(PROBLEMS_DIR / "min-latency-codegen.yaml"), "--no-explain")
+    assert code == 0
+    load = next(line for line in out.splitlines() if "users per replica" in line)
+    assert "of the open-loop capacity)" in load
+    code, out, _ = run(capsys, "solve", str(PROBLEMS_DIR / "quickstart.yaml"), "--no-explain")
+    load = next(line for line in out.splitlines() if "requests/s per replica" in line)
+    assert code == 0 and "% of capacity)" in load and "open-loop" not in load
