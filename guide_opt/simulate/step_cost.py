@@ -37,6 +37,7 @@ False and every call goes straight to ``step_time`` (slower, still exact).
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
@@ -64,8 +65,9 @@ class StepCostModel:
         self._pp = config.pp
         self._cache: dict[tuple[int, int, bool], tuple[float, ...]] = {}
         # pp == 1: the parts of an entry by token count (index nt) and by sequence count (index seq), grown on demand
-        self._by_tokens: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])  # base, gamma, alpha, c
-        self._by_sequences: tuple[list[float], list[float]] = ([], [])  # base and gamma minus their values at one sequence
+        # (float64 arrays of the standard library: 8 bytes a count, read back as Python floats)
+        self._by_tokens: tuple[array, array, array, array] = (array("d"), array("d"), array("d"), array("d"))  # base, gamma, alpha, c
+        self._by_sequences: tuple[array, array] = (array("d"), array("d"))  # base and gamma minus their values at one sequence
         zero = layer_operator_times(config, StepShape(1, 1, 0.0, 0.0))["attention"]
         by_attended = layer_operator_times(config, StepShape(1, 1, _PROBE, 0.0))["attention"]
         by_read = layer_operator_times(config, StepShape(1, 1, 0.0, _PROBE))["attention"]
@@ -92,7 +94,7 @@ class StepCostModel:
             for column in self._by_tokens:
                 column.append(math.nan)
         for column, values in zip(self._by_tokens, (base_s, gamma_s, slope, one - slope * nt)):
-            column.extend(np.broadcast_to(values, nt.shape).tolist())
+            column.frombytes(np.ascontiguousarray(np.broadcast_to(values, nt.shape), dtype=np.float64).tobytes())
 
     def _grow_sequences(self, sequences: int) -> None:
         """Time the sequence-count parts of :meth:`_separable_entry` for every count up to at least ``sequences``."""
@@ -103,8 +105,10 @@ class StepCostModel:
         ones, zeros = np.ones_like(seq), np.zeros_like(seq)
         base_s = np.broadcast_to(step_time(self.config, StepShape(ones, seq, zeros, zeros)).time_s, seq.shape)
         gamma_s = np.broadcast_to(layer_operator_times(self.config, StepShape(ones, seq, zeros, zeros))["attention"].memory_time_s, seq.shape)
-        base[:] = [math.nan, *(base_s - base_s[0]).tolist()]
-        gamma[:] = [math.nan, *(gamma_s - gamma_s[0]).tolist()]
+        for column, values in ((base, base_s), (gamma, gamma_s)):
+            del column[:]
+            column.append(math.nan)
+            column.frombytes(np.ascontiguousarray(values - values[0], dtype=np.float64).tobytes())
 
     def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
         """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
@@ -185,6 +189,6 @@ class StepCostModel:
                 if not abs(got - expected) <= SHORTCUT_RELATIVE_TOLERANCE * abs(expected):
                     self._cache.clear()
                     for column in (*self._by_tokens, *self._by_sequences):
-                        column.clear()
+                        del column[:]
                     return False
         return True
