@@ -61,13 +61,13 @@ class StepCostModel:
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
         self._layers = config.layers_per_stage
-        self._layers_float = float(config.layers_per_stage)
         self._pp = config.pp
         self._cache: dict[tuple[int, int, bool], tuple[float, ...]] = {}
         # pp == 1: the parts of an entry by token count (index nt) and by sequence count (index seq), grown on demand
         # (float64 arrays of the standard library: 8 bytes a count, read back as Python floats)
         self._by_tokens: tuple[array, array, array, array] = (array("d"), array("d"), array("d"), array("d"))  # base, gamma, alpha, c
         self._by_sequences: tuple[array, array] = (array("d"), array("d"))  # base and gamma minus their values at one sequence
+        self._one_sequence: tuple[float, float] | None = None  # base and gamma at one sequence (set by the first growth)
         zero = layer_operator_times(config, StepShape(1, 1, 0.0, 0.0))["attention"]
         by_attended = layer_operator_times(config, StepShape(1, 1, _PROBE, 0.0))["attention"]
         by_read = layer_operator_times(config, StepShape(1, 1, 0.0, _PROBE))["attention"]
@@ -78,37 +78,41 @@ class StepCostModel:
         """Lower bound of any step's duration (one decode token, empty context), s."""
 
     # ---- the decomposition ------------------------------------------------------------------
+    @staticmethod
+    def _new_counts(columns: tuple[array, ...], count: int) -> np.ndarray:
+        """The counts ``columns`` (index = count) must add to hold ``count``, their size at least doubling."""
+        if not columns[0]:  # no step has zero new tokens or sequences: index 0 holds a placeholder
+            for column in columns:
+                column.append(math.nan)
+        start = len(columns[0])
+        return np.arange(start, max(count + 1, 2 * start, _FIRST_TABLE_SIZE), dtype=float)
+
+    @staticmethod
+    def _extend(columns: tuple[array, ...], parts: tuple, counts: np.ndarray) -> None:
+        """Append each of ``parts`` (arrays over ``counts``, or scalars) to its column."""
+        for column, values in zip(columns, parts):
+            column.frombytes(np.ascontiguousarray(np.broadcast_to(values, counts.shape), dtype=np.float64).tobytes())
+
     def _grow_tokens(self, new_tokens: int) -> None:
         """Time the token-count parts of :meth:`_separable_entry` for every count up to at least ``new_tokens``."""
-        base, gamma, alpha, intercept = self._by_tokens
-        start = len(base)
-        stop = max(new_tokens + 1, 2 * start, _FIRST_TABLE_SIZE)
-        nt = np.arange(max(start, 1), stop, dtype=float)
+        nt = self._new_counts(self._by_tokens, new_tokens)
         ones, zeros = np.ones_like(nt), np.zeros_like(nt)
         base_s = step_time(self.config, StepShape(nt, ones, zeros, zeros)).time_s
         gamma_s = layer_operator_times(self.config, StepShape(nt, ones, zeros, zeros))["attention"].memory_time_s
         one = layer_operator_times(self.config, StepShape(nt, ones, nt, zeros))["attention"].compute_time_s
         two = layer_operator_times(self.config, StepShape(nt, ones, 2.0 * nt, zeros))["attention"].compute_time_s
         slope = (two - one) / nt
-        if start == 0:  # no step has zero new tokens: index 0 holds a placeholder so that index = token count
-            for column in self._by_tokens:
-                column.append(math.nan)
-        for column, values in zip(self._by_tokens, (base_s, gamma_s, slope, one - slope * nt)):
-            column.frombytes(np.ascontiguousarray(np.broadcast_to(values, nt.shape), dtype=np.float64).tobytes())
+        self._extend(self._by_tokens, (base_s, gamma_s, slope, one - slope * nt), nt)
 
     def _grow_sequences(self, sequences: int) -> None:
         """Time the sequence-count parts of :meth:`_separable_entry` for every count up to at least ``sequences``."""
-        base, gamma = self._by_sequences
-        start = len(base)
-        stop = max(sequences + 1, 2 * start, _FIRST_TABLE_SIZE)
-        seq = np.arange(1, stop, dtype=float)  # from one sequence each time: the reference value is element 0
+        seq = self._new_counts(self._by_sequences, sequences)
         ones, zeros = np.ones_like(seq), np.zeros_like(seq)
         base_s = np.broadcast_to(step_time(self.config, StepShape(ones, seq, zeros, zeros)).time_s, seq.shape)
         gamma_s = np.broadcast_to(layer_operator_times(self.config, StepShape(ones, seq, zeros, zeros))["attention"].memory_time_s, seq.shape)
-        for column, values in ((base, base_s), (gamma, gamma_s)):
-            del column[:]
-            column.append(math.nan)
-            column.frombytes(np.ascontiguousarray(values - values[0], dtype=np.float64).tobytes())
+        if self._one_sequence is None:  # the first counts start at one sequence: the reference both parts are taken from
+            self._one_sequence = (float(base_s[0]), float(gamma_s[0]))
+        self._extend(self._by_sequences, (base_s - self._one_sequence[0], gamma_s - self._one_sequence[1]), seq)
 
     def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
         """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
@@ -118,7 +122,7 @@ class StepCostModel:
             self._grow_sequences(sequences)
         base, gamma, alpha, intercept = self._by_tokens
         seq_base, seq_gamma = self._by_sequences
-        return (base[new_tokens] + seq_base[sequences], self._layers_float, 1.0, gamma[new_tokens] + seq_gamma[sequences], alpha[new_tokens],
+        return (base[new_tokens] + seq_base[sequences], self._layers, 1.0, gamma[new_tokens] + seq_gamma[sequences], alpha[new_tokens],
                 intercept[new_tokens])
 
     def _entry(self, new_tokens: int, sequences: int, fill: bool) -> tuple[float, float, float, float]:
@@ -190,5 +194,6 @@ class StepCostModel:
                     self._cache.clear()
                     for column in (*self._by_tokens, *self._by_sequences):
                         del column[:]
+                    self._one_sequence = None
                     return False
         return True
