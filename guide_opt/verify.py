@@ -65,19 +65,19 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
         if reason:
             violations.append(Violation(i, f"{ms.label}: {reason}"))
             continue
+        config = shape_config(llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch)
         table = None
         if ms.serving_model == "steady_state":
             key = (llm.id, ms.input_tokens, ms.output_tokens, dep.gpu, dep.tp, dep.pp, dep.framework, dep.quantization, dep.kv_cache_dtype)
             if (table := tables.get(key)) is None:
-                table = tables[key] = StepTable(shape_config(llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch))
+                table = tables[key] = StepTable(config)
         c = evaluate_candidate(ms, shape, dep.max_batch, problem.search.max_replicas, table)
         for family in c.violations:
             violations.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
         if c.replicas_min is not None and dep.replicas < c.replicas_min:
             violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
             if c.serving_model == "steady_state":  # and the SLOs its replicas miss at the load they would carry
-                at = steady_state_figures(ms, shape_config(ms.llm, ms.input_tokens, ms.output_tokens, shape, dep.max_batch), table,
-                                          replicas=dep.replicas)
+                at = steady_state_figures(ms, config, table, replicas=dep.replicas)
                 violations.extend(Violation(i, f"{ms.label}: at {at.load_per_replica:.4g} per replica, {_describe(family, at, ms)}")
                                   for family in at.slo_violations)
         if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):
