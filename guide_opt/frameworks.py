@@ -54,6 +54,13 @@ class EfficiencyFactors(BaseModel):
         engine runs every FP8 cache with a kernel that loads a KV head once per group
         (TensorRT-LLM always uses XQA for it: its masked MHA kernel does not take 16-bit
         queries over an FP8 cache).
+    fp8_kv_cache_at_16bit_rate: whether the engine's decode attention streams an FP8 cache at
+        the GPU's 16-bit-cache HBM fraction rather than at its measured FP8-cache fraction
+        (:attr:`~guide_opt.kernel_profile.AttentionFit.fp8_kv_decode_bandwidth_fraction`, fitted
+        on vLLM's kernels: on Hopper FlashAttention-3 with an FP8 cache also quantizes the
+        queries and reads at 0.71 (H100) and 0.55 (H200) of the HBM peak against 0.92 and 0.88 for a
+        16-bit cache). True
+        where the engine reads FP8 K/V with 16-bit queries in a kernel of its own.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,6 +74,7 @@ class EfficiencyFactors(BaseModel):
     tp_step_overhead_ms: float = Field(default=0.0, ge=0)
     gqa_kv_reread_exponent: float = Field(default=0.0, ge=0, le=1)
     gqa_kv_reread_fp8_cache: bool = True
+    fp8_kv_cache_at_16bit_rate: bool = False
 
 
 class EagerLaunch(BaseModel):

@@ -12,7 +12,8 @@ in :mod:`guide_opt.perf.kernels`):
 - Attention: prefill compute at ``prefill_peak_fraction x q / (q + prefill_half_tokens)`` of the
   16-bit peak, with ``q`` the query tokens per sequence times the GQA group size (queries that
   share one KV head fill one tile); KV-cache traffic at ``decode_bandwidth_fraction`` of the HBM
-  peak after ``latency_us``.
+  peak after ``latency_us`` -- for an FP8 cache at ``fp8_kv_decode_bandwidth_fraction`` where the
+  GPU's FP8-cache kernels were measured (they dequantize while they read, which costs rate).
 - All-reduce per number of GPUs (alpha-beta): ``latency_us + 2(n-1)/n x bytes / (bus_bandwidth_fraction
   x link bandwidth)``.
 
@@ -67,7 +68,10 @@ class AttentionFit(BaseModel):
     prefill_peak_fraction: asymptotic achieved / 16-bit tensor peak FLOP/s of long prefills (0-1].
     prefill_half_tokens: query rows per KV head and sequence (query tokens x GQA group) at which
         the compute efficiency is half of ``prefill_peak_fraction``.
-    decode_bandwidth_fraction: achieved / peak HBM bandwidth reading the KV cache (0-1].
+    decode_bandwidth_fraction: achieved / peak HBM bandwidth reading a 16-bit KV cache (0-1].
+    fp8_kv_decode_bandwidth_fraction: the same reading an FP8 KV cache, fitted where FP8-cache
+        kernels were measured; ``None`` (GPUs whose tables have no FP8-cache rows, end-to-end
+        fits): ``decode_bandwidth_fraction`` applies to both.
     latency_us: fixed time of one attention kernel (microseconds), added to its memory time.
     per_sequence_us: time per sequence in the batch (microseconds; page-table walks and
         per-sequence work items), added to the memory time.
@@ -78,8 +82,15 @@ class AttentionFit(BaseModel):
     prefill_peak_fraction: float = Fraction
     prefill_half_tokens: NonNegativeFloat
     decode_bandwidth_fraction: float = Fraction
+    fp8_kv_decode_bandwidth_fraction: float | None = Field(default=None, gt=0, le=1)
     latency_us: NonNegativeFloat
     per_sequence_us: NonNegativeFloat = 0.0
+
+    def kv_bandwidth_fraction(self, fp8_kv_cache: bool) -> float:
+        """The HBM fraction reading the KV cache: the FP8 one for an FP8 cache where fitted, else the 16-bit one."""
+        if fp8_kv_cache and self.fp8_kv_decode_bandwidth_fraction is not None:
+            return self.fp8_kv_decode_bandwidth_fraction
+        return self.decode_bandwidth_fraction
 
 
 class CollectiveFit(BaseModel):
@@ -115,7 +126,8 @@ class KernelProfile(BaseModel):
     all_reduce: one fit per measured GPU count; other counts use the nearest measured count.
     fitted_on: the data's GPU names the fit pooled (one for ``scope: gpu``).
     quality: in-sample fit quality per kernel kind (``gemm_bf16``, ``gemm_fp8``,
-        ``attention_prefill``, ``attention_decode``, ``all_reduce``), or of the measured
+        ``attention_prefill``, ``attention_decode`` and its ``attention_decode_bf16_kv`` /
+        ``attention_decode_fp8_kv`` parts, ``all_reduce``), or of the measured
         serving latency an end-to-end fit used (``end_to_end_batch_latency``).
     """
 

@@ -80,14 +80,15 @@ def gemm_time(flops: float, weight_bytes: float, input_bytes: float, output_byte
 
 
 def attention_time(flops: float, bytes_moved: float, mean_context_tokens: float, sequences: int, peak_flops_per_s: float, hbm_bytes_per_s: float,
-                   profile: KernelProfile | None, compute_scale: float, memory_scale: float) -> RooflineTime:
+                   profile: KernelProfile | None, compute_scale: float, memory_scale: float, fp8_kv_cache: bool = False) -> RooflineTime:
     """Roofline time of one fused attention kernel over ``sequences`` sequences.
 
     ``mean_context_tokens``: keys each new token attends to, on average. The compute curve is
     evaluated at twice that -- ``s + 1`` for a causal prefill of ``s`` tokens, ``2 x context``
     for a decode -- the size in which the fit was made: short prompts cannot fill the tensor
     cores, decodes stay memory bound. The memory side pays a fixed kernel latency and a cost
-    per sequence.
+    per sequence, and streams at the profile's HBM fraction for the cache's dtype
+    (``fp8_kv_cache``: :meth:`~guide_opt.kernel_profile.AttentionFit.kv_bandwidth_fraction`).
     """
     if profile is None:
         compute_frac, memory_frac, latency_s = _capped(1.0, compute_scale), _capped(1.0, memory_scale), 0.0
@@ -97,7 +98,7 @@ def attention_time(flops: float, bytes_moved: float, mean_context_tokens: float,
         # tokens for a fixed step, which the simulator's fast step-cost model relies on.
         size = 2.0 * mean_context_tokens
         compute_frac = choose(size > 0, _capped(fit.prefill_peak_fraction * size / (size + fit.prefill_half_tokens), compute_scale), 1.0)
-        memory_frac = _capped(fit.decode_bandwidth_fraction, memory_scale)
+        memory_frac = _capped(fit.kv_bandwidth_fraction(fp8_kv_cache), memory_scale)
         latency_s = (fit.latency_us + fit.per_sequence_us * sequences) * US
     compute_s = choose(flops > 0, flops / (peak_flops_per_s * compute_frac), 0.0)
     memory_s = latency_s + bytes_moved / (hbm_bytes_per_s * memory_frac)

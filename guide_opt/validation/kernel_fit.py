@@ -13,7 +13,10 @@ and a 50 ms kernel weigh alike):
   and FP4 kernels are not used): ``peak_fraction``, ``half_tokens``, ``bandwidth_fraction``, ``latency_us``.
 - Attention (head_dim 128, no sliding window; the engine's default kernel: the source with
   the most rows, Triton excluded): prefill and decode rows jointly -- ``prefill_peak_fraction``,
-  ``prefill_half_tokens``, ``decode_bandwidth_fraction``, ``latency_us``.
+  ``prefill_half_tokens``, ``latency_us``, ``per_sequence_us`` and one HBM fraction per KV-cache
+  dtype: ``decode_bandwidth_fraction`` on the 16-bit-cache rows, ``fp8_kv_decode_bandwidth_fraction``
+  on the FP8-cache rows where the GPU has them (H100, H200, B200; pooled over all, one fraction let
+  the 16-bit decodes be predicted 10-13% slow on H100/H200 and the FP8 ones fast).
 - All-reduce (``half`` elements) per GPU count: ``latency_us``, ``bus_bandwidth_fraction``.
   The generic PCIe profile (:func:`generic_all_reduce`) keeps a GPU count's bus bandwidth only
   where at least :data:`MIN_SYSTEMS_PER_COUNT` measured PCIe systems have rows at that count;
@@ -79,7 +82,7 @@ MIN_SYSTEMS_PER_COUNT = 2
 #: Link kinds whose multi-GPU bus bandwidth depends on the box's topology (the host's PCIe tree),
 #: unlike a GPU fabric (NVLink/NVSwitch, XGMI) that joins every GPU of the node alike.
 TOPOLOGY_DEPENDENT_LINKS = ("pcie",)
-KINDS = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "all_reduce")
+KINDS = ("gemm_bf16", "gemm_fp8", "attention_prefill", "attention_decode", "attention_decode_bf16_kv", "attention_decode_fp8_kv", "all_reduce")
 MS = 1e-3
 
 
@@ -119,7 +122,8 @@ def _default_kernel(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 @dataclass(frozen=True)
 class KernelRows:
     """Measured kernels of one kind, as arrays: FLOPs, weight (or KV) bytes, activation bytes,
-    size for the efficiency curve, peaks of the GPU each row ran on, and the measured time (s)."""
+    size for the efficiency curve, whether an attention row's KV cache is FP8, peaks of the GPU
+    each row ran on, and the measured time (s)."""
 
     flops: np.ndarray
     bytes_moved: np.ndarray
@@ -128,6 +132,7 @@ class KernelRows:
     weight_elements: np.ndarray
     size: np.ndarray
     sequences: np.ndarray
+    fp8_kv: np.ndarray
     peak_flops_per_s: np.ndarray
     hbm_bytes_per_s: np.ndarray
     measured_s: np.ndarray
@@ -146,16 +151,17 @@ class KernelRows:
         return KernelRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
-FIELDS = ("flops", "bytes_moved", "activation_bytes", "input_bytes", "weight_elements", "size", "sequences", "peak_flops_per_s", "hbm_bytes_per_s", "measured_s", "gpu")
+FIELDS = ("flops", "bytes_moved", "activation_bytes", "input_bytes", "weight_elements", "size", "sequences", "fp8_kv", "peak_flops_per_s", "hbm_bytes_per_s",
+          "measured_s", "gpu")
 
 
 def _rows(flops, bytes_moved, activation_bytes, input_bytes, weight_elements, size, sequences, gpu: GpuSpec, peak_dtype: str, measured_ms,
-          data_gpu: str) -> KernelRows:
+          data_gpu: str, fp8_kv=None) -> KernelRows:
     n = len(measured_ms)
     peak = gpu.peak_flops_per_s(peak_dtype)
     return KernelRows(np.asarray(flops, float), np.asarray(bytes_moved, float), np.asarray(activation_bytes, float), np.asarray(input_bytes, float),
                       np.asarray(weight_elements, float), np.asarray(size, float),
-                      np.asarray(sequences, float), np.full(n, peak),
+                      np.asarray(sequences, float), np.zeros(n, bool) if fp8_kv is None else np.asarray(fp8_kv, bool), np.full(n, peak),
                       np.full(n, gpu.hbm_bandwidth_bytes_per_s), np.asarray(measured_ms, float) * MS, np.full(n, data_gpu, dtype=object))
 
 
@@ -184,7 +190,7 @@ def prefill_rows(raw: list[dict[str, str]], gpu: GpuSpec, data_gpu: str) -> Kern
     kvb = np.array([KV_DTYPE_BYTES[r.get("kv_cache_dtype", "bfloat16")] for r in sel])
     flops = 4 * b * h * d * s * (s + 1) / 2
     bytes_moved = b * s * (2 * h * d * 2 + 2 * kv * d * kvb)
-    return _rows(flops, bytes_moved, 0 * flops, 0 * flops, 0 * flops, s + 1, b, gpu, "bf16", [float(r["latency"]) for r in sel], data_gpu)
+    return _rows(flops, bytes_moved, 0 * flops, 0 * flops, 0 * flops, s + 1, b, gpu, "bf16", [float(r["latency"]) for r in sel], data_gpu, kvb == 1.0)
 
 
 def decode_rows(raw: list[dict[str, str]], gpu: GpuSpec, data_gpu: str) -> KernelRows:
@@ -195,7 +201,7 @@ def decode_rows(raw: list[dict[str, str]], gpu: GpuSpec, data_gpu: str) -> Kerne
     kvb = np.array([KV_DTYPE_BYTES[r.get("kv_cache_dtype", "bfloat16")] for r in sel])
     flops = 4 * b * h * d * ctx
     bytes_moved = b * ctx * 2 * kv * d * kvb + b * 2 * h * d * 2
-    return _rows(flops, bytes_moved, 0 * flops, 0 * flops, 0 * flops, 2 * ctx, b, gpu, "bf16", [float(r["latency"]) for r in sel], data_gpu)
+    return _rows(flops, bytes_moved, 0 * flops, 0 * flops, 0 * flops, 2 * ctx, b, gpu, "bf16", [float(r["latency"]) for r in sel], data_gpu, kvb == 1.0)
 
 
 @dataclass(frozen=True)
@@ -228,19 +234,23 @@ def all_reduce_rows(raw: list[dict[str, str]], gpu: GpuSpec, data_gpu: str) -> C
 
 # ---- predictions (vectorized forms of guide_opt.perf.kernels) ----------------------------------------
 def predict_roofline_s(rows: KernelRows, peak_fraction: float, half: float, bandwidth_fraction: float, latency_us: float,
-                       activation_scale: float = 0.0, per_sequence_us: float = 0.0, half_weights_m: float = 0.0) -> np.ndarray:
+                       activation_scale: float = 0.0, per_sequence_us: float = 0.0, half_weights_m: float = 0.0,
+                       fp8_kv_bandwidth_fraction: float | None = None) -> np.ndarray:
     """Predicted seconds per row, the formulas of :func:`guide_opt.perf.kernels.gemm_time` and
     :func:`~guide_opt.perf.kernels.attention_time`::
 
         compute = FLOPs / (peak x peak_fraction x size / (size + half) x w / (w + half_weights))   (w: weight elements, GEMMs only)
         memory  = latency + sequences x per_sequence + (bytes + activation bytes) / (bandwidth_fraction x HBM)
         time    = max(compute, memory) + activation_scale x input bytes / (bandwidth_fraction x HBM)
+
+    Rows with an FP8 KV cache stream at ``fp8_kv_bandwidth_fraction`` when it is given.
     """
     size = np.maximum(rows.size, 1.0)
     weights = rows.weight_elements / 1e6
     by_weights = np.where(weights > 0, weights / np.maximum(weights + half_weights_m, 1e-30), 1.0)
     compute = rows.flops / (rows.peak_flops_per_s * np.minimum(1.0, peak_fraction * size / (size + half) * by_weights))
-    rate = rows.hbm_bytes_per_s * min(1.0, bandwidth_fraction)
+    fraction = bandwidth_fraction if fp8_kv_bandwidth_fraction is None else np.where(rows.fp8_kv, fp8_kv_bandwidth_fraction, bandwidth_fraction)
+    rate = rows.hbm_bytes_per_s * np.minimum(1.0, fraction)
     memory = (latency_us + per_sequence_us * rows.sequences) * 1e-6 + (rows.bytes_moved + rows.activation_bytes) / rate
     return np.maximum(compute, memory) + activation_scale * rows.input_bytes / rate
 
@@ -283,12 +293,19 @@ def fit_gemm(rows: KernelRows) -> GemmFit:
 
 
 def fit_attention(prefill: KernelRows, decode: KernelRows) -> AttentionFit:
-    """An :class:`AttentionFit` for prefill and decode rows together (one GPU or pooled)."""
-    x = _fit_roofline(KernelRows.concat([prefill, decode]),
-                      {"peak_fraction": 0.5, "half": 256.0, "bandwidth_fraction": 0.8, "latency_us": 10.0, "per_sequence_us": 0.2},
-                      {"peak_fraction": 1.0, "half": 65536.0, "bandwidth_fraction": 1.0, "latency_us": 1000.0, "per_sequence_us": 100.0})
+    """An :class:`AttentionFit` for prefill and decode rows together (one GPU or pooled); the FP8-cache
+    HBM fraction is its own parameter when any row has an FP8 cache, else it stays ``None``."""
+    rows = KernelRows.concat([prefill, decode])
+    start = {"peak_fraction": 0.5, "half": 256.0, "bandwidth_fraction": 0.8, "latency_us": 10.0, "per_sequence_us": 0.2}
+    upper = {"peak_fraction": 1.0, "half": 65536.0, "bandwidth_fraction": 1.0, "latency_us": 1000.0, "per_sequence_us": 100.0,
+             "fp8_kv_bandwidth_fraction": 1.0}
+    if rows.fp8_kv.any():
+        start["fp8_kv_bandwidth_fraction"] = 0.8
+    x = _fit_roofline(rows, start, upper)
+    fp8 = x.get("fp8_kv_bandwidth_fraction")
     return AttentionFit(prefill_peak_fraction=round(x["peak_fraction"], 4), prefill_half_tokens=round(x["half"], 2),
-                        decode_bandwidth_fraction=round(x["bandwidth_fraction"], 4), latency_us=round(x["latency_us"], 3),
+                        decode_bandwidth_fraction=round(x["bandwidth_fraction"], 4),
+                        fp8_kv_decode_bandwidth_fraction=None if fp8 is None else round(fp8, 4), latency_us=round(x["latency_us"], 3),
                         per_sequence_us=round(x["per_sequence_us"], 4))
 
 
@@ -436,9 +453,13 @@ def score(profile: KernelProfile, data: list[GpuKernelData]) -> dict[str, tuple[
                                                                      half_weights_m=c.half_weight_elements / 1e6))
                 out[f"gemm_{dtype}"][1].append(rows.measured_s)
         a = profile.attention
-        for kind, rows in (("attention_prefill", d.prefill), ("attention_decode", d.decode)):
-            out[kind][0].append(predict_roofline_s(rows, a.prefill_peak_fraction, a.prefill_half_tokens, a.decode_bandwidth_fraction, a.latency_us, per_sequence_us=a.per_sequence_us))
-            out[kind][1].append(rows.measured_s)
+        fp8_decode = d.decode.fp8_kv
+        for kind, rows in (("attention_prefill", d.prefill), ("attention_decode", d.decode),
+                           ("attention_decode_bf16_kv", d.decode.where(~fp8_decode)), ("attention_decode_fp8_kv", d.decode.where(fp8_decode))):
+            if len(rows):
+                out[kind][0].append(predict_roofline_s(rows, a.prefill_peak_fraction, a.prefill_half_tokens, a.decode_bandwidth_fraction, a.latency_us,
+                                                       per_sequence_us=a.per_sequence_us, fp8_kv_bandwidth_fraction=a.fp8_kv_decode_bandwidth_fraction))
+                out[kind][1].append(rows.measured_s)
         out["all_reduce"][0].append(predict_all_reduce_s(d.all_reduce, profile.all_reduce))
         out["all_reduce"][1].append(d.all_reduce.measured_s)
     return {k: (np.concatenate(p), np.concatenate(m)) for k, (p, m) in out.items() if p}

@@ -102,13 +102,18 @@ def upper_bounds(base: KernelProfile) -> np.ndarray:
 
 
 def apply_params(base: KernelProfile, params: EndToEndParams) -> KernelProfile:
-    """``base`` with ``params`` applied (same id and metadata; :func:`end_to_end_profile` sets those)."""
+    """``base`` with ``params`` applied (same id and metadata; :func:`end_to_end_profile` sets those).
+
+    One fitted HBM fraction serves every stream: weights and either KV-cache dtype (the
+    serving rows do not separate an FP8 cache's rate).
+    """
     p = params
     gemm = {dtype: curve.model_copy(update={"peak_fraction": curve.peak_fraction * p.compute_scale, "half_tokens": p.half_tokens,
                                             "bandwidth_fraction": p.hbm_fraction, "latency_us": p.kernel_latency_us})
             for dtype, curve in base.gemm.items()}
     attention = base.attention.model_copy(update={"prefill_peak_fraction": base.attention.prefill_peak_fraction * p.compute_scale,
-                                                  "decode_bandwidth_fraction": p.hbm_fraction, "latency_us": p.kernel_latency_us})
+                                                  "decode_bandwidth_fraction": p.hbm_fraction, "fp8_kv_decode_bandwidth_fraction": None,
+                                                  "latency_us": p.kernel_latency_us})
     all_reduce = base.all_reduce if not p.fits_all_reduce else [
         CollectiveFit(num_gpus=c.num_gpus, latency_us=p.all_reduce_latency_us, bus_bandwidth_fraction=p.all_reduce_bus_fraction)
         for c in base.all_reduce]

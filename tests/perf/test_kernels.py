@@ -78,6 +78,18 @@ def test_attention_time_by_hand():
     assert t.memory_time_s == pytest.approx((10.0 + 4 * 0.5) * 1e-6 + 1e8 / 8e11)
 
 
+def test_an_fp8_cache_streams_at_its_own_fitted_fraction_by_hand():
+    p = hand_profile()
+    p = p.model_copy(update={"attention": p.attention.model_copy(update={"fp8_kv_decode_bandwidth_fraction": 0.6})})
+    # the same 1e8 bytes at 0.6 of 1e12 B/s for an FP8 cache, at 0.8 for a 16-bit one
+    fp8 = attention_time(1e9, 1e8, 1000.0, 4, 1e15, 1e12, p, 1.0, 1.0, fp8_kv_cache=True)
+    assert fp8.memory_time_s == pytest.approx((10.0 + 4 * 0.5) * 1e-6 + 1e8 / 6e11)
+    assert attention_time(1e9, 1e8, 1000.0, 4, 1e15, 1e12, p, 1.0, 1.0).memory_time_s == pytest.approx((10.0 + 4 * 0.5) * 1e-6 + 1e8 / 8e11)
+    # a profile without an FP8 figure (hand_profile's) reads an FP8 cache at its one fraction
+    assert attention_time(1e9, 1e8, 1000.0, 4, 1e15, 1e12, hand_profile(), 1.0, 1.0, fp8_kv_cache=True).memory_time_s == pytest.approx(
+        (10.0 + 4 * 0.5) * 1e-6 + 1e8 / 8e11)
+
+
 def test_all_reduce_alpha_beta_by_hand():
     p = hand_profile()
     # 8 GPUs, 1 MiB: 20 us + 2 x 7/8 x 1048576 B / (0.5 x 900e9 B/s) = 20 us + 4.078 us
@@ -107,13 +119,15 @@ def _predicted_s(row: dict[str, str], catalog) -> float:
                          gpu.hbm_bandwidth_bytes_per_s, gpu.kernels, 1.0, 1.0).time_s
     if row["kind"] == "all_reduce":
         return all_reduce_time_s(2 * b, a, gpu.link_bandwidth_bytes_per_s, 0.0, gpu.kernels, 1.0, 1.0)
-    kv_bytes_per_token = 2 * KV_HEADS * HEAD_DIM * 2
+    fp8_kv = row["dtype"] == "fp8"
+    kv_bytes_per_token = 2 * KV_HEADS * HEAD_DIM * (1 if fp8_kv else 2)
     io_bytes_per_token = 2 * HEADS * HEAD_DIM * 2  # Q in, output out
     if row["kind"] == "attention_decode":  # a sequences of b tokens of context, one new token each
         flops, bytes_moved, context = 4 * a * HEADS * HEAD_DIM * b, a * (b * kv_bytes_per_token + io_bytes_per_token), b
     else:  # attention_prefill: a prompts of b tokens, causal
         flops, bytes_moved, context = 4 * a * HEADS * HEAD_DIM * b * (b + 1) / 2, a * b * (kv_bytes_per_token + io_bytes_per_token), (b + 1) / 2
-    return attention_time(flops, bytes_moved, context, a, gpu.peak_flops_per_s("bf16"), gpu.hbm_bandwidth_bytes_per_s, gpu.kernels, 1.0, 1.0).time_s
+    return attention_time(flops, bytes_moved, context, a, gpu.peak_flops_per_s("bf16"), gpu.hbm_bandwidth_bytes_per_s, gpu.kernels, 1.0, 1.0,
+                          fp8_kv_cache=fp8_kv).time_s
 
 
 @pytest.mark.parametrize("row", _measured_rows(), ids=lambda r: f"{r['file']}:{r['line']}")
@@ -252,7 +266,7 @@ def _operator_s(row: dict[str, str], make_config) -> float:
         config = make_config(llm="llama-3.1-70b", gpu=row["gpu"], tp=a, efficiency=AS_MEASURED)
         tokens = b // 8192
         return step_time(config, StepShape(tokens, 1, float(tokens), 0.0)).network_s / (2 * 80)
-    config = make_config(llm="llama-3.1-8b", gpu=row["gpu"], efficiency=AS_MEASURED)
+    config = make_config(llm="llama-3.1-8b", gpu=row["gpu"], efficiency=AS_MEASURED, kv_cache_dtype="fp8" if row["dtype"] == "fp8" else "fp16")
     shape = StepShape.decode(a, b) if row["kind"] == "attention_decode" else StepShape.prefill_chunk(a, b)
     return layer_operator_times(config, shape)["attention"].time_s
 

@@ -21,6 +21,8 @@ TRUE_ALL_REDUCE = {2: (8.0, 0.5), 4: (12.0, 0.6), 8: (20.0, 0.7)}  # latency us,
 #: A PCIe box whose 4/8-GPU ring crosses a slower path (the shape of the measured L40S tables).
 TRUE_PCIE_ALL_REDUCE = {2: (7.0, 0.6), 4: (12.0, 0.15), 8: (23.0, 0.05)}
 NVLINK_SYSTEMS = (("h100_sxm", "h100-sxm", TRUE_ALL_REDUCE), ("b200_sxm", "b200", TRUE_ALL_REDUCE))
+#: HBM fraction of the synthetic FP8-cache kernels (they dequantize while reading: slower than 16-bit's 0.85).
+TRUE_FP8_KV_BANDWIDTH_FRACTION = 0.65
 
 
 def _gemm_ms(gpu, m: int, n: int, k: int) -> float:
@@ -31,10 +33,10 @@ def _gemm_ms(gpu, m: int, n: int, k: int) -> float:
     return max(compute, memory) * 1e3
 
 
-def _attention_ms(gpu, batch: int, size: float, flops: float, bytes_moved: float) -> float:
+def _attention_ms(gpu, batch: int, size: float, flops: float, bytes_moved: float, bandwidth_fraction: float = TRUE_ATTENTION["bandwidth_fraction"]) -> float:
     t = TRUE_ATTENTION
     compute = flops / (gpu.bf16_dense_tflops * 1e12 * t["peak_fraction"] * size / (size + t["half"]))
-    memory = (t["latency_us"] + t["per_sequence_us"] * batch) * 1e-6 + bytes_moved / (gpu.hbm_bandwidth_gbps * 1e9 * t["bandwidth_fraction"])
+    memory = (t["latency_us"] + t["per_sequence_us"] * batch) * 1e-6 + bytes_moved / (gpu.hbm_bandwidth_gbps * 1e9 * bandwidth_fraction)
     return max(compute, memory) * 1e3
 
 
@@ -45,9 +47,10 @@ def _write(path: Path, header: list[str], rows: list[list]) -> None:
         out.writerows(rows)
 
 
-def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS) -> Path:
+def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS, fp8_kv_gpus: tuple[str, ...] = ()) -> Path:
     """An aiconfigurator-shaped folder generated from the TRUE_* curves (constant columns in INDEX.csv), one
-    folder per (data GPU, catalog id, all-reduce truth) of ``systems``."""
+    folder per (data GPU, catalog id, all-reduce truth) of ``systems``; the data GPUs of ``fp8_kv_gpus``
+    also have FP8-cache attention rows (a ``kv_cache_dtype`` column) read at :data:`TRUE_FP8_KV_BANDWIDTH_FRACTION`."""
     index = [["gpu", "table", "version", "rows", "constant_columns"]]
     for data_gpu, gpu_id, all_reduce in systems:
         gpu = catalog.gpu(gpu_id)
@@ -56,20 +59,21 @@ def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS) -> Path:
         gemm = [["bfloat16", m, n, k, _gemm_ms(gpu, m, n, k)] for m in (1, 8, 32, 128, 512, 2048, 8192) for n in (1024, 4096) for k in (1024, 8192)]
         _write(folder / "gemm.csv.gz", ["gemm_dtype", "m", "n", "k", "latency"], gemm)
         h, kv, d = 32, 8, 128
-        prefill = [[b, s, h, kv, _attention_ms(gpu, b, s + 1, 4 * b * h * d * s * (s + 1) / 2, b * s * (2 * h * d * 2 + 2 * kv * d * 2))]
-                   for b in (1, 4) for s in (16, 256, 2048, 8192)]
-        _write(folder / "context_attention.csv.gz", ["batch_size", "isl", "num_heads", "num_key_value_heads", "latency"], prefill)
-        decode = [[b, h, kv, c, _attention_ms(gpu, b, 2 * c, 4 * b * h * d * c, b * c * 2 * kv * d * 2 + b * 2 * h * d * 2)]
-                  for b in (1, 16, 64) for c in (128, 1024, 8192)]
-        _write(folder / "generation_attention.csv.gz", ["batch_size", "num_heads", "num_key_value_heads", "step", "latency"], decode)
+        caches = (("bfloat16", 2, TRUE_ATTENTION["bandwidth_fraction"]), ("fp8", 1, TRUE_FP8_KV_BANDWIDTH_FRACTION))[:2 if data_gpu in fp8_kv_gpus else 1]
+        prefill = [[b, s, h, kv, dtype, _attention_ms(gpu, b, s + 1, 4 * b * h * d * s * (s + 1) / 2, b * s * (2 * h * d * 2 + 2 * kv * d * kvb), frac)]
+                   for dtype, kvb, frac in caches for b in (1, 4) for s in (16, 256, 2048, 8192)]
+        _write(folder / "context_attention.csv.gz", ["batch_size", "isl", "num_heads", "num_key_value_heads", "kv_cache_dtype", "latency"], prefill)
+        decode = [[b, h, kv, c, dtype, _attention_ms(gpu, b, 2 * c, 4 * b * h * d * c, b * c * 2 * kv * d * kvb + b * 2 * h * d * 2, frac)]
+                  for dtype, kvb, frac in caches for b in (1, 16, 64) for c in (128, 1024, 8192)]
+        _write(folder / "generation_attention.csv.gz", ["batch_size", "num_heads", "num_key_value_heads", "step", "kv_cache_dtype", "latency"], decode)
         nccl = []
         for n, (lat_us, frac) in all_reduce.items():
             for elements in (256, 65536, 16777216):
                 nccl.append(["all_reduce", "half", n, elements, (lat_us * 1e-6 + 2 * (n - 1) / n * 2 * elements / (frac * gpu.link_bandwidth_gbps * 1e9)) * 1e3])
         _write(folder / "nccl.csv.gz", ["op_name", "nccl_dtype", "num_gpus", "message_size", "latency"], nccl)
         index += [[data_gpu, "gemm", "9.9", len(gemm), "kernel_source=torch; op_name=gemm"],
-                  [data_gpu, "context_attention", "9.9", len(prefill), "kernel_source=fa; head_dim=128; kv_cache_dtype=bfloat16"],
-                  [data_gpu, "generation_attention", "9.9", len(decode), "kernel_source=fa; head_dim=128; kv_cache_dtype=bfloat16"],
+                  [data_gpu, "context_attention", "9.9", len(prefill), "kernel_source=fa; head_dim=128"],
+                  [data_gpu, "generation_attention", "9.9", len(decode), "kernel_source=fa; head_dim=128"],
                   [data_gpu, "nccl", "1.0", len(nccl), "kernel_source=NCCL"]]
     with (root / "INDEX.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(index)
@@ -86,6 +90,22 @@ def test_constant_columns_come_from_the_index(fitted):
     root, _run = fitted
     row = read_table(root, "h100_sxm", "context_attention")[0]
     assert row["head_dim"] == "128" and row["kv_cache_dtype"] == "bfloat16" and row["version"] == "9.9"
+
+
+def test_an_fp8_cache_gets_its_own_hbm_fraction_where_it_was_measured(catalog, tmp_path):
+    """Synthetic tables whose FP8-cache kernels read at 0.65 of the HBM peak and 16-bit ones at 0.85: the fit
+    finds both on the GPU with FP8 rows; the GPU without them keeps ``None`` (its 16-bit figure applies)."""
+    root = write_tables(tmp_path / "aiconfigurator", catalog, fp8_kv_gpus=("h100_sxm",))
+    run = fit_all(root, catalog, "synthetic")
+    h100, b200 = run.profiles["h100-sxm"].attention, run.profiles["b200"].attention
+    assert h100.decode_bandwidth_fraction == pytest.approx(TRUE_ATTENTION["bandwidth_fraction"], rel=0.03)
+    assert h100.fp8_kv_decode_bandwidth_fraction == pytest.approx(TRUE_FP8_KV_BANDWIDTH_FRACTION, rel=0.03)
+    assert h100.kv_bandwidth_fraction(True) == h100.fp8_kv_decode_bandwidth_fraction
+    assert b200.fp8_kv_decode_bandwidth_fraction is None and b200.kv_bandwidth_fraction(True) == b200.decode_bandwidth_fraction
+    scores = {(s.data_gpu, s.kind): s for s in run.held_out}
+    assert scores[("h100_sxm", "attention_decode_fp8_kv")].in_sample_mape < 2.0
+    assert scores[("h100_sxm", "attention_decode_bf16_kv")].in_sample_mape < 2.0
+    assert ("b200_sxm", "attention_decode_fp8_kv") not in scores
 
 
 def test_fit_recovers_the_synthetic_curves(fitted):
