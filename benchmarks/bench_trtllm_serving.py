@@ -236,6 +236,14 @@ def build(seed: int) -> str:
         f"{shipped.sequence_overhead_us:g} us and the context-dependent part lands on the 16-bit caches alone (last column against "
         "`steady`), and the predicted FP8 / FP16 ratio on H100 (table above) follows the measured one: the gap the FP8 "
         "rows showed was the FP16 rows' attention, not missing credit for FP8 kernels.",
+        "- The FP8 cache's read rate (2026-12-03): the kernel tables now give the attention one HBM fraction per cache "
+        "dtype (section 12.1), and vLLM's FlashAttention-3 path, which also quantizes the queries to FP8, reads an FP8 "
+        "cache at 0.71 (H100) / 0.55 (H200) of the peak against 0.92 / 0.88 for a 16-bit one. TensorRT-LLM reads its FP8 "
+        "cache with XQA (16-bit queries), and the one TensorRT-LLM-family decode kernel in the tables (B200's trtllm-gen) "
+        "reads FP8 at 0.90 against 0.93, so the `tensorrt-llm` profile keeps the 16-bit fraction for it "
+        "(`fp8_kv_cache_at_16bit_rate`), decided from the kernel tables before these rows were read. Checked here, not "
+        "fitted: with vLLM's FP8 fraction instead, the steady H100 FP8 rows read MAPE / bias 21.3 / -6.9% and the H200 "
+        "ones 19.1 / -16.8% (v1.0: 24.3 / -24.3%), against the table above.",
         "- L40S at TP 4 and 8: aiconfigurator's L40S box measured NCCL bus bandwidth falling to 16% and 5% of the "
         "link at 4 and 8 GPUs, where NVIDIA's systems behind these tables run TP 8 about as fast as TP 4. With that "
         "box's curve the L40S rows read MAPE / bias 50.3 / -50.3% at TP 4 and 85.7 / -85.7% at TP 8 (steady, commit "

@@ -240,6 +240,25 @@ def test_decode_step_by_hand_from_curve_parameters(make_config, catalog):
     assert step_time(config, StepShape.decode(1, ctx)).time_s == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("at_16bit_rate", [False, True])
+def test_an_fp8_cache_is_read_at_the_rate_the_engine_reads_it_by_hand(make_config, catalog, at_16bit_rate):
+    """Llama-2-7B (32 query and 32 KV heads of 128: no grouped-query re-read) decoding 4 sequences at context 1000
+    with an FP8 cache on an H100 whose attention curve reads a 16-bit cache at 0.8 and an FP8 one at 0.5 of the HBM
+    peak: the memory side is 10 + 4 x 0.5 us plus the FP8 K/V read and written and Q/output (16-bit) at 0.5, or at
+    0.8 where the engine reads FP8 at the 16-bit rate (TensorRT-LLM's XQA)."""
+    profile = hand_profile()
+    profile = profile.model_copy(update={"attention": profile.attention.model_copy(update={"fp8_kv_decode_bandwidth_fraction": 0.5})})
+    gpu = catalog.gpu("h100-sxm").model_copy(update={"kernels": profile})
+    factors = AS_MEASURED.model_copy(update={"fp8_kv_cache_at_16bit_rate": at_16bit_rate})
+    config = make_config(gpu=gpu, batch=4, efficiency=factors, kv_cache_dtype="fp8")
+    kv_per_token = 2 * 32 * 128 * 1
+    bytes_moved = 4 * 1000 * kv_per_token + 4 * kv_per_token + 4 * 32 * 256 * 2
+    rate = (0.8 if at_16bit_rate else 0.5) * gpu.hbm_bandwidth_gbps * 1e9
+    attention = layer_operator_times(config, StepShape.decode(4, 1000))["attention"]
+    assert attention.memory_time_s == pytest.approx((10 + 4 * 0.5) * 1e-6 + bytes_moved / rate, rel=1e-12)
+    assert catalog.frameworks["tensorrt-llm"].efficiency.fp8_kv_cache_at_16bit_rate  # its shipped profile reads FP8 at the 16-bit rate
+
+
 def test_tensor_parallel_all_reduces_by_hand_from_curve_parameters(make_config, catalog):
     """8 A100s on hand_profile(): per layer two all-reduces of 8 tokens x 4096 x 2 bytes, each
     20 us + 2 x 7/8 x 65536 B / (0.5 x link bandwidth) -- not the old ring's 2(n-1) = 14 latency steps."""
