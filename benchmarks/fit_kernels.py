@@ -97,9 +97,10 @@ def section(run, label: str, wall_s: float) -> str:
         ar = ", ".join(f"{c.num_gpus}: {c.latency_us:.1f} us / {c.bus_bandwidth_fraction:.2f}" for c in p.all_reduce)
         prow.append([stem, f"{b.peak_fraction:.2f} / {b.half_tokens:.0f} / {b.bandwidth_fraction:.2f} / {b.latency_us:.1f}",
                      "-" if f8 is None else f"{f8.peak_fraction:.2f} / {f8.half_tokens:.0f} / {f8.bandwidth_fraction:.2f} / {f8.latency_us:.1f} / {f8.activation_bytes_scale:.1f}",
-                     f"{a.prefill_peak_fraction:.2f} / {a.prefill_half_tokens:.0f} / {a.decode_bandwidth_fraction:.2f} / {a.latency_us:.1f}", ar])
+                     f"{a.prefill_peak_fraction:.2f} / {a.prefill_half_tokens:.0f} / {a.decode_bandwidth_fraction:.2f}"
+                     f"{'' if a.fp8_kv_decode_bandwidth_fraction is None else f' (FP8 {a.fp8_kv_decode_bandwidth_fraction:.2f})'} / {a.latency_us:.1f}", ar])
     body.append(md_table(["profile", "GEMM bf16: peak frac / half m / HBM frac / latency us", "GEMM fp8: same / input-pass bytes",
-                          "attention: peak frac / half (s+1) / HBM frac / latency us", "all-reduce n: latency / bus-bandwidth fraction"], prow))
+                          "attention: peak frac / half (s+1) / HBM frac (16-bit cache, FP8 cache where measured) / latency us", "all-reduce n: latency / bus-bandwidth fraction"], prow))
     return "\n".join(body)
 
 
