@@ -16,7 +16,8 @@ and a 50 ms kernel weigh alike):
   ``prefill_half_tokens``, ``latency_us``, ``per_sequence_us`` and one HBM fraction per KV-cache
   dtype: ``decode_bandwidth_fraction`` on the 16-bit-cache rows, ``fp8_kv_decode_bandwidth_fraction``
   on the FP8-cache rows where the GPU has them (H100, H200, B200; pooled over all, one fraction let
-  the 16-bit decodes be predicted 10-13% slow on H100/H200 and the FP8 ones fast).
+  the 16-bit decodes be predicted 10-13% slow on H100/H200 and the FP8 ones fast). Generic profiles
+  fit both but keep only the 16-bit one (:func:`fit_profile` says why).
 - All-reduce (``half`` elements) per GPU count: ``latency_us``, ``bus_bandwidth_fraction``.
   The generic PCIe profile (:func:`generic_all_reduce`) keeps a GPU count's bus bandwidth only
   where at least :data:`MIN_SYSTEMS_PER_COUNT` measured PCIe systems have rows at that count;
@@ -421,13 +422,22 @@ def profile_quality(profile: KernelProfile, data: list[GpuKernelData]) -> dict[s
 def fit_profile(profile_id: str, scope: str, data: list[GpuKernelData], collective_data: list[GpuKernelData], data_commit: str) -> KernelProfile:
     """Fit one profile on ``data`` (GEMM, attention) and ``collective_data`` (all-reduce; by
     :func:`generic_all_reduce`'s rule for ``scope: generic`` pooled over one link kind, and for a
-    PCIe GPU's own profile, whose multi-GPU bandwidth is its measured box's topology)."""
+    PCIe GPU's own profile, whose multi-GPU bandwidth is its measured box's topology).
+
+    A generic profile keeps no FP8-cache HBM fraction (its 16-bit one is still fitted with the FP8
+    rows as their own parameter, so they do not pull it down): those rows are FlashAttention-3 on
+    H100/H200 and trtllm-gen on B200, kernels the GPUs without tables (Ampere, Ada, Turing, Volta;
+    H100 PCIe aside) do not run. vLLM reads their FP8 caches with other kernels, as on the measured
+    A100 and L40S, whose profiles have one fraction for both caches.
+    """
     gemm = {}
     for dtype in ("bf16", "fp8"):
         parts = [d.gemm[dtype] for d in data if dtype in d.gemm]
         if parts:
             gemm[dtype] = fit_gemm(KernelRows.concat(parts))
     attention = fit_attention(KernelRows.concat([d.prefill for d in data]), KernelRows.concat([d.decode for d in data]))
+    if scope == "generic":
+        attention = attention.model_copy(update={"fp8_kv_decode_bandwidth_fraction": None})
     collectives = CollectiveRows.concat([d.all_reduce for d in collective_data])
     link_kinds = {d.gpu.link_kind for d in collective_data}
     link_kind = link_kinds.pop() if len(link_kinds) == 1 else None

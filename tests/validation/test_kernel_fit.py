@@ -94,7 +94,7 @@ def test_constant_columns_come_from_the_index(fitted):
 
 def test_an_fp8_cache_gets_its_own_hbm_fraction_where_it_was_measured(catalog, tmp_path):
     """Synthetic tables whose FP8-cache kernels read at 0.65 of the HBM peak and 16-bit ones at 0.85: the fit
-    finds both on the GPU with FP8 rows; the GPU without them keeps ``None`` (its 16-bit figure applies)."""
+    finds both on the GPU with FP8 rows; the GPU without them, and the generic curve, keep ``None`` (the 16-bit figure applies)."""
     root = write_tables(tmp_path / "aiconfigurator", catalog, fp8_kv_gpus=("h100_sxm",))
     run = fit_all(root, catalog, "synthetic")
     h100, b200 = run.profiles["h100-sxm"].attention, run.profiles["b200"].attention
@@ -106,6 +106,10 @@ def test_an_fp8_cache_gets_its_own_hbm_fraction_where_it_was_measured(catalog, t
     assert scores[("h100_sxm", "attention_decode_fp8_kv")].in_sample_mape < 2.0
     assert scores[("h100_sxm", "attention_decode_bf16_kv")].in_sample_mape < 2.0
     assert ("b200_sxm", "attention_decode_fp8_kv") not in scores
+    # the generic curve fits the FP8 rows with their own fraction (so its 16-bit one stays the true 0.85) but does not carry it
+    generic = run.profiles["generic-nvlink"].attention
+    assert generic.fp8_kv_decode_bandwidth_fraction is None
+    assert generic.decode_bandwidth_fraction == pytest.approx(TRUE_ATTENTION["bandwidth_fraction"], rel=0.03)
 
 
 def test_fit_recovers_the_synthetic_curves(fitted):
