@@ -121,12 +121,34 @@ def test_a_wait_drains_at_the_rate_of_full_slots_by_hand():
 
 
 def test_a_slot_wait_given_a_wait_is_erlang_of_shape_2():
-    # The median of the Erlang distribution of shape 2 (rate 1) is 1.678346990016661 (the root
-    # of 1 - e^-x (1 + x) = 1/2, a table value); the wait points have mean 1 given a wait.
-    assert ss._erlang2_quantile(0.5) == pytest.approx(1.678346990016661, rel=1e-12)
-    values, weights = ss._waiting_dist(0.25, 0.5)
-    assert weights[0] == pytest.approx(0.75) and values[0] == 0.0
-    assert float(np.dot(values, weights)) == pytest.approx(0.5, rel=0.01)  # mid-quantile points: within 1% of the mean
+    # The median of the Erlang distribution of shape 2 (rate 1) is 1.678346990016661 (the root of
+    # 1 - e^-x (1 + x) = 1/2, a table value). One window TTFT of 20 ms, every arrival waiting 0.6 s on average:
+    # the p50 TTFT is 20 ms + 0.3 s x 1.678...; with 30% waiting the median is the 20 ms atom itself.
+    atom = (np.array([0.02]), np.array([1.0]))
+    assert ss._with_slot_wait(atom, 1.0, 0.6, 0.62).p50_s == pytest.approx(0.02 + 0.3 * 1.678346990016661, rel=1e-9)
+    assert ss._with_slot_wait(atom, 0.3, 0.18, 0.2).p50_s == 0.02
+    # no wait: the window TTFT's own percentiles
+    assert ss._with_slot_wait(atom, 0.0, 0.0, 0.02).p99_s == 0.02
+
+
+def test_slot_wait_percentiles_match_a_brute_force_cdf_and_grow_continuously():
+    """Against the CDF tabulated on a 12.5 us grid (independent of the root finding), for many window atoms and
+    wait probabilities around 1 - q, where a discretized wait made the percentile jump."""
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.uniform(0.01, 0.05, 40))
+    weights = rng.uniform(0.1, 1.0, 40)
+    weights /= weights.sum()
+    grid = np.linspace(0.0, 5.0, 400_001)
+    p50s = []
+    for probability in (0.3, 0.49, 0.5, 0.51, 0.6, 0.9):
+        theta = 0.5 / 2  # a conditional mean wait of 0.5 s
+        got = ss._with_slot_wait((values, weights), probability, 0.5 * probability, 0.1)
+        x = np.maximum(grid[:, None] - values[None, :], 0.0) / theta
+        cdf = (weights[None, :] * ((values[None, :] <= grid[:, None]) * (1 - probability) + probability * (1 - np.exp(-x) * (1 + x)))).sum(axis=1)
+        for q, value in ((0.5, got.p50_s), (0.9, got.p90_s), (0.99, got.p99_s)):
+            assert value == pytest.approx(grid[np.searchsorted(cdf, q)], abs=2e-5)
+        p50s.append(got.p50_s)
+    assert p50s == sorted(p50s) and p50s[3] - p50s[1] < 0.05  # through P(wait) = 0.5 without a jump of a support point
 
 
 # ---- agreement with the simulator ---------------------------------------------------------------
