@@ -730,14 +730,14 @@ def _with_slot_wait(window_ttft: tuple[np.ndarray, np.ndarray], probability: flo
     weights = weights / _fsum(weights)
     theta = mean_wait_s / probability / 2.0  # Erlang-2 scale: mean 2 theta
 
-    def cdf_and_density(t: float) -> tuple[float, float]:
-        x = np.maximum(t - values, 0.0) / theta
+    def cdf_and_density(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CDF and its density (of the continuous part) at each of ``t``."""
+        x = np.maximum(t[:, None] - values[None, :], 0.0) / theta
         decay = np.exp(-x)
-        cdf = float(weights @ ((values <= t) * (1.0 - probability) + probability * (1.0 - decay * (1.0 + x))))
-        return cdf, probability * float(weights @ (x * decay)) / theta
+        cdf = ((values[None, :] <= t[:, None]) * (1.0 - probability) + probability * (1.0 - decay * (1.0 + x))) @ weights
+        return cdf, probability * ((x * decay) @ weights) / theta
 
-    x = np.maximum(values[:, None] - values[None, :], 0.0) / theta
-    at_atoms = ((values[None, :] <= values[:, None]) * (1.0 - probability) + probability * (1.0 - np.exp(-x) * (1.0 + x))) @ weights
+    at_atoms = cdf_and_density(values)[0]
     below_atoms = at_atoms - (1.0 - probability) * weights
     out = []
     for q in (p / 100 for p in PERCENTILES):
@@ -749,7 +749,7 @@ def _with_slot_wait(window_ttft: tuple[np.ndarray, np.ndarray], probability: flo
         high = float(values[j]) if j < len(values) else float(values[-1]) + 40.0 * theta
         t = (low + high) / 2
         for _ in range(MAX_ITERATIONS):  # Newton's method kept inside a shrinking bracket
-            cdf, dens = cdf_and_density(t)
+            cdf, dens = (float(v[0]) for v in cdf_and_density(np.array([t])))
             if abs(cdf - q) <= 1e-10:
                 break
             if cdf < q:
