@@ -55,7 +55,7 @@ def kv_capacity_blocks(config: ServingConfig) -> int:
 
 def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
              num_requests: int = 1000, seed: int = 0, replicas: int = 1, balancer: str = "round_robin", slo: GoodputTargets | None = None,
-             policy: str | None = None) -> SimulationResult:
+             policy: str | None = None, num_kv_blocks: int | None = None) -> SimulationResult:
     """Simulate ``num_requests`` requests of ``workload`` on ``replicas`` copies of ``config``.
 
     max_num_seqs: concurrent sequences per replica (default: the framework's ``max_num_seqs``).
@@ -67,9 +67,14 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     slo: per-request targets for goodput (None: no goodput).
     policy: ``decode_first`` (default) or ``prefill_first`` (see
         :mod:`guide_opt.simulate.engine`).
+    num_kv_blocks: KV blocks per replica, of the framework's ``kv_block_size_tokens`` (default:
+        what the memory holds, :func:`kv_capacity_blocks`): an engine started with a fixed cache
+        size (TurboMind's ``cache_max_entry_count`` given as a block count, vLLM's
+        ``--num-gpu-blocks-override``).
 
-    The replica's KV capacity is :func:`kv_capacity_blocks` of ``config`` with ``batch =
-    max_num_seqs`` and the step budget applied (activation memory depends on both). Raises
+    The replica's KV capacity is ``num_kv_blocks`` if given, else :func:`kv_capacity_blocks` of
+    ``config`` with ``batch = max_num_seqs`` and the step budget applied (activation memory
+    depends on both). Raises
     ``ValueError`` for arguments that cannot describe a run (and for a configuration that cannot
     run at all, see :meth:`ServingConfig.unsupported_reason`); a configuration whose memory holds
     no request returns a result with ``fits=False``.
@@ -81,6 +86,8 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     policy = default_policy(config.framework.prefill_mode) if policy is None else policy
     if num_requests < 1 or replicas < 1 or max_num_seqs < 1 or budget < 1:
         raise ValueError("num_requests, replicas, max_num_seqs and max_num_batched_tokens must all be at least 1")
+    if num_kv_blocks is not None and num_kv_blocks < 1:
+        raise ValueError(f"num_kv_blocks must be at least 1 (or None for what the memory holds), got {num_kv_blocks}")
     if budget < max_num_seqs:
         raise ValueError(f"max_num_batched_tokens ({budget}) must be at least max_num_seqs ({max_num_seqs}), as in vLLM")
     if balancer not in BALANCERS:
@@ -107,7 +114,7 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     if reason:
         raise ValueError(reason)
     block = config.framework.kv_block_size_tokens
-    num_blocks = kv_capacity_blocks(engine_config)
+    num_blocks = kv_capacity_blocks(engine_config) if num_kv_blocks is None else num_kv_blocks
     capacity_tokens = num_blocks * block
     context_tokens = config.llm.max_position_embeddings
     rejected = (inputs + outputs > context_tokens) | (inputs + outputs - 1 > capacity_tokens)

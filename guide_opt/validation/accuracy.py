@@ -139,7 +139,7 @@ def offline_throughput_metrics(config: ServingConfig, *, steady: bool) -> dict[s
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
                       running: int | None = None, serving: str = "static", statistic: str = "mean",
                       offline: bool = False, median_lengths: tuple[int, int] | None = None,
-                      first_token_rule: str = SEQUENTIAL_PREFILL) -> dict[str, float] | None:
+                      first_token_rule: str = SEQUENTIAL_PREFILL, cache_block_wait_s: float | None = None) -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -157,7 +157,9 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     (:func:`offline_throughput_metrics`: steady state unless ``serving`` is ``static``).
     ``first_token_rule``: a static row's TTFT as the measuring harness produced it
     (:attr:`~guide_opt.validation.datasets.Measurement.first_token_rule`; TurboMind's rule,
-    :func:`~guide_opt.validation.turbomind.first_token_latency_s`, for LMDeploy's rows).
+    :func:`~guide_opt.validation.turbomind.first_token_latency_s`, for LMDeploy's rows);
+    ``cache_block_wait_s``: that rule's wait for KV-cache blocks when the caller already has it
+    (a fit holds it at its starting factors); None: simulated.
     """
     if offline:
         return offline_throughput_metrics(config, steady=serving != "static")
@@ -174,7 +176,8 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     if closed_loop and serving == "steady_state":
         return steady_closed_loop_metrics(config, statistic)
 
-    ttft_s = turbomind.first_token_latency_s(config) if first_token_rule == TURBOMIND_PROFILE_GENERATION else p.ttft_s
+    ttft_s = (turbomind.first_token_latency_s(config, cache_block_wait_s=cache_block_wait_s)
+              if first_token_rule == TURBOMIND_PROFILE_GENERATION else p.ttft_s)
     return {
         "ttft_ms": ttft_s * 1e3,
         "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,

@@ -63,7 +63,8 @@ from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig, estimate
 from guide_opt.validation.accuracy import NOT_FITTING, Comparison, error_stats, evaluate, measurement_config, predicted_metrics
-from guide_opt.validation.datasets import METRICS, Measurement, finite_positive
+from guide_opt.validation import turbomind
+from guide_opt.validation.datasets import METRICS, TURBOMIND_PROFILE_GENERATION, Measurement, finite_positive
 from guide_opt.validation.physics import batch_latency_floor_s, weight_stream_time_s
 
 CALIBRATION_FORMAT = "guide-opt-calibration/1"
@@ -205,12 +206,20 @@ def save_calibration(calibration: Calibration, path: str | Path) -> None:
 # ---- fitting ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PreparedRow:
-    """A row ready for the fit: its config (default factors) and the (metric, measured value) pairs fitted."""
+    """A row ready for the fit: its config (default factors) and the (metric, measured value) pairs fitted.
+
+    cache_block_wait_s: a TurboMind row's wait for KV-cache blocks
+    (:func:`~guide_opt.validation.turbomind.block_wait_s`), simulated once at the default
+    factors and held while the factors move: two simulations per row at every evaluation of a
+    fit would make it ~15x slower, and the wait is a queueing effect of the harness that the
+    factors scale only through the step times. None for other rows.
+    """
 
     measurement: Measurement
     config: ServingConfig
     targets: tuple[tuple[str, float], ...]
     running: int | None = None
+    cache_block_wait_s: float | None = None
 
 
 def physics_violation(m: Measurement, config: ServingConfig, predicted: dict[str, float]) -> tuple[str, str] | None:
@@ -266,7 +275,10 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
             skipped[NOT_FITTING] += 1
             continue
         running = None if est.fits else est.max_batch
-        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running, first_token_rule=m.first_token_rule)
+        wait_s = (turbomind.block_wait_s(config, turbomind.cache_blocks_of(config))
+                  if m.first_token_rule == TURBOMIND_PROFILE_GENERATION else None)
+        predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running, first_token_rule=m.first_token_rule,
+                                      cache_block_wait_s=wait_s)
         violation = physics_violation(m, config, predicted)
         if violation:
             refused[violation[0]] += 1
@@ -276,7 +288,7 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         if not targets:
             skipped[NO_USABLE_METRIC] += 1
             continue
-        prepared.append(PreparedRow(m, config, targets, running))
+        prepared.append(PreparedRow(m, config, targets, running, wait_s))
     for kind, count in refused.items():
         skipped[f"refused, {kind} (e.g. {examples[kind]})"] += count
     return prepared
@@ -300,7 +312,7 @@ def config_log_residuals(prepared: list[PreparedRow], configure: Callable[[Servi
     out = []
     for row in prepared:
         predicted = predicted_metrics(configure(row.config), check_memory=False, closed_loop=row.measurement.closed_loop, running=row.running,
-                                      first_token_rule=row.measurement.first_token_rule)
+                                      first_token_rule=row.measurement.first_token_rule, cache_block_wait_s=row.cache_block_wait_s)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
 

@@ -135,6 +135,23 @@ def test_preemption_keeps_the_oldest_running_and_recomputes(config):
     assert r.itl_s.mean_s > 1.3 * r.itl_s.p50_s  # each recompute shows up as one long gap
 
 
+def test_a_fixed_block_count_replaces_what_the_memory_holds(config):
+    # num_kv_blocks = 256 blocks of the profile's block size (vLLM: 16 tokens), whatever the memory: 4096 tokens
+    # reported, and a burst of 6 requests of 512 + 1200 tokens (6 x 107 blocks) runs with preemptions where the
+    # memory's own cache (thousands of blocks) needs none.
+    block = config.framework.kv_block_size_tokens
+    workload = Workload.burst(FixedLengths(512, 1200))
+    fixed = simulate(config, workload, num_requests=6, max_num_seqs=6, num_kv_blocks=256)
+    assert fixed.kv_capacity_tokens == 256 * block == 4096
+    assert 6 * -(-1712 // block) > 256 and fixed.preemptions > 0 and fixed.completed_requests == 6
+    own = simulate(config, workload, num_requests=6, max_num_seqs=6)
+    assert own.kv_capacity_tokens == kv_capacity_blocks(dataclasses.replace(config, batch=6, input_tokens=512, output_tokens=1200,
+                                                                           max_num_batched_tokens=own.max_num_batched_tokens)) * block
+    assert own.preemptions == 0
+    with pytest.raises(ValueError, match="num_kv_blocks"):
+        simulate(config, workload, num_kv_blocks=0)
+
+
 def test_max_num_seqs_bounds_concurrency(config):
     r = simulate(config, Workload.burst(FixedLengths(100, 50)), num_requests=16, max_num_seqs=4)
     first, finish = r.requests.first_token_s, r.requests.finish_s
