@@ -55,9 +55,11 @@ def calibrated_efficiency(problem: Problem, gpu_id: str, framework_id: str) -> E
 
 def slo_margins(problem: Problem, index: int) -> tuple[float, float]:
     """(TTFT factor, TPOT factor) for LLM ``index``: calibration quantile at its percentile x ``slo_margin``."""
+    calibration = problem_calibration(problem)
+    if calibration is None:  # no residuals to learn from: the margin alone (and no import of the validation package)
+        return problem.prediction.slo_margin, problem.prediction.slo_margin
     from guide_opt.validation.calibration import margin_factor
 
-    calibration = problem_calibration(problem)
     req = problem.models[index]
     quantile = req.slo.percentile / 100.0
     factors = []

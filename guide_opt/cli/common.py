@@ -103,3 +103,14 @@ def _calibrated_factors(calibration: Any, gpu: str, framework: str) -> Efficienc
     if factors is None:
         click.echo(f"note: {label} has no factors for {gpu} / {framework}; using the framework's default efficiency factors", err=True)
     return factors
+
+
+def capacity_share_text(utilization: float, closed_loop: bool, capacity_per_s: float | None = None) -> str:
+    """A replica's load as a share of its capacity, e.g. ``78% of capacity 12.3 requests/s``.
+
+    A closed loop keeps its sequence slots full, so its throughput may pass the open-loop capacity
+    (the rate at which its slots reach the stability limit): it is named as a throughput share of
+    that capacity. ``capacity_per_s`` (requests/s) is shown when given.
+    """
+    share = f"throughput {utilization:.0%} of the open-loop capacity" if closed_loop else f"{utilization:.0%} of capacity"
+    return share if capacity_per_s is None else f"{share} {capacity_per_s:.4g} requests/s"

@@ -21,7 +21,7 @@ import click
 from guide_opt import limits
 from guide_opt.answer import beyond_capacity_reason, estimate_payload, not_fitting_reason, steady_payload
 from guide_opt.cli.app import cli
-from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, positive_int, replica_options
+from guide_opt.cli.common import FiniteFloatRange, batch_int, build_config, capacity_share_text, positive_int, replica_options
 from guide_opt.cli.output import echo_json, echo_pairs, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.perf import ESTIMATORS, Estimate, steady_state
@@ -136,8 +136,8 @@ def _print_steady(est: Estimate, state: steady_state.SteadyState, capacity_per_s
         return
     row = lambda d: (f"mean {fmt_number(d.mean_s * 1e3)}, median {fmt_number(d.p50_s * 1e3)}, p90 {fmt_number(d.p90_s * 1e3)}, "  # noqa: E731
                      f"p99 {fmt_number(d.p99_s * 1e3)} ms")
-    capacity_name = "the open-loop capacity" if state.mode == "closed_loop" else "capacity"  # a closed loop may pass it: its slots stay full
-    utilization = "" if math.isnan(state.utilization) else f" ({state.utilization:.0%} of {capacity_name} {capacity_per_s:.4g} requests/s)"
+    utilization = ("" if math.isnan(state.utilization) else
+                   f" ({capacity_share_text(state.utilization, closed_loop=state.mode == 'closed_loop', capacity_per_s=capacity_per_s)})")
     echo_pairs(title, [
         ("TTFT", row(state.ttft)),
         ("TPOT", row(state.tpot)),

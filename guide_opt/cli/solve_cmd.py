@@ -19,7 +19,7 @@ from guide_opt import limits
 from guide_opt.answer import check_contexts, in_problem_file
 from guide_opt.api import Answer, RefineRequest, refinable, solve
 from guide_opt.cli.app import cli, command_started_s
-from guide_opt.cli.common import FiniteFloatRange, seed_int
+from guide_opt.cli.common import FiniteFloatRange, capacity_share_text, seed_int
 from guide_opt.cli.output import echo_json, echo_rows, fmt_number, format_option
 from guide_opt.errors import InputError
 from guide_opt.objectives import OBJECTIVES, schedule_reporting
@@ -230,9 +230,7 @@ def _load_text(requirement, metrics: dict) -> str | None:
     unit = "requests/s" if w.request_rate_per_s is not None else "users" if w.concurrent_users is not None else "concurrent requests (a full replica)"
     share = ""
     if metrics.get("utilization") is not None:
-        # a closed loop keeps its slots full, so its throughput may pass the open-loop capacity (its slots at the stability limit)
-        share = (f" (throughput {metrics['utilization']:.0%} of the open-loop capacity)" if w.concurrent_users is not None
-                 else f" ({metrics['utilization']:.0%} of capacity)")
+        share = f" ({capacity_share_text(metrics['utilization'], closed_loop=w.concurrent_users is not None)})"
     return (f"{load:,.4g} {unit} per replica{share}; mean TTFT {fmt_number(metrics['ttft_mean_ms'])} ms, "
             f"mean TPOT {fmt_number(metrics['tpot_mean_ms'])} ms")
 

@@ -149,6 +149,13 @@ class ServingConfig:
         return (self.heads_per_gpu / self.kv_heads_per_gpu) ** f.gqa_kv_reread_exponent
 
     @property
+    def kv_read_at_fp8_rate(self) -> bool:
+        """Whether a decode step reads the KV cache at the GPU's FP8-cache HBM fraction: an FP8 cache, read by an engine
+        whose kernel does not stream it at the 16-bit rate (``fp8_kv_cache_at_16bit_rate``, see
+        :class:`~guide_opt.frameworks.EfficiencyFactors`)."""
+        return self.kv_cache_dtype == "fp8" and not self.factors.fp8_kv_cache_at_16bit_rate
+
+    @property
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes one token adds on one GPU of the most loaded stage (every layer holding it)."""
         return self.layers_per_stage * self.kv_bytes_per_token_per_layer

@@ -163,8 +163,7 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     window, attended and read tokens are capped at ``window`` per new token and per sequence
     (the sum of per-sequence minima is at most the minimum of the sums, so this bounds them).
     Efficiency: the GPU's fitted attention curve at the mean attended context per new token
-    (the cache's dtype choosing its HBM fraction, unless the engine reads an FP8 cache at the 16-bit
-    rate: ``fp8_kv_cache_at_16bit_rate``), plus its kernel and per-sequence latencies (:func:`guide_opt.perf.kernels.attention_time`).
+    (the cache's dtype choosing its HBM fraction, :attr:`ServingConfig.kv_read_at_fp8_rate`), plus its kernel and per-sequence latencies (:func:`guide_opt.perf.kernels.attention_time`).
     """
     llm, ab = config.llm, config.quantization.activation_bytes
     kept = config.h2o_kept_fraction
@@ -188,7 +187,7 @@ def _attention_time(config: ServingConfig, shape: StepShape, window: int | None)
     mean_context = attended * kept / larger(shape.new_tokens, 1)
     return attention_time(flops, bytes_moved, mean_context, shape.sequences, peak, config.gpu.hbm_bandwidth_bytes_per_s, config.gpu.kernels,
                           f.compute_efficiency, f.memory_efficiency,
-                          fp8_kv_cache=config.kv_cache_dtype == "fp8" and not f.fp8_kv_cache_at_16bit_rate)
+                          fp8_kv_cache=config.kv_read_at_fp8_rate)
 
 
 def layer_operator_times(config: ServingConfig, shape: StepShape) -> dict[str, RooflineTime]:

@@ -274,6 +274,20 @@ def test_rate_gives_bench_serve_style_metrics(capsys):
     assert code == 0 and "steady state" in out and "p99" in out and "output throughput" in out
 
 
+def test_the_load_is_shown_as_a_share_of_capacity(capsys):
+    # Open loop: the share is the offered rate over the JSON's capacity (5 / 14.6 requests/s = 34% today).
+    _, out, _ = run(capsys, STEADY + ["--rate", "5", "--format", "json"])
+    capacity = json.loads(out)["capacity_request_rate_per_s"]
+    code, out, _ = run(capsys, STEADY + ["--rate", "5"])
+    assert code == 0 and f"5 requests/s ({5 / capacity:.0%} of capacity {capacity:.4g} requests/s)" in out
+    # Closed loop: its slots stay full, so its throughput is named against the open-loop capacity (the same figure).
+    _, out, _ = run(capsys, STEADY + ["--concurrency", "64", "--format", "json"])
+    payload = json.loads(out)
+    rate = payload["metrics"]["throughput_tokens_per_s"] / 256
+    code, out, _ = run(capsys, STEADY + ["--concurrency", "64"])
+    assert code == 0 and f"(throughput {rate / capacity:.0%} of the open-loop capacity {capacity:.4g} requests/s)" in out
+
+
 def test_rate_beyond_capacity_exits_2(capsys):
     code, out, _ = run(capsys, STEADY + ["--rate", "1000", "--format", "json"])
     payload = json.loads(out)
