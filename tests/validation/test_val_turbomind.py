@@ -103,6 +103,27 @@ def test_a_sequence_holds_its_prompt_and_output_in_128_token_blocks(catalog, dat
     assert cache_blocks_of(measurement_config(rows["llama2-13b b64 tp1 2048/2048"], catalog)) // 32 == 15
 
 
+def test_the_benchmark_block_counts_match_the_measured_memory(catalog, data_dir):
+    # The table's mem_GB (GiB as nvidia-smi reports them; the smallest of each LLM's rows) is the weights plus the
+    # pre-allocated cache plus CUDA's context and buffers: 1000 / 500 / 4000 blocks of 128 tokens leave 1.5 / 1.8 /
+    # 2.5 GiB for those (76.55 - 75.05, 74.84 - 73.07, 73.72 - 71.18 GiB per GPU). Twice the 7B or 13B blocks would
+    # not fit in 80 GiB.
+    measured: dict[str, float] = {}
+    for r in csv.DictReader((data_dir / "lmdeploy" / "a100_fp16_static_inference.csv").open()):
+        measured[r["model"]] = min(measured.get(r["model"], math.inf), float(r["mem_GB"]))
+    seen = {}
+    for m in load_lmdeploy(data_dir, catalog).rows:
+        seen.setdefault(m.llm, m)
+    assert set(seen) == {"llama-2-7b", "llama-2-13b", "llama-2-70b"}
+    for llm, m in seen.items():
+        config = measurement_config(m, catalog)
+        weights_gib = estimate(config).memory.weights_bytes / 2**30
+        cache_gib = cache_blocks_of(config) * CACHE_BLOCK_TOKENS * config.kv_bytes_per_token / 2**30
+        assert 1.0 <= measured[m.key.split()[0]] - (weights_gib + cache_gib) <= 3.0, llm
+        if llm != "llama-2-70b":
+            assert weights_gib + 2 * cache_gib > 80.0
+
+
 def test_no_wait_for_blocks_when_the_cache_holds_every_sequence_to_its_last_token(catalog, data_dir):
     # 16 threads of 2048 + 2048 tokens need 16 x 32 = 512 blocks. With exactly that many, no sequence is ever
     # refused a block, so the simulated harness is the same run as with ten times the blocks (compared here
