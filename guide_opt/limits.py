@@ -29,6 +29,8 @@ MAX_CANDIDATES = 250_000
 MAX_SIMULATED_REQUESTS = 200_000
 #: Replicas one ``simulate`` run may put behind its load balancer.
 MAX_SIMULATED_REPLICAS = 1_024
+#: KV-cache blocks one simulated replica may be given (``simulate --num-gpu-blocks``): a billion blocks hold more than any GPU.
+MAX_KV_BLOCKS = 10**9
 #: Optuna trials one ``--refine`` run may ask for.
 MAX_TRIALS = 100_000
 #: Largest seed: CP-SAT's ``random_seed`` is a signed 32-bit integer.

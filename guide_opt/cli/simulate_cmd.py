@@ -97,6 +97,9 @@ def _lengths_spec(lengths: LengthDistribution) -> dict:
 @click.option("--max-num-seqs", type=batch_int, default=None, help="Concurrent sequences per replica [default: the framework's].")
 @click.option("--max-num-batched-tokens", type=batch_int, default=None, help="Token budget per engine step [default: the framework's].")
 @click.option("--policy", type=click.Choice(POLICIES), default=None, help="Step scheduling [default: decode_first].")
+@click.option("--num-gpu-blocks", type=click.IntRange(1, limits.MAX_KV_BLOCKS), default=None,
+              help="KV-cache blocks per replica, of the framework's block size, as vLLM's --num-gpu-blocks-override fixes them "
+                   "[default: what the memory holds].")
 @click.option("--rate", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_REQUEST_RATE_PER_S), default=None, help="Open loop: Poisson arrivals, requests per second.")
 @click.option("--users", type=click.IntRange(1, limits.MAX_CONCURRENT_USERS), default=None, help="Closed loop: concurrent users, each sending its next request when the last completes.")
 @click.option("--requests", "num_requests", type=click.IntRange(1, limits.MAX_SIMULATED_REQUESTS), default=1000, show_default=True,
@@ -112,7 +115,7 @@ def _lengths_spec(lengths: LengthDistribution) -> dict:
 @click.option("--tpot-slo-ms", type=FiniteFloatRange(min=0, min_open=True, max=limits.MAX_LATENCY_MS), default=None, help="Per-request TPOT target for goodput, ms.")
 @format_option
 def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype, replicas, balancer, max_num_seqs, max_num_batched_tokens,
-                     policy, rate, users, num_requests, input_tokens, output_tokens, range_ratio, workload, seed, ttft_slo_ms, tpot_slo_ms,
+                     policy, num_gpu_blocks, rate, users, num_requests, input_tokens, output_tokens, range_ratio, workload, seed, ttft_slo_ms, tpot_slo_ms,
                      output_format) -> int:
     """Simulate serving a request stream: TTFT / ITL / E2E percentiles, throughput, goodput, KV use.
 
@@ -128,7 +131,7 @@ def simulate_command(model, gpu, tp, pp, framework, quantization, kv_cache_dtype
     slo = GoodputTargets(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms) if (ttft_slo_ms or tpot_slo_ms) else None
     try:
         result = simulate(config, stream, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, num_requests=num_requests,
-                          seed=seed, replicas=replicas, balancer=balancer, slo=slo, policy=policy)
+                          seed=seed, replicas=replicas, balancer=balancer, slo=slo, policy=policy, num_kv_blocks=num_gpu_blocks)
     except ValueError as exc:
         field = "--max-num-batched-tokens" if "max_num_batched_tokens" in str(exc) else "options"
         raise InputError(field, str(exc), "choose compatible values") from None

@@ -32,6 +32,17 @@ def test_json_contract(capsys):
     assert payload["engine"]["seed"] == 3 and payload["requests"]["completed"] == 200
 
 
+def test_a_fixed_block_count_sets_the_cache(capsys):
+    # vLLM's 16-token blocks: 256 of them hold 4,096 tokens, where the memory holds thousands of blocks (Llama-2-7B on an A100-80GB);
+    # 8 users of 512 + 1024 tokens (8 x 96 blocks) then need more than there are, and requests are preempted.
+    code, fixed = run_json(capsys, "--users", "8", "--input-tokens", "512", "--output-tokens", "1024", "--num-gpu-blocks", "256")
+    assert code == 0 and fixed["kv_utilization"]["capacity_tokens"] == 256 * 16 and fixed["preemptions"] > 0
+    code, own = run_json(capsys, "--users", "8", "--input-tokens", "512", "--output-tokens", "1024")
+    assert code == 0 and own["kv_utilization"]["capacity_tokens"] > 25 * 4096 and own["preemptions"] == 0
+    assert main([*BASE, "--users", "8", "--num-gpu-blocks", "0"]) == 1
+    assert "--num-gpu-blocks" in capsys.readouterr().err
+
+
 def test_closed_loop_preset_replicas_and_same_seed_same_answer(capsys):
     args = ("--users", "12", "--workload", "conversational", "--replicas", "2", "--balancer", "least_loaded", "--framework", "sglang")
     code, first = run_json(capsys, *args)
