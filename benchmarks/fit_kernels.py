@@ -75,6 +75,17 @@ def write_profiles(profiles: dict, folder: Path, rules: dict[str, str] | None = 
         (folder / f"{stem}.yaml").write_text(header + yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False, width=140))
 
 
+def cache_text(cache_served: dict[str, dict[str, tuple[int, float]]]) -> str:
+    """The sentence naming the rows left out as served from a GPU's cache (kernel_fit.beyond_cache_reach)."""
+    parts = [f"{data_gpu} {kind.replace('_', ' ')} {left_out:,} rows (up to {reach / 1e6:.0f} MB)"
+             for data_gpu, kinds in cache_served.items() for kind, (left_out, reach) in kinds.items() if left_out]
+    clean = [data_gpu for data_gpu, kinds in cache_served.items() if not any(n for n, _ in kinds.values())]
+    return ("Memory-bound rows (GEMMs, decode attention) are fitted where the DRAM served them: the tables repeat one kernel on the "
+            "same tensors, so a working set the L2 holds is read from it, which a serving step (every layer once) never sees; the "
+            "largest working set moved faster than the DRAM's peak marks the cache's reach, and the rows up to it are left out: "
+            + ("; ".join(parts) or "none") + (f" ({', '.join(clean)}: no row faster than the DRAM)." if clean else "."))
+
+
 def section(run, label: str, wall_s: float) -> str:
     """Markdown of the fitted parameters and the in-sample / held-out scores."""
     scores = run.held_out
@@ -83,7 +94,7 @@ def section(run, label: str, wall_s: float) -> str:
             "bias = mean signed error. In-sample: the GPU's own profile. Held out: the generic profile fitted on the other GPUs "
             "(GEMM/attention pooled, all-reduce pooled over the other GPUs with the same link kind, else the NVLink ones) -- what an "
             "unmeasured GPU of its specs gets. " + " ".join(f"`{stem}` {rule}" for stem, rule in run.rules.items()) + " Rows: GEMMs with n, k >= 512 and m <= 16384 (bf16, per-tensor fp8), FlashAttention-style prefill "
-            "and decode attention with head_dim 128 and full attention, NCCL all-reduce of fp16 messages on 2/4/8 GPUs.", ""]
+            "and decode attention with head_dim 128 and full attention, NCCL all-reduce of fp16 messages on 2/4/8 GPUs. " + cache_text(run.cache_served), ""]
     rows = []
     for s in scores:
         rows.append([s.data_gpu, s.kind, str(s.rows), f"{s.in_sample_mape:.1f}", f"{s.in_sample_bias:+.1f}", f"{s.held_out_mape:.1f}", f"{s.held_out_bias:+.1f}"])

@@ -12,7 +12,7 @@ import yaml
 from guide_opt.catalog import attach_kernel_profiles, load_spec
 from guide_opt.errors import InputError
 from guide_opt.kernel_profile import KernelProfile
-from guide_opt.validation.kernel_fit import fit_all, read_table
+from guide_opt.validation.kernel_fit import beyond_cache_reach, cache_reach_bytes, decode_rows, fit_all, read_table
 
 #: The engine behind the synthetic tables (what the fit must find).
 TRUE_GEMM = {"peak_fraction": 0.75, "half": 50.0, "bandwidth_fraction": 0.8, "latency_us": 4.0}
@@ -21,6 +21,8 @@ TRUE_ALL_REDUCE = {2: (8.0, 0.5), 4: (12.0, 0.6), 8: (20.0, 0.7)}  # latency us,
 #: A PCIe box whose 4/8-GPU ring crosses a slower path (the shape of the measured L40S tables).
 TRUE_PCIE_ALL_REDUCE = {2: (7.0, 0.6), 4: (12.0, 0.15), 8: (23.0, 0.05)}
 NVLINK_SYSTEMS = (("h100_sxm", "h100-sxm", TRUE_ALL_REDUCE), ("b200_sxm", "b200", TRUE_ALL_REDUCE))
+#: How much faster than the DRAM a synthetic kernel streams a working set its cache holds.
+CACHE_RATE_X = 2.5
 #: HBM fraction of the synthetic FP8-cache kernels (they dequantize while reading: slower than 16-bit's 0.85).
 TRUE_FP8_KV_BANDWIDTH_FRACTION = 0.65
 
@@ -47,13 +49,16 @@ def _write(path: Path, header: list[str], rows: list[list]) -> None:
         out.writerows(rows)
 
 
-def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS, fp8_kv_gpus: tuple[str, ...] = ()) -> Path:
+def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS, fp8_kv_gpus: tuple[str, ...] = (), cache_bytes: dict[str, float] | None = None) -> Path:
     """An aiconfigurator-shaped folder generated from the TRUE_* curves (constant columns in INDEX.csv), one
     folder per (data GPU, catalog id, all-reduce truth) of ``systems``; the data GPUs of ``fp8_kv_gpus``
-    also have FP8-cache attention rows (a ``kv_cache_dtype`` column) read at :data:`TRUE_FP8_KV_BANDWIDTH_FRACTION`."""
+    also have FP8-cache attention rows (a ``kv_cache_dtype`` column) read at :data:`TRUE_FP8_KV_BANDWIDTH_FRACTION`.
+    On a data GPU of ``cache_bytes`` (data GPU -> bytes), decode rows whose KV cache is at most that stream at
+    :data:`CACHE_RATE_X` times the DRAM rate (a kernel repeated on a working set its L2 cache holds)."""
     index = [["gpu", "table", "version", "rows", "constant_columns"]]
     for data_gpu, gpu_id, all_reduce in systems:
         gpu = catalog.gpu(gpu_id)
+        cached = (cache_bytes or {}).get(data_gpu, 0.0)
         folder = root / data_gpu
         folder.mkdir(parents=True)
         gemm = [["bfloat16", m, n, k, _gemm_ms(gpu, m, n, k)] for m in (1, 8, 32, 128, 512, 2048, 8192) for n in (1024, 4096) for k in (1024, 8192)]
@@ -63,7 +68,8 @@ def write_tables(root: Path, catalog, systems=NVLINK_SYSTEMS, fp8_kv_gpus: tuple
         prefill = [[b, s, h, kv, dtype, _attention_ms(gpu, b, s + 1, 4 * b * h * d * s * (s + 1) / 2, b * s * (2 * h * d * 2 + 2 * kv * d * kvb), frac)]
                    for dtype, kvb, frac in caches for b in (1, 4) for s in (16, 256, 2048, 8192)]
         _write(folder / "context_attention.csv.gz", ["batch_size", "isl", "num_heads", "num_key_value_heads", "kv_cache_dtype", "latency"], prefill)
-        decode = [[b, h, kv, c, dtype, _attention_ms(gpu, b, 2 * c, 4 * b * h * d * c, b * c * 2 * kv * d * kvb + b * 2 * h * d * 2, frac)]
+        decode = [[b, h, kv, c, dtype, _attention_ms(gpu, b, 2 * c, 4 * b * h * d * c, b * c * 2 * kv * d * kvb + b * 2 * h * d * 2,
+                                                     frac * (CACHE_RATE_X if b * c * 2 * kv * d * kvb <= cached else 1.0))]
                   for dtype, kvb, frac in caches for b in (1, 16, 64) for c in (128, 1024, 8192)]
         _write(folder / "generation_attention.csv.gz", ["batch_size", "num_heads", "num_key_value_heads", "step", "kv_cache_dtype", "latency"], decode)
         nccl = []
@@ -193,3 +199,40 @@ def test_pcie_all_reduce_takes_the_2_gpu_bandwidth_where_one_box_measured_more(f
     # two NVLink systems measured every count: the pooled per-count fits stay
     assert run.profiles["generic-nvlink"].all_reduce_fit(4).bus_bandwidth_fraction == pytest.approx(0.6, rel=0.02)
     assert "4, 8 GPUs" in run.rules["generic-pcie"] and "every count" in run.rules["generic-nvlink"]
+
+
+def test_decode_rows_served_from_the_cache_are_left_out_of_the_fit(catalog, tmp_path):
+    """Synthetic L40S decode kernels whose KV cache of up to 100 MB streams 2.5x faster than the DRAM (a kernel
+    repeated on what its L2 holds): the 67 MB one then moves 1.3 TB/s against the 864 GB/s GDDR6 peak (by hand:
+    12 + 16 x 0.1 us + 67.1 MB / (2.5 x 0.85 x 864 GB/s)). The fit keeps the rows beyond that working set
+    (268, 537 and 2147 MB) and finds the true DRAM fraction 0.85; the H100's identical tables are untouched."""
+    systems = NVLINK_SYSTEMS + (("l40s", "l40s", TRUE_PCIE_ALL_REDUCE),)
+    root = write_tables(tmp_path / "aiconfigurator", catalog, systems, cache_bytes={"l40s": 100e6})
+    run = fit_all(root, catalog, "synthetic")
+    assert run.profiles["l40s"].attention.decode_bandwidth_fraction == pytest.approx(TRUE_ATTENTION["bandwidth_fraction"], rel=0.03)
+    scores = {(s.data_gpu, s.kind): s for s in run.held_out}
+    assert scores[("l40s", "attention_decode")].rows == 3
+    assert scores[("l40s", "attention_decode")].in_sample_mape < 2.0
+    assert scores[("h100_sxm", "attention_decode")].rows == 9
+
+
+L40S_DECODE_ROWS = Path(__file__).resolve().parents[1] / "data" / "l40s_decode_rows.csv"
+#: The L40S's L2 cache: 96 MB (NVIDIA Ada Lovelace architecture whitepaper: AD102, 98,304 KB of L2).
+L40S_L2_BYTES = 98_304 * 1024
+
+
+def test_the_measured_l40s_cache_reach_is_within_its_l2(catalog):
+    """Measured L40S decode kernels (tests/data/l40s_decode_rows.csv, copied from the kernel tables): the 34 and 67 MB
+    KV caches stream at 1.5x and 2.1x the 864 GB/s GDDR6 peak, possible only from the 96 MB L2; from 134 MB on they
+    run at 0.70-0.74 of it. The reach is the 67 MB row's working set, and only the three larger rows are kept."""
+    with L40S_DECODE_ROWS.open() as fh:
+        raw = [row for row in csv.DictReader(line for line in fh if not line.startswith("#"))]
+    rows = decode_rows(raw, catalog.gpu("l40s"), "l40s")
+    kv_bytes = 16 * 1023 * 2 * 8 * 128 * 2
+    queries_bytes = 16 * 2 * 32 * 128 * 2
+    assert cache_reach_bytes(rows) == kv_bytes + queries_bytes
+    assert cache_reach_bytes(rows) < L40S_L2_BYTES
+    kept, left_out, reach = beyond_cache_reach(rows)
+    assert left_out == 3 and reach == kv_bytes + queries_bytes
+    rate = kept.bytes_moved / kept.measured_s / kept.hbm_bytes_per_s
+    assert ((rate > 0.69) & (rate < 0.75)).all()
