@@ -157,7 +157,7 @@ NOT_FITTING = TgisLevel(False, math.inf, math.inf, math.inf)
 #: before its first kernel. Fitted on LLM-Pilot's one-user levels at the profile's shared compute efficiency
 #: (:func:`guide_opt.validation.tgis_host.fit_all`;
 #: held-out scores in benchmarks/RESULTS.md 1.2.1).
-PREFILL_HOST_MS = 10.0
+PREFILL_HOST_MS = 8.5
 #: TGIS's host time per running sequence per decode step (ms) with default factors: the Python loop over the
 #: batch's requests after every step (next-token choice, stopping checks, detokenization). Fitted on LLM-Pilot's
 #: loaded levels (:func:`guide_opt.validation.tgis_host.fit_all`).
