@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import gzip
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +141,11 @@ class KernelRows:
 
     def __len__(self) -> int:
         return len(self.measured_s)
+
+    @property
+    def working_set_bytes(self) -> np.ndarray:
+        """Bytes each row's kernel streams: weights (or KV cache) plus activations."""
+        return self.bytes_moved + self.activation_bytes
 
     def where(self, mask: np.ndarray) -> "KernelRows":
         """The rows selected by boolean ``mask``."""
@@ -390,7 +395,7 @@ class GpuKernelData:
     prefill: KernelRows
     decode: KernelRows
     all_reduce: CollectiveRows
-    cache_served: dict[str, tuple[int, float]] = field(default_factory=dict)
+    cache_served: dict[str, tuple[int, float]]
 
 
 def cache_reach_bytes(rows: KernelRows) -> float:
@@ -403,7 +408,7 @@ def cache_reach_bytes(rows: KernelRows) -> float:
     L2). In a serving step the same tensors are read once per step, after every other layer's
     weights and cache have passed through the L2, so they come from DRAM.
     """
-    working_set = rows.bytes_moved + rows.activation_bytes
+    working_set = rows.working_set_bytes
     faster = working_set > rows.measured_s * rows.hbm_bytes_per_s
     return float(working_set[faster].max()) if faster.any() else 0.0
 
@@ -412,7 +417,7 @@ def beyond_cache_reach(rows: KernelRows) -> tuple[KernelRows, int, float]:
     """The rows of a memory-bound kernel kind whose working set exceeds :func:`cache_reach_bytes`, the count
     left out and the reach (bytes): the rows whose streaming rate is the DRAM's."""
     reach = cache_reach_bytes(rows)
-    kept = rows.where(rows.bytes_moved + rows.activation_bytes > reach)
+    kept = rows.where(rows.working_set_bytes > reach)
     return kept, len(rows) - len(kept), reach
 
 
@@ -557,7 +562,7 @@ class FitRun:
     profiles: dict[str, KernelProfile]
     held_out: list[HeldOutScore]
     rules: dict[str, str]
-    cache_served: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    cache_served: dict[str, dict[str, tuple[int, float]]]
 
 
 def fit_all(root: Path, catalog: Catalog, data_commit: str, gpus: list[str] | None = None) -> FitRun:
