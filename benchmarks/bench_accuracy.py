@@ -39,7 +39,7 @@ from guide_opt.catalog import load_catalog
 from guide_opt.validation.accuracy import AccuracyRow, evaluate, measurement_config, summarize
 from guide_opt.validation.calibration import leave_one_llm_out, prepare_rows
 from guide_opt.validation.datasets import METRIC_LABELS, METRICS, SOURCES, default_data_dir, load_source
-from guide_opt.validation.host_costs import fit_per_framework, held_out_comparisons, residuals_by_exponent
+from guide_opt.validation.host_costs import fit_per_framework, fitted_rows, held_out_comparisons, residuals_by_exponent, shipped_differences
 from guide_opt.validation.llm_pilot import run_benchmark, tgis_held_out_comparisons
 from guide_opt.validation.pilot_predictors import DEFAULT_PREDICTOR, PREDICTOR_LABELS, PREDICTORS
 
@@ -544,8 +544,6 @@ def lmdeploy_first_token_table(rows: list, catalog) -> list[str]:
 
 
 SECTIONS = ("1.1", "1.2", "1.3", "1.5", "1.7", "1.8")
-#: LLM-Inference-Bench GPUs the host costs are fitted on (MI300X's rows fit its own curves instead, section 1.8).
-HOST_COST_GPUS = ("a100-40gb-sxm", "h100-sxm")
 
 
 #: Metrics compared for report only (1.2): LLM-Inference-Bench's throughput is its latency again, LLM-Pilot's includes client time.
@@ -555,7 +553,7 @@ REPORT_ONLY = {("llm-inference-bench", "throughput_tokens_per_s"), ("llm-pilot",
 def _host_cost_section(catalog, data_dir) -> list[str]:
     """Section 1.7: the host costs per step fitted on LLM-Inference-Bench, held out by GPU and by LLM, and the bias by regime."""
     data = load_source("llm-inference-bench", catalog, data_dir)
-    rows = [m for m in data.rows if m.gpu in HOST_COST_GPUS and m.framework in ("vllm", "tensorrt-llm")]
+    rows = fitted_rows(data.rows)
     residuals = residuals_by_exponent(rows, catalog)  # shared by the fit and both held-out splits
     fits = fit_per_framework(rows, catalog, residuals)
 
@@ -563,18 +561,11 @@ def _host_cost_section(catalog, data_dir) -> list[str]:
         e = catalog.frameworks[f].efficiency
         return f"{e.sequence_overhead_us:g} / {e.tp_step_overhead_ms:g} / {e.gqa_kv_reread_exponent:g}"
 
-    def differences(f: str) -> list[str]:
-        """The host costs of ``f`` whose shipped value differs from the fit on all rows by more than the shipped rounding."""
-        e, c = catalog.frameworks[f].efficiency, fits[f]
-        pairs = (("us per sequence", e.sequence_overhead_us, c.sequence_overhead_us, 0.5),
-                 ("ms per multi-GPU step", e.tp_step_overhead_ms, c.tp_step_overhead_ms, 0.025),
-                 ("KV re-read exponent", e.gqa_kv_reread_exponent, c.gqa_kv_reread_exponent, 0.0))
-        return [f"{name} {shipped:g} against {fitted:.3g}" for name, shipped, fitted, rounding in pairs if abs(shipped - fitted) > rounding]
-
-    stale = {f: found for f in fits if (found := differences(f))}
+    names = {"sequence_overhead_us": "us per sequence", "tp_step_overhead_ms": "ms per multi-GPU step", "gqa_kv_reread_exponent": "KV re-read exponent"}
+    stale = shipped_differences(catalog, fits)
     shipped_text = ("The shipped profiles carry the fit on all rows, rounded (last column)." if not stale else
                     "The shipped profiles (last column) differ from the fit on all rows: "
-                    + "; ".join(f"{f} {', '.join(found)}" for f, found in stale.items())
+                    + "; ".join(f"{f} " + ", ".join(f"{names[n]} {s:g} against {v:.3g}" for n, s, v in found) for f, found in stale.items())
                     + ". They were fitted on the kernel curves before their last refit (section 12) and are kept until they are refitted"
                     " together with the defaults fitted through them (MI300X's end-to-end curves, section 1.8).")
     fit_table = [[f, "all rows", f"{c.sequence_overhead_us:.1f}", f"{c.tp_step_overhead_ms:.2f}", f"{c.gqa_kv_reread_exponent:g}", str(c.rows),

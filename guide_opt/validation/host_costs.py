@@ -44,6 +44,11 @@ LOSS_SCALE_MS = 0.5
 MAX_SEQUENCE_US, MAX_TP_STEP_MS = 1000.0, 5.0
 #: The ``gqa_kv_reread_exponent`` values tried (0: each KV head read once per query group; 1: once per query head).
 REREAD_EXPONENTS = tuple(i / 8 for i in range(9))
+#: LLM-Inference-Bench GPUs and engines the shipped host costs are fitted on (MI300X's rows fit its own curves instead,
+#: ``hardware_db/kernels/mi300x.yaml``).
+FITTED_GPUS, FITTED_FRAMEWORKS = ("a100-40gb-sxm", "h100-sxm"), ("vllm", "tensorrt-llm")
+#: How finely the fitted costs are rounded when shipped (``hardware_db/frameworks``): half the step of each.
+SHIPPED_ROUNDING = {"sequence_overhead_us": 0.5, "tp_step_overhead_ms": 0.025, "gqa_kv_reread_exponent": 0.0}
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,24 @@ def fit_per_framework(rows: list[Measurement], catalog: Catalog,
     """Host costs and KV re-read exponent per engine of ``rows``, fitted on their residuals under the model without host costs
     (``residuals``: :func:`residuals_by_exponent` of the same rows, when already computed)."""
     return _best_fits(residuals if residuals is not None else residuals_by_exponent(rows, catalog), lambda m: True)
+
+
+def fitted_rows(rows: Iterable[Measurement]) -> list[Measurement]:
+    """The LLM-Inference-Bench rows the shipped host costs are fitted on (:data:`FITTED_GPUS`, :data:`FITTED_FRAMEWORKS`)."""
+    return [m for m in rows if m.gpu in FITTED_GPUS and m.framework in FITTED_FRAMEWORKS]
+
+
+def shipped_differences(catalog: Catalog, fits: dict[str, HostCosts]) -> dict[str, list[tuple[str, float, float]]]:
+    """Per engine of ``fits``, the host costs whose value in ``catalog`` differs from the fit by more than its shipped
+    rounding (:data:`SHIPPED_ROUNDING`): (factor name, shipped, fitted); engines that carry their fit are left out."""
+    out = {}
+    for framework, fit in fits.items():
+        shipped = catalog.framework(framework).efficiency
+        found = [(name, getattr(shipped, name), getattr(fit, name)) for name, rounding in SHIPPED_ROUNDING.items()
+                 if abs(getattr(shipped, name) - getattr(fit, name)) > rounding]
+        if found:
+            out[framework] = found
+    return out
 
 
 def held_out_comparisons(rows: list[Measurement], catalog: Catalog, key: str,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from guide_opt.validation.accuracy import measurement_config, predicted_metrics
-from guide_opt.validation.datasets import Measurement
+from guide_opt.validation.datasets import Measurement, load_source
 from guide_opt.validation.host_costs import (
+    HostCosts,
     StepResidual,
     fit_host_costs,
     REREAD_EXPONENTS,
     fit_per_framework,
+    fitted_rows,
     held_out_comparisons,
+    shipped_differences,
     with_factors,
     without_host_costs,
 )
@@ -78,3 +81,26 @@ def test_held_out_llm_is_predicted_with_costs_fitted_without_it(catalog):
     assert len(comparisons) == len(rows)
     # the planted costs are the same for both LLMs, so each held-out LLM is predicted within 1%
     assert all(c.ape_percent < 1.0 for c in comparisons)
+
+
+def test_the_shipped_host_costs_are_the_fit_on_llm_inference_bench(catalog, data_dir):
+    """vllm.yaml's and tensorrt-llm.yaml's host costs and re-read exponents are what fit_per_framework gives on
+    LLM-Inference-Bench's A100/H100 rows (validation_data/llm_inference_bench) at their shipped rounding, so a refit of
+    the kernel curves that moves the fit cannot leave the shipped defaults behind unnoticed; deepspeed-fastgen, not
+    measured, carries vllm's values (deepspeed-fastgen.yaml, sources: host_costs)."""
+    rows = fitted_rows(load_source("llm-inference-bench", catalog, data_dir).rows)
+    fits = fit_per_framework(rows, catalog)
+    assert set(fits) == {"vllm", "tensorrt-llm"}
+    assert shipped_differences(catalog, fits) == {}
+    vllm, fastgen = catalog.framework("vllm").efficiency, catalog.framework("deepspeed-fastgen").efficiency
+    assert (fastgen.sequence_overhead_us, fastgen.tp_step_overhead_ms, fastgen.gqa_kv_reread_exponent) == \
+        (vllm.sequence_overhead_us, vllm.tp_step_overhead_ms, vllm.gqa_kv_reread_exponent)
+
+
+def test_a_shipped_cost_off_its_fit_by_more_than_its_rounding_is_named(catalog):
+    """shipped_differences names exactly the factors beyond SHIPPED_ROUNDING: against a hand-made fit 1 us and 0.02 ms
+    from vllm.yaml's shipped costs only the per-sequence cost is reported (0.5 us and 0.025 ms are the halves of the
+    shipped steps)."""
+    shipped = catalog.framework("vllm").efficiency
+    fit = HostCosts(shipped.sequence_overhead_us + 1.0, shipped.tp_step_overhead_ms + 0.02, 100, shipped.gqa_kv_reread_exponent)
+    assert shipped_differences(catalog, {"vllm": fit}) == {"vllm": [("sequence_overhead_us", shipped.sequence_overhead_us, fit.sequence_overhead_us)]}
