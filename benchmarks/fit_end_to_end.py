@@ -311,7 +311,11 @@ def section(catalog, root: Path, *, variant: bool = True) -> tuple[str, KernelPr
         "(7 LLMs, TP 1/2/4/8, batch 1-256, prompt = output = 128-2048 tokens; `guide_opt/validation/profile_fit.py`): six numbers",
         "changed on the generic curves, fitted through the step model with the `vllm` profile's default factors and host costs",
         f"({host.sequence_overhead_us:g} us per sequence, {host.tp_step_overhead_ms:g} ms per multi-GPU step, KV re-read exponent {host.gqa_kv_reread_exponent:g},",
-        "fitted on A100/H100, section 1.7) by soft-L1 least squares on log errors.",
+        "fitted on A100/H100, section 1.7) by soft-L1 least squares on log errors. The "
+        f"{sum(1 for r in prepared if r.wave_slowdown is not None)} batches the KV cache cannot hold at once are read as vLLM runs them,",
+        "preempting by recompute (section 16): the simulated batch over the waves estimate, held at the curves the catalog",
+        "carried when the fit started, so each fit depends a little on the curves before it (2026-12-04: four passes in a row",
+        "moved no parameter by more than 1.5% from one pass to the next, and the errors below not at all).",
         "Held out: each LLM's rows predicted by the fit on the other six LLMs' rows. Default factors throughout; the",
         "NVIDIA GPUs' curves are untouched.",
         "",

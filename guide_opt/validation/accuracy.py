@@ -27,7 +27,7 @@ from guide_opt.catalog import Catalog
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig
 from guide_opt.perf.estimator import estimate, phase_times
-from guide_opt.validation import turbomind
+from guide_opt.validation import preemption, turbomind
 from guide_opt.validation.datasets import METRICS, Measurement, finite_positive, measurement_config  # noqa: F401 (re-exported)
 from guide_opt.validation.datasets import SEQUENTIAL_PREFILL, TURBOMIND_PROFILE_GENERATION
 
@@ -139,7 +139,8 @@ def offline_throughput_metrics(config: ServingConfig, *, steady: bool) -> dict[s
 def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, closed_loop: bool = False,
                       running: int | None = None, serving: str = "static", statistic: str = "mean",
                       offline: bool = False, median_lengths: tuple[int, int] | None = None,
-                      first_token_rule: str = SEQUENTIAL_PREFILL, cache_block_wait_s: float | None = None) -> dict[str, float] | None:
+                      first_token_rule: str = SEQUENTIAL_PREFILL, cache_block_wait_s: float | None = None,
+                      wave_slowdown: float | None = None) -> dict[str, float] | None:
     """Predicted :data:`~guide_opt.validation.datasets.METRICS` of ``config``; None when the engine cannot serve one request.
 
     ``closed_loop``: ``config.batch`` users each sending their next request as soon as the last
@@ -160,6 +161,9 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     :func:`~guide_opt.validation.turbomind.first_token_latency_s`, for LMDeploy's rows);
     ``cache_block_wait_s``: that rule's wait for KV-cache blocks when the caller already has it
     (a fit holds it at its starting factors); None: simulated.
+    A static batch run in waves on an engine that preempts by recompute (vLLM) takes the batch latency of its requests
+    served together by the simulator (:mod:`~guide_opt.validation.preemption`): the waves estimate times
+    ``wave_slowdown`` when the caller holds it (a fit), else simulated. Its TTFT and TPOT keep the waves reading.
     """
     if offline:
         return offline_throughput_metrics(config, steady=serving != "static")
@@ -170,19 +174,22 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
         est = estimate(config)
         if not est.runs:  # a batch the KV cache cannot hold at once still ran: it is estimated in waves
             return None
-        p = est.phases
+        p, in_waves = est.phases, not est.fits
     else:
-        p = phase_times(config, running)
+        p, in_waves = phase_times(config, running), running is not None
     if closed_loop and serving == "steady_state":
         return steady_closed_loop_metrics(config, statistic)
 
     ttft_s = (turbomind.first_token_latency_s(config, cache_block_wait_s=cache_block_wait_s)
               if first_token_rule == TURBOMIND_PROFILE_GENERATION else p.ttft_s)
+    batch_latency_s = p.batch_latency_s
+    if in_waves and not closed_loop and preemption.preempts_by_recompute(config):
+        batch_latency_s *= preemption.wave_slowdown(config, batch_latency_s) if wave_slowdown is None else wave_slowdown
     return {
         "ttft_ms": ttft_s * 1e3,
-        "tpot_ms": (p.batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
-        "batch_latency_s": p.batch_latency_s,
-        "throughput_tokens_per_s": config.batch * config.output_tokens / p.batch_latency_s,
+        "tpot_ms": (batch_latency_s / config.output_tokens if closed_loop else p.tpot_s) * 1e3,
+        "batch_latency_s": batch_latency_s,
+        "throughput_tokens_per_s": config.batch * config.output_tokens / batch_latency_s,
     }
 
 

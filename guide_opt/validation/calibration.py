@@ -63,7 +63,7 @@ from guide_opt.errors import InputError
 from guide_opt.frameworks import EfficiencyFactors
 from guide_opt.perf import ServingConfig, estimate
 from guide_opt.validation.accuracy import NOT_FITTING, Comparison, error_stats, evaluate, measurement_config, predicted_metrics
-from guide_opt.validation import turbomind
+from guide_opt.validation import preemption, turbomind
 from guide_opt.validation.datasets import METRICS, TURBOMIND_PROFILE_GENERATION, Measurement, finite_positive
 from guide_opt.validation.physics import batch_latency_floor_s, weight_stream_time_s
 
@@ -213,6 +213,9 @@ class PreparedRow:
     factors and held while the factors move: two simulations per row at every evaluation of a
     fit would make it ~15x slower, and the wait is a queueing effect of the harness that the
     factors scale only through the step times. None for other rows.
+    wave_slowdown: a static batch run in waves on an engine that preempts by recompute: its
+    simulated batch latency over the waves estimate's (:mod:`~guide_opt.validation.preemption`), at
+    the default factors and held the same way. None for other rows.
     """
 
     measurement: Measurement
@@ -220,6 +223,7 @@ class PreparedRow:
     targets: tuple[tuple[str, float], ...]
     running: int | None = None
     cache_block_wait_s: float | None = None
+    wave_slowdown: float | None = None
 
 
 def physics_violation(m: Measurement, config: ServingConfig, predicted: dict[str, float]) -> tuple[str, str] | None:
@@ -277,8 +281,10 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         running = None if est.fits else est.max_batch
         wait_s = (turbomind.block_wait_s(config, turbomind.cache_blocks_of(config))
                   if m.first_token_rule == TURBOMIND_PROFILE_GENERATION else None)
+        slowdown = (preemption.wave_slowdown(config, est.phases.batch_latency_s)
+                    if running is not None and not m.closed_loop and preemption.preempts_by_recompute(config) else None)
         predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running, first_token_rule=m.first_token_rule,
-                                      cache_block_wait_s=wait_s)
+                                      cache_block_wait_s=wait_s, wave_slowdown=slowdown)
         violation = physics_violation(m, config, predicted)
         if violation:
             refused[violation[0]] += 1
@@ -288,7 +294,7 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         if not targets:
             skipped[NO_USABLE_METRIC] += 1
             continue
-        prepared.append(PreparedRow(m, config, targets, running, wait_s))
+        prepared.append(PreparedRow(m, config, targets, running, wait_s, slowdown))
     for kind, count in refused.items():
         skipped[f"refused, {kind} (e.g. {examples[kind]})"] += count
     return prepared
@@ -312,7 +318,8 @@ def config_log_residuals(prepared: list[PreparedRow], configure: Callable[[Servi
     out = []
     for row in prepared:
         predicted = predicted_metrics(configure(row.config), check_memory=False, closed_loop=row.measurement.closed_loop, running=row.running,
-                                      first_token_rule=row.measurement.first_token_rule, cache_block_wait_s=row.cache_block_wait_s)
+                                      first_token_rule=row.measurement.first_token_rule, cache_block_wait_s=row.cache_block_wait_s,
+                                      wave_slowdown=row.wave_slowdown)
         out.extend(math.log(predicted[metric] / value) for metric, value in row.targets)
     return np.array(out, dtype=float)
 
