@@ -95,6 +95,7 @@ def validate_command(sources, calibration, data_dir, llm_pilot, candidates, pred
     label = f"calibration {calibration}" if calibration else "default efficiency factors (hardware_db/frameworks, not fitted)"
     label += f"; closed-loop rows: {serving}" + ("" if serving == "static" else " (tgis profile)")
     label += "; offline runs: " + ("burst batches" if serving == "static" else "closed loops")
+    label += "; static batches larger than the KV cache: waves, vLLM's simulated with its recompute preemption"
     click.echo(f"Predicted vs measured, {label}. Errors in %: bias > 0 means guide-opt predicts too high.")
     echo_guide_tables(rows)
     click.echo("")
