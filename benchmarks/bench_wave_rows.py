@@ -30,9 +30,8 @@ import time
 from bench_common import cpu_model, markdown_table, replace_results_section
 from guide_opt.catalog import load_catalog
 from guide_opt.perf import estimate
-from guide_opt.simulate import simulate
-from guide_opt.simulate.workloads import FixedLengths, Workload
 from guide_opt.validation.datasets import load_source, measurement_config
+from guide_opt.validation.preemption import burst_run
 
 SECTION = "## 16. Batches the KV cache cannot hold at once: waves or preemption"
 METRIC = "batch_latency_s"
@@ -46,8 +45,7 @@ def wave_rows(catalog) -> list[dict]:
         est = estimate(config)
         if est.waves <= 1 or METRIC not in m.measured:
             continue
-        run = simulate(config, Workload.burst(FixedLengths(config.input_tokens, config.output_tokens)), max_num_seqs=config.batch,
-                       max_num_batched_tokens=max(config.step_token_budget, config.batch), num_requests=config.batch)
+        run = burst_run(config)
         out.append({"row": m, "waves": est.waves, "measured_s": m.measured[METRIC], "waves_s": est.batch_latency_s,
                     "simulated_s": run.duration_s, "preemptions": run.preemptions})
     return out
@@ -90,7 +88,8 @@ def section(catalog) -> str:
         "  TensorRT-LLM's by waves (its no-evict scheduler never preempts), and that is how they are read since 2026-12-04",
         "  (`guide_opt/validation/preemption.py`; before, every engine's as waves, and MI300X's curves were fitted through",
         "  that reading, section 1.8). TensorRT-LLM's 70B rows on four A100-40GBs measured two to four times slower than",
-        "  either reading predicts (per-row table), which neither admission rule explains. The planner itself never proposes a batch the cache cannot hold, so its plans depend on neither.",
+        "  either reading predicts (per-row table), which neither admission rule explains. The planner itself never proposes",
+        "  a batch the cache cannot hold, so its plans depend on neither.",
         "",
         "<details><summary>Per row (seconds)</summary>",
         "",

@@ -183,7 +183,7 @@ def predicted_metrics(config: ServingConfig, *, check_memory: bool = True, close
     ttft_s = (turbomind.first_token_latency_s(config, cache_block_wait_s=cache_block_wait_s)
               if first_token_rule == TURBOMIND_PROFILE_GENERATION else p.ttft_s)
     batch_latency_s = p.batch_latency_s
-    if in_waves and not closed_loop and preemption.preempts_by_recompute(config):
+    if preemption.read_as_preempted(config, in_waves=in_waves, closed_loop=closed_loop):
         batch_latency_s *= preemption.wave_slowdown(config, batch_latency_s) if wave_slowdown is None else wave_slowdown
     return {
         "ttft_ms": ttft_s * 1e3,

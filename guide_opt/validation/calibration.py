@@ -282,7 +282,7 @@ def prepare_rows(rows: Iterable[Measurement], catalog: Catalog, skipped: Counter
         wait_s = (turbomind.block_wait_s(config, turbomind.cache_blocks_of(config))
                   if m.first_token_rule == TURBOMIND_PROFILE_GENERATION else None)
         slowdown = (preemption.wave_slowdown(config, est.phases.batch_latency_s)
-                    if running is not None and not m.closed_loop and preemption.preempts_by_recompute(config) else None)
+                    if preemption.read_as_preempted(config, in_waves=running is not None, closed_loop=m.closed_loop) else None)
         predicted = predicted_metrics(config, check_memory=False, closed_loop=m.closed_loop, running=running, first_token_rule=m.first_token_rule,
                                       cache_block_wait_s=wait_s, wave_slowdown=slowdown)
         violation = physics_violation(m, config, predicted)

@@ -22,7 +22,7 @@ blocks: a simulation per row at every evaluation of a fit would dominate it.
 from __future__ import annotations
 
 from guide_opt.perf.config import ServingConfig
-from guide_opt.simulate import simulate
+from guide_opt.simulate import SimulationResult, simulate
 from guide_opt.simulate.workloads import FixedLengths, Workload
 
 #: Engines whose scheduler admits a prompt by the KV blocks it needs now and preempts the newest sequence by
@@ -39,20 +39,30 @@ def preempts_by_recompute(config: ServingConfig) -> bool:
     return config.framework.id in RECOMPUTE_PREEMPTION
 
 
+def read_as_preempted(config: ServingConfig, *, in_waves: bool, closed_loop: bool) -> bool:
+    """Whether a measured row of ``config`` takes the simulated burst's batch latency: a static batch (not a closed
+    loop) that the estimate runs in waves (``in_waves``), on an engine that preempts by recompute."""
+    return in_waves and not closed_loop and preempts_by_recompute(config)
+
+
+def burst_run(config: ServingConfig) -> SimulationResult:
+    """The engine simulator serving ``config.batch`` requests of ``input_tokens`` + ``output_tokens`` arriving together
+    (max-num-seqs ``batch``, the engine's token budget, the KV cache its memory holds)."""
+    return simulate(config, Workload.burst(FixedLengths(config.input_tokens, config.output_tokens)), max_num_seqs=config.batch,
+                    max_num_batched_tokens=max(config.step_token_budget, config.batch), num_requests=config.batch)
+
+
 def burst_batch_latency_s(config: ServingConfig) -> float:
-    """Seconds until the last of ``config.batch`` requests of ``input_tokens`` + ``output_tokens`` arriving together
-    completes on the engine simulator (max-num-seqs ``batch``, the engine's token budget, the KV cache its memory holds).
+    """Seconds until the last request of :func:`burst_run` completes.
 
     Memoised per configuration: validation evaluates the same rows many times.
     """
     key = repr(config)
     found = _cache.get(key)
     if found is None:
-        run = simulate(config, Workload.burst(FixedLengths(config.input_tokens, config.output_tokens)), max_num_seqs=config.batch,
-                       max_num_batched_tokens=max(config.step_token_budget, config.batch), num_requests=config.batch)
         if len(_cache) >= _CACHE_SIZE:
             _cache.clear()
-        found = _cache[key] = run.duration_s
+        found = _cache[key] = burst_run(config).duration_s
     return found
 
 

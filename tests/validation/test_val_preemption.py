@@ -17,7 +17,8 @@ from guide_opt.validation.calibration import log_residuals, prepare_rows
 from guide_opt.validation.datasets import Measurement
 
 #: LLM-Inference-Bench's row "meta-llama/Llama-2-7b-hf Nvidia H100 GPU x1 vllm b64 2048/2048" (measured 117.13 s): its
-#: 64 sequences of 4,096 tokens do not fit one H100's KV cache at once; their 2,048-token prompts do.
+#: 64 sequences of 4,096 tokens do not fit one H100's KV cache at once; about twice as many of their prompts as whole
+#: sequences do.
 BATCH, PROMPT, OUTPUT = 64, 2048, 2048
 
 
