@@ -181,11 +181,19 @@ def _open_study(storage: optuna.storages.BaseStorage, study_name: str, direction
     return study
 
 
-def _objective(evaluator: Evaluator, run_id: str):
-    """The trial function: sample the knobs, prune a plan that cannot run, simulate and record the named constraints."""
+def _objective(evaluator: Evaluator, run_id: str, storage: optuna.storages.BaseStorage):
+    """The trial function: sample the knobs, prune a plan that cannot run, simulate and record the named constraints.
+
+    On a storage with heartbeats the trial's first heartbeat is written before anything else:
+    Optuna writes it from a thread that may not have run yet, and a RUNNING trial without any
+    heartbeat is never failed, so a worker killed in that window would leave it RUNNING forever.
+    """
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    beats = isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None
 
     def objective(trial: optuna.Trial) -> float:
+        if beats:
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001 -- Optuna's own heartbeat thread uses the same id
         trial.set_user_attr(ATTR_WORKER, worker)
         trial.set_user_attr(ATTR_RUN, run_id)
         settings = tuple(knobs.suggest(trial, i, n) for i, n in enumerate(evaluator.neighbourhoods))
@@ -254,7 +262,7 @@ def run_study(evaluator: Evaluator, storage: optuna.storages.BaseStorage, study_
             study.enqueue_trial(knobs.params(plan), user_attrs={"guide_opt.warm_start": True}, skip_if_exists=True)
         run_id = uuid.uuid4().hex
         if trials > 0:
-            study.optimize(_objective(evaluator, run_id), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
+            study.optimize(_objective(evaluator, run_id, storage), n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,),
                            show_progress_bar=progress)
         all_trials = study.get_trials(deepcopy=False)
     finally:
