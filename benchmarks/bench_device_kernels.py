@@ -16,7 +16,10 @@ The same kernels are scored three ways, each as (predicted or tabled - measured)
 - the curves an unmeasured GPU of the H200's specs gets: the generic profile fitted on the
   other measured GPUs, H200 left out (as in 12.1's held-out column).
 
-Nothing here is fitted to the run: it is kept aside as a check.
+GEMMs are scored apart for the run's two kinds of weights (normally distributed and zero): a
+GPU at its power limit clocks lower on real weights. A second table puts the shipped A100 and
+H100 bf16 curves against vidur's per-operator profiles (shared data, random weights), the same
+question on the shared data. Nothing here is fitted to the run: it is kept aside as a check.
 """
 
 from __future__ import annotations
