@@ -505,26 +505,39 @@ PARALLEL_MIN_STEADY_FIGURES = 64
 ShapeWork = tuple[list[Evaluation], list[list["SteadyFigures | None"]]]
 
 
-def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int) -> ShapeWork:
+#: Step tables an earlier build computed, by :func:`~guide_opt.perf.steady_state.table_identity`: a build starts
+#: each of its tables from the one of the same identity (:meth:`~guide_opt.perf.steady_state.StepTable.start_from`).
+StepMemories = dict[str, steady_state.TableMemory]
+
+
+def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int,
+                    known: StepMemories | None = None) -> tuple[ShapeWork, tuple[str, steady_state.TableMemory] | None]:
     """Evaluate shape ``k`` of ``task`` at every batch size, then the steady-state figures of each of ``models`` there.
 
     One :class:`~guide_opt.perf.steady_state.StepTable` serves the shape's batch sizes and all
     of ``models`` (the LLMs of the group: same LLM, lengths and shapes); it memoises capacities
-    and SLO-limited loads, so LLMs with the same SLOs compute them once.
+    and SLO-limited loads, so LLMs with the same SLOs compute them once. It starts from
+    ``known``'s table of its identity, if any, and what it holds afterwards is returned beside
+    the work (None without a steady-state figure).
     """
     llm, input_tokens, output_tokens, shapes, batches = task
     shape = shapes[k]
     evaluations = [evaluate_shape_batch(llm, input_tokens, output_tokens, shape, b) for b in batches]
     figures: list[list[SteadyFigures | None]] = [[None] * len(batches) for _ in models]
     steady = [i for i, ms in enumerate(models) if ms.serving_model == "steady_state"]
-    if steady and any(ev[0] for ev in evaluations):
-        table = steady_state.StepTable(shape_config(llm, input_tokens, output_tokens, shape, max(batches)))
-        for j, (b, ev) in enumerate(zip(batches, evaluations)):
-            if ev[0]:
-                config = shape_config(llm, input_tokens, output_tokens, shape, b)
-                for i in steady:
-                    figures[i][j] = steady_state_figures(models[i], config, table)
-    return evaluations, figures
+    if not (steady and any(ev[0] for ev in evaluations)):
+        return (evaluations, figures), None
+    table_config = shape_config(llm, input_tokens, output_tokens, shape, max(batches))
+    identity = steady_state.table_identity(table_config)
+    table = steady_state.StepTable(table_config)
+    if known and identity in known:
+        table.start_from(known[identity])
+    for j, (b, ev) in enumerate(zip(batches, evaluations)):
+        if ev[0]:
+            config = shape_config(llm, input_tokens, output_tokens, shape, b)
+            for i in steady:
+                figures[i][j] = steady_state_figures(models[i], config, table)
+    return (evaluations, figures), (identity, table.kept())
 
 
 #: A build progress sink: called with (shapes evaluated so far, shapes in all) as each shape is done.
@@ -532,9 +545,10 @@ BuildProgress = Callable[[int, int], None]
 
 
 def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: int,
-                  on_shape: BuildProgress | None = None) -> list[list[ShapeWork]]:
+                  on_shape: BuildProgress | None = None, memories: StepMemories | None = None) -> list[list[ShapeWork]]:
     """:func:`_evaluate_shape` of every shape of every task (LLMs: ``models[t]``), serially or over ``workers`` forked
-    processes (same results either way); ``on_shape`` hears of each shape done."""
+    processes (same results either way); ``on_shape`` hears of each shape done. With ``memories``, each step table
+    starts from the one it holds of its identity, and ``memories`` then holds the tables of this build."""
     items = [(t, k) for t, task in enumerate(tasks) for k in range(len(task[3]))]
     size = sum(len(t[3]) * len(t[4]) for t in tasks)
     steady = sum(len(t[3]) * len(t[4]) * sum(ms.serving_model == "steady_state" for ms in group) for t, group in zip(tasks, models))
@@ -543,11 +557,18 @@ def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: i
     # Shapes with steady-state figures take 10-400 ms each and vary 30-fold, so they are handed out one at a time (a
     # worker that is done takes the next); static evaluations alone are ~1 ms and go in chunks to save the hand-offs.
     chunksize = 1 if steady else len(items) // (4 * max(1, workers))
-    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1]), items, workers, chunksize=chunksize,
-                      on_done=None if on_shape is None else lambda done: on_shape(done, len(items)))
+    keep = memories is not None
+
+    def evaluate(item: tuple[int, int]) -> tuple[ShapeWork, tuple[str, steady_state.TableMemory] | None]:
+        work, memory = _evaluate_shape(tasks[item[0]], models[item[0]], item[1], memories)
+        return work, memory if keep else None  # a table nobody keeps is not sent back from a worker
+
+    flat = forked_map(evaluate, items, workers, chunksize=chunksize, on_done=None if on_shape is None else lambda done: on_shape(done, len(items)))
     out: list[list[ShapeWork]] = [[] for _ in tasks]
-    for (t, _), work in zip(items, flat):
+    for (t, _), (work, memory) in zip(items, flat):
         out[t].append(work)
+        if keep and memory is not None:
+            memories[memory[0]] = memory[1]
     return out
 
 
@@ -593,10 +614,15 @@ def build_space(problem: Problem, catalog: Catalog | None = None, *, workers: in
 
 
 def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str, float], list[GpuSpec]], *,
-                    workers: int | None = None, on_shape: BuildProgress | None = None) -> SearchSpace:
+                    workers: int | None = None, on_shape: BuildProgress | None = None,
+                    step_memories: StepMemories | None = None) -> SearchSpace:
     """:func:`build_space` after its input checks: evaluate every candidate of ``resolved`` (:func:`resolve_search`'s answer).
 
     ``on_shape(done, total)`` is called as each shape (all its batch sizes, every LLM that shares it) is evaluated.
+    ``step_memories``: step tables of earlier builds, by identity. Each step table of this build starts from the one of
+    its identity (the answers it memoises do not depend on the demand, so a problem that differs in its request rate,
+    users or SLOs reuses most of them), and ``step_memories`` afterwards also holds this build's tables. The
+    candidates are the same either way.
     """
     models, prices, gpus = resolved
     batches = sorted(set(problem.search.batch_sizes))
@@ -613,7 +639,7 @@ def evaluate_search(problem: Problem, resolved: tuple[list[ModelSpace], dict[str
             members.append([])
         members[groups[key]].append(ms)
     workers = default_workers() if workers is None else workers
-    work = _evaluate_all(tasks, members, workers, on_shape)
+    work = _evaluate_all(tasks, members, workers, on_shape, step_memories)
     for t, group in enumerate(members):
         for i, ms in enumerate(group):
             ms.candidates = [candidate_from_evaluation(ms, shape, b, evaluations[j], problem.search.max_replicas, figures=figures[i][j])

@@ -25,6 +25,16 @@ name and description, the files it names, the plan's deployments, the requests a
 (:func:`check_key`); a solve that meets the same plan again -- the optimum or an alternative --
 reads the verdict instead of simulating.
 
+A build that finds no table of its own still starts from the *step tables* of earlier builds (in the
+``steps`` subfolder): each shape's :class:`~guide_opt.perf.steady_state.StepTable` memoises the
+steady-state answers of its configuration -- capacities, the largest rate within each SLO, loads
+already evaluated -- none of which depends on the request rate, the users or the deadline, and the
+SLO-limited searches of another SLO retrace many of the same loads. They are kept per set of LLMs
+and lengths (:func:`steps_key`), and a table starts from the kept one of exactly its configuration
+(:func:`~guide_opt.perf.steady_state.table_identity`), so a problem that differs in its demand, SLOs,
+GPUs or budget is built from them and gets the candidates a fresh build makes; only problems of at
+most :data:`STEP_TABLE_MAX_MODELS` LLMs keep them (the what-if of a deployment, not a fleet).
+
 Where they are kept, and how (a private folder, atomic writes, limits, ``GUIDE_OPT_CACHE_DIR=off`` and
 ``solve --no-cache``): :mod:`guide_opt.disk_cache`. A table that cannot be read is rebuilt and a
 folder that cannot be written leaves the solve uncached; neither is an error.
@@ -33,6 +43,8 @@ folder that cannot be written leaves the solve uncached; neither is an error.
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,10 +53,15 @@ from guide_opt.catalog import Catalog, load_catalog
 from guide_opt.disk_cache import code_and_catalog_digest
 from guide_opt.prediction import problem_calibration
 from guide_opt.problem import Problem
-from guide_opt.space import BuildProgress, SearchSpace, evaluate_search, resolve_search
+from guide_opt.space import BuildProgress, ModelSpace, SearchSpace, StepMemories, evaluate_search, resolve_search
 
 #: Bumped when the key or the stored object changes shape.
 FORMAT_VERSION = 1
+#: Problems of at most this many LLMs keep and reuse their step tables (a large fleet's would be large to store and
+#: to send back from the build's workers).
+STEP_TABLE_MAX_MODELS = 8
+#: Largest step-table file written (pickled bytes): beyond it only this build's tables are kept, or none.
+STEP_TABLE_MAX_BYTES = 64 * 2**20
 #: Problem fields that no candidate depends on: the solvers read them (limits, objective), the build does not.
 SOLVER_ONLY_FIELDS = ("name", "description", "objective", "budget_per_hour")
 #: ``hardware`` fields that no candidate depends on (the inventory's counts, except zero, likewise).
@@ -97,8 +114,34 @@ def store_checks(path: Path, checks: tuple) -> None:
     disk_cache.write(path.parent, path, checks)
 
 
+def steps_key(models: Sequence[ModelSpace]) -> str:
+    """The cache key of the step tables a build of ``models`` (:func:`~guide_opt.space.resolve_search`'s) keeps: their
+    LLMs' specifications and lengths, the code and the catalog. Problems that differ in anything else share it."""
+    llms = sorted({json.dumps([ms.llm.model_dump(mode="json"), ms.input_tokens, ms.output_tokens], sort_keys=True) for ms in models})
+    return disk_cache.key_of({"format": FORMAT_VERSION, "kind": "step tables", "code_and_catalog": code_and_catalog_digest(), "llms": llms})
+
+
+def _kept_step_tables(models: Sequence[ModelSpace]) -> tuple[Path, StepMemories] | None:
+    """Where the step tables of ``models`` are kept and those kept there (empty when none), or None when they are not kept."""
+    folder = disk_cache.folder("steps")
+    if folder is None or len(models) > STEP_TABLE_MAX_MODELS:
+        return None
+    path = folder / f"{steps_key(models)}.pickle"
+    return path, disk_cache.read(path, dict) or {}
+
+
+def _keep_step_tables(path: Path, after: StepMemories, built: StepMemories) -> None:
+    """Store ``after`` (the kept tables with this build's) at ``path``; this build's alone (``built``) if that is too
+    large; else none."""
+    for tables in (after, built):
+        if tables and len(pickle.dumps(tables, protocol=pickle.HIGHEST_PROTOCOL)) <= STEP_TABLE_MAX_BYTES:
+            disk_cache.write(path.parent, path, tables)
+            return
+
+
 def cached_build(problem: Problem, *, workers: int | None = None, on_shape: BuildProgress | None = None) -> tuple[SearchSpace, str]:
-    """``problem``'s candidate table and where it came from: ``"cached"``, ``"built"`` (and stored) or ``"built, not cached"``.
+    """``problem``'s candidate table and where it came from: ``"cached"``, ``"built"`` (and stored) or ``"built, not cached"``;
+    a build that started from kept step tables says ``"built from N of M step tables kept"``.
 
     The table is :func:`~guide_opt.space.build_space`'s for ``problem``; a table read from the
     cache carries ``problem`` itself (its solver-only fields may differ from the problem that
@@ -116,6 +159,17 @@ def cached_build(problem: Problem, *, workers: int | None = None, on_shape: Buil
     space = disk_cache.read(path, SearchSpace)
     if space is not None:
         return dataclasses.replace(space, problem=problem), "cached"
-    space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape)
-    return space, ("built" if disk_cache.write(folder, path, space) else "built, not cached")
+    kept = _kept_step_tables(resolved[0])
+    if kept is None:
+        space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape)
+        source = "built"
+    else:
+        steps_path, known = kept
+        after = dict(known)
+        space = evaluate_search(problem, resolved, workers=workers, on_shape=on_shape, step_memories=after)
+        built = {identity: memory for identity, memory in after.items() if memory is not known.get(identity)}
+        reused = sum(identity in known for identity in built)
+        _keep_step_tables(steps_path, after, built)
+        source = f"built from {reused} of {len(built)} step tables kept" if reused else "built"
+    return space, (source if disk_cache.write(folder, path, space) else "built, not cached")
 

@@ -289,8 +289,14 @@ def print_solution(problem: Problem, solution: Solution, payload: dict) -> None:
 
 
 def _cached_text(payload: dict) -> str:
-    """Said after the candidate count when the table came from the table cache (``solve --no-cache`` builds it anew)."""
-    return "; candidate table read from the cache (--no-cache rebuilds it)" if payload.get("stats", {}).get("timing", {}).get("candidate_table") == "cached" else ""
+    """Said after the candidate count when the table came from the table cache, or was built from the step tables an
+    earlier solve kept (``solve --no-cache`` builds it anew)."""
+    source = payload.get("stats", {}).get("timing", {}).get("candidate_table", "")
+    if source == "cached":
+        return "; candidate table read from the cache (--no-cache rebuilds it)"
+    if source.startswith("built from "):
+        return f"; candidate table {source} by earlier solves of these LLMs (--no-cache builds it anew)"
+    return ""
 
 
 def _dominated_text(stats: dict) -> str:

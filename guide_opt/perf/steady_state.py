@@ -66,7 +66,10 @@ simulator (``benchmarks/RESULTS.md`` section 11).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -196,6 +199,23 @@ def prompt_grid(top: int) -> np.ndarray:
     return np.array(points, dtype=int)
 
 
+@dataclass(frozen=True)
+class TableMemory:
+    """A :class:`StepTable`'s memoised answers and step times (:meth:`StepTable.kept`), to start another table of
+    the same :func:`table_identity` from (:meth:`StepTable.start_from`)."""
+
+    answers: dict[tuple, object]
+    step_times: dict[StepShape, float]
+
+
+def table_identity(config: ServingConfig) -> str:
+    """What a :class:`StepTable` of ``config`` depends on, as a digest: the configuration less its ``batch``
+    (one table serves every max-num-seqs of a shape). Tables of equal identity compute equal answers."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "batch"}
+    plain = {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in fields.items()}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()
+
+
 class StepTable:
     """Engine-step windows of one configuration as functions of the decode count ``n`` and prompts ``k``.
 
@@ -223,6 +243,18 @@ class StepTable:
         self._answers: dict[tuple, object] = {}
         self._finish_atoms: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._schedules: dict[tuple[int, int], list[tuple[StepShape, int]]] = {}
+
+    def kept(self) -> "TableMemory":
+        """What this table has computed that a later table of the same :func:`table_identity` may start from:
+        the memoised answers (:meth:`memo`) and the step times. Both are pure functions of the
+        configuration (less its ``batch``) and their keys, so a table given them
+        (:meth:`start_from`) answers exactly as it would have computed them."""
+        return TableMemory(dict(self._answers), dict(self._step_times))
+
+    def start_from(self, memory: "TableMemory") -> None:
+        """Take ``memory`` (:meth:`kept` of a table with this table's :func:`table_identity`) as computed."""
+        self._answers.update(memory.answers)
+        self._step_times.update(memory.step_times)
 
     def memo(self, key: tuple, compute):
         """``compute()`` the first time ``key`` is asked for, the stored answer afterwards.

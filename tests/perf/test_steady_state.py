@@ -467,3 +467,23 @@ def test_a_prefill_bound_closed_loop_runs_at_the_saturation_rate(catalog):
     assert state.request_rate_per_s == pytest.approx(sim.request_throughput_per_s, rel=0.02)
     assert state.tpot.mean_s == pytest.approx(float(np.mean(sim.requests.tpot_s)), rel=0.03)
     assert state.decode_sequences == pytest.approx(128.0, rel=1e-3)
+
+
+def test_a_table_started_from_another_answers_as_a_fresh_one_without_computing_again(chat, monkeypatch):
+    import dataclasses
+
+    first = ss.StepTable(chat)
+    capacity = ss.capacity_request_rate_per_s(chat, first)
+    best = ss.max_rate_within(chat, 90, 0.5, 0.04, table=first, capacity_per_s=capacity)
+    other_batch = dataclasses.replace(chat, batch=64)
+    assert ss.table_identity(other_batch) == ss.table_identity(chat)  # one table serves every max-num-seqs of a shape
+    assert ss.table_identity(dataclasses.replace(chat, input_tokens=512)) != ss.table_identity(chat)
+    started = ss.StepTable(chat)
+    started.start_from(first.kept())
+    monkeypatch.setattr(ss, "_capacity", lambda *a: pytest.fail("computed again"))
+    monkeypatch.setattr(ss, "_max_rate_within", lambda *a: pytest.fail("computed again"))
+    assert ss.capacity_request_rate_per_s(chat, started) == capacity
+    assert ss.max_rate_within(chat, 90, 0.5, 0.04, table=started, capacity_per_s=capacity) == best
+    monkeypatch.undo()
+    fresh = ss.StepTable(chat)  # independent: nothing given
+    assert ss.max_rate_within(chat, 90, 0.5, 0.04, table=fresh, capacity_per_s=ss.capacity_request_rate_per_s(chat, fresh)) == best

@@ -320,3 +320,61 @@ def test_the_parsed_catalog_is_read_back_and_reparsed_when_a_file_changes(cache,
     monkeypatch.setattr(disk_cache, "code_and_catalog_digest", lambda: "an edited hardware_db file")
     with pytest.raises(AssertionError, match="parsed again"):
         load()
+
+
+#: The quick problem under the steady-state model: its step tables are what a what-if reuses.
+STEADY = QUICK | {"prediction": {"serving_model": "steady_state"}}
+
+
+def _what_if(problem, rate: float, ttft_ms: float):
+    """``problem`` with another request rate and TTFT SLO (the what-if of a deployment)."""
+    model = problem.models[0]
+    return problem.model_copy(update={"models": [model.model_copy(update={
+        "workload": model.workload.model_copy(update={"request_rate_per_s": rate}),
+        "slo": model.slo.model_copy(update={"ttft_ms": ttft_ms})})]})
+
+
+def test_another_demand_starts_from_the_kept_step_tables_and_makes_the_table_of_a_fresh_build(cache):
+    first = small_problem(**STEADY)
+    _, source = table_cache.cached_build(first)
+    assert source == "built"
+    assert len(list((cache / "steps").glob("*.pickle"))) == 1
+    for rate, ttft_ms in ((9.0, 800), (4.0, 400)):  # another rate, then another SLO
+        problem = _what_if(first, rate, ttft_ms)
+        space, source = table_cache.cached_build(problem)
+        assert source.startswith("built from ") and source.endswith(" step tables kept"), source
+        fresh = build_space(problem)  # independent: no cache involved
+        assert _rows(space) == _rows(fresh)
+        assert _rows(space) != _rows(build_space(first))  # the what-if changed the candidates, not only where they came from
+
+
+def test_other_lengths_find_no_kept_step_table(cache):
+    from guide_opt.perf import steady_state
+
+    problem = small_problem(**STEADY)
+    table_cache.cached_build(problem)
+    (path,) = (cache / "steps").glob("*.pickle")
+    kept = disk_cache.read(path, dict)
+    longer = problem.model_copy(update={"models": [problem.models[0].model_copy(update={
+        "workload": problem.models[0].workload.model_copy(update={"input_tokens": 1024})})]})
+    _, source = table_cache.cached_build(longer)  # other lengths: other tables, none of them kept before
+    assert source == "built"
+    assert all(isinstance(m, steady_state.TableMemory) and m.answers for m in kept.values())
+
+
+def test_a_large_problem_keeps_no_step_tables(cache, monkeypatch):
+    monkeypatch.setattr(table_cache, "STEP_TABLE_MAX_MODELS", 0)
+    problem = small_problem(**STEADY)
+    table_cache.cached_build(problem)
+    _, source = table_cache.cached_build(_what_if(problem, 9.0, 800))
+    assert source == "built"
+    assert not list((cache / "steps").glob("*.pickle"))
+
+
+def test_the_solve_report_says_its_table_was_built_from_kept_step_tables(cache, tmp_path, capsys):
+    problem = small_problem(**STEADY)
+    for name, p in (("first.yaml", problem), ("what-if.yaml", _what_if(problem, 9.0, 800))):
+        (tmp_path / name).write_text(json.dumps(p.model_dump(mode="json", exclude_none=True)))
+        assert main(["solve", str(tmp_path / name), "--no-explain"]) == 0
+    out = capsys.readouterr().out.split("searched")[-1]
+    assert "step tables kept by earlier solves of these LLMs (--no-cache builds it anew)" in out, out
