@@ -95,7 +95,8 @@ def main() -> None:
         "solve kept (`guide_opt/table_cache.py`: each shape's capacities, SLO-limited rates and evaluated loads, which do not "
         "depend on the demand). Wall seconds of `guide-opt solve --format json` in a fresh process, median of "
         f"{args.runs} runs each, alternating with a fresh build (a cache folder holding only the parsed catalog); build = `stats.timing.space_build_s` "
-        "of the median run; same answer = every answer from kept step tables equals the fresh build's apart from timings.",
+        "of the median run; same answer = every answer from kept step tables equals the fresh build's apart from timings."
+        " What is left of a build: each candidate's figures at its new load (an open loop at the rate per replica), and for a closed loop the search for the most users within the SLOs, which stops at the users asked for and so depends on them; the rest of a what-if's wall time is start-up and the simulated checks of the new plan and its alternatives.",
         "",
         *markdown_table(["problem", "what-if", "fresh s", "from kept step tables s", "ratio", "build s", "candidate_table", "same answer"], rows),
     ])
