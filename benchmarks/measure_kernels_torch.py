@@ -134,7 +134,7 @@ def gemm_rows() -> list[dict]:
     return rows
 
 
-def _sdpa_backend_name(q, k, v, causal: bool) -> tuple[str, object]:
+def _sdpa_call(q, k, v, causal: bool) -> tuple[str, object]:
     """The first SDPA backend that runs these tensors (FlashAttention, cuDNN, memory-efficient), and a call of it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -157,14 +157,14 @@ def attention_rows() -> tuple[list[dict], list[dict]]:
         for s in PREFILL_TOKENS:
             q = torch.randn(1, heads, s, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
             kv = [torch.randn(1, kv_heads, s, HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
-            source, call = _sdpa_backend_name(q, *kv, True)
+            source, call = _sdpa_call(q, *kv, True)
             prefill.append({"kernel_source": source, "batch_size": 1, "isl": s, "num_heads": heads, "num_key_value_heads": kv_heads,
                             "head_dim": HEAD_DIM, "kv_cache_dtype": "bfloat16", "window_size": 0, "latency": time_ms(call)})
         for b in DECODE_BATCHES:
             for ctx in DECODE_CONTEXTS:
                 q = torch.randn(b, heads, 1, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
                 kv = [torch.randn(b, kv_heads, ctx + 1, HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
-                source, call = _sdpa_backend_name(q, *kv, False)
+                source, call = _sdpa_call(q, *kv, False)
                 decode.append({"kernel_source": source, "batch_size": b, "num_heads": heads, "num_key_value_heads": kv_heads, "head_dim": HEAD_DIM,
                                "kv_cache_dtype": "bfloat16", "step": ctx, "window_size": 0, "latency": time_ms(call)})
                 del q, kv

@@ -142,10 +142,15 @@ def _touch(path: Path) -> None:
         pass
 
 
-def write(folder: Path, path: Path, obj: object) -> bool:
+class _TooLarge(Exception):
+    """A pickle past the ``max_bytes`` its writer allowed."""
+
+
+def write(folder: Path, path: Path, obj: object, *, max_bytes: int | None = None) -> bool:
     """Store ``obj`` at ``path`` atomically (a reader sees the old file or the whole new one) and trim the folder.
 
-    False when it could not be stored (no room, no permission): the partial file is removed and the solve goes on.
+    False when it could not be stored (no room, no permission, or a pickle of more than ``max_bytes``): the partial
+    file is removed, ``path`` keeps what it held, and the solve goes on.
     """
     partial: Path | None = None
     try:
@@ -154,8 +159,10 @@ def write(folder: Path, path: Path, obj: object) -> bool:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".", suffix=PARTIAL_SUFFIX, delete=False) as f:
             partial = Path(f.name)
             pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            if max_bytes is not None and f.tell() > max_bytes:
+                raise _TooLarge
         os.replace(partial, path)
-    except (OSError, pickle.PicklingError):
+    except (OSError, pickle.PicklingError, _TooLarge):
         if partial is not None:
             partial.unlink(missing_ok=True)
         return False

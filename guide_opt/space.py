@@ -517,8 +517,8 @@ def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int,
     One :class:`~guide_opt.perf.steady_state.StepTable` serves the shape's batch sizes and all
     of ``models`` (the LLMs of the group: same LLM, lengths and shapes); it memoises capacities
     and SLO-limited loads, so LLMs with the same SLOs compute them once. It starts from
-    ``known``'s table of its identity, if any, and what it holds afterwards is returned beside
-    the work (None without a steady-state figure).
+    ``known``'s table of its identity, if any, and, when ``known`` is given, what it holds
+    afterwards is returned beside the work (None without it or without a steady-state figure).
     """
     llm, input_tokens, output_tokens, shapes, batches = task
     shape = shapes[k]
@@ -528,16 +528,16 @@ def _evaluate_shape(task: tuple, models: list[ModelSpace], k: int,
     if not (steady and any(ev[0] for ev in evaluations)):
         return (evaluations, figures), None
     table_config = shape_config(llm, input_tokens, output_tokens, shape, max(batches))
-    identity = steady_state.table_identity(table_config)
     table = steady_state.StepTable(table_config)
-    if known and identity in known:
+    identity = None if known is None else steady_state.table_identity(table_config)
+    if identity in (known or {}):
         table.start_from(known[identity])
     for j, (b, ev) in enumerate(zip(batches, evaluations)):
         if ev[0]:
             config = shape_config(llm, input_tokens, output_tokens, shape, b)
             for i in steady:
                 figures[i][j] = steady_state_figures(models[i], config, table)
-    return (evaluations, figures), (identity, table.kept())
+    return (evaluations, figures), None if identity is None else (identity, table.kept())
 
 
 #: A build progress sink: called with (shapes evaluated so far, shapes in all) as each shape is done.
@@ -557,17 +557,12 @@ def _evaluate_all(tasks: list[tuple], models: list[list[ModelSpace]], workers: i
     # Shapes with steady-state figures take 10-400 ms each and vary 30-fold, so they are handed out one at a time (a
     # worker that is done takes the next); static evaluations alone are ~1 ms and go in chunks to save the hand-offs.
     chunksize = 1 if steady else len(items) // (4 * max(1, workers))
-    keep = memories is not None
-
-    def evaluate(item: tuple[int, int]) -> tuple[ShapeWork, tuple[str, steady_state.TableMemory] | None]:
-        work, memory = _evaluate_shape(tasks[item[0]], models[item[0]], item[1], memories)
-        return work, memory if keep else None  # a table nobody keeps is not sent back from a worker
-
-    flat = forked_map(evaluate, items, workers, chunksize=chunksize, on_done=None if on_shape is None else lambda done: on_shape(done, len(items)))
+    flat = forked_map(lambda item: _evaluate_shape(tasks[item[0]], models[item[0]], item[1], memories), items, workers, chunksize=chunksize,
+                      on_done=None if on_shape is None else lambda done: on_shape(done, len(items)))
     out: list[list[ShapeWork]] = [[] for _ in tasks]
     for (t, _), (work, memory) in zip(items, flat):
         out[t].append(work)
-        if keep and memory is not None:
+        if memory is not None:
             memories[memory[0]] = memory[1]
     return out
 

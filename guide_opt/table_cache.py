@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -134,8 +133,7 @@ def _keep_step_tables(path: Path, after: StepMemories, built: StepMemories) -> N
     """Store ``after`` (the kept tables with this build's) at ``path``; this build's alone (``built``) if that is too
     large; else none."""
     for tables in (after, built):
-        if tables and len(pickle.dumps(tables, protocol=pickle.HIGHEST_PROTOCOL)) <= STEP_TABLE_MAX_BYTES:
-            disk_cache.write(path.parent, path, tables)
+        if tables and disk_cache.write(path.parent, path, tables, max_bytes=STEP_TABLE_MAX_BYTES):
             return
 
 

@@ -378,3 +378,11 @@ def test_the_solve_report_says_its_table_was_built_from_kept_step_tables(cache, 
         assert main(["solve", str(tmp_path / name), "--no-explain"]) == 0
     out = capsys.readouterr().out.split("searched")[-1]
     assert "step tables kept by earlier solves of these LLMs (--no-cache builds it anew)" in out, out
+
+
+def test_a_pickle_past_its_byte_limit_is_not_stored_and_the_old_file_stays(cache):
+    folder, path = cache / "steps", cache / "steps" / "x.pickle"
+    assert disk_cache.write(folder, path, {"small": 1}, max_bytes=1000)
+    assert not disk_cache.write(folder, path, {"large": "x" * 2000}, max_bytes=1000)  # 2,000 characters pickle to more than 1,000 bytes
+    assert disk_cache.read(path, dict) == {"small": 1}
+    assert [p.name for p in folder.iterdir()] == ["x.pickle"]  # no partial file left
