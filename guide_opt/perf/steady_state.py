@@ -1389,10 +1389,45 @@ def closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable |
                       lambda: _closed_loop(config, concurrent_users, table, capacity_per_s))
 
 
-def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable, capacity_per_s: float | None) -> SteadyState:
-    """:func:`closed_loop` computed (not memoised)."""
-    users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
-    running = min(users, slots)
+def grid_slots(slots: int, decodes_at_most: float) -> int:
+    """The sequence slots that stand for ``slots`` in a computation whose decode counts stay at most ``decodes_at_most``.
+
+    Decode counts enter the model only through :meth:`StepTable._neighbours`, which interpolates
+    between the :data:`DECODE_GRID` points around a count and clamps the upper one to the slots.
+    Below the first grid point ``G`` at or above ``decodes_at_most`` the upper neighbour is a grid
+    point no larger than ``G``, and at ``G`` itself the upper weight is 0; so every number of
+    slots from ``G`` up gives the same neighbours, weights and figures, and ``G`` stands for them
+    all. With fewer slots than ``G`` (or no grid point that large) the slots stand for
+    themselves. A closed loop of ``U`` users keeps at most ``U`` decoding, so its figures at
+    max-num-seqs 64, 128 and 256 are those at the grid point above ``U`` (:func:`_closed_core`).
+    """
+    i = bisect.bisect_left(DECODE_GRID, decodes_at_most)
+    return DECODE_GRID[i] if i < len(DECODE_GRID) and DECODE_GRID[i] <= slots else slots
+
+
+@dataclass(frozen=True)
+class _ClosedCore:
+    """What a closed loop of ``running`` requests in their slots gives before its slots' saturation is checked: the
+    TPOT fixed point, the first-token distribution and mean, and the TPOT / ITL distributions."""
+
+    tpot_s: float
+    solution: _Solution
+    first: tuple[np.ndarray, np.ndarray]
+    first_mean_s: float
+    tpot: LatencyDistribution
+    itl: LatencyDistribution
+
+
+def _closed_core(table: StepTable, running: int, slots: int, steps: int) -> _ClosedCore:
+    """The :class:`_ClosedCore` of ``running`` requests cycling through ``slots`` (at least ``running``), memoised in
+    ``table`` under the slots that stand for them (:func:`grid_slots`): the batch sizes of a shape from the grid
+    point above ``running`` up share one computation, with the figures each would compute alone."""
+    slots = grid_slots(slots, running)
+    return table.memo(("closed_core", running, slots), lambda: _closed_core_computed(table, running, slots, steps))
+
+
+def _closed_core_computed(table: StepTable, running: int, slots: int, steps: int) -> _ClosedCore:
+    """:func:`_closed_core` computed (not memoised)."""
     first_mean_s = table.window(0, 1).time_s
     for _ in range(CLOSED_LOOP_ROUNDS):  # the first-token time depends weakly on TPOT: a few rounds
         tpot_s, solution = _closed_loop_tpot(table, slots, running, steps, first_mean_s)
@@ -1405,11 +1440,20 @@ def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable,
         first_mean_s = new_first_s
         if done:
             break
-    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     first, first_mean_s = _first_token(table, slots, (running - 1) * decoding, others * solution.tpot_s)
+    tpot, itl = _tpot_itl(table, slots, solution, steps + 1)
+    return _ClosedCore(tpot_s, solution, first, first_mean_s, tpot, itl)
+
+
+def _closed_loop(config: ServingConfig, concurrent_users: int, table: StepTable, capacity_per_s: float | None) -> SteadyState:
+    """:func:`closed_loop` computed (not memoised)."""
+    users, slots, steps = int(concurrent_users), config.batch, config.output_tokens - 1
+    running = min(users, slots)
+    core = _closed_core(table, running, slots, steps)
+    tpot_s, first, first_mean_s, tpot, itl = core.tpot_s, core.first, core.first_mean_s, core.tpot, core.itl
+    capacity = capacity_request_rate_per_s(config, table) if capacity_per_s is None else capacity_per_s
     throughput = running / (first_mean_s + steps * tpot_s)
-    tpot, itl = _tpot_itl(table, slots, solution, config.output_tokens)
-    decodes_seen = solution.decodes_seen
+    decodes_seen = core.solution.decodes_seen
     saturation = _saturation(table, slots, steps) if steps > 0 else None
     if saturation is not None and throughput > saturation.rate_per_s:
         # Prefill-bound: the returning users' prompts arrive faster than the steps can take them in

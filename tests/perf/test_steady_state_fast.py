@@ -114,6 +114,43 @@ def test_shared_memoising_table_matches_a_fresh_one(catalog, llm, gpu, engine, t
     assert all(map(_close, _figures(fast), _figures(scalar)))
 
 
+def test_the_slots_that_stand_for_others_are_the_grid_point_above_the_decodes():
+    """By hand from DECODE_GRID (..., 16, 24, 32, ..., 96, 128, ..., 4096): the first grid point at or above the
+    decodes stands for every larger number of slots; fewer slots than it stand for themselves."""
+    assert ss.grid_slots(256, 20) == 24 and ss.grid_slots(24, 20) == 24 and ss.grid_slots(24, 24) == 24
+    assert ss.grid_slots(20, 20) == 20 and ss.grid_slots(22, 20) == 22  # no grid point in 20..22
+    assert ss.grid_slots(100, 97) == 100 and ss.grid_slots(128, 97) == 128 and ss.grid_slots(256, 1) == 1
+    assert ss.grid_slots(5000, 4097) == 5000  # beyond the grid
+
+
+@given(llm=st.sampled_from(LLMS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["vllm", "sglang"]), tp=st.sampled_from([1, 2]),
+       input_tokens=st.integers(16, 4096), output_tokens=st.integers(2, 1024), users=st.integers(1, 300),
+       batches=st.lists(st.sampled_from([1, 3, 8, 16, 20, 24, 48, 64, 96, 100, 128, 200, 256]), min_size=2, max_size=4, unique=True))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_closed_loops_share_their_core_across_max_num_seqs_with_each_ones_own_figures(catalog, llm, gpu, engine, tp, input_tokens,
+                                                                                       output_tokens, users, batches):
+    """One table serving a closed loop at several max-num-seqs computes its core once per (requests in their slots, slots
+    that stand for them) and gives each max-num-seqs the figures of a fresh table on which the slots stand for themselves
+    (``grid_slots`` switched off: the model as it was before the sharing)."""
+    config = _config(catalog, llm, gpu, engine, tp, input_tokens, output_tokens, batches[0])
+    if config.unsupported_reason() or config.context_reason():
+        return
+    configs = [dataclasses.replace(config, batch=b) for b in batches]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ss, "grid_slots", lambda slots, decodes_at_most: slots)
+        reference = [ss.closed_loop(c, users, ss.StepTable(c)) for c in configs]
+    computed = []
+    core = ss._closed_core_computed
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ss, "_closed_core_computed", lambda table, running, slots, steps: computed.append(slots) or core(table, running, slots, steps))
+        shared = ss.StepTable(config)
+        got = [ss.closed_loop(c, users, shared) for c in configs]
+    for fast, alone in zip(got, reference):
+        assert fast.utilization == pytest.approx(alone.utilization, rel=REL, nan_ok=True)
+        assert all(map(_close, _figures(fast), _figures(alone)))
+    assert len(computed) == len({(min(users, b), ss.grid_slots(b, min(users, b))) for b in batches})
+
+
 # ---- the scalar model as it was before the fast path, kept as the reference -------------------
 def _reference_aitken(x):
     """Aitken's step as it was: applied to growing steps too (the cycle that ran diverging loads to the iteration limit)."""
