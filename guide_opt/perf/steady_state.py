@@ -230,7 +230,9 @@ class StepTable:
     arguments (max-num-seqs, load, SLO limits; :meth:`memo`): they are pure functions of the
     table and those arguments, so a table shared by the batch sizes of a shape and by the LLMs
     of a fleet that serve the same LLM at the same lengths answers each question once, with
-    exactly the figures a fresh table gives.
+    exactly the figures a fresh table gives. A closed loop's core is keyed by the slots that
+    stand for its max-num-seqs (:func:`grid_slots`), so the batch sizes at or above its users
+    share it too.
     """
 
     def __init__(self, config: ServingConfig) -> None:
