@@ -131,22 +131,51 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
     (:data:`guide_opt.refine.evaluate.SimulationMemo`; one solve keeps one): an LLM deployed as in
     one of them is not simulated again.
     """
+    return _checked(problem, deployments, check_requests(problem) if num_requests is None else num_requests, seed, catalog, simulations)
+
+
+def check_plans(problem: Problem, plans: Sequence[Sequence[Deployment]], simulations: "SimulationMemo") -> list[tuple[DeploymentCheck, ...]]:
+    """:func:`check_plan` of each of several plans of ``problem`` (default requests and seed), their simulations side by side.
+
+    Every LLM simulation the plans need and neither the table cache nor ``simulations`` holds runs
+    in one pool (:func:`guide_opt.refine.simulate_plans`): an LLM deployed alike in two plans is
+    simulated once, and a plan with many new LLMs spreads them over the workers instead of
+    holding one worker while the others finish short plans. The verdicts are those of
+    :func:`check_plan` plan by plan; each one's ``simulation_s`` is the pool's time.
+    """
+    from guide_opt.refine import simulate_plans
+
+    num_requests = check_requests(problem)
+    unchecked = [tuple(d) for d in plans if kept_check(problem, d, num_requests=num_requests) is None]
+    started = time.perf_counter()
+    if unchecked:
+        simulate_plans(problem, unchecked, simulations, num_requests=num_requests, seed=SIMULATION_SEED)
+    pooled_s = time.perf_counter() - started
+    return [_checked(problem, d, num_requests, SIMULATION_SEED, None, simulations, pooled_s) for d in plans]
+
+
+def _checked(problem: Problem, deployments: Sequence[Deployment], num_requests: int, seed: int, catalog: Catalog | None,
+             simulations: "SimulationMemo | None", simulated_before_s: float = 0.0) -> tuple[DeploymentCheck, ...]:
+    """:func:`check_plan` with its requests given; ``simulated_before_s``: the time its simulations took when they ran
+    beforehand (:func:`check_plans`), added to each verdict's ``simulation_s``."""
     from guide_opt.refine import simulate_deployments
     from guide_opt.prediction import slo_margins
 
-    if num_requests is None:
-        num_requests = check_requests(problem)
     kept = None if catalog is not None else table_cache.checks_path(problem, deployments, num_requests, seed)
     if kept is not None and (found := table_cache.cached_checks(kept)) is not None:
         return found
     started = time.perf_counter()
     evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog,
                                       simulations=simulations)
-    simulation_s = time.perf_counter() - started
+    simulation_s = simulated_before_s + time.perf_counter() - started
+    per_llm: dict[str, dict[str, float]] = {}  # "models[i]" -> its constraints by their names after "models[i]."
+    for name, value in evaluation.constraints.items():
+        owner, _, own_name = name.partition(".")
+        per_llm.setdefault(owner, {})[own_name] = value
     out = []
     for i, (req, metrics) in enumerate(zip(problem.models, evaluation.metrics)):
         prefix = f"models[{i}]."
-        mine = {name[len(prefix):]: value for name, value in evaluation.constraints.items() if name.startswith(prefix)}
+        mine = per_llm.get(prefix[:-1], {})
         failed = tuple(dict.fromkeys(name.split("_p")[0] for name, value in mine.items() if value > 0))
         pct = req.slo.percentile
         ttft_factor, tpot_factor = slo_margins(problem, i)

@@ -56,6 +56,7 @@ _EXPORTS = {
     "CLOSED_LOOP_MIN_ROUNDS": "evaluate", "DEFAULT_CONFIRMATIONS": "evaluate", "DEFAULT_NUM_REQUESTS": "evaluate",
     "DEFAULT_SIMULATION_SEED": "evaluate", "Evaluator": "evaluate", "PlanEvaluation": "evaluate",
     "SimulatedMetrics": "evaluate", "open_loop_served_share": "evaluate", "simulate_deployments": "evaluate",
+    "simulate_plans": "evaluate",
     "KNOBS": "knobs", "EngineSettings": "knobs", "Knob": "knobs",
     "SUPPORTED_OBJECTIVES": "refiner", "refine_solution": "refiner",
     "Refinement": "report",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
         SimulatedMetrics,
         open_loop_served_share,
         simulate_deployments,
+        simulate_plans,
     )
     from guide_opt.refine.knobs import KNOBS, EngineSettings, Knob
     from guide_opt.refine.refiner import SUPPORTED_OBJECTIVES, refine_solution

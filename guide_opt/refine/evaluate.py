@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,24 +304,8 @@ class Evaluator:
     def simulate_side_by_side(self, settings: tuple[EngineSettings, ...], seed: int | None = None) -> None:
         """:meth:`simulate_llm` of every LLM of a plan at once, one forked worker each (:func:`guide_opt.parallel.forked_map`;
         the same figures as one after another); memoised like it, so :meth:`evaluate` then reads them."""
-        from guide_opt.parallel import forked_map
-
         seed = self.simulation_seed if seed is None else seed
-        todo = [i for i, s in enumerate(settings) if (i, s, seed) not in self.cache]
-        # What another plan of the same problem already simulated is read, not re-run; LLMs simulated the same way
-        # (the same identity and deployment) are simulated once.
-        keys = {i: self._shared_key((i, settings[i], seed)) for i in todo}
-        runs: dict[tuple, int] = {}
-        for i, key in keys.items():
-            if key not in self.shared:
-                runs.setdefault(key, i)
-        if len(runs) > 1:
-            found = forked_map(lambda i: self.simulate_llm(i, settings[i], seed), list(runs.values()))
-            for i, metrics in zip(runs.values(), found):
-                self._remember((i, settings[i], seed), metrics)
-        for i, key in keys.items():
-            if (known := self.shared.get(key)) is not None:
-                self.cache[(i, settings[i], seed)] = known
+        _simulate_missing([(self, i, s) for i, s in enumerate(settings)], seed)
 
     def _metrics(self, i: int, s: EngineSettings, workload: Workload, result) -> SimulatedMetrics:
         ms = {name: getattr(result, f"{name}_s").as_ms() for name in ("ttft", "tpot", "itl")}
@@ -545,3 +530,40 @@ def simulate_deployments(problem: Problem, deployments: tuple[Deployment, ...], 
     evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog, simulations=simulations)
     evaluator.simulate_side_by_side(evaluator.incumbent_settings)
     return evaluator.evaluate(evaluator.incumbent_settings)
+
+
+def simulate_plans(problem: Problem, plans: Sequence[tuple[Deployment, ...]], simulations: SimulationMemo, *,
+                   num_requests: int = DEFAULT_NUM_REQUESTS, seed: int = DEFAULT_SIMULATION_SEED, catalog: Catalog | None = None) -> None:
+    """Simulate into ``simulations`` each LLM deployment of ``plans`` it does not hold yet, all side by side.
+
+    What :func:`simulate_deployments` of each plan would simulate, as one pool of LLM simulations
+    (:func:`guide_opt.parallel.forked_map`): an LLM deployed alike in several plans is simulated once,
+    and the new LLMs of one plan do not wait while the workers run another plan's. Each plan's
+    :func:`simulate_deployments` with the same memo, requests, seed and catalog then reads its
+    figures (the same figures: every simulation is seeded and independent of the others).
+    """
+    tasks = []
+    for deployments in plans:
+        evaluator = Evaluator(problem, tuple(deployments), num_requests, seed, catalog, simulations=simulations)
+        tasks += [(evaluator, i, s) for i, s in enumerate(evaluator.incumbent_settings)]
+    _simulate_missing(tasks, seed)
+
+
+def _simulate_missing(tasks: list[tuple[Evaluator, int, EngineSettings]], seed: int) -> None:
+    """Run :meth:`Evaluator.simulate_llm` of each (evaluator, LLM, settings) whose simulation the evaluators' shared memo
+    lacks, each distinct simulation once, side by side, and remember the results."""
+    runs: dict[tuple, tuple[Evaluator, int, EngineSettings]] = {}
+    for evaluator, i, s in tasks:
+        if (i, s, seed) not in evaluator.cache and (key := evaluator._shared_key((i, s, seed))) not in evaluator.shared:
+            runs.setdefault(key, (evaluator, i, s))
+    if not runs:
+        return
+    if len(runs) == 1:
+        evaluator, i, s = next(iter(runs.values()))
+        evaluator.simulate_llm(i, s, seed)
+        return
+    from guide_opt.parallel import forked_map
+
+    found = forked_map(lambda task: task[0].simulate_llm(task[1], task[2], seed), list(runs.values()))
+    for (evaluator, i, s), metrics in zip(runs.values(), found):
+        evaluator._remember((i, s, seed), metrics)

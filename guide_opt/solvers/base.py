@@ -302,18 +302,20 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     """The simulator's verdicts on the ``picks`` not simulated yet, keyed by ``id(pick)``.
 
     The simulations are independent, so they run side by side (:func:`guide_opt.parallel.forked_map`).
-    Each is expected to take :data:`SIDE_BY_SIDE_SLOWDOWN` x ``simulation_s`` (what the optimum's
-    check took alone). When the ``deadline`` leaves room for all of them, they share one pool (a
-    long simulation then overlaps several short ones); otherwise they run in rounds of as many as
-    there are workers, in the picks' order, a round starting only while the time left covers the
-    round before (the first: the expected time). The rest stay unsimulated. Each pick reads the
+    Each pick is expected to take :data:`SIDE_BY_SIDE_SLOWDOWN` x ``simulation_s`` (what the optimum's
+    check took alone). When the ``deadline`` leaves room for all of them, the LLM simulations of
+    every pick share one pool (:func:`guide_opt.simcheck.check_plans`: an LLM deployed alike in two
+    picks is simulated once, and a fleet pick with hundreds of new deployments spreads them over
+    the workers); otherwise the picks run in rounds of as many as there are workers, one pick per
+    worker, in the picks' order, a round starting only while the time left covers the round
+    before (the first: the expected time). The rest stay unsimulated. Each pick reads the
     LLMs ``simulations`` already holds (deployed as in a plan checked before) instead of
     simulating them again; the expected time stays that of a whole plan, an upper bound. A
     pick whose check the table cache keeps (an earlier solve simulated it) is read here first,
     so a solve whose picks were all checked before starts no worker.
     """
     from guide_opt.parallel import forked_map, workers_used
-    from guide_opt.simcheck import check_plan as simulate_plan, kept_check
+    from guide_opt.simcheck import check_plan as simulate_plan, check_plans, kept_check
 
     verdicts: dict[int, tuple] = {}
     pending = []
@@ -329,7 +331,7 @@ def _simulate_alternatives(space: SearchSpace, picks: list[_Pick], deadline: Dea
     expected_s = SIDE_BY_SIDE_SLOWDOWN * simulation_s
     rounds = -(-len(pending) // workers) if pending else 0
     if pending and deadline.remaining_s() >= rounds * expected_s:
-        found = forked_map(lambda p: simulate_plan(problem, p.deployments, simulations=simulations), pending, workers)
+        found = check_plans(problem, [p.deployments for p in pending], {} if simulations is None else simulations)
         return verdicts | {id(p): v for p, v in zip(pending, found)}
     while pending and deadline.remaining_s() >= expected_s:
         chosen, pending = pending[:workers], pending[workers:]

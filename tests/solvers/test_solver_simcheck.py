@@ -257,3 +257,30 @@ def test_a_p99_slo_is_checked_on_enough_requests_to_read_its_tail():
     verdict = check_plan(problem, two)[0]
     assert verdict.num_requests == 8000
     assert not verdict.meets and verdict.failed == ("tpot",)
+
+
+def test_plans_checked_together_get_each_plans_own_verdicts_and_simulate_each_deployment_once(monkeypatch):
+    """check_plans (the alternatives' simulations) pools the LLM simulations of several plans: the verdicts equal
+    check_plan of each plan alone with nothing shared, and the memo ends with one simulation per distinct
+    (LLM, deployment) -- counted by hand: plans A, B (A with its second LLM on one more replica) and A again
+    hold three."""
+    from guide_opt.simcheck import check_plan, check_plans
+
+    monkeypatch.setenv("GUIDE_OPT_CACHE_DIR", "off")
+    problem = Problem.from_dict({
+        "name": "pair",
+        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                   {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
+        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
+        "frameworks": ["vllm"], "budget_per_hour": 40, "objective": "min_cost",
+        "search": {"tp": [1], "batch_sizes": [4, 16]},
+    })
+    plan_a = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False).deployments
+    plan_b = (plan_a[0], dataclasses.replace(plan_a[1], replicas=plan_a[1].replicas + 1))
+    memo: dict = {}
+    together = check_plans(problem, [plan_a, plan_b, plan_a], memo)
+    alone = [check_plan(problem, plan) for plan in (plan_a, plan_b, plan_a)]
+    assert [[v.to_json() for v in verdicts] for verdicts in together] == [[v.to_json() for v in verdicts] for verdicts in alone]
+    assert len(memo) == 3
