@@ -43,19 +43,25 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray | None, q: float
 
     Returns NaN for an empty sample (or zero total weight).
     """
+    return weighted_percentiles(values, weights, (q,))[0]
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray | None, qs: tuple[float, ...]) -> list[float]:
+    """:func:`weighted_percentile` at each of ``qs``, the sample sorted once (a simulation's inter-token gaps are
+    hundreds of thousands of steps)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
-        return math.nan
+        return [math.nan] * len(qs)
     if weights is None:
-        return float(np.percentile(values, q, method="inverted_cdf"))
+        return [float(v) for v in np.percentile(values, list(qs), method="inverted_cdf")]
     weights = np.asarray(weights, dtype=float)
     order = np.argsort(values, kind="stable")
     cum = np.cumsum(weights[order])
     total = cum[-1]
     if total <= 0:
-        return math.nan
-    index = int(np.searchsorted(cum, q / 100.0 * total * (1 - 1e-12), side="left"))
-    return float(values[order[min(index, order.size - 1)]])
+        return [math.nan] * len(qs)
+    indices = np.searchsorted(cum, np.array(qs, dtype=float) / 100.0 * total * (1 - 1e-12), side="left")
+    return [float(values[order[min(int(index), order.size - 1)]]) for index in indices]
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class Percentiles:
         values = np.asarray(values, dtype=float)
         if values.size == 0:
             return Percentiles(math.nan, math.nan, math.nan, math.nan)
-        p50, p90, p99 = (weighted_percentile(values, weights, q) for q in PERCENTILES)
+        p50, p90, p99 = weighted_percentiles(values, weights, PERCENTILES)
         if weights is None:
             mean = float(values.mean())
         else:
