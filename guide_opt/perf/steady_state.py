@@ -1400,8 +1400,8 @@ def grid_slots(slots: int, decodes_at_most: float) -> int:
     point no larger than ``G``, and at ``G`` itself the upper weight is 0; so every number of
     slots from ``G`` up gives the same neighbours, weights and figures, and ``G`` stands for them
     all. With fewer slots than ``G`` (or no grid point that large) the slots stand for
-    themselves. A closed loop of ``U`` users keeps at most ``U`` decoding, so its figures at
-    max-num-seqs 64, 128 and 256 are those at the grid point above ``U`` (:func:`_closed_core`).
+    themselves. A closed loop of ``U`` users keeps at most ``U`` decoding, so, e.g., 40 users give
+    the same core at every max-num-seqs from 48 (the grid point above 40) up (:func:`_closed_core`).
     """
     i = bisect.bisect_left(DECODE_GRID, decodes_at_most)
     return DECODE_GRID[i] if i < len(DECODE_GRID) and DECODE_GRID[i] <= slots else slots
