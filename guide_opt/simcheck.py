@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from guide_opt import table_cache
@@ -131,7 +132,12 @@ def check_plan(problem: Problem, deployments: Sequence[Deployment], *, num_reque
     (:data:`guide_opt.refine.evaluate.SimulationMemo`; one solve keeps one): an LLM deployed as in
     one of them is not simulated again.
     """
-    return _checked(problem, deployments, check_requests(problem) if num_requests is None else num_requests, seed, catalog, simulations)
+    if num_requests is None:
+        num_requests = check_requests(problem)
+    kept = None if catalog is not None else table_cache.checks_path(problem, deployments, num_requests, seed)
+    if kept is not None and (found := table_cache.cached_checks(kept)) is not None:
+        return found
+    return _simulated_checks(problem, deployments, num_requests, seed, catalog, simulations, kept)
 
 
 def check_plans(problem: Problem, plans: Sequence[Sequence[Deployment]], simulations: "SimulationMemo") -> list[tuple[DeploymentCheck, ...]]:
@@ -141,29 +147,29 @@ def check_plans(problem: Problem, plans: Sequence[Sequence[Deployment]], simulat
     in one pool (:func:`guide_opt.refine.simulate_plans`): an LLM deployed alike in two plans is
     simulated once, and a plan with many new LLMs spreads them over the workers instead of
     holding one worker while the others finish short plans. The verdicts are those of
-    :func:`check_plan` plan by plan; each one's ``simulation_s`` is the pool's time.
+    :func:`check_plan` plan by plan; each simulated one's ``simulation_s`` is the pool's time.
     """
     from guide_opt.refine import simulate_plans
 
     num_requests = check_requests(problem)
-    unchecked = [tuple(d) for d in plans if kept_check(problem, d, num_requests=num_requests) is None]
+    paths = [table_cache.checks_path(problem, d, num_requests, SIMULATION_SEED) for d in plans]
+    found = [None if path is None else table_cache.cached_checks(path) for path in paths]
     started = time.perf_counter()
-    if unchecked:
-        simulate_plans(problem, unchecked, simulations, num_requests=num_requests, seed=SIMULATION_SEED)
+    simulate_plans(problem, [tuple(d) for d, f in zip(plans, found) if f is None], simulations, num_requests=num_requests,
+                   seed=SIMULATION_SEED)
     pooled_s = time.perf_counter() - started
-    return [_checked(problem, d, num_requests, SIMULATION_SEED, None, simulations, pooled_s) for d in plans]
+    return [f if f is not None else _simulated_checks(problem, d, num_requests, SIMULATION_SEED, None, simulations, path, pooled_s)
+            for d, f, path in zip(plans, found, paths)]
 
 
-def _checked(problem: Problem, deployments: Sequence[Deployment], num_requests: int, seed: int, catalog: Catalog | None,
-             simulations: "SimulationMemo | None", simulated_before_s: float = 0.0) -> tuple[DeploymentCheck, ...]:
-    """:func:`check_plan` with its requests given; ``simulated_before_s``: the time its simulations took when they ran
-    beforehand (:func:`check_plans`), added to each verdict's ``simulation_s``."""
+def _simulated_checks(problem: Problem, deployments: Sequence[Deployment], num_requests: int, seed: int, catalog: Catalog | None,
+                      simulations: "SimulationMemo | None", kept: Path | None, simulated_before_s: float = 0.0) -> tuple[DeploymentCheck, ...]:
+    """:func:`check_plan` of a plan the table cache does not hold: simulated (or read from ``simulations``), judged and
+    stored at ``kept`` (None: not stored). ``simulated_before_s``: the time its simulations took when they ran beforehand
+    (:func:`check_plans`), added to each verdict's ``simulation_s``."""
     from guide_opt.refine import simulate_deployments
     from guide_opt.prediction import slo_margins
 
-    kept = None if catalog is not None else table_cache.checks_path(problem, deployments, num_requests, seed)
-    if kept is not None and (found := table_cache.cached_checks(kept)) is not None:
-        return found
     started = time.perf_counter()
     evaluation = simulate_deployments(problem, tuple(deployments), num_requests=num_requests, seed=seed, catalog=catalog,
                                       simulations=simulations)

@@ -51,6 +51,20 @@ def injected(fails):
     return check_plan
 
 
+def _pair_problem() -> Problem:
+    """Two LLMs (Llama-3.1-8B and Llama-2-7B, 2 requests/s each) sharing a budget and A100 / L40S GPUs, TP 1, two batch sizes."""
+    return Problem.from_dict({
+        "name": "pair",
+        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+                   {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
+                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
+        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
+        "frameworks": ["vllm"], "budget_per_hour": 40, "objective": "min_cost",
+        "search": {"tp": [1], "batch_sizes": [4, 16]},
+    })
+
+
 def brute_force_cost(problem: Problem, edit) -> float | None:
     """Cheapest plan by exhaustive enumeration over the space after ``edit(space) -> space`` (None if none)."""
     space = edit(build_space(problem))
@@ -158,16 +172,7 @@ def test_when_every_plan_is_refuted_the_answer_is_infeasible_and_says_why(monkey
 
 def test_a_shared_limit_failure_cuts_the_combination_not_each_candidate(monkeypatch):
     """Two LLMs: a shared-limit failure of the optimum's pair is cut as a pair; each member may still be used alone."""
-    problem = Problem.from_dict({
-        "name": "pair",
-        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
-                    "slo": {"ttft_ms": 800, "tpot_ms": 40}},
-                   {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
-                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
-        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
-        "frameworks": ["vllm"], "budget_per_hour": 40, "objective": "min_cost",
-        "search": {"tp": [1], "batch_sizes": [4, 16]},
-    })
+    problem = _pair_problem()
     static = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False)
     pair = tuple(_shape_key(d) for d in static.deployments)
     real_verify = base.verify_deployments
@@ -267,16 +272,7 @@ def test_plans_checked_together_get_each_plans_own_verdicts_and_simulate_each_de
     from guide_opt.simcheck import check_plan, check_plans
 
     monkeypatch.setenv("GUIDE_OPT_CACHE_DIR", "off")
-    problem = Problem.from_dict({
-        "name": "pair",
-        "models": [{"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
-                    "slo": {"ttft_ms": 800, "tpot_ms": 40}},
-                   {"id": "llama-2-7b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 2},
-                    "slo": {"ttft_ms": 800, "tpot_ms": 40}}],
-        "hardware": {"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8},
-        "frameworks": ["vllm"], "budget_per_hour": 40, "objective": "min_cost",
-        "search": {"tp": [1], "batch_sizes": [4, 16]},
-    })
+    problem = _pair_problem()
     plan_a = get_solver("cpsat").solve(problem, alternatives=False, check_by_simulation=False).deployments
     plan_b = (plan_a[0], dataclasses.replace(plan_a[1], replicas=plan_a[1].replicas + 1))
     memo: dict = {}
