@@ -558,11 +558,7 @@ def _simulate_missing(tasks: list[tuple[Evaluator, int, EngineSettings]], seed: 
             runs.setdefault(key, (evaluator, i, s))
     if not runs:
         return
-    if len(runs) == 1:
-        evaluator, i, s = next(iter(runs.values()))
-        evaluator.simulate_llm(i, s, seed)
-        return
-    from guide_opt.parallel import forked_map
+    from guide_opt.parallel import forked_map  # one run: in this process
 
     found = forked_map(lambda task: task[0].simulate_llm(task[1], task[2], seed), list(runs.values()))
     for (evaluator, i, s), metrics in zip(runs.values(), found):
