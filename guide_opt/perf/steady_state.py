@@ -764,16 +764,26 @@ def _with_slot_wait(window_ttft: tuple[np.ndarray, np.ndarray], probability: flo
     weights = weights / _fsum(weights)
     theta = mean_wait_s / probability / 2.0  # Erlang-2 scale: mean 2 theta
 
-    def cdf_and_density(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The CDF and its density (of the continuous part) at each of ``t``."""
+    def cdf_rows(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each of ``t``'s terms of the CDF and of its density (the continuous part's, over ``theta``), one row per point."""
         x = np.maximum(t[:, None] - values[None, :], 0.0) / theta
         decay = np.exp(-x)
-        cdf = ((values[None, :] <= t[:, None]) * (1.0 - probability) + probability * (1.0 - decay * (1.0 + x))) @ weights
-        return cdf, probability * ((x * decay) @ weights) / theta
+        return (values[None, :] <= t[:, None]) * (1.0 - probability) + probability * (1.0 - decay * (1.0 + x)), x * decay
 
-    at_atoms = cdf_and_density(values)[0]
+    def cdf_and_density(t: np.ndarray) -> tuple[list[float], list[float]]:
+        """The CDF and its density at each of ``t``: each point's row times ``weights`` on its own (a product over
+        several rows may round differently from the same row alone, and a point's figures must not depend on
+        which others are asked with it)."""
+        cdf, density = cdf_rows(t)
+        return ([float((cdf[i:i + 1] @ weights)[0]) for i in range(len(t))],
+                [probability * float((density[i:i + 1] @ weights)[0]) / theta for i in range(len(t))])
+
+    at_atoms = cdf_rows(values)[0] @ weights
     below_atoms = at_atoms - (1.0 - probability) * weights
-    out = []
+    out: list[float] = []
+    # Newton's method kept inside a shrinking bracket, for each percentile not at an atom; the
+    # percentiles iterate side by side (one evaluation of the CDF per round for all of them).
+    searches: dict[int, list[float]] = {}  # output index -> [q, low, high, t]
     for q in (p / 100 for p in PERCENTILES):
         j = int(np.searchsorted(at_atoms, q - 1e-12))
         if j < len(values) and below_atoms[j] < q - 1e-12:  # the atom at values[j] holds the q-quantile
@@ -781,11 +791,18 @@ def _with_slot_wait(window_ttft: tuple[np.ndarray, np.ndarray], probability: flo
             continue
         low = float(values[j - 1]) if j > 0 else float(values[0])
         high = float(values[j]) if j < len(values) else float(values[-1]) + 40.0 * theta
-        t = (low + high) / 2
-        for _ in range(MAX_ITERATIONS):  # Newton's method kept inside a shrinking bracket
-            cdf, dens = (float(v[0]) for v in cdf_and_density(np.array([t])))
+        searches[len(out)] = [q, low, high, (low + high) / 2]
+        out.append(math.nan)
+    for _ in range(MAX_ITERATIONS):
+        if not searches:
+            break
+        cdfs, densities = cdf_and_density(np.array([search[3] for search in searches.values()]))
+        for (index, search), cdf, dens in zip(list(searches.items()), cdfs, densities):
+            q, low, high, t = search
             if abs(cdf - q) <= 1e-10:
-                break
+                out[index] = t
+                del searches[index]
+                continue
             if cdf < q:
                 low = t
             else:
@@ -793,8 +810,12 @@ def _with_slot_wait(window_ttft: tuple[np.ndarray, np.ndarray], probability: flo
             step = t - (cdf - q) / dens if dens > 0 else (low + high) / 2
             t = step if low < step < high else (low + high) / 2
             if high - low <= 1e-10 * high:
-                break
-        out.append(t)
+                out[index] = t
+                del searches[index]
+                continue
+            search[1:] = [low, high, t]
+    for index, search in searches.items():  # MAX_ITERATIONS reached
+        out[index] = search[3]
     return LatencyDistribution(mean_s, *out)
 
 
