@@ -41,7 +41,9 @@ Requests that could never fit are rejected before they reach a replica (see ``cl
 
 Speed: decode progress is tracked in aggregate (a decode "tick" counter, the sum of context
 offsets and per-block-phase counts), so a step costs O(1) plus O(chunks); runs of pure-decode
-steps up to the next completion, block shortage or arrival are evaluated at once with numpy.
+steps up to the next completion, block shortage or arrival are evaluated at once: with numpy, or,
+when the run is short (most are cut by the next arrival), one step after another in Python, which
+costs less than numpy's fixed cost per call and does the same arithmetic in the same order.
 """
 
 from __future__ import annotations
@@ -55,12 +57,18 @@ import numpy as np
 from guide_opt.simulate.step_cost import StepCostModel
 
 WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
-#: Shortest run of pure-decode steps worth evaluating with numpy (below: one step at a time).
+#: Shortest run of pure-decode steps evaluated at once (below: one scheduled step at a time).
 MACRO_MIN_STEPS = 6
 #: Longest run evaluated at once (bounds temporary arrays).
 MACRO_MAX_STEPS = 1 << 16
+#: Runs that end within this many steps are evaluated one step at a time in Python, longer ones with
+#: numpy: where the two cost the same per run (measured 66 us each at 64-79 steps on a 2-core AMD EPYC; at 0-15
+#: steps 16 us against 58 us), numpy paying some 30 array operations a run, the loop a fraction of a microsecond a step.
+SHORT_RUN_STEPS = 64
 
 POLICIES = ("decode_first", "prefill_first")
+#: What :meth:`ReplicaEngine._steps_in_turn` returns for a run longer than :data:`SHORT_RUN_STEPS` steps.
+_LONG_RUN = object()
 
 
 def default_policy(prefill_mode: str) -> str:
@@ -411,19 +419,14 @@ class ReplicaEngine:
         if k < MACRO_MIN_STEPS:
             return False
         k = min(k, MACRO_MAX_STEPS)
-        block = self.block
-        ticks = self.tick + np.arange(k, dtype=np.int64)
-        needs = np.asarray(self.phase, dtype=np.int64)[(-ticks) % block]
-        cum_needs = np.cumsum(needs)
-        k = min(k, int(np.searchsorted(cum_needs, self.num_blocks - self.used, side="right")))
-        if k < MACRO_MIN_STEPS:
+        entry = self.cost.decode_entry(n)
+        run = self._steps_in_turn(n, k, horizon_s, entry) if entry is not None else _LONG_RUN
+        if run is _LONG_RUN:
+            run = self._steps_as_arrays(n, k, horizon_s)
+        if run is None:
             return False
-        durations = self.cost.decode_times_s(n, (self.sum_offset + n * ticks[:k]).astype(float))
-        ends = self.clock + np.cumsum(durations)
-        if horizon_s < math.inf:
-            k = min(k, 1 + int(np.searchsorted(ends[: k - 1], horizon_s, side="left")))
-            durations, ends = durations[:k], ends[:k]
-        used_per_step = self.used + cum_needs[:k]
+        durations, used_per_step, end = run
+        k = len(durations)
         self.block_seconds += float(np.dot(used_per_step, durations))
         self.peak_used = max(self.peak_used, int(used_per_step[-1]))
         self.used = int(used_per_step[-1])
@@ -432,7 +435,6 @@ class ReplicaEngine:
         self.busy_s += float(durations.sum())
         self.sequence_steps += n * k
         self.itl_runs.append((durations, n))
-        end = float(ends[-1])
         self.last_decode_end = self.clock = end
         heap, t, tick = self.heap, self.table, self.tick
         while heap and heap[0][0] <= tick:
@@ -440,3 +442,59 @@ class ReplicaEngine:
             if t.epoch[rid] == ep and t.state[rid] == DECODE:
                 self._finish(rid, end)
         return True
+
+    def _steps_in_turn(self, n: int, k: int, horizon_s: float, entry: tuple[float, ...]) -> "tuple[np.ndarray, np.ndarray, float] | None | object":
+        """:meth:`_steps_as_arrays` one step at a time, for a run that ends within :data:`SHORT_RUN_STEPS` steps (numpy's
+        fixed cost per call outweighs a few steps' arithmetic); :data:`_LONG_RUN` when it does not.
+
+        The same durations, block counts and end: each step's time is
+        :meth:`~guide_opt.simulate.step_cost.StepCostModel.decode_times_s`' expression on the same floats (of
+        :meth:`~guide_opt.simulate.step_cost.StepCostModel.decode_entry`), and the end is the clock plus the
+        running sum of the durations, as ``cumsum`` adds them.
+        """
+        if k > SHORT_RUN_STEPS and horizon_s == math.inf:
+            return _LONG_RUN
+        phase, block, tick, free = self.phase, self.block, self.tick, self.num_blocks - self.used
+        if sum(phase[-(tick + i) % block] for i in range(MACRO_MIN_STEPS)) > free:
+            return None
+        base, scale, inv_micro, gamma, alpha, intercept, beta, delta = entry
+        sum_offset, used_before, clock = self.sum_offset, self.used, self.clock
+        durations: list[float] = []
+        used: list[int] = []
+        need, elapsed = 0, 0.0
+        for step_tick in range(tick, tick + min(k, SHORT_RUN_STEPS)):
+            need += phase[-step_tick % block]
+            if need > free:
+                break
+            kv_read = float(sum_offset + n * step_tick)
+            a = (kv_read + n) * inv_micro
+            compute = alpha * a + intercept
+            memory = gamma + beta * kv_read * inv_micro + delta * a
+            duration = base + scale * ((compute if compute > memory else memory) - gamma)
+            durations.append(duration)
+            used.append(used_before + need)
+            elapsed += duration
+            if clock + elapsed >= horizon_s:
+                break
+        else:
+            if k > SHORT_RUN_STEPS:
+                return _LONG_RUN
+        return np.array(durations), np.array(used, dtype=np.int64), clock + elapsed
+
+    def _steps_as_arrays(self, n: int, k: int, horizon_s: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The next pure-decode steps, at most ``k``, as arrays: up to the last one the free KV blocks allow and the
+        first one ending at or after ``horizon_s``: (durations s, blocks used after each, end s); None when the
+        blocks allow fewer than :data:`MACRO_MIN_STEPS`."""
+        block = self.block
+        ticks = self.tick + np.arange(k, dtype=np.int64)
+        needs = np.asarray(self.phase, dtype=np.int64)[(-ticks) % block]
+        cum_needs = np.cumsum(needs)
+        k = min(k, int(np.searchsorted(cum_needs, self.num_blocks - self.used, side="right")))
+        if k < MACRO_MIN_STEPS:
+            return None
+        durations = self.cost.decode_times_s(n, (self.sum_offset + n * ticks[:k]).astype(float))
+        ends = self.clock + np.cumsum(durations)
+        if horizon_s < math.inf:
+            k = min(k, 1 + int(np.searchsorted(ends[: k - 1], horizon_s, side="left")))
+            durations, ends = durations[:k], ends[:k]
+        return durations, self.used + cum_needs[:k], float(ends[-1])

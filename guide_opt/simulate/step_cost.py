@@ -166,16 +166,27 @@ class StepCostModel:
         Each sequence attends to its cached tokens plus itself: ``attended = kv_read + sequences``.
         """
         kv_read_tokens = np.asarray(kv_read_tokens, dtype=float)
-        if not self.exact_shortcut:
+        entry = self.decode_entry(sequences)
+        if entry is None:
             return np.array([self.time_s(sequences, sequences, r + sequences, r, False) for r in kv_read_tokens])
+        base, scale, inv_micro, gamma, alpha, intercept, beta, delta = entry
+        a = (kv_read_tokens + sequences) * inv_micro
+        attention = np.maximum(alpha * a + intercept, gamma + beta * kv_read_tokens * inv_micro + delta * a)
+        return base + scale * (attention - gamma)
+
+    def decode_entry(self, sequences: int) -> tuple[float, float, float, float, float, float, float, float] | None:
+        """The constants of a pure-decode step of ``sequences`` sequences: ``(base, scale, inv_micro, gamma, alpha,
+        intercept, beta, delta)``, of which a step reading ``R`` KV tokens takes, with ``a = (R + sequences) x inv_micro``,
+        ``base + scale x (max(alpha a + intercept, gamma + beta R inv_micro + delta a) - gamma)`` seconds (the
+        expression of :meth:`decode_times_s`, one step at a time: the same operations on the same floats).
+        None without the exact shortcut."""
+        if not self.exact_shortcut:
+            return None
         if self._pp == 1:
             entry = self._separable_entry(sequences, sequences)
         else:
             entry = self._cache.get((sequences, sequences, False)) or self._entry(sequences, sequences, False)
-        base, scale, inv_micro, gamma, alpha, intercept = entry
-        a = (kv_read_tokens + sequences) * inv_micro
-        attention = np.maximum(alpha * a + intercept, gamma + self._beta * kv_read_tokens * inv_micro + self._delta * a)
-        return base + scale * (attention - gamma)
+        return (*entry, self._beta, self._delta)
 
     # ---- self-check ---------------------------------------------------------------------------
     def _self_check(self) -> bool:

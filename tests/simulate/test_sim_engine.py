@@ -186,6 +186,25 @@ def test_batched_decode_runs_equal_step_by_step(config, monkeypatch, workload, r
     assert fast.kv_utilization_mean == pytest.approx(slow.kv_utilization_mean, rel=1e-9)
 
 
+@pytest.mark.parametrize("workload, replicas", [
+    (Workload.closed_loop(PRESETS["conversational"], 24), 1),
+    (Workload.open_loop(PRESETS["conversational"], 6.0), 2),
+    (Workload.burst(FixedLengths(700, 300)), 1),
+])
+def test_decode_runs_in_python_and_on_arrays_are_bit_identical(config, monkeypatch, workload, replicas):
+    # A run of decode steps evaluated one step at a time (short runs) or with numpy (long ones) does the same IEEE
+    # operations in the same order, so every time, count and statistic must be equal, not merely close.
+    runs = []
+    for short_steps in (0, 10**9):  # 0: every run on arrays; 10**9: every run step by step in Python
+        monkeypatch.setattr(engine, "SHORT_RUN_STEPS", short_steps)
+        runs.append(simulate(config, workload, num_requests=300, seed=3, replicas=replicas))
+    arrays, in_turn = runs
+    assert arrays.metrics() == in_turn.metrics()
+    assert np.array_equal(arrays.requests.finish_s, in_turn.requests.finish_s, equal_nan=True)
+    assert np.array_equal(arrays.requests.first_token_s, in_turn.requests.first_token_s, equal_nan=True)
+    assert arrays.kv_utilization_mean == in_turn.kv_utilization_mean and arrays.steps == in_turn.steps
+
+
 def test_over_long_requests_are_rejected_and_count_against_goodput(config):
     lengths = HistogramLengths(((1000, 1.0), (4000, 1.0)), ((200, 1.0),))  # 4000 + 200 > the 4096-token context
     r = simulate(config, Workload.closed_loop(lengths, 4), num_requests=200, seed=1, slo=GoodputTargets(ttft_ms=10_000))
