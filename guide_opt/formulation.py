@@ -204,6 +204,9 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     what replaces a cut combination); ``prune_across_shapes=False`` restricts pruning to candidates of one shape, as a
     solve that forbids shape combinations needs.
 
+    Under a budget each LLM's cost is also held to the budget less the other LLMs' cheapest
+    options (:func:`_add_budget_shares`; implied by the budget, so the plans are the same).
+
     ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
     replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x coefficient)``;
     the objective maximizes the sum over LLMs. With ``prune`` an option is also dropped when
@@ -226,6 +229,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         return literals[f]
 
     candidates, use, replicas, by_model = [], [], [], []
+    floors, ceilings = [], []  # per candidate: its replicas when used, at least and at most
     pruned_total = 0
     served_vars = []
     for ms in space.models:
@@ -261,6 +265,8 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
                 model.Add(r == count * u)
                 use.append(u)
                 replicas.append(r)
+                floors.append(count)
+                ceilings.append(count)
                 indices.append(i)
                 terms.append(u * served)
             served_vars.append(sum(terms) if terms else 0)
@@ -280,6 +286,8 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
                 model.Add(u == 0).OnlyEnforceIf(lit)
             use.append(u)
             replicas.append(r)
+            floors.append(1 if explain else max(1, c.replicas_min or 1))
+            ceilings.append(max(r_max, 1))
             indices.append(i)
         by_model.append(indices)
         if indices:
@@ -291,9 +299,14 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     cost_terms = [replicas[i] * cost_coefficient(c) for i, c in enumerate(candidates)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
-        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+        budget_quanta = to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour")
+        ct = model.Add(cost_expr <= budget_quanta)
         if explain:
             ct.OnlyEnforceIf(family(shared_family("budget")))
+        else:
+            _add_budget_shares(model, by_model, cost_terms,
+                               [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
+                               [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)], budget_quanta)
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})
     for gpu_id in gpu_ids:
         limit = problem.hardware.inventory.get(gpu_id)
@@ -318,6 +331,27 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         model.Maximize(objective_expr)
     return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
                        served_expr, pruned_total)
+
+
+def _add_budget_shares(model: cp_model.CpModel, by_model: list[list[int]], cost_terms: list, cheapest: list[int],
+                       dearest: list[int], budget_quanta: int) -> None:
+    """Each LLM's cost at most the budget less the other LLMs' cheapest options: ``cost_s <= B - sum_{t != s} min_t``.
+
+    ``cost_terms``: each candidate's cost expression (quanta); ``cheapest`` / ``dearest``: its
+    cost at the fewest / most replicas it may run. Every plan pays each LLM at least ``min_t``
+    (its cheapest candidate at its floor), so every plan within the budget meets these
+    constraints: the plans are the same, and so are the optimum's value and its tie-break. They
+    only tell CP-SAT per LLM what the budget implies for the whole fleet; under a budget that
+    the cheapest plan nearly exhausts (the alternatives capped at the optimum's cost) its
+    relaxation otherwise trades cost between LLMs that no integer plan can. A constraint that
+    its LLM's dearest option already meets is left out.
+    """
+    least = [min((cheapest[i] for i in indices), default=0) for indices in by_model]
+    total = sum(least)
+    for indices, own in zip(by_model, least):
+        allowed = budget_quanta - (total - own)
+        if indices and allowed < max(dearest[i] for i in indices):
+            model.Add(sum(cost_terms[i] for i in indices) <= allowed)
 
 
 def _objective_expression(kind, candidates: list[Candidate], use: list, replicas: list) -> cp_model.LinearExpr:

@@ -77,3 +77,24 @@ def test_cpsat_optimum_equals_exhaustive(problem):
         assert math.isclose(exact.objective, brute.objective, rel_tol=1e-5, abs_tol=1e-6)
         assert verify(problem, exact) == []
         assert verify(problem, brute) == []
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_picks_capped_at_the_optimums_cost_equal_exhaustive(problem):
+    # The best-throughput and min-latency picks are solved under a budget equal to the optimum's cost: there the
+    # per-LLM budget shares CP-SAT's model adds (formulation._add_budget_shares: each LLM at most the budget less the
+    # others' cheapest options) cut hardest. Exhaustive enumeration checks only the budget itself, so equal values
+    # show that the shares leave out no plan within the budget.
+    problem = problem.model_copy(update={"objective": "min_cost", "budget_per_hour": None})
+    space = build_space(problem)
+    exact = get_solver("cpsat").solve(problem, space=space, check_by_simulation=False)
+    brute = get_solver("exhaustive").solve(problem, space=space, check_by_simulation=False)
+    assert exact.status is brute.status
+    for kind in ("best-throughput", "min-latency"):
+        pick, other = ({a["kind"]: a for a in solution.alternatives}.get(kind) for solution in (exact, brute))
+        assert (pick is None) == (other is None)  # a pick is left out when no plan within the cap exists
+        if pick is not None:
+            assert pick["status"] == other["status"]
+            if pick["objective"] is not None:
+                assert math.isclose(pick["objective"], other["objective"], rel_tol=1e-5, abs_tol=1e-6)
