@@ -78,7 +78,9 @@ class Formulation:
     the demand (``max_served``), ``served_expr`` the summed served share
     (:data:`~guide_opt.quanta.SERVED_QUANTUM` units). Objectives and epsilon constraints are
     built from them. ``pruned`` counts the candidates removed by dominance
-    (:mod:`guide_opt.pruning`) before the model was built.
+    (:mod:`guide_opt.pruning`) before the model was built. ``cost_terms``: each candidate's
+    cost expression (quanta); ``cheapest_costs`` / ``dearest_costs``: its cost at the fewest /
+    most replicas it may run (:meth:`hold_cost_shares`).
     """
 
     model: cp_model.CpModel
@@ -94,6 +96,9 @@ class Formulation:
     expressions: dict[str, cp_model.LinearExpr] = field(default_factory=dict)
     served_expr: cp_model.LinearExpr | None = None
     pruned: int = 0
+    cost_terms: list = field(default_factory=list)
+    cheapest_costs: list[int] = field(default_factory=list)
+    dearest_costs: list[int] = field(default_factory=list)
 
     @property
     def latency_expr(self) -> cp_model.LinearExpr:
@@ -120,6 +125,25 @@ class Formulation:
             i = chosen[0]
             picks.append(Pick(self.candidates[i], int(solver.Value(self.replicas[i]))))
         return tuple(picks)
+
+    def hold_cost_shares(self, model: cp_model.CpModel, limit_quanta: int) -> None:
+        """Add to ``model`` (this formulation's model or a clone) each LLM's cost at most ``limit_quanta`` less the other
+        LLMs' cheapest options: ``cost_s <= L - sum_{t != s} min_t``, where the plans' cost is held to ``L``.
+
+        Every plan pays each LLM at least ``min_t`` (its cheapest candidate at its floor), so every
+        plan within ``L`` meets these constraints: the plans are the same, and so are the optimum's
+        value and its tie-break (of two plans equal in both, CP-SAT may return either). They only
+        tell CP-SAT per LLM what the limit implies for the whole fleet: under a limit the cheapest
+        plan nearly exhausts (the alternatives capped at the optimum's cost, the tie-break of a
+        min-cost optimum) its relaxation otherwise trades cost between LLMs that no integer plan
+        can. A constraint that its LLM's dearest option already meets is left out.
+        """
+        least = [min((self.cheapest_costs[i] for i in indices), default=0) for indices in self.by_model]
+        total = sum(least)
+        for indices, own in zip(self.by_model, least):
+            allowed = limit_quanta - (total - own)
+            if indices and allowed < max(self.dearest_costs[i] for i in indices):
+                model.Add(sum(self.cost_terms[i] for i in indices) <= allowed)
 
     def forbid_plan_shapes(self, plan: Plan) -> None:
         """Exclude the combination of shapes used by ``plan`` (for alternatives)."""
@@ -205,7 +229,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     solve that forbids shape combinations needs.
 
     Under a budget each LLM's cost is also held to the budget less the other LLMs' cheapest
-    options (:func:`_add_budget_shares`; implied by the budget, so the plans are the same).
+    options (:meth:`Formulation.hold_cost_shares`; implied by the budget, so the plans are the same).
 
     ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
     replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x coefficient)``;
@@ -299,14 +323,9 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     cost_terms = [replicas[i] * cost_coefficient(c) for i, c in enumerate(candidates)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
-        budget_quanta = to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour")
-        ct = model.Add(cost_expr <= budget_quanta)
+        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
         if explain:
             ct.OnlyEnforceIf(family(shared_family("budget")))
-        else:
-            _add_budget_shares(model, by_model, cost_terms,
-                               [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
-                               [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)], budget_quanta)
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})
     for gpu_id in gpu_ids:
         limit = problem.hardware.inventory.get(gpu_id)
@@ -329,29 +348,12 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
         model.Minimize(objective_expr)
     else:
         model.Maximize(objective_expr)
-    return Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
-                       served_expr, pruned_total)
-
-
-def _add_budget_shares(model: cp_model.CpModel, by_model: list[list[int]], cost_terms: list, cheapest: list[int],
-                       dearest: list[int], budget_quanta: int) -> None:
-    """Each LLM's cost at most the budget less the other LLMs' cheapest options: ``cost_s <= B - sum_{t != s} min_t``.
-
-    ``cost_terms``: each candidate's cost expression (quanta); ``cheapest`` / ``dearest``: its
-    cost at the fewest / most replicas it may run. Every plan pays each LLM at least ``min_t``
-    (its cheapest candidate at its floor), so every plan within the budget meets these
-    constraints: the plans are the same, and so are the optimum's value and its tie-break. They
-    only tell CP-SAT per LLM what the budget implies for the whole fleet; under a budget that
-    the cheapest plan nearly exhausts (the alternatives capped at the optimum's cost) its
-    relaxation otherwise trades cost between LLMs that no integer plan can. A constraint that
-    its LLM's dearest option already meets is left out.
-    """
-    least = [min((cheapest[i] for i in indices), default=0) for indices in by_model]
-    total = sum(least)
-    for indices, own in zip(by_model, least):
-        allowed = budget_quanta - (total - own)
-        if indices and allowed < max(dearest[i] for i in indices):
-            model.Add(sum(cost_terms[i] for i in indices) <= allowed)
+    form = Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
+                       served_expr, pruned_total, cost_terms, [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
+                       [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)])
+    if problem.budget_per_hour is not None and not explain:
+        form.hold_cost_shares(model, to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+    return form
 
 
 def _objective_expression(kind, candidates: list[Candidate], use: list, replicas: list) -> cp_model.LinearExpr:

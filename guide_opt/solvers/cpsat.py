@@ -120,6 +120,8 @@ class CpSatSolver(Solver):
         """
         model = form.model.Clone()
         model.Add(lex.sign * lex.primary <= lex.sign * primary)
+        if OBJECTIVES[form.objective].model_objective == "min_cost":  # the primary is the cost: held to the first answer's
+            form.hold_cost_shares(model, primary)
         model.Minimize(lex.secondary)
         for v in (*form.use, *form.replicas):
             model.AddHint(v, first.Value(v))

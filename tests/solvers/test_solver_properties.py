@@ -83,7 +83,7 @@ def test_cpsat_optimum_equals_exhaustive(problem):
 @given(problems())
 def test_picks_capped_at_the_optimums_cost_equal_exhaustive(problem):
     # The best-throughput and min-latency picks are solved under a budget equal to the optimum's cost: there the
-    # per-LLM budget shares CP-SAT's model adds (formulation._add_budget_shares: each LLM at most the budget less the
+    # per-LLM budget shares CP-SAT's model adds (Formulation.hold_cost_shares: each LLM at most the budget less the
     # others' cheapest options) cut hardest. Exhaustive enumeration checks only the budget itself, so equal values
     # show that the shares leave out no plan within the budget.
     problem = problem.model_copy(update={"objective": "min_cost", "budget_per_hour": None})
