@@ -173,11 +173,13 @@ def markdown(rows: list[dict], machine: dict, runs: int, requests: int) -> str:
         "(`simulate/step_cost.py`, equal to `perf.step.step_time` to ~1e-13 relative, self-checked at construction; without "
         "pipeline parallelism its parts are timed per token count and per sequence count in a few array calls of the step "
         "model, so a simulation meeting thousands of distinct step shapes does not call it once per shape), evaluating "
-        "runs of pure-decode steps with numpy (`simulate/engine.py`; the same completion times as stepping one at a time, to 1e-9 "
+        "runs of pure-decode steps at once (`simulate/engine.py`; with numpy, or in a Python loop for runs that end within 64 steps, "
+        "bit-identical to numpy's; the same completion times as stepping one at a time, to 1e-9 "
         "relative, tests/simulate/test_sim_engine.py), and, for an open loop behind a random or round-robin balancer (the plan "
         "checks and refinement simulate deployments behind a random one), running each replica through its own arrivals instead of "
         "advancing every replica to every arrival of the cluster (`simulate/cluster.py` `_run_apart`; the same steps, to 1e-9, "
-        "same test file). The machine is shared with other work, so single runs vary by a few percent; "
+        "same test file). The machine is shared with other work, so single runs vary by a few percent (on some machines by "
+        "a third: compare with section 3's back-to-back runs); "
         "compare rows, not machines.",
     ]
     return "\n".join(lines) + "\n"
