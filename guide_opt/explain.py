@@ -366,7 +366,9 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     A relaxation whose :func:`separable_bound` already equals the plan's value cannot gain
     (the relaxed optimum lies between the two), so it is reported as not binding without a
     solve (``"proof": "bound"``): in a fleet whose shared limits are slack, each LLM's SLO
-    that its own cheapest option already meets costs nothing to check.
+    that its own cheapest option already meets costs nothing to check. A relaxed ``min_cost``
+    solve looks only at plans no dearer than the plan (:attr:`SearchSpace.cost_limit_quanta`):
+    dropping a constraint keeps the plan, so its optimum is among them.
     """
     problem = space.problem
     objective = problem.objective
@@ -390,6 +392,9 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     seed = seed if seed is not None else preset.seed
     terms: dict = {}
     plan_quanta = _plan_quanta(objective, plan) if separable_bound(space, objective, terms) is not None else None
+    # Dropping a constraint keeps the plan, so a relaxed min-cost optimum costs at most the plan: the relaxed solves look
+    # only below it (each LLM within its share of it, Formulation.hold_cost_shares), which spares CP-SAT the plans above.
+    cost_limit_quanta = _plan_quanta("min_cost", plan) if kind.name == "min_cost" else None
     for name, update in families:
         if deadline.expired:
             out.append({"constraint": name, "binding": None,
@@ -399,7 +404,8 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
         if kind.grows_with_replicas and relaxed_problem.budget_per_hour is None and relaxed_problem.hardware.max_gpus is None and not relaxed_problem.hardware.inventory:
             out.append({"constraint": name, "binding": True, "text": f"{name} binds: without it throughput is unbounded"})
             continue
-        relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models])
+        relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models],
+                                            cost_limit_quanta=cost_limit_quanta)
         if plan_quanta is not None and separable_bound(relaxed_space, objective, terms) == plan_quanta:
             out.append({"constraint": name, "binding": False, "status": Status.OPTIMAL.value, "objective_if_relaxed": base_value,
                         "gain": 0.0, "proof": "bound", "text": f"{name} does not bind"})

@@ -229,7 +229,8 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     solve that forbids shape combinations needs.
 
     Under a budget each LLM's cost is also held to the budget less the other LLMs' cheapest
-    options (:meth:`Formulation.hold_cost_shares`; implied by the budget, so the plans are the same).
+    options (:meth:`Formulation.hold_cost_shares`; implied by the budget, so the plans are the same);
+    likewise under the space's ``cost_limit_quanta``, which also holds the plans' cost.
 
     ``max_served``: each LLM uses one (candidate, replica count) option, 1 to the limit
     replicas (no demand floor), serving ``min(SERVED_SCALE, replicas x coefficient)``;
@@ -351,8 +352,13 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     form = Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
                        served_expr, pruned_total, cost_terms, [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
                        [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)])
+    limits = [] if explain else [space.cost_limit_quanta] if space.cost_limit_quanta is not None else []
+    if space.cost_limit_quanta is not None and not explain:
+        model.Add(cost_expr <= space.cost_limit_quanta)
     if problem.budget_per_hour is not None and not explain:
-        form.hold_cost_shares(model, to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+        limits.append(to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+    if limits:
+        form.hold_cost_shares(model, min(limits))
     return form
 
 

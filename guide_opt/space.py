@@ -171,6 +171,10 @@ class SearchSpace:
 
     excluded_combinations: no-goods found by checking plans: sets of candidate keys
     (:attr:`Candidate.key`) that no plan may use all together (empty for a fresh space).
+    cost_limit_quanta: a cost (:data:`~guide_opt.quanta.COST_QUANTUM_USD_PER_H` quanta) above
+    which no plan is wanted, set by a caller that already holds a plan of that cost and asks
+    only whether a cheaper one exists (the explanation's relaxed min-cost solves); None: no such
+    limit. Unlike a budget it is no constraint of the problem and is never reported as one.
     """
 
     problem: Problem
@@ -178,6 +182,7 @@ class SearchSpace:
     prices_usd_per_gpu_hour: dict[str, float]
     gpu_ids: list[str]
     excluded_combinations: tuple[frozenset[tuple], ...] = ()
+    cost_limit_quanta: int | None = None
 
     @property
     def candidate_count(self) -> int:

@@ -106,6 +106,38 @@ def test_relaxed_values_are_the_exhaustive_optima_of_the_relaxed_problems(object
     assert checked >= 2
 
 
+def test_relaxed_min_cost_values_of_two_llms_sharing_a_binding_inventory_are_the_exhaustive_optima():
+    """A relaxed min-cost solve looks only at plans no dearer than the plan explained (SearchSpace.cost_limit_quanta, each
+    LLM within its share of it): with two LLMs competing for a short inventory, every relaxed value must still be the
+    relaxed problem's optimum, which the exhaustive solver finds by enumeration without any such limit."""
+    import dataclasses
+
+    from guide_opt.explain import _refilter
+    from guide_opt.plan import objective_value
+
+    problem = small_problem(models=[
+        {"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 4}, "slo": {"ttft_ms": 800, "tpot_ms": 40}},
+        {"id": "qwen2-7b", "workload": {"input_tokens": 1024, "output_tokens": 256, "request_rate_per_s": 2}, "slo": {"ttft_ms": 1500, "tpot_ms": 50}},
+    ], hardware={"gpus": ["a100-80gb-sxm", "l40s"], "max_gpus": 8, "inventory": {"l40s": 1}})
+    space = build_space(problem)
+    result = get_solver("cpsat").best_plans(space, "min_cost", k=1, forbidden=frozenset(), deadline=30, seed=0)
+    report = explain_binding(space, result.plans[0], get_solver("cpsat"), deadline=60)
+    hardware = problem.hardware
+    relaxations = {"budget_per_hour": {"budget_per_hour": None},
+                   "hardware.max_gpus": {"hardware": hardware.model_copy(update={"max_gpus": None})},
+                   "hardware.inventory": {"hardware": hardware.model_copy(update={"inventory": {}})}}
+    assert {entry["constraint"] for entry in report} >= set(relaxations)  # each shared limit gets a verdict
+    solved = {entry["constraint"]: entry for entry in report if "objective_if_relaxed" in entry and entry.get("proof") != "bound"}
+    assert "hardware.inventory" in solved and solved["hardware.inventory"]["binding"]  # the short inventory binds
+    for name, update in relaxations.items():
+        if name not in solved:
+            continue
+        relaxed = problem.model_copy(update=update)
+        relaxed_space = dataclasses.replace(space, problem=relaxed, models=[_refilter(ms, relaxed) for ms in space.models])
+        best = get_solver("exhaustive").best_plans(relaxed_space, "min_cost", k=1, forbidden=frozenset(), deadline=60, seed=0)
+        assert solved[name]["objective_if_relaxed"] == pytest.approx(objective_value("min_cost", best.plans[0]), rel=1e-9), name
+
+
 def test_relaxations_a_bound_settles_are_not_solved_and_read_the_same(monkeypatch):
     """Two LLMs with slack shared limits and SLOs their cheapest options meet: dropping a constraint cannot lower the
     cost below the sum of each LLM's own cheapest option, which the plan already pays, so those relaxations are
