@@ -352,13 +352,15 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     form = Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
                        served_expr, pruned_total, cost_terms, [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
                        [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)])
-    limits = [] if explain else [space.cost_limit_quanta] if space.cost_limit_quanta is not None else []
-    if space.cost_limit_quanta is not None and not explain:
-        model.Add(cost_expr <= space.cost_limit_quanta)
-    if problem.budget_per_hour is not None and not explain:
-        limits.append(to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
-    if limits:
-        form.hold_cost_shares(model, min(limits))
+    if not explain:
+        limits = []  # what the plans' cost is held to: the space's limit, the budget
+        if space.cost_limit_quanta is not None:
+            model.Add(cost_expr <= space.cost_limit_quanta)
+            limits.append(space.cost_limit_quanta)
+        if problem.budget_per_hour is not None:
+            limits.append(to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+        if limits:
+            form.hold_cost_shares(model, min(limits))
     return form
 
 
