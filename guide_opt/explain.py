@@ -28,7 +28,7 @@ from typing import Protocol
 from guide_opt.cp_sat import cp_model
 from guide_opt.deadline import Deadline
 from guide_opt.families import Family
-from guide_opt.formulation import build_formulation, objective_term, run_cp_sat
+from guide_opt.formulation import build_formulation, objective_term, plan_quanta, run_cp_sat
 from guide_opt.objectives import OBJECTIVES
 from guide_opt.plan import Plan, objective_value
 from guide_opt.quanta import TIME_QUANTUM_US, to_quanta
@@ -347,11 +347,6 @@ def separable_bound(space: SearchSpace, objective: str, memo: dict | None = None
     return total
 
 
-def _plan_quanta(objective: str, plan: Plan) -> int:
-    """``objective``'s value of ``plan`` in the quanta of its CP-SAT expression."""
-    return sum(objective_term(objective, p.candidate, p.replicas) for p in plan)
-
-
 def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline: Deadline | float | None = None,
                     seed: int | None = None) -> list[dict]:
     """For a solved problem: each relaxable constraint and what dropping it would gain.
@@ -391,10 +386,10 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
     deadline = explanation_deadline(preset, deadline)
     seed = seed if seed is not None else preset.seed
     terms: dict = {}
-    plan_quanta = _plan_quanta(objective, plan) if separable_bound(space, objective, terms) is not None else None
+    plan_value_quanta = plan_quanta(objective, plan) if separable_bound(space, objective, terms) is not None else None
     # Dropping a constraint keeps the plan, so a relaxed min-cost optimum costs at most the plan: the relaxed solves look
     # only below it (each LLM within its share of it, Formulation.hold_cost_shares), which spares CP-SAT the plans above.
-    cost_limit_quanta = _plan_quanta("min_cost", plan) if kind.name == "min_cost" else None
+    cost_limit_quanta = plan_quanta("min_cost", plan) if kind.name == "min_cost" else None
     for name, update in families:
         if deadline.expired:
             out.append({"constraint": name, "binding": None,
@@ -406,7 +401,7 @@ def explain_binding(space: SearchSpace, plan: Plan, solver: PlanRanker, deadline
             continue
         relaxed_space = dataclasses.replace(space, problem=relaxed_problem, models=[_refilter(ms, relaxed_problem) for ms in space.models],
                                             cost_limit_quanta=cost_limit_quanta)
-        if plan_quanta is not None and separable_bound(relaxed_space, objective, terms) == plan_quanta:
+        if plan_value_quanta is not None and separable_bound(relaxed_space, objective, terms) == plan_value_quanta:
             out.append({"constraint": name, "binding": False, "status": Status.OPTIMAL.value, "objective_if_relaxed": base_value,
                         "gain": 0.0, "proof": "bound", "text": f"{name} does not bind"})
             continue

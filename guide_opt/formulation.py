@@ -194,6 +194,12 @@ def objective_term(objective: str, c: Candidate, replicas: int) -> int:
     return objective_coefficient(objective, c) * (replicas if OBJECTIVES[objective].per_replica else 1)
 
 
+def plan_quanta(objective: str, plan: Plan) -> int:
+    """``objective``'s value of ``plan`` in the quanta of its CP-SAT expression (exact: the model's own integers, where
+    :func:`~guide_opt.plan.objective_value` sums floats)."""
+    return sum(objective_term(objective, p.candidate, p.replicas) for p in plan)
+
+
 def add_excluded_combinations(model: cp_model.CpModel, space: SearchSpace, candidates: list[Candidate], use: list) -> None:
     """One no-good clause per excluded combination: at least one of its candidates stays unused.
 

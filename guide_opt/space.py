@@ -172,9 +172,10 @@ class SearchSpace:
     excluded_combinations: no-goods found by checking plans: sets of candidate keys
     (:attr:`Candidate.key`) that no plan may use all together (empty for a fresh space).
     cost_limit_quanta: a cost (:data:`~guide_opt.quanta.COST_QUANTUM_USD_PER_H` quanta) above
-    which no plan is wanted, set by a caller that already holds a plan of that cost and asks
-    only whether a cheaper one exists (the explanation's relaxed min-cost solves); None: no such
-    limit. Unlike a budget it is no constraint of the problem and is never reported as one.
+    which no plan is wanted, set by a caller that asks only for plans no dearer than one it holds
+    (the explanation's relaxed min-cost solves; the alternatives capped at the optimum's cost);
+    None: no such limit. Unlike a budget it is no constraint of the problem and is never reported
+    as one, and it is exact where a budget in $/h is rounded to quanta.
     """
 
     problem: Problem

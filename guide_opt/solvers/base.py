@@ -25,6 +25,7 @@ from typing import ClassVar
 from guide_opt.deadline import Deadline
 from guide_opt.errors import InputError
 from guide_opt.explain import explain_infeasible
+from guide_opt.formulation import plan_quanta
 from guide_opt.objectives import fleet_objectives
 from guide_opt.plan import Plan, objective_value, to_deployment, verification_problem
 from guide_opt.presets import SolverPreset, load_preset
@@ -255,8 +256,10 @@ class Solver(abc.ABC):
                                               optimum_simulated if i == 0 else None)
                                      for i, plan in enumerate(ranked.plans)]
         found += [_unfinished(f"top-{len(ranked.plans) + i + 1}", problem.objective, status) for i, status in enumerate(ranked.unfinished)]
-        limit = problem.budget_per_hour if problem.budget_per_hour is not None else objective_value("min_cost", ranked.plans[0])
-        capped = dataclasses.replace(space, problem=problem.model_copy(update={"budget_per_hour": limit}))
+        # Without a budget the picks cost at most the optimum, held in the model's own integers: its cost in $/h is a sum
+        # of floats, which read back in quanta could fall one short and leave out the optimum itself.
+        capped = space if problem.budget_per_hour is not None else dataclasses.replace(
+            space, cost_limit_quanta=plan_quanta("min_cost", ranked.plans[0]))
         for kind, objective in (("best-throughput", "max_throughput"), ("min-latency", "min_latency")):
             if objective == problem.objective:
                 continue

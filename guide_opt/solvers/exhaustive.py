@@ -3,7 +3,8 @@
 Enumerates every combination of one feasible candidate per LLM with every useful replica
 count (the fewest meeting demand for min_cost / min_latency; every count up to the limits
 for max_throughput; for max_served every count from 1 up to the fewest serving the whole
-demand, since more can only cost more), pruning partial plans that already break the budget, inventory or
+demand, since more can only cost more), pruning partial plans that already break the budget (or the space's exact
+cost limit, :attr:`~guide_opt.space.SearchSpace.cost_limit_quanta`), inventory or
 max_gpus. Exponential in the number of LLMs: meant for checking, not for fleets.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 
 from guide_opt.deadline import Deadline
-from guide_opt.objectives import OBJECTIVES
+from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan, objective_value
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
@@ -46,12 +47,13 @@ class ExhaustiveSolver(Solver):
         sign = float(kind.sense)
         tie_breaker = kind.tie_break  # the CP-SAT solver's rule too
         budget = problem.budget_per_hour
+        cost_limit = space.cost_limit_quanta  # exact, in the model's cost quanta
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
         examined = 0
         timed_out = False
 
-        def visit(depth: int, chosen: list[Pick], cost: float, gpus: Counter) -> None:
+        def visit(depth: int, chosen: list[Pick], cost: float, gpus: Counter, cost_quanta: int) -> None:
             nonlocal examined, timed_out
             if timed_out:
                 return
@@ -73,6 +75,9 @@ class ExhaustiveSolver(Solver):
                 new_cost = cost + pick.cost_per_hour
                 if budget is not None and new_cost > budget * (1 + 1e-9):
                     continue
+                new_quanta = cost_quanta + cost_coefficient(pick.candidate) * pick.replicas
+                if cost_limit is not None and new_quanta > cost_limit:
+                    continue
                 gpu_id = pick.candidate.shape.gpu.id
                 if gpu_id in inventory and gpus[gpu_id] + pick.gpus > inventory[gpu_id]:
                     continue
@@ -80,11 +85,11 @@ class ExhaustiveSolver(Solver):
                     continue
                 gpus[gpu_id] += pick.gpus
                 chosen.append(pick)
-                visit(depth + 1, chosen, new_cost, gpus)
+                visit(depth + 1, chosen, new_cost, gpus, new_quanta)
                 chosen.pop()
                 gpus[gpu_id] -= pick.gpus
 
-        visit(0, [], 0.0, Counter())
+        visit(0, [], 0.0, Counter(), 0)
         ranked = sorted(best_by_shapes.values(), key=lambda item: item[0])
         plans = tuple(plan for _, plan in ranked[:k])
         stats = {"plans_examined": examined}
