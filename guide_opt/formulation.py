@@ -327,7 +327,8 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             model.AddBoolOr([])  # no candidate left for this LLM: the model is infeasible
 
     add_excluded_combinations(model, space, candidates, use)
-    cost_terms = [replicas[i] * cost_coefficient(c) for i, c in enumerate(candidates)]
+    cost_per_replica = [cost_coefficient(c) for c in candidates]  # quanta
+    cost_terms = [replicas[i] * cost for i, cost in enumerate(cost_per_replica)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
         ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
@@ -356,8 +357,8 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     else:
         model.Maximize(objective_expr)
     form = Formulation(model, space, objective, candidates, use, replicas, by_model, literals, cost_expr, objective_expr, expressions,
-                       served_expr, pruned_total, cost_terms, [cost_coefficient(c) * f for c, f in zip(candidates, floors)],
-                       [cost_coefficient(c) * u for c, u in zip(candidates, ceilings)])
+                       served_expr, pruned_total, cost_terms, [cost * f for cost, f in zip(cost_per_replica, floors)],
+                       [cost * u for cost, u in zip(cost_per_replica, ceilings)])
     if not explain:
         limits = []  # what the plans' cost is held to: the space's limit, the budget
         if space.cost_limit_quanta is not None:

@@ -558,7 +558,7 @@ def _simulate_missing(tasks: list[tuple[Evaluator, int, EngineSettings]], seed: 
             runs.setdefault(key, (evaluator, i, s))
     if not runs:
         return
-    from guide_opt.parallel import forked_map  # one run: in this process
+    from guide_opt.parallel import forked_map  # a single run stays in this process
 
     found = forked_map(lambda task: task[0].simulate_llm(task[1], task[2], seed), list(runs.values()))
     for (evaluator, i, s), metrics in zip(runs.values(), found):

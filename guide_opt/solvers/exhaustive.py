@@ -32,7 +32,7 @@ class ExhaustiveSolver(Solver):
         deadline = Deadline.of(deadline)
         problem = space.problem
         kind = OBJECTIVES[objective]
-        options: list[list[Pick]] = []
+        options: list[list[tuple[Pick, int]]] = []  # per LLM: each pick and its cost in the model's quanta
         for ms in space.models:
             picks = []
             for c in ms.candidates:
@@ -40,7 +40,7 @@ class ExhaustiveSolver(Solver):
                     continue
                 r_max = replica_limit(space, c)
                 replica_counts = _replica_counts(kind.replicas, c.replicas_min, r_max)
-                picks.extend(Pick(c, r) for r in replica_counts)
+                picks.extend((Pick(c, r), cost_coefficient(c) * r) for r in replica_counts)
             options.append(picks)
 
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
@@ -71,11 +71,11 @@ class ExhaustiveSolver(Solver):
                 if key not in best_by_shapes or rank < best_by_shapes[key][0]:
                     best_by_shapes[key] = (rank, plan)
                 return
-            for pick in options[depth]:
+            for pick, pick_quanta in options[depth]:
                 new_cost = cost + pick.cost_per_hour
                 if budget is not None and new_cost > budget * (1 + 1e-9):
                     continue
-                new_quanta = cost_quanta + cost_coefficient(pick.candidate) * pick.replicas
+                new_quanta = cost_quanta + pick_quanta
                 if cost_limit is not None and new_quanta > cost_limit:
                     continue
                 gpu_id = pick.candidate.shape.gpu.id
