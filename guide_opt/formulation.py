@@ -45,7 +45,7 @@ from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan
 from guide_opt.presets import SolverPreset, apply_cp_sat_parameters
 from guide_opt.solution import Status, status_from_cp_sat
-from guide_opt.quanta import COST_QUANTUM_USD_PER_H, SERVED_SCALE, to_quanta
+from guide_opt.quanta import SERVED_SCALE, budget_quanta
 from guide_opt.space import Candidate, SearchSpace, replica_limit
 
 def run_cp_sat(model: cp_model.CpModel, preset: SolverPreset, deadline: Deadline, *, seed: int | None = None,
@@ -331,7 +331,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
     cost_terms = [replicas[i] * cost for i, cost in enumerate(cost_per_replica)]
     cost_expr = sum(cost_terms) if cost_terms else 0
     if problem.budget_per_hour is not None:
-        ct = model.Add(cost_expr <= to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+        ct = model.Add(cost_expr <= budget_quanta(problem.budget_per_hour))
         if explain:
             ct.OnlyEnforceIf(family(shared_family("budget")))
     gpu_ids = sorted({c.shape.gpu.id for c in candidates})
@@ -365,7 +365,7 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
             model.Add(cost_expr <= space.cost_limit_quanta)
             limits.append(space.cost_limit_quanta)
         if problem.budget_per_hour is not None:
-            limits.append(to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour"))
+            limits.append(budget_quanta(problem.budget_per_hour))
         if limits:
             form.hold_cost_shares(model, min(limits))
     return form

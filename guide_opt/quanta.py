@@ -43,3 +43,9 @@ def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: st
         return math.ceil(ratio - 1e-9)
     return round(ratio)
 
+
+
+def budget_quanta(budget_per_hour: float) -> int:
+    """A $/h budget in :data:`COST_QUANTUM_USD_PER_H`, rounded down: the cost limit every CP-SAT model and brute force
+    holds plans to (a plan's cost, a sum of per-replica quanta, stays within the budget exactly when it stays within this)."""
+    return to_quanta(budget_per_hour, COST_QUANTUM_USD_PER_H, "down", field="budget_per_hour")

@@ -59,7 +59,7 @@ from guide_opt.explain import candidate_report, explanation_deadline, infeasibil
 from guide_opt.families import Family, gpu_family, llm_family, shared_family
 from guide_opt.objectives import OBJECTIVES, schedule_reporting
 from guide_opt.formulation import run_cp_sat
-from guide_opt.quanta import COST_QUANTUM_USD_PER_H, to_quanta
+from guide_opt.quanta import COST_QUANTUM_USD_PER_H, budget_quanta, to_quanta
 
 #: Longest job duration represented in the model, in time quanta (2**40: millennia at 1-minute quanta).
 MAX_JOB_QUANTA = 2**40
@@ -359,7 +359,7 @@ def build_schedule_model(space: SearchSpace, options: list[list[JobOption]], *, 
                       <= problem.hardware.max_gpus * makespan)
     if problem.budget_per_hour is not None:
         cumulative(shared_family("budget"), [(iv, to_quanta(o.usd_per_hour, COST_QUANTUM_USD_PER_H)) for iv, o in intervals],
-                   to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down"))
+                   budget_quanta(problem.budget_per_hour))
     cost_expr = sum(x * o.cost_quanta for lits, opts in zip(present, options) for x, o in zip(lits, opts))
     return ScheduleModel(model, options, present, starts, ends, makespan, cost_expr, literals, capacities, deadlines)
 
@@ -553,7 +553,7 @@ def _serial_schedule(order: list[JobOption], space: SearchSpace) -> list[int] | 
     """Place jobs in ``order`` each at its earliest feasible start (quanta); None when a deadline is missed."""
     problem = space.problem
     deadlines = [to_quanta(ms.requirement.workload.deadline_h * 3600.0, problem.scheduling.time_quantum_s, "down") for ms in space.models]
-    budget_q = to_quanta(problem.budget_per_hour, COST_QUANTUM_USD_PER_H, "down") if problem.budget_per_hour is not None else None
+    budget_q = budget_quanta(problem.budget_per_hour) if problem.budget_per_hour is not None else None
     placed: list[tuple[int, JobOption]] = []
 
     def fits(start: int, o: JobOption) -> bool:

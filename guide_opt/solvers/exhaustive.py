@@ -3,9 +3,11 @@
 Enumerates every combination of one feasible candidate per LLM with every useful replica
 count (the fewest meeting demand for min_cost / min_latency; every count up to the limits
 for max_throughput; for max_served every count from 1 up to the fewest serving the whole
-demand, since more can only cost more), pruning partial plans that already break the budget (or the space's exact
-cost limit, :attr:`~guide_opt.space.SearchSpace.cost_limit_quanta`), inventory or
-max_gpus. Exponential in the number of LLMs: meant for checking, not for fleets.
+demand, since more can only cost more), pruning partial plans that already break the budget or the space's exact
+cost limit (:attr:`~guide_opt.space.SearchSpace.cost_limit_quanta`), inventory or
+max_gpus. Cost is summed in the CP-SAT model's own integers (each replica's $/h in quanta, the budget rounded down:
+:func:`~guide_opt.quanta.budget_quanta`), so the two solvers hold plans to the same limit to the last quantum and a
+disagreement between them is one of search, never of rounding. Exponential in the number of LLMs: meant for checking, not for fleets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 from guide_opt.deadline import Deadline
 from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan, objective_value
+from guide_opt.quanta import budget_quanta
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace, replica_limit
@@ -46,14 +49,16 @@ class ExhaustiveSolver(Solver):
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
         sign = float(kind.sense)
         tie_breaker = kind.tie_break  # the CP-SAT solver's rule too
-        budget = problem.budget_per_hour
-        cost_limit = space.cost_limit_quanta  # exact, in the model's cost quanta
+        limits = [budget_quanta(problem.budget_per_hour)] if problem.budget_per_hour is not None else []
+        if space.cost_limit_quanta is not None:
+            limits.append(space.cost_limit_quanta)
+        cost_limit = min(limits) if limits else None  # exact, in the model's cost quanta
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
         examined = 0
         timed_out = False
 
-        def visit(depth: int, chosen: list[Pick], cost: float, gpus: Counter, cost_quanta: int) -> None:
+        def visit(depth: int, chosen: list[Pick], gpus: Counter, cost_quanta: int) -> None:
             nonlocal examined, timed_out
             if timed_out:
                 return
@@ -72,9 +77,6 @@ class ExhaustiveSolver(Solver):
                     best_by_shapes[key] = (rank, plan)
                 return
             for pick, pick_quanta in options[depth]:
-                new_cost = cost + pick.cost_per_hour
-                if budget is not None and new_cost > budget * (1 + 1e-9):
-                    continue
                 new_quanta = cost_quanta + pick_quanta
                 if cost_limit is not None and new_quanta > cost_limit:
                     continue
@@ -85,11 +87,11 @@ class ExhaustiveSolver(Solver):
                     continue
                 gpus[gpu_id] += pick.gpus
                 chosen.append(pick)
-                visit(depth + 1, chosen, new_cost, gpus, new_quanta)
+                visit(depth + 1, chosen, gpus, new_quanta)
                 chosen.pop()
                 gpus[gpu_id] -= pick.gpus
 
-        visit(0, [], 0.0, Counter(), 0)
+        visit(0, [], Counter(), 0)
         ranked = sorted(best_by_shapes.values(), key=lambda item: item[0])
         plans = tuple(plan for _, plan in ranked[:k])
         stats = {"plans_examined": examined}

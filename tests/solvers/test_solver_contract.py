@@ -122,6 +122,25 @@ def test_alternatives_state_whether_they_were_proven(small):
     assert {a["status"] for a in solution.alternatives} == {"OPTIMAL"}
 
 
+def test_both_solvers_hold_a_budget_to_the_last_cost_quantum():
+    # Two services that need 4 L40S replicas each (found by both solvers without a budget: $8,000.00/h at $1,000/GPU-h).
+    # A budget 3 quanta (3e-6 $/h) below that admits no plan. A float check with a relative tolerance of 1e-9
+    # (8e-6 $/h at this budget) let the brute force return the $8,000/h plan over its budget while CP-SAT said INFEASIBLE.
+    service = {"id": "llama-3.1-8b", "workload": {"input_tokens": 512, "output_tokens": 128, "request_rate_per_s": 12},
+               "slo": {"ttft_ms": 800, "tpot_ms": 40}}
+
+    def solved(budget, name):
+        problem = small_problem(hardware={"gpus": ["l40s"], "max_gpus": 16, "prices": {"l40s": 1000}}, budget_per_hour=budget,
+                                models=[service, dict(service)], search={"tp": [1], "batch_sizes": [16]})
+        return get_solver(name).solve(problem, check_by_simulation=False, alternatives=False)
+
+    for name in ("cpsat", "exhaustive"):
+        free = solved(None, name)
+        assert free.status is Status.OPTIMAL and [d.replicas for d in free.deployments] == [4, 4] and free.objective == 8000.0
+        assert solved(8000.0, name).status is Status.OPTIMAL, name
+        assert solved(8000.0 - 3e-6, name).status is Status.INFEASIBLE, name
+
+
 def test_picks_capped_at_the_optimums_cost_exist_when_that_cost_reads_back_a_quantum_short():
     # Without a budget the best-throughput and min-latency picks are capped at the optimum's cost, so the optimum itself
     # is always one such plan and both picks must be found. Eight L40S replicas at $4.02/h cost $32.16/h, but
