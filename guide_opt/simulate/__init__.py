@@ -7,6 +7,7 @@
 - ``step_cost``       -- exact, memoised :func:`guide_opt.perf.step.step_time` for many steps.
 - ``engine``          -- one replica: continuous batching, chunked prefill / SplitFuse / whole
                          prefill, paged KV blocks, preemption by recompute.
+- ``compiled``        -- which engine runs: the one compiled with mypyc at install, while it matches engine.py.
 - ``cluster``         -- replicas behind a load balancer and :func:`simulate`, the entry point.
 - ``metrics``         -- :class:`SimulationResult`, percentiles, :class:`GoodputTargets` and goodput.
 
@@ -19,6 +20,10 @@ Typical use::
 """
 
 from __future__ import annotations
+
+from guide_opt.simulate.compiled import choose_engine
+
+choose_engine()  # before anything imports the engine: a stale compiled engine gives way to engine.py
 
 from guide_opt.simulate.cluster import BALANCERS, kv_capacity_blocks, simulate
 from guide_opt.simulate.engine import POLICIES

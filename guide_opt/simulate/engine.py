@@ -51,6 +51,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -384,25 +385,25 @@ class ReplicaEngine:
                 if d < target[rid]:
                     continue
                 del self.prefilling[rid]
-                g = regenerated[rid]
-                if g == 0:
+                gen = regenerated[rid]
+                if gen == 0:
                     t.first_token_s[rid] = end
                 else:
                     self.itl_values.append(end - t.last_token_s[rid])
                     self.itl_weights.append(1)
-                if g + 1 >= output[rid]:
+                if gen + 1 >= output[rid]:
                     self._finish(rid, end)
                     continue
                 off = d - tick
                 t.state[rid] = DECODE
                 t.offset[rid] = off
                 t.join_tick[rid] = tick
-                t.gen_at_join[rid] = g + 1
+                t.gen_at_join[rid] = gen + 1
                 t.token_s[rid] = end
                 self.n_dec += 1
                 self.sum_offset += off
                 self.phase[off % block] += 1
-                heapq.heappush(self.heap, (tick + output[rid] - g - 1, rid, t.epoch[rid]))
+                heapq.heappush(self.heap, (tick + output[rid] - gen - 1, rid, t.epoch[rid]))
                 self.joiners.append((rid, t.epoch[rid]))
         self.clock = end
         return True
@@ -420,7 +421,7 @@ class ReplicaEngine:
             return False
         k = min(k, MACRO_MAX_STEPS)
         entry = self.cost.decode_entry(n)
-        run = self._steps_in_turn(n, k, horizon_s, entry) if entry is not None else _LONG_RUN
+        run: Any = self._steps_in_turn(n, k, horizon_s, entry) if entry is not None else _LONG_RUN
         if run is _LONG_RUN:
             run = self._steps_as_arrays(n, k, horizon_s)
         if run is None:
