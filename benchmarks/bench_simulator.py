@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/bench_simulator.py [--runs 5] [--requests 10000] [--write-results]
 
+Each scenario runs twice: with the engine in use (compiled with mypyc at install, see
+``hatch_build.py``) and with ``engine.py`` run as Python, so the ratio is measured in one process.
 The process pins itself to one CPU (``os.sched_setaffinity``) and limits numpy's thread pools to
 one thread, so the figures are single-core. ``--write-results`` replaces the body of section 4
 ("Serving simulator speed") of ``benchmarks/RESULTS.md`` and leaves the other sections alone.
@@ -25,6 +27,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -33,7 +36,8 @@ from bench_common import cpu_model, replace_results_section  # noqa: E402
 from guide_opt.catalog import load_catalog  # noqa: E402
 from guide_opt.perf import ServingConfig  # noqa: E402
 from guide_opt.simulate import PRESETS, FixedLengths, JointBinnedLengths, Workload, simulate  # noqa: E402
-from guide_opt.simulate import cluster, engine, step_cost  # noqa: E402
+from guide_opt.simulate import cluster, step_cost  # noqa: E402
+from guide_opt.simulate.compiled import ENGINE_FOLDER, engine_is_compiled, load_source_engine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## 4. Serving simulator speed"
@@ -67,13 +71,26 @@ def _no_shortcut():
 
 @contextlib.contextmanager
 def _no_decode_runs():
-    """One step at a time (no numpy evaluation of pure-decode runs)."""
-    original = engine.MACRO_MIN_STEPS
-    engine.MACRO_MIN_STEPS = 10**12
+    """One step at a time (no batched evaluation of pure-decode runs), in the engine the cluster runs."""
+    running = sys.modules[cluster.ReplicaEngine.__module__]
+    original = running.MACRO_MIN_STEPS
+    running.MACRO_MIN_STEPS = 10**12
     try:
         yield
     finally:
-        engine.MACRO_MIN_STEPS = original
+        running.MACRO_MIN_STEPS = original
+
+
+@contextlib.contextmanager
+def _python_engine():
+    """The cluster runs ``engine.py`` as Python (whatever the install compiled)."""
+    source = load_source_engine(ENGINE_FOLDER, "guide_opt.simulate._engine_source_for_bench")
+    originals = cluster.ReplicaEngine, cluster.RequestTable
+    cluster.ReplicaEngine, cluster.RequestTable = source.ReplicaEngine, source.RequestTable
+    try:
+        yield
+    finally:
+        cluster.ReplicaEngine, cluster.RequestTable = originals
 
 
 @contextlib.contextmanager
@@ -87,7 +104,7 @@ def _cluster_wide_loop():
         cluster._replicas_apart = original
 
 
-def scenarios() -> list[tuple[str, ServingConfig, Workload, dict, contextlib.AbstractContextManager | None]]:
+def scenarios() -> list[tuple[str, ServingConfig, Workload, dict, Callable[[], contextlib.AbstractContextManager] | None]]:
     """(label, config, workload, simulate kwargs, context) of each timed row."""
     a100 = _config("llama-2-7b", "a100-80gb-sxm")
     fixed = FixedLengths(512, 128)
@@ -106,12 +123,12 @@ def scenarios() -> list[tuple[str, ServingConfig, Workload, dict, contextlib.Abs
         ("llama-3.1-8b / h100-sxm / deepspeed-fastgen (split_fuse), conversational, Poisson 20 req/s",
          _config("llama-3.1-8b", "h100-sxm", "deepspeed-fastgen"), Workload.open_loop(conversational, 20.0), {}, None),
         ("row 1 with the step-cost shortcut off (perf.step.step_time every step)", a100, Workload.open_loop(fixed, 10.0), {},
-         _no_shortcut()),
-        ("row 4 without batched decode runs (one Python step at a time)", a100, Workload.closed_loop(fixed, 1), {}, _no_decode_runs()),
+         _no_shortcut),
+        ("row 4 without batched decode runs (one Python step at a time)", a100, Workload.closed_loop(fixed, 1), {}, _no_decode_runs),
         ("llama-2-7b / a100-80gb-sxm, 16 replicas random, conversational, Poisson 40 req/s", a100,
          Workload.open_loop(conversational, 40.0), {"replicas": 16, "balancer": "random"}, None),
         ("the row above with the cluster-wide event loop (every replica advanced to every arrival)", a100,
-         Workload.open_loop(conversational, 40.0), {"replicas": 16, "balancer": "random"}, _cluster_wide_loop()),
+         Workload.open_loop(conversational, 40.0), {"replicas": 16, "balancer": "random"}, _cluster_wide_loop),
     ]
 
 
@@ -133,18 +150,27 @@ def run(runs: int, requests: int) -> tuple[list[dict], dict]:
         "numpy": np.__version__,
     }
     machine["pinning"] = _pin_to_one_cpu()
+    machine["compiled"] = engine_is_compiled()
     rows = []
     for label, config, workload, kwargs, context in scenarios():
-        with context or contextlib.nullcontext():
-            times, result = [], None
-            for i in range(runs + 1):
-                start = time.perf_counter()
-                result = simulate(config, workload, num_requests=requests, seed=i, **kwargs)
-                elapsed = time.perf_counter() - start
-                if i:  # the first run warms caches and is not counted
-                    times.append(elapsed)
+        def timed(engine_context: Callable[[], contextlib.AbstractContextManager]) -> tuple[list[float], object]:
+            with engine_context(), (context or contextlib.nullcontext)():
+                times, result = [], None
+                for i in range(runs + 1):
+                    start = time.perf_counter()
+                    result = simulate(config, workload, num_requests=requests, seed=i, **kwargs)
+                    elapsed = time.perf_counter() - start
+                    if i:  # the first run warms caches and is not counted
+                        times.append(elapsed)
+            return times, result
+
+        times, result = timed(contextlib.nullcontext)
+        python_times, python_result = timed(_python_engine) if machine["compiled"] else (None, None)
+        if python_result is not None and python_result.metrics() != result.metrics():
+            raise AssertionError(f"the compiled engine and engine.py disagree on: {label}")
         rows.append({"label": label, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "steps": result.steps,
-                     "preemptions": result.preemptions, "throughput": result.throughput_tokens_per_s, "completed": result.completed_requests})
+                     "preemptions": result.preemptions, "throughput": result.throughput_tokens_per_s, "completed": result.completed_requests,
+                     "python_median_s": statistics.median(python_times) if python_times else None})
         print(f"{rows[-1]['median_s']:7.3f} s  {label}", file=sys.stderr)
     return rows, machine
 
@@ -158,14 +184,21 @@ def markdown(rows: list[dict], machine: dict, runs: int, requests: int) -> str:
         f"Python {machine['python']}, numpy {machine['numpy']}; load average at start {machine['load']}.",
         "",
         f"Each row simulates {requests:,} requests with `guide_opt.simulate.simulate()`; time = median (min-max) of {runs} runs "
-        "after one warm-up run, seeds 1..N, wall clock in one process. \"steps\" are the engine steps of the last run.",
+        "after one warm-up run, seeds 1..N, wall clock in one process. \"steps\" are the engine steps of the last run. "
+        + ("\"engine.py as Python\" is the median of the same runs with the engine's source run by the interpreter instead of the "
+           "binary mypyc compiled at install (`hatch_build.py`); the two gave the same metrics in every row (checked by the benchmark)."
+           if machine["compiled"] else "The engine was not compiled at install here: every row ran `engine.py` as Python."),
         "",
-        "| scenario | median s | min-max s | engine steps | preemptions | output tokens/s (simulated) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | median s | min-max s | engine.py as Python, median s | compiled speed-up | engine steps | preemptions "
+        "| output tokens/s (simulated) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | {r['steps']:,} | {r['preemptions']:,} "
-                     f"| {r['throughput']:,.0f} |")
+        python_s = r["python_median_s"]
+        speedup = f"{python_s / r['median_s']:.2f}x" if python_s else "-"
+        lines.append(f"| {r['label']} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | {python_s:.3f} | {speedup} " if python_s else
+                     f"| {r['label']} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | - | - ")
+        lines[-1] += f"| {r['steps']:,} | {r['preemptions']:,} | {r['throughput']:,.0f} |"
     lines += [
         "",
         "Target (issue): 10,000 requests in under 1 s on one core, so that an Optuna study of hundreds of trials stays in seconds to "

@@ -62,10 +62,13 @@ WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
 MACRO_MIN_STEPS = 6
 #: Longest run evaluated at once (bounds temporary arrays).
 MACRO_MAX_STEPS = 1 << 16
-#: Runs that end within this many steps are evaluated one step at a time in Python, longer ones with
-#: numpy: where the two cost the same per run (measured 66 us each at 64-79 steps on a 2-core AMD EPYC; at 0-15
-#: steps 16 us against 58 us), numpy paying some 30 array operations a run, the loop a fraction of a microsecond a step.
-SHORT_RUN_STEPS = 64
+#: Runs that end within this many steps are evaluated one step at a time, longer ones with numpy: about where the
+#: two cost the same per run, numpy paying some 30 array operations a run, the loop a fraction of a microsecond a step.
+#: Run as Python, 64 (measured 66 us each at 64-79 steps on a 2-core AMD EPYC; at 0-15 steps 16 us against 58 us);
+#: compiled with mypyc (:mod:`guide_opt.simulate.compiled`), whose loop is several times cheaper, 256 (plan-check
+#: simulations took 0.31 s against 0.52 s at 64, the longest runs no longer than at 1,024; ``benchmarks/RESULTS.md``
+#: section 4). Either way the results are the same to the last bit.
+SHORT_RUN_STEPS = 256 if __file__.endswith((".so", ".pyd")) else 64
 
 POLICIES = ("decode_first", "prefill_first")
 #: What :meth:`ReplicaEngine._steps_in_turn` returns for a run longer than :data:`SHORT_RUN_STEPS` steps.
