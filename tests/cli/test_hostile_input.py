@@ -14,7 +14,7 @@ import yaml
 
 from guide_opt.cli import main
 from guide_opt.errors import InputError
-from guide_opt.formulation import to_quanta
+from guide_opt.quanta import to_quanta
 from problem_fixtures import small_problem_data
 
 
