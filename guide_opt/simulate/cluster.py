@@ -277,12 +277,9 @@ def _result(engines: list[ReplicaEngine], table: RequestTable, inputs: np.ndarra
         duration_s = float(records.finish_s[completed].max() - records.arrival_s[completed].min())
     else:
         duration_s = 0.0
-    # The gaps one step at a time, then each run of decode steps (its step times, each gap weighted by its sequences).
-    runs = [run for e in engines for run, _ in e.itl_runs]
-    values = [np.asarray(e.itl_values, dtype=float) for e in engines] + runs
-    weights = [np.asarray(e.itl_weights, dtype=float) for e in engines]
-    if runs:
-        weights.append(np.repeat(np.array([float(w) for e in engines for _, w in e.itl_runs]), [run.size for run in runs]))
+    # The gaps one step at a time, then the steps of the runs of decode steps (each gap weighted by its sequences).
+    values = [np.asarray(e.itl_values, dtype=float) for e in engines] + [np.asarray(e.itl_run_values, dtype=float) for e in engines]
+    weights = [np.asarray(e.itl_weights, dtype=float) for e in engines] + [np.asarray(e.itl_run_weights, dtype=float) for e in engines]
     itl_values = np.concatenate(values) if values else np.empty(0)
     itl_weights = np.concatenate(weights) if weights else np.empty(0)
     busy_s = sum(e.busy_s for e in engines)

@@ -151,7 +151,9 @@ class ReplicaEngine:
         self.sequence_steps = 0
         self.itl_values: list[float] = []
         self.itl_weights: list[int] = []
-        self.itl_runs: list[tuple[np.ndarray, int]] = []
+        # the steps of decode runs, in order: their durations and the sequences each gap counts for
+        self.itl_run_values: list[float] = []
+        self.itl_run_weights: list[int] = []
 
     # ---- queries ------------------------------------------------------------------------------
     @property
@@ -429,16 +431,16 @@ class ReplicaEngine:
             run = self._steps_as_arrays(n, k, horizon_s)
         if run is None:
             return False
-        durations, used_per_step, end = run
-        k = len(durations)
-        self.block_seconds += float(np.dot(used_per_step, durations))
-        self.peak_used = max(self.peak_used, int(used_per_step[-1]))
-        self.used = int(used_per_step[-1])
+        k, elapsed, block_seconds, used = run
+        self.block_seconds += block_seconds
+        self.peak_used = max(self.peak_used, used)
+        self.used = used
         self.tick += k
         self.steps += k
-        self.busy_s += float(durations.sum())
+        self.busy_s += elapsed
         self.sequence_steps += n * k
-        self.itl_runs.append((durations, n))
+        self.itl_run_weights.extend([n] * k)
+        end = self.clock + elapsed
         self.last_decode_end = self.clock = end
         heap, t, tick = self.heap, self.table, self.tick
         while heap and heap[0][0] <= tick:
@@ -447,14 +449,14 @@ class ReplicaEngine:
                 self._finish(rid, end)
         return True
 
-    def _steps_in_turn(self, n: int, k: int, horizon_s: float, entry: tuple[float, ...]) -> "tuple[np.ndarray, np.ndarray, float] | None | object":
+    def _steps_in_turn(self, n: int, k: int, horizon_s: float, entry: tuple[float, ...]) -> "tuple[int, float, float, int] | None | object":
         """:meth:`_steps_as_arrays` one step at a time, for a run that ends within :data:`SHORT_RUN_STEPS` steps (numpy's
         fixed cost per call outweighs a few steps' arithmetic); :data:`_LONG_RUN` when it does not.
 
-        The same durations, block counts and end: each step's time is
+        The same steps, sums and blocks: each step's time is
         :meth:`~guide_opt.simulate.step_cost.StepCostModel.decode_times_s`' expression on the same floats (of
-        :meth:`~guide_opt.simulate.step_cost.StepCostModel.decode_entry`), and the end is the clock plus the
-        running sum of the durations, as ``cumsum`` adds them.
+        :meth:`~guide_opt.simulate.step_cost.StepCostModel.decode_entry`), and the sums are running sums from the
+        first step, as ``cumsum`` adds them. The durations are appended to :attr:`itl_run_values`.
         """
         if k > SHORT_RUN_STEPS and horizon_s == math.inf:
             return _LONG_RUN
@@ -464,8 +466,7 @@ class ReplicaEngine:
         base, scale, inv_micro, gamma, alpha, intercept, beta, delta = entry
         sum_offset, used_before, clock = self.sum_offset, self.used, self.clock
         durations: list[float] = []
-        used: list[int] = []
-        need, elapsed = 0, 0.0
+        need, steps, used, elapsed, block_seconds = 0, 0, used_before, 0.0, 0.0
         for step_tick in range(tick, tick + min(k, SHORT_RUN_STEPS)):
             need += phase[-step_tick % block]
             if need > free:
@@ -476,19 +477,23 @@ class ReplicaEngine:
             memory = gamma + beta * kv_read * inv_micro + delta * a
             duration = base + scale * ((compute if compute > memory else memory) - gamma)
             durations.append(duration)
-            used.append(used_before + need)
+            used = used_before + need
+            steps += 1
             elapsed += duration
+            block_seconds += used * duration
             if clock + elapsed >= horizon_s:
                 break
         else:
             if k > SHORT_RUN_STEPS:
                 return _LONG_RUN
-        return np.array(durations), np.array(used, dtype=np.int64), clock + elapsed
+        self.itl_run_values.extend(durations)
+        return steps, elapsed, block_seconds, used
 
-    def _steps_as_arrays(self, n: int, k: int, horizon_s: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    def _steps_as_arrays(self, n: int, k: int, horizon_s: float) -> tuple[int, float, float, int] | None:
         """The next pure-decode steps, at most ``k``, as arrays: up to the last one the free KV blocks allow and the
-        first one ending at or after ``horizon_s``: (durations s, blocks used after each, end s); None when the
-        blocks allow fewer than :data:`MACRO_MIN_STEPS`."""
+        first one ending at or after ``horizon_s``: (steps, their time s, their block-seconds, blocks used after the
+        last), both sums running from the first step (``cumsum``); None when the blocks allow fewer than
+        :data:`MACRO_MIN_STEPS`. The durations are appended to :attr:`itl_run_values`."""
         block = self.block
         ticks = self.tick + np.arange(k, dtype=np.int64)
         needs = np.asarray(self.phase, dtype=np.int64)[(-ticks) % block]
@@ -497,8 +502,9 @@ class ReplicaEngine:
         if k < MACRO_MIN_STEPS:
             return None
         durations = self.cost.decode_times_s(n, (self.sum_offset + n * ticks[:k]).astype(float))
-        ends = self.clock + np.cumsum(durations)
+        elapsed = np.cumsum(durations)
         if horizon_s < math.inf:
-            k = min(k, 1 + int(np.searchsorted(ends[: k - 1], horizon_s, side="left")))
-            durations, ends = durations[:k], ends[:k]
-        return durations, self.used + cum_needs[:k], float(ends[-1])
+            k = min(k, 1 + int(np.searchsorted((self.clock + elapsed)[: k - 1], horizon_s, side="left")))
+        used = self.used + cum_needs[:k]
+        self.itl_run_values.extend(durations[:k].tolist())
+        return k, float(elapsed[k - 1]), float(np.cumsum(used * durations[:k])[-1]), int(used[-1])
