@@ -124,7 +124,7 @@ def scenarios() -> list[tuple[str, ServingConfig, Workload, dict, Callable[[], c
          _config("llama-3.1-8b", "h100-sxm", "deepspeed-fastgen"), Workload.open_loop(conversational, 20.0), {}, None),
         ("row 1 with the step-cost shortcut off (perf.step.step_time every step)", a100, Workload.open_loop(fixed, 10.0), {},
          _no_shortcut),
-        ("row 4 without batched decode runs (one Python step at a time)", a100, Workload.closed_loop(fixed, 1), {}, _no_decode_runs),
+        ("row 4 without batched decode runs (one scheduled step at a time)", a100, Workload.closed_loop(fixed, 1), {}, _no_decode_runs),
         ("llama-2-7b / a100-80gb-sxm, 16 replicas random, conversational, Poisson 40 req/s", a100,
          Workload.open_loop(conversational, 40.0), {"replicas": 16, "balancer": "random"}, None),
         ("the row above with the cluster-wide event loop (every replica advanced to every arrival)", a100,
@@ -206,8 +206,8 @@ def markdown(rows: list[dict], machine: dict, runs: int, requests: int) -> str:
         "(`simulate/step_cost.py`, equal to `perf.step.step_time` to ~1e-13 relative, self-checked at construction; without "
         "pipeline parallelism its parts are timed per token count and per sequence count in a few array calls of the step "
         "model, so a simulation meeting thousands of distinct step shapes does not call it once per shape), evaluating "
-        "runs of pure-decode steps at once (`simulate/engine.py`; with numpy, or in a Python loop for runs that end within 64 steps, "
-        "bit-identical to numpy's; the same completion times as stepping one at a time, to 1e-9 "
+        "runs of pure-decode steps at once (`simulate/engine.py`; with numpy, or one step after another for runs that end within "
+        "256 steps (64 as Python), bit-identical to numpy's; the same completion times as stepping one at a time, to 1e-9 "
         "relative, tests/simulate/test_sim_engine.py), and, for an open loop behind a random or round-robin balancer (the plan "
         "checks and refinement simulate deployments behind a random one), running each replica through its own arrivals instead of "
         "advancing every replica to every arrival of the cluster (`simulate/cluster.py` `_run_apart`; the same steps, to 1e-9, "
