@@ -81,8 +81,11 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     """
     if not isinstance(workload, Workload):
         raise TypeError(f"workload must be a Workload (lengths + arrivals), got {type(workload).__name__}")
-    max_num_seqs = config.framework.max_num_seqs if max_num_seqs is None else max_num_seqs
-    budget = config.step_token_budget if max_num_batched_tokens is None else max_num_batched_tokens
+    # Counts as Python ints: the engine compiled with mypyc (guide_opt.simulate.compiled) takes no numpy integers.
+    max_num_seqs = int(config.framework.max_num_seqs if max_num_seqs is None else max_num_seqs)
+    budget = int(config.step_token_budget if max_num_batched_tokens is None else max_num_batched_tokens)
+    num_requests, replicas = int(num_requests), int(replicas)
+    num_kv_blocks = None if num_kv_blocks is None else int(num_kv_blocks)
     policy = default_policy(config.framework.prefill_mode) if policy is None else policy
     if num_requests < 1 or replicas < 1 or max_num_seqs < 1 or budget < 1:
         raise ValueError("num_requests, replicas, max_num_seqs and max_num_batched_tokens must all be at least 1")
@@ -113,8 +116,8 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
     reason = engine_config.unsupported_reason()
     if reason:
         raise ValueError(reason)
-    block = config.framework.kv_block_size_tokens
-    num_blocks = kv_capacity_blocks(engine_config) if num_kv_blocks is None else num_kv_blocks
+    block = int(config.framework.kv_block_size_tokens)
+    num_blocks = int(kv_capacity_blocks(engine_config) if num_kv_blocks is None else num_kv_blocks)
     capacity_tokens = num_blocks * block
     context_tokens = config.llm.max_position_embeddings
     rejected = (inputs + outputs > context_tokens) | (inputs + outputs - 1 > capacity_tokens)

@@ -106,3 +106,13 @@ def test_an_edited_source_runs_instead_of_the_older_binary(tmp_path):
     path, edited, compiled = done.stdout.split()
     assert path == str(copy / "simulate" / "engine.py") and edited == "True" and compiled == "False"
     assert "built from another engine.py" in done.stderr
+
+
+def test_numpy_integers_in_the_arguments_run_as_python_ints(configs):
+    # The compiled engine takes Python ints only (mypyc checks them at run time: a numpy int64 raised TypeError there):
+    # simulate() converts its counts at the boundary, so counts read from numpy arrays give the same run as plain ints.
+    config = configs["chunked"]
+    workload = Workload.open_loop(FixedLengths(np.int64(500), np.int64(100)), np.float64(5.0))
+    counts = dict(num_requests=60, max_num_seqs=64, max_num_batched_tokens=4096, num_kv_blocks=2000, replicas=2, seed=3)
+    from_numpy = simulate(config, workload, **{name: np.int64(value) for name, value in counts.items()})
+    assert from_numpy.metrics() == simulate(config, workload, **counts).metrics()
