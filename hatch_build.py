@@ -48,8 +48,9 @@ def compile_engine(root: Path, work: Path) -> list[Path]:
     flags = ["--follow-imports=silent", "--ignore-missing-imports"]
     done = subprocess.run([sys.executable, "-m", "mypyc", *flags, str(ENGINE_SOURCE)], cwd=work, env=env, capture_output=True, text=True,
                           timeout=COMPILE_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError((done.stdout + done.stderr).strip()[-2000:])
+    if done.returncode != 0:  # the last lines say why (a type error, a missing compiler), each cut to a readable length
+        lines = [line[:300] for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()]
+        raise RuntimeError("\n".join(lines[-6:]))
     binaries = sorted((work / ENGINE_SOURCE.parent).glob("engine*.so")) + sorted((work / ENGINE_SOURCE.parent).glob("engine*.pyd"))
     if not binaries:
         raise RuntimeError("mypyc reported success but wrote no extension module")
@@ -73,8 +74,9 @@ class CustomBuildHook(BuildHookInterface):
         try:
             binaries = compile_engine(root, work)
         except Exception as exc:  # no compiler, mypy or setuptools missing, a type error: build without it
-            self.app.display_warning(f"guide-opt: the simulator engine was not compiled ({type(exc).__name__}: {exc}); "
-                                     "it runs as pure Python: the same results, about half the speed")
+            self.app.display_warning("guide-opt: the simulator engine was not compiled; it runs as pure Python (the same results, "
+                                     "about half the speed; a C compiler such as gcc and a reinstall compile it). Why:\n"
+                                     f"{type(exc).__name__}: {exc}")
             shutil.rmtree(work, ignore_errors=True)
             return
         stamp = work / STAMP_NAME
