@@ -63,10 +63,12 @@ def _no_shortcut():
     """Evaluate perf.step.step_time on every step (the step-cost shortcut off)."""
     original = step_cost.StepCostModel._self_check
     step_cost.StepCostModel._self_check = lambda self: False
+    step_cost.clear_shared_step_cost_models()  # models built with the shortcut on would be reused
     try:
         yield
     finally:
         step_cost.StepCostModel._self_check = original
+        step_cost.clear_shared_step_cost_models()
 
 
 @contextlib.contextmanager

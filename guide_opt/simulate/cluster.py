@@ -34,7 +34,7 @@ from guide_opt.perf.config import ServingConfig
 from guide_opt.perf.memory import kv_budget_bytes
 from guide_opt.simulate.engine import POLICIES, ReplicaEngine, RequestTable, default_policy
 from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, RequestRecords, SimulationResult
-from guide_opt.simulate.step_cost import StepCostModel
+from guide_opt.simulate.step_cost import shared_step_cost_model
 from guide_opt.simulate.workloads import Workload
 
 BALANCERS = ("random", "round_robin", "least_loaded")
@@ -132,7 +132,7 @@ def simulate(config: ServingConfig, workload: Workload, *, max_num_seqs: int | N
                f"and one replica's KV cache holds {capacity_tokens} tokens")
         return _empty_result(why, table, inputs, outputs, rejected, slo, common)
 
-    cost = StepCostModel(engine_config)
+    cost = shared_step_cost_model(engine_config)
     engines = [ReplicaEngine(r, cost, table, prefill_mode=config.framework.prefill_mode, policy=policy, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=budget, num_blocks=num_blocks, block_tokens=block) for r in range(replicas)]
     if _replicas_apart(arrivals, balancer):
@@ -281,8 +281,9 @@ def _result(engines: list[ReplicaEngine], table: RequestTable, inputs: np.ndarra
     else:
         duration_s = 0.0
     # The gaps one step at a time, then the steps of the runs of decode steps (each gap weighted by its sequences).
-    values = [np.asarray(e.itl_values, dtype=float) for e in engines] + [np.asarray(e.itl_run_values, dtype=float) for e in engines]
-    weights = [np.asarray(e.itl_weights, dtype=float) for e in engines] + [np.asarray(e.itl_run_weights, dtype=float) for e in engines]
+    values = [np.asarray(e.itl_values, dtype=float) for e in engines] + [np.frombuffer(e.itl_run_values, dtype=float) for e in engines]
+    weights = ([np.asarray(e.itl_weights, dtype=float) for e in engines]
+               + [np.repeat(np.asarray(e.itl_run_sequences, dtype=float), e.itl_run_steps) for e in engines])
     itl_values = np.concatenate(values) if values else np.empty(0)
     itl_weights = np.concatenate(weights) if weights else np.empty(0)
     busy_s = sum(e.busy_s for e in engines)

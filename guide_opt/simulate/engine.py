@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import deque
 from typing import Any
 
@@ -151,9 +152,11 @@ class ReplicaEngine:
         self.sequence_steps = 0
         self.itl_values: list[float] = []
         self.itl_weights: list[int] = []
-        # the steps of decode runs, in order: their durations and the sequences each gap counts for
-        self.itl_run_values: list[float] = []
-        self.itl_run_weights: list[int] = []
+        # the runs of decode steps, in order: every step's duration (float64, read by numpy without a copy), and per run
+        # its steps and the sequences each of its gaps counts for
+        self.itl_run_values = array("d")
+        self.itl_run_steps: list[int] = []
+        self.itl_run_sequences: list[int] = []
 
     # ---- queries ------------------------------------------------------------------------------
     @property
@@ -439,7 +442,8 @@ class ReplicaEngine:
         self.steps += k
         self.busy_s += elapsed
         self.sequence_steps += n * k
-        self.itl_run_weights.extend([n] * k)
+        self.itl_run_steps.append(k)
+        self.itl_run_sequences.append(n)
         end = self.clock + elapsed
         self.last_decode_end = self.clock = end
         heap, t, tick = self.heap, self.table, self.tick
@@ -506,5 +510,5 @@ class ReplicaEngine:
         if horizon_s < math.inf:
             k = min(k, 1 + int(np.searchsorted((self.clock + elapsed)[: k - 1], horizon_s, side="left")))
         used = self.used + cum_needs[:k]
-        self.itl_run_values.extend(durations[:k].tolist())
+        self.itl_run_values.frombytes(np.ascontiguousarray(durations[:k], dtype=np.float64).tobytes())
         return k, float(elapsed[k - 1]), float(np.cumsum(used * durations[:k])[-1]), int(used[-1])

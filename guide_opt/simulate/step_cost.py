@@ -36,8 +36,10 @@ False and every call goes straight to ``step_time`` (slower, still exact).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from array import array
+from collections import OrderedDict
 
 import numpy as np
 
@@ -49,6 +51,34 @@ SHORTCUT_RELATIVE_TOLERANCE = 1e-9
 _PROBE = 1.0e6
 #: Token and sequence counts the one-dimensional parts are first timed for (the tables double beyond).
 _FIRST_TABLE_SIZE = 256
+#: The :class:`ServingConfig` fields :func:`~guide_opt.perf.step.step_time` never reads, at the values
+#: :func:`shared_step_cost_model` sets them to: configurations that differ only in these (max-num-seqs, the token budget,
+#: the request lengths, the memory fraction) have the same step times (``tests/simulate/test_sim_step_cost.py``).
+STEP_INDEPENDENT_FIELDS = {"batch": 1, "input_tokens": 1, "output_tokens": 1, "max_num_batched_tokens": None, "gpu_memory_utilization": None}
+#: Step-cost models a process keeps for :func:`shared_step_cost_model` (the least recently used goes first).
+SHARED_MODELS = 32
+_shared_models: OrderedDict[str, "StepCostModel"] = OrderedDict()
+
+
+def shared_step_cost_model(config: ServingConfig) -> "StepCostModel":
+    """The :class:`StepCostModel` of ``config``'s step times, built once per process for all the configurations that
+    differ only in :data:`STEP_INDEPENDENT_FIELDS`: the simulations of one plan check or refinement (other max-num-seqs,
+    budgets, lengths) share its self-check and its per-count tables instead of building them again each time. The
+    model's times are the same either way (each table entry is a pure function of its count)."""
+    key = repr(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
+    model = _shared_models.get(key)
+    if model is None:
+        model = _shared_models[key] = StepCostModel(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
+        while len(_shared_models) > SHARED_MODELS:
+            _shared_models.popitem(last=False)
+    else:
+        _shared_models.move_to_end(key)
+    return model
+
+
+def clear_shared_step_cost_models() -> None:
+    """Forget the models :func:`shared_step_cost_model` keeps (for a caller that changes how models are built)."""
+    _shared_models.clear()
 
 
 class StepCostModel:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -74,3 +76,32 @@ def test_without_pipeline_parallelism_new_step_shapes_cost_no_step_model_call(ma
     monkeypatch.undo()
     for shape, value in zip(shapes, times):
         assert value == pytest.approx(step_time(config, StepShape(*shape)).time_s, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(variant=st.sampled_from(VARIANTS + [("deepseek-v3", "h200", {"tp": 8, "expert_parallel": True})]),
+       batch=st.integers(1, 1024), input_tokens=st.integers(1, 8192), output_tokens=st.integers(1, 4096),
+       budget=st.one_of(st.none(), st.integers(1024, 65536)), memory=st.one_of(st.none(), st.floats(0.3, 0.98)),
+       new_tokens=st.integers(1, 8192), sequences=st.integers(1, 512), context=st.floats(0.0, 32000.0), fill=st.booleans())
+def test_step_times_ignore_the_fields_shared_models_leave_out(make_config, variant, batch, input_tokens, output_tokens, budget, memory,
+                                                              new_tokens, sequences, context, fill):
+    # shared_step_cost_model gives configurations that differ only in STEP_INDEPENDENT_FIELDS one model: that is exact
+    # only while step_time never reads those fields. Expected value: step_time itself at the shared model's settings.
+    llm, gpu, fields = variant
+    config = make_config(llm=llm, gpu=gpu, **fields)
+    varied = dataclasses.replace(config, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, max_num_batched_tokens=budget,
+                                 gpu_memory_utilization=memory)
+    shared = dataclasses.replace(config, **step_cost.STEP_INDEPENDENT_FIELDS)
+    sequences = min(sequences, new_tokens)
+    shape = StepShape(new_tokens, sequences, context * sequences + new_tokens, context * sequences)
+    assert step_time(varied, shape, pipeline_fill=fill) == step_time(shared, shape, pipeline_fill=fill)
+
+
+def test_configurations_alike_but_for_those_fields_share_one_model(make_config):
+    step_cost.clear_shared_step_cost_models()
+    config = make_config(llm="llama-3.1-8b", gpu="h100-sxm")
+    first = step_cost.shared_step_cost_model(dataclasses.replace(config, batch=64, input_tokens=1000, output_tokens=200))
+    assert step_cost.shared_step_cost_model(dataclasses.replace(config, batch=256, max_num_batched_tokens=16384)) is first
+    assert step_cost.shared_step_cost_model(dataclasses.replace(config, tp=2)) is not first
+    assert first.time_s(300, 20, 20 * 900.0 + 300, 20 * 900.0, False) == StepCostModel(config).time_s(300, 20, 20 * 900.0 + 300, 20 * 900.0,
+                                                                                                      False)
