@@ -157,6 +157,8 @@ class ReplicaEngine:
         self.itl_run_values = array("d")
         self.itl_run_steps: list[int] = []
         self.itl_run_sequences: list[int] = []
+        # the step-cost model's constants of a pure-decode step, by decoder count (they never change for a model)
+        self._decode_entries: dict[int, tuple[float, ...] | None] = {}
 
     # ---- queries ------------------------------------------------------------------------------
     @property
@@ -428,7 +430,10 @@ class ReplicaEngine:
         if k < MACRO_MIN_STEPS:
             return False
         k = min(k, MACRO_MAX_STEPS)
-        entry = self.cost.decode_entry(n)
+        if n in self._decode_entries:
+            entry = self._decode_entries[n]
+        else:
+            entry = self._decode_entries[n] = self.cost.decode_entry(n)
         run: Any = self._steps_in_turn(n, k, horizon_s, entry) if entry is not None else _LONG_RUN
         if run is _LONG_RUN:
             run = self._steps_as_arrays(n, k, horizon_s)
