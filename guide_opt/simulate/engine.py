@@ -44,6 +44,8 @@ offsets and per-block-phase counts), so a step costs O(1) plus O(chunks); runs o
 steps up to the next completion, block shortage or arrival are evaluated at once: with numpy, or,
 when the run is short (most are cut by the next arrival), one step after another in Python, which
 costs less than numpy's fixed cost per call and does the same arithmetic in the same order.
+The install compiles this module with mypyc (``hatch_build.py``; :mod:`guide_opt.simulate.compiled` says which
+engine runs): keep its annotations exact, since compiled code checks them at run time.
 """
 
 from __future__ import annotations
