@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from array import array
 from collections import OrderedDict
 
@@ -55,30 +56,40 @@ _FIRST_TABLE_SIZE = 256
 #: :func:`shared_step_cost_model` sets them to: configurations that differ only in these (max-num-seqs, the token budget,
 #: the request lengths, the memory fraction) have the same step times (``tests/simulate/test_sim_step_cost.py``).
 STEP_INDEPENDENT_FIELDS = {"batch": 1, "input_tokens": 1, "output_tokens": 1, "max_num_batched_tokens": None, "gpu_memory_utilization": None}
-#: Step-cost models a process keeps for :func:`shared_step_cost_model` (the least recently used goes first).
+#: Step-cost models each thread keeps for :func:`shared_step_cost_model` (the least recently used goes first).
 SHARED_MODELS = 32
-_shared_models: OrderedDict[str, "StepCostModel"] = OrderedDict()
+#: The kept models, per thread: a model grows its tables as it is used, so two threads must not share one (the web
+#: planner solves in several threads).
+_kept = threading.local()
+
+
+def _shared_models() -> OrderedDict[str, "StepCostModel"]:
+    models = getattr(_kept, "models", None)
+    if models is None:
+        models = _kept.models = OrderedDict()
+    return models
 
 
 def shared_step_cost_model(config: ServingConfig) -> "StepCostModel":
-    """The :class:`StepCostModel` of ``config``'s step times, built once per process for all the configurations that
+    """The :class:`StepCostModel` of ``config``'s step times, built once per thread for all the configurations that
     differ only in :data:`STEP_INDEPENDENT_FIELDS`: the simulations of one plan check or refinement (other max-num-seqs,
     budgets, lengths) share its self-check and its per-count tables instead of building them again each time. The
     model's times are the same either way (each table entry is a pure function of its count)."""
+    models = _shared_models()
     key = repr(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
-    model = _shared_models.get(key)
+    model = models.get(key)
     if model is None:
-        model = _shared_models[key] = StepCostModel(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
-        while len(_shared_models) > SHARED_MODELS:
-            _shared_models.popitem(last=False)
+        model = models[key] = StepCostModel(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
+        while len(models) > SHARED_MODELS:
+            models.popitem(last=False)
     else:
-        _shared_models.move_to_end(key)
+        models.move_to_end(key)
     return model
 
 
 def clear_shared_step_cost_models() -> None:
-    """Forget the models :func:`shared_step_cost_model` keeps (for a caller that changes how models are built)."""
-    _shared_models.clear()
+    """Forget the models :func:`shared_step_cost_model` keeps in this thread (for a caller that changes how models are built)."""
+    _shared_models().clear()
 
 
 class StepCostModel:

@@ -105,3 +105,17 @@ def test_configurations_alike_but_for_those_fields_share_one_model(make_config):
     assert step_cost.shared_step_cost_model(dataclasses.replace(config, tp=2)) is not first
     assert first.time_s(300, 20, 20 * 900.0 + 300, 20 * 900.0, False) == StepCostModel(config).time_s(300, 20, 20 * 900.0 + 300, 20 * 900.0,
                                                                                                       False)
+
+
+def test_threads_do_not_share_a_model(make_config):
+    # A model grows its tables as it is used, and the web planner simulates in several threads at once: each thread
+    # gets its own.
+    import threading
+
+    config = make_config(llm="llama-3.1-8b", gpu="h100-sxm")
+    here = step_cost.shared_step_cost_model(config)
+    there = []
+    thread = threading.Thread(target=lambda: there.append(step_cost.shared_step_cost_model(config)))
+    thread.start()
+    thread.join()
+    assert there and there[0] is not here and step_cost.shared_step_cost_model(config) is here
