@@ -360,14 +360,11 @@ def build_formulation(space: SearchSpace, objective: str, *, explain: bool = Fal
                        served_expr, pruned_total, cost_terms, [cost * f for cost, f in zip(cost_per_replica, floors)],
                        [cost * u for cost, u in zip(cost_per_replica, ceilings)])
     if not explain:
-        limits = []  # what the plans' cost is held to: the space's limit, the budget
-        if space.cost_limit_quanta is not None:
+        if space.cost_limit_quanta is not None:  # the budget's constraint is above, with its family
             model.Add(cost_expr <= space.cost_limit_quanta)
-            limits.append(space.cost_limit_quanta)
-        if problem.budget_per_hour is not None:
-            limits.append(budget_quanta(problem.budget_per_hour))
-        if limits:
-            form.hold_cost_shares(model, min(limits))
+        limit = space.plan_cost_limit_quanta
+        if limit is not None:
+            form.hold_cost_shares(model, limit)
     return form
 
 

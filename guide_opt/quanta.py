@@ -44,7 +44,6 @@ def to_quanta(value: float, quantum: float, rounding: str = "nearest", field: st
     return round(ratio)
 
 
-
 def budget_quanta(budget_per_hour: float) -> int:
     """A $/h budget in :data:`COST_QUANTUM_USD_PER_H`, rounded down: the cost limit every CP-SAT model and brute force
     holds plans to (a plan's cost, a sum of per-replica quanta, stays within the budget exactly when it stays within this)."""

@@ -30,6 +30,7 @@ from guide_opt.perf import ServingConfig, estimate, steady_state
 from guide_opt.perf.memory import usable_bytes, weight_bytes_per_gpu
 from guide_opt.prediction import calibrated_efficiency, slo_margins
 from guide_opt.problem import LlmRequirement, Problem
+from guide_opt.quanta import budget_quanta
 from guide_opt.quantization import QuantizationSpec, allowed_by_tolerance
 
 #: Constraint families a candidate can violate on its own (each has an enforcement literal).
@@ -184,6 +185,15 @@ class SearchSpace:
     gpu_ids: list[str]
     excluded_combinations: tuple[frozenset[tuple], ...] = ()
     cost_limit_quanta: int | None = None
+
+    @property
+    def plan_cost_limit_quanta(self) -> int | None:
+        """What a plan's cost is held to, in :data:`~guide_opt.quanta.COST_QUANTUM_USD_PER_H` quanta: the smaller of the
+        budget (rounded down, :func:`~guide_opt.quanta.budget_quanta`) and :attr:`cost_limit_quanta`; None when neither is set."""
+        limits = [] if self.cost_limit_quanta is None else [self.cost_limit_quanta]
+        if self.problem.budget_per_hour is not None:
+            limits.append(budget_quanta(self.problem.budget_per_hour))
+        return min(limits) if limits else None
 
     @property
     def candidate_count(self) -> int:

@@ -4,7 +4,7 @@ Enumerates every combination of one feasible candidate per LLM with every useful
 count (the fewest meeting demand for min_cost / min_latency; every count up to the limits
 for max_throughput; for max_served every count from 1 up to the fewest serving the whole
 demand, since more can only cost more), pruning partial plans that already break the budget or the space's exact
-cost limit (:attr:`~guide_opt.space.SearchSpace.cost_limit_quanta`), inventory or
+cost limit (:attr:`~guide_opt.space.SearchSpace.plan_cost_limit_quanta`), inventory or
 max_gpus. Cost is summed in the CP-SAT model's own integers (each replica's $/h in quanta, the budget rounded down:
 :func:`~guide_opt.quanta.budget_quanta`), so the two solvers hold plans to the same limit to the last quantum and a
 disagreement between them is one of search, never of rounding. Exponential in the number of LLMs: meant for checking, not for fleets.
@@ -17,7 +17,6 @@ from collections import Counter
 from guide_opt.deadline import Deadline
 from guide_opt.objectives import OBJECTIVES, cost_coefficient
 from guide_opt.plan import Pick, Plan, objective_value
-from guide_opt.quanta import budget_quanta
 from guide_opt.solution import Status
 from guide_opt.solvers.base import PlanResult, Solver, register
 from guide_opt.space import SearchSpace, replica_limit
@@ -49,10 +48,7 @@ class ExhaustiveSolver(Solver):
         best_by_shapes: dict[tuple, tuple[tuple, Plan]] = {}
         sign = float(kind.sense)
         tie_breaker = kind.tie_break  # the CP-SAT solver's rule too
-        limits = [budget_quanta(problem.budget_per_hour)] if problem.budget_per_hour is not None else []
-        if space.cost_limit_quanta is not None:
-            limits.append(space.cost_limit_quanta)
-        cost_limit = min(limits) if limits else None  # exact, in the model's cost quanta
+        cost_limit = space.plan_cost_limit_quanta  # exact, in the model's cost quanta
         inventory = problem.hardware.inventory
         max_gpus = problem.hardware.max_gpus
         examined = 0
