@@ -28,6 +28,11 @@ STAMP_NAME = "engine.compiled-sha256"
 ENGINE_FOLDER = Path(__file__).resolve().parent
 
 
+def is_extension_file(path: str | Path) -> bool:
+    """True when ``path`` names an extension module this Python can load (what mypyc builds), not Python source."""
+    return str(path).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
 def compiled_binaries(folder: Path) -> list[Path]:
     """The engine's extension modules in ``folder`` (any this Python can load)."""
     return [folder / f"engine{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES if (folder / f"engine{suffix}").is_file()]
@@ -72,4 +77,4 @@ def engine_is_compiled() -> bool:
     """True when the engine in use is the compiled one."""
     from guide_opt.simulate import engine
 
-    return Path(engine.__file__).name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return is_extension_file(engine.__file__)

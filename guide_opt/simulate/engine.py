@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from guide_opt.simulate.compiled import is_extension_file
 from guide_opt.simulate.step_cost import StepCostModel
 
 WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3
@@ -71,7 +72,7 @@ MACRO_MAX_STEPS = 1 << 16
 #: compiled with mypyc (:mod:`guide_opt.simulate.compiled`), whose loop is several times cheaper, 256 (plan-check
 #: simulations took 0.31 s against 0.52 s at 64, the longest runs no longer than at 1,024; ``benchmarks/RESULTS.md``
 #: section 4). Either way the results are the same to the last bit.
-SHORT_RUN_STEPS = 256 if __file__.endswith((".so", ".pyd")) else 64
+SHORT_RUN_STEPS = 256 if is_extension_file(__file__) else 64
 
 POLICIES = ("decode_first", "prefill_first")
 #: What :meth:`ReplicaEngine._steps_in_turn` returns for a run longer than :data:`SHORT_RUN_STEPS` steps.

@@ -76,10 +76,11 @@ def shared_step_cost_model(config: ServingConfig) -> "StepCostModel":
     budgets, lengths) share its self-check and its per-count tables instead of building them again each time. The
     model's times are the same either way (each table entry is a pure function of its count)."""
     models = _shared_models()
-    key = repr(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
+    shared_config = dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS)
+    key = repr(shared_config)
     model = models.get(key)
     if model is None:
-        model = models[key] = StepCostModel(dataclasses.replace(config, **STEP_INDEPENDENT_FIELDS))
+        model = models[key] = StepCostModel(shared_config)
         while len(models) > SHARED_MODELS:
             models.popitem(last=False)
     else:
