@@ -14,6 +14,7 @@ the compiled one is about twice as fast.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.machinery
 import importlib.util
 import sys
@@ -74,7 +75,6 @@ def choose_engine(folder: Path = ENGINE_FOLDER) -> str:
 
 
 def engine_is_compiled() -> bool:
-    """True when the engine in use is the compiled one."""
-    from guide_opt.simulate import engine
-
-    return is_extension_file(engine.__file__)
+    """True when the engine in use is the compiled one. (The engine is imported by its name: it imports this module for
+    :func:`is_extension_file`, so this module sits below it.)"""
+    return is_extension_file(importlib.import_module(ENGINE_MODULE).__file__)
