@@ -162,6 +162,20 @@ class ReplicaEngine:
         self.itl_run_sequences: list[int] = []
         # the step-cost model's constants of a pure-decode step, by decoder count (they never change for a model)
         self._decode_entries: dict[int, tuple[float, ...] | None] = {}
+        # its one-dimensional parts by count (without pipeline parallelism), which :meth:`_step_s` reads directly
+        columns = cost.separable_columns()
+        self._separable = columns is not None
+        if columns is None:
+            columns = (array("d"), array("d"), array("d"), array("d"), array("d"), array("d"))
+        self._tokens_base: array[float] = columns[0]
+        self._tokens_gamma: array[float] = columns[1]
+        self._tokens_alpha: array[float] = columns[2]
+        self._tokens_intercept: array[float] = columns[3]
+        self._sequences_base: array[float] = columns[4]
+        self._sequences_gamma: array[float] = columns[5]
+        self._layers = float(cost.layers)
+        self._beta = cost.beta
+        self._delta = cost.delta
 
     # ---- queries ------------------------------------------------------------------------------
     @property
@@ -356,7 +370,7 @@ class ReplicaEngine:
         # ---- run the step ----
         kv_read = self.sum_offset + n * self.tick if n else 0
         sequences = n + len(chunks)
-        duration = self.cost.time_s(n + chunk_tokens, sequences, kv_read + n + chunk_attended, kv_read + chunk_prior, bool(chunks))
+        duration = self._step_s(n + chunk_tokens, sequences, kv_read + n + chunk_attended, kv_read + chunk_prior, bool(chunks))
         end = self.clock + duration
         self.steps += 1
         self.busy_s += duration
@@ -420,6 +434,21 @@ class ReplicaEngine:
                 self.joiners.append((rid, t.epoch[rid]))
         self.clock = end
         return True
+
+    def _step_s(self, new_tokens: int, sequences: int, attended_tokens: float, kv_read_tokens: int, pipeline_fill: bool) -> float:
+        """Seconds of a step: :meth:`~guide_opt.simulate.step_cost.StepCostModel.time_s`, whose expression it evaluates
+        itself on the model's columns when the model has them
+        (:meth:`~guide_opt.simulate.step_cost.StepCostModel.separable_columns`): the same operations on the same floats,
+        without a call into the model on every step."""
+        if not self._separable:
+            return self.cost.time_s(new_tokens, sequences, attended_tokens, kv_read_tokens, pipeline_fill)
+        if new_tokens >= len(self._tokens_base) or sequences >= len(self._sequences_base):
+            self.cost.reserve(new_tokens, sequences)  # the columns grow in place
+        gamma = self._tokens_gamma[new_tokens] + self._sequences_gamma[sequences]
+        compute = self._tokens_alpha[new_tokens] * attended_tokens + self._tokens_intercept[new_tokens] if attended_tokens > 0 else 0.0
+        memory = gamma + self._beta * kv_read_tokens + self._delta * attended_tokens
+        base = self._tokens_base[new_tokens] + self._sequences_base[sequences]
+        return base + self._layers * ((compute if compute > memory else memory) - gamma)
 
     # ---- runs of pure-decode steps ------------------------------------------------------------
     def _decode_run(self, horizon_s: float) -> bool:

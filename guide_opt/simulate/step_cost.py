@@ -156,12 +156,47 @@ class StepCostModel:
             self._one_sequence = (float(base_s[0]), float(gamma_s[0]))
         self._extend(self._by_sequences, (base_s - self._one_sequence[0], gamma_s - self._one_sequence[1]), seq)
 
-    def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
-        """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
+    def reserve(self, new_tokens: int, sequences: int) -> None:
+        """Time the one-dimensional parts (see the module docstring) for every count up to ``new_tokens`` and
+        ``sequences`` at least; the columns of :meth:`separable_columns` grow in place."""
         if new_tokens >= len(self._by_tokens[0]):
             self._grow_tokens(new_tokens)
         if sequences >= len(self._by_sequences[0]):
             self._grow_sequences(sequences)
+
+    def separable_columns(self) -> tuple[array[float], array[float], array[float], array[float], array[float], array[float]] | None:
+        """The one-dimensional parts by count, for a caller that evaluates :meth:`time_s`' expression itself (the
+        simulator's compiled engine); None under pipeline parallelism or without the exact shortcut.
+
+        ``(base, gamma, alpha, intercept)`` by token count and ``(base, gamma)`` by sequence count, each minus its value
+        at one sequence (index: the count). A step of ``nt`` tokens and ``seq`` sequences attending ``A`` tokens and
+        reading ``R`` takes ``b + layers x (max(alpha[nt] A + intercept[nt] (0 when A = 0), g + beta R + delta A) - g)``
+        with ``b = base[nt] + seq_base[seq]`` and ``g = gamma[nt] + seq_gamma[seq]`` (:attr:`layers`, :attr:`beta`,
+        :attr:`delta`). Counts beyond the columns' length need :meth:`reserve` first; the columns grow in place.
+        """
+        if not self.exact_shortcut or self._pp != 1:
+            return None
+        return (*self._by_tokens, *self._by_sequences)
+
+    @property
+    def layers(self) -> int:
+        """Layers per pipeline stage: how many times a step runs the attention."""
+        return self._layers
+
+    @property
+    def beta(self) -> float:
+        """Seconds of attention memory time per KV token read (the roofline's ``beta``, see the module docstring)."""
+        return self._beta
+
+    @property
+    def delta(self) -> float:
+        """Seconds of attention memory time per attended token (the roofline's ``delta``)."""
+        return self._delta
+
+    def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
+        """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
+        if new_tokens >= len(self._by_tokens[0]) or sequences >= len(self._by_sequences[0]):
+            self.reserve(new_tokens, sequences)
         base, gamma, alpha, intercept = self._by_tokens
         seq_base, seq_gamma = self._by_sequences
         return (base[new_tokens] + seq_base[sequences], self._layers, 1.0, gamma[new_tokens] + seq_gamma[sequences], alpha[new_tokens],

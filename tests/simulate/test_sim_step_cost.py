@@ -15,6 +15,7 @@ from guide_opt.simulate.step_cost import StepCostModel
 
 VARIANTS = [
     ("llama-2-7b", "a100-80gb-sxm", {}),
+    ("llama-2-13b", "h100-sxm", {}),  # 40 layers: a step's layer count is not always a power of two
     ("llama-2-7b", "a100-80gb-sxm", {"pp": 2}),
     ("llama-2-13b", "a100-40gb", {"tp": 2, "pp": 2, "flash_attention": False}),
     ("llama-3.1-8b", "h100-sxm", {"tp": 4, "h2o_kept_fraction": 0.5, "kv_cache_dtype": "fp8"}),
@@ -119,3 +120,38 @@ def test_threads_do_not_share_a_model(make_config):
     thread.start()
     thread.join()
     assert there and there[0] is not here and step_cost.shared_step_cost_model(config) is here
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """The engine in use (compiled where the install compiled it) and ``engine.py`` run as Python."""
+    import sys
+
+    from guide_opt.simulate import engine
+    from guide_opt.simulate.compiled import ENGINE_FOLDER, load_source_engine
+
+    name = "guide_opt.simulate._engine_source_for_step_tests"
+    yield {"in use": engine, "source": load_source_engine(ENGINE_FOLDER, name)}
+    sys.modules.pop(name, None)
+
+
+@settings(max_examples=150, deadline=None)
+# attended beyond the KV read: a decode step's few tokens (memory-bound) up to long prompt chunks (compute-bound)
+@given(new_tokens=st.integers(1, 9000), sequences=st.integers(1, 600), kv_read=st.integers(0, 3_000_000),
+       extra_attended=st.one_of(st.integers(0, 600).map(float), st.floats(0, 3e7, allow_subnormal=False)), fill=st.booleans())
+def test_the_engine_times_a_step_as_the_model_does_to_the_last_bit(model, engines, new_tokens, sequences, kv_read, extra_attended, fill):
+    # The engine evaluates StepCostModel.time_s' expression on the model's columns (no pipeline parallelism) instead of
+    # calling it on every step; expected value: time_s itself (held to step_time above). Counts past the columns' length
+    # make them grow; a pipeline-parallel model is called as before.
+    sequences = min(sequences, new_tokens)
+    expected = model.time_s(new_tokens, sequences, kv_read + extra_attended, kv_read, fill)
+    for engine in engines.values():
+        table = engine.RequestTable([1], [1])
+        replica = engine.ReplicaEngine(0, model, table, prefill_mode="chunked", policy="decode_first", max_num_seqs=8,
+                                       max_num_batched_tokens=2048, num_blocks=64, block_tokens=16)
+        assert replica._step_s(new_tokens, sequences, kv_read + extra_attended, kv_read, fill) == expected
+
+
+def test_the_engine_reads_the_columns_only_without_pipeline_parallelism(make_config):
+    assert StepCostModel(make_config()).separable_columns() is not None
+    assert StepCostModel(make_config(pp=2)).separable_columns() is None
