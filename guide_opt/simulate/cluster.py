@@ -164,19 +164,19 @@ def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.n
     order, a difference of rounding only; ``tests/simulate/test_sim_engine.py`` compares the two loops), with about
     ``R`` times fewer calls into the engines for ``R`` replicas.
     """
-    own: list[list[tuple[int, float]]] = [[] for _ in engines]
+    own_requests: list[list[int]] = [[] for _ in engines]
+    own_arrivals_s: list[list[float]] = [[] for _ in engines]
     dispatched = 0
     for rid, arrival_s in enumerate(arrivals.tolist()):
         table.arrival_s[rid] = arrival_s
         if rejected[rid]:
             continue
-        own[_fixed_replica(balancer, dispatched, drawn_replicas, len(engines))].append((rid, arrival_s))
+        replica = _fixed_replica(balancer, dispatched, drawn_replicas, len(engines))
+        own_requests[replica].append(rid)
+        own_arrivals_s[replica].append(arrival_s)
         dispatched += 1
-    for engine, requests in zip(engines, own):
-        for rid, arrival_s in requests:
-            engine.advance(arrival_s)
-            engine.submit(rid, arrival_s)
-        engine.advance(math.inf)
+    for engine, requests, arrivals_s in zip(engines, own_requests, own_arrivals_s):
+        engine.serve(requests, arrivals_s)
 
 
 def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, arrivals: np.ndarray | None,

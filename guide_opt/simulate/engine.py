@@ -215,6 +215,15 @@ class ReplicaEngine:
             if stop_on_completion and self.completions:
                 break
 
+    def serve(self, requests: list[int], arrivals_s: list[float]) -> None:
+        """Serve ``requests`` arriving at ``arrivals_s`` (in time order) and run until all its work is done: what a replica
+        that never hears of the others does (:func:`guide_opt.simulate.cluster._run_apart`), without a call from
+        Python for every arrival."""
+        for rid, arrival_s in zip(requests, arrivals_s):
+            self.advance(arrival_s)
+            self.submit(rid, arrival_s)
+        self.advance(math.inf)
+
     # ---- bookkeeping helpers ------------------------------------------------------------------
     def _next_finish_tick(self) -> int:
         heap, t = self.heap, self.table

@@ -48,14 +48,20 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray | None, q: float
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray | None, qs: tuple[float, ...]) -> list[float]:
     """:func:`weighted_percentile` at each of ``qs``, the sample sorted once (a simulation's inter-token gaps are
-    hundreds of thousands of steps)."""
+    hundreds of thousands of steps).
+
+    Equal values may be sorted in any order (numpy's quicksort, about 3x faster than a stable sort here): the answer is
+    the smallest value whose cumulative weight reaches the percentile, and at each distinct value that weight is the
+    same sum whatever the order of the equal ones before it, exactly so for integer weights (a simulation's gap counts),
+    whose float sums are exact.
+    """
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return [math.nan] * len(qs)
     if weights is None:
         return [float(v) for v in np.percentile(values, list(qs), method="inverted_cdf")]
     weights = np.asarray(weights, dtype=float)
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)
     cum = np.cumsum(weights[order])
     total = cum[-1]
     if total <= 0:

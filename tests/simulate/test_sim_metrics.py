@@ -34,6 +34,20 @@ def test_the_three_percentiles_read_from_one_sort_are_numpys_of_the_repeated_sam
     assert [p.p50_s, p.p90_s, p.p99_s] == [float(np.percentile(repeated, q, method="inverted_cdf")) for q in (50, 90, 99)]
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 40), st.integers(100, 20_000))
+def test_weighted_percentiles_of_many_equal_values_are_those_of_the_repeated_samples(seed, distinct, size):
+    """The sort need not keep equal values in order (a simulation's gaps repeat a few step times thousands of times): with
+    integer weights, zeros included, the percentiles are still numpy's inverted-CDF ones of the repeated samples."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, distinct, size) * 1e-3
+    weights = rng.integers(0, 4, size).astype(float)
+    weights[0] = 1.0  # some weight in all
+    repeated = np.repeat(values, weights.astype(int))
+    p = Percentiles.of(values, weights)
+    assert [p.p50_s, p.p90_s, p.p99_s] == [float(np.percentile(repeated, q, method="inverted_cdf")) for q in (50, 90, 99)]
+
+
 def test_percentiles_of_nothing_are_nan_and_ms_is_none():
     p = Percentiles.of(np.array([]))
     assert math.isnan(p.p50_s)
