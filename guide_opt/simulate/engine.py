@@ -43,7 +43,9 @@ Speed: decode progress is tracked in aggregate (a decode "tick" counter, the sum
 offsets and per-block-phase counts), so a step costs O(1) plus O(chunks); runs of pure-decode
 steps up to the next completion, block shortage or arrival are evaluated at once: with numpy, or,
 when the run is short (most are cut by the next arrival), one step after another in Python, which
-costs less than numpy's fixed cost per call and does the same arithmetic in the same order.
+costs less than numpy's fixed cost per call and does the same arithmetic in the same order. A step
+with prompt work is timed from the step-cost model's per-count columns without a call into the model
+(:meth:`ReplicaEngine._step_s`, its expression on the same floats; pipeline-parallel models are called).
 The install compiles this module with mypyc (``hatch_build.py``; :mod:`guide_opt.simulate.compiled` says which
 engine runs): keep its annotations exact, since compiled code checks them at run time.
 """

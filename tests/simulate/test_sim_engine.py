@@ -42,7 +42,11 @@ def with_kv_tokens(config, tokens: int):
 
 @pytest.fixture
 def recorded_steps(monkeypatch):
-    """Every step's (new_tokens, sequences, attended, kv_read, pipeline_fill) as the engine asks for it."""
+    """Every step's (new_tokens, sequences, attended, kv_read, pipeline_fill) as the engine asks for it.
+
+    The engine is handed no step-cost columns, so it calls ``time_s`` for every step instead of evaluating its
+    expression itself (``tests/simulate/test_sim_step_cost.py`` holds that evaluation to ``time_s`` bit for bit).
+    """
     shapes = []
     real = step_cost.StepCostModel.time_s
 
@@ -57,6 +61,7 @@ def recorded_steps(monkeypatch):
         shapes.clear()  # drop the model's own self-check probes
 
     monkeypatch.setattr(step_cost.StepCostModel, "time_s", spy)
+    monkeypatch.setattr(step_cost.StepCostModel, "separable_columns", lambda self: None)
     monkeypatch.setattr(step_cost.StepCostModel, "__init__", init)
     monkeypatch.setattr(engine, "MACRO_MIN_STEPS", 10**9)  # one step at a time, all recorded
     return shapes
