@@ -86,13 +86,8 @@ def _no_decode_runs():
 @contextlib.contextmanager
 def _python_engine():
     """The cluster runs ``engine.py`` as Python (whatever the install compiled)."""
-    source = load_source_engine(ENGINE_FOLDER, "guide_opt.simulate._engine_source_for_bench")
-    originals = cluster.ReplicaEngine, cluster.RequestTable
-    cluster.ReplicaEngine, cluster.RequestTable = source.ReplicaEngine, source.RequestTable
-    try:
+    with cluster.using_engine(load_source_engine(ENGINE_FOLDER, "guide_opt.simulate._engine_source_for_bench")):
         yield
-    finally:
-        cluster.ReplicaEngine, cluster.RequestTable = originals
 
 
 @contextlib.contextmanager

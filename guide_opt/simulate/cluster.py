@@ -24,15 +24,17 @@ user immediately sends the next one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import heapq
 import math
+from types import ModuleType
+from typing import Iterator
 
 import numpy as np
 
 from guide_opt.perf.config import ServingConfig
 from guide_opt.perf.memory import kv_budget_bytes
-from guide_opt.simulate.engine import POLICIES, ReplicaEngine, RequestTable, default_policy
+from guide_opt.simulate.engine import POLICIES, ReplicaEngine, RequestTable, default_policy, fixed_replica, run_events
 from guide_opt.simulate.metrics import Goodput, GoodputTargets, Percentiles, RequestRecords, SimulationResult
 from guide_opt.simulate.step_cost import shared_step_cost_model
 from guide_opt.simulate.workloads import Workload
@@ -148,12 +150,6 @@ def _replicas_apart(arrivals: np.ndarray | None, balancer: str) -> bool:
     return arrivals is not None and balancer != "least_loaded"
 
 
-def _fixed_replica(balancer: str, dispatched: int, drawn_replicas: list[int] | None, replicas: int) -> int:
-    """The replica of the ``dispatched``-th request (0-based, in dispatch order) under a balancer that does not look at the
-    replicas: ``random`` (its pre-drawn replica) or ``round_robin``."""
-    return drawn_replicas[dispatched] if balancer == "random" else dispatched % replicas
-
-
 def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.ndarray, rejected: list[bool], balancer: str,
                drawn_replicas: list[int] | None) -> None:
     """:func:`_run` for replicas that never interact (:func:`_replicas_apart`): each replica in turn, through its own arrivals.
@@ -171,7 +167,7 @@ def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.n
         table.arrival_s[rid] = arrival_s
         if rejected[rid]:
             continue
-        replica = _fixed_replica(balancer, dispatched, drawn_replicas, len(engines))
+        replica = fixed_replica(balancer, dispatched, drawn_replicas, len(engines))
         own_requests[replica].append(rid)
         own_arrivals_s[replica].append(arrival_s)
         dispatched += 1
@@ -181,69 +177,27 @@ def _run_apart(engines: list[ReplicaEngine], table: RequestTable, arrivals: np.n
 
 def _run(engines: list[ReplicaEngine], table: RequestTable, workload: Workload, arrivals: np.ndarray | None,
          rejected: list[bool], balancer: str, drawn_replicas: list[int] | None) -> None:
-    """The event loop: dispatch arrivals in time order and advance replicas between them.
+    """The event loop: dispatch arrivals in time order and advance replicas between them (:func:`run_events`, which the
+    install compiles with the engine).
 
     drawn_replicas: the ``random`` balancer's replica for each dispatch, in dispatch order.
     """
-    n = len(rejected)
-    closed = arrivals is None
-    pending: list[tuple[float, int]] = []  # (time, request id): a heap under the closed loop
-    if closed:
-        users = min(workload.concurrent_users, n)
-        pending = [(0.0, rid) for rid in range(users)]
-        next_rid = users
-    else:
-        arrival_list = arrivals.tolist()
-        cursor = 0
-    dispatched = 0
-    multi = len(engines) > 1
-    inf = math.inf
+    users = 0 if workload.concurrent_users is None else workload.concurrent_users
+    run_events(engines, table, None if arrivals is None else arrivals.tolist(), users, rejected, balancer, drawn_replicas)
 
-    def next_arrival() -> float:
-        """Time of the next arrival to dispatch (inf when none is pending)."""
-        if closed:
-            return pending[0][0] if pending else inf
-        return arrival_list[cursor] if cursor < n else inf
 
-    while True:
-        a = next_arrival()
-        busy = [e for e in engines if e.waiting or e.running] if multi else [e for e in engines if e.has_work]
-        if busy:
-            engine = min(busy, key=lambda e: e.clock) if multi else busy[0]
-        if not busy or a <= engine.clock:
-            if a == inf:
-                break
-            if closed:
-                _, rid = heapq.heappop(pending)
-            else:
-                rid = cursor
-                cursor += 1
-            table.arrival_s[rid] = a
-            if rejected[rid]:
-                if closed and next_rid < n:
-                    heapq.heappush(pending, (a, next_rid))
-                    next_rid += 1
-                continue
-            if balancer == "least_loaded":
-                target = min(engines, key=lambda e: (e.outstanding, e.index))
-            else:
-                target = engines[_fixed_replica(balancer, dispatched, drawn_replicas, len(engines))]
-            dispatched += 1
-            target.submit(rid, a)
-            continue
-        horizon = a
-        if closed and multi:
-            for other in busy:
-                if other is not engine:
-                    horizon = min(horizon, other.completion_lower_bound_s())
-        engine.advance(horizon, stop_on_completion=closed)
-        if engine.completions:
-            if closed:
-                for rid in engine.completions:
-                    if next_rid < n:
-                        heapq.heappush(pending, (table.finish_s[rid], next_rid))
-                        next_rid += 1
-            engine.completions.clear()
+@contextlib.contextmanager
+def using_engine(module: ModuleType) -> Iterator[None]:
+    """Simulate with ``module``'s engine (a copy of :mod:`guide_opt.simulate.engine`, such as ``engine.py`` loaded as
+    Python where the install compiled it: :func:`guide_opt.simulate.compiled.load_source_engine`) while in the block."""
+    names = ("ReplicaEngine", "RequestTable", "run_events")
+    here = globals()
+    originals = {name: here[name] for name in names}
+    here.update({name: getattr(module, name) for name in names})
+    try:
+        yield
+    finally:
+        here.update(originals)
 
 
 def _records(table: RequestTable, inputs: np.ndarray, outputs: np.ndarray, rejected: np.ndarray) -> RequestRecords:

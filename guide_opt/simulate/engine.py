@@ -560,3 +560,87 @@ class ReplicaEngine:
         used = self.used + cum_needs[:k]
         self.itl_run_values.frombytes(np.ascontiguousarray(durations[:k], dtype=np.float64).tobytes())
         return k, float(elapsed[k - 1]), float(np.cumsum(used * durations[:k])[-1]), int(used[-1])
+
+
+# ---- the cluster's event loops ----------------------------------------------------------------------
+def fixed_replica(balancer: str, dispatched: int, drawn_replicas: list[int] | None, replicas: int) -> int:
+    """The replica of the ``dispatched``-th request (0-based, in dispatch order) under a balancer that does not look at the
+    replicas: ``random`` (its pre-drawn replica in ``drawn_replicas``) or ``round_robin``."""
+    if balancer == "random" and drawn_replicas is not None:
+        return drawn_replicas[dispatched]
+    return dispatched % replicas
+
+
+def run_events(engines: list[ReplicaEngine], table: RequestTable, arrivals_s: list[float] | None, users: int, rejected: list[bool],
+               balancer: str, drawn_replicas: list[int] | None) -> None:
+    """The cluster's event loop (:func:`guide_opt.simulate.cluster.simulate`): dispatch arrivals in time order and advance
+    the replicas between them, the replica furthest behind first.
+
+    ``arrivals_s``: an open loop's arrival times, in order; None for a closed loop of ``users`` users with zero think
+    time (each completion's user sends the next request at once). ``rejected[rid]``: a request that never reaches a
+    replica (its arrival is recorded, and under a closed loop its user moves on). ``balancer``: ``least_loaded`` (the
+    replica with the fewest requests queued or running, the lowest index on a tie), or ``random`` / ``round_robin``
+    (:func:`fixed_replica`; ``drawn_replicas``: the random balancer's replica of each dispatch, in dispatch order).
+    Under a closed loop with several replicas, a replica runs at most to the earliest time another one could complete
+    a request (:meth:`ReplicaEngine.completion_lower_bound_s`), since that completion brings the next arrival.
+    """
+    n = len(rejected)
+    closed = arrivals_s is None
+    times: list[float] = [] if arrivals_s is None else arrivals_s
+    pending: list[tuple[float, int]] = []  # (time, request id): a heap under the closed loop
+    next_rid = 0
+    if closed:
+        users = min(users, n)
+        pending = [(0.0, rid) for rid in range(users)]
+        next_rid = users
+    cursor = 0
+    dispatched = 0
+    multi = len(engines) > 1
+    least_loaded = balancer == "least_loaded"
+    inf = math.inf
+    while True:
+        if closed:
+            a = pending[0][0] if pending else inf
+        else:
+            a = times[cursor] if cursor < n else inf
+        engine: ReplicaEngine | None = None  # the busy replica with the earliest clock (the first of them on a tie)
+        for e in engines:
+            if (e.waiting or e.running) and (engine is None or e.clock < engine.clock):
+                engine = e
+        if engine is None or a <= engine.clock:
+            if a == inf:
+                break
+            if closed:
+                rid = heapq.heappop(pending)[1]
+            else:
+                rid = cursor
+                cursor += 1
+            table.arrival_s[rid] = a
+            if rejected[rid]:
+                if closed and next_rid < n:
+                    heapq.heappush(pending, (a, next_rid))
+                    next_rid += 1
+                continue
+            if least_loaded:
+                target = engines[0]
+                for e in engines:
+                    if e.outstanding < target.outstanding or (e.outstanding == target.outstanding and e.index < target.index):
+                        target = e
+            else:
+                target = engines[fixed_replica(balancer, dispatched, drawn_replicas, len(engines))]
+            dispatched += 1
+            target.submit(rid, a)
+            continue
+        horizon = a
+        if closed and multi:
+            for other in engines:
+                if other is not engine and (other.waiting or other.running):
+                    horizon = min(horizon, other.completion_lower_bound_s())
+        engine.advance(horizon, closed)
+        if engine.completions:
+            if closed:
+                for rid in engine.completions:
+                    if next_rid < n:
+                        heapq.heappush(pending, (table.finish_s[rid], next_rid))
+                        next_rid += 1
+            engine.completions.clear()

@@ -59,7 +59,7 @@ def test_the_engine_in_use_is_compiled_where_the_install_must_compile_it():
 
 
 @pytest.mark.parametrize("config_name, workload, replicas, balancer", CASES)
-def test_compiled_engine_gives_the_python_sources_results_bit_for_bit(configs, source_engine, monkeypatch, config_name, workload,
+def test_compiled_engine_gives_the_python_sources_results_bit_for_bit(configs, source_engine, config_name, workload,
                                                                       replicas, balancer):
     if not engine_is_compiled():
         if REQUIRED:
@@ -67,9 +67,8 @@ def test_compiled_engine_gives_the_python_sources_results_bit_for_bit(configs, s
         pytest.skip("the engine runs as Python here: nothing compiled to compare")
     config = configs[config_name]
     compiled = simulate(config, workload, num_requests=400, seed=5, replicas=replicas, balancer=balancer)
-    monkeypatch.setattr(cluster, "ReplicaEngine", source_engine.ReplicaEngine)
-    monkeypatch.setattr(cluster, "RequestTable", source_engine.RequestTable)
-    source = simulate(config, workload, num_requests=400, seed=5, replicas=replicas, balancer=balancer)
+    with cluster.using_engine(source_engine):
+        source = simulate(config, workload, num_requests=400, seed=5, replicas=replicas, balancer=balancer)
     assert compiled.metrics() == source.metrics()
     for field in ("finish_s", "first_token_s", "replica"):
         assert np.array_equal(getattr(compiled.requests, field), getattr(source.requests, field), equal_nan=True), field
