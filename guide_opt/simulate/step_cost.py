@@ -168,8 +168,8 @@ class StepCostModel:
         """The one-dimensional parts by count, for a caller that evaluates :meth:`time_s`' expression itself (the
         simulator's compiled engine); None under pipeline parallelism or without the exact shortcut.
 
-        ``(base, gamma, alpha, intercept)`` by token count and ``(base, gamma)`` by sequence count, each minus its value
-        at one sequence (index: the count). A step of ``nt`` tokens and ``seq`` sequences attending ``A`` tokens and
+        ``(base, gamma, alpha, intercept)`` by token count and ``(base, gamma)`` by sequence count less their values at
+        one sequence (index: the count). A step of ``nt`` tokens and ``seq`` sequences attending ``A`` tokens and
         reading ``R`` takes ``b + layers x (max(alpha[nt] A + intercept[nt] (0 when A = 0), g + beta R + delta A) - g)``
         with ``b = base[nt] + seq_base[seq]`` and ``g = gamma[nt] + seq_gamma[seq]`` (:attr:`layers`, :attr:`beta`,
         :attr:`delta`). Counts beyond the columns' length need :meth:`reserve` first; the columns grow in place.
