@@ -120,3 +120,30 @@ def test_verification_shares_step_tables_between_services_alike_with_the_same_fi
     heavy_alone = [v.text for v in verify_deployments(Problem.from_dict(fleet_dict(models=[heavy])), [deployment])]
     assert heavy_alone and any("replicas" in text for text in heavy_alone)
     assert [v.text.replace("models[1]", "models[0]") for v in found if v.model_index == 1] == heavy_alone
+
+
+def test_verification_spread_over_processes_finds_what_it_finds_serially(solved, monkeypatch):
+    # verify_deployments evaluates each step table's deployments in a forked process once a fleet has enough tables; the
+    # expected findings are those of the same check run serially. Two deployments are spoiled so that there is something
+    # to find: one with fewer replicas than its demand needs (the SLOs at the load it would carry), one reporting a TTFT
+    # the model does not give.
+    import dataclasses
+
+    from guide_opt import parallel, verify as verify_module
+
+    problem, solution = solved("fleet-mixed-inventory.yaml")
+    deployments = list(solution.deployments)
+    deployments[0] = dataclasses.replace(deployments[0], replicas=max(1, deployments[0].replicas - 1))
+    deployments[1] = dataclasses.replace(deployments[1], metrics={**deployments[1].metrics, "ttft_ms": deployments[1].metrics["ttft_ms"] * 2})
+    checked = verification_problem(problem, deployments)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_TABLES", 10**9)
+    serial = [(v.model_index, v.text) for v in verify_deployments(checked, deployments)]
+    processes = []
+    real_map = verify_module.forked_map
+    monkeypatch.setattr(verify_module, "forked_map", lambda f, items, workers: processes.append(parallel.workers_used(workers, len(items)))
+                        or real_map(f, items, workers))
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_TABLES", 2)
+    spread = [(v.model_index, v.text) for v in verify_deployments(checked, deployments)]
+    assert processes == [min(parallel.default_workers(), 3)]
+    assert spread == serial
+    assert any("per replica" in text for _, text in serial) and any("reported ttft_ms" in text for _, text in serial)
