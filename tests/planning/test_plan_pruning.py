@@ -100,3 +100,16 @@ def test_pruned_and_unpruned_cpsat_and_exhaustive_agree(problem):
     if pruned.status is Status.OPTIMAL:
         assert math.isclose(pruned.objective, full.objective, rel_tol=1e-6, abs_tol=1e-6)
         assert math.isclose(pruned.objective, brute.objective, rel_tol=1e-5, abs_tol=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 3).flatmap(lambda d: st.lists(st.tuples(*[st.sampled_from([0.0, 1.0, 2.0, 2.5, 7.0, math.inf])] * d), max_size=40)))
+def test_undominated_keeps_what_a_pairwise_comparison_keeps(vectors):
+    # Expected: member i stays unless another member j is no larger in every component and comes first in (vector, index)
+    # order (so of equal vectors the lowest index stays): the definition, checked pair by pair.
+    from guide_opt.pruning import undominated
+
+    def dominated(i: int) -> bool:
+        return any(all(a <= b for a, b in zip(vectors[j], vectors[i])) and (vectors[j], j) < (vectors[i], i) for j in range(len(vectors)))
+
+    assert sorted(undominated([(v, i) for i, v in enumerate(vectors)])) == [i for i in range(len(vectors)) if not dominated(i)]
