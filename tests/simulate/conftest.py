@@ -10,6 +10,7 @@ median output 14, mean ~20, max 381). The 0.6 correlation is a test choice (the 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,15 @@ def pilot_trace_csv(tmp_path_factory: pytest.TempPathFactory, pilot_trace: np.nd
         lines.append(f"{i},{i},200,llama-13b,8,{n_in},{n_out},{1000 + n_out * 25}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def source_engine():
+    """``engine.py`` run as Python whatever the install compiled, under a name of its own (the compiled engine is
+    held to it, and it to the step-cost model)."""
+    from guide_opt.simulate.compiled import ENGINE_FOLDER, load_source_engine
+
+    name = "guide_opt.simulate._engine_source_for_tests"
+    module = load_source_engine(ENGINE_FOLDER, name)
+    yield module
+    sys.modules.pop(name, None)

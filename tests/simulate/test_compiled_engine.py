@@ -21,18 +21,9 @@ import numpy as np
 import pytest
 
 from guide_opt.simulate import FixedLengths, HistogramLengths, PRESETS, Workload, cluster, simulate
-from guide_opt.simulate.compiled import ENGINE_FOLDER, STAMP_NAME, compiled_state, engine_is_compiled, load_source_engine
+from guide_opt.simulate.compiled import ENGINE_FOLDER, STAMP_NAME, compiled_state, engine_is_compiled
 
 REQUIRED = os.environ.get("GUIDE_OPT_REQUIRE_COMPILED_ENGINE") == "1"
-
-
-@pytest.fixture(scope="module")
-def source_engine():
-    """``engine.py`` run as Python whatever is installed, under a name of its own."""
-    name = "guide_opt.simulate._engine_source_for_tests"
-    module = load_source_engine(ENGINE_FOLDER, name)
-    yield module
-    sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

@@ -123,16 +123,11 @@ def test_threads_do_not_share_a_model(make_config):
 
 
 @pytest.fixture(scope="module")
-def engines():
+def engines(source_engine):
     """The engine in use (compiled where the install compiled it) and ``engine.py`` run as Python."""
-    import sys
-
     from guide_opt.simulate import engine
-    from guide_opt.simulate.compiled import ENGINE_FOLDER, load_source_engine
 
-    name = "guide_opt.simulate._engine_source_for_step_tests"
-    yield {"in use": engine, "source": load_source_engine(ENGINE_FOLDER, name)}
-    sys.modules.pop(name, None)
+    return {"in use": engine, "source": source_engine}
 
 
 @settings(max_examples=150, deadline=None)
