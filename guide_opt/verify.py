@@ -105,22 +105,22 @@ def verify_deployments(problem: Problem, deployments: list[Deployment], catalog:
     for i, dep in enumerate(deployments):
         if i not in results:
             continue
-        violations = found[i]
+        own = found[i]
         ms, shape, _, _ = evaluations[i]
         c, at = results[i]
         for family in c.violations:
-            violations.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
+            own.append(Violation(i, f"{ms.label}: {_describe(family, c, ms)}"))
         if c.replicas_min is not None and dep.replicas < c.replicas_min:
-            violations.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
+            own.append(Violation(i, f"{ms.label}: demand needs {c.replicas_min} replicas, deployment has {dep.replicas}"))
             if at is not None:  # and the SLOs its replicas miss at the load they would carry
-                violations.extend(Violation(i, f"{ms.label}: at {at.load_per_replica:.4g} per replica, {_describe(family, at, ms)}")
-                                  for family in at.slo_violations)
+                own.extend(Violation(i, f"{ms.label}: at {at.load_per_replica:.4g} per replica, {_describe(family, at, ms)}")
+                           for family in at.slo_violations)
         if not _close(dep.cost_per_hour, dep.replicas * shape.usd_per_replica_hour):
-            violations.append(Violation(i, f"{ms.label}: cost_per_hour {dep.cost_per_hour} != {dep.replicas * shape.usd_per_replica_hour}"))
+            own.append(Violation(i, f"{ms.label}: cost_per_hour {dep.cost_per_hour} != {dep.replicas * shape.usd_per_replica_hour}"))
         if c.fits:
             for key, fresh in (("ttft_ms", c.ttft_s * 1e3), ("tpot_ms", c.tpot_s * 1e3)):
                 if not _close(dep.metrics[key], fresh):
-                    violations.append(Violation(i, f"{ms.label}: reported {key} {dep.metrics[key]:.4f} but the model gives {fresh:.4f}"))
+                    own.append(Violation(i, f"{ms.label}: reported {key} {dep.metrics[key]:.4f} but the model gives {fresh:.4f}"))
         picks.append(Pick(c, dep.replicas))
     violations = [v for per_deployment in found for v in per_deployment]
     if len(picks) == len(problem.models):
