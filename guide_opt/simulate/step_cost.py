@@ -195,8 +195,7 @@ class StepCostModel:
 
     def _separable_entry(self, new_tokens: int, sequences: int) -> tuple[float, float, float, float, float, float]:
         """:meth:`_entry` without pipeline parallelism, from the one-dimensional parts (see the module docstring)."""
-        if new_tokens >= len(self._by_tokens[0]) or sequences >= len(self._by_sequences[0]):
-            self.reserve(new_tokens, sequences)
+        self.reserve(new_tokens, sequences)
         base, gamma, alpha, intercept = self._by_tokens
         seq_base, seq_gamma = self._by_sequences
         return (base[new_tokens] + seq_base[sequences], self._layers, 1.0, gamma[new_tokens] + seq_gamma[sequences], alpha[new_tokens],
